@@ -1,0 +1,20 @@
+/*
+ * cli.h — the `coffer` command: shared helpers for its subcommands. Bad usage exits 2 with a
+ * one-line reason on stderr; --help on every subcommand.
+ */
+#ifndef COFFER_CLI_H
+#define COFFER_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define CLI_EXIT_USAGE 2
+
+int cli_bench(int argc, char **argv);
+
+/* Prints "coffer: <reason>" and returns CLI_EXIT_USAGE. */
+int cli_usage_error(const char *format, ...) __attribute__((format(printf, 1, 2)));
+/* Parses a whole decimal number in [min, max]; false on anything else. */
+bool cli_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out);
+
+#endif

@@ -1,0 +1,81 @@
+/*
+ * ledger.h — the deterministic state machine. Given events, their seq and timestamps, it
+ * applies every rule of docs/semantics.md to a store. No I/O, no clock, no threads, and no
+ * allocation while applying: the undo log is allocated once at init and the store's room is
+ * reserved by the caller (ledger_reserve_needs) before each submission.
+ */
+#ifndef COFFER_CORE_LEDGER_H
+#define COFFER_CORE_LEDGER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "coffer.h"
+#include "store/store.h"
+
+/* Field names of results (JSON pointers); store_transfer.field holds the index. */
+enum ledger_field {
+    FIELD_NONE = 0,
+    FIELD_ID,
+    FIELD_OP,
+    FIELD_FLAGS,
+    FIELD_CURRENCY,
+    FIELD_MIN_BALANCE,
+    FIELD_MAX_BALANCE,
+    FIELD_FROM,
+    FIELD_TO,
+    FIELD_AMOUNT,
+    FIELD_HOLD_TIMEOUT,
+    FIELD_UP_TO,
+    FIELD_EXPECT_FROM,
+    FIELD_EXPECT_TO,
+    FIELD_POST,
+    FIELD_VOID,
+    FIELD_METADATA,
+    FIELD_COUNT
+};
+
+const char *ledger_field_name(int field);
+
+/* Checks an event's fields (docs/semantics.md "Validation"). COFFER_OK or INVALID_FIELD with
+ * *field set. Pure: callers may run it on any thread. */
+int ledger_validate(const coffer_event *event, int *field);
+
+typedef struct ledger_undo ledger_undo;
+
+typedef struct ledger {
+    store *store;
+    ledger_undo *undo; /* before-images of records an atomic submission modified */
+    size_t undo_count, undo_capacity;
+    uint32_t *new_holds; /* holds created by an atomic submission, indexed once it commits */
+    size_t new_holds_count;
+    uint64_t *seen; /* a scratch set to find repeated ids inside one atomic submission */
+    size_t seen_mask;
+    bool atomic;
+} ledger;
+
+int ledger_init(ledger *l, store *s);
+void ledger_free(ledger *l);
+
+/* Room a submission may need; pass to store_reserve() before ledger_apply(). */
+typedef struct ledger_needs {
+    uint64_t accounts, transfers, history, arena_bytes, holds;
+} ledger_needs;
+void ledger_needs_add(ledger_needs *needs, const coffer_event *events, size_t count);
+
+/*
+ * Applies one submission: event i gets seq0 + i and ts0 + i. Fills results[0..count).
+ * `atomic`: all or none (docs/semantics.md "Atomic batches").
+ */
+void ledger_apply(ledger *l, const coffer_event *events, size_t count, bool atomic,
+                  uint64_t seq0, uint64_t ts0, coffer_result *results);
+
+/* Expires a pending hold (the engine's sweep decides which and when). */
+void ledger_expire(ledger *l, uint32_t hold, uint64_t seq, uint64_t timestamp);
+
+/* The account's state right after `seq` (balance, available, version); zero and version 1 if
+ * it had no change by then. */
+coffer_account_after ledger_account_after(const store *s, uint32_t account, uint64_t seq);
+
+#endif

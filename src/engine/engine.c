@@ -1,0 +1,275 @@
+/*
+ * engine.c — the single writer. Callers queue requests (submissions and reads); one thread
+ * drains the queue into batches, stamps them with seq and a clock that never goes back, sweeps
+ * expired holds, applies, and releases the callers in order. That one thread is what rules out
+ * races on balances: no account is ever locked.
+ */
+#include "engine/engine.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/check.h"
+
+static uint64_t wall_clock_ns(void *context)
+{
+    (void)context;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (uint64_t)now.tv_sec * 1000000000ULL + (uint64_t)now.tv_nsec;
+}
+
+void coffer_options_init(coffer_options *options)
+{
+    if (!options) return;
+    memset(options, 0, sizeof *options);
+    /* About 60 GiB of transfers would not fit in 24 GiB; these leave room for the OS. */
+    options->accounts_max = 10u * 1000 * 1000;
+    options->transfers_max = 64u * 1000 * 1000;
+    options->queue_events_max = 64u * 1024;
+    options->clock_ns = wall_clock_ns;
+}
+
+/* ---- the batch ----------------------------------------------------------------------------- */
+
+/* Expires pending holds due at ts0: one event each at the front of the batch, soonest first. */
+static void sweep_expired(coffer *db, uint64_t ts0, uint64_t *seq, uint64_t *timestamp)
+{
+    store *s = &db->store;
+    store_hold_ref due;
+    uint64_t swept = 0;
+    while (swept < ENGINE_EXPIRIES_PER_BATCH && store_hold_peek(s, &due) && due.expires_at <= ts0) {
+        store_hold_pop(s);
+        const store_transfer *hold = &s->transfers[due.transfer];
+        if (hold->state != COFFER_STATE_PENDING) continue; /* posted or voided since */
+        ledger_expire(&db->ledger, due.transfer, (*seq)++, (*timestamp)++);
+        swept++;
+    }
+}
+
+static int reserve_batch(coffer *db, engine_request *batch)
+{
+    ledger_needs needs = {0};
+    needs.history = 2 * ENGINE_EXPIRIES_PER_BATCH;
+    needs.holds = ENGINE_EXPIRIES_PER_BATCH;
+    for (engine_request *request = batch; request; request = request->next)
+        if (request->events) ledger_needs_add(&needs, request->events, request->count);
+    return store_reserve(&db->store, needs.accounts, needs.transfers, needs.history,
+                         needs.arena_bytes, needs.holds);
+}
+
+static void apply_batch(coffer *db, engine_request *batch)
+{
+    int reserved = reserve_batch(db, batch);
+    uint64_t clock = db->options.clock_ns(db->options.clock_context);
+    uint64_t ts0 = clock > db->last_timestamp ? clock : db->last_timestamp + 1;
+    uint64_t seq = db->last_seq + 1, timestamp = ts0;
+    /* Sweep before submitted events, or on the timer (no batch); a batch of reads alone leaves
+     * state as it is, so reads never move time. */
+    bool submits = !batch;
+    for (engine_request *request = batch; request; request = request->next)
+        submits |= request->events != 0;
+    if (reserved == COFFER_OK && submits) sweep_expired(db, ts0, &seq, &timestamp);
+    for (engine_request *request = batch; request; request = request->next) {
+        if (!request->events) {
+            request->status = request->read(db, request->context);
+            continue;
+        }
+        if (reserved != COFFER_OK) {
+            request->status = reserved;
+            continue;
+        }
+        ledger_apply(&db->ledger, request->events, request->count, request->atomic, seq,
+                     timestamp, request->results);
+        seq += request->count;
+        timestamp += request->count;
+        for (size_t i = 0; i < request->count; i++) db->codes[request->results[i].code]++;
+        db->events_applied += request->count;
+        request->status = COFFER_OK;
+    }
+    COFFER_ASSERT(seq > db->last_seq && timestamp >= ts0);
+    /* Only stamped events move time: reads and empty sweeps leave seq and the clock alone. */
+    if (seq > db->last_seq + 1) {
+        db->last_seq = seq - 1;
+        db->last_timestamp = timestamp - 1;
+        db->batches++;
+    }
+}
+
+/* ---- the writer thread --------------------------------------------------------------------- */
+
+/* How long to sleep with an empty queue: until the next hold is due, at most a second. */
+static struct timespec wait_deadline(coffer *db)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    uint64_t wait_ns = 1000000000ULL;
+    store_hold_ref due;
+    if (store_hold_peek(&db->store, &due)) {
+        uint64_t now = db->options.clock_ns(db->options.clock_context);
+        uint64_t until = due.expires_at > now ? due.expires_at - now : 0;
+        if (until < wait_ns) wait_ns = until + 1000000; /* a millisecond past due */
+    }
+    deadline.tv_sec += (time_t)(wait_ns / 1000000000ULL);
+    deadline.tv_nsec += (long)(wait_ns % 1000000000ULL);
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    return deadline;
+}
+
+/* With an injected clock, time is the caller's: holds expire only at the start of batches the
+ * caller submits, so tests are deterministic. The wall clock also sweeps on a timer. */
+static bool hold_due(coffer *db)
+{
+    if (db->options.clock_ns != wall_clock_ns) return false;
+    store_hold_ref due;
+    return store_hold_peek(&db->store, &due) &&
+           due.expires_at <= db->options.clock_ns(db->options.clock_context);
+}
+
+/* Takes whole requests from the queue up to a batch's worth of events (at least one). */
+static engine_request *take_batch(coffer *db)
+{
+    engine_request *head = db->queue_head, *last = head;
+    uint64_t events = last->events ? last->count : 1;
+    while (last->next) {
+        uint64_t more = last->next->events ? last->next->count : 1;
+        if (events + more > COFFER_BATCH_EVENTS_MAX) break;
+        events += more;
+        last = last->next;
+    }
+    db->queue_head = last->next;
+    if (!db->queue_head) db->queue_tail = 0;
+    last->next = 0;
+    db->queue_events -= events;
+    return head;
+}
+
+static void *writer_main(void *argument)
+{
+    coffer *db = argument;
+    pthread_mutex_lock(&db->mutex);
+    for (;;) {
+        while (!db->queue_head && !db->stopping) {
+            if (hold_due(db)) break;
+            struct timespec deadline = wait_deadline(db);
+            pthread_cond_timedwait(&db->wake, &db->mutex, &deadline);
+        }
+        if (!db->queue_head && db->stopping) break;
+        engine_request *batch = db->queue_head ? take_batch(db) : 0;
+        pthread_mutex_unlock(&db->mutex);
+        apply_batch(db, batch);
+        pthread_mutex_lock(&db->mutex);
+        for (engine_request *request = batch, *next; request; request = next) {
+            next = request->next; /* the caller may free its request once done is set */
+            request->done = true;
+            pthread_cond_signal(&request->done_cond);
+        }
+    }
+    pthread_mutex_unlock(&db->mutex);
+    return 0;
+}
+
+/* Queues a request and blocks until the writer has answered it. */
+static int engine_call(coffer *db, engine_request *request, uint64_t events)
+{
+    pthread_cond_init(&request->done_cond, 0);
+    pthread_mutex_lock(&db->mutex);
+    int status = COFFER_OK;
+    if (db->stopping) {
+        status = COFFER_SHUTTING_DOWN;
+    } else if (db->queue_events + events > db->options.queue_events_max) {
+        status = COFFER_OVERLOADED;
+    } else {
+        request->next = 0;
+        if (db->queue_tail)
+            db->queue_tail->next = request;
+        else
+            db->queue_head = request;
+        db->queue_tail = request;
+        db->queue_events += events;
+        pthread_cond_signal(&db->wake);
+        while (!request->done) pthread_cond_wait(&request->done_cond, &db->mutex);
+        status = request->status;
+    }
+    pthread_mutex_unlock(&db->mutex);
+    pthread_cond_destroy(&request->done_cond);
+    return status;
+}
+
+int engine_read(coffer *db, engine_read_fn read, void *context)
+{
+    engine_request request = {0};
+    request.read = read;
+    request.context = context;
+    return engine_call(db, &request, 1);
+}
+
+/* ---- public API ---------------------------------------------------------------------------- */
+
+int coffer_submit(coffer *db, const coffer_event *events, size_t count, bool atomic,
+                  coffer_result *results)
+{
+    if (!db || !events || !results || count == 0) return COFFER_INVALID_ARGUMENT;
+    if (count > COFFER_BATCH_EVENTS_MAX) return COFFER_BATCH_TOO_LARGE;
+    engine_request request = {0};
+    request.events = events;
+    request.count = count;
+    request.atomic = atomic;
+    request.results = results;
+    return engine_call(db, &request, count);
+}
+
+int coffer_open(const char *dir, const coffer_options *options, coffer **db_out)
+{
+    if (!db_out) return COFFER_INVALID_ARGUMENT;
+    *db_out = 0;
+    if (dir) return COFFER_INVALID_ARGUMENT; /* durable storage arrives with the log */
+    coffer *db = calloc(1, sizeof *db);
+    if (!db) return COFFER_OUT_OF_MEMORY;
+    coffer_options_init(&db->options);
+    if (options) db->options = *options;
+    if (!db->options.clock_ns) db->options.clock_ns = wall_clock_ns;
+    if (db->options.accounts_max == 0 || db->options.transfers_max == 0 ||
+        db->options.queue_events_max < COFFER_BATCH_EVENTS_MAX) {
+        free(db);
+        return COFFER_INVALID_ARGUMENT;
+    }
+    store_limits limits = {db->options.accounts_max, db->options.transfers_max};
+    int code = store_init(&db->store, &limits);
+    if (code == COFFER_OK) code = ledger_init(&db->ledger, &db->store);
+    if (code != COFFER_OK) {
+        store_free(&db->store);
+        free(db);
+        return code;
+    }
+    pthread_mutex_init(&db->mutex, 0);
+    pthread_cond_init(&db->wake, 0);
+    if (pthread_create(&db->writer, 0, writer_main, db) != 0) {
+        ledger_free(&db->ledger);
+        store_free(&db->store);
+        free(db);
+        return COFFER_INTERNAL;
+    }
+    *db_out = db;
+    return COFFER_OK;
+}
+
+void coffer_close(coffer *db)
+{
+    if (!db) return;
+    pthread_mutex_lock(&db->mutex);
+    db->stopping = true;
+    pthread_cond_signal(&db->wake);
+    pthread_mutex_unlock(&db->mutex);
+    pthread_join(db->writer, 0);
+    pthread_cond_destroy(&db->wake);
+    pthread_mutex_destroy(&db->mutex);
+    ledger_free(&db->ledger);
+    store_free(&db->store);
+    free(db);
+}

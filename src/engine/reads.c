@@ -1,0 +1,298 @@
+/*
+ * reads.c — lookups and the live invariant check. Each runs on the writer thread between
+ * batches (engine_read), so it sees one consistent state and needs no lock on any record.
+ * Every answer is copied into caller-owned structs.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/check.h"
+#include "engine/engine.h"
+
+static void copy_name(char *out, size_t out_size, const char *bytes, size_t length)
+{
+    COFFER_ASSERT(length < out_size);
+    memcpy(out, bytes, length);
+    out[length] = 0;
+}
+
+static uint32_t find_account(const store *s, const char *id)
+{
+    size_t length = strnlen(id, COFFER_ACCOUNT_ID_MAX + 1);
+    if (length > COFFER_ACCOUNT_ID_MAX) return STORE_NONE;
+    return store_account_find(s, id, length, store_hash(id, length));
+}
+
+static uint32_t find_transfer(const store *s, const char *id)
+{
+    size_t length = strnlen(id, COFFER_TRANSFER_ID_MAX + 1);
+    if (length > COFFER_TRANSFER_ID_MAX) return STORE_NONE;
+    return store_transfer_find(s, id, length, store_hash(id, length));
+}
+
+/* ---- accounts ------------------------------------------------------------------------------ */
+
+struct account_read {
+    const char *id;
+    int at;
+    uint64_t at_value;
+    coffer_account *out;
+};
+
+static void account_fill(const store *s, const store_account *account, coffer_account *out)
+{
+    memset(out, 0, sizeof *out);
+    copy_name(out->id, sizeof out->id, store_account_id(s, account), account->id_len);
+    memcpy(out->currency, account->currency, COFFER_CURRENCY_MAX);
+    out->min_unbounded = account->flags & COFFER_FLAG_MIN_UNBOUNDED;
+    out->has_max = account->flags & COFFER_FLAG_HAS_MAX;
+    out->min_balance = account->min_balance;
+    out->max_balance = account->max_balance;
+    out->debits_posted = account->debits_posted;
+    out->credits_posted = account->credits_posted;
+    out->debits_held = account->debits_held;
+    out->credits_held = account->credits_held;
+    out->balance = account->credits_posted - account->debits_posted;
+    out->available = out->balance - account->debits_held;
+    out->version = account->version;
+    out->created_seq = account->created_seq;
+    out->created_at = account->created_at;
+    out->metadata_len = account->metadata_len;
+    memcpy(out->metadata, s->arena + account->metadata_offset, account->metadata_len);
+}
+
+/* A past state: history keeps balance and available after each change, so those (and
+ * debits_held, their difference) and the version are exact; the posted and credit-held totals
+ * are not kept per entry and read as 0. */
+static int account_at(const store *s, const store_account *account, uint32_t index, int at,
+                      uint64_t at_value, coffer_account *out)
+{
+    uint64_t created = at == COFFER_AT_SEQ ? account->created_seq : account->created_at;
+    if (created > at_value) return COFFER_ACCOUNT_NOT_FOUND;
+    uint32_t entry = at == COFFER_AT_SEQ ? store_history_find_seq(s, index, at_value)
+                                         : store_history_find_timestamp(s, index, at_value);
+    out->debits_posted = out->credits_posted = out->credits_held = 0;
+    out->balance = out->available = out->debits_held = 0;
+    out->version = 1;
+    if (entry != STORE_NONE) {
+        const store_history *found = &s->history[entry];
+        out->balance = found->balance;
+        out->available = found->available;
+        out->debits_held = found->balance - found->available;
+        out->version = found->ordinal + 2;
+    }
+    return COFFER_OK;
+}
+
+static int account_read_run(coffer *db, void *context)
+{
+    struct account_read *read = context;
+    const store *s = &db->store;
+    uint32_t index = find_account(s, read->id);
+    if (index == STORE_NONE) return COFFER_ACCOUNT_NOT_FOUND;
+    account_fill(s, &s->accounts[index], read->out);
+    if (read->at == COFFER_AT_NOW) return COFFER_OK;
+    return account_at(s, &s->accounts[index], index, read->at, read->at_value, read->out);
+}
+
+int coffer_account_get(coffer *db, const char *id, int at, uint64_t at_value, coffer_account *out)
+{
+    if (!db || !id || !out) return COFFER_INVALID_ARGUMENT;
+    if (at != COFFER_AT_NOW && at != COFFER_AT_SEQ && at != COFFER_AT_TIMESTAMP)
+        return COFFER_INVALID_ARGUMENT;
+    struct account_read read = {id, at, at_value, out};
+    return engine_read(db, account_read_run, &read);
+}
+
+/* ---- history ------------------------------------------------------------------------------- */
+
+struct history_read {
+    const char *id;
+    uint64_t after_seq;
+    size_t limit;
+    coffer_history_entry *entries;
+    size_t count;
+};
+
+static int history_read_run(coffer *db, void *context)
+{
+    struct history_read *read = context;
+    const store *s = &db->store;
+    uint32_t account = find_account(s, read->id);
+    if (account == STORE_NONE) return COFFER_ACCOUNT_NOT_FOUND;
+    uint32_t entry = store_history_find_seq(s, account, read->after_seq);
+    entry = entry == STORE_NONE ? s->accounts[account].history_first : s->history[entry].next;
+    for (; entry != STORE_NONE && read->count < read->limit; entry = s->history[entry].next) {
+        const store_history *found = &s->history[entry];
+        const store_transfer *transfer = &s->transfers[found->transfer];
+        coffer_history_entry *out = &read->entries[read->count++];
+        out->seq = found->seq;
+        out->timestamp = store_history_timestamp(s, found);
+        copy_name(out->transfer_id, sizeof out->transfer_id, store_transfer_id(s, transfer),
+                  transfer->id_len);
+        out->kind = found->kind;
+        out->delta = store_history_delta(s, found);
+        out->balance = found->balance;
+        out->available = found->available;
+        out->version = found->ordinal + 2;
+    }
+    return COFFER_OK;
+}
+
+int coffer_history(coffer *db, const char *account_id, uint64_t after_seq, size_t limit,
+                   coffer_history_entry *entries, size_t *count_out)
+{
+    if (!db || !account_id || (!entries && limit) || !count_out) return COFFER_INVALID_ARGUMENT;
+    struct history_read read = {account_id, after_seq, limit, entries, 0};
+    int status = engine_read(db, history_read_run, &read);
+    *count_out = read.count;
+    return status;
+}
+
+/* ---- transfers and holds ------------------------------------------------------------------- */
+
+static void transfer_fill(const store *s, uint32_t index, coffer_transfer *out)
+{
+    const store_transfer *t = &s->transfers[index];
+    const store_aux *aux = store_transfer_aux(s, t);
+    const char *names = aux ? (const char *)(aux + 1) + aux->metadata_len : 0;
+    memset(out, 0, sizeof *out);
+    copy_name(out->id, sizeof out->id, store_transfer_id(s, t), t->id_len);
+    out->op = t->op;
+    out->state = t->state;
+    out->flags = t->flags;
+    out->code = t->code;
+    out->amount = t->state == COFFER_STATE_REJECTED ? 0 : t->amount;
+    out->amount_requested = t->amount_requested;
+    out->seq = t->seq;
+    out->timestamp = t->timestamp;
+    out->expires_at = t->expires_at;
+    if (t->expires_at) out->hold_timeout_ms = (t->expires_at - t->timestamp) / 1000000ULL;
+    if (t->from != STORE_NONE) {
+        const store_account *a = &s->accounts[t->from];
+        copy_name(out->from, sizeof out->from, store_account_id(s, a), a->id_len);
+    } else if (aux && t->op == COFFER_OP_TRANSFER) {
+        copy_name(out->from, sizeof out->from, names, aux->from_len);
+    }
+    if (t->to != STORE_NONE) {
+        const store_account *a = &s->accounts[t->to];
+        copy_name(out->to, sizeof out->to, store_account_id(s, a), a->id_len);
+    } else if (aux && t->op == COFFER_OP_TRANSFER) {
+        copy_name(out->to, sizeof out->to, names + aux->from_len, aux->to_len);
+    }
+    if (t->op == COFFER_OP_POST || t->op == COFFER_OP_VOID) {
+        if (t->link != STORE_NONE) {
+            const store_transfer *hold = &s->transfers[t->link];
+            copy_name(out->hold_id, sizeof out->hold_id, store_transfer_id(s, hold),
+                      hold->id_len);
+        } else if (aux) {
+            copy_name(out->hold_id, sizeof out->hold_id, names + aux->from_len + aux->to_len,
+                      aux->hold_len);
+        }
+    }
+    if (t->state == COFFER_STATE_CAPTURED) out->captured = s->transfers[t->link].amount;
+    if (aux) {
+        out->expect_from_version = aux->expect_from_version;
+        out->expect_to_version = aux->expect_to_version;
+        out->metadata_len = aux->metadata_len;
+        memcpy(out->metadata, aux + 1, aux->metadata_len);
+    }
+}
+
+struct transfer_read {
+    const char *id;
+    coffer_transfer *out;
+};
+
+static int transfer_read_run(coffer *db, void *context)
+{
+    struct transfer_read *read = context;
+    uint32_t index = find_transfer(&db->store, read->id);
+    if (index == STORE_NONE) return COFFER_TRANSFER_NOT_FOUND;
+    transfer_fill(&db->store, index, read->out);
+    return COFFER_OK;
+}
+
+int coffer_transfer_get(coffer *db, const char *id, coffer_transfer *out)
+{
+    if (!db || !id || !out) return COFFER_INVALID_ARGUMENT;
+    struct transfer_read read = {id, out};
+    return engine_read(db, transfer_read_run, &read);
+}
+
+struct holds_read {
+    const char *account_id;
+    size_t limit;
+    coffer_transfer *out;
+    size_t count;
+};
+
+static int hold_order(const void *a, const void *b)
+{
+    const store_hold_ref *x = a, *y = b;
+    if (x->expires_at != y->expires_at) return x->expires_at < y->expires_at ? -1 : 1;
+    return x->transfer < y->transfer ? -1 : x->transfer > y->transfer;
+}
+
+/* The heap holds every pending hold (and stale entries for resolved ones): filter, then sort. */
+static int holds_read_run(coffer *db, void *context)
+{
+    struct holds_read *read = context;
+    const store *s = &db->store;
+    uint32_t account = STORE_NONE;
+    if (read->account_id) {
+        account = find_account(s, read->account_id);
+        if (account == STORE_NONE) return COFFER_ACCOUNT_NOT_FOUND;
+    }
+    store_hold_ref *pending = malloc((s->holds_count + 1) * sizeof *pending);
+    if (!pending) return COFFER_OUT_OF_MEMORY;
+    size_t found = 0;
+    for (uint64_t i = 0; i < s->holds_count; i++) {
+        const store_transfer *hold = &s->transfers[s->holds[i].transfer];
+        if (hold->state != COFFER_STATE_PENDING) continue;
+        if (account != STORE_NONE && hold->from != account && hold->to != account) continue;
+        pending[found++] = s->holds[i];
+    }
+    qsort(pending, found, sizeof *pending, hold_order);
+    for (size_t i = 0; i < found && read->count < read->limit; i++)
+        transfer_fill(s, pending[i].transfer, &read->out[read->count++]);
+    free(pending);
+    return COFFER_OK;
+}
+
+int coffer_holds_list(coffer *db, const char *account_id, size_t limit, coffer_transfer *out,
+                      size_t *count_out)
+{
+    if (!db || (!out && limit) || !count_out) return COFFER_INVALID_ARGUMENT;
+    struct holds_read read = {account_id, limit, out, 0};
+    int status = engine_read(db, holds_read_run, &read);
+    *count_out = read.count;
+    return status;
+}
+
+/* ---- stats --------------------------------------------------------------------------------- */
+
+static int stats_read_run(coffer *db, void *context)
+{
+    coffer_stats *out = context;
+    memset(out, 0, sizeof *out);
+    out->seq = db->last_seq;
+    out->accounts = db->store.accounts_count;
+    out->transfers = db->store.transfers_count;
+    out->holds_pending = db->store.holds_pending;
+    out->holds_expired = db->store.expiries_count;
+    out->batches = db->batches;
+    out->events_applied = db->events_applied;
+    memcpy(out->codes, db->codes, sizeof out->codes);
+    return COFFER_OK;
+}
+
+int coffer_stats_get(coffer *db, coffer_stats *out)
+{
+    if (!db || !out) return COFFER_INVALID_ARGUMENT;
+    int status = engine_read(db, stats_read_run, out);
+    pthread_mutex_lock(&db->mutex); /* the queue belongs to the callers' side of the lock */
+    out->queue_events = db->queue_events;
+    pthread_mutex_unlock(&db->mutex);
+    return status;
+}

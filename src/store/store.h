@@ -1,0 +1,200 @@
+/*
+ * store.h — the in-memory tables the core applies to: accounts and transfers by id, a byte
+ * arena for ids and metadata, per-account history, pending holds by expiry, and expiries.
+ *
+ * Growth happens only in store_reserve(), which the engine calls before a batch; the core then
+ * appends without allocating. Rollback of an atomic batch truncates the tables back to a mark.
+ * Records refer to each other by uint32 index (STORE_NONE for none), never by pointer, because
+ * tables move when they grow.
+ */
+#ifndef COFFER_STORE_H
+#define COFFER_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_NONE UINT32_MAX
+
+/* Account flags: the public COFFER_FLAG_MIN_UNBOUNDED and COFFER_FLAG_HAS_MAX. */
+typedef struct store_account {
+    int64_t min_balance;
+    int64_t max_balance;
+    int64_t debits_posted;
+    int64_t credits_posted;
+    int64_t debits_held;
+    int64_t credits_held;
+    uint64_t version;
+    uint64_t created_seq;
+    uint64_t created_at;
+    uint64_t id_offset;       /* into the arena */
+    uint64_t metadata_offset; /* into the arena; metadata_len 0: none */
+    char currency[16];        /* zero padded, so two currencies compare with one memcmp */
+    uint32_t metadata_len;
+    uint32_t history_first; /* oldest entry, STORE_NONE when none */
+    uint32_t history_last;  /* newest entry */
+    uint32_t holds_pending; /* pending holds debiting or crediting this account */
+    uint8_t id_len;
+    uint8_t flags;
+} store_account;
+
+/*
+ * One recorded outcome: a transfer, a hold, a post or a void, applied or rejected.
+ * `amount` is what moved (held, captured); for a rejection it is the explaining figure
+ * (available for insufficient_balance, actual version for version_mismatch).
+ */
+typedef struct store_transfer {
+    uint64_t seq;
+    uint64_t timestamp;
+    int64_t amount;
+    int64_t amount_requested;
+    uint64_t expires_at;  /* holds: timestamp + timeout, also when rejected (for replays) */
+    uint64_t id_offset;   /* into the arena */
+    uint64_t aux_offset;  /* an aux record in the arena (see store_aux), 0 when none */
+    uint32_t from;        /* account index, STORE_NONE when it did not resolve */
+    uint32_t to;
+    uint32_t link;        /* post/void: the hold; a resolved hold: the post or void */
+    uint16_t code;        /* the recorded outcome: COFFER_CREATED or the rejection */
+    uint8_t id_len;
+    uint8_t op;           /* enum coffer_op */
+    uint8_t state;        /* enum coffer_transfer_state */
+    uint8_t flags;        /* COFFER_FLAG_UP_TO and the EXPECT flags */
+    uint8_t field;        /* a rejection's field, an index into ledger's field names */
+} store_transfer;
+
+/*
+ * Rarely present parts of a transfer, kept out of the hot record: expected versions, metadata,
+ * and the names of accounts or holds that did not resolve (so a retry can still be compared).
+ * Stored in the arena as this header followed by metadata, from, to, hold bytes.
+ */
+typedef struct store_aux {
+    uint64_t expect_from_version;
+    uint64_t expect_to_version;
+    uint32_t metadata_len;
+    uint8_t from_len;
+    uint8_t to_len;
+    uint8_t hold_len;
+    uint8_t reserved;
+    uint32_t reserved_2;
+} store_aux;
+
+/* One change to one account. Timestamps come from the event (see store_history_timestamp). */
+typedef struct store_history {
+    uint64_t seq;
+    int64_t balance;   /* after */
+    int64_t available; /* after */
+    uint32_t transfer; /* the event; for an expiry, the hold */
+    uint32_t previous; /* older entry of the same account */
+    uint32_t next;     /* newer entry of the same account */
+    uint32_t skip;     /* a far older entry of the same account: O(log n) search by seq */
+    uint32_t ordinal;  /* 0 for the account's first entry; version after = ordinal + 2 */
+    uint8_t kind;      /* enum coffer_history_kind */
+    uint8_t debit;     /* 1: the debited side of the event, its delta is negative */
+} store_history;
+
+typedef struct store_hold_ref {
+    uint64_t expires_at;
+    uint32_t transfer;
+} store_hold_ref;
+
+typedef struct store_expiry {
+    uint64_t seq;
+    uint64_t timestamp;
+    uint32_t hold;
+} store_expiry;
+
+/* An open-addressing index from id bytes to a record index. */
+typedef struct store_index {
+    uint64_t *slots; /* (hash high 32 bits << 32) | (index + 1); 0 is empty */
+    uint64_t mask;
+    uint64_t count;
+} store_index;
+
+typedef struct store_limits {
+    uint32_t accounts_max;
+    uint32_t transfers_max;
+} store_limits;
+
+typedef struct store {
+    store_limits limits;
+    store_account *accounts;
+    uint64_t accounts_count, accounts_capacity;
+    store_transfer *transfers;
+    uint64_t transfers_count, transfers_capacity;
+    store_history *history;
+    uint64_t history_count, history_capacity;
+    store_expiry *expiries;
+    uint64_t expiries_count, expiries_capacity;
+    store_hold_ref *holds; /* min-heap by (expires_at, transfer); may hold stale entries */
+    uint64_t holds_count, holds_capacity;
+    uint64_t holds_pending;
+    char *arena; /* ids and metadata; offset 0 is never used, so 0 means none */
+    uint64_t arena_used, arena_capacity;
+    store_index account_index;
+    store_index transfer_index;
+} store;
+
+/* A position the tables can be truncated back to (rollback of an atomic batch). */
+typedef struct store_mark {
+    uint64_t accounts_count, transfers_count, history_count, expiries_count, arena_used;
+    uint64_t holds_pending;
+} store_mark;
+
+int store_init(store *s, const store_limits *limits);
+void store_free(store *s);
+
+/* Makes room so that the next appends of up to these counts cannot allocate. COFFER_OK or
+ * COFFER_OUT_OF_MEMORY. Limits are not checked here: the core checks them per event. */
+int store_reserve(store *s, uint64_t accounts, uint64_t transfers, uint64_t history,
+                  uint64_t arena_bytes, uint64_t holds);
+
+uint64_t store_hash(const char *bytes, size_t length);
+
+uint32_t store_account_find(const store *s, const char *id, size_t id_len, uint64_t hash);
+uint32_t store_transfer_find(const store *s, const char *id, size_t id_len, uint64_t hash);
+
+/* Appends (capacity reserved beforehand). The id is copied into the arena and indexed. */
+uint32_t store_account_append(store *s, const char *id, size_t id_len, uint64_t hash);
+uint32_t store_transfer_append(store *s, const char *id, size_t id_len, uint64_t hash);
+/* Copies bytes into the arena: _raw packs them, store_arena_append aligns to 8 (aux records). */
+uint64_t store_arena_append(store *s, const void *bytes, size_t length);
+uint64_t store_arena_append_raw(store *s, const void *bytes, size_t length);
+
+/* Appends a history entry for `account` and links it into the account's chain. */
+uint32_t store_history_append(store *s, uint32_t account, uint64_t seq, uint32_t transfer,
+                              uint8_t kind, bool debit);
+/* The newest entry of `account` with seq <= `seq` (STORE_NONE if none). O(log n). */
+uint32_t store_history_find_seq(const store *s, uint32_t account, uint64_t seq);
+/* The newest entry of `account` with timestamp <= `timestamp`. */
+uint32_t store_history_find_timestamp(const store *s, uint32_t account, uint64_t timestamp);
+uint64_t store_history_timestamp(const store *s, const store_history *entry);
+int64_t store_history_delta(const store *s, const store_history *entry);
+
+void store_expiry_append(store *s, uint64_t seq, uint64_t timestamp, uint32_t hold);
+
+void store_hold_push(store *s, uint64_t expires_at, uint32_t transfer);
+/* The soonest entry of the heap, or false when empty. Entries may be stale (not pending). */
+bool store_hold_peek(const store *s, store_hold_ref *out);
+void store_hold_pop(store *s);
+
+store_mark store_mark_get(const store *s);
+/* Truncates every table back to `mark`, unlinking history and unindexing ids appended after it.
+ * Records modified in place (accounts, holds) are restored by the caller's undo log. */
+void store_rollback(store *s, const store_mark *mark);
+
+static inline const char *store_account_id(const store *s, const store_account *account)
+{
+    return s->arena + account->id_offset;
+}
+
+static inline const char *store_transfer_id(const store *s, const store_transfer *transfer)
+{
+    return s->arena + transfer->id_offset;
+}
+
+static inline const store_aux *store_transfer_aux(const store *s, const store_transfer *transfer)
+{
+    return transfer->aux_offset ? (const store_aux *)(s->arena + transfer->aux_offset) : 0;
+}
+
+#endif
