@@ -97,10 +97,32 @@ static size_t id_length(const char *id)
     return strlen(id); /* validated: at most COFFER_TRANSFER_ID_MAX */
 }
 
-static uint32_t account_lookup(const store *s, const char *id)
+/* The hash and length of a validated id, from the memo when this submission saw it before. */
+static uint64_t id_hash(ledger *l, const char *text, size_t *length)
 {
-    size_t length = id_length(id);
-    return store_account_find(s, id, length, store_hash(id, length));
+    ledger_memo *memo = &l->memo[((uintptr_t)text >> 3) % LEDGER_MEMO_SIZE];
+    if (memo->text != text || memo->generation != l->generation) {
+        memo->text = text;
+        memo->generation = l->generation;
+        memo->length = strnlen(text, COFFER_TRANSFER_ID_MAX + 1);
+        memo->hash = store_hash(text, memo->length);
+    }
+    *length = memo->length;
+    return memo->hash;
+}
+
+static uint32_t account_lookup(ledger *l, const char *id)
+{
+    size_t length;
+    uint64_t hash = id_hash(l, id, &length);
+    return store_account_find(l->store, id, length, hash);
+}
+
+static uint32_t transfer_lookup(ledger *l, const char *id)
+{
+    size_t length;
+    uint64_t hash = id_hash(l, id, &length);
+    return store_transfer_find(l->store, id, length, hash);
 }
 
 /* ---- undo ---------------------------------------------------------------------------------- */
@@ -159,8 +181,9 @@ static uint32_t record_transfer(ledger *l, const coffer_event *event, const reso
                                 uint64_t seq, uint64_t timestamp)
 {
     store *s = l->store;
-    size_t length = id_length(event->id);
-    uint32_t index = store_transfer_append(s, event->id, length, store_hash(event->id, length));
+    size_t length;
+    uint64_t hash = id_hash(l, event->id, &length);
+    uint32_t index = store_transfer_append(s, event->id, length, hash);
     store_transfer *transfer = &s->transfers[index];
     transfer->seq = seq;
     transfer->timestamp = timestamp;
@@ -212,15 +235,12 @@ static void result_rejected(coffer_result *result, int code, int field, uint64_t
 static void record_rejection(ledger *l, const coffer_event *event, const coffer_result *result,
                              uint64_t seq, uint64_t timestamp)
 {
-    const store *s = l->store;
     resolved refs = {STORE_NONE, STORE_NONE, STORE_NONE};
     if (event->op == COFFER_OP_TRANSFER) {
-        refs.from = account_lookup(s, event->from);
-        refs.to = account_lookup(s, event->to);
+        refs.from = account_lookup(l, event->from);
+        refs.to = account_lookup(l, event->to);
     } else {
-        size_t length = id_length(event->hold_id);
-        refs.hold = store_transfer_find(s, event->hold_id, length,
-                                        store_hash(event->hold_id, length));
+        refs.hold = transfer_lookup(l, event->hold_id);
     }
     uint32_t index = record_transfer(l, event, &refs, seq, timestamp);
     store_transfer *transfer = &l->store->transfers[index];
@@ -316,10 +336,11 @@ typedef struct prior {
     int difference; /* FIELD_NONE: identical */
 } prior;
 
-static prior prior_find(const store *s, const coffer_event *event)
+static prior prior_find(ledger *l, const coffer_event *event)
 {
-    size_t length = id_length(event->id);
-    uint64_t hash = store_hash(event->id, length);
+    const store *s = l->store;
+    size_t length;
+    uint64_t hash = id_hash(l, event->id, &length);
     prior found = {STORE_NONE, FIELD_NONE};
     if (event->op == COFFER_OP_CREATE_ACCOUNT) {
         found.index = store_account_find(s, event->id, length, hash);
@@ -415,8 +436,9 @@ static int apply_account(ledger *l, const coffer_event *e, uint64_t seq, uint64_
                          coffer_result *result)
 {
     store *s = l->store;
-    size_t length = id_length(e->id);
-    uint32_t index = store_account_append(s, e->id, length, store_hash(e->id, length));
+    size_t length;
+    uint64_t hash = id_hash(l, e->id, &length);
+    uint32_t index = store_account_append(s, e->id, length, hash);
     store_account *account = &s->accounts[index];
     memcpy(account->currency, e->currency, strlen(e->currency));
     account->flags = e->flags;
@@ -474,7 +496,7 @@ static int apply_transfer(ledger *l, const coffer_event *e, uint64_t seq, uint64
 {
     store *s = l->store;
     if (strcmp(e->from, e->to) == 0) return reject(result, COFFER_SAME_ACCOUNT, FIELD_NONE);
-    resolved refs = {account_lookup(s, e->from), account_lookup(s, e->to), STORE_NONE};
+    resolved refs = {account_lookup(l, e->from), account_lookup(l, e->to), STORE_NONE};
     if (refs.from == STORE_NONE) return reject(result, COFFER_ACCOUNT_NOT_FOUND, FIELD_FROM);
     if (refs.to == STORE_NONE) return reject(result, COFFER_ACCOUNT_NOT_FOUND, FIELD_TO);
     store_account *from = &s->accounts[refs.from];
@@ -569,9 +591,7 @@ static int apply_resolution(ledger *l, const coffer_event *e, uint64_t seq, uint
                             coffer_result *result)
 {
     store *s = l->store;
-    size_t length = id_length(e->hold_id);
-    uint32_t hold_index =
-        store_transfer_find(s, e->hold_id, length, store_hash(e->hold_id, length));
+    uint32_t hold_index = transfer_lookup(l, e->hold_id);
     int64_t captured = 0;
     int code = resolution_checks(s, e, hold_index, timestamp, &captured, result);
     if (code != COFFER_OK) return code;
@@ -662,7 +682,7 @@ static void apply_single(ledger *l, const coffer_event *e, uint64_t seq, uint64_
         result_rejected(result, code, field, 0, 0);
         return;
     }
-    prior found = prior_find(l->store, e);
+    prior found = prior_find(l, e);
     if (found.index != STORE_NONE) {
         if (found.difference != FIELD_NONE)
             result_rejected(result, COFFER_ID_REUSED, found.difference, 0, 0);
@@ -706,7 +726,8 @@ static bool id_repeated(ledger *l, const coffer_event *events, size_t count, siz
         return false;
     }
     bool account = e->op == COFFER_OP_CREATE_ACCOUNT;
-    uint64_t hash = store_hash(e->id, id_length(e->id)) ^ (account ? 0x5bd1e995u : 0);
+    size_t length;
+    uint64_t hash = id_hash(l, e->id, &length) ^ (account ? 0x5bd1e995u : 0);
     for (size_t position = hash & l->seen_mask;; position = (position + 1) & l->seen_mask) {
         uint64_t slot = l->seen[position];
         if (slot == 0) {
@@ -742,7 +763,7 @@ static bool atomic_prior(ledger *l, const coffer_event *events, size_t count,
     size_t existing = 0, first_existing = count, first_different = count;
     int existing_field = FIELD_NONE, different_field = FIELD_NONE;
     for (size_t i = 0; i < count; i++) {
-        prior found = prior_find(l->store, &events[i]);
+        prior found = prior_find(l, &events[i]);
         if (found.index == STORE_NONE) continue;
         if (existing++ == 0) {
             first_existing = i;
@@ -760,7 +781,7 @@ static bool atomic_prior(ledger *l, const coffer_event *events, size_t count,
         refuse_all(results, count, first_different, COFFER_ID_REUSED, different_field);
     } else {
         for (size_t i = 0; i < count; i++) {
-            prior found = prior_find(l->store, &events[i]);
+            prior found = prior_find(l, &events[i]);
             result_replay(l->store, &events[i], found.index, &results[i]);
         }
     }
@@ -833,14 +854,85 @@ static void apply_atomic(ledger *l, const coffer_event *events, size_t count, ui
     l->undo_count = 0;
 }
 
+/* ---- prefetching --------------------------------------------------------------------------- */
+
+/* Index slots and records are scattered over gigabytes: one event's lookups are cache misses
+ * that stall the writer. Looking a few events ahead, we ask for the index slots first, then
+ * (once those have arrived) for the records they point to, so the misses overlap. */
+#define PREFETCH_DISTANCE 8
+
+static void prefetch_slot(ledger *l, const store_index *index, const char *id)
+{
+    if (!id || strnlen(id, COFFER_TRANSFER_ID_MAX + 1) > COFFER_TRANSFER_ID_MAX) return;
+    size_t length;
+    __builtin_prefetch(&index->slots[id_hash(l, id, &length) & index->mask]);
+}
+
+static void prefetch_slots(ledger *l, const coffer_event *e)
+{
+    if (e->op == COFFER_OP_TRANSFER) {
+        prefetch_slot(l, &l->store->account_index, e->from);
+        prefetch_slot(l, &l->store->account_index, e->to);
+    }
+    prefetch_slot(l, &l->store->transfer_index, e->id);
+}
+
+/* The account an id's first probe points to, if its fingerprint matches (a guess: enough to
+ * prefetch, never used to decide anything). */
+static const store_account *account_guess(ledger *l, const char *id)
+{
+    const store *s = l->store;
+    if (!id || strnlen(id, COFFER_ACCOUNT_ID_MAX + 1) > COFFER_ACCOUNT_ID_MAX) return 0;
+    size_t length;
+    uint64_t hash = id_hash(l, id, &length);
+    uint64_t slot = s->account_index.slots[hash & s->account_index.mask];
+    if (!slot || (slot >> 32) != (hash >> 32)) return 0;
+    return &s->accounts[(uint32_t)slot - 1];
+}
+
+static void prefetch_records(ledger *l, const coffer_event *e)
+{
+    if (e->op != COFFER_OP_TRANSFER) return;
+    const store_account *guesses[2] = {account_guess(l, e->from), account_guess(l, e->to)};
+    for (int i = 0; i < 2; i++)
+        if (guesses[i])
+            for (size_t line = 0; line < sizeof(store_account); line += 64)
+                __builtin_prefetch((const char *)guesses[i] + line);
+}
+
+/* The old entry a history append reads (see store_history_append). */
+static void prefetch_history(ledger *l, const coffer_event *e)
+{
+    if (e->op != COFFER_OP_TRANSFER) return;
+    const store_account *guesses[2] = {account_guess(l, e->from), account_guess(l, e->to)};
+    for (int i = 0; i < 2; i++)
+        if (guesses[i] && guesses[i]->history_jump != STORE_NONE &&
+            guesses[i]->history_jump < l->store->history_count)
+            __builtin_prefetch(&l->store->history[guesses[i]->history_jump]);
+}
+
+static void apply_independent(ledger *l, const coffer_event *events, size_t count, uint64_t seq0,
+                              uint64_t ts0, coffer_result *results)
+{
+    for (size_t i = 0; i < count && i < PREFETCH_DISTANCE; i++) prefetch_slots(l, &events[i]);
+    for (size_t i = 0; i < count; i++) {
+        if (i + PREFETCH_DISTANCE < count) prefetch_slots(l, &events[i + PREFETCH_DISTANCE]);
+        if (i + PREFETCH_DISTANCE / 2 < count)
+            prefetch_records(l, &events[i + PREFETCH_DISTANCE / 2]);
+        if (i + PREFETCH_DISTANCE / 4 < count)
+            prefetch_history(l, &events[i + PREFETCH_DISTANCE / 4]);
+        apply_single(l, &events[i], seq0 + i, ts0 + i, &results[i]);
+    }
+}
+
 void ledger_apply(ledger *l, const coffer_event *events, size_t count, bool atomic,
                   uint64_t seq0, uint64_t ts0, coffer_result *results)
 {
     COFFER_ASSERT(count > 0 && count <= COFFER_BATCH_EVENTS_MAX);
     COFFER_ASSERT(!l->atomic);
-    if (atomic) {
+    l->generation++; /* the memo forgets the previous submission's strings */
+    if (atomic)
         apply_atomic(l, events, count, seq0, ts0, results);
-        return;
-    }
-    for (size_t i = 0; i < count; i++) apply_single(l, &events[i], seq0 + i, ts0 + i, &results[i]);
+    else
+        apply_independent(l, events, count, seq0, ts0, results);
 }

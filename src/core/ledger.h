@@ -44,6 +44,16 @@ int ledger_validate(const coffer_event *event, int *field);
 
 typedef struct ledger_undo ledger_undo;
 
+/* A memo of id hashes for the submission being applied: the prefetch pass and the apply both
+ * need them, and the strings stay put for the whole call. Keyed by address and generation. */
+#define LEDGER_MEMO_SIZE 256
+typedef struct ledger_memo {
+    const char *text;
+    uint64_t generation;
+    uint64_t hash;
+    size_t length;
+} ledger_memo;
+
 typedef struct ledger {
     store *store;
     ledger_undo *undo; /* before-images of records an atomic submission modified */
@@ -53,6 +63,8 @@ typedef struct ledger {
     uint64_t *seen; /* a scratch set to find repeated ids inside one atomic submission */
     size_t seen_mask;
     bool atomic;
+    uint64_t generation;
+    ledger_memo memo[LEDGER_MEMO_SIZE];
 } ledger;
 
 int ledger_init(ledger *l, store *s);

@@ -34,35 +34,41 @@ void coffer_options_init(coffer_options *options)
 
 /* ---- the batch ----------------------------------------------------------------------------- */
 
-/* Expires pending holds due at ts0: one event each at the front of the batch, soonest first. */
-static void sweep_expired(coffer *db, uint64_t ts0, uint64_t *seq, uint64_t *timestamp)
+/* Expires every pending hold due at ts0: one event each at the front of the batch, soonest
+ * first. Room is reserved a chunk at a time, since how many are due is known only here. */
+static int sweep_expired(coffer *db, uint64_t ts0, uint64_t *seq, uint64_t *timestamp)
 {
     store *s = &db->store;
     store_hold_ref due;
-    uint64_t swept = 0;
-    while (swept < ENGINE_EXPIRIES_PER_BATCH && store_hold_peek(s, &due) && due.expires_at <= ts0) {
-        store_hold_pop(s);
-        const store_transfer *hold = &s->transfers[due.transfer];
-        if (hold->state != COFFER_STATE_PENDING) continue; /* posted or voided since */
-        ledger_expire(&db->ledger, due.transfer, (*seq)++, (*timestamp)++);
-        swept++;
+    while (store_hold_peek(s, &due) && due.expires_at <= ts0) {
+        int code = store_reserve(s, 0, 0, 2 * ENGINE_EXPIRIES_PER_RESERVE, 0,
+                                 ENGINE_EXPIRIES_PER_RESERVE);
+        prefault_post(&db->prefault, &s->ahead);
+        if (code != COFFER_OK) return code;
+        for (uint64_t swept = 0; swept < ENGINE_EXPIRIES_PER_RESERVE && store_hold_peek(s, &due) &&
+                                 due.expires_at <= ts0;) {
+            store_hold_pop(s);
+            if (s->transfers[due.transfer].state != COFFER_STATE_PENDING) continue; /* resolved */
+            ledger_expire(&db->ledger, due.transfer, (*seq)++, (*timestamp)++);
+            swept++;
+        }
     }
+    return COFFER_OK;
 }
 
 static int reserve_batch(coffer *db, engine_request *batch)
 {
     ledger_needs needs = {0};
-    needs.history = 2 * ENGINE_EXPIRIES_PER_BATCH;
-    needs.holds = ENGINE_EXPIRIES_PER_BATCH;
     for (engine_request *request = batch; request; request = request->next)
         if (request->events) ledger_needs_add(&needs, request->events, request->count);
-    return store_reserve(&db->store, needs.accounts, needs.transfers, needs.history,
-                         needs.arena_bytes, needs.holds);
+    int code = store_reserve(&db->store, needs.accounts, needs.transfers, needs.history,
+                             needs.arena_bytes, needs.holds);
+    prefault_post(&db->prefault, &db->store.ahead);
+    return code;
 }
 
 static void apply_batch(coffer *db, engine_request *batch)
 {
-    int reserved = reserve_batch(db, batch);
     uint64_t clock = db->options.clock_ns(db->options.clock_context);
     uint64_t ts0 = clock > db->last_timestamp ? clock : db->last_timestamp + 1;
     uint64_t seq = db->last_seq + 1, timestamp = ts0;
@@ -71,7 +77,8 @@ static void apply_batch(coffer *db, engine_request *batch)
     bool submits = !batch;
     for (engine_request *request = batch; request; request = request->next)
         submits |= request->events != 0;
-    if (reserved == COFFER_OK && submits) sweep_expired(db, ts0, &seq, &timestamp);
+    int reserved = submits ? sweep_expired(db, ts0, &seq, &timestamp) : COFFER_OK;
+    if (reserved == COFFER_OK) reserved = reserve_batch(db, batch);
     for (engine_request *request = batch; request; request = request->next) {
         if (!request->events) {
             request->status = request->read(db, request->context);
@@ -249,7 +256,9 @@ int coffer_open(const char *dir, const coffer_options *options, coffer **db_out)
     }
     pthread_mutex_init(&db->mutex, 0);
     pthread_cond_init(&db->wake, 0);
+    prefault_start(&db->prefault); /* optional: without it the writer faults pages itself */
     if (pthread_create(&db->writer, 0, writer_main, db) != 0) {
+        prefault_stop(&db->prefault);
         ledger_free(&db->ledger);
         store_free(&db->store);
         free(db);
@@ -267,6 +276,7 @@ void coffer_close(coffer *db)
     pthread_cond_signal(&db->wake);
     pthread_mutex_unlock(&db->mutex);
     pthread_join(db->writer, 0);
+    prefault_stop(&db->prefault);
     pthread_cond_destroy(&db->wake);
     pthread_mutex_destroy(&db->mutex);
     ledger_free(&db->ledger);

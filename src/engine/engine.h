@@ -11,10 +11,11 @@
 
 #include "coffer.h"
 #include "core/ledger.h"
+#include "engine/prefault.h"
 #include "store/store.h"
 
-/* The sweep always gets this many expiries per batch, so a saturated queue cannot starve it. */
-#define ENGINE_EXPIRIES_PER_BATCH 1024
+/* The sweep reserves room for this many expiries at a time. */
+#define ENGINE_EXPIRIES_PER_RESERVE 1024
 
 typedef struct engine_request engine_request;
 
@@ -38,6 +39,7 @@ struct coffer {
     store store;
     ledger ledger;
     coffer_options options;
+    prefault prefault;
 
     pthread_t writer;
     pthread_mutex_t mutex;

@@ -120,12 +120,18 @@ static int history_read_run(coffer *db, void *context)
     const store *s = &db->store;
     uint32_t account = find_account(s, read->id);
     if (account == STORE_NONE) return COFFER_ACCOUNT_NOT_FOUND;
-    uint32_t entry = store_history_find_seq(s, account, read->after_seq);
-    entry = entry == STORE_NONE ? s->accounts[account].history_first : s->history[entry].next;
-    for (; entry != STORE_NONE && read->count < read->limit; entry = s->history[entry].next) {
+    /* The page is the entries with ordinals first..last: find the last, walk back to first. */
+    uint32_t after = store_history_find_seq(s, account, read->after_seq);
+    uint64_t first = after == STORE_NONE ? 0 : (uint64_t)s->history[after].ordinal + 1;
+    uint64_t total = s->accounts[account].history_count;
+    if (first >= total || read->limit == 0) return COFFER_OK;
+    uint64_t count = total - first < read->limit ? total - first : read->limit;
+    uint32_t entry = store_history_at_ordinal(s, account, (uint32_t)(first + count - 1));
+    read->count = count;
+    for (uint64_t i = count; i-- > 0; entry = s->history[entry].previous) {
         const store_history *found = &s->history[entry];
         const store_transfer *transfer = &s->transfers[found->transfer];
-        coffer_history_entry *out = &read->entries[read->count++];
+        coffer_history_entry *out = &read->entries[i];
         out->seq = found->seq;
         out->timestamp = store_history_timestamp(s, found);
         copy_name(out->transfer_id, sizeof out->transfer_id, store_transfer_id(s, transfer),

@@ -70,7 +70,9 @@ static void check_account(const store *s, uint64_t index, const __int128 *held,
     if (held[2 * index] != a->debits_held || held[2 * index + 1] != a->credits_held)
         problem(report, "account %.*s: held totals differ from the sum of pending holds", length,
                 id);
-    uint64_t entries = a->history_last == STORE_NONE ? 0 : s->history[a->history_last].ordinal + 1;
+    uint64_t entries = a->history_count;
+    if (entries != (a->history_last == STORE_NONE ? 0 : s->history[a->history_last].ordinal + 1))
+        problem(report, "account %.*s: history chain and count disagree", length, id);
     if (a->version != entries + 1)
         problem(report, "account %.*s: version %llu but %llu history entries", length, id,
                 (unsigned long long)a->version, (unsigned long long)entries);

@@ -1,18 +1,25 @@
 /*
- * store.c — the in-memory tables. Growth is confined to store_reserve(); every append after it
- * is allocation-free, so the core can apply a batch without a failure path for memory.
+ * store.c — the in-memory tables. Memory is committed only in store_reserve(); every append
+ * after it cannot fail, so the core applies a batch with no failure path for memory.
  */
 #include "store/store.h"
 
-#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
-#include "coffer.h"
 #include "core/check.h"
 
-/* Indexes stay at most 70% full: linear probing stays short and growth is rare. */
+/* Indexes stay at most 70% full, so linear probing stays short; at 35% the next, twice as
+ * large table is populated in the background so the rehash does not fault. */
 #define INDEX_LOAD_PERCENT 70
+#define INDEX_PREPARE_PERCENT 35
 #define INDEX_MIN_SLOTS 1024
+
+/* Worst-case arena bytes of one event and one account (ledger_needs_add counts the same). */
+#define ARENA_PER_TRANSFER (COFFER_TRANSFER_ID_MAX + COFFER_METADATA_MAX + 2 * COFFER_ACCOUNT_ID_MAX + COFFER_TRANSFER_ID_MAX + sizeof(store_aux) + 32)
+#define ARENA_PER_ACCOUNT (COFFER_METADATA_MAX + 16)
+
+enum { REGION_ACCOUNTS, REGION_TRANSFERS, REGION_HISTORY, REGION_EXPIRIES, REGION_HOLDS, REGION_ARENA };
 
 uint64_t store_hash(const char *bytes, size_t length)
 {
@@ -35,47 +42,24 @@ uint64_t store_hash(const char *bytes, size_t length)
     return hash;
 }
 
-static bool grow_array(void **array, uint64_t *capacity, uint64_t needed, size_t element_size)
-{
-    if (needed <= *capacity) return true;
-    uint64_t grown = *capacity ? *capacity : 64;
-    while (grown < needed) grown *= 2;
-    void *moved = realloc(*array, grown * element_size);
-    if (!moved) return false;
-    *array = moved;
-    *capacity = grown;
-    return true;
-}
-
 /* ---- id indexes ---------------------------------------------------------------------------- */
 
+/* How an index reaches the id of a record: accounts keep it inline, transfers in the arena. */
 typedef struct index_keys {
-    const char *arena;
-    const void *records;
-    size_t stride;
-    size_t id_offset_field; /* offsetof the record's id_offset */
-    size_t id_len_field;    /* offsetof the record's id_len */
+    const store *s;
+    bool accounts;
 } index_keys;
 
-static index_keys account_keys(const store *s)
+static const char *key_of(const index_keys *keys, uint32_t record, size_t *length)
 {
-    return (index_keys){s->arena, s->accounts, sizeof(store_account),
-                        offsetof(store_account, id_offset), offsetof(store_account, id_len)};
-}
-
-static index_keys transfer_keys(const store *s)
-{
-    return (index_keys){s->arena, s->transfers, sizeof(store_transfer),
-                        offsetof(store_transfer, id_offset), offsetof(store_transfer, id_len)};
-}
-
-static bool key_equals(const index_keys *keys, uint32_t record, const char *id, size_t id_len)
-{
-    const char *base = (const char *)keys->records + (size_t)record * keys->stride;
-    uint8_t length = *(const uint8_t *)(base + keys->id_len_field);
-    uint64_t offset;
-    memcpy(&offset, base + keys->id_offset_field, sizeof offset);
-    return length == id_len && memcmp(keys->arena + offset, id, id_len) == 0;
+    if (keys->accounts) {
+        const store_account *account = &keys->s->accounts[record];
+        *length = account->id_len;
+        return account->id;
+    }
+    const store_transfer *transfer = &keys->s->transfers[record];
+    *length = transfer->id_len;
+    return store_transfer_id(keys->s, transfer);
 }
 
 static uint32_t index_find(const store_index *index, const index_keys *keys, const char *id,
@@ -86,17 +70,25 @@ static uint32_t index_find(const store_index *index, const index_keys *keys, con
     for (uint64_t position = hash & index->mask;; position = (position + 1) & index->mask) {
         uint64_t slot = index->slots[position];
         if (slot == 0) return STORE_NONE;
+        if ((slot >> 32) != fingerprint) continue;
         uint32_t record = (uint32_t)(slot & 0xFFFFFFFFu) - 1;
-        if ((slot >> 32) == fingerprint && key_equals(keys, record, id, id_len)) return record;
+        size_t length;
+        const char *key = key_of(keys, record, &length);
+        if (length == id_len && memcmp(key, id, id_len) == 0) return record;
     }
+}
+
+static void slots_insert(uint64_t *slots, uint64_t mask, uint64_t hash, uint32_t record)
+{
+    uint64_t position = hash & mask;
+    while (slots[position] != 0) position = (position + 1) & mask;
+    slots[position] = ((hash >> 32) << 32) | ((uint64_t)record + 1);
 }
 
 static void index_insert(store_index *index, uint64_t hash, uint32_t record)
 {
     COFFER_ASSERT((index->count + 1) * 100 <= (index->mask + 1) * INDEX_LOAD_PERCENT);
-    uint64_t position = hash & index->mask;
-    while (index->slots[position] != 0) position = (position + 1) & index->mask;
-    index->slots[position] = ((hash >> 32) << 32) | ((uint64_t)record + 1);
+    slots_insert(index->slots, index->mask, hash, record);
     index->count++;
 }
 
@@ -115,26 +107,65 @@ static void index_remove_newest(store_index *index, uint64_t hash, uint32_t reco
     }
 }
 
-static bool index_reserve(store_index *index, const index_keys *keys, uint64_t records,
-                          uint64_t more)
+static bool index_init(store_index *index, uint64_t records_max)
 {
-    uint64_t needed = index->count + more;
-    uint64_t slots = index->slots ? index->mask + 1 : 0;
-    if (slots && needed * 100 <= slots * INDEX_LOAD_PERCENT) return true;
-    uint64_t grown = slots ? slots : INDEX_MIN_SLOTS;
-    while (needed * 100 > grown * INDEX_LOAD_PERCENT) grown *= 2;
-    uint64_t *fresh = calloc(grown, sizeof *fresh);
-    if (!fresh) return false;
-    free(index->slots);
-    *index = (store_index){fresh, grown - 1, 0};
-    for (uint64_t record = 0; record < records; record++) {
-        const char *base = (const char *)keys->records + record * keys->stride;
-        uint8_t length = *(const uint8_t *)(base + keys->id_len_field);
-        uint64_t offset;
-        memcpy(&offset, base + keys->id_offset_field, sizeof offset);
-        index_insert(index, store_hash(keys->arena + offset, length), (uint32_t)record);
-    }
+    memset(index, 0, sizeof *index);
+    uint64_t slots_max = INDEX_MIN_SLOTS;
+    while (records_max * 100 > slots_max * INDEX_LOAD_PERCENT) slots_max *= 2;
+    if (!region_reserve(&index->regions[0], slots_max * sizeof(uint64_t)) ||
+        !region_reserve(&index->regions[1], slots_max * sizeof(uint64_t)))
+        return false;
+    if (!region_ensure(&index->regions[0], 0, INDEX_MIN_SLOTS * sizeof(uint64_t), 0)) return false;
+    index->slots = (uint64_t *)index->regions[0].base;
+    index->mask = INDEX_MIN_SLOTS - 1;
     return true;
+}
+
+static void index_release(store_index *index)
+{
+    region_release(&index->regions[0]);
+    region_release(&index->regions[1]);
+    memset(index, 0, sizeof *index);
+}
+
+/* Grows (rehashing into the spare region) when `more` records would pass the load limit, and
+ * announces the spare's next size for populating once the table is INDEX_PREPARE_PERCENT full. */
+static int index_reserve(store_index *index, const index_keys *keys, uint64_t records,
+                         uint64_t more, store_ranges *ahead)
+{
+    uint64_t slots = index->mask + 1, needed = index->count + more;
+    store_region *spare = &index->regions[1 - index->current];
+    if (needed * 100 <= slots * INDEX_LOAD_PERCENT) {
+        if (needed * 100 > slots * INDEX_PREPARE_PERCENT)
+            region_ensure(spare, 0, 2 * slots * sizeof(uint64_t), ahead);
+        return COFFER_OK;
+    }
+    uint64_t grown = slots * 2;
+    while (needed * 100 > grown * INDEX_LOAD_PERCENT) grown *= 2;
+    if (!region_ensure(spare, 0, grown * sizeof(uint64_t), ahead)) return COFFER_CAPACITY_EXCEEDED;
+    uint64_t *fresh = (uint64_t *)spare->base;
+    /* In record order, so ids are read sequentially; each slot is prefetched a few records
+     * ahead of its insert, so the random writes overlap. */
+    enum { AHEAD = 16 };
+    uint64_t hashes[AHEAD];
+    for (uint64_t record = 0; record < records + AHEAD; record++) {
+        if (record >= AHEAD) {
+            uint64_t earlier = record - AHEAD;
+            slots_insert(fresh, grown - 1, hashes[earlier % AHEAD], (uint32_t)earlier);
+        }
+        if (record < records) {
+            size_t length;
+            const char *key = key_of(keys, (uint32_t)record, &length);
+            hashes[record % AHEAD] = store_hash(key, length);
+            __builtin_prefetch(&fresh[hashes[record % AHEAD] & (grown - 1)], 1);
+        }
+    }
+    /* The old table's pages go back to the kernel and read as zero when it is next the spare. */
+    region_discard(&index->regions[index->current], slots * sizeof(uint64_t));
+    index->current = 1 - index->current;
+    index->slots = fresh;
+    index->mask = grown - 1;
+    return COFFER_OK;
 }
 
 /* ---- lifecycle ----------------------------------------------------------------------------- */
@@ -143,58 +174,88 @@ int store_init(store *s, const store_limits *limits)
 {
     memset(s, 0, sizeof *s);
     s->limits = *limits;
+    uint64_t transfers = limits->transfers_max, accounts = limits->accounts_max;
+    /* Every record (transfer, post or void) writes at most two history entries and every
+     * expiry two more; each hold is in the heap and expires at most once. */
+    uint64_t sizes[6] = {
+        [REGION_ACCOUNTS] = accounts * sizeof(store_account),
+        [REGION_TRANSFERS] = transfers * sizeof(store_transfer),
+        [REGION_HISTORY] = 4 * transfers * sizeof(store_history),
+        [REGION_EXPIRIES] = transfers * sizeof(store_expiry),
+        [REGION_HOLDS] = transfers * sizeof(store_hold_ref),
+        [REGION_ARENA] = 64 + transfers * ARENA_PER_TRANSFER + accounts * ARENA_PER_ACCOUNT,
+    };
+    bool ok = index_init(&s->account_index, accounts) && index_init(&s->transfer_index, transfers);
+    for (int i = 0; ok && i < 6; i++) ok = region_reserve(&s->regions[i], sizes[i]);
+    if (!ok) {
+        store_free(s);
+        return COFFER_OUT_OF_MEMORY;
+    }
+    s->accounts = (store_account *)s->regions[REGION_ACCOUNTS].base;
+    s->transfers = (store_transfer *)s->regions[REGION_TRANSFERS].base;
+    s->history = (store_history *)s->regions[REGION_HISTORY].base;
+    s->expiries = (store_expiry *)s->regions[REGION_EXPIRIES].base;
+    s->holds = (store_hold_ref *)s->regions[REGION_HOLDS].base;
+    s->arena = s->regions[REGION_ARENA].base;
+    int code = store_reserve(s, 0, 0, 0, 64, 0);
     s->arena_used = 8; /* offset 0 means "none" */
-    return store_reserve(s, 0, 0, 0, 4096, 0);
+    return code;
 }
 
 void store_free(store *s)
 {
-    free(s->accounts);
-    free(s->transfers);
-    free(s->history);
-    free(s->expiries);
-    free(s->holds);
-    free(s->arena);
-    free(s->account_index.slots);
-    free(s->transfer_index.slots);
+    for (int i = 0; i < 6; i++) region_release(&s->regions[i]);
+    index_release(&s->account_index);
+    index_release(&s->transfer_index);
     memset(s, 0, sizeof *s);
+}
+
+/* Commits room for `more` records of `size` bytes after `count`; updates the capacity. */
+static bool table_reserve(store_region *region, uint64_t count, uint64_t more, size_t size,
+                          uint64_t *capacity, store_ranges *ahead)
+{
+    if (!region_ensure(region, count * size, more * size, ahead)) return false;
+    *capacity = region->committed / size;
+    return true;
 }
 
 int store_reserve(store *s, uint64_t accounts, uint64_t transfers, uint64_t history,
                   uint64_t arena_bytes, uint64_t holds)
 {
-    bool ok = grow_array((void **)&s->accounts, &s->accounts_capacity,
-                         s->accounts_count + accounts, sizeof *s->accounts) &&
-              grow_array((void **)&s->transfers, &s->transfers_capacity,
-                         s->transfers_count + transfers, sizeof *s->transfers) &&
-              grow_array((void **)&s->history, &s->history_capacity,
-                         s->history_count + history, sizeof *s->history) &&
-              grow_array((void **)&s->expiries, &s->expiries_capacity,
-                         s->expiries_count + holds, sizeof *s->expiries) &&
-              grow_array((void **)&s->holds, &s->holds_capacity, s->holds_count + holds,
-                         sizeof *s->holds) &&
-              grow_array((void **)&s->arena, &s->arena_capacity, s->arena_used + arena_bytes, 1);
-    if (!ok) return COFFER_OUT_OF_MEMORY;
-    index_keys keys = account_keys(s);
-    if (!index_reserve(&s->account_index, &keys, s->accounts_count, accounts))
-        return COFFER_OUT_OF_MEMORY;
-    keys = transfer_keys(s);
-    if (!index_reserve(&s->transfer_index, &keys, s->transfers_count, transfers))
-        return COFFER_OUT_OF_MEMORY;
-    return COFFER_OK;
+    s->ahead.count = 0;
+    bool ok = table_reserve(&s->regions[REGION_ACCOUNTS], s->accounts_count, accounts,
+                            sizeof *s->accounts, &s->accounts_capacity, &s->ahead) &&
+              table_reserve(&s->regions[REGION_TRANSFERS], s->transfers_count, transfers,
+                            sizeof *s->transfers, &s->transfers_capacity, &s->ahead) &&
+              table_reserve(&s->regions[REGION_HISTORY], s->history_count, history,
+                            sizeof *s->history, &s->history_capacity, &s->ahead) &&
+              table_reserve(&s->regions[REGION_EXPIRIES], s->expiries_count, holds,
+                            sizeof *s->expiries, &s->expiries_capacity, &s->ahead) &&
+              table_reserve(&s->regions[REGION_HOLDS], s->holds_count, holds, sizeof *s->holds,
+                            &s->holds_capacity, &s->ahead) &&
+              table_reserve(&s->regions[REGION_ARENA], s->arena_used, arena_bytes + 8, 1,
+                            &s->arena_capacity, &s->ahead);
+    /* The regions are sized by the limits, which the core enforces per event; running out of
+     * one means the worst case of a table was reached (e.g. every id at the maximum length). */
+    if (!ok) return COFFER_CAPACITY_EXCEEDED;
+    index_keys keys = {s, true};
+    int code = index_reserve(&s->account_index, &keys, s->accounts_count, accounts, &s->ahead);
+    if (code != COFFER_OK) return code;
+    keys = (index_keys){s, false};
+    return index_reserve(&s->transfer_index, &keys, s->transfers_count, transfers, &s->ahead);
 }
 
 /* ---- records ------------------------------------------------------------------------------- */
 
 uint32_t store_account_find(const store *s, const char *id, size_t id_len, uint64_t hash)
 {
-    index_keys keys = account_keys(s);
+    index_keys keys = {s, true};
     return index_find(&s->account_index, &keys, id, id_len, hash);
 }
 
 uint32_t store_transfer_find(const store *s, const char *id, size_t id_len, uint64_t hash)
 {
-    index_keys keys = transfer_keys(s);
+    index_keys keys = {s, false};
     return index_find(&s->transfer_index, &keys, id, id_len, hash);
 }
 
@@ -220,9 +281,9 @@ uint32_t store_account_append(store *s, const char *id, size_t id_len, uint64_t 
     uint32_t index = (uint32_t)s->accounts_count++;
     store_account *account = &s->accounts[index];
     memset(account, 0, sizeof *account);
-    account->id_offset = store_arena_append_raw(s, id, id_len);
+    memcpy(account->id, id, id_len);
     account->id_len = (uint8_t)id_len;
-    account->history_first = account->history_last = STORE_NONE;
+    account->history_last = account->history_jump = STORE_NONE;
     index_insert(&s->account_index, hash, index);
     return index;
 }
@@ -243,33 +304,6 @@ uint32_t store_transfer_append(store *s, const char *id, size_t id_len, uint64_t
 
 /* ---- history ------------------------------------------------------------------------------- */
 
-/* The skip list of Bitcoin's block index: each entry points to an older one whose ordinal is
- * chosen so that walking back to any ordinal takes O(log n) steps. */
-static uint32_t clear_lowest_bit(uint32_t n)
-{
-    return n & (n - 1);
-}
-
-static uint32_t skip_ordinal(uint32_t ordinal)
-{
-    if (ordinal < 2) return 0;
-    return (ordinal & 1) ? clear_lowest_bit(clear_lowest_bit(ordinal - 1)) + 1
-                         : clear_lowest_bit(ordinal);
-}
-
-static uint32_t history_ancestor(const store *s, uint32_t entry, uint32_t ordinal)
-{
-    while (entry != STORE_NONE && s->history[entry].ordinal > ordinal) {
-        const store_history *walk = &s->history[entry];
-        uint32_t skip = walk->skip;
-        if (skip != STORE_NONE && s->history[skip].ordinal >= ordinal)
-            entry = skip;
-        else
-            entry = walk->previous;
-    }
-    return entry;
-}
-
 uint32_t store_history_append(store *s, uint32_t account_index, uint64_t seq, uint32_t transfer,
                               uint8_t kind, bool debit)
 {
@@ -283,21 +317,44 @@ uint32_t store_history_append(store *s, uint32_t account_index, uint64_t seq, ui
     entry->transfer = transfer;
     entry->kind = kind;
     entry->debit = debit;
-    entry->next = STORE_NONE;
     entry->previous = account->history_last;
-    if (account->history_last == STORE_NONE) {
-        entry->ordinal = 0;
-        entry->skip = STORE_NONE;
-        account->history_first = index;
-    } else {
-        store_history *previous = &s->history[account->history_last];
-        COFFER_ASSERT(previous->seq < seq);
-        previous->next = index;
-        entry->ordinal = previous->ordinal + 1;
-        entry->skip = history_ancestor(s, account->history_last, skip_ordinal(entry->ordinal));
+    entry->ordinal = account->history_count;
+    entry->jump = STORE_NONE;
+    entry->jump_ordinal = 0;
+    if (account->history_last != STORE_NONE) {
+        /* Myers: when the parent's jump spans as far as its jump's jump, leap both at once;
+         * otherwise jump to the parent. Spans then double, like skew binary numbers. */
+        uint32_t parent_ordinal = entry->ordinal - 1;
+        const store_history *parent_jump =
+            account->history_jump != STORE_NONE ? &s->history[account->history_jump] : 0;
+        if (parent_jump && parent_jump->jump != STORE_NONE &&
+            parent_ordinal - account->history_jump_ordinal ==
+                account->history_jump_ordinal - parent_jump->jump_ordinal) {
+            entry->jump = parent_jump->jump;
+            entry->jump_ordinal = parent_jump->jump_ordinal;
+        } else {
+            entry->jump = account->history_last;
+            entry->jump_ordinal = parent_ordinal;
+        }
     }
     account->history_last = index;
+    account->history_count++;
+    account->history_jump = entry->jump;
+    account->history_jump_ordinal = entry->jump_ordinal;
     return index;
+}
+
+uint32_t store_history_at_ordinal(const store *s, uint32_t account, uint32_t ordinal)
+{
+    if (ordinal >= s->accounts[account].history_count) return STORE_NONE;
+    uint32_t entry = s->accounts[account].history_last;
+    while (s->history[entry].ordinal > ordinal) {
+        const store_history *walk = &s->history[entry];
+        entry = walk->jump != STORE_NONE && walk->jump_ordinal >= ordinal ? walk->jump
+                                                                          : walk->previous;
+    }
+    COFFER_ASSERT(s->history[entry].ordinal == ordinal);
+    return entry;
 }
 
 uint64_t store_history_timestamp(const store *s, const store_history *entry)
@@ -344,8 +401,8 @@ int64_t store_history_delta(const store *s, const store_history *entry)
     return negative ? -magnitude : magnitude;
 }
 
-/* Newest entry whose key (seq or timestamp) is <= limit. Keys grow with the chain, so an
- * entry whose key is still too new lets us jump over everything between it and its skip. */
+/* Newest entry whose key (seq or timestamp) is <= limit. Keys grow along the chain, so when
+ * an entry's jump target is still too new, everything between them is too, and we leap. */
 static uint32_t history_find(const store *s, uint32_t account_index, uint64_t limit,
                              bool by_timestamp)
 {
@@ -354,12 +411,11 @@ static uint32_t history_find(const store *s, uint32_t account_index, uint64_t li
         const store_history *walk = &s->history[entry];
         uint64_t key = by_timestamp ? store_history_timestamp(s, walk) : walk->seq;
         if (key <= limit) return entry;
-        uint32_t skip = walk->skip;
-        if (skip != STORE_NONE) {
-            const store_history *far = &s->history[skip];
+        if (walk->jump != STORE_NONE) {
+            const store_history *far = &s->history[walk->jump];
             uint64_t far_key = by_timestamp ? store_history_timestamp(s, far) : far->seq;
             if (far_key > limit) {
-                entry = skip;
+                entry = walk->jump;
                 continue;
             }
         }
@@ -440,10 +496,8 @@ store_mark store_mark_get(const store *s)
 
 void store_rollback(store *s, const store_mark *mark)
 {
-    while (s->history_count > mark->history_count) {
-        const store_history *entry = &s->history[--s->history_count];
-        if (entry->previous != STORE_NONE) s->history[entry->previous].next = STORE_NONE;
-    }
+    /* Accounts' chain heads are restored from the caller's before-images. */
+    s->history_count = mark->history_count;
     while (s->transfers_count > mark->transfers_count) {
         uint32_t index = (uint32_t)(s->transfers_count - 1);
         const store_transfer *transfer = &s->transfers[index];

@@ -14,28 +14,35 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "coffer.h"
+#include "store/region.h"
+
 #define STORE_NONE UINT32_MAX
 
 /* Account flags: the public COFFER_FLAG_MIN_UNBOUNDED and COFFER_FLAG_HAS_MAX. */
+/* Laid out by use: the id (compared on every lookup) fills the first cache line, what every
+ * transfer reads and writes the second, the rest the third. */
 typedef struct store_account {
-    int64_t min_balance;
-    int64_t max_balance;
+    char id[COFFER_ACCOUNT_ID_MAX]; /* inline: the lookup that compares it reads this record */
     int64_t debits_posted;
     int64_t credits_posted;
     int64_t debits_held;
     int64_t credits_held;
+    char currency[16]; /* zero padded, so two currencies compare with one memcmp */
     uint64_t version;
-    uint64_t created_seq;
-    uint64_t created_at;
-    uint64_t id_offset;       /* into the arena */
-    uint64_t metadata_offset; /* into the arena; metadata_len 0: none */
-    char currency[16];        /* zero padded, so two currencies compare with one memcmp */
-    uint32_t metadata_len;
-    uint32_t history_first; /* oldest entry, STORE_NONE when none */
-    uint32_t history_last;  /* newest entry */
-    uint32_t holds_pending; /* pending holds debiting or crediting this account */
+    uint32_t history_last; /* newest entry, STORE_NONE when none */
     uint8_t id_len;
     uint8_t flags;
+    int64_t min_balance;
+    int64_t max_balance;
+    uint32_t history_count; /* entries so far; the newest has ordinal history_count - 1 */
+    uint32_t history_jump;  /* the newest entry's jump and its ordinal, cached so an append */
+    uint32_t history_jump_ordinal; /* reads one old entry instead of two */
+    uint32_t holds_pending; /* pending holds debiting or crediting this account */
+    uint64_t created_seq;
+    uint64_t created_at;
+    uint64_t metadata_offset; /* into the arena; metadata_len 0: none */
+    uint32_t metadata_len;
 } store_account;
 
 /*
@@ -78,18 +85,23 @@ typedef struct store_aux {
     uint32_t reserved_2;
 } store_aux;
 
-/* One change to one account. Timestamps come from the event (see store_history_timestamp). */
+/*
+ * One change to one account. Timestamps come from the event (see store_history_timestamp).
+ * An account's entries form a chain newest to oldest through `previous`, with Myers' jump
+ * pointers ("An applicative random-access stack", 1983) so that finding the entry at an
+ * ordinal, seq or time takes O(log n) steps and an append reads one old entry.
+ */
 typedef struct store_history {
     uint64_t seq;
-    int64_t balance;   /* after */
-    int64_t available; /* after */
-    uint32_t transfer; /* the event; for an expiry, the hold */
-    uint32_t previous; /* older entry of the same account */
-    uint32_t next;     /* newer entry of the same account */
-    uint32_t skip;     /* a far older entry of the same account: O(log n) search by seq */
-    uint32_t ordinal;  /* 0 for the account's first entry; version after = ordinal + 2 */
-    uint8_t kind;      /* enum coffer_history_kind */
-    uint8_t debit;     /* 1: the debited side of the event, its delta is negative */
+    int64_t balance;       /* after */
+    int64_t available;     /* after */
+    uint32_t transfer;     /* the event; for an expiry, the hold */
+    uint32_t previous;     /* older entry of the same account */
+    uint32_t jump;         /* a far older entry of the same account */
+    uint32_t jump_ordinal; /* its ordinal */
+    uint32_t ordinal;      /* 0 for the account's first entry; version after = ordinal + 2 */
+    uint8_t kind;          /* enum coffer_history_kind */
+    uint8_t debit;         /* 1: the debited side of the event, its delta is negative */
 } store_history;
 
 typedef struct store_hold_ref {
@@ -103,11 +115,14 @@ typedef struct store_expiry {
     uint32_t hold;
 } store_expiry;
 
-/* An open-addressing index from id bytes to a record index. */
+/* An open-addressing index from id bytes to a record index. It grows by rehashing into the
+ * other of two reserved regions, which is populated ahead of time once the table is 35% full. */
 typedef struct store_index {
     uint64_t *slots; /* (hash high 32 bits << 32) | (index + 1); 0 is empty */
     uint64_t mask;
     uint64_t count;
+    store_region regions[2];
+    int current; /* which region holds slots */
 } store_index;
 
 typedef struct store_limits {
@@ -132,6 +147,10 @@ typedef struct store {
     uint64_t arena_used, arena_capacity;
     store_index account_index;
     store_index transfer_index;
+    /* The regions under accounts, transfers, history, expiries, holds and the arena. */
+    store_region regions[6];
+    /* Ranges the last store_reserve() asks the engine to populate ahead of use. */
+    store_ranges ahead;
 } store;
 
 /* A position the tables can be truncated back to (rollback of an atomic batch). */
@@ -143,8 +162,9 @@ typedef struct store_mark {
 int store_init(store *s, const store_limits *limits);
 void store_free(store *s);
 
-/* Makes room so that the next appends of up to these counts cannot allocate. COFFER_OK or
- * COFFER_OUT_OF_MEMORY. Limits are not checked here: the core checks them per event. */
+/* Makes room so that the next appends of up to these counts cannot fail. COFFER_OK, or
+ * COFFER_OUT_OF_MEMORY / CAPACITY_EXCEEDED with nothing changed. The limits themselves are
+ * checked by the core per event; this only commits memory. Fills s->ahead. */
 int store_reserve(store *s, uint64_t accounts, uint64_t transfers, uint64_t history,
                   uint64_t arena_bytes, uint64_t holds);
 
@@ -153,7 +173,8 @@ uint64_t store_hash(const char *bytes, size_t length);
 uint32_t store_account_find(const store *s, const char *id, size_t id_len, uint64_t hash);
 uint32_t store_transfer_find(const store *s, const char *id, size_t id_len, uint64_t hash);
 
-/* Appends (capacity reserved beforehand). The id is copied into the arena and indexed. */
+/* Appends (capacity reserved beforehand). The id is copied (accounts: inline; transfers: into
+ * the arena) and indexed. */
 uint32_t store_account_append(store *s, const char *id, size_t id_len, uint64_t hash);
 uint32_t store_transfer_append(store *s, const char *id, size_t id_len, uint64_t hash);
 /* Copies bytes into the arena: _raw packs them, store_arena_append aligns to 8 (aux records). */
@@ -163,6 +184,8 @@ uint64_t store_arena_append_raw(store *s, const void *bytes, size_t length);
 /* Appends a history entry for `account` and links it into the account's chain. */
 uint32_t store_history_append(store *s, uint32_t account, uint64_t seq, uint32_t transfer,
                               uint8_t kind, bool debit);
+/* The entry of `account` with this ordinal (STORE_NONE if it has fewer entries). */
+uint32_t store_history_at_ordinal(const store *s, uint32_t account, uint32_t ordinal);
 /* The newest entry of `account` with seq <= `seq` (STORE_NONE if none). O(log n). */
 uint32_t store_history_find_seq(const store *s, uint32_t account, uint64_t seq);
 /* The newest entry of `account` with timestamp <= `timestamp`. */
@@ -184,7 +207,8 @@ void store_rollback(store *s, const store_mark *mark);
 
 static inline const char *store_account_id(const store *s, const store_account *account)
 {
-    return s->arena + account->id_offset;
+    (void)s;
+    return account->id;
 }
 
 static inline const char *store_transfer_id(const store *s, const store_transfer *transfer)

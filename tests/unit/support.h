@@ -30,26 +30,35 @@ typedef struct test_ledger {
     uint64_t clock_ns; /* read by the engine's writer thread: only touch it atomically */
 } test_ledger;
 
-static inline uint64_t test_clock_read(void *context) {
+static inline uint64_t test_clock_read(void *context)
+{
     test_ledger *ledger = context;
     return __atomic_load_n(&ledger->clock_ns, __ATOMIC_SEQ_CST);
 }
 
-static inline void clock_set(test_ledger *ledger, uint64_t now_ns) {
+static inline void clock_set(test_ledger *ledger, uint64_t now_ns)
+{
     __atomic_store_n(&ledger->clock_ns, now_ns, __ATOMIC_SEQ_CST);
 }
 
-static inline void clock_advance_ms(test_ledger *ledger, uint64_t milliseconds) {
+static inline void clock_advance_ms(test_ledger *ledger, uint64_t milliseconds)
+{
     __atomic_add_fetch(&ledger->clock_ns, milliseconds * TEST_NS_PER_MS, __ATOMIC_SEQ_CST);
 }
 
-/* Opens an in-memory engine with the fake clock at TEST_CLOCK_START_NS. */
-static inline test_ledger *ledger_open(void) {
+/* Opens an in-memory engine with the fake clock at TEST_CLOCK_START_NS; a capacity of 0
+ * keeps the default. */
+static inline test_ledger *ledger_open_sized(uint32_t accounts_max, uint32_t transfers_max)
+{
     test_ledger *ledger = calloc(1, sizeof(*ledger));
     assert_non_null(ledger);
     ledger->clock_ns = TEST_CLOCK_START_NS;
     coffer_options options;
     coffer_options_init(&options);
+    if (accounts_max != 0)
+        options.accounts_max = accounts_max;
+    if (transfers_max != 0)
+        options.transfers_max = transfers_max;
     options.clock_ns = test_clock_read;
     options.clock_context = ledger;
     assert_int_equal(coffer_open(NULL, &options, &ledger->db), COFFER_OK);
@@ -57,19 +66,28 @@ static inline test_ledger *ledger_open(void) {
     return ledger;
 }
 
-static inline void ledger_close(test_ledger *ledger) {
-    if (ledger == NULL) return;
+static inline test_ledger *ledger_open(void)
+{
+    return ledger_open_sized(0, 0);
+}
+
+static inline void ledger_close(test_ledger *ledger)
+{
+    if (ledger == NULL)
+        return;
     coffer_close(ledger->db);
     free(ledger);
 }
 
 /* cmocka setup/teardown pair: a fresh empty ledger per test. */
-static inline int ledger_setup(void **state) {
+static inline int ledger_setup(void **state)
+{
     *state = ledger_open();
     return 0;
 }
 
-static inline int ledger_teardown(void **state) {
+static inline int ledger_teardown(void **state)
+{
     ledger_close(*state);
     *state = NULL;
     return 0;
@@ -78,7 +96,8 @@ static inline int ledger_teardown(void **state) {
 /* ---------------------------------------------------------------------------------------- */
 /* Event builders: plain values the test may tweak before submitting.                       */
 
-static inline coffer_event account_event(const char *id, const char *currency) {
+static inline coffer_event account_event(const char *id, const char *currency)
+{
     coffer_event event = {0};
     event.op = COFFER_OP_CREATE_ACCOUNT;
     event.id = id;
@@ -87,7 +106,8 @@ static inline coffer_event account_event(const char *id, const char *currency) {
 }
 
 static inline coffer_event transfer_event(const char *id, const char *from, const char *to,
-                                          int64_t amount) {
+                                          int64_t amount)
+{
     coffer_event event = {0};
     event.op = COFFER_OP_TRANSFER;
     event.id = id;
@@ -98,13 +118,15 @@ static inline coffer_event transfer_event(const char *id, const char *from, cons
 }
 
 static inline coffer_event hold_event(const char *id, const char *from, const char *to,
-                                      int64_t amount, uint64_t timeout_ms) {
+                                      int64_t amount, uint64_t timeout_ms)
+{
     coffer_event event = transfer_event(id, from, to, amount);
     event.hold_timeout_ms = timeout_ms;
     return event;
 }
 
-static inline coffer_event post_event(const char *id, const char *hold_id, int64_t amount) {
+static inline coffer_event post_event(const char *id, const char *hold_id, int64_t amount)
+{
     coffer_event event = {0};
     event.op = COFFER_OP_POST;
     event.id = id;
@@ -113,7 +135,8 @@ static inline coffer_event post_event(const char *id, const char *hold_id, int64
     return event;
 }
 
-static inline coffer_event void_event(const char *id, const char *hold_id) {
+static inline coffer_event void_event(const char *id, const char *hold_id)
+{
     coffer_event event = {0};
     event.op = COFFER_OP_VOID;
     event.id = id;
@@ -121,7 +144,8 @@ static inline coffer_event void_event(const char *id, const char *hold_id) {
     return event;
 }
 
-static inline coffer_event with_metadata(coffer_event event, const char *metadata) {
+static inline coffer_event with_metadata(coffer_event event, const char *metadata)
+{
     event.metadata = metadata;
     event.metadata_len = metadata == NULL ? 0 : (uint32_t)strlen(metadata);
     return event;
@@ -131,41 +155,48 @@ static inline coffer_event with_metadata(coffer_event event, const char *metadat
 /* Submitting.                                                                              */
 
 /* Submits `count` events and asserts the call itself succeeded (each result has its code). */
-static inline void submit_batch(coffer *db, const coffer_event *events, size_t count,
-                                bool atomic, coffer_result *results) {
+static inline void submit_batch(coffer *db, const coffer_event *events, size_t count, bool atomic,
+                                coffer_result *results)
+{
     memset(results, 0, count * sizeof(*results));
     assert_int_equal(coffer_submit(db, events, count, atomic, results), COFFER_OK);
 }
 
-static inline coffer_result submit_event(coffer *db, coffer_event event) {
+static inline coffer_result submit_event(coffer *db, coffer_event event)
+{
     coffer_result result;
     submit_batch(db, &event, 1, false, &result);
     return result;
 }
 
 static inline coffer_result transfer(coffer *db, const char *id, const char *from, const char *to,
-                                     int64_t amount) {
+                                     int64_t amount)
+{
     return submit_event(db, transfer_event(id, from, to, amount));
 }
 
 static inline coffer_result hold(coffer *db, const char *id, const char *from, const char *to,
-                                 int64_t amount, uint64_t timeout_ms) {
+                                 int64_t amount, uint64_t timeout_ms)
+{
     return submit_event(db, hold_event(id, from, to, amount, timeout_ms));
 }
 
 static inline coffer_result post_hold(coffer *db, const char *id, const char *hold_id,
-                                      int64_t amount) {
+                                      int64_t amount)
+{
     return submit_event(db, post_event(id, hold_id, amount));
 }
 
-static inline coffer_result void_hold(coffer *db, const char *id, const char *hold_id) {
+static inline coffer_result void_hold(coffer *db, const char *id, const char *hold_id)
+{
     return submit_event(db, void_event(id, hold_id));
 }
 
 /* Creates an account with the given floor/cap flags and asserts it was created. */
 static inline coffer_result create_account_with(coffer *db, const char *id, const char *currency,
                                                 uint8_t flags, int64_t min_balance,
-                                                int64_t max_balance) {
+                                                int64_t max_balance)
+{
     coffer_event event = account_event(id, currency);
     event.flags = flags;
     event.min_balance = min_balance;
@@ -176,23 +207,27 @@ static inline coffer_result create_account_with(coffer *db, const char *id, cons
 }
 
 /* An ordinary account: floor 0, no cap. */
-static inline coffer_result create_account(coffer *db, const char *id, const char *currency) {
+static inline coffer_result create_account(coffer *db, const char *id, const char *currency)
+{
     return create_account_with(db, id, currency, 0, 0, 0);
 }
 
 /* A funding/issuer account: no floor, so it can go as negative as it issues. */
-static inline coffer_result create_issuer(coffer *db, const char *id, const char *currency) {
+static inline coffer_result create_issuer(coffer *db, const char *id, const char *currency)
+{
     return create_account_with(db, id, currency, COFFER_FLAG_MIN_UNBOUNDED, 0, 0);
 }
 
 static inline coffer_result create_capped(coffer *db, const char *id, const char *currency,
-                                          int64_t max_balance) {
+                                          int64_t max_balance)
+{
     return create_account_with(db, id, currency, COFFER_FLAG_HAS_MAX, 0, max_balance);
 }
 
 /* A plain transfer that must succeed (setting up balances). */
 static inline coffer_result fund(coffer *db, const char *id, const char *from, const char *to,
-                                 int64_t amount) {
+                                 int64_t amount)
+{
     coffer_result result = transfer(db, id, from, to, amount);
     assert_int_equal(result.code, COFFER_CREATED);
     return result;
@@ -201,26 +236,31 @@ static inline coffer_result fund(coffer *db, const char *id, const char *from, c
 /* ---------------------------------------------------------------------------------------- */
 /* Reading and asserting.                                                                   */
 
-static inline coffer_account account_get(coffer *db, const char *id) {
+static inline coffer_account account_get(coffer *db, const char *id)
+{
     coffer_account account;
     memset(&account, 0, sizeof(account));
     assert_int_equal(coffer_account_get(db, id, COFFER_AT_NOW, 0, &account), COFFER_OK);
     return account;
 }
 
-static inline int64_t balance_of(coffer *db, const char *id) {
+static inline int64_t balance_of(coffer *db, const char *id)
+{
     return account_get(db, id).balance;
 }
 
-static inline int64_t available_of(coffer *db, const char *id) {
+static inline int64_t available_of(coffer *db, const char *id)
+{
     return account_get(db, id).available;
 }
 
-static inline uint64_t version_of(coffer *db, const char *id) {
+static inline uint64_t version_of(coffer *db, const char *id)
+{
     return account_get(db, id).version;
 }
 
-static inline coffer_transfer transfer_get(coffer *db, const char *id) {
+static inline coffer_transfer transfer_get(coffer *db, const char *id)
+{
     coffer_transfer record;
     memset(&record, 0, sizeof(record));
     assert_int_equal(coffer_transfer_get(db, id, &record), COFFER_OK);
@@ -228,26 +268,31 @@ static inline coffer_transfer transfer_get(coffer *db, const char *id) {
 }
 
 /* The id has a recorded outcome with this code (and REJECTED state for a rejection). */
-static inline void assert_recorded(coffer *db, const char *id, int code) {
+static inline void assert_recorded(coffer *db, const char *id, int code)
+{
     coffer_transfer record = transfer_get(db, id);
     assert_int_equal(record.code, code);
     assert_string_equal(record.id, id);
-    if (!coffer_code_is_success(code)) assert_int_equal(record.state, COFFER_STATE_REJECTED);
+    if (!coffer_code_is_success(code))
+        assert_int_equal(record.state, COFFER_STATE_REJECTED);
 }
 
-static inline void assert_not_recorded(coffer *db, const char *id) {
+static inline void assert_not_recorded(coffer *db, const char *id)
+{
     coffer_transfer record;
     assert_int_equal(coffer_transfer_get(db, id, &record), COFFER_TRANSFER_NOT_FOUND);
 }
 
-static inline void assert_field(const char *actual, const char *expected) {
+static inline void assert_field(const char *actual, const char *expected)
+{
     assert_non_null(actual);
     assert_string_equal(actual, expected);
 }
 
 /* Two reads of the same account show no change to money or version. */
 static inline void assert_account_unchanged(const coffer_account *before,
-                                            const coffer_account *after) {
+                                            const coffer_account *after)
+{
     assert_string_equal(before->id, after->id);
     assert_int_equal(before->debits_posted, after->debits_posted);
     assert_int_equal(before->credits_posted, after->credits_posted);
@@ -259,7 +304,8 @@ static inline void assert_account_unchanged(const coffer_account *before,
 }
 
 /* The number of history entries of an account (at most `limit` looked at). */
-static inline size_t history_count(coffer *db, const char *account_id) {
+static inline size_t history_count(coffer *db, const char *account_id)
+{
     enum { limit = 256 };
     coffer_history_entry entries[limit];
     size_t count = 0;
@@ -268,7 +314,8 @@ static inline size_t history_count(coffer *db, const char *account_id) {
 }
 
 /* The newest history entry of an account, which must have at least one. */
-static inline coffer_history_entry history_last(coffer *db, const char *account_id) {
+static inline coffer_history_entry history_last(coffer *db, const char *account_id)
+{
     enum { limit = 256 };
     coffer_history_entry entries[limit];
     size_t count = 0;
@@ -278,13 +325,15 @@ static inline coffer_history_entry history_last(coffer *db, const char *account_
 }
 
 /* A string of `length` copies of `c` in a caller buffer of at least length + 1 bytes. */
-static inline const char *repeat_char(char *buffer, char c, size_t length) {
+static inline const char *repeat_char(char *buffer, char c, size_t length)
+{
     memset(buffer, c, length);
     buffer[length] = '\0';
     return buffer;
 }
 
-static inline void verify_ok(coffer *db) {
+static inline void verify_ok(coffer *db)
+{
     coffer_verify_report report;
     memset(&report, 0, sizeof(report));
     assert_int_equal(coffer_verify(db, &report), COFFER_OK);

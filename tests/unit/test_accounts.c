@@ -9,7 +9,8 @@
 #define META_B "{\"tier\":\"silver\"}"
 
 /* The account every id_reused test starts from: capped, with a floor and metadata. */
-static coffer_event full_account_event(void) {
+static coffer_event full_account_event(void)
+{
     coffer_event event = with_metadata(account_event("user:42", "KRW"), META_A);
     event.flags = COFFER_FLAG_HAS_MAX;
     event.min_balance = -500;
@@ -17,7 +18,8 @@ static coffer_event full_account_event(void) {
     return event;
 }
 
-static void test_create_returns_created(void **state) {
+static void test_create_returns_created(void **state)
+{
     test_ledger *ledger = *state;
     coffer_result result = submit_event(ledger->db, account_event("user:1", "KRW"));
     assert_int_equal(result.code, COFFER_CREATED);
@@ -27,7 +29,8 @@ static void test_create_returns_created(void **state) {
     assert_int_equal(result.timestamp, TEST_CLOCK_START_NS);
 }
 
-static void test_get_returns_every_field(void **state) {
+static void test_get_returns_every_field(void **state)
+{
     test_ledger *ledger = *state;
     coffer_result created = submit_event(ledger->db, full_account_event());
     assert_int_equal(created.code, COFFER_CREATED);
@@ -51,7 +54,8 @@ static void test_get_returns_every_field(void **state) {
     assert_memory_equal(account.metadata, META_A, strlen(META_A));
 }
 
-static void test_get_issuer_flags(void **state) {
+static void test_get_issuer_flags(void **state)
+{
     test_ledger *ledger = *state;
     create_issuer(ledger->db, "bank", "KRW");
     coffer_account account = account_get(ledger->db, "bank");
@@ -61,7 +65,8 @@ static void test_get_issuer_flags(void **state) {
     assert_int_equal(account.version, 1);
 }
 
-static void test_identical_replay_is_exists(void **state) {
+static void test_identical_replay_is_exists(void **state)
+{
     test_ledger *ledger = *state;
     coffer_result first = submit_event(ledger->db, full_account_event());
     clock_advance_ms(ledger, 5);
@@ -76,8 +81,8 @@ static void test_identical_replay_is_exists(void **state) {
 }
 
 /* Submits `changed` over the full account and expects id_reused naming `field`. */
-static void expect_account_id_reused(test_ledger *ledger, coffer_event changed,
-                                     const char *field) {
+static void expect_account_id_reused(test_ledger *ledger, coffer_event changed, const char *field)
+{
     submit_event(ledger->db, full_account_event());
     coffer_account before = account_get(ledger->db, "user:42");
     coffer_result result = submit_event(ledger->db, changed);
@@ -91,46 +96,54 @@ static void expect_account_id_reused(test_ledger *ledger, coffer_event changed,
     assert_int_equal(after.max_balance, 10000);
 }
 
-static void test_id_reused_currency(void **state) {
+static void test_id_reused_currency(void **state)
+{
     coffer_event changed = full_account_event();
     changed.currency = "USD";
     expect_account_id_reused(*state, changed, "/currency");
 }
 
-static void test_id_reused_min_balance(void **state) {
+static void test_id_reused_min_balance(void **state)
+{
     coffer_event changed = full_account_event();
     changed.min_balance = -499;
     expect_account_id_reused(*state, changed, "/min_balance");
 }
 
-static void test_id_reused_min_unbounded(void **state) {
+static void test_id_reused_min_unbounded(void **state)
+{
     coffer_event changed = full_account_event();
     changed.flags |= COFFER_FLAG_MIN_UNBOUNDED;
     expect_account_id_reused(*state, changed, "/min_balance");
 }
 
-static void test_id_reused_max_balance(void **state) {
+static void test_id_reused_max_balance(void **state)
+{
     coffer_event changed = full_account_event();
     changed.max_balance = 10001;
     expect_account_id_reused(*state, changed, "/max_balance");
 }
 
-static void test_id_reused_max_uncapped(void **state) {
+static void test_id_reused_max_uncapped(void **state)
+{
     coffer_event changed = full_account_event();
     changed.flags &= (uint8_t)~COFFER_FLAG_HAS_MAX;
     expect_account_id_reused(*state, changed, "/max_balance");
 }
 
-static void test_id_reused_metadata(void **state) {
+static void test_id_reused_metadata(void **state)
+{
     expect_account_id_reused(*state, with_metadata(full_account_event(), META_B), "/metadata");
 }
 
-static void test_id_reused_metadata_absent(void **state) {
+static void test_id_reused_metadata_absent(void **state)
+{
     expect_account_id_reused(*state, with_metadata(full_account_event(), NULL), "/metadata");
 }
 
 /* Currency comes before everything else when several fields differ. */
-static void test_id_reused_names_first_field(void **state) {
+static void test_id_reused_names_first_field(void **state)
+{
     coffer_event changed = with_metadata(full_account_event(), META_B);
     changed.currency = "USD";
     changed.max_balance = 7;
@@ -138,7 +151,8 @@ static void test_id_reused_names_first_field(void **state) {
 }
 
 /* Submits one account event that must be invalid_field on `field` and record nothing. */
-static void expect_account_invalid(test_ledger *ledger, coffer_event event, const char *field) {
+static void expect_account_invalid(test_ledger *ledger, coffer_event event, const char *field)
+{
     coffer_result result = submit_event(ledger->db, event);
     assert_int_equal(result.code, COFFER_INVALID_FIELD);
     assert_field(result.field, field);
@@ -149,11 +163,13 @@ static void expect_account_invalid(test_ledger *ledger, coffer_event event, cons
     assert_int_equal(stats.accounts, 0);
 }
 
-static void test_invalid_id(void **state) {
+static void test_invalid_id(void **state)
+{
     test_ledger *ledger = *state;
     char long_id[COFFER_ACCOUNT_ID_MAX + 2];
-    const char *bad_ids[] = {"", "user 42", "user#42", "user,42", "caf\xc3\xa9",
-                             repeat_char(long_id, 'a', COFFER_ACCOUNT_ID_MAX + 1)};
+    const char *bad_ids[] = {
+        "",        "user 42",     "user#42",
+        "user,42", "caf\xc3\xa9", repeat_char(long_id, 'a', COFFER_ACCOUNT_ID_MAX + 1)};
     for (size_t i = 0; i < sizeof(bad_ids) / sizeof(bad_ids[0]); i++) {
         expect_account_invalid(ledger, account_event(bad_ids[i], "KRW"), "/id");
     }
@@ -162,7 +178,8 @@ static void test_invalid_id(void **state) {
                      COFFER_ACCOUNT_NOT_FOUND);
 }
 
-static void test_id_charset_and_length_accepted(void **state) {
+static void test_id_charset_and_length_accepted(void **state)
+{
     test_ledger *ledger = *state;
     char long_id[COFFER_ACCOUNT_ID_MAX + 1];
     create_account(ledger->db, repeat_char(long_id, 'z', COFFER_ACCOUNT_ID_MAX), "KRW");
@@ -171,7 +188,8 @@ static void test_id_charset_and_length_accepted(void **state) {
     assert_int_equal(account_get(ledger->db, long_id).version, 1);
 }
 
-static void test_invalid_currency(void **state) {
+static void test_invalid_currency(void **state)
+{
     test_ledger *ledger = *state;
     const char *bad[] = {"", "krw", "Krw", "KRW-1", "KRW 1", "ABCDEFGHIJKLM"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -180,7 +198,8 @@ static void test_invalid_currency(void **state) {
     create_account(ledger->db, "user:1", "ABCDEFGHIJ_9");
 }
 
-static void test_invalid_min_balance(void **state) {
+static void test_invalid_min_balance(void **state)
+{
     test_ledger *ledger = *state;
     coffer_event event = account_event("user:1", "KRW");
     event.min_balance = 1;
@@ -190,7 +209,8 @@ static void test_invalid_min_balance(void **state) {
     assert_int_equal(submit_event(ledger->db, event).code, COFFER_CREATED);
 }
 
-static void test_invalid_max_balance(void **state) {
+static void test_invalid_max_balance(void **state)
+{
     test_ledger *ledger = *state;
     coffer_event event = account_event("user:1", "KRW");
     event.flags = COFFER_FLAG_HAS_MAX;
@@ -200,7 +220,8 @@ static void test_invalid_max_balance(void **state) {
     assert_int_equal(submit_event(ledger->db, event).code, COFFER_CREATED);
 }
 
-static void test_invalid_metadata_length(void **state) {
+static void test_invalid_metadata_length(void **state)
+{
     test_ledger *ledger = *state;
     char metadata[COFFER_METADATA_MAX + 2];
     memset(metadata, ' ', sizeof(metadata));
@@ -217,7 +238,8 @@ static void test_invalid_metadata_length(void **state) {
     assert_int_equal(account_get(ledger->db, "user:1").metadata_len, COFFER_METADATA_MAX);
 }
 
-static void test_invalid_op(void **state) {
+static void test_invalid_op(void **state)
+{
     test_ledger *ledger = *state;
     const uint8_t bad_ops[] = {0, COFFER_OP_EXPIRE, 6, 200};
     for (size_t i = 0; i < sizeof(bad_ops) / sizeof(bad_ops[0]); i++) {
@@ -227,7 +249,28 @@ static void test_invalid_op(void **state) {
     }
 }
 
-static void test_get_unknown_account(void **state) {
+/* With room for two accounts the third is capacity_exceeded and creates nothing; a replay of
+ * an existing one (idempotency runs first) and an invalid one (validation runs first) keep
+ * their own answers. */
+static void test_capacity_exceeded(void **state)
+{
+    (void)state;
+    test_ledger *ledger = ledger_open_sized(2, 0);
+    create_account(ledger->db, "a", "KRW");
+    create_account(ledger->db, "b", "KRW");
+    coffer_result result = submit_event(ledger->db, account_event("c", "KRW"));
+    assert_int_equal(result.code, COFFER_CAPACITY_EXCEEDED);
+    assert_int_equal(result.seq, 0);
+    assert_int_equal(submit_event(ledger->db, account_event("a", "KRW")).code, COFFER_EXISTS);
+    assert_int_equal(submit_event(ledger->db, account_event("", "KRW")).code, COFFER_INVALID_FIELD);
+    coffer_account account;
+    assert_int_equal(coffer_account_get(ledger->db, "c", COFFER_AT_NOW, 0, &account),
+                     COFFER_ACCOUNT_NOT_FOUND);
+    ledger_close(ledger);
+}
+
+static void test_get_unknown_account(void **state)
+{
     test_ledger *ledger = *state;
     create_account(ledger->db, "user:1", "KRW");
     coffer_account account;
@@ -235,7 +278,8 @@ static void test_get_unknown_account(void **state) {
                      COFFER_ACCOUNT_NOT_FOUND);
 }
 
-static void test_null_handle_everywhere(void **state) {
+static void test_null_handle_everywhere(void **state)
+{
     (void)state;
     coffer_event event = account_event("user:1", "KRW");
     coffer_result result;
@@ -249,8 +293,7 @@ static void test_null_handle_everywhere(void **state) {
     assert_int_equal(coffer_submit(NULL, &event, 1, false, &result), COFFER_INVALID_ARGUMENT);
     assert_int_equal(coffer_account_get(NULL, "user:1", COFFER_AT_NOW, 0, &account),
                      COFFER_INVALID_ARGUMENT);
-    assert_int_equal(coffer_history(NULL, "user:1", 0, 1, &entry, &count),
-                     COFFER_INVALID_ARGUMENT);
+    assert_int_equal(coffer_history(NULL, "user:1", 0, 1, &entry, &count), COFFER_INVALID_ARGUMENT);
     assert_int_equal(coffer_transfer_get(NULL, "t1", &record), COFFER_INVALID_ARGUMENT);
     assert_int_equal(coffer_holds_list(NULL, NULL, 1, &record, &count), COFFER_INVALID_ARGUMENT);
     assert_int_equal(coffer_verify(NULL, &report), COFFER_INVALID_ARGUMENT);
@@ -258,7 +301,8 @@ static void test_null_handle_everywhere(void **state) {
     coffer_close(NULL);
 }
 
-static void test_null_outputs(void **state) {
+static void test_null_outputs(void **state)
+{
     test_ledger *ledger = *state;
     coffer *db = ledger->db;
     coffer_event event = account_event("user:1", "KRW");
@@ -282,7 +326,8 @@ static void test_null_outputs(void **state) {
 
 #define LEDGER_TEST(f) cmocka_unit_test_setup_teardown(f, ledger_setup, ledger_teardown)
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         LEDGER_TEST(test_create_returns_created),
         LEDGER_TEST(test_get_returns_every_field),
@@ -303,6 +348,7 @@ int main(void) {
         LEDGER_TEST(test_invalid_max_balance),
         LEDGER_TEST(test_invalid_metadata_length),
         LEDGER_TEST(test_invalid_op),
+        cmocka_unit_test(test_capacity_exceeded),
         LEDGER_TEST(test_get_unknown_account),
         LEDGER_TEST(test_null_handle_everywhere),
         LEDGER_TEST(test_null_outputs),

@@ -58,19 +58,23 @@ static const expected_status design_statuses[] = {
 };
 #define DESIGN_STATUS_COUNT (sizeof(design_statuses) / sizeof(design_statuses[0]))
 
-static const code_row *row_named(const char *name) {
+static const code_row *row_named(const char *name)
+{
     for (size_t i = 0; i < CODE_ROW_COUNT; i++) {
-        if (strcmp(code_rows[i].name, name) == 0) return &code_rows[i];
+        if (strcmp(code_rows[i].name, name) == 0)
+            return &code_rows[i];
     }
     return NULL;
 }
 
-static void test_values_are_unique_and_below_limit(void **state) {
+static void test_values_are_unique_and_below_limit(void **state)
+{
     (void)state;
     int largest = 0;
     for (size_t i = 0; i < CODE_ROW_COUNT; i++) {
         assert_in_range(code_rows[i].code, 0, COFFER_CODE_LIMIT - 1);
-        if (code_rows[i].code > largest) largest = code_rows[i].code;
+        if (code_rows[i].code > largest)
+            largest = code_rows[i].code;
         for (size_t j = i + 1; j < CODE_ROW_COUNT; j++) {
             assert_int_not_equal(code_rows[i].code, code_rows[j].code);
             assert_string_not_equal(code_rows[i].name, code_rows[j].name);
@@ -80,7 +84,8 @@ static void test_values_are_unique_and_below_limit(void **state) {
     assert_int_equal(COFFER_OK, 0);
 }
 
-static void test_every_code_has_name_and_message(void **state) {
+static void test_every_code_has_name_and_message(void **state)
+{
     (void)state;
     for (size_t i = 0; i < CODE_ROW_COUNT; i++) {
         const code_row *row = &code_rows[i];
@@ -97,11 +102,13 @@ static void test_every_code_has_name_and_message(void **state) {
 }
 
 /* Every code DESIGN §3 names exists, with the status of its family. */
-static void test_statuses_follow_design_families(void **state) {
+static void test_statuses_follow_design_families(void **state)
+{
     (void)state;
     for (size_t i = 0; i < DESIGN_STATUS_COUNT; i++) {
         const code_row *row = row_named(design_statuses[i].name);
-        if (row == NULL) fail_msg("code %s is missing from the table", design_statuses[i].name);
+        if (row == NULL)
+            fail_msg("code %s is missing from the table", design_statuses[i].name);
         assert_int_equal(row->http_status, design_statuses[i].http_status);
         assert_int_equal(coffer_code_http_status(row->code), design_statuses[i].http_status);
     }
@@ -109,7 +116,8 @@ static void test_statuses_follow_design_families(void **state) {
     assert_int_equal(CODE_ROW_COUNT, DESIGN_STATUS_COUNT);
 }
 
-static void test_unknown_values(void **state) {
+static void test_unknown_values(void **state)
+{
     (void)state;
     const int unknown[] = {-1, 3, 9, 15, 19, 25, 32, 49, COFFER_CODE_LIMIT, 1000, INT_MAX, INT_MIN};
     for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
@@ -123,18 +131,22 @@ static void test_unknown_values(void **state) {
 
 /* Only created and exists mean an event applied (or replays an applied one). COFFER_OK is
  * the call-level success and never an event's code, so it is left out on purpose. */
-static void test_is_success(void **state) {
+static void test_is_success(void **state)
+{
     (void)state;
     assert_true(coffer_code_is_success(COFFER_CREATED));
     assert_true(coffer_code_is_success(COFFER_EXISTS));
     for (size_t i = 0; i < CODE_ROW_COUNT; i++) {
         int code = code_rows[i].code;
-        if (code == COFFER_OK || code == COFFER_CREATED || code == COFFER_EXISTS) continue;
-        if (coffer_code_is_success(code)) fail_msg("%s counts as success", code_rows[i].name);
+        if (code == COFFER_OK || code == COFFER_CREATED || code == COFFER_EXISTS)
+            continue;
+        if (coffer_code_is_success(code))
+            fail_msg("%s counts as success", code_rows[i].name);
     }
 }
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_values_are_unique_and_below_limit),
         cmocka_unit_test(test_every_code_has_name_and_message),

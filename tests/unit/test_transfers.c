@@ -6,7 +6,8 @@
 #include "support.h"
 
 /* The world: bank (KRW issuer), alice (KRW, 100), bob and dave (KRW, 0), carol (USD, 0). */
-static int world_setup(void **state) {
+static int world_setup(void **state)
+{
     ledger_setup(state);
     coffer *db = ((test_ledger *)*state)->db;
     create_issuer(db, "bank", "KRW");
@@ -24,19 +25,24 @@ typedef struct world_snapshot {
 
 static const char *const world_ids[5] = {"bank", "alice", "bob", "dave", "carol"};
 
-static world_snapshot world_read(coffer *db) {
+static world_snapshot world_read(coffer *db)
+{
     world_snapshot snapshot;
-    for (size_t i = 0; i < 5; i++) snapshot.accounts[i] = account_get(db, world_ids[i]);
+    for (size_t i = 0; i < 5; i++)
+        snapshot.accounts[i] = account_get(db, world_ids[i]);
     return snapshot;
 }
 
-static void assert_world_unchanged(coffer *db, const world_snapshot *before) {
+static void assert_world_unchanged(coffer *db, const world_snapshot *before)
+{
     world_snapshot now = world_read(db);
-    for (size_t i = 0; i < 5; i++) assert_account_unchanged(&before->accounts[i], &now.accounts[i]);
+    for (size_t i = 0; i < 5; i++)
+        assert_account_unchanged(&before->accounts[i], &now.accounts[i]);
 }
 
 /* Submits `event`, expects the rejection `code` recorded for its id, and no state change. */
-static coffer_result expect_rejected(coffer *db, coffer_event event, int code) {
+static coffer_result expect_rejected(coffer *db, coffer_event event, int code)
+{
     world_snapshot before = world_read(db);
     coffer_result result = submit_event(db, event);
     assert_int_equal(result.code, code);
@@ -46,11 +52,15 @@ static coffer_result expect_rejected(coffer *db, coffer_event event, int code) {
     assert_true(result.seq > 0);
     assert_world_unchanged(db, &before);
     assert_recorded(db, event.id, code);
-    assert_int_equal(transfer_get(db, event.id).seq, result.seq);
+    coffer_transfer record = transfer_get(db, event.id);
+    assert_int_equal(record.seq, result.seq);
+    assert_int_equal(record.amount, 0);
+    assert_int_equal(record.amount_requested, event.amount);
     return result;
 }
 
-static void test_transfer_moves_and_reports(void **state) {
+static void test_transfer_moves_and_reports(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     coffer_result result = transfer(db, "t1", "alice", "bob", 30);
     assert_int_equal(result.code, COFFER_CREATED);
@@ -70,7 +80,8 @@ static void test_transfer_moves_and_reports(void **state) {
     assert_int_equal(account_get(db, "bob").credits_posted, 30);
 }
 
-static void test_transfer_get_fields(void **state) {
+static void test_transfer_get_fields(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     coffer_result result =
         submit_event(db, with_metadata(transfer_event("t1", "alice", "bob", 30), "{\"n\":1}"));
@@ -90,49 +101,55 @@ static void test_transfer_get_fields(void **state) {
     assert_memory_equal(record.metadata, "{\"n\":1}", 7);
 }
 
-static void test_same_account(void **state) {
+static void test_same_account(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     expect_rejected(db, transfer_event("t1", "alice", "alice", 10), COFFER_SAME_ACCOUNT);
     /* Checked by id before lookup: a missing account to itself is still same_account. */
     expect_rejected(db, transfer_event("t2", "ghost", "ghost", 10), COFFER_SAME_ACCOUNT);
 }
 
-static void test_account_not_found_from(void **state) {
+static void test_account_not_found_from(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     coffer_result result =
         expect_rejected(db, transfer_event("t1", "ghost", "bob", 10), COFFER_ACCOUNT_NOT_FOUND);
     assert_field(result.field, "/from");
-    result = expect_rejected(db, transfer_event("t2", "ghost", "phantom", 10),
-                             COFFER_ACCOUNT_NOT_FOUND);
+    result =
+        expect_rejected(db, transfer_event("t2", "ghost", "phantom", 10), COFFER_ACCOUNT_NOT_FOUND);
     assert_field(result.field, "/from");
 }
 
-static void test_account_not_found_to(void **state) {
+static void test_account_not_found_to(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     coffer_result result =
         expect_rejected(db, transfer_event("t1", "alice", "ghost", 10), COFFER_ACCOUNT_NOT_FOUND);
     assert_field(result.field, "/to");
 }
 
-static void test_currency_mismatch(void **state) {
+static void test_currency_mismatch(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     expect_rejected(db, transfer_event("t1", "alice", "carol", 10), COFFER_CURRENCY_MISMATCH);
     expect_rejected(db, transfer_event("t2", "carol", "alice", 10), COFFER_CURRENCY_MISMATCH);
 }
 
-static void test_insufficient_balance(void **state) {
+static void test_insufficient_balance(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     coffer_result result =
         expect_rejected(db, transfer_event("t1", "alice", "bob", 101), COFFER_INSUFFICIENT_BALANCE);
     assert_int_equal(result.available, 100);
     /* Exactly down to the floor is allowed. */
     assert_int_equal(transfer(db, "t2", "alice", "bob", 100).code, COFFER_CREATED);
-    result = expect_rejected(db, transfer_event("t3", "alice", "bob", 1),
-                             COFFER_INSUFFICIENT_BALANCE);
+    result =
+        expect_rejected(db, transfer_event("t3", "alice", "bob", 1), COFFER_INSUFFICIENT_BALANCE);
     assert_int_equal(result.available, 0);
 }
 
-static void test_exceeds_max_balance(void **state) {
+static void test_exceeds_max_balance(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     create_capped(db, "jar", "KRW", 50);
     expect_rejected(db, transfer_event("t1", "alice", "jar", 51), COFFER_EXCEEDS_MAX_BALANCE);
@@ -142,23 +159,32 @@ static void test_exceeds_max_balance(void **state) {
 }
 
 static coffer_event expecting(coffer_event event, uint8_t flags, uint64_t from_version,
-                              uint64_t to_version) {
+                              uint64_t to_version)
+{
     event.flags |= flags;
     event.expect_from_version = from_version;
     event.expect_to_version = to_version;
     return event;
 }
 
-static void test_version_mismatch_from(void **state) {
+static void test_version_mismatch_from(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     coffer_event event = expecting(transfer_event("t1", "alice", "bob", 10),
                                    COFFER_FLAG_EXPECT_FROM | COFFER_FLAG_EXPECT_TO, 1, 7);
     coffer_result result = expect_rejected(db, event, COFFER_VERSION_MISMATCH);
     assert_field(result.field, "/expect/from_version");
     assert_int_equal(result.actual_version, 2);
+    fund(db, "t2", "alice", "bob", 1);
+    coffer_result again = submit_event(db, event);
+    assert_int_equal(again.code, COFFER_VERSION_MISMATCH);
+    assert_true(again.replayed);
+    assert_field(again.field, "/expect/from_version");
+    assert_int_equal(again.actual_version, 2);
 }
 
-static void test_version_mismatch_to(void **state) {
+static void test_version_mismatch_to(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     coffer_event event = expecting(transfer_event("t1", "alice", "bob", 10),
                                    COFFER_FLAG_EXPECT_FROM | COFFER_FLAG_EXPECT_TO, 2, 5);
@@ -168,15 +194,16 @@ static void test_version_mismatch_to(void **state) {
 }
 
 /* Compare-and-set chains: each success returns the versions the next write expects. */
-static void test_version_chain(void **state) {
+static void test_version_chain(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     coffer_result first = submit_event(
         db, expecting(transfer_event("t1", "alice", "bob", 10), COFFER_FLAG_EXPECT_FROM, 2, 0));
     assert_int_equal(first.code, COFFER_CREATED);
-    coffer_result second = submit_event(
-        db, expecting(transfer_event("t2", "alice", "bob", 10),
-                      COFFER_FLAG_EXPECT_FROM | COFFER_FLAG_EXPECT_TO, first.from.version,
-                      first.to.version));
+    coffer_result second =
+        submit_event(db, expecting(transfer_event("t2", "alice", "bob", 10),
+                                   COFFER_FLAG_EXPECT_FROM | COFFER_FLAG_EXPECT_TO,
+                                   first.from.version, first.to.version));
     assert_int_equal(second.code, COFFER_CREATED);
     assert_int_equal(second.from.version, 4);
     assert_int_equal(second.to.version, 3);
@@ -189,7 +216,8 @@ static void test_version_chain(void **state) {
 
 /* A funding account with no floor sends near INT64_MAX twice: the second would overflow
  * its debits_posted (and the receiver's credits), so it is refused, never wrapped. */
-static void test_overflow(void **state) {
+static void test_overflow(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     create_account(db, "big-a", "KRW");
     fund(db, "big-1", "bank", "big-a", INT64_MAX - 200);
@@ -201,7 +229,8 @@ static void test_overflow(void **state) {
     verify_ok(db);
 }
 
-static void test_up_to_moves_partial(void **state) {
+static void test_up_to_moves_partial(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     coffer_event event = transfer_event("t1", "alice", "bob", 250);
     event.flags = COFFER_FLAG_UP_TO;
@@ -215,7 +244,8 @@ static void test_up_to_moves_partial(void **state) {
     assert_int_equal(record.amount_requested, 250);
 }
 
-static void test_up_to_limited_by_cap(void **state) {
+static void test_up_to_limited_by_cap(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     create_capped(db, "jar", "KRW", 50);
     fund(db, "t0", "alice", "jar", 20);
@@ -228,7 +258,8 @@ static void test_up_to_limited_by_cap(void **state) {
     assert_int_equal(balance_of(db, "alice"), 50);
 }
 
-static void test_up_to_moves_zero(void **state) {
+static void test_up_to_moves_zero(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     world_snapshot before = world_read(db);
     size_t bob_entries = history_count(db, "bob");
@@ -245,7 +276,8 @@ static void test_up_to_moves_zero(void **state) {
     assert_int_equal(transfer_get(db, "t1").amount, 0);
 }
 
-static void test_overdraft(void **state) {
+static void test_overdraft(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     create_account_with(db, "od", "KRW", 0, -100, 0);
     coffer_result result = transfer(db, "t1", "od", "bob", 100);
@@ -259,7 +291,8 @@ static void test_overdraft(void **state) {
     verify_ok(db);
 }
 
-static void test_replay_returns_original(void **state) {
+static void test_replay_returns_original(void **state)
+{
     test_ledger *ledger = *state;
     coffer *db = ledger->db;
     coffer_result first = transfer(db, "t1", "alice", "bob", 30);
@@ -282,7 +315,8 @@ static void test_replay_returns_original(void **state) {
 
 /* A key names one attempt: after a rejection, the same key stays rejected even once the
  * transfer would succeed. */
-static void test_replay_of_rejection(void **state) {
+static void test_replay_of_rejection(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     coffer_result first = transfer(db, "t1", "alice", "bob", 500);
     assert_int_equal(first.code, COFFER_INSUFFICIENT_BALANCE);
@@ -296,9 +330,14 @@ static void test_replay_of_rejection(void **state) {
     assert_int_equal(again.amount, 0);
     assert_world_unchanged(db, &before);
     assert_recorded(db, "t1", COFFER_INSUFFICIENT_BALANCE);
+    /* The rejected id still owns its content. */
+    coffer_result changed = transfer(db, "t1", "alice", "bob", 50);
+    assert_int_equal(changed.code, COFFER_ID_REUSED);
+    assert_field(changed.field, "/amount");
 }
 
-static void test_replay_of_not_found_keeps_field(void **state) {
+static void test_replay_of_not_found_keeps_field(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     transfer(db, "t1", "alice", "ghost", 5);
     coffer_result again = transfer(db, "t1", "alice", "ghost", 5);
@@ -308,12 +347,14 @@ static void test_replay_of_not_found_keeps_field(void **state) {
 }
 
 /* The transfer every id_reused case starts from. */
-static coffer_event reuse_base(void) {
+static coffer_event reuse_base(void)
+{
     return with_metadata(transfer_event("reused", "alice", "bob", 10), "{\"a\":1}");
 }
 
 static void expect_transfer_id_reused(coffer *db, coffer_event original, coffer_event changed,
-                                      const char *field) {
+                                      const char *field)
+{
     coffer_result first = submit_event(db, original); /* may itself be a replay */
     assert_true(coffer_code_is_success(first.code));
     world_snapshot before = world_read(db);
@@ -329,68 +370,78 @@ static void expect_transfer_id_reused(coffer *db, coffer_event original, coffer_
     assert_int_equal(record.op, original.op);
 }
 
-static void test_id_reused_from(void **state) {
+static void test_id_reused_from(void **state)
+{
     coffer_event changed = reuse_base();
     changed.from = "dave";
     expect_transfer_id_reused(((test_ledger *)*state)->db, reuse_base(), changed, "/from");
 }
 
-static void test_id_reused_to(void **state) {
+static void test_id_reused_to(void **state)
+{
     coffer_event changed = reuse_base();
     changed.to = "dave";
     changed.amount = 11; /* differs too, but /to comes first */
     expect_transfer_id_reused(((test_ledger *)*state)->db, reuse_base(), changed, "/to");
 }
 
-static void test_id_reused_amount(void **state) {
+static void test_id_reused_amount(void **state)
+{
     coffer_event changed = with_metadata(reuse_base(), "{\"a\":2}");
     changed.amount = 11;
     expect_transfer_id_reused(((test_ledger *)*state)->db, reuse_base(), changed, "/amount");
 }
 
-static void test_id_reused_hold_timeout(void **state) {
+static void test_id_reused_hold_timeout(void **state)
+{
     coffer_event changed = reuse_base();
     changed.hold_timeout_ms = 60000;
     expect_transfer_id_reused(((test_ledger *)*state)->db, reuse_base(), changed,
                               "/hold/timeout_ms");
 }
 
-static void test_id_reused_up_to(void **state) {
+static void test_id_reused_up_to(void **state)
+{
     coffer_event changed = reuse_base();
     changed.flags = COFFER_FLAG_UP_TO;
     expect_transfer_id_reused(((test_ledger *)*state)->db, reuse_base(), changed, "/up_to");
 }
 
-static void test_id_reused_expect_from(void **state) {
+static void test_id_reused_expect_from(void **state)
+{
     coffer_event changed = expecting(reuse_base(), COFFER_FLAG_EXPECT_FROM, 2, 0);
     expect_transfer_id_reused(((test_ledger *)*state)->db, reuse_base(), changed,
                               "/expect/from_version");
 }
 
-static void test_id_reused_expect_to(void **state) {
+static void test_id_reused_expect_to(void **state)
+{
     coffer_event original = expecting(reuse_base(), COFFER_FLAG_EXPECT_TO, 0, 1);
     coffer_event changed = expecting(reuse_base(), COFFER_FLAG_EXPECT_TO, 0, 2);
     changed = with_metadata(changed, "{\"a\":3}");
-    expect_transfer_id_reused(((test_ledger *)*state)->db, original, changed,
-                              "/expect/to_version");
+    expect_transfer_id_reused(((test_ledger *)*state)->db, original, changed, "/expect/to_version");
 }
 
-static void test_id_reused_metadata(void **state) {
+static void test_id_reused_metadata(void **state)
+{
     expect_transfer_id_reused(((test_ledger *)*state)->db, reuse_base(),
                               with_metadata(reuse_base(), NULL), "/metadata");
 }
 
-static void test_id_reused_kind_post(void **state) {
+static void test_id_reused_kind_post(void **state)
+{
     coffer_event changed = post_event("reused", "some-hold", 0);
     expect_transfer_id_reused(((test_ledger *)*state)->db, reuse_base(), changed, "/post");
 }
 
-static void test_id_reused_kind_void(void **state) {
+static void test_id_reused_kind_void(void **state)
+{
     coffer_event changed = void_event("reused", "some-hold");
     expect_transfer_id_reused(((test_ledger *)*state)->db, reuse_base(), changed, "/void");
 }
 
-static void test_id_reused_post_fields(void **state) {
+static void test_id_reused_post_fields(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     assert_int_equal(hold(db, "h1", "alice", "bob", 40, 60000).code, COFFER_CREATED);
     assert_int_equal(hold(db, "h2", "alice", "bob", 40, 60000).code, COFFER_CREATED);
@@ -404,7 +455,8 @@ static void test_id_reused_post_fields(void **state) {
 }
 
 /* Submits one event that must be invalid_field on `field`, recording nothing. */
-static void expect_transfer_invalid(coffer *db, coffer_event event, const char *field) {
+static void expect_transfer_invalid(coffer *db, coffer_event event, const char *field)
+{
     world_snapshot before = world_read(db);
     coffer_result result = submit_event(db, event);
     assert_int_equal(result.code, COFFER_INVALID_FIELD);
@@ -415,7 +467,8 @@ static void expect_transfer_invalid(coffer *db, coffer_event event, const char *
     assert_int_not_equal(coffer_transfer_get(db, event.id, &record), COFFER_OK);
 }
 
-static void test_invalid_transfer_id(void **state) {
+static void test_invalid_transfer_id(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     char long_id[COFFER_TRANSFER_ID_MAX + 2];
     const char *bad[] = {"", "pay 1", "pay#1", "pay\n",
@@ -428,7 +481,8 @@ static void test_invalid_transfer_id(void **state) {
     assert_int_equal(transfer(db, long_id, "alice", "bob", 1).code, COFFER_CREATED);
 }
 
-static void test_invalid_transfer_accounts(void **state) {
+static void test_invalid_transfer_accounts(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     char long_id[COFFER_ACCOUNT_ID_MAX + 2];
     repeat_char(long_id, 'a', COFFER_ACCOUNT_ID_MAX + 1);
@@ -440,21 +494,23 @@ static void test_invalid_transfer_accounts(void **state) {
     expect_transfer_invalid(db, transfer_event("ok-id", "alice", long_id, 1), "/to");
 }
 
-static void test_invalid_transfer_amount_and_hold(void **state) {
+static void test_invalid_transfer_amount_and_hold(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     expect_transfer_invalid(db, transfer_event("ok-id", "alice", "bob", 0), "/amount");
     expect_transfer_invalid(db, transfer_event("ok-id", "alice", "bob", -5), "/amount");
     expect_transfer_invalid(db, transfer_event("ok-id", "alice", "bob", INT64_MIN), "/amount");
-    expect_transfer_invalid(
-        db, hold_event("ok-id", "alice", "bob", 1, COFFER_HOLD_TIMEOUT_MS_MAX + 1),
-        "/hold/timeout_ms");
+    expect_transfer_invalid(db,
+                            hold_event("ok-id", "alice", "bob", 1, COFFER_HOLD_TIMEOUT_MS_MAX + 1),
+                            "/hold/timeout_ms");
     coffer_result longest = hold(db, "h-max", "alice", "bob", 1, COFFER_HOLD_TIMEOUT_MS_MAX);
     assert_int_equal(longest.code, COFFER_CREATED);
     assert_int_equal(longest.expires_at,
                      longest.timestamp + COFFER_HOLD_TIMEOUT_MS_MAX * TEST_NS_PER_MS);
 }
 
-static void test_invalid_transfer_metadata_and_op(void **state) {
+static void test_invalid_transfer_metadata_and_op(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     char metadata[COFFER_METADATA_MAX + 2];
     memset(metadata, ' ', sizeof(metadata));
@@ -471,7 +527,8 @@ static void test_invalid_transfer_metadata_and_op(void **state) {
     }
 }
 
-static void test_invalid_post_and_void(void **state) {
+static void test_invalid_post_and_void(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     assert_int_equal(hold(db, "h1", "alice", "bob", 10, 60000).code, COFFER_CREATED);
     expect_transfer_invalid(db, post_event("ok-id", "h1", -1), "/amount");
@@ -483,9 +540,33 @@ static void test_invalid_post_and_void(void **state) {
     assert_int_equal(transfer_get(db, "h1").state, COFFER_STATE_PENDING);
 }
 
+/* transfers_max counts recorded ids, rejections included: beyond it an event is
+ * capacity_exceeded and records nothing, while replays of recorded ids still answer. */
+static void test_capacity_exceeded(void **state)
+{
+    (void)state;
+    test_ledger *ledger = ledger_open_sized(0, 3);
+    coffer *db = ledger->db;
+    create_issuer(db, "bank", "KRW");
+    create_account(db, "alice", "KRW");
+    fund(db, "t1", "bank", "alice", 10);
+    assert_int_equal(transfer(db, "t2", "alice", "bank", 11).code, COFFER_INSUFFICIENT_BALANCE);
+    fund(db, "t3", "alice", "bank", 1);
+    coffer_result result = transfer(db, "t4", "alice", "bank", 1);
+    assert_int_equal(result.code, COFFER_CAPACITY_EXCEEDED);
+    assert_int_equal(result.seq, 0);
+    assert_not_recorded(db, "t4");
+    assert_int_equal(balance_of(db, "alice"), 9);
+    assert_int_equal(transfer(db, "t1", "bank", "alice", 10).code, COFFER_EXISTS);
+    assert_int_equal(transfer(db, "t2", "alice", "bank", 11).code, COFFER_INSUFFICIENT_BALANCE);
+    assert_int_equal(transfer(db, "t5", "alice", "bank", 0).code, COFFER_INVALID_FIELD);
+    ledger_close(ledger);
+}
+
 /* One change, one version: a transfer bumps both sides once; a rejection, an up-to of 0 and a
  * replay bump nothing. */
-static void test_versions_advance_by_one(void **state) {
+static void test_versions_advance_by_one(void **state)
+{
     coffer *db = ((test_ledger *)*state)->db;
     assert_int_equal(version_of(db, "alice"), 2);
     assert_int_equal(version_of(db, "bank"), 2);
@@ -507,7 +588,8 @@ static void test_versions_advance_by_one(void **state) {
 
 #define WORLD_TEST(f) cmocka_unit_test_setup_teardown(f, world_setup, ledger_teardown)
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         WORLD_TEST(test_transfer_moves_and_reports),
         WORLD_TEST(test_transfer_get_fields),
@@ -545,6 +627,7 @@ int main(void) {
         WORLD_TEST(test_invalid_transfer_metadata_and_op),
         WORLD_TEST(test_invalid_post_and_void),
         WORLD_TEST(test_versions_advance_by_one),
+        cmocka_unit_test(test_capacity_exceeded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
