@@ -87,6 +87,14 @@ typedef struct coffer coffer; /* the opaque engine handle */
 /* Where a past read points: now, after the event with a given seq, or at a wall time. */
 enum coffer_at { COFFER_AT_NOW = 0, COFFER_AT_SEQ = 1, COFFER_AT_TIMESTAMP = 2 };
 
+/* The log's write and sync calls, replaceable for fault-injection tests. Each returns 0, or
+ * -1 with errno set (EIO, ENOSPC, ...); write_at writes all of `bytes` at `offset`. */
+typedef struct coffer_io {
+    int (*write_at)(int fd, const void *bytes, size_t length, uint64_t offset, void *context);
+    int (*sync)(int fd, void *context);
+    void *context;
+} coffer_io;
+
 typedef struct coffer_options {
     uint32_t accounts_max;       /* capacity; capacity_exceeded beyond it */
     uint32_t transfers_max;      /* ids with a recorded outcome, successes and rejections */
@@ -97,14 +105,32 @@ typedef struct coffer_options {
      * of submitted events, so a test decides exactly when expiries happen. */
     uint64_t (*clock_ns)(void *context);
     void *clock_context;
+    /* NOT DURABLE when true: records are written but never synced, so a crash of the machine
+     * can lose acknowledged events. For tests and benchmarks only. */
+    bool fsync_never;
+    /* Log segments roll over at this size (bytes); 0: 512 MiB. */
+    uint64_t segment_bytes_max;
+    /* Take a snapshot after this many recorded events (0: never on a schedule); one is always
+     * taken at coffer_close(). */
+    uint64_t snapshot_every_events;
+    /* Where the engine's log lines go (start, recovery, storage errors); NULL: stderr. */
+    void (*log)(void *context, const char *line);
+    void *log_context;
+    /* Fault injection for tests; NULL: the real write and sync. */
+    const coffer_io *io;
 } coffer_options;
 
 /* Fills `options` with the defaults (sized for a 2-core, 24 GiB machine). */
 void coffer_options_init(coffer_options *options);
 
 /*
- * Opens an engine. `dir` NULL: in memory, nothing durable. `options` NULL: the defaults.
- * On success *db_out owns a running engine that coffer_close() must release.
+ * Opens an engine. `dir` NULL: in memory, nothing durable. Otherwise the data directory
+ * (created if missing, locked against a second process): the latest snapshot is loaded and the
+ * log after it replayed. A torn record at the very end of the log was never acknowledged and is
+ * truncated (logged with its size); a bad record followed by good ones is corruption and the
+ * open fails with COFFER_STORAGE_FAILED, the log line naming the file and offset.
+ * `options` NULL: the defaults. On success *db_out owns a running engine that coffer_close()
+ * must release.
  */
 int coffer_open(const char *dir, const coffer_options *options, coffer **db_out);
 /* Stops the writer after the queued events are applied and frees everything. NULL is a no-op. */
@@ -222,7 +248,9 @@ typedef struct coffer_account {
 } coffer_account;
 
 /* The account now (at COFFER_AT_NOW), or as it was after the last change at or before the
- * given seq or timestamp. account_not_found if it did not exist then. */
+ * given seq or timestamp; account_not_found if it did not exist then. A past read fills
+ * balance, available, debits_held (their difference) and version exactly, and reads
+ * debits_posted, credits_posted and credits_held as 0: history keeps only what it needs. */
 int coffer_account_get(coffer *db, const char *id, int at, uint64_t at_value, coffer_account *out);
 
 enum coffer_history_kind {
@@ -300,6 +328,9 @@ typedef struct coffer_stats {
     uint64_t events_applied;
     uint64_t queue_events;
     uint64_t codes[COFFER_CODE_LIMIT]; /* results by code since open */
+    uint64_t fsyncs;      /* log syncs since open */
+    uint64_t durable_seq; /* the last seq known durable */
+    bool storage_failed;  /* a write or sync failed: writes are refused until restart */
 } coffer_stats;
 
 int coffer_stats_get(coffer *db, coffer_stats *out);

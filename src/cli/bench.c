@@ -3,6 +3,7 @@
  * transfers from a few submitter threads, then checks the invariants. Prints a human summary
  * and, last, one JSON line for scripts (docs/benchmarks.md).
  */
+#include <dirent.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "coffer.h"
@@ -24,9 +26,13 @@ static const char bench_usage[] =
     "  --batch B               events per submission, 1..8190 (default 8190)\n"
     "  --submitters T          threads submitting at once, 1..64 (default 2)\n"
     "  --seed S                random seed (default 1)\n"
+    "  --durable DIR           run durably with its data in DIR (must not exist yet; removed\n"
+    "                          afterwards unless --keep)\n"
+    "  --fsync always|never    with --durable: sync every batch (default) or never (NOT durable)\n"
+    "  --keep                  keep the --durable directory\n"
     "\n"
-    "The engine runs in memory (durable mode arrives with the log). The last line is JSON:\n"
-    "workload, transfers, seconds, transfers_per_second, errors (counts by code), rss figures.\n";
+    "Without --durable the engine runs in memory. The last line is JSON: mode, workload,\n"
+    "transfers, seconds, transfers_per_second, fsyncs, errors (counts by code), rss figures.\n";
 
 enum workload { WORKLOAD_UNIFORM, WORKLOAD_HOT };
 
@@ -34,6 +40,8 @@ typedef struct bench {
     coffer *db;
     enum workload workload;
     uint64_t accounts, transfers, batch, submitters, seed;
+    const char *durable_dir;
+    bool fsync_never, keep;
     char (*account_ids)[24];
     atomic_uint_fast64_t next_batch;
     atomic_uint_fast64_t codes[COFFER_CODE_LIMIT];
@@ -73,6 +81,22 @@ static double now_seconds(void)
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+}
+
+/* Removes the bench's own data directory: its files and the directory (no subdirectories). */
+static void remove_tree(const char *dir)
+{
+    DIR *listing = opendir(dir);
+    if (!listing) return;
+    struct dirent *item;
+    char path[4096];
+    while ((item = readdir(listing)))
+        if (strcmp(item->d_name, ".") && strcmp(item->d_name, "..")) {
+            snprintf(path, sizeof path, "%s/%s", dir, item->d_name);
+            unlink(path);
+        }
+    closedir(listing);
+    rmdir(dir);
 }
 
 static uint64_t rss_bytes(void)
@@ -200,6 +224,15 @@ static int bench_parse(bench *run, int argc, char **argv, bool *embedded)
             ok = cli_parse_u64(value, 1, 64, &run->submitters);
         } else if (!strcmp(flag, "--seed")) {
             ok = cli_parse_u64(value, 0, UINT64_MAX, &run->seed);
+        } else if (!strcmp(flag, "--durable")) {
+            ok = value && *value;
+            run->durable_dir = value;
+        } else if (!strcmp(flag, "--fsync")) {
+            ok = value && (!strcmp(value, "always") || !strcmp(value, "never"));
+            if (ok) run->fsync_never = !strcmp(value, "never");
+        } else if (!strcmp(flag, "--keep")) {
+            run->keep = true;
+            continue;
         } else {
             return cli_usage_error("bench: unknown option '%s' (try 'coffer bench --help')",
                                    flag);
@@ -212,27 +245,31 @@ static int bench_parse(bench *run, int argc, char **argv, bool *embedded)
 }
 
 static void bench_report(const bench *run, double seconds, uint64_t rss_before,
-                         uint64_t rss_after, const coffer_verify_report *verify)
+                         uint64_t rss_after, const coffer_verify_report *verify, uint64_t fsyncs)
 {
+    const char *mode = !run->durable_dir ? "embedded-memory"
+                       : run->fsync_never ? "embedded-durable-fsync-never"
+                                          : "embedded-durable";
     const char *workload = run->workload == WORKLOAD_HOT ? "hot" : "uniform";
     double rate = (double)run->transfers / seconds;
     uint64_t created = atomic_load(&run->codes[COFFER_CREATED]);
     printf("workload %s: %" PRIu64 " transfers over %" PRIu64 " accounts in batches of %" PRIu64
            ", %" PRIu64 " submitters\n",
            workload, run->transfers, run->accounts, run->batch, run->submitters);
-    printf("  %.3f s, %.0f transfers/s, %" PRIu64 " created\n", seconds, rate, created);
+    printf("  %s: %.3f s, %.0f transfers/s, %" PRIu64 " created, %" PRIu64 " fsyncs\n", mode,
+           seconds, rate, created, fsyncs);
     printf("  memory: %.1f MiB more resident, %.0f bytes per transfer\n",
            (double)(rss_after - rss_before) / 1048576.0,
            (double)(rss_after - rss_before) / (double)run->transfers);
     printf("  verify: %s (%u problems)\n", verify->ok ? "ok" : "FAILED", verify->problem_count);
     for (uint32_t i = 0; i < verify->problem_count && i < COFFER_VERIFY_PROBLEMS_MAX; i++)
         printf("    %s\n", verify->problems[i]);
-    printf("{\"mode\":\"embedded-memory\",\"workload\":\"%s\",\"accounts\":%" PRIu64
+    printf("{\"mode\":\"%s\",\"workload\":\"%s\",\"accounts\":%" PRIu64
            ",\"batch\":%" PRIu64 ",\"submitters\":%" PRIu64 ",\"transfers\":%" PRIu64
            ",\"seconds\":%.6f,\"transfers_per_second\":%.0f,\"rss_bytes_per_transfer\":%.1f,"
-           "\"verify_ok\":%s,\"errors\":{",
-           workload, run->accounts, run->batch, run->submitters, run->transfers, seconds, rate,
-           (double)(rss_after - rss_before) / (double)run->transfers,
+           "\"fsyncs\":%" PRIu64 ",\"verify_ok\":%s,\"errors\":{",
+           mode, workload, run->accounts, run->batch, run->submitters, run->transfers, seconds, rate,
+           (double)(rss_after - rss_before) / (double)run->transfers, fsyncs,
            verify->ok ? "true" : "false");
     const char *separator = "";
     for (int code = 0; code < COFFER_CODE_LIMIT; code++) {
@@ -265,12 +302,14 @@ static int bench_run(bench *run)
     uint64_t rss_after = rss_bytes();
     coffer_verify_report verify;
     int status = coffer_verify(run->db, &verify);
+    coffer_stats stats = {0};
+    coffer_stats_get(run->db, &stats);
     if (atomic_load(&run->failure) || status != COFFER_OK) {
         fprintf(stderr, "coffer bench: %s\n",
                 coffer_code_name(atomic_load(&run->failure) ? atomic_load(&run->failure) : status));
         return 1;
     }
-    bench_report(run, seconds, rss_before, rss_after, &verify);
+    bench_report(run, seconds, rss_before, rss_after, &verify, stats.fsyncs);
     for (uint64_t i = 0; i < run->submitters; i++) {
         free(submitters[i].events);
         free(submitters[i].results);
@@ -304,7 +343,12 @@ int cli_bench(int argc, char **argv)
     strcpy(run.account_ids[0], "bank");
     strcpy(run.account_ids[1], "hot");
     for (uint64_t i = 0; i < run.accounts; i++) format_id(run.account_ids[2 + i], 'u', i);
-    int status = coffer_open(0, &options, &run.db);
+    options.fsync_never = run.fsync_never;
+    if (run.durable_dir && access(run.durable_dir, F_OK) == 0) {
+        fprintf(stderr, "coffer bench: %s exists; give a new directory\n", run.durable_dir);
+        return CLI_EXIT_USAGE;
+    }
+    int status = coffer_open(run.durable_dir, &options, &run.db);
     if (status != COFFER_OK) {
         fprintf(stderr, "coffer bench: open: %s\n", coffer_strerror(status));
         return 1;
@@ -312,5 +356,6 @@ int cli_bench(int argc, char **argv)
     int exit_code = bench_setup(&run) == COFFER_OK ? bench_run(&run) : 1;
     coffer_close(run.db);
     free(run.account_ids);
+    if (run.durable_dir && !run.keep) remove_tree(run.durable_dir);
     return exit_code;
 }

@@ -258,7 +258,7 @@ static void record_rejection(ledger *l, const coffer_event *event, const coffer_
 
 static bool bytes_equal(const char *a, size_t a_length, const char *b, size_t b_length)
 {
-    return a_length == b_length && memcmp(a, b, a_length) == 0;
+    return a_length == b_length && (a_length == 0 || memcmp(a, b, a_length) == 0);
 }
 
 static bool account_name_equal(const store *s, uint32_t account, const char *aux_name,

@@ -7,6 +7,8 @@
 #include "engine/engine.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -34,9 +36,25 @@ void coffer_options_init(coffer_options *options)
 
 /* ---- the batch ----------------------------------------------------------------------------- */
 
+/* Notes an expiry in the batch's ticket, for the log. False when the list cannot grow. */
+static bool ticket_note_expiry(engine_ticket *ticket, uint32_t hold, uint64_t seq)
+{
+    if (!ticket) return true;
+    if (ticket->expiries_count == ticket->expiries_capacity) {
+        size_t capacity = ticket->expiries_capacity ? 2 * ticket->expiries_capacity : 256;
+        engine_expiry *grown = realloc(ticket->expiries, capacity * sizeof *grown);
+        if (!grown) return false;
+        ticket->expiries = grown;
+        ticket->expiries_capacity = capacity;
+    }
+    ticket->expiries[ticket->expiries_count++] = (engine_expiry){hold, seq};
+    return true;
+}
+
 /* Expires every pending hold due at ts0: one event each at the front of the batch, soonest
  * first. Room is reserved a chunk at a time, since how many are due is known only here. */
-static int sweep_expired(coffer *db, uint64_t ts0, uint64_t *seq, uint64_t *timestamp)
+static int sweep_expired(coffer *db, engine_ticket *ticket, uint64_t ts0, uint64_t *seq,
+                         uint64_t *timestamp)
 {
     store *s = &db->store;
     store_hold_ref due;
@@ -47,8 +65,12 @@ static int sweep_expired(coffer *db, uint64_t ts0, uint64_t *seq, uint64_t *time
         if (code != COFFER_OK) return code;
         for (uint64_t swept = 0; swept < ENGINE_EXPIRIES_PER_RESERVE && store_hold_peek(s, &due) &&
                                  due.expires_at <= ts0;) {
+            if (s->transfers[due.transfer].state != COFFER_STATE_PENDING) {
+                store_hold_pop(s); /* posted or voided since */
+                continue;
+            }
+            if (!ticket_note_expiry(ticket, due.transfer, *seq)) return COFFER_OUT_OF_MEMORY;
             store_hold_pop(s);
-            if (s->transfers[due.transfer].state != COFFER_STATE_PENDING) continue; /* resolved */
             ledger_expire(&db->ledger, due.transfer, (*seq)++, (*timestamp)++);
             swept++;
         }
@@ -67,32 +89,45 @@ static int reserve_batch(coffer *db, engine_request *batch)
     return code;
 }
 
-static void apply_batch(coffer *db, engine_request *batch)
+static void apply_batch(coffer *db, engine_request *batch, engine_ticket *ticket)
 {
     uint64_t clock = db->options.clock_ns(db->options.clock_context);
     uint64_t ts0 = clock > db->last_timestamp ? clock : db->last_timestamp + 1;
     uint64_t seq = db->last_seq + 1, timestamp = ts0;
+    if (ticket) {
+        ticket->seq_base = seq;
+        ticket->ts0 = ts0;
+        ticket->expiries_count = 0;
+    }
     /* Sweep before submitted events, or on the timer (no batch); a batch of reads alone leaves
      * state as it is, so reads never move time. */
     bool submits = !batch;
     for (engine_request *request = batch; request; request = request->next)
         submits |= request->events != 0;
-    int reserved = submits ? sweep_expired(db, ts0, &seq, &timestamp) : COFFER_OK;
+    /* After a storage failure nothing is applied: the log can no longer make it durable. */
+    int reserved = atomic_load(&db->storage_failed) ? COFFER_STORAGE_FAILED : COFFER_OK;
+    if (reserved == COFFER_OK && submits)
+        reserved = sweep_expired(db, ticket, ts0, &seq, &timestamp);
     if (reserved == COFFER_OK) reserved = reserve_batch(db, batch);
     for (engine_request *request = batch; request; request = request->next) {
+        if (reserved == COFFER_STORAGE_FAILED || (request->events && reserved != COFFER_OK)) {
+            request->status = reserved;
+            continue;
+        }
         if (!request->events) {
             request->status = request->read(db, request->context);
             continue;
         }
-        if (reserved != COFFER_OK) {
-            request->status = reserved;
-            continue;
-        }
+        request->seq0 = seq;
         ledger_apply(&db->ledger, request->events, request->count, request->atomic, seq,
                      timestamp, request->results);
         seq += request->count;
         timestamp += request->count;
-        for (size_t i = 0; i < request->count; i++) db->codes[request->results[i].code]++;
+        for (size_t i = 0; i < request->count; i++) {
+            db->codes[request->results[i].code]++;
+            db->recorded_since_snapshot +=
+                request->results[i].seq != 0 && !request->results[i].replayed;
+        }
         db->events_applied += request->count;
         request->status = COFFER_OK;
     }
@@ -169,16 +204,43 @@ static void *writer_main(void *argument)
         if (!db->queue_head && db->stopping) break;
         engine_request *batch = db->queue_head ? take_batch(db) : 0;
         pthread_mutex_unlock(&db->mutex);
-        apply_batch(db, batch);
-        pthread_mutex_lock(&db->mutex);
-        for (engine_request *request = batch, *next; request; request = next) {
-            next = request->next; /* the caller may free its request once done is set */
-            request->done = true;
-            pthread_cond_signal(&request->done_cond);
+        if (db->dir) {
+            engine_ticket *ticket = durability_ticket(db);
+            apply_batch(db, batch, ticket);
+            durability_publish(db, ticket, batch); /* answered once durable */
+        } else {
+            apply_batch(db, batch, 0);
+            engine_release(db, batch, COFFER_OK);
         }
+        pthread_mutex_lock(&db->mutex);
     }
     pthread_mutex_unlock(&db->mutex);
     return 0;
+}
+
+void engine_release(coffer *db, engine_request *requests, int failure)
+{
+    pthread_mutex_lock(&db->mutex);
+    for (engine_request *request = requests, *next; request; request = next) {
+        next = request->next; /* the caller may free its request once done is set */
+        if (failure != COFFER_OK) request->status = failure;
+        request->done = true;
+        pthread_cond_signal(&request->done_cond);
+    }
+    pthread_mutex_unlock(&db->mutex);
+}
+
+void engine_log(coffer *db, const char *format, ...)
+{
+    char line[1024];
+    va_list arguments;
+    va_start(arguments, format);
+    vsnprintf(line, sizeof line, format, arguments);
+    va_end(arguments);
+    if (db->options.log)
+        db->options.log(db->options.log_context, line);
+    else
+        fprintf(stderr, "coffer: %s\n", line);
 }
 
 /* Queues a request and blocks until the writer has answered it. */
@@ -231,16 +293,23 @@ int coffer_submit(coffer *db, const coffer_event *events, size_t count, bool ato
     return engine_call(db, &request, count);
 }
 
+static void engine_free(coffer *db)
+{
+    ledger_free(&db->ledger);
+    store_free(&db->store);
+    free(db);
+}
+
 int coffer_open(const char *dir, const coffer_options *options, coffer **db_out)
 {
     if (!db_out) return COFFER_INVALID_ARGUMENT;
     *db_out = 0;
-    if (dir) return COFFER_INVALID_ARGUMENT; /* durable storage arrives with the log */
     coffer *db = calloc(1, sizeof *db);
     if (!db) return COFFER_OUT_OF_MEMORY;
     coffer_options_init(&db->options);
     if (options) db->options = *options;
     if (!db->options.clock_ns) db->options.clock_ns = wall_clock_ns;
+    db->lock_fd = -1;
     if (db->options.accounts_max == 0 || db->options.transfers_max == 0 ||
         db->options.queue_events_max < COFFER_BATCH_EVENTS_MAX) {
         free(db);
@@ -249,9 +318,9 @@ int coffer_open(const char *dir, const coffer_options *options, coffer **db_out)
     store_limits limits = {db->options.accounts_max, db->options.transfers_max};
     int code = store_init(&db->store, &limits);
     if (code == COFFER_OK) code = ledger_init(&db->ledger, &db->store);
+    if (code == COFFER_OK && dir) code = durability_open(db, dir); /* recovers, starts the log */
     if (code != COFFER_OK) {
-        store_free(&db->store);
-        free(db);
+        engine_free(db);
         return code;
     }
     pthread_mutex_init(&db->mutex, 0);
@@ -259,9 +328,8 @@ int coffer_open(const char *dir, const coffer_options *options, coffer **db_out)
     prefault_start(&db->prefault); /* optional: without it the writer faults pages itself */
     if (pthread_create(&db->writer, 0, writer_main, db) != 0) {
         prefault_stop(&db->prefault);
-        ledger_free(&db->ledger);
-        store_free(&db->store);
-        free(db);
+        durability_close(db);
+        engine_free(db);
         return COFFER_INTERNAL;
     }
     *db_out = db;
@@ -275,11 +343,10 @@ void coffer_close(coffer *db)
     db->stopping = true;
     pthread_cond_signal(&db->wake);
     pthread_mutex_unlock(&db->mutex);
-    pthread_join(db->writer, 0);
+    pthread_join(db->writer, 0); /* the writer drains the queue first */
+    durability_close(db);        /* the log thread drains what the writer handed it */
     prefault_stop(&db->prefault);
     pthread_cond_destroy(&db->wake);
     pthread_mutex_destroy(&db->mutex);
-    ledger_free(&db->ledger);
-    store_free(&db->store);
-    free(db);
+    engine_free(db);
 }

@@ -1,21 +1,27 @@
 /*
  * engine.h — internals of the engine shared by engine.c (the writer thread, the request queue,
- * the clock, the expiry sweep) and reads.c (lookups and verification run on the writer).
+ * the clock, the expiry sweep), durability.c (the log thread, recovery), reads.c (lookups run
+ * on the writer) and verify.c.
  */
 #ifndef COFFER_ENGINE_H
 #define COFFER_ENGINE_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "coffer.h"
 #include "core/ledger.h"
 #include "engine/prefault.h"
+#include "log/record.h"
+#include "log/wal.h"
 #include "store/store.h"
 
 /* The sweep reserves room for this many expiries at a time. */
 #define ENGINE_EXPIRIES_PER_RESERVE 1024
+/* Batches applied but not yet durable: the writer runs at most this far ahead of the disk. */
+#define ENGINE_TICKETS_MAX 4
 
 typedef struct engine_request engine_request;
 
@@ -27,6 +33,7 @@ struct engine_request {
     const coffer_event *events; /* a submission; NULL for a read */
     size_t count;
     bool atomic;
+    uint64_t seq0; /* the seq of the submission's first event */
     coffer_result *results;
     engine_read_fn read;
     void *context;
@@ -34,6 +41,19 @@ struct engine_request {
     bool done;
     pthread_cond_t done_cond;
 };
+
+typedef struct engine_expiry {
+    uint32_t hold;
+    uint64_t seq;
+} engine_expiry;
+
+/* One applied batch on its way to disk: its requests are answered once it is durable. */
+typedef struct engine_ticket {
+    engine_request *requests;
+    engine_expiry *expiries;
+    size_t expiries_count, expiries_capacity;
+    uint64_t seq_base, ts0;
+} engine_ticket;
 
 struct coffer {
     store store;
@@ -54,9 +74,43 @@ struct coffer {
     uint64_t batches;
     uint64_t events_applied;
     uint64_t codes[COFFER_CODE_LIMIT];
+    uint64_t recorded_since_snapshot;
+
+    /* Durability (dir != NULL). The log thread owns wal, tip and record. */
+    char *dir;
+    int lock_fd;
+    wal wal;
+    wal_tip tip;
+    record_buffer record;
+    record_scratch scratch;
+    pthread_t log_thread;
+    bool log_started;
+    pthread_mutex_t log_mutex;
+    pthread_cond_t log_wake;  /* the log thread waits for tickets */
+    pthread_cond_t log_space; /* the writer waits for a free ticket */
+    engine_ticket tickets[ENGINE_TICKETS_MAX];
+    size_t tickets_head, tickets_count;
+    bool log_stopping;
+    atomic_bool storage_failed;
+    atomic_uint_fast64_t fsyncs;
+    atomic_uint_fast64_t durable_seq;
 };
 
 /* Queues a read to run on the writer and waits for its status. */
 int engine_read(coffer *db, engine_read_fn read, void *context);
+
+/* Writes one line to the engine's log (options.log, or stderr). */
+void engine_log(coffer *db, const char *format, ...) __attribute__((format(printf, 2, 3)));
+
+/* Releases answered requests: marks them done and wakes their callers. */
+void engine_release(coffer *db, engine_request *requests, int failure);
+
+/* durability.c */
+int durability_open(coffer *db, const char *dir);
+void durability_close(coffer *db);
+/* A free ticket for the next batch (waits while the log is ENGINE_TICKETS_MAX behind). */
+engine_ticket *durability_ticket(coffer *db);
+/* Hands an applied batch to the log thread, which answers its requests once durable. */
+void durability_publish(coffer *db, engine_ticket *ticket, engine_request *requests);
 
 #endif

@@ -290,6 +290,9 @@ static int stats_read_run(coffer *db, void *context)
     out->batches = db->batches;
     out->events_applied = db->events_applied;
     memcpy(out->codes, db->codes, sizeof out->codes);
+    out->fsyncs = atomic_load(&db->fsyncs);
+    out->durable_seq = db->dir ? atomic_load(&db->durable_seq) : db->last_seq;
+    out->storage_failed = atomic_load(&db->storage_failed);
     return COFFER_OK;
 }
 
@@ -297,6 +300,13 @@ int coffer_stats_get(coffer *db, coffer_stats *out)
 {
     if (!db || !out) return COFFER_INVALID_ARGUMENT;
     int status = engine_read(db, stats_read_run, out);
+    if (status == COFFER_STORAGE_FAILED) { /* stats stay readable: they explain the failure */
+        memset(out, 0, sizeof *out);
+        out->storage_failed = true;
+        out->fsyncs = atomic_load(&db->fsyncs);
+        out->durable_seq = atomic_load(&db->durable_seq);
+        status = COFFER_OK;
+    }
     pthread_mutex_lock(&db->mutex); /* the queue belongs to the callers' side of the lock */
     out->queue_events = db->queue_events;
     pthread_mutex_unlock(&db->mutex);

@@ -1,0 +1,317 @@
+/*
+ * durability.c — the log thread and recovery. The writer hands each applied batch over as a
+ * ticket; the log thread encodes its recorded events as one record (chained to the previous
+ * record's hash), checks the encoding, writes it, and after one fdatasync for every ticket it
+ * took (group commit) answers their requests. A failed write or sync is sticky: the engine
+ * refuses everything after it with storage_failed and never acknowledges what is not durable.
+ * Recovery replays the log through the same core and checks each event records as it did.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/check.h"
+#include "engine/engine.h"
+
+/* ---- encoding a ticket --------------------------------------------------------------------- */
+
+static bool result_recorded(const coffer_result *result)
+{
+    return result->seq != 0 && !result->replayed;
+}
+
+/* Adds the ticket's recorded events to db->record; returns the highest seq added (0: none). */
+static uint64_t ticket_encode(coffer *db, const engine_ticket *ticket)
+{
+    const store *s = &db->store;
+    record_buffer *out = &db->record;
+    uint64_t last_seq = 0;
+    record_begin(out, ticket->seq_base, ticket->ts0, db->tip.hash);
+    for (size_t i = 0; i < ticket->expiries_count; i++) {
+        const store_transfer *hold = &s->transfers[ticket->expiries[i].hold];
+        record_add_expire(out, ticket->expiries[i].seq, store_transfer_id(s, hold), hold->id_len);
+        last_seq = ticket->expiries[i].seq;
+    }
+    for (const engine_request *request = ticket->requests; request; request = request->next) {
+        if (!request->events || request->status != COFFER_OK) continue;
+        if (request->atomic) {
+            bool recorded = false;
+            for (size_t i = 0; i < request->count; i++)
+                if (result_recorded(&request->results[i])) {
+                    recorded = true;
+                    last_seq = request->results[i].seq;
+                }
+            if (recorded) record_add_atomic(out, request->seq0, request->events, request->count);
+            continue;
+        }
+        for (size_t i = 0; i < request->count; i++) {
+            if (!result_recorded(&request->results[i])) continue;
+            record_add_event(out, request->results[i].seq, &request->events[i]);
+            last_seq = request->results[i].seq;
+        }
+    }
+    return last_seq;
+}
+
+/* Encodes, checks and writes one ticket's record (none when nothing was recorded). */
+static int ticket_write(coffer *db, const engine_ticket *ticket, bool *wrote)
+{
+    uint64_t last_seq = ticket_encode(db, ticket);
+    if (last_seq == 0) return COFFER_OK;
+    uint8_t hash[RECORD_HASH_BYTES];
+    if (!record_finish(&db->record, last_seq, hash)) return COFFER_OUT_OF_MEMORY;
+    /* Pair check: what we are about to write must read back as what we meant. */
+    record_header header;
+    COFFER_ASSERT(record_check(db->record.bytes, db->record.length, &header) == RECORD_OK);
+    COFFER_ASSERT(record_each(db->record.bytes, &header, &db->scratch, 0, 0) == RECORD_OK);
+    int code = wal_append(&db->wal, db->record.bytes, db->record.length, &db->tip);
+    if (code != COFFER_OK) return code;
+    db->tip.last_seq = last_seq;
+    db->tip.last_timestamp = ticket->ts0 + (last_seq - ticket->seq_base);
+    memcpy(db->tip.hash, hash, RECORD_HASH_BYTES);
+    *wrote = true;
+    return COFFER_OK;
+}
+
+/* ---- the log thread ------------------------------------------------------------------------ */
+
+static int tickets_write(coffer *db, size_t first, size_t count)
+{
+    bool wrote = false;
+    int code = COFFER_OK;
+    for (size_t k = 0; k < count && code == COFFER_OK; k++)
+        code = ticket_write(db, &db->tickets[(first + k) % ENGINE_TICKETS_MAX], &wrote);
+    if (code == COFFER_OK && wrote && !db->options.fsync_never) {
+        code = wal_sync(&db->wal);
+        atomic_fetch_add(&db->fsyncs, 1);
+    }
+    if (code != COFFER_OK && !atomic_exchange(&db->storage_failed, true))
+        engine_log(db, "storage failed: %s (segment %u, offset %llu); refusing writes",
+                   db->wal.failed ? strerror(db->wal.error) : coffer_strerror(code),
+                   db->wal.segment, (unsigned long long)db->wal.offset);
+    if (code == COFFER_OK) atomic_store(&db->durable_seq, db->tip.last_seq);
+    return code;
+}
+
+static void *log_main(void *argument)
+{
+    coffer *db = argument;
+    pthread_mutex_lock(&db->log_mutex);
+    for (;;) {
+        while (db->tickets_count == 0 && !db->log_stopping)
+            pthread_cond_wait(&db->log_wake, &db->log_mutex);
+        if (db->tickets_count == 0) break; /* stopping, and everything is answered */
+        size_t first = db->tickets_head, count = db->tickets_count;
+        pthread_mutex_unlock(&db->log_mutex);
+        /* Group commit: every ticket queued so far shares one sync. */
+        int code = atomic_load(&db->storage_failed) ? COFFER_STORAGE_FAILED
+                                                    : tickets_write(db, first, count);
+        for (size_t k = 0; k < count; k++) {
+            engine_ticket *ticket = &db->tickets[(first + k) % ENGINE_TICKETS_MAX];
+            engine_release(db, ticket->requests, code);
+            ticket->requests = 0;
+        }
+        pthread_mutex_lock(&db->log_mutex);
+        db->tickets_head = (first + count) % ENGINE_TICKETS_MAX;
+        db->tickets_count -= count;
+        pthread_cond_signal(&db->log_space);
+    }
+    pthread_mutex_unlock(&db->log_mutex);
+    return 0;
+}
+
+engine_ticket *durability_ticket(coffer *db)
+{
+    pthread_mutex_lock(&db->log_mutex);
+    while (db->tickets_count == ENGINE_TICKETS_MAX)
+        pthread_cond_wait(&db->log_space, &db->log_mutex);
+    engine_ticket *ticket =
+        &db->tickets[(db->tickets_head + db->tickets_count) % ENGINE_TICKETS_MAX];
+    pthread_mutex_unlock(&db->log_mutex);
+    return ticket;
+}
+
+void durability_publish(coffer *db, engine_ticket *ticket, engine_request *requests)
+{
+    pthread_mutex_lock(&db->log_mutex);
+    COFFER_ASSERT(ticket ==
+                  &db->tickets[(db->tickets_head + db->tickets_count) % ENGINE_TICKETS_MAX]);
+    ticket->requests = requests;
+    db->tickets_count++;
+    pthread_cond_signal(&db->log_wake);
+    pthread_mutex_unlock(&db->log_mutex);
+}
+
+/* ---- recovery ------------------------------------------------------------------------------ */
+
+typedef struct replay {
+    coffer *db;
+    record_scratch scratch;
+    coffer_result *results;
+    const record_header *header;
+    char problem[256];
+} replay;
+
+static uint64_t entry_timestamp(const record_header *header, uint64_t seq)
+{
+    return header->ts0 + (seq - header->seq_base);
+}
+
+/* Replays one entry; an event that does not record as it did when it was logged means the
+ * log and the code disagree, and recovery must stop rather than guess. */
+static int replay_entry(const record_entry *entry, void *context)
+{
+    replay *r = context;
+    coffer *db = r->db;
+    store *s = &db->store;
+    uint64_t timestamp = entry_timestamp(r->header, entry->seq);
+    if (entry->kind == RECORD_EXPIRE) {
+        size_t length = strlen(entry->hold_id);
+        uint32_t hold = store_transfer_find(s, entry->hold_id, length,
+                                            store_hash(entry->hold_id, length));
+        if (hold == STORE_NONE || s->transfers[hold].state != COFFER_STATE_PENDING ||
+            s->transfers[hold].expires_at > timestamp) {
+            snprintf(r->problem, sizeof r->problem, "expiry of hold %s does not apply",
+                     entry->hold_id);
+            return -1;
+        }
+        ledger_expire(&db->ledger, hold, entry->seq, timestamp);
+        return 0;
+    }
+    bool atomic = entry->kind == RECORD_ATOMIC;
+    ledger_apply(&db->ledger, entry->events, entry->count, atomic, entry->seq, timestamp,
+                 r->results);
+    bool recorded = false;
+    for (size_t i = 0; i < entry->count; i++)
+        recorded |= result_recorded(&r->results[i]) && r->results[i].seq == entry->seq + i;
+    if (!recorded) {
+        snprintf(r->problem, sizeof r->problem, "event %s at seq %llu did not record on replay",
+                 entry->events[0].id, (unsigned long long)entry->seq);
+        return -1;
+    }
+    return 0;
+}
+
+static int replay_record(const uint8_t *bytes, const record_header *header, uint32_t segment,
+                         uint64_t offset, void *context)
+{
+    replay *r = context;
+    coffer *db = r->db;
+    /* Every event of a record is at most its length; reserve for the worst case. */
+    uint64_t events = header->length / 8 + 1;
+    int code = store_reserve(&db->store, events, events, 2 * events, 2 * header->length, events);
+    if (code != COFFER_OK) {
+        engine_log(db, "recovery: log segment %u offset %llu needs more capacity than the "
+                       "configured limits (%s)", segment, (unsigned long long)offset,
+                   coffer_code_name(code));
+        return code;
+    }
+    r->header = header;
+    int status = record_each(bytes, header, &r->scratch, replay_entry, r);
+    if (status != RECORD_OK) {
+        engine_log(db, "recovery: log segment %u offset %llu: %s", segment,
+                   (unsigned long long)offset,
+                   status < 0 ? r->problem : record_status_name(status));
+        return COFFER_STORAGE_FAILED;
+    }
+    db->last_seq = header->last_seq;
+    db->last_timestamp = entry_timestamp(header, header->last_seq);
+    return 0;
+}
+
+static int recover(coffer *db, wal_scan_result *scan)
+{
+    replay r = {db, {0}, calloc(COFFER_BATCH_EVENTS_MAX, sizeof(coffer_result)), 0, {0}};
+    if (!r.results) return COFFER_OUT_OF_MEMORY;
+    wal_scan_options options = {0};
+    int code = wal_scan(db->dir, &options, replay_record, &r, scan);
+    if (code == COFFER_STORAGE_FAILED && scan->error[0])
+        engine_log(db, "recovery refused: %s", scan->error);
+    record_scratch_free(&r.scratch);
+    free(r.results);
+    if (code != COFFER_OK) return code;
+    if (scan->truncated_bytes)
+        engine_log(db, "recovery: truncated a torn tail of %llu bytes at the end of segment %u "
+                       "(never acknowledged)",
+                   (unsigned long long)scan->truncated_bytes, scan->last_segment);
+    engine_log(db, "recovered %llu records from %llu segments, last seq %llu",
+               (unsigned long long)scan->records, (unsigned long long)scan->segments,
+               (unsigned long long)scan->tip.last_seq);
+    return COFFER_OK;
+}
+
+/* ---- open and close ------------------------------------------------------------------------ */
+
+static int lock_directory(coffer *db)
+{
+    if (mkdir(db->dir, 0755) != 0 && errno != EEXIST) {
+        engine_log(db, "cannot create data directory %s: %s", db->dir, strerror(errno));
+        return COFFER_STORAGE_FAILED;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/LOCK", db->dir);
+    db->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (db->lock_fd < 0 || flock(db->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        engine_log(db, "data directory %s is in use by another process (or unwritable: %s)",
+                   db->dir, strerror(errno));
+        return COFFER_STORAGE_FAILED;
+    }
+    return COFFER_OK;
+}
+
+int durability_open(coffer *db, const char *dir)
+{
+    db->dir = strdup(dir);
+    if (!db->dir) return COFFER_OUT_OF_MEMORY;
+    db->wal.fd = db->wal.dir_fd = -1;
+    int code = lock_directory(db);
+    wal_scan_result scan;
+    if (code == COFFER_OK) code = recover(db, &scan);
+    if (code == COFFER_OK)
+        code = wal_start(&db->wal, dir, &scan, db->options.io, db->options.segment_bytes_max);
+    if (code != COFFER_OK) {
+        durability_close(db);
+        return code;
+    }
+    db->tip = scan.tip;
+    atomic_store(&db->durable_seq, scan.tip.last_seq);
+    if (db->options.fsync_never)
+        engine_log(db, "WARNING: fsync is off; acknowledged events can be lost in a crash");
+    pthread_mutex_init(&db->log_mutex, 0);
+    pthread_cond_init(&db->log_wake, 0);
+    pthread_cond_init(&db->log_space, 0);
+    if (pthread_create(&db->log_thread, 0, log_main, db) != 0) {
+        durability_close(db);
+        return COFFER_INTERNAL;
+    }
+    db->log_started = true;
+    return COFFER_OK;
+}
+
+void durability_close(coffer *db)
+{
+    if (!db->dir) return;
+    if (db->log_started) {
+        pthread_mutex_lock(&db->log_mutex);
+        db->log_stopping = true;
+        pthread_cond_signal(&db->log_wake);
+        pthread_mutex_unlock(&db->log_mutex);
+        pthread_join(db->log_thread, 0);
+        pthread_cond_destroy(&db->log_wake);
+        pthread_cond_destroy(&db->log_space);
+        pthread_mutex_destroy(&db->log_mutex);
+        db->log_started = false;
+    }
+    if (db->wal.dir) wal_stop(&db->wal);
+    for (size_t i = 0; i < ENGINE_TICKETS_MAX; i++) free(db->tickets[i].expiries);
+    record_buffer_free(&db->record);
+    record_scratch_free(&db->scratch);
+    if (db->lock_fd >= 0) close(db->lock_fd); /* releases the lock */
+    db->lock_fd = -1;
+    free(db->dir);
+    db->dir = 0;
+}
