@@ -12,10 +12,12 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/check.h"
 #include "engine/engine.h"
+#include "log/snapshot.h"
 
 /* ---- encoding a ticket --------------------------------------------------------------------- */
 
@@ -146,6 +148,84 @@ void durability_publish(coffer *db, engine_ticket *ticket, engine_request *reque
     pthread_mutex_unlock(&db->log_mutex);
 }
 
+/* ---- snapshots ----------------------------------------------------------------------------- */
+
+#define SNAPSHOTS_KEPT 2
+
+/* Waits until the log thread has made every published batch durable. */
+static void log_drain(coffer *db)
+{
+    pthread_mutex_lock(&db->log_mutex);
+    while (db->tickets_count > 0) pthread_cond_wait(&db->log_space, &db->log_mutex);
+    pthread_mutex_unlock(&db->log_mutex);
+}
+
+static snapshot_meta snapshot_meta_now(const coffer *db)
+{
+    return (snapshot_meta){db->tip, db->last_seq, db->last_timestamp};
+}
+
+static void snapshot_reaped(coffer *db, int status)
+{
+    db->snapshot_child = 0;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        db->snapshots_taken++;
+        snapshot_prune(db->dir, SNAPSHOTS_KEPT);
+        engine_log(db, "snapshot at seq %llu written", (unsigned long long)db->snapshot_seq);
+    } else {
+        engine_log(db, "snapshot at seq %llu failed (child status %d); the log still has "
+                       "everything", (unsigned long long)db->snapshot_seq, status);
+    }
+}
+
+/* A snapshot must cover durable state only, so the log is drained first; then a child process
+ * writes the image of its copy-on-write memory while the writer goes on. */
+void durability_snapshot_tick(coffer *db)
+{
+    int status;
+    if (db->snapshot_child && waitpid(db->snapshot_child, &status, WNOHANG) == db->snapshot_child)
+        snapshot_reaped(db, status);
+    uint64_t every = db->options.snapshot_every_events;
+    if (!every || db->snapshot_child || db->recorded_since_snapshot < every ||
+        atomic_load(&db->storage_failed))
+        return;
+    log_drain(db);
+    if (atomic_load(&db->storage_failed)) return;
+    snapshot_meta meta = snapshot_meta_now(db);
+    pid_t child = fork();
+    if (child == 0) {
+        char error[1024];
+        int code = snapshot_write(&db->store, &meta, db->dir, error, sizeof error);
+        if (code != COFFER_OK) (void)!write(2, error, strlen(error));
+        _exit(code == COFFER_OK ? 0 : 1);
+    }
+    if (child < 0) {
+        engine_log(db, "snapshot: fork failed: %s", strerror(errno));
+        return;
+    }
+    db->snapshot_child = child;
+    db->snapshot_seq = meta.tip.last_seq;
+    db->recorded_since_snapshot = 0;
+}
+
+/* At a clean close: wait for a running child, then write a final snapshot in this thread. */
+static void snapshot_at_close(coffer *db)
+{
+    int status;
+    if (db->snapshot_child && waitpid(db->snapshot_child, &status, 0) == db->snapshot_child)
+        snapshot_reaped(db, status);
+    if (atomic_load(&db->storage_failed) || db->tip.last_seq == db->snapshot_seq) return;
+    snapshot_meta meta = snapshot_meta_now(db);
+    char error[1024];
+    if (snapshot_write(&db->store, &meta, db->dir, error, sizeof error) == COFFER_OK) {
+        snapshot_prune(db->dir, SNAPSHOTS_KEPT);
+        engine_log(db, "snapshot at seq %llu written at close",
+                   (unsigned long long)meta.tip.last_seq);
+    } else {
+        engine_log(db, "%s", error);
+    }
+}
+
 /* ---- recovery ------------------------------------------------------------------------------ */
 
 typedef struct replay {
@@ -218,29 +298,64 @@ static int replay_record(const uint8_t *bytes, const record_header *header, uint
                    status < 0 ? r->problem : record_status_name(status));
         return COFFER_STORAGE_FAILED;
     }
-    db->last_seq = header->last_seq;
-    db->last_timestamp = entry_timestamp(header, header->last_seq);
+    if (header->last_seq > db->last_seq) {
+        db->last_seq = header->last_seq;
+        db->last_timestamp = entry_timestamp(header, header->last_seq);
+    }
     return 0;
+}
+
+/* Loads the newest intact snapshot, if any, and returns where the log must continue. */
+static int recover_snapshot(coffer *db, snapshot_meta *meta, bool *found)
+{
+    char skipped[2048];
+    int code = snapshot_load_latest(&db->store, db->dir, meta, found, skipped, sizeof skipped);
+    if (skipped[0])
+        engine_log(db, "recovery: %s%s", skipped,
+                   code == COFFER_OK ? " (skipped; using an older snapshot or the log)" : "");
+    if (code != COFFER_OK) return code;
+    if (*found) {
+        db->last_seq = meta->last_seq;
+        db->last_timestamp = meta->last_timestamp;
+        db->snapshot_seq = meta->tip.last_seq;
+        engine_log(db, "recovery: snapshot at seq %llu loaded",
+                   (unsigned long long)meta->tip.last_seq);
+    }
+    return COFFER_OK;
 }
 
 static int recover(coffer *db, wal_scan_result *scan)
 {
+    snapshot_meta meta = {0};
+    bool found = false;
+    int code = recover_snapshot(db, &meta, &found);
+    if (code != COFFER_OK) return code;
     replay r = {db, {0}, calloc(COFFER_BATCH_EVENTS_MAX, sizeof(coffer_result)), 0, {0}};
     if (!r.results) return COFFER_OUT_OF_MEMORY;
     wal_scan_options options = {0};
-    int code = wal_scan(db->dir, &options, replay_record, &r, scan);
+    if (found) {
+        options.skip_through = meta.tip.last_seq;
+        options.skip_hash = meta.tip.hash;
+    }
+    code = wal_scan(db->dir, &options, replay_record, &r, scan);
     if (code == COFFER_STORAGE_FAILED && scan->error[0])
         engine_log(db, "recovery refused: %s", scan->error);
     record_scratch_free(&r.scratch);
     free(r.results);
     if (code != COFFER_OK) return code;
+    if (found && scan->tip.last_seq < meta.tip.last_seq) {
+        engine_log(db, "recovery refused: the log ends at seq %llu, before the snapshot at %llu",
+                   (unsigned long long)scan->tip.last_seq,
+                   (unsigned long long)meta.tip.last_seq);
+        return COFFER_STORAGE_FAILED;
+    }
     if (scan->truncated_bytes)
         engine_log(db, "recovery: truncated a torn tail of %llu bytes at the end of segment %u "
                        "(never acknowledged)",
                    (unsigned long long)scan->truncated_bytes, scan->last_segment);
-    engine_log(db, "recovered %llu records from %llu segments, last seq %llu",
-               (unsigned long long)scan->records, (unsigned long long)scan->segments,
-               (unsigned long long)scan->tip.last_seq);
+    engine_log(db, "recovered to seq %llu: %llu log records read from %llu segments",
+               (unsigned long long)scan->tip.last_seq, (unsigned long long)scan->records,
+               (unsigned long long)scan->segments);
     return COFFER_OK;
 }
 
@@ -295,6 +410,7 @@ int durability_open(coffer *db, const char *dir)
 void durability_close(coffer *db)
 {
     if (!db->dir) return;
+    bool clean = db->log_started;
     if (db->log_started) {
         pthread_mutex_lock(&db->log_mutex);
         db->log_stopping = true;
@@ -306,6 +422,7 @@ void durability_close(coffer *db)
         pthread_mutex_destroy(&db->log_mutex);
         db->log_started = false;
     }
+    if (clean) snapshot_at_close(db);
     if (db->wal.dir) wal_stop(&db->wal);
     for (size_t i = 0; i < ENGINE_TICKETS_MAX; i++) free(db->tickets[i].expiries);
     record_buffer_free(&db->record);

@@ -208,6 +208,7 @@ static void *writer_main(void *argument)
             engine_ticket *ticket = durability_ticket(db);
             apply_batch(db, batch, ticket);
             durability_publish(db, ticket, batch); /* answered once durable */
+            durability_snapshot_tick(db);
         } else {
             apply_batch(db, batch, 0);
             engine_release(db, batch, COFFER_OK);

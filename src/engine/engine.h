@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "coffer.h"
 #include "core/ledger.h"
@@ -94,6 +95,9 @@ struct coffer {
     atomic_bool storage_failed;
     atomic_uint_fast64_t fsyncs;
     atomic_uint_fast64_t durable_seq;
+    pid_t snapshot_child;     /* a forked snapshot writer, 0 when none (writer thread) */
+    uint64_t snapshot_seq;    /* the tip the running or last snapshot covers */
+    uint64_t snapshots_taken;
 };
 
 /* Queues a read to run on the writer and waits for its status. */
@@ -112,5 +116,8 @@ void durability_close(coffer *db);
 engine_ticket *durability_ticket(coffer *db);
 /* Hands an applied batch to the log thread, which answers its requests once durable. */
 void durability_publish(coffer *db, engine_ticket *ticket, engine_request *requests);
+/* On the writer between batches: reaps a finished snapshot child and starts a new one when
+ * options.snapshot_every_events have been recorded since the last. */
+void durability_snapshot_tick(coffer *db);
 
 #endif

@@ -516,3 +516,58 @@ void store_rollback(store *s, const store_mark *mark)
     s->arena_used = mark->arena_used;
     s->holds_pending = mark->holds_pending;
 }
+
+/* ---- snapshots ----------------------------------------------------------------------------- */
+
+store_counts store_counts_get(const store *s)
+{
+    return (store_counts){s->accounts_count, s->transfers_count, s->history_count,
+                          s->expiries_count, s->holds_count, s->arena_used, s->holds_pending};
+}
+
+int store_restore_begin(store *s, const store_counts *counts)
+{
+    COFFER_ASSERT(s->accounts_count == 0 && s->transfers_count == 0);
+    if (counts->accounts > s->limits.accounts_max || counts->transfers > s->limits.transfers_max)
+        return COFFER_CAPACITY_EXCEEDED;
+    int code = store_reserve(s, counts->accounts, counts->transfers, counts->history,
+                             counts->arena_used, counts->holds > counts->expiries
+                                                     ? counts->holds
+                                                     : counts->expiries);
+    if (code != COFFER_OK) return code;
+    s->accounts_count = counts->accounts;
+    s->transfers_count = counts->transfers;
+    s->history_count = counts->history;
+    s->expiries_count = counts->expiries;
+    s->holds_count = counts->holds;
+    s->arena_used = counts->arena_used;
+    s->holds_pending = counts->holds_pending;
+    return COFFER_OK;
+}
+
+/* Indexes the first `records` records of an empty index. */
+static int index_rebuild(store_index *index, const index_keys *keys, uint64_t records,
+                         store_ranges *ahead)
+{
+    COFFER_ASSERT(index->count == 0);
+    if (records * 100 > (index->mask + 1) * INDEX_LOAD_PERCENT) {
+        int code = index_reserve(index, keys, records, records, ahead); /* rehashes them all */
+        if (code != COFFER_OK) return code;
+        index->count = records;
+        return COFFER_OK;
+    }
+    for (uint64_t record = 0; record < records; record++) {
+        size_t length;
+        const char *key = key_of(keys, (uint32_t)record, &length);
+        index_insert(index, store_hash(key, length), (uint32_t)record);
+    }
+    return COFFER_OK;
+}
+
+int store_restore_finish(store *s)
+{
+    index_keys account_keys = {s, true}, transfer_keys = {s, false};
+    int code = index_rebuild(&s->account_index, &account_keys, s->accounts_count, &s->ahead);
+    if (code != COFFER_OK) return code;
+    return index_rebuild(&s->transfer_index, &transfer_keys, s->transfers_count, &s->ahead);
+}

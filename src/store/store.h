@@ -200,6 +200,18 @@ void store_hold_push(store *s, uint64_t expires_at, uint32_t transfer);
 bool store_hold_peek(const store *s, store_hold_ref *out);
 void store_hold_pop(store *s);
 
+/* The sizes of every table, for snapshots. */
+typedef struct store_counts {
+    uint64_t accounts, transfers, history, expiries, holds, arena_used, holds_pending;
+} store_counts;
+
+store_counts store_counts_get(const store *s);
+/* Restoring from a snapshot: _begin makes an empty store's tables the given sizes (their bytes
+ * are then copied in by the caller), _finish rebuilds the id indexes. COFFER_OK, or
+ * CAPACITY_EXCEEDED when the counts do not fit the configured limits. */
+int store_restore_begin(store *s, const store_counts *counts);
+int store_restore_finish(store *s);
+
 store_mark store_mark_get(const store *s);
 /* Truncates every table back to `mark`, unlinking history and unindexing ids appended after it.
  * Records modified in place (accounts, holds) are restored by the caller's undo log. */

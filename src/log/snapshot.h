@@ -1,0 +1,43 @@
+/*
+ * snapshot.h — full images of the store, so recovery replays only the log after them. A
+ * snapshot is written to a temp file, synced, renamed into place, and the directory synced;
+ * a damaged one is detected by its hash and recovery falls back to an older one or the log.
+ *
+ * File DIR/snapshot-SSSSSSSSSSSSSSSSSSSS.cfs (S: the chain's last seq, 20 digits):
+ *   a 4096-byte header (magic "COFFERSN", format version, the chain tip it covers, the
+ *   engine's seq and clock, table counts and record sizes), then each table's bytes, each
+ *   starting on a 4096-byte boundary, then the 32-byte BLAKE2b-256 of everything before it.
+ */
+#ifndef COFFER_LOG_SNAPSHOT_H
+#define COFFER_LOG_SNAPSHOT_H
+
+#include <stdint.h>
+
+#include "log/wal.h"
+#include "store/store.h"
+
+typedef struct snapshot_meta {
+    wal_tip tip;            /* the log record the snapshot ends with */
+    uint64_t last_seq;      /* the engine's seq and clock, which can be past the tip */
+    uint64_t last_timestamp;
+} snapshot_meta;
+
+/* Writes a snapshot of `s` into `dir`. Uses no heap and no locks, so it is safe in a child
+ * process forked from a threaded parent. COFFER_OK or COFFER_STORAGE_FAILED (error set). */
+int snapshot_write(const store *s, const snapshot_meta *meta, const char *dir, char *error,
+                   size_t error_size);
+
+/* Loads the newest snapshot of `dir` that is intact into an empty store (sized by its limits).
+ * COFFER_OK with *found false when there is none; damaged snapshots are skipped and named in
+ * `skipped`. Other codes: a snapshot larger than the limits (CAPACITY_EXCEEDED) or I/O. */
+int snapshot_load_latest(store *s, const char *dir, snapshot_meta *meta, bool *found,
+                         char *skipped, size_t skipped_size);
+
+/* Loads one snapshot file (for coffer verify). */
+int snapshot_load(store *s, const char *path, snapshot_meta *meta, char *error,
+                  size_t error_size);
+
+/* Removes all but the newest `keep` snapshots (and stray temp files). */
+void snapshot_prune(const char *dir, unsigned keep);
+
+#endif
