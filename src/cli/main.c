@@ -15,12 +15,14 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  bench --embedded   run the engine in-process under load and report throughput\n"
+    "  verify DIR         check a data directory offline: hash chain, replay, snapshot,\n"
+    "                     invariants (exit 0 ok, 1 problems)\n"
+    "  dump DIR           print the log as JSON lines, one event per line\n"
     "  codes              list every result code with its value, HTTP status and message\n"
     "  version            print the version\n"
     "\n"
     "Run 'coffer <command> --help' for a command's options.\n"
-    "Not yet available: serve, verify, dump, account, transfer, hold (they arrive with the\n"
-    "durable log and the HTTP server).\n";
+    "Not yet available: serve, account, transfer, hold (they arrive with the HTTP server).\n";
 
 int cli_usage_error(const char *format, ...)
 {
@@ -73,5 +75,7 @@ int main(int argc, char **argv)
     }
     if (!strcmp(command, "codes")) return print_codes();
     if (!strcmp(command, "bench")) return cli_bench(argc - 1, argv + 1);
+    if (!strcmp(command, "verify")) return cli_verify(argc - 1, argv + 1);
+    if (!strcmp(command, "dump")) return cli_dump(argc - 1, argv + 1);
     return cli_usage_error("unknown command '%s' (try 'coffer --help')", command);
 }

@@ -17,6 +17,7 @@
 
 #include "core/check.h"
 #include "engine/engine.h"
+#include "engine/replay.h"
 #include "log/snapshot.h"
 
 /* ---- encoding a ticket --------------------------------------------------------------------- */
@@ -228,79 +229,25 @@ static void snapshot_at_close(coffer *db)
 
 /* ---- recovery ------------------------------------------------------------------------------ */
 
-typedef struct replay {
+typedef struct recovery {
     coffer *db;
-    record_scratch scratch;
-    coffer_result *results;
-    const record_header *header;
-    char problem[256];
-} replay;
+    replayer replayer;
+} recovery;
 
-static uint64_t entry_timestamp(const record_header *header, uint64_t seq)
+static int recover_record(const uint8_t *bytes, const record_header *header, uint32_t segment,
+                          uint64_t offset, void *context)
 {
-    return header->ts0 + (seq - header->seq_base);
-}
-
-/* Replays one entry; an event that does not record as it did when it was logged means the
- * log and the code disagree, and recovery must stop rather than guess. */
-static int replay_entry(const record_entry *entry, void *context)
-{
-    replay *r = context;
+    recovery *r = context;
     coffer *db = r->db;
-    store *s = &db->store;
-    uint64_t timestamp = entry_timestamp(r->header, entry->seq);
-    if (entry->kind == RECORD_EXPIRE) {
-        size_t length = strlen(entry->hold_id);
-        uint32_t hold = store_transfer_find(s, entry->hold_id, length,
-                                            store_hash(entry->hold_id, length));
-        if (hold == STORE_NONE || s->transfers[hold].state != COFFER_STATE_PENDING ||
-            s->transfers[hold].expires_at > timestamp) {
-            snprintf(r->problem, sizeof r->problem, "expiry of hold %s does not apply",
-                     entry->hold_id);
-            return -1;
-        }
-        ledger_expire(&db->ledger, hold, entry->seq, timestamp);
-        return 0;
-    }
-    bool atomic = entry->kind == RECORD_ATOMIC;
-    ledger_apply(&db->ledger, entry->events, entry->count, atomic, entry->seq, timestamp,
-                 r->results);
-    bool recorded = false;
-    for (size_t i = 0; i < entry->count; i++)
-        recorded |= result_recorded(&r->results[i]) && r->results[i].seq == entry->seq + i;
-    if (!recorded) {
-        snprintf(r->problem, sizeof r->problem, "event %s at seq %llu did not record on replay",
-                 entry->events[0].id, (unsigned long long)entry->seq);
-        return -1;
-    }
-    return 0;
-}
-
-static int replay_record(const uint8_t *bytes, const record_header *header, uint32_t segment,
-                         uint64_t offset, void *context)
-{
-    replay *r = context;
-    coffer *db = r->db;
-    /* Every event of a record is at most its length; reserve for the worst case. */
-    uint64_t events = header->length / 8 + 1;
-    int code = store_reserve(&db->store, events, events, 2 * events, 2 * header->length, events);
+    int code = replay_record(&r->replayer, bytes, header);
     if (code != COFFER_OK) {
-        engine_log(db, "recovery: log segment %u offset %llu needs more capacity than the "
-                       "configured limits (%s)", segment, (unsigned long long)offset,
-                   coffer_code_name(code));
+        engine_log(db, "recovery: log segment %u offset %llu: %s (%s)", segment,
+                   (unsigned long long)offset, r->replayer.problem, coffer_code_name(code));
         return code;
     }
-    r->header = header;
-    int status = record_each(bytes, header, &r->scratch, replay_entry, r);
-    if (status != RECORD_OK) {
-        engine_log(db, "recovery: log segment %u offset %llu: %s", segment,
-                   (unsigned long long)offset,
-                   status < 0 ? r->problem : record_status_name(status));
-        return COFFER_STORAGE_FAILED;
-    }
     if (header->last_seq > db->last_seq) {
-        db->last_seq = header->last_seq;
-        db->last_timestamp = entry_timestamp(header, header->last_seq);
+        db->last_seq = r->replayer.last_seq;
+        db->last_timestamp = r->replayer.last_timestamp;
     }
     return 0;
 }
@@ -330,18 +277,18 @@ static int recover(coffer *db, wal_scan_result *scan)
     bool found = false;
     int code = recover_snapshot(db, &meta, &found);
     if (code != COFFER_OK) return code;
-    replay r = {db, {0}, calloc(COFFER_BATCH_EVENTS_MAX, sizeof(coffer_result)), 0, {0}};
-    if (!r.results) return COFFER_OUT_OF_MEMORY;
+    recovery r = {db, {0}};
+    code = replayer_init(&r.replayer, &db->store, &db->ledger);
+    if (code != COFFER_OK) return code;
     wal_scan_options options = {0};
     if (found) {
         options.skip_through = meta.tip.last_seq;
         options.skip_hash = meta.tip.hash;
     }
-    code = wal_scan(db->dir, &options, replay_record, &r, scan);
+    code = wal_scan(db->dir, &options, recover_record, &r, scan);
     if (code == COFFER_STORAGE_FAILED && scan->error[0])
         engine_log(db, "recovery refused: %s", scan->error);
-    record_scratch_free(&r.scratch);
-    free(r.results);
+    replayer_free(&r.replayer);
     if (code != COFFER_OK) return code;
     if (found && scan->tip.last_seq < meta.tip.last_seq) {
         engine_log(db, "recovery refused: the log ends at seq %llu, before the snapshot at %llu",

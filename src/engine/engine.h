@@ -109,6 +109,12 @@ void engine_log(coffer *db, const char *format, ...) __attribute__((format(print
 /* Releases answered requests: marks them done and wakes their callers. */
 void engine_release(coffer *db, engine_request *requests, int failure);
 
+/* verify.c: the invariant check on any store (live or rebuilt offline), and a way to add a
+ * problem line to a report. */
+int engine_verify_store(const store *s, coffer_verify_report *report);
+void engine_problem(coffer_verify_report *report, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* durability.c */
 int durability_open(coffer *db, const char *dir);
 void durability_close(coffer *db);

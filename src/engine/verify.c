@@ -10,7 +10,7 @@
 
 #include "engine/engine.h"
 
-__attribute__((format(printf, 2, 3))) static void problem(coffer_verify_report *report,
+__attribute__((format(printf, 2, 3))) void engine_problem(coffer_verify_report *report,
                                                           const char *format, ...)
 {
     if (report->problem_count < COFFER_VERIFY_PROBLEMS_MAX) {
@@ -38,7 +38,7 @@ static void check_currencies(const store *s, coffer_verify_report *report)
         while (slot < count && memcmp(sums[slot].currency, a->currency, 16) != 0) slot++;
         if (slot == count) {
             if (count == 64) {
-                problem(report, "more than 64 currencies: sums not checked");
+                engine_problem(report, "more than 64 currencies: sums not checked");
                 return;
             }
             memcpy(sums[count].currency, a->currency, 16);
@@ -48,7 +48,7 @@ static void check_currencies(const store *s, coffer_verify_report *report)
     }
     for (size_t slot = 0; slot < count; slot++)
         if (sums[slot].balance != 0)
-            problem(report, "currency %.12s: balances sum to %lld, not 0", sums[slot].currency,
+            engine_problem(report, "currency %.12s: balances sum to %lld, not 0", sums[slot].currency,
                     (long long)sums[slot].balance);
 }
 
@@ -61,24 +61,24 @@ static void check_account(const store *s, uint64_t index, const __int128 *held,
     __int128 balance = (__int128)a->credits_posted - a->debits_posted;
     __int128 available = balance - a->debits_held;
     if (a->debits_posted < 0 || a->credits_posted < 0 || a->debits_held < 0 || a->credits_held < 0)
-        problem(report, "account %.*s: a negative total", length, id);
+        engine_problem(report, "account %.*s: a negative total", length, id);
     if (!(a->flags & COFFER_FLAG_MIN_UNBOUNDED) && available < a->min_balance)
-        problem(report, "account %.*s: available %lld below min_balance %lld", length, id,
+        engine_problem(report, "account %.*s: available %lld below min_balance %lld", length, id,
                 (long long)available, (long long)a->min_balance);
     if ((a->flags & COFFER_FLAG_HAS_MAX) && balance + a->credits_held > a->max_balance)
-        problem(report, "account %.*s: balance with credits held above max_balance", length, id);
+        engine_problem(report, "account %.*s: balance with credits held above max_balance", length, id);
     if (held[2 * index] != a->debits_held || held[2 * index + 1] != a->credits_held)
-        problem(report, "account %.*s: held totals differ from the sum of pending holds", length,
+        engine_problem(report, "account %.*s: held totals differ from the sum of pending holds", length,
                 id);
     uint64_t entries = a->history_count;
     if (entries != (a->history_last == STORE_NONE ? 0 : s->history[a->history_last].ordinal + 1))
-        problem(report, "account %.*s: history chain and count disagree", length, id);
+        engine_problem(report, "account %.*s: history chain and count disagree", length, id);
     if (a->version != entries + 1)
-        problem(report, "account %.*s: version %llu but %llu history entries", length, id,
+        engine_problem(report, "account %.*s: version %llu but %llu history entries", length, id,
                 (unsigned long long)a->version, (unsigned long long)entries);
     if (entries && (s->history[a->history_last].balance != balance ||
                     s->history[a->history_last].available != available))
-        problem(report, "account %.*s: last history entry differs from the balance", length, id);
+        engine_problem(report, "account %.*s: last history entry differs from the balance", length, id);
 }
 
 static void check_transfers(const store *s, __int128 *held, coffer_verify_report *report)
@@ -88,24 +88,22 @@ static void check_transfers(const store *s, __int128 *held, coffer_verify_report
         const store_transfer *t = &s->transfers[i];
         const char *id = store_transfer_id(s, t);
         if (store_transfer_find(s, id, t->id_len, store_hash(id, t->id_len)) != i)
-            problem(report, "transfer %.*s: its id does not map to exactly one outcome",
+            engine_problem(report, "transfer %.*s: its id does not map to exactly one outcome",
                     (int)t->id_len, id);
         if ((t->state == COFFER_STATE_REJECTED) == (t->code == COFFER_CREATED))
-            problem(report, "transfer %.*s: state and outcome disagree", (int)t->id_len, id);
+            engine_problem(report, "transfer %.*s: state and outcome disagree", (int)t->id_len, id);
         if (t->state != COFFER_STATE_PENDING) continue;
         pending++;
         held[2 * (uint64_t)t->from] += t->amount;
         held[2 * (uint64_t)t->to + 1] += t->amount;
     }
     if (pending != s->holds_pending)
-        problem(report, "%llu pending holds but the count says %llu", (unsigned long long)pending,
+        engine_problem(report, "%llu pending holds but the count says %llu", (unsigned long long)pending,
                 (unsigned long long)s->holds_pending);
 }
 
-static int verify_run(coffer *db, void *context)
+int engine_verify_store(const store *s, coffer_verify_report *report)
 {
-    coffer_verify_report *report = context;
-    const store *s = &db->store;
     memset(report, 0, sizeof *report);
     __int128 *held = calloc(2 * s->accounts_count + 2, sizeof *held);
     if (!held) return COFFER_OUT_OF_MEMORY;
@@ -117,6 +115,11 @@ static int verify_run(coffer *db, void *context)
     report->transfers_checked = s->transfers_count;
     report->ok = report->problem_count == 0;
     return COFFER_OK;
+}
+
+static int verify_run(coffer *db, void *context)
+{
+    return engine_verify_store(&db->store, context);
 }
 
 int coffer_verify(coffer *db, coffer_verify_report *out)

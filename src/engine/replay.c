@@ -1,0 +1,93 @@
+/*
+ * replay.c — see replay.h.
+ */
+#include "engine/replay.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int replayer_init(replayer *r, store *s, ledger *l)
+{
+    memset(r, 0, sizeof *r);
+    r->store = s;
+    r->ledger = l;
+    r->results = calloc(COFFER_BATCH_EVENTS_MAX, sizeof *r->results);
+    return r->results ? COFFER_OK : COFFER_OUT_OF_MEMORY;
+}
+
+void replayer_free(replayer *r)
+{
+    record_scratch_free(&r->scratch);
+    free(r->results);
+    memset(r, 0, sizeof *r);
+}
+
+static uint64_t entry_timestamp(const record_header *header, uint64_t seq)
+{
+    return header->ts0 + (seq - header->seq_base);
+}
+
+static bool result_recorded(const coffer_result *result)
+{
+    return result->seq != 0 && !result->replayed;
+}
+
+static int replay_expire(replayer *r, const record_entry *entry, uint64_t timestamp)
+{
+    store *s = r->store;
+    size_t length = strlen(entry->hold_id);
+    uint32_t hold =
+        store_transfer_find(s, entry->hold_id, length, store_hash(entry->hold_id, length));
+    if (hold == STORE_NONE || s->transfers[hold].state != COFFER_STATE_PENDING ||
+        s->transfers[hold].expires_at > timestamp) {
+        snprintf(r->problem, sizeof r->problem, "expiry of hold %s at seq %llu does not apply",
+                 entry->hold_id, (unsigned long long)entry->seq);
+        return -1;
+    }
+    ledger_expire(r->ledger, hold, entry->seq, timestamp);
+    return 0;
+}
+
+static int replay_entry(const record_entry *entry, void *context)
+{
+    replayer *r = context;
+    uint64_t timestamp = entry_timestamp(r->header, entry->seq);
+    if (entry->kind == RECORD_EXPIRE) return replay_expire(r, entry, timestamp);
+    bool atomic = entry->kind == RECORD_ATOMIC;
+    ledger_apply(r->ledger, entry->events, entry->count, atomic, entry->seq, timestamp,
+                 r->results);
+    bool recorded = false;
+    for (size_t i = 0; i < entry->count; i++)
+        recorded |= result_recorded(&r->results[i]) && r->results[i].seq == entry->seq + i;
+    if (!recorded) {
+        snprintf(r->problem, sizeof r->problem, "event %.128s at seq %llu did not record on replay",
+                 entry->events[0].id, (unsigned long long)entry->seq);
+        return -1;
+    }
+    return 0;
+}
+
+int replay_record(replayer *r, const uint8_t *bytes, const record_header *header)
+{
+    r->problem[0] = 0;
+    /* A record holds at most one event per seq it spans, and each takes 8 of its bytes. */
+    uint64_t events = header->last_seq - header->seq_base + 1;
+    if (events > header->length / 8 + 1) events = header->length / 8 + 1;
+    int code = store_reserve(r->store, events, events, 2 * events, 2 * (uint64_t)header->length,
+                             events);
+    if (code != COFFER_OK) {
+        snprintf(r->problem, sizeof r->problem, "needs more room than the configured limits");
+        return code;
+    }
+    r->header = header;
+    int status = record_each(bytes, header, &r->scratch, replay_entry, r);
+    if (status != RECORD_OK) {
+        if (status > 0)
+            snprintf(r->problem, sizeof r->problem, "%s", record_status_name(status));
+        return COFFER_STORAGE_FAILED;
+    }
+    r->last_seq = header->last_seq;
+    r->last_timestamp = entry_timestamp(header, header->last_seq);
+    return COFFER_OK;
+}

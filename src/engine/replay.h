@@ -1,0 +1,31 @@
+/*
+ * replay.h — applying log records to a store through the core, as recovery and the offline
+ * audit both do. An event that does not record as it did when it was logged means the log
+ * and the code disagree: replay stops rather than guess.
+ */
+#ifndef COFFER_ENGINE_REPLAY_H
+#define COFFER_ENGINE_REPLAY_H
+
+#include "coffer.h"
+#include "core/ledger.h"
+#include "log/record.h"
+#include "store/store.h"
+
+typedef struct replayer {
+    store *store;
+    ledger *ledger;
+    record_scratch scratch;
+    coffer_result *results;
+    const record_header *header;
+    uint64_t last_seq;       /* of the last record replayed */
+    uint64_t last_timestamp;
+    char problem[256];       /* why the last replay_record failed */
+} replayer;
+
+int replayer_init(replayer *r, store *s, ledger *l);
+void replayer_free(replayer *r);
+/* Replays one checked record. COFFER_OK, CAPACITY_EXCEEDED/OUT_OF_MEMORY (room), or
+ * STORAGE_FAILED when the record does not replay (r->problem says why). */
+int replay_record(replayer *r, const uint8_t *bytes, const record_header *header);
+
+#endif
