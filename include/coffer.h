@@ -158,7 +158,8 @@ enum coffer_op {
  * One event. Strings are NUL-terminated and borrowed only for the duration of the call.
  * CREATE_ACCOUNT uses id, currency, min_balance, max_balance, metadata and the MIN/MAX flags.
  * TRANSFER uses id, from, to, amount, hold_timeout_ms, the expect versions, metadata, flags.
- * POST uses id, hold_id and amount (0: the whole hold). VOID uses id and hold_id.
+ * POST uses id, hold_id and amount (0: the whole hold). VOID uses id and hold_id. Posts and
+ * voids take no flags. A NULL where a string is required is invalid_field for that field.
  */
 typedef struct coffer_event {
     uint8_t op;
@@ -256,8 +257,8 @@ int coffer_account_get(coffer *db, const char *id, int at, uint64_t at_value, co
 enum coffer_history_kind {
     COFFER_HISTORY_POSTED = 1,   /* a plain transfer moved money */
     COFFER_HISTORY_HELD = 2,     /* a hold reserved money */
-    COFFER_HISTORY_CAPTURED = 3, /* a post turned (part of) a hold into a posted amount */
-    COFFER_HISTORY_RELEASED = 4, /* a void, or the uncaptured rest of a partial post */
+    COFFER_HISTORY_CAPTURED = 3, /* a post captured (part of) a hold; the rest is released */
+    COFFER_HISTORY_RELEASED = 4, /* a void released the hold */
     COFFER_HISTORY_EXPIRED = 5,  /* a hold's reservation ended by expiry */
 };
 
@@ -272,7 +273,8 @@ typedef struct coffer_history_entry {
     uint64_t version;  /* the account's version after the change */
 } coffer_history_entry;
 
-/* Up to `limit` entries with seq > after_seq, oldest first. *count_out gets how many. */
+/* Up to `limit` entries with seq > after_seq, oldest first. *count_out gets how many.
+ * account_not_found for an unknown account. */
 int coffer_history(coffer *db, const char *account_id, uint64_t after_seq, size_t limit,
                    coffer_history_entry *entries, size_t *count_out);
 
@@ -301,7 +303,8 @@ typedef struct coffer_transfer {
 /* The transfer (or post/void) with this id and its outcome; transfer_not_found if none. */
 int coffer_transfer_get(coffer *db, const char *id, coffer_transfer *out);
 
-/* Pending holds, soonest expiry first; only those touching `account_id` unless it is NULL. */
+/* Pending holds, soonest expiry first; only those touching `account_id` unless it is NULL
+ * (account_not_found for an unknown account). */
 int coffer_holds_list(coffer *db, const char *account_id, size_t limit, coffer_transfer *out,
                       size_t *count_out);
 

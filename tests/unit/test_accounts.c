@@ -238,6 +238,55 @@ static void test_invalid_metadata_length(void **state)
     assert_int_equal(account_get(ledger->db, "user:1").metadata_len, COFFER_METADATA_MAX);
 }
 
+static void test_invalid_flags(void **state)
+{
+    test_ledger *ledger = *state;
+    const uint8_t bad_flags[] = {COFFER_FLAG_UP_TO, COFFER_FLAG_EXPECT_FROM, COFFER_FLAG_EXPECT_TO,
+                                 0x20, 0x80};
+    for (size_t i = 0; i < sizeof(bad_flags) / sizeof(bad_flags[0]); i++) {
+        coffer_event event = account_event("user:1", "KRW");
+        event.flags = bad_flags[i] | COFFER_FLAG_HAS_MAX;
+        event.max_balance = 10;
+        expect_account_invalid(ledger, event, "/flags");
+    }
+}
+
+/* Several bad fields: metadata, op, id, flags, currency, min_balance, max_balance. */
+static void test_validation_order(void **state)
+{
+    test_ledger *ledger = *state;
+    char metadata[COFFER_METADATA_MAX + 2];
+    repeat_char(metadata, ' ', COFFER_METADATA_MAX + 1);
+    coffer_event event = with_metadata(account_event("bad id", "krw"), metadata);
+    event.op = 0;
+    event.flags = COFFER_FLAG_UP_TO | COFFER_FLAG_HAS_MAX;
+    event.min_balance = 5;
+    event.max_balance = -5;
+    expect_account_invalid(ledger, event, "/metadata");
+    event = with_metadata(event, "{}");
+    expect_account_invalid(ledger, event, "/op");
+    event.op = COFFER_OP_CREATE_ACCOUNT;
+    expect_account_invalid(ledger, event, "/id");
+    event.id = "user:1";
+    expect_account_invalid(ledger, event, "/flags");
+    event.flags = COFFER_FLAG_HAS_MAX;
+    expect_account_invalid(ledger, event, "/currency");
+    event.currency = "KRW";
+    expect_account_invalid(ledger, event, "/min_balance");
+    event.min_balance = 0;
+    expect_account_invalid(ledger, event, "/max_balance");
+    event.max_balance = 0;
+    assert_int_equal(submit_event(ledger->db, event).code, COFFER_CREATED);
+}
+
+/* A metadata length without metadata is malformed. */
+static void test_metadata_length_without_bytes(void **state)
+{
+    coffer_event event = account_event("user:1", "KRW");
+    event.metadata_len = 3;
+    expect_account_invalid(*state, event, "/metadata");
+}
+
 static void test_invalid_op(void **state)
 {
     test_ledger *ledger = *state;
@@ -348,6 +397,9 @@ int main(void)
         LEDGER_TEST(test_invalid_max_balance),
         LEDGER_TEST(test_invalid_metadata_length),
         LEDGER_TEST(test_invalid_op),
+        LEDGER_TEST(test_invalid_flags),
+        LEDGER_TEST(test_validation_order),
+        LEDGER_TEST(test_metadata_length_without_bytes),
         cmocka_unit_test(test_capacity_exceeded),
         LEDGER_TEST(test_get_unknown_account),
         LEDGER_TEST(test_null_handle_everywhere),

@@ -127,21 +127,41 @@ static void test_atomic_replay_of_failure(void **state)
     assert_int_equal(balance_of(db, "bob"), 0);
 }
 
-/* Some ids old, some new: id_reused on one event, batch_failed on the rest, nothing applied
- * and the new id not recorded. */
+/* Some ids old, some new: id_reused on the first existing one (field /id when it matches),
+ * batch_failed on the rest, nothing applied and the new ids not recorded. */
 static void test_atomic_mix_of_old_and_new(void **state)
 {
     coffer *db = ((test_ledger *)*state)->db;
     fund(db, "t1", "alice", "bob", 10);
-    coffer_event events[2] = {transfer_event("t1", "alice", "bob", 10),
-                              transfer_event("t2", "alice", "bob", 10)};
-    coffer_result results[2];
-    submit_batch(db, events, 2, true, results);
-    assert_int_equal(count_code(results, 2, COFFER_ID_REUSED), 1);
-    assert_int_equal(count_code(results, 2, COFFER_BATCH_FAILED), 1);
+    coffer_event events[3] = {transfer_event("t2", "alice", "bob", 10),
+                              transfer_event("t1", "alice", "bob", 10),
+                              transfer_event("t3", "alice", "bob", 10)};
+    coffer_result results[3];
+    submit_batch(db, events, 3, true, results);
+    assert_int_equal(results[0].code, COFFER_BATCH_FAILED);
+    assert_int_equal(results[1].code, COFFER_ID_REUSED);
+    assert_field(results[1].field, "/id");
+    assert_int_equal(results[1].seq, 0);
+    assert_int_equal(results[2].code, COFFER_BATCH_FAILED);
     assert_not_recorded(db, "t2");
+    assert_not_recorded(db, "t3");
     assert_int_equal(balance_of(db, "bob"), 10);
     assert_recorded(db, "t1", COFFER_CREATED);
+}
+
+/* In a mix, an existing id that also differs names its first differing field. */
+static void test_atomic_mix_with_changed_old_id(void **state)
+{
+    coffer *db = ((test_ledger *)*state)->db;
+    fund(db, "t1", "alice", "bob", 10);
+    coffer_event events[2] = {transfer_event("t2", "alice", "bob", 10),
+                              transfer_event("t1", "alice", "bob", 12)};
+    coffer_result results[2];
+    submit_batch(db, events, 2, true, results);
+    assert_int_equal(results[0].code, COFFER_BATCH_FAILED);
+    assert_int_equal(results[1].code, COFFER_ID_REUSED);
+    assert_field(results[1].field, "/amount");
+    assert_not_recorded(db, "t2");
 }
 
 static void test_atomic_old_id_with_new_content(void **state)
@@ -466,6 +486,7 @@ int main(void)
         WORLD_TEST(test_atomic_replay),
         WORLD_TEST(test_atomic_replay_of_failure),
         WORLD_TEST(test_atomic_mix_of_old_and_new),
+        WORLD_TEST(test_atomic_mix_with_changed_old_id),
         WORLD_TEST(test_atomic_old_id_with_new_content),
         WORLD_TEST(test_atomic_duplicate_id),
         WORLD_TEST(test_atomic_duplicate_id_in_large_batch),

@@ -155,6 +155,9 @@ static void test_account_at_seq(void **state)
     coffer_account past = account_at(db, "alice", COFFER_AT_SEQ, 5);
     assert_string_equal(past.id, "alice");
     assert_string_equal(past.currency, "KRW");
+    assert_int_equal(past.debits_held, 30);
+    assert_int_equal(account_at(db, "alice", COFFER_AT_SEQ, 7).debits_held, 20);
+    assert_int_equal(account_at(db, "alice", COFFER_AT_SEQ, 8).debits_held, 0);
 }
 
 static void test_account_at_timestamp(void **state)

@@ -118,7 +118,7 @@ static void test_up_to_leaves_held_amounts(void **state)
 static void test_full_post(void **state)
 {
     coffer *db = ((test_ledger *)*state)->db;
-    hold_thirty(db);
+    coffer_result original = hold_thirty(db);
     coffer_result result = post_hold(db, "p1", "h1", 0);
     assert_int_equal(result.code, COFFER_CREATED);
     assert_int_equal(result.amount, 30);
@@ -131,6 +131,12 @@ static void test_full_post(void **state)
     coffer_transfer held = transfer_get(db, "h1");
     assert_int_equal(held.state, COFFER_STATE_CAPTURED);
     assert_int_equal(held.captured, 30);
+    coffer_result replay = hold(db, "h1", "alice", "bob", 30, MINUTE_MS);
+    assert_int_equal(replay.code, COFFER_EXISTS);
+    assert_true(replay.replayed);
+    assert_int_equal(replay.state, COFFER_STATE_PENDING); /* as originally reported */
+    assert_int_equal(replay.expires_at, original.expires_at);
+    assert_int_equal(replay.amount, 30);
     coffer_transfer post = transfer_get(db, "p1");
     assert_int_equal(post.op, COFFER_OP_POST);
     assert_int_equal(post.code, COFFER_CREATED);
@@ -346,6 +352,27 @@ static void test_sweep_at_exactly_expires_at(void **state)
     assert_held(ledger->db, 0, 0);
 }
 
+/* Two holds due at the same instant expire older first (not by id). */
+static void test_sweep_ties_older_first(void **state)
+{
+    test_ledger *ledger = *state;
+    coffer *db = ledger->db;
+    uint64_t start = ledger->clock_ns + 1000;
+    clock_set(ledger, start);
+    coffer_result older = hold(db, "zz-older", "alice", "bob", 10, 2000);
+    clock_set(ledger, start + 1000 * TEST_NS_PER_MS);
+    coffer_result newer = hold(db, "aa-newer", "alice", "dave", 10, 1000);
+    assert_int_equal(older.expires_at, newer.expires_at);
+    clock_set(ledger, older.expires_at);
+    coffer_result poke = transfer(db, "t1", "bank", "jar", 1);
+    coffer_history_entry first = history_last(db, "bob");
+    coffer_history_entry second = history_last(db, "dave");
+    assert_string_equal(first.transfer_id, "zz-older");
+    assert_int_equal(first.seq, poke.seq - 2);
+    assert_string_equal(second.transfer_id, "aa-newer");
+    assert_int_equal(second.seq, poke.seq - 1);
+}
+
 static void test_sweep_soonest_first(void **state)
 {
     test_ledger *ledger = *state;
@@ -488,6 +515,7 @@ int main(void)
         WORLD_TEST(test_post_after_expiry),
         WORLD_TEST(test_expiry_sweep),
         WORLD_TEST(test_sweep_at_exactly_expires_at),
+        WORLD_TEST(test_sweep_ties_older_first),
         WORLD_TEST(test_sweep_soonest_first),
         WORLD_TEST(test_sweep_expires_every_due_hold),
         WORLD_TEST(test_hold_not_found),

@@ -5,6 +5,8 @@
  */
 #include "support.h"
 
+#define MINUTE_MS 60000ULL
+
 /* The world: bank (KRW issuer), alice (KRW, 100), bob and dave (KRW, 0), carol (USD, 0). */
 static int world_setup(void **state)
 {
@@ -141,6 +143,12 @@ static void test_insufficient_balance(void **state)
     coffer_result result =
         expect_rejected(db, transfer_event("t1", "alice", "bob", 101), COFFER_INSUFFICIENT_BALANCE);
     assert_int_equal(result.available, 100);
+    /* The accounts as the failing check saw them. */
+    assert_int_equal(result.from.balance, 100);
+    assert_int_equal(result.from.available, 100);
+    assert_int_equal(result.from.version, 2);
+    assert_int_equal(result.to.balance, 0);
+    assert_int_equal(result.to.version, 1);
     /* Exactly down to the floor is allowed. */
     assert_int_equal(transfer(db, "t2", "alice", "bob", 100).code, COFFER_CREATED);
     result =
@@ -563,6 +571,61 @@ static void test_capacity_exceeded(void **state)
     ledger_close(ledger);
 }
 
+/* Each op accepts only its own flags; a hold cannot be up-to; a void carries no amount; a
+ * metadata length needs metadata. */
+static void test_invalid_flags_and_combinations(void **state)
+{
+    coffer *db = ((test_ledger *)*state)->db;
+    coffer_event foreign = transfer_event("ok-id", "alice", "bob", 1);
+    foreign.flags = COFFER_FLAG_MIN_UNBOUNDED;
+    expect_transfer_invalid(db, foreign, "/flags");
+    foreign.flags = 0x80;
+    expect_transfer_invalid(db, foreign, "/flags");
+    coffer_event post = post_event("ok-id", "h1", 0);
+    post.flags = COFFER_FLAG_UP_TO;
+    expect_transfer_invalid(db, post, "/flags");
+    coffer_event up_to_hold = hold_event("ok-id", "alice", "bob", 10, MINUTE_MS);
+    up_to_hold.flags = COFFER_FLAG_UP_TO;
+    expect_transfer_invalid(db, up_to_hold, "/up_to");
+    coffer_event void_amount = void_event("ok-id", "h1");
+    void_amount.amount = 5;
+    expect_transfer_invalid(db, void_amount, "/amount");
+    coffer_event missing = transfer_event("ok-id", "alice", "bob", 1);
+    missing.metadata_len = 5;
+    expect_transfer_invalid(db, missing, "/metadata");
+}
+
+/* Several bad fields: the first in the documented order is the one reported. */
+static void test_validation_order(void **state)
+{
+    coffer *db = ((test_ledger *)*state)->db;
+    char metadata[COFFER_METADATA_MAX + 2];
+    repeat_char(metadata, ' ', COFFER_METADATA_MAX + 1);
+    coffer_event event = with_metadata(transfer_event("bad id", "bad from", "", 0), metadata);
+    event.op = 0;
+    event.flags = 0x80;
+    event.hold_timeout_ms = COFFER_HOLD_TIMEOUT_MS_MAX + 1;
+    expect_transfer_invalid(db, event, "/metadata");
+    event = with_metadata(event, NULL);
+    expect_transfer_invalid(db, event, "/op");
+    event.op = COFFER_OP_TRANSFER;
+    expect_transfer_invalid(db, event, "/id");
+    event.id = "ok-id";
+    expect_transfer_invalid(db, event, "/flags");
+    event.flags = COFFER_FLAG_UP_TO;
+    expect_transfer_invalid(db, event, "/from");
+    event.from = "alice";
+    expect_transfer_invalid(db, event, "/to");
+    event.to = "bob";
+    expect_transfer_invalid(db, event, "/amount");
+    event.amount = 1;
+    expect_transfer_invalid(db, event, "/hold/timeout_ms");
+    event.hold_timeout_ms = 1000;
+    expect_transfer_invalid(db, event, "/up_to");
+    coffer_event post = post_event("ok-id", "bad hold", -1);
+    expect_transfer_invalid(db, post, "/post");
+}
+
 /* One change, one version: a transfer bumps both sides once; a rejection, an up-to of 0 and a
  * replay bump nothing. */
 static void test_versions_advance_by_one(void **state)
@@ -626,6 +689,8 @@ int main(void)
         WORLD_TEST(test_invalid_transfer_amount_and_hold),
         WORLD_TEST(test_invalid_transfer_metadata_and_op),
         WORLD_TEST(test_invalid_post_and_void),
+        WORLD_TEST(test_invalid_flags_and_combinations),
+        WORLD_TEST(test_validation_order),
         WORLD_TEST(test_versions_advance_by_one),
         cmocka_unit_test(test_capacity_exceeded),
     };
