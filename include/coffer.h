@@ -33,6 +33,8 @@ extern "C" {
     X(BATCH_TOO_LARGE, batch_too_large, 12, 400, "a batch holds more than 8190 events")           \
     X(BODY_TOO_LARGE, body_too_large, 13, 413, "the request body is larger than the limit")       \
     X(INVALID_ARGUMENT, invalid_argument, 14, 400, "an argument of the call is invalid")          \
+    X(ROUTE_NOT_FOUND, route_not_found, 15, 404, "no such endpoint")                              \
+    X(METHOD_NOT_ALLOWED, method_not_allowed, 16, 405, "the endpoint does not take this method")  \
     X(ACCOUNT_NOT_FOUND, account_not_found, 20, 422, "the account does not exist")                \
     X(HOLD_NOT_FOUND, hold_not_found, 21, 422, "the hold does not exist")                         \
     X(CURRENCY_MISMATCH, currency_mismatch, 22, 422, "the accounts have different currencies")    \
@@ -321,6 +323,7 @@ typedef struct coffer_verify_report {
  * within its limits, held totals equal the sum of pending holds, every id has one outcome. */
 int coffer_verify(coffer *db, coffer_verify_report *out);
 
+#define COFFER_HISTOGRAM_BUCKETS 16
 typedef struct coffer_stats {
     uint64_t seq;      /* the last applied event */
     uint64_t accounts;
@@ -332,6 +335,10 @@ typedef struct coffer_stats {
     uint64_t queue_events;
     uint64_t codes[COFFER_CODE_LIMIT]; /* results by code since open */
     uint64_t fsyncs;      /* log syncs since open */
+    /* batch_events[i]: batches of at most 2^i events (the last bucket: more);
+     * fsync_us[i]: log syncs taking at most 16 * 2^i microseconds (the last: longer). */
+    uint64_t batch_events[COFFER_HISTOGRAM_BUCKETS];
+    uint64_t fsync_us[COFFER_HISTOGRAM_BUCKETS];
     uint64_t durable_seq; /* the last seq known durable */
     bool storage_failed;  /* a write or sync failed: writes are refused until restart */
 } coffer_stats;

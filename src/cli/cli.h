@@ -13,6 +13,7 @@
 int cli_bench(int argc, char **argv);
 int cli_verify(int argc, char **argv);
 int cli_dump(int argc, char **argv);
+int cli_serve(int argc, char **argv);
 
 /* Prints "coffer: <reason>" and returns CLI_EXIT_USAGE. */
 int cli_usage_error(const char *format, ...) __attribute__((format(printf, 1, 2)));

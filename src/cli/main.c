@@ -14,6 +14,7 @@ static const char usage_text[] =
     "usage: coffer <command> [options]\n"
     "\n"
     "commands:\n"
+    "  serve              run the HTTP/JSON server (docs/api.md)\n"
     "  bench --embedded   run the engine in-process under load and report throughput\n"
     "  verify DIR         check a data directory offline: hash chain, replay, snapshot,\n"
     "                     invariants (exit 0 ok, 1 problems)\n"
@@ -22,7 +23,7 @@ static const char usage_text[] =
     "  version            print the version\n"
     "\n"
     "Run 'coffer <command> --help' for a command's options.\n"
-    "Not yet available: serve, account, transfer, hold (they arrive with the HTTP server).\n";
+    "";
 
 int cli_usage_error(const char *format, ...)
 {
@@ -76,6 +77,7 @@ int main(int argc, char **argv)
     if (!strcmp(command, "codes")) return print_codes();
     if (!strcmp(command, "bench")) return cli_bench(argc - 1, argv + 1);
     if (!strcmp(command, "verify")) return cli_verify(argc - 1, argv + 1);
+    if (!strcmp(command, "serve")) return cli_serve(argc - 1, argv + 1);
     if (!strcmp(command, "dump")) return cli_dump(argc - 1, argv + 1);
     return cli_usage_error("unknown command '%s' (try 'coffer --help')", command);
 }

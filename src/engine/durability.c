@@ -13,6 +13,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/check.h"
@@ -89,7 +90,13 @@ static int tickets_write(coffer *db, size_t first, size_t count)
     for (size_t k = 0; k < count && code == COFFER_OK; k++)
         code = ticket_write(db, &db->tickets[(first + k) % ENGINE_TICKETS_MAX], &wrote);
     if (code == COFFER_OK && wrote && !db->options.fsync_never) {
+        struct timespec start, end;
+        clock_gettime(CLOCK_MONOTONIC, &start);
         code = wal_sync(&db->wal);
+        clock_gettime(CLOCK_MONOTONIC, &end);
+        uint64_t us = (uint64_t)(end.tv_sec - start.tv_sec) * 1000000u +
+                      (uint64_t)(end.tv_nsec - start.tv_nsec) / 1000;
+        atomic_fetch_add(&db->fsync_us[engine_bucket(us, 16)], 1);
         atomic_fetch_add(&db->fsyncs, 1);
     }
     if (code != COFFER_OK && !atomic_exchange(&db->storage_failed, true))

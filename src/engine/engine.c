@@ -134,6 +134,7 @@ static void apply_batch(coffer *db, engine_request *batch, engine_ticket *ticket
     COFFER_ASSERT(seq > db->last_seq && timestamp >= ts0);
     /* Only stamped events move time: reads and empty sweeps leave seq and the clock alone. */
     if (seq > db->last_seq + 1) {
+        atomic_fetch_add(&db->batch_events[engine_bucket(seq - 1 - db->last_seq, 1)], 1);
         db->last_seq = seq - 1;
         db->last_timestamp = timestamp - 1;
         db->batches++;
@@ -221,14 +222,26 @@ static void *writer_main(void *argument)
 
 void engine_release(coffer *db, engine_request *requests, int failure)
 {
+    engine_request *callbacks = 0, **callbacks_tail = &callbacks;
     pthread_mutex_lock(&db->mutex);
     for (engine_request *request = requests, *next; request; request = next) {
         next = request->next; /* the caller may free its request once done is set */
         if (failure != COFFER_OK) request->status = failure;
+        if (request->on_done) {
+            request->next = 0; /* answered outside the lock: the callback may take others */
+            *callbacks_tail = request;
+            callbacks_tail = &request->next;
+            continue;
+        }
         request->done = true;
         pthread_cond_signal(&request->done_cond);
     }
     pthread_mutex_unlock(&db->mutex);
+    for (engine_request *request = callbacks, *next; request; request = next) {
+        next = request->next;
+        request->done = true;
+        request->on_done(request->on_done_context);
+    }
 }
 
 void engine_log(coffer *db, const char *format, ...)
@@ -245,29 +258,48 @@ void engine_log(coffer *db, const char *format, ...)
 }
 
 /* Queues a request and blocks until the writer has answered it. */
+/* Appends a request to the queue (db->mutex held). COFFER_OK, or why it was refused. */
+static int queue_push(coffer *db, engine_request *request, uint64_t events)
+{
+    if (db->stopping) return COFFER_SHUTTING_DOWN;
+    if (db->queue_events + events > db->options.queue_events_max) return COFFER_OVERLOADED;
+    request->next = 0;
+    request->done = false;
+    if (db->queue_tail)
+        db->queue_tail->next = request;
+    else
+        db->queue_head = request;
+    db->queue_tail = request;
+    db->queue_events += events;
+    pthread_cond_signal(&db->wake);
+    return COFFER_OK;
+}
+
+/* Queues a request and blocks until the writer (or the log thread) has answered it. */
 static int engine_call(coffer *db, engine_request *request, uint64_t events)
 {
     pthread_cond_init(&request->done_cond, 0);
+    request->on_done = 0;
     pthread_mutex_lock(&db->mutex);
-    int status = COFFER_OK;
-    if (db->stopping) {
-        status = COFFER_SHUTTING_DOWN;
-    } else if (db->queue_events + events > db->options.queue_events_max) {
-        status = COFFER_OVERLOADED;
-    } else {
-        request->next = 0;
-        if (db->queue_tail)
-            db->queue_tail->next = request;
-        else
-            db->queue_head = request;
-        db->queue_tail = request;
-        db->queue_events += events;
-        pthread_cond_signal(&db->wake);
+    int status = queue_push(db, request, events);
+    if (status == COFFER_OK) {
         while (!request->done) pthread_cond_wait(&request->done_cond, &db->mutex);
         status = request->status;
     }
     pthread_mutex_unlock(&db->mutex);
     pthread_cond_destroy(&request->done_cond);
+    return status;
+}
+
+int engine_enqueue(coffer *db, engine_request *request)
+{
+    COFFER_ASSERT(request->on_done);
+    uint64_t events = request->events ? request->count : 1;
+    if (request->events && (request->count == 0 || request->count > COFFER_BATCH_EVENTS_MAX))
+        return request->count ? COFFER_BATCH_TOO_LARGE : COFFER_INVALID_ARGUMENT;
+    pthread_mutex_lock(&db->mutex);
+    int status = queue_push(db, request, events);
+    pthread_mutex_unlock(&db->mutex);
     return status;
 }
 

@@ -41,6 +41,10 @@ struct engine_request {
     int status;
     bool done;
     pthread_cond_t done_cond;
+    /* Asynchronous requests (engine_enqueue): called once the request is answered, on an
+     * engine thread; the request may be freed from then on. */
+    void (*on_done)(void *context);
+    void *on_done_context;
 };
 
 typedef struct engine_expiry {
@@ -95,6 +99,8 @@ struct coffer {
     atomic_bool storage_failed;
     atomic_uint_fast64_t fsyncs;
     atomic_uint_fast64_t durable_seq;
+    atomic_uint_fast64_t batch_events[COFFER_HISTOGRAM_BUCKETS];
+    atomic_uint_fast64_t fsync_us[COFFER_HISTOGRAM_BUCKETS];
     pid_t snapshot_child;     /* a forked snapshot writer, 0 when none (writer thread) */
     uint64_t snapshot_seq;    /* the tip the running or last snapshot covers */
     uint64_t snapshots_taken;
@@ -103,11 +109,59 @@ struct coffer {
 /* Queues a read to run on the writer and waits for its status. */
 int engine_read(coffer *db, engine_read_fn read, void *context);
 
+/* Queues a submission (events set) or a read (read set) without waiting: request->on_done is
+ * called when it is answered (status and results filled, durable when the engine is). Returns
+ * COFFER_OK, or overloaded / shutting_down / batch_too_large, in which case on_done is never
+ * called. The request and everything it points to must live until on_done. */
+int engine_enqueue(coffer *db, engine_request *request);
+
+/* The histogram bucket of a value: the smallest i with value <= base * 2^i (capped). */
+static inline int engine_bucket(uint64_t value, uint64_t base)
+{
+    int bucket = 0;
+    while (bucket + 1 < COFFER_HISTOGRAM_BUCKETS && value > (base << bucket)) bucket++;
+    return bucket;
+}
+
 /* Writes one line to the engine's log (options.log, or stderr). */
 void engine_log(coffer *db, const char *format, ...) __attribute__((format(printf, 2, 3)));
 
 /* Releases answered requests: marks them done and wakes their callers. */
 void engine_release(coffer *db, engine_request *requests, int failure);
+
+/* Reads, as engine_read_fn: run them with engine_read() or as an engine_enqueue() request. */
+struct account_read {
+    const char *id;
+    int at;
+    uint64_t at_value;
+    coffer_account *out;
+};
+int engine_account_read(coffer *db, void *context); /* struct account_read */
+
+struct history_read {
+    const char *id;
+    uint64_t after_seq;
+    size_t limit;
+    coffer_history_entry *entries;
+    size_t count;
+};
+int engine_history_read(coffer *db, void *context); /* struct history_read */
+
+struct transfer_read {
+    const char *id;
+    coffer_transfer *out;
+};
+int engine_transfer_read(coffer *db, void *context); /* struct transfer_read */
+
+struct holds_read {
+    const char *account_id;
+    size_t limit;
+    coffer_transfer *out;
+    size_t count;
+};
+int engine_holds_read(coffer *db, void *context); /* struct holds_read */
+int engine_stats_read(coffer *db, void *context);  /* coffer_stats */
+int engine_verify_read(coffer *db, void *context); /* coffer_verify_report */
 
 /* verify.c: the invariant check on any store (live or rebuilt offline), and a way to add a
  * problem line to a report. */

@@ -32,12 +32,6 @@ static uint32_t find_transfer(const store *s, const char *id)
 
 /* ---- accounts ------------------------------------------------------------------------------ */
 
-struct account_read {
-    const char *id;
-    int at;
-    uint64_t at_value;
-    coffer_account *out;
-};
 
 static void account_fill(const store *s, const store_account *account, coffer_account *out)
 {
@@ -84,7 +78,7 @@ static int account_at(const store *s, const store_account *account, uint32_t ind
     return COFFER_OK;
 }
 
-static int account_read_run(coffer *db, void *context)
+int engine_account_read(coffer *db, void *context)
 {
     struct account_read *read = context;
     const store *s = &db->store;
@@ -101,20 +95,13 @@ int coffer_account_get(coffer *db, const char *id, int at, uint64_t at_value, co
     if (at != COFFER_AT_NOW && at != COFFER_AT_SEQ && at != COFFER_AT_TIMESTAMP)
         return COFFER_INVALID_ARGUMENT;
     struct account_read read = {id, at, at_value, out};
-    return engine_read(db, account_read_run, &read);
+    return engine_read(db, engine_account_read, &read);
 }
 
 /* ---- history ------------------------------------------------------------------------------- */
 
-struct history_read {
-    const char *id;
-    uint64_t after_seq;
-    size_t limit;
-    coffer_history_entry *entries;
-    size_t count;
-};
 
-static int history_read_run(coffer *db, void *context)
+int engine_history_read(coffer *db, void *context)
 {
     struct history_read *read = context;
     const store *s = &db->store;
@@ -150,7 +137,7 @@ int coffer_history(coffer *db, const char *account_id, uint64_t after_seq, size_
 {
     if (!db || !account_id || (!entries && limit) || !count_out) return COFFER_INVALID_ARGUMENT;
     struct history_read read = {account_id, after_seq, limit, entries, 0};
-    int status = engine_read(db, history_read_run, &read);
+    int status = engine_read(db, engine_history_read, &read);
     *count_out = read.count;
     return status;
 }
@@ -205,12 +192,8 @@ static void transfer_fill(const store *s, uint32_t index, coffer_transfer *out)
     }
 }
 
-struct transfer_read {
-    const char *id;
-    coffer_transfer *out;
-};
 
-static int transfer_read_run(coffer *db, void *context)
+int engine_transfer_read(coffer *db, void *context)
 {
     struct transfer_read *read = context;
     uint32_t index = find_transfer(&db->store, read->id);
@@ -223,15 +206,9 @@ int coffer_transfer_get(coffer *db, const char *id, coffer_transfer *out)
 {
     if (!db || !id || !out) return COFFER_INVALID_ARGUMENT;
     struct transfer_read read = {id, out};
-    return engine_read(db, transfer_read_run, &read);
+    return engine_read(db, engine_transfer_read, &read);
 }
 
-struct holds_read {
-    const char *account_id;
-    size_t limit;
-    coffer_transfer *out;
-    size_t count;
-};
 
 static int hold_order(const void *a, const void *b)
 {
@@ -241,7 +218,7 @@ static int hold_order(const void *a, const void *b)
 }
 
 /* The heap holds every pending hold (and stale entries for resolved ones): filter, then sort. */
-static int holds_read_run(coffer *db, void *context)
+int engine_holds_read(coffer *db, void *context)
 {
     struct holds_read *read = context;
     const store *s = &db->store;
@@ -271,14 +248,14 @@ int coffer_holds_list(coffer *db, const char *account_id, size_t limit, coffer_t
 {
     if (!db || (!out && limit) || !count_out) return COFFER_INVALID_ARGUMENT;
     struct holds_read read = {account_id, limit, out, 0};
-    int status = engine_read(db, holds_read_run, &read);
+    int status = engine_read(db, engine_holds_read, &read);
     *count_out = read.count;
     return status;
 }
 
 /* ---- stats --------------------------------------------------------------------------------- */
 
-static int stats_read_run(coffer *db, void *context)
+int engine_stats_read(coffer *db, void *context)
 {
     coffer_stats *out = context;
     memset(out, 0, sizeof *out);
@@ -291,6 +268,10 @@ static int stats_read_run(coffer *db, void *context)
     out->events_applied = db->events_applied;
     memcpy(out->codes, db->codes, sizeof out->codes);
     out->fsyncs = atomic_load(&db->fsyncs);
+    for (int i = 0; i < COFFER_HISTOGRAM_BUCKETS; i++) {
+        out->batch_events[i] = atomic_load(&db->batch_events[i]);
+        out->fsync_us[i] = atomic_load(&db->fsync_us[i]);
+    }
     out->durable_seq = db->dir ? atomic_load(&db->durable_seq) : db->last_seq;
     out->storage_failed = atomic_load(&db->storage_failed);
     return COFFER_OK;
@@ -299,7 +280,7 @@ static int stats_read_run(coffer *db, void *context)
 int coffer_stats_get(coffer *db, coffer_stats *out)
 {
     if (!db || !out) return COFFER_INVALID_ARGUMENT;
-    int status = engine_read(db, stats_read_run, out);
+    int status = engine_read(db, engine_stats_read, out);
     if (status == COFFER_STORAGE_FAILED) { /* stats stay readable: they explain the failure */
         memset(out, 0, sizeof *out);
         out->storage_failed = true;

@@ -117,7 +117,7 @@ int engine_verify_store(const store *s, coffer_verify_report *report)
     return COFFER_OK;
 }
 
-static int verify_run(coffer *db, void *context)
+int engine_verify_read(coffer *db, void *context)
 {
     return engine_verify_store(&db->store, context);
 }
@@ -125,5 +125,5 @@ static int verify_run(coffer *db, void *context)
 int coffer_verify(coffer *db, coffer_verify_report *out)
 {
     if (!db || !out) return COFFER_INVALID_ARGUMENT;
-    return engine_read(db, verify_run, out);
+    return engine_read(db, engine_verify_read, out);
 }

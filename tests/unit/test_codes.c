@@ -33,6 +33,8 @@ static const expected_status design_statuses[] = {
     {"batch_too_large", 400},
     {"body_too_large", 413},
     {"invalid_argument", 400},
+    {"route_not_found", 404},
+    {"method_not_allowed", 405},
     {"account_not_found", 422},
     {"hold_not_found", 422},
     {"currency_mismatch", 422},
@@ -119,7 +121,7 @@ static void test_statuses_follow_design_families(void **state)
 static void test_unknown_values(void **state)
 {
     (void)state;
-    const int unknown[] = {-1, 3, 9, 15, 19, 25, 32, 49, COFFER_CODE_LIMIT, 1000, INT_MAX, INT_MIN};
+    const int unknown[] = {-1, 3, 9, 17, 19, 25, 32, 49, COFFER_CODE_LIMIT, 1000, INT_MAX, INT_MIN};
     for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
         assert_null(coffer_code_name(unknown[i]));
         assert_non_null(coffer_strerror(unknown[i]));

@@ -1,0 +1,189 @@
+/*
+ * metrics.c — see metrics.h. Counters are atomics bumped by the network threads; rendering
+ * reads them without a lock (each figure is exact, the set is a near-instant snapshot).
+ */
+#include "server/metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct {
+    const char *name, *methods;
+} routes[ROUTE_COUNT] = {
+    [ROUTE_UNKNOWN] = {"unknown", ""},
+    [ROUTE_ACCOUNTS] = {"create_accounts", "POST"},
+    [ROUTE_ACCOUNT] = {"get_account", "GET"},
+    [ROUTE_HISTORY] = {"account_history", "GET"},
+    [ROUTE_TRANSFERS] = {"create_transfers", "POST"},
+    [ROUTE_TRANSFER] = {"get_transfer", "GET"},
+    [ROUTE_HOLD_POST] = {"post_hold", "POST"},
+    [ROUTE_HOLD_VOID] = {"void_hold", "POST"},
+    [ROUTE_HOLDS] = {"list_holds", "GET"},
+    [ROUTE_VERIFY] = {"verify", "GET"},
+    [ROUTE_METRICS] = {"metrics", "GET"},
+    [ROUTE_HEALTH] = {"healthz", "GET"},
+    [ROUTE_READY] = {"readyz", "GET"},
+};
+
+/* Request latency bounds in microseconds. */
+static const uint64_t latency_bounds_us[METRICS_LATENCY_BUCKETS] = {
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000};
+
+void metrics_init(metrics *m)
+{
+    memset(m, 0, sizeof *m);
+}
+
+const char *metrics_route_name(int route)
+{
+    return route > 0 && route < ROUTE_COUNT ? routes[route].name : "unknown";
+}
+
+const char *metrics_route_methods(int route)
+{
+    return route > 0 && route < ROUTE_COUNT ? routes[route].methods : "";
+}
+
+bool metrics_route_allows(int route, const char *method)
+{
+    const char *allowed = metrics_route_methods(route);
+    return !strcmp(method, allowed) || (!strcmp(allowed, "GET") && !strcmp(method, "HEAD"));
+}
+
+void metrics_request(metrics *m, int route, int code, unsigned status, uint64_t latency_ns)
+{
+    (void)status;
+    if (route < 0 || route >= ROUTE_COUNT || code < 0 || code >= COFFER_CODE_LIMIT) return;
+    atomic_fetch_add(&m->requests[route][code], 1);
+    uint64_t us = latency_ns / 1000;
+    size_t bucket = 0;
+    while (bucket < METRICS_LATENCY_BUCKETS && us > latency_bounds_us[bucket]) bucket++;
+    atomic_fetch_add(&m->latency[bucket], 1);
+    atomic_fetch_add(&m->latency_sum_us, us);
+}
+
+/* A growing text buffer. */
+typedef struct text {
+    char *bytes;
+    size_t length, capacity;
+    bool failed;
+} text;
+
+__attribute__((format(printf, 2, 3))) static void put(text *t, const char *format, ...)
+{
+    if (t->failed) return;
+    for (;;) {
+        va_list arguments;
+        va_start(arguments, format);
+        int wrote = vsnprintf(t->bytes + t->length, t->capacity - t->length, format, arguments);
+        va_end(arguments);
+        if (wrote < 0) {
+            t->failed = true;
+            return;
+        }
+        if ((size_t)wrote < t->capacity - t->length) {
+            t->length += (size_t)wrote;
+            return;
+        }
+        size_t capacity = t->capacity * 2 + (size_t)wrote;
+        char *grown = realloc(t->bytes, capacity);
+        if (!grown) {
+            t->failed = true;
+            return;
+        }
+        t->bytes = grown;
+        t->capacity = capacity;
+    }
+}
+
+static void render_requests(text *t, const metrics *m)
+{
+    put(t, "# HELP coffer_http_requests_total HTTP requests answered, by route and result code.\n"
+           "# TYPE coffer_http_requests_total counter\n");
+    for (int route = 1; route < ROUTE_COUNT; route++)
+        for (int code = 0; code < COFFER_CODE_LIMIT; code++) {
+            uint64_t count = atomic_load(&m->requests[route][code]);
+            if (count)
+                put(t, "coffer_http_requests_total{route=\"%s\",code=\"%s\"} %llu\n",
+                    routes[route].name, coffer_code_name(code), (unsigned long long)count);
+        }
+    put(t, "# HELP coffer_http_request_duration_seconds Time from request to response.\n"
+           "# TYPE coffer_http_request_duration_seconds histogram\n");
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i <= METRICS_LATENCY_BUCKETS; i++) {
+        cumulative += atomic_load(&m->latency[i]);
+        if (i < METRICS_LATENCY_BUCKETS)
+            put(t, "coffer_http_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+                (double)latency_bounds_us[i] / 1e6, (unsigned long long)cumulative);
+        else
+            put(t, "coffer_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+                (unsigned long long)cumulative);
+    }
+    put(t, "coffer_http_request_duration_seconds_sum %g\n",
+        (double)atomic_load(&m->latency_sum_us) / 1e6);
+    put(t, "coffer_http_request_duration_seconds_count %llu\n", (unsigned long long)cumulative);
+}
+
+/* A histogram whose bucket i counts values up to base * 2^i (the last bucket: above all). */
+static void render_histogram(text *t, const char *name, const char *help, const uint64_t *buckets,
+                             double base, double scale)
+{
+    put(t, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    uint64_t cumulative = 0;
+    for (int i = 0; i < COFFER_HISTOGRAM_BUCKETS; i++) {
+        cumulative += buckets[i];
+        if (i + 1 < COFFER_HISTOGRAM_BUCKETS)
+            put(t, "%s_bucket{le=\"%g\"} %llu\n", name, base * (double)(1u << i) * scale,
+                (unsigned long long)cumulative);
+        else
+            put(t, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cumulative);
+    }
+    put(t, "%s_count %llu\n", name, (unsigned long long)cumulative);
+}
+
+static void render_engine(text *t, const coffer_stats *s)
+{
+    put(t, "# HELP coffer_results_total Engine results by code (conflicts, rejections, "
+           "successes).\n# TYPE coffer_results_total counter\n");
+    for (int code = 0; code < COFFER_CODE_LIMIT; code++)
+        if (s->codes[code])
+            put(t, "coffer_results_total{code=\"%s\"} %llu\n", coffer_code_name(code),
+                (unsigned long long)s->codes[code]);
+    put(t, "# TYPE coffer_queue_events gauge\ncoffer_queue_events %llu\n",
+        (unsigned long long)s->queue_events);
+    put(t, "# TYPE coffer_holds_pending gauge\ncoffer_holds_pending %llu\n",
+        (unsigned long long)s->holds_pending);
+    put(t, "# TYPE coffer_holds_expired_total counter\ncoffer_holds_expired_total %llu\n",
+        (unsigned long long)s->holds_expired);
+    put(t, "# TYPE coffer_accounts gauge\ncoffer_accounts %llu\n",
+        (unsigned long long)s->accounts);
+    put(t, "# TYPE coffer_transfers gauge\ncoffer_transfers %llu\n",
+        (unsigned long long)s->transfers);
+    put(t, "# TYPE coffer_seq gauge\ncoffer_seq %llu\n", (unsigned long long)s->seq);
+    put(t, "# TYPE coffer_durable_seq gauge\ncoffer_durable_seq %llu\n",
+        (unsigned long long)s->durable_seq);
+    put(t, "# TYPE coffer_fsyncs_total counter\ncoffer_fsyncs_total %llu\n",
+        (unsigned long long)s->fsyncs);
+    put(t, "# TYPE coffer_storage_failed gauge\ncoffer_storage_failed %d\n",
+        s->storage_failed ? 1 : 0);
+    render_histogram(t, "coffer_batch_events", "Events per applied batch.", s->batch_events, 1,
+                     1);
+    render_histogram(t, "coffer_fsync_duration_seconds", "Duration of each log fsync.",
+                     s->fsync_us, 16, 1e-6);
+}
+
+char *metrics_render(const metrics *m, const coffer_stats *stats, size_t *length)
+{
+    text t = {malloc(16384), 0, 16384, false};
+    if (!t.bytes) return 0;
+    render_requests(&t, m);
+    render_engine(&t, stats);
+    if (t.failed) {
+        free(t.bytes);
+        return 0;
+    }
+    *length = t.length;
+    return t.bytes;
+}

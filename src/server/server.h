@@ -1,0 +1,33 @@
+/*
+ * server.h — `coffer serve`: the HTTP/JSON API of docs/api.md on libmicrohttpd. Network threads
+ * parse and validate; the engine's writer applies; a request is suspended (no thread blocked)
+ * until its batch is durable, then resumed and answered.
+ */
+#ifndef COFFER_SERVER_H
+#define COFFER_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "coffer.h"
+
+typedef struct server_options {
+    const char *host; /* listen address, an IPv4 literal or "localhost" */
+    uint16_t port;
+    const char *data_dir;
+    bool fsync_never;
+    unsigned threads;          /* network threads */
+    unsigned max_connections;
+    unsigned timeout_seconds;  /* idle or slow connections are closed after this */
+    uint32_t queue_events_max;
+    uint64_t snapshot_every_events;
+    bool log_requests;         /* one stderr line per request */
+} server_options;
+
+void server_options_init(server_options *options);
+
+/* Opens the engine, serves until SIGTERM or SIGINT, drains, closes (snapshot) and returns the
+ * process exit status: 0 after a clean stop. */
+int server_run(const server_options *options);
+
+#endif
