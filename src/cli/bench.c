@@ -14,10 +14,21 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/load.h"
 #include "coffer.h"
 
 static const char bench_usage[] =
     "usage: coffer bench --embedded [options]\n"
+    "       coffer bench --server URL [--workload uniform|hot|seats|retries] [--connections C]\n"
+    "                    [--duration S] [--batch B] [--accounts N] [--seats N] [--seed S]\n"
+    "\n"
+    "--server: keep-alive HTTP load on a running server (C connections, default 64; S seconds,\n"
+    "default 10; B transfers per request, default 1). seats: holds on N seats (default 10000)\n"
+    "that expire after 1 s; retries: a third of the requests repeat an earlier key. Prints\n"
+    "requests/s, transfers/s, latency p50/p99/p999 and results by code, checks /v1/verify,\n"
+    "and ends with one JSON line.\n"
+    "\n"
+    "--embedded options:\n"
     "\n"
     "  --workload uniform|hot  uniform: random pairs of accounts; hot: every transfer debits one\n"
     "                          account (default uniform)\n"
@@ -240,7 +251,7 @@ static int bench_parse(bench *run, int argc, char **argv, bool *embedded)
         if (!ok) return cli_usage_error("bench: %s needs a valid value", flag);
         i++;
     }
-    if (!*embedded) return cli_usage_error("bench: only --embedded exists so far");
+    if (!*embedded) return cli_usage_error("bench: --embedded or --server URL (see --help)");
     return 0;
 }
 
@@ -320,6 +331,40 @@ static int bench_run(bench *run)
     return verify.ok ? 0 : 1;
 }
 
+static int bench_server(int argc, char **argv)
+{
+    load_arguments arguments = {0, "uniform", 100000, 10000, 64, 10, 1, 1};
+    for (int i = 1; i < argc; i++) {
+        const char *flag = argv[i], *value = i + 1 < argc ? argv[i + 1] : 0;
+        bool ok = true;
+        if (!strcmp(flag, "--server")) {
+            ok = value != 0;
+            arguments.url = value;
+        } else if (!strcmp(flag, "--workload")) {
+            ok = value && (!strcmp(value, "uniform") || !strcmp(value, "hot") ||
+                           !strcmp(value, "seats") || !strcmp(value, "retries"));
+            arguments.workload = value;
+        } else if (!strcmp(flag, "--connections")) {
+            ok = cli_parse_u64(value, 1, 10000, &arguments.connections);
+        } else if (!strcmp(flag, "--duration")) {
+            ok = cli_parse_u64(value, 1, 3600, &arguments.duration_s);
+        } else if (!strcmp(flag, "--batch")) {
+            ok = cli_parse_u64(value, 1, COFFER_BATCH_EVENTS_MAX, &arguments.batch);
+        } else if (!strcmp(flag, "--accounts")) {
+            ok = cli_parse_u64(value, 2, 10000000, &arguments.accounts);
+        } else if (!strcmp(flag, "--seats")) {
+            ok = cli_parse_u64(value, 1, 10000000, &arguments.seats);
+        } else if (!strcmp(flag, "--seed")) {
+            ok = cli_parse_u64(value, 0, UINT64_MAX, &arguments.seed);
+        } else {
+            return cli_usage_error("bench: unknown option '%s' with --server", flag);
+        }
+        if (!ok) return cli_usage_error("bench: %s needs a valid value", flag);
+        i++;
+    }
+    return cli_bench_server(&arguments);
+}
+
 int cli_bench(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++)
@@ -327,6 +372,8 @@ int cli_bench(int argc, char **argv)
             fputs(bench_usage, stdout);
             return 0;
         }
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--server")) return bench_server(argc, argv);
     static bench run;
     run = (bench){.accounts = 100000, .transfers = 10000000, .batch = 8190, .submitters = 2,
                   .seed = 1};

@@ -15,6 +15,10 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  serve              run the HTTP/JSON server (docs/api.md)\n"
+    "  account ...        on a server: create an account, show one, list its history\n"
+    "  transfer ...       move an amount between accounts; 'transfer get ID' shows one\n"
+    "  hold ...           post (capture), void or list pending holds\n"
+    "  health             ask a server whether it is ready (exit 0 ready, 1 not)\n"
     "  bench --embedded   run the engine in-process under load and report throughput\n"
     "  verify DIR         check a data directory offline: hash chain, replay, snapshot,\n"
     "                     invariants (exit 0 ok, 1 problems)\n"
@@ -79,5 +83,9 @@ int main(int argc, char **argv)
     if (!strcmp(command, "verify")) return cli_verify(argc - 1, argv + 1);
     if (!strcmp(command, "serve")) return cli_serve(argc - 1, argv + 1);
     if (!strcmp(command, "dump")) return cli_dump(argc - 1, argv + 1);
+    if (!strcmp(command, "account")) return cli_account(argc - 1, argv + 1);
+    if (!strcmp(command, "transfer")) return cli_transfer(argc - 1, argv + 1);
+    if (!strcmp(command, "hold")) return cli_hold(argc - 1, argv + 1);
+    if (!strcmp(command, "health")) return cli_health(argc - 1, argv + 1);
     return cli_usage_error("unknown command '%s' (try 'coffer --help')", command);
 }

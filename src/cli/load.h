@@ -1,0 +1,17 @@
+/*
+ * load.h — the HTTP load generator behind `coffer bench --server URL`.
+ */
+#ifndef COFFER_CLI_LOAD_H
+#define COFFER_CLI_LOAD_H
+
+#include <stdint.h>
+
+typedef struct load_arguments {
+    const char *url;
+    const char *workload; /* uniform, hot, seats, retries */
+    uint64_t accounts, seats, connections, duration_s, batch, seed;
+} load_arguments;
+
+int cli_bench_server(const load_arguments *arguments);
+
+#endif
