@@ -225,9 +225,11 @@ static int scan_segment(scan_state *state, const char *dir, uint32_t segment, bo
     }
     wal_tip before;
     int code = COFFER_OK;
-    if (!header_decode(bytes, size, segment, &before)) {
-        /* A crash while creating the newest segment can leave its header torn. */
-        if (last && size < WAL_SEGMENT_HEADER_BYTES && !first) {
+    bool header_ok = header_decode(bytes, size, segment, &before);
+    if (!header_ok) {
+        /* A crash while creating the newest segment can leave its header torn (it is written
+         * and synced before any record): torn only if no record follows it. */
+        if (last && !valid_record_after(bytes, size, 0)) {
             result->truncated_bytes = size;
             result->end_offset = 0;
         } else {
@@ -241,11 +243,11 @@ static int scan_segment(scan_state *state, const char *dir, uint32_t segment, bo
         code = corrupt(result, path, 0, "segment does not continue the previous one");
     }
     uint64_t end = WAL_SEGMENT_HEADER_BYTES;
-    if (code == COFFER_OK && size >= WAL_SEGMENT_HEADER_BYTES)
+    if (code == COFFER_OK && header_ok)
         code = scan_records(state, path, segment, bytes, size, last, &end);
     if (size) munmap((void *)bytes, size);
     if (code == COFFER_OK && last) {
-        result->end_offset = size >= WAL_SEGMENT_HEADER_BYTES ? end : 0;
+        result->end_offset = header_ok ? end : 0;
         if (result->truncated_bytes && !state->options->read_only) {
             if (ftruncate(fd, (off_t)result->end_offset) != 0 || fsync(fd) != 0)
                 code = corrupt(result, path, result->end_offset, strerror(errno));
