@@ -215,6 +215,9 @@ typedef struct coffer_result {
     uint64_t actual_version; /* version_mismatch */
     int64_t available;       /* insufficient_balance: the available amount of `from` */
     coffer_account_after from, to;
+    /* Post and void: the accounts of the hold (a transfer's caller already knows them). */
+    char hold_from[COFFER_ACCOUNT_ID_MAX + 1];
+    char hold_to[COFFER_ACCOUNT_ID_MAX + 1];
 } coffer_result;
 
 /*

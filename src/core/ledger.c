@@ -374,6 +374,11 @@ static void result_replay(const store *s, const coffer_event *event, uint32_t in
     result->timestamp = t->timestamp;
     if (t->from != STORE_NONE) result->from = ledger_account_after(s, t->from, t->seq);
     if (t->to != STORE_NONE) result->to = ledger_account_after(s, t->to, t->seq);
+    if (t->op != COFFER_OP_TRANSFER && t->from != STORE_NONE) {
+        const store_account *from = &s->accounts[t->from], *to = &s->accounts[t->to];
+        memcpy(result->hold_from, from->id, from->id_len);
+        memcpy(result->hold_to, to->id, to->id_len);
+    }
     if (t->state == COFFER_STATE_REJECTED) {
         result->code = t->code;
         result->state = COFFER_STATE_REJECTED;
@@ -547,6 +552,18 @@ static int apply_transfer(ledger *l, const coffer_event *e, uint64_t seq, uint64
     return COFFER_CREATED;
 }
 
+/* A post or void reports the hold's accounts: their state and their ids. */
+static void result_hold_accounts(const store *s, const store_transfer *hold, coffer_result *result)
+{
+    const store_account *from = &s->accounts[hold->from], *to = &s->accounts[hold->to];
+    result->from = account_now(from);
+    result->to = account_now(to);
+    memcpy(result->hold_from, from->id, from->id_len);
+    result->hold_from[from->id_len] = 0;
+    memcpy(result->hold_to, to->id, to->id_len);
+    result->hold_to[to->id_len] = 0;
+}
+
 /* The checks of a post or void against its hold; COFFER_OK when it may apply. */
 static int resolution_checks(const store *s, const coffer_event *e, uint32_t hold_index,
                              uint64_t timestamp, int64_t *captured, coffer_result *result)
@@ -557,8 +574,7 @@ static int resolution_checks(const store *s, const coffer_event *e, uint32_t hol
     if (hold->op != COFFER_OP_TRANSFER || hold->expires_at == 0 ||
         hold->state == COFFER_STATE_REJECTED)
         return reject(result, COFFER_HOLD_NOT_FOUND, field);
-    result->from = account_now(&s->accounts[hold->from]);
-    result->to = account_now(&s->accounts[hold->to]);
+    result_hold_accounts(s, hold, result);
     if (hold->state == COFFER_STATE_CAPTURED)
         return reject(result, COFFER_HOLD_ALREADY_POSTED, field);
     if (hold->state == COFFER_STATE_VOIDED)
@@ -623,8 +639,7 @@ static int apply_resolution(ledger *l, const coffer_event *e, uint64_t seq, uint
     result->code = COFFER_CREATED;
     result->state = COFFER_STATE_POSTED;
     result->amount = transfer->amount;
-    result->from = account_now(&s->accounts[refs.from]);
-    result->to = account_now(&s->accounts[refs.to]);
+    result_hold_accounts(s, hold, result);
     return COFFER_CREATED;
 }
 

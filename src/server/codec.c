@@ -475,25 +475,17 @@ json_t *codec_event_success(const coffer_event *e, const coffer_result *r)
     } else {
         json_object_set_new(transfer, e->op == COFFER_OP_POST ? "post" : "void",
                             json_string(e->hold_id));
+        json_object_set_new(transfer, "from", json_string(r->hold_from));
+        json_object_set_new(transfer, "to", json_string(r->hold_to));
     }
     json_t *metadata = metadata_value(e->metadata, e->metadata_len);
     if (metadata) json_object_set_new(transfer, "metadata", metadata);
     json_object_set_new(out, "transfer", transfer);
-    if (e->op == COFFER_OP_TRANSFER) {
-        json_object_set_new(out, "accounts", json_pack("{s:o, s:o}", "from",
-                                                       account_after(e->from, &r->from), "to",
-                                                       account_after(e->to, &r->to)));
-    } else {
-        json_object_set_new(out, "accounts",
-                            json_pack("{s:o, s:o}", "from", json_pack("{s:I, s:I, s:I}",
-                                      "balance", (json_int_t)r->from.balance, "available",
-                                      (json_int_t)r->from.available, "version",
-                                      (json_int_t)r->from.version),
-                                      "to", json_pack("{s:I, s:I, s:I}", "balance",
-                                      (json_int_t)r->to.balance, "available",
-                                      (json_int_t)r->to.available, "version",
-                                      (json_int_t)r->to.version)));
-    }
+    const char *from = e->op == COFFER_OP_TRANSFER ? e->from : r->hold_from;
+    const char *to = e->op == COFFER_OP_TRANSFER ? e->to : r->hold_to;
+    json_object_set_new(out, "accounts", json_pack("{s:o, s:o}", "from",
+                                                   account_after(from, &r->from), "to",
+                                                   account_after(to, &r->to)));
     return out;
 }
 
@@ -565,9 +557,11 @@ json_t *codec_account(const coffer_account *a, int at, uint64_t at_value)
 
 json_t *codec_transfer(const coffer_transfer *t)
 {
+    /* A rejection moved nothing; it shows what was asked. */
+    int64_t amount = t->state == COFFER_STATE_REJECTED ? t->amount_requested : t->amount;
     json_t *out = json_pack("{s:s, s:s, s:s, s:I, s:I}", "id", t->id, "state",
                             state_name(t->state), "code", coffer_code_name(t->code), "amount",
-                            (json_int_t)t->amount, "seq", (json_int_t)t->seq);
+                            (json_int_t)amount, "seq", (json_int_t)t->seq);
     set_time(out, "timestamp", "timestamp_ns", t->timestamp);
     if (t->op == COFFER_OP_TRANSFER) {
         json_object_set_new(out, "from", json_string(t->from));
