@@ -35,7 +35,8 @@ test: deps build build-asan
 
 # The model test for minutes instead of the seconds it gets in `make test`.
 soak: build
-	./build/model_test --seeds 2000 --events 20000
+	./build/model_test --seeds 2000 --events 20000 --skip past-totals
+	./build/model_test --seeds 200 --events 20000 --durable --skip past-totals
 
 # DESIGN §10's embedded targets: 100,000 accounts, full batches, spread out and on one hot account.
 BENCH_FLAGS := --embedded --accounts 100000 --transfers 20000000 --batch 8190

@@ -195,7 +195,7 @@ enum coffer_transfer_state {
     COFFER_STATE_CAPTURED = 3, /* a hold resolved by a post */
     COFFER_STATE_VOIDED = 4,   /* a hold resolved by a void */
     COFFER_STATE_EXPIRED = 5,  /* a hold resolved by expiry */
-    COFFER_STATE_REJECTED = 6, /* recorded with a rejection code */
+    COFFER_STATE_REJECTED = 6, /* refused: recorded with its code when the result's seq != 0 */
 };
 
 /*

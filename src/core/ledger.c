@@ -284,6 +284,9 @@ static int transfer_difference(const store *s, const store_transfer *t, const co
     const char *from_name = aux ? aux_bytes + metadata_len : 0;
     const char *to_name = aux ? from_name + aux->from_len : 0;
     const char *hold_name = aux ? to_name + aux->to_len : 0;
+    /* A plain transfer retried as a hold (or the reverse) differs in kind, named first. */
+    if (t->op == COFFER_OP_TRANSFER && (t->expires_at != 0) != (e->hold_timeout_ms > 0))
+        return FIELD_HOLD_TIMEOUT;
     if (t->op == COFFER_OP_TRANSFER) {
         if (!account_name_equal(s, t->from, from_name, aux ? aux->from_len : 0, e->from))
             return FIELD_FROM;

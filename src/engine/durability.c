@@ -45,11 +45,13 @@ static uint64_t ticket_encode(coffer *db, const engine_ticket *ticket)
         if (request->atomic) {
             bool recorded = false;
             for (size_t i = 0; i < request->count; i++)
-                if (result_recorded(&request->results[i])) {
-                    recorded = true;
-                    last_seq = request->results[i].seq;
-                }
-            if (recorded) record_add_atomic(out, request->seq0, request->events, request->count);
+                recorded |= result_recorded(&request->results[i]);
+            /* The entry spans every position of the submission, recorded or not (an account
+             * in a failed batch records nothing but still has its seq). */
+            if (recorded) {
+                record_add_atomic(out, request->seq0, request->events, request->count);
+                last_seq = request->seq0 + request->count - 1;
+            }
             continue;
         }
         for (size_t i = 0; i < request->count; i++) {
