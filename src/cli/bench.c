@@ -28,6 +28,9 @@ static const char bench_usage[] =
     "requests/s, transfers/s, latency p50/p99/p999 and results by code, checks /v1/verify,\n"
     "and ends with one JSON line.\n"
     "\n"
+    "       coffer bench --reopen DIR   time recovery of a data directory (e.g. one kept by\n"
+    "                                   --embedded --durable DIR --keep)\n"
+    "\n"
     "--embedded options:\n"
     "\n"
     "  --workload uniform|hot  uniform: random pairs of accounts; hot: every transfer debits one\n"
@@ -331,6 +334,31 @@ static int bench_run(bench *run)
     return verify.ok ? 0 : 1;
 }
 
+/* `coffer bench --reopen DIR`: how long recovery takes (snapshot + log after it) on DIR. */
+static int bench_reopen(const char *dir)
+{
+    coffer_options options;
+    coffer_options_init(&options);
+    double start = now_seconds();
+    coffer *db;
+    int code = coffer_open(dir, &options, &db);
+    double seconds = now_seconds() - start;
+    if (code != COFFER_OK) {
+        fprintf(stderr, "coffer bench: open %s: %s\n", dir, coffer_strerror(code));
+        return 1;
+    }
+    coffer_stats stats;
+    coffer_stats_get(db, &stats);
+    printf("reopened %s in %.3f s: %" PRIu64 " accounts, %" PRIu64 " transfers, seq %" PRIu64
+           "\n",
+           dir, seconds, stats.accounts, stats.transfers, stats.seq);
+    printf("{\"mode\":\"reopen\",\"seconds\":%.3f,\"accounts\":%" PRIu64
+           ",\"transfers\":%" PRIu64 ",\"seq\":%" PRIu64 "}\n",
+           seconds, stats.accounts, stats.transfers, stats.seq);
+    coffer_close(db);
+    return 0;
+}
+
 static int bench_server(int argc, char **argv)
 {
     load_arguments arguments = {0, "uniform", 100000, 10000, 64, 10, 1, 1};
@@ -374,6 +402,7 @@ int cli_bench(int argc, char **argv)
         }
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--server")) return bench_server(argc, argv);
+    if (argc == 3 && !strcmp(argv[1], "--reopen")) return bench_reopen(argv[2]);
     static bench run;
     run = (bench){.accounts = 100000, .transfers = 10000000, .batch = 8190, .submitters = 2,
                   .seed = 1};

@@ -50,6 +50,8 @@ static bool parse_count(const char *text, uint64_t min, uint64_t max, unsigned *
 
 int cli_serve(int argc, char **argv)
 {
+    sigset_t signals;
+    server_block_signals(&signals); /* a SIGTERM during start-up is taken once serving */
     server_options options;
     server_options_init(&options);
     for (int i = 1; i < argc; i++) {

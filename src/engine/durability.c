@@ -206,7 +206,10 @@ void durability_snapshot_tick(coffer *db)
     if (child == 0) {
         char error[1024];
         int code = snapshot_write(&db->store, &meta, db->dir, error, sizeof error);
-        if (code != COFFER_OK) (void)!write(2, error, strlen(error));
+        if (code != COFFER_OK) {
+            (void)!write(2, error, strlen(error));
+            (void)!write(2, "\n", 1);
+        }
         _exit(code == COFFER_OK ? 0 : 1);
     }
     if (child < 0) {

@@ -110,7 +110,8 @@ static void apply_batch(coffer *db, engine_request *batch, engine_ticket *ticket
         reserved = sweep_expired(db, ticket, ts0, &seq, &timestamp);
     if (reserved == COFFER_OK) reserved = reserve_batch(db, batch);
     for (engine_request *request = batch; request; request = request->next) {
-        if (reserved == COFFER_STORAGE_FAILED || (request->events && reserved != COFFER_OK)) {
+        bool refused = reserved == COFFER_STORAGE_FAILED && !request->diagnostic;
+        if (refused || (request->events && reserved != COFFER_OK)) {
             request->status = reserved;
             continue;
         }
@@ -226,7 +227,7 @@ void engine_release(coffer *db, engine_request *requests, int failure)
     pthread_mutex_lock(&db->mutex);
     for (engine_request *request = requests, *next; request; request = next) {
         next = request->next; /* the caller may free its request once done is set */
-        if (failure != COFFER_OK) request->status = failure;
+        if (failure != COFFER_OK && !request->diagnostic) request->status = failure;
         if (request->on_done) {
             request->next = 0; /* answered outside the lock: the callback may take others */
             *callbacks_tail = request;
@@ -301,6 +302,11 @@ int engine_enqueue(coffer *db, engine_request *request)
     int status = queue_push(db, request, events);
     pthread_mutex_unlock(&db->mutex);
     return status;
+}
+
+int engine_call_request(coffer *db, engine_request *request)
+{
+    return engine_call(db, request, 1);
 }
 
 int engine_read(coffer *db, engine_read_fn read, void *context)

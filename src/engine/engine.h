@@ -38,6 +38,7 @@ struct engine_request {
     coffer_result *results;
     engine_read_fn read;
     void *context;
+    bool diagnostic; /* a read answered even after a storage failure (stats) */
     int status;
     bool done;
     pthread_cond_t done_cond;
@@ -108,6 +109,8 @@ struct coffer {
 
 /* Queues a read to run on the writer and waits for its status. */
 int engine_read(coffer *db, engine_read_fn read, void *context);
+/* The same for a prepared request (a read with flags such as diagnostic). */
+int engine_call_request(coffer *db, engine_request *request);
 
 /* Queues a submission (events set) or a read (read set) without waiting: request->on_done is
  * called when it is answered (status and results filled, durable when the engine is). Returns

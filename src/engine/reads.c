@@ -274,22 +274,18 @@ int engine_stats_read(coffer *db, void *context)
     }
     out->durable_seq = db->dir ? atomic_load(&db->durable_seq) : db->last_seq;
     out->storage_failed = atomic_load(&db->storage_failed);
+    pthread_mutex_lock(&db->mutex); /* the queue belongs to the callers' side of the lock */
+    out->queue_events = db->queue_events;
+    pthread_mutex_unlock(&db->mutex);
     return COFFER_OK;
 }
 
 int coffer_stats_get(coffer *db, coffer_stats *out)
 {
     if (!db || !out) return COFFER_INVALID_ARGUMENT;
-    int status = engine_read(db, engine_stats_read, out);
-    if (status == COFFER_STORAGE_FAILED) { /* stats stay readable: they explain the failure */
-        memset(out, 0, sizeof *out);
-        out->storage_failed = true;
-        out->fsyncs = atomic_load(&db->fsyncs);
-        out->durable_seq = atomic_load(&db->durable_seq);
-        status = COFFER_OK;
-    }
-    pthread_mutex_lock(&db->mutex); /* the queue belongs to the callers' side of the lock */
-    out->queue_events = db->queue_events;
-    pthread_mutex_unlock(&db->mutex);
-    return status;
+    engine_request request = {0};
+    request.read = engine_stats_read;
+    request.context = out;
+    request.diagnostic = true; /* stats explain a storage failure, so they stay readable */
+    return engine_call_request(db, &request);
 }

@@ -459,7 +459,9 @@ static enum MHD_Result dispatch(request *r, const char *method)
         return start_read(r, engine_transfer_read, &r->transfer_read);
     case ROUTE_HOLDS: return start_holds(r);
     case ROUTE_VERIFY: return start_read(r, engine_verify_read, &r->verify);
-    case ROUTE_METRICS: return start_read(r, engine_stats_read, &r->stats);
+    case ROUTE_METRICS: /* readable after a storage failure: it is how one learns of it */
+        r->engine.diagnostic = true;
+        return start_read(r, engine_stats_read, &r->stats);
     case ROUTE_HEALTH:
         r->response_code = COFFER_OK;
         return send_json(r, 200, json_pack("{s:s}", "status", "ok"), false);
@@ -574,6 +576,14 @@ static void on_completed(void *context, struct MHD_Connection *connection,
 
 /* ---- running ------------------------------------------------------------------------------- */
 
+void server_block_signals(sigset_t *signals)
+{
+    sigemptyset(signals);
+    sigaddset(signals, SIGTERM);
+    sigaddset(signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, signals, 0);
+}
+
 void server_options_init(server_options *options)
 {
     memset(options, 0, sizeof *options);
@@ -605,7 +615,8 @@ static int open_engine(const server_options *options, coffer **db)
     engine_options.snapshot_every_events = options->snapshot_every_events;
     int code = coffer_open(options->data_dir, &engine_options, db);
     if (code != COFFER_OK)
-        fprintf(stderr, "coffer: cannot open %s: %s\n", options->data_dir, coffer_strerror(code));
+        fprintf(stderr, "coffer: cannot open %s (%s; the lines above say why)\n", options->data_dir,
+                coffer_code_name(code));
     return code;
 }
 
@@ -634,12 +645,10 @@ static void drain(server *s)
 
 int server_run(const server_options *options)
 {
-    /* Signals are taken by sigwait in this thread only: block them before any thread starts. */
+    /* Signals are taken by sigwait in this thread only: blocked before any thread starts
+     * (main() blocks them even earlier, so one that comes during start-up waits too). */
     sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGTERM);
-    sigaddset(&signals, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &signals, 0);
+    server_block_signals(&signals);
     signal(SIGPIPE, SIG_IGN);
     struct sockaddr_in address;
     if (!listen_address(options, &address)) {

@@ -7,6 +7,7 @@
 #define COFFER_SERVER_H
 
 #include <stdbool.h>
+#include <signal.h>
 #include <stdint.h>
 
 #include "coffer.h"
@@ -25,6 +26,10 @@ typedef struct server_options {
 } server_options;
 
 void server_options_init(server_options *options);
+
+/* Blocks SIGTERM and SIGINT in the calling thread (and the threads it starts later), so that
+ * server_run takes them with sigwait. */
+void server_block_signals(sigset_t *signals);
 
 /* Opens the engine, serves until SIGTERM or SIGINT, drains, closes (snapshot) and returns the
  * process exit status: 0 after a clean stop. */
