@@ -9,7 +9,7 @@ CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOFFER_WERROR=ON
 FORMAT_DIRS := $(wildcard include src tests bench)
 
 .DEFAULT_GOAL := all
-.PHONY: all deps build build-asan test soak bench run format clean
+.PHONY: all deps build build-asan test soak bench bench-http run format clean
 
 all: build
 
@@ -43,6 +43,10 @@ BENCH_FLAGS := --embedded --accounts 100000 --transfers 20000000 --batch 8190
 bench: build
 	./build/coffer bench $(BENCH_FLAGS) --workload uniform
 	./build/coffer bench $(BENCH_FLAGS) --workload hot
+
+# DESIGN §10's HTTP targets against a real durable server: every workload, batched, and wrk.
+bench-http: build
+	scripts/bench-http 10 3
 
 run: build
 	./build/coffer serve --listen 127.0.0.1:8080 --data ./coffer-data
