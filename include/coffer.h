@@ -224,8 +224,11 @@ typedef struct coffer_result {
  * Applies `count` events (1..COFFER_BATCH_EVENTS_MAX) in order and blocks until they are
  * applied (and durable, for a durable engine). `atomic`: all succeed or none is applied.
  * Fills results[0..count). Returns OK when every event got a result (look at each code),
- * or a service code (overloaded, shutting_down, storage_failed, batch_too_large,
- * invalid_argument) when none was applied.
+ * or a service code (overloaded, shutting_down, batch_too_large, invalid_argument) when none
+ * was applied. storage_failed means the log could not make the batch durable: it is not
+ * acknowledged, the engine refuses everything after it, and it tries to cut the log back so
+ * the batch cannot reappear (its log line says whether it could); if it could not, the
+ * outcome is unknown until a restart, where a retry with the same ids tells.
  */
 int coffer_submit(coffer *db, const coffer_event *events, size_t count, bool atomic,
                   coffer_result *results);

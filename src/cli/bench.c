@@ -362,7 +362,7 @@ static int bench_reopen(const char *dir)
 static int bench_server(int argc, char **argv)
 {
     load_arguments arguments = {0, "uniform", 100000, 10000, 64, 10, 1, 1};
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* every option here takes a value */
         const char *flag = argv[i], *value = i + 1 < argc ? argv[i + 1] : 0;
         bool ok = true;
         if (!strcmp(flag, "--server")) {
@@ -388,7 +388,6 @@ static int bench_server(int argc, char **argv)
             return cli_usage_error("bench: unknown option '%s' with --server", flag);
         }
         if (!ok) return cli_usage_error("bench: %s needs a valid value", flag);
-        i++;
     }
     return cli_bench_server(&arguments);
 }

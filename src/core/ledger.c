@@ -60,15 +60,20 @@ void ledger_needs_add(ledger_needs *needs, const coffer_event *events, size_t co
         /* Upper bounds: lengths beyond the limits fail validation and store nothing. */
         uint64_t bytes = bounded_length(event->id, COFFER_TRANSFER_ID_MAX) + 8;
         bytes += event->metadata_len <= COFFER_METADATA_MAX ? event->metadata_len + 8 : 0;
-        bytes += sizeof(store_aux) + 8 + bounded_length(event->from, COFFER_ACCOUNT_ID_MAX) +
-                 bounded_length(event->to, COFFER_ACCOUNT_ID_MAX) +
-                 bounded_length(event->hold_id, COFFER_TRANSFER_ID_MAX);
+        if (event->op == COFFER_OP_CREATE_ACCOUNT) {
+            needs->accounts++;
+        } else {
+            /* A transfer, post or void records one outcome, changes at most two accounts
+             * and may create one hold; its aux record may name unresolved ids. */
+            bytes += sizeof(store_aux) + 8 + bounded_length(event->from, COFFER_ACCOUNT_ID_MAX) +
+                     bounded_length(event->to, COFFER_ACCOUNT_ID_MAX) +
+                     bounded_length(event->hold_id, COFFER_TRANSFER_ID_MAX);
+            needs->transfers++;
+            needs->history += 2;
+            needs->holds++;
+        }
         needs->arena_bytes += bytes;
     }
-    needs->accounts += count;
-    needs->transfers += count;
-    needs->history += 2 * count;
-    needs->holds += count;
 }
 
 /* ---- reading state ------------------------------------------------------------------------- */

@@ -102,9 +102,15 @@ static int tickets_write(coffer *db, size_t first, size_t count)
         atomic_fetch_add(&db->fsyncs, 1);
     }
     if (code != COFFER_OK && !atomic_exchange(&db->storage_failed, true))
-        engine_log(db, "storage failed: %s (segment %u, offset %llu); refusing writes",
+        engine_log(db, "storage failed: %s (segment %u, offset %llu); refusing writes and reads "
+                       "until restart; %s",
                    db->wal.failed ? strerror(db->wal.error) : coffer_strerror(code),
-                   db->wal.segment, (unsigned long long)db->wal.offset);
+                   db->wal.segment, (unsigned long long)db->wal.offset,
+                   db->wal.cut_back ? "the log was cut back to its last durable record, so "
+                                      "nothing refused is in it"
+                                    : "the log could not be cut back: batches answered "
+                                      "storage_failed may be in it after a restart (retry them "
+                                      "with the same ids to learn their outcome)");
     if (code == COFFER_OK) atomic_store(&db->durable_seq, db->tip.last_seq);
     return code;
 }
@@ -345,8 +351,12 @@ int durability_open(coffer *db, const char *dir)
     int code = lock_directory(db);
     wal_scan_result scan;
     if (code == COFFER_OK) code = recover(db, &scan);
-    if (code == COFFER_OK)
+    if (code == COFFER_OK) {
         code = wal_start(&db->wal, dir, &scan, db->options.io, db->options.segment_bytes_max);
+        if (code != COFFER_OK)
+            engine_log(db, "cannot start the log in %s: %s", dir,
+                       db->wal.error ? strerror(db->wal.error) : strerror(errno));
+    }
     if (code != COFFER_OK) {
         durability_close(db);
         return code;

@@ -68,20 +68,36 @@ static int replay_entry(const record_entry *entry, void *context)
     return 0;
 }
 
+/* Counts what a record's entries need in the store (a first pass over it). */
+static int count_needs(const record_entry *entry, void *context)
+{
+    ledger_needs *needs = context;
+    if (entry->kind == RECORD_EXPIRE) {
+        needs->history += 2;
+        needs->holds++; /* an expiry entry */
+        return 0;
+    }
+    ledger_needs_add(needs, entry->events, entry->count);
+    return 0;
+}
+
 int replay_record(replayer *r, const uint8_t *bytes, const record_header *header)
 {
     r->problem[0] = 0;
-    /* A record holds at most one event per seq it spans, and each takes 8 of its bytes. */
-    uint64_t events = header->last_seq - header->seq_base + 1;
-    if (events > header->length / 8 + 1) events = header->length / 8 + 1;
-    int code = store_reserve(r->store, events, events, 2 * events, 2 * (uint64_t)header->length,
-                             events);
+    ledger_needs needs = {0};
+    int status = record_each(bytes, header, &r->scratch, count_needs, &needs);
+    if (status != RECORD_OK) {
+        snprintf(r->problem, sizeof r->problem, "%s", record_status_name(status));
+        return COFFER_STORAGE_FAILED;
+    }
+    int code = store_reserve(r->store, needs.accounts, needs.transfers, needs.history,
+                             needs.arena_bytes, needs.holds);
     if (code != COFFER_OK) {
         snprintf(r->problem, sizeof r->problem, "needs more room than the configured limits");
         return code;
     }
     r->header = header;
-    int status = record_each(bytes, header, &r->scratch, replay_entry, r);
+    status = record_each(bytes, header, &r->scratch, replay_entry, r);
     if (status != RECORD_OK) {
         if (status > 0)
             snprintf(r->problem, sizeof r->problem, "%s", record_status_name(status));

@@ -305,7 +305,7 @@ static uint64_t *list_snapshots(const char *dir, size_t *count_out, bool prune_t
         seqs[count++] = seq;
     }
     closedir(listing);
-    qsort(seqs, count, sizeof *seqs, compare_seq_descending);
+    if (count) qsort(seqs, count, sizeof *seqs, compare_seq_descending);
     *count_out = count;
     return seqs;
 }

@@ -130,7 +130,7 @@ static uint32_t *list_segments(const char *dir, size_t *count_out, int *error)
         free(numbers);
         return 0;
     }
-    qsort(numbers, count, sizeof *numbers, compare_u32);
+    if (count) qsort(numbers, count, sizeof *numbers, compare_u32);
     *count_out = count;
     return numbers;
 }
@@ -314,10 +314,15 @@ int wal_scan(const char *dir, const wal_scan_options *options, wal_record_fn vis
 
 /* ---- appending ----------------------------------------------------------------------------- */
 
+/* Makes the failure sticky, and tries to cut the segment back to its last durable record so
+ * that what was refused cannot come back at the next open (best effort: the disk just failed,
+ * so the cut is made with the real calls and its success is reported in cut_back). */
 static int fail(wal *w, int error)
 {
     w->failed = true;
     w->error = error;
+    if (w->fd >= 0)
+        w->cut_back = ftruncate(w->fd, (off_t)w->durable_offset) == 0 && fsync(w->fd) == 0;
     return COFFER_STORAGE_FAILED;
 }
 
@@ -339,7 +344,7 @@ static int segment_create(wal *w, uint32_t number, const wal_tip *before)
     if (w->fd >= 0) close(w->fd);
     w->fd = fd;
     w->segment = number;
-    w->offset = WAL_SEGMENT_HEADER_BYTES;
+    w->offset = w->durable_offset = WAL_SEGMENT_HEADER_BYTES;
     return COFFER_OK;
 }
 
@@ -376,7 +381,7 @@ int wal_start(wal *w, const char *dir, const wal_scan_result *scan, const wal_io
         return COFFER_STORAGE_FAILED;
     }
     w->segment = scan->last_segment;
-    w->offset = scan->end_offset;
+    w->offset = w->durable_offset = scan->end_offset;
     return COFFER_OK;
 }
 
@@ -408,5 +413,6 @@ int wal_sync(wal *w)
 {
     if (w->failed) return COFFER_STORAGE_FAILED;
     if (w->io.sync(w->fd, w->io.context) != 0) return fail(w, errno);
+    w->durable_offset = w->offset;
     return COFFER_OK;
 }

@@ -46,6 +46,8 @@ typedef struct wal {
     wal_io io;
     bool failed; /* sticky: after a failed write or sync nothing more is written */
     int error;   /* errno of the failure */
+    uint64_t durable_offset; /* in the current segment: where the last sync left it */
+    bool cut_back; /* after a failure: the segment was cut back to durable_offset */
 } wal;
 
 /* What a scan found. */

@@ -651,6 +651,39 @@ static void test_versions_advance_by_one(void **state)
 
 #define WORLD_TEST(f) cmocka_unit_test_setup_teardown(f, world_setup, ledger_teardown)
 
+/* A full account table does not stop transfers: room is reserved per kind of event (a batch
+ * of transfers needs no account room), so 1,000 transfers apply when every account slot is
+ * taken. */
+static void test_full_account_table_still_transfers(void **state)
+{
+    (void)state;
+    enum { ACCOUNTS = 10000, TRANSFERS = 1000 };
+    test_ledger *ledger = ledger_open_sized(ACCOUNTS, 100000);
+    coffer *db = ledger->db;
+    static char ids[ACCOUNTS][16];
+    static coffer_event events[ACCOUNTS];
+    static coffer_result results[ACCOUNTS];
+    for (size_t done = 0; done < ACCOUNTS; done += 5000) {
+        for (size_t i = 0; i < 5000; i++) {
+            snprintf(ids[done + i], sizeof ids[0], "a%zu", done + i);
+            events[i] = account_event(ids[done + i], "KRW");
+            if (done + i == 0) events[i].flags = COFFER_FLAG_MIN_UNBOUNDED;
+        }
+        submit_batch(db, events, 5000, false, results);
+        assert_int_equal(results[4999].code, COFFER_CREATED);
+    }
+    static char transfer_ids[TRANSFERS][16];
+    for (size_t i = 0; i < TRANSFERS; i++) {
+        snprintf(transfer_ids[i], sizeof transfer_ids[0], "t%zu", i);
+        events[i] = transfer_event(transfer_ids[i], "a0", ids[1 + i], 1);
+    }
+    submit_batch(db, events, TRANSFERS, false, results);
+    for (size_t i = 0; i < TRANSFERS; i++) assert_int_equal(results[i].code, COFFER_CREATED);
+    assert_int_equal(submit_event(db, account_event("one-more", "KRW")).code,
+                     COFFER_CAPACITY_EXCEEDED);
+    ledger_close(ledger);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -693,6 +726,7 @@ int main(void)
         WORLD_TEST(test_validation_order),
         WORLD_TEST(test_versions_advance_by_one),
         cmocka_unit_test(test_capacity_exceeded),
+        cmocka_unit_test(test_full_account_table_still_transfers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
