@@ -58,12 +58,14 @@ typedef struct request {
     struct history_read history_read;
     struct transfer_read transfer_read;
     struct holds_read holds_read;
-    coffer_account account;
-    coffer_transfer transfer;
     coffer_history_entry *history;
     coffer_transfer *holds;
-    coffer_verify_report verify;
-    coffer_stats stats;
+    union { /* a request reads at most one of these */
+        coffer_account account;
+        coffer_transfer transfer;
+        coffer_verify_report verify;
+        coffer_stats stats;
+    };
     engine_request engine;
 } request;
 
@@ -623,7 +625,7 @@ static int open_engine(const server_options *options, coffer **db)
 static struct MHD_Daemon *start_daemon(server *s, const struct sockaddr_in *address)
 {
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ERROR_LOG;
+                     MHD_USE_ERROR_LOG | MHD_USE_TURBO;
     return MHD_start_daemon(
         flags, s->options->port, 0, 0, on_access, s, MHD_OPTION_SOCK_ADDR, address,
         MHD_OPTION_THREAD_POOL_SIZE, s->options->threads, MHD_OPTION_CONNECTION_LIMIT,
