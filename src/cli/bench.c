@@ -428,7 +428,16 @@ int cli_bench(int argc, char **argv)
         fprintf(stderr, "coffer bench: open: %s\n", coffer_strerror(status));
         return 1;
     }
-    int exit_code = bench_setup(&run) == COFFER_OK ? bench_run(&run) : 1;
+    uint64_t rss_empty = rss_bytes();
+    int exit_code = 1;
+    if (bench_setup(&run) == COFFER_OK) {
+        /* Setup created the accounts and one funding transfer each: the figure per account
+         * includes that transfer and its history, so it is an upper bound. */
+        printf("setup: %" PRIu64 " accounts, %.0f bytes resident per account (with its funding "
+               "transfer)\n",
+               run.accounts + 2, (double)(rss_bytes() - rss_empty) / (double)(run.accounts + 2));
+        exit_code = bench_run(&run);
+    }
     coffer_close(run.db);
     free(run.account_ids);
     if (run.durable_dir && !run.keep) remove_tree(run.durable_dir);

@@ -31,11 +31,11 @@ const char *ledger_field_name(int field)
     return field > FIELD_NONE && field < FIELD_COUNT ? field_names[field] : 0;
 }
 
-static bool id_char(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == ':' || c == '@' || c == '/' || c == '-';
-}
+/* The bytes ids may hold, [A-Za-z0-9._:@/-], as a table: this runs for three ids per event. */
+#define ID_RANGE(low, high) [low ... high] = 1
+static const uint8_t id_chars[256] = {ID_RANGE('a', 'z'), ID_RANGE('A', 'Z'), ID_RANGE('0', '9'),
+                                      ['.'] = 1, ['_'] = 1, [':'] = 1, ['@'] = 1, ['/'] = 1,
+                                      ['-'] = 1};
 
 /* Ids are 1..max bytes of [A-Za-z0-9._:@/-]; reads at most max + 1 bytes. */
 static bool id_valid(const char *id, size_t max)
@@ -43,7 +43,7 @@ static bool id_valid(const char *id, size_t max)
     if (!id) return false;
     size_t length = 0;
     for (; id[length]; length++)
-        if (length == max || !id_char((unsigned char)id[length])) return false;
+        if (length == max || !id_chars[(unsigned char)id[length]]) return false;
     return length > 0;
 }
 

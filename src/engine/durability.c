@@ -72,7 +72,8 @@ static int ticket_write(coffer *db, const engine_ticket *ticket, bool *wrote)
     if (!record_finish(&db->record, last_seq, hash)) return COFFER_OUT_OF_MEMORY;
     /* Pair check: what we are about to write must read back as what we meant. */
     record_header header;
-    COFFER_ASSERT(record_check(db->record.bytes, db->record.length, &header) == RECORD_OK);
+    COFFER_ASSERT(record_check_fresh(db->record.bytes, db->record.length, hash, &header) ==
+                  RECORD_OK);
     COFFER_ASSERT(record_each(db->record.bytes, &header, &db->scratch, 0, 0) == RECORD_OK);
     int code = wal_append(&db->wal, db->record.bytes, db->record.length, &db->tip);
     if (code != COFFER_OK) return code;

@@ -182,7 +182,8 @@ const char *record_status_name(int status)
     }
 }
 
-int record_check(const uint8_t *bytes, size_t available, record_header *header)
+/* The header fields, without the hash comparison (record_check does both). */
+static int read_header(const uint8_t *bytes, size_t available, record_header *header)
 {
     if (available < 4) return RECORD_SHORT;
     uint32_t magic;
@@ -201,11 +202,28 @@ int record_check(const uint8_t *bytes, size_t available, record_header *header)
     memcpy(&header->ts0, bytes + 24, 8);
     memcpy(&header->last_seq, bytes + 32, 8);
     memcpy(header->previous_hash, bytes + 40, RECORD_HASH_BYTES);
-    size_t covered = header->length - RECORD_HASH_BYTES;
+    memcpy(header->hash, bytes + header->length - RECORD_HASH_BYTES, RECORD_HASH_BYTES);
+    return RECORD_OK;
+}
+
+int record_check(const uint8_t *bytes, size_t available, record_header *header)
+{
+    int status = read_header(bytes, available, header);
+    if (status != RECORD_OK) return status;
     uint8_t computed[RECORD_HASH_BYTES];
-    crypto_generichash(computed, RECORD_HASH_BYTES, bytes, covered, 0, 0);
-    memcpy(header->hash, bytes + covered, RECORD_HASH_BYTES);
+    crypto_generichash(computed, RECORD_HASH_BYTES, bytes, header->length - RECORD_HASH_BYTES, 0,
+                       0);
     if (sodium_memcmp(computed, header->hash, RECORD_HASH_BYTES) != 0) return RECORD_BAD_HASH;
+    return RECORD_OK;
+}
+
+int record_check_fresh(const uint8_t *bytes, size_t length, const uint8_t hash[RECORD_HASH_BYTES],
+                       record_header *header)
+{
+    int status = read_header(bytes, length, header);
+    if (status != RECORD_OK) return status;
+    if (header->length != length || memcmp(header->hash, hash, RECORD_HASH_BYTES) != 0)
+        return RECORD_BAD_LENGTH;
     return RECORD_OK;
 }
 

@@ -84,6 +84,10 @@ const char *record_status_name(int status);
 /* Checks the header and hash of the record at bytes[0..available) and fills *header.
  * Does not parse the entries (record_each does). */
 int record_check(const uint8_t *bytes, size_t available, record_header *header);
+/* For a record just finished with `hash`: checks the header reads back (length, hash in place)
+ * without hashing again, for the pair check before writing. */
+int record_check_fresh(const uint8_t *bytes, size_t length, const uint8_t hash[RECORD_HASH_BYTES],
+                       record_header *header);
 
 /* One decoded entry. Strings point into the record bytes and are NOT NUL-terminated; the
  * decoder copies them into `names` so the events can be passed to the core as C strings. */
