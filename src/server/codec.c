@@ -101,11 +101,80 @@ static int only_known(decoder *d, json_t *object, const char *const *allowed)
     return COFFER_OK;
 }
 
+/* The JSON pointer of the value at `position` in a body that is valid JSON up to there: a
+ * small scan that tracks object keys and array indices (RFC 6901 escapes for ~ and /). */
+static void pointer_at(const char *body, size_t position, char *out, size_t size)
+{
+    enum { DEPTH = 16 };
+    struct frame {
+        bool array, key_next;
+        size_t index;
+        char key[40];
+    } stack[DEPTH];
+    int depth = 0;
+    for (size_t i = 0; i < position; i++) {
+        char c = body[i];
+        struct frame *top = depth > 0 && depth <= DEPTH ? &stack[depth - 1] : 0;
+        if (c == '"') {
+            size_t used = 0;
+            char text[40];
+            for (i++; i < position && body[i] != '"'; i++) {
+                if (body[i] == '\\') i++;
+                if (used + 1 < sizeof text) text[used++] = body[i];
+            }
+            text[used] = 0;
+            if (top && !top->array && top->key_next) {
+                memcpy(top->key, text, used + 1);
+                top->key_next = false;
+            }
+        } else if (c == '{' || c == '[') {
+            if (++depth <= DEPTH) stack[depth - 1] = (struct frame){c == '[', c == '{', 0, ""};
+        } else if (c == '}' || c == ']') {
+            depth--;
+        } else if (c == ',' && top) {
+            if (top->array)
+                top->index++;
+            else
+                top->key_next = true;
+        }
+    }
+    size_t used = 0;
+    out[0] = 0;
+    for (int level = 0; level < depth && level < DEPTH && used + 1 < size; level++) {
+        if (stack[level].array) {
+            used += (size_t)snprintf(out + used, size - used, "/%zu", stack[level].index);
+            continue;
+        }
+        used += (size_t)snprintf(out + used, size - used, "/");
+        for (const char *k = stack[level].key; *k && used + 3 < size; k++) {
+            if (*k == '~' || *k == '/') {
+                out[used++] = '~';
+                out[used++] = *k == '~' ? '0' : '1';
+            } else {
+                out[used++] = *k;
+            }
+        }
+        out[used] = 0;
+    }
+}
+
 static int parse_body(const char *body, size_t length, json_t **root, codec_error *error)
 {
     json_error_t parse_error;
-    *root = length ? json_loadb(body, length, JSON_REJECT_DUPLICATES, &parse_error) : 0;
+    /* NUL in strings parses (it is valid JSON), so the field check can name the field. */
+    *root = length ? json_loadb(body, length, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
+                                &parse_error)
+                   : 0;
     if (*root && json_is_object(*root)) return COFFER_OK;
+    if (!*root && length && json_error_code(&parse_error) == json_error_numeric_overflow) {
+        /* Valid JSON whose number does not fit: the field is wrong, not the syntax. */
+        error->code = COFFER_INVALID_FIELD;
+        pointer_at(body, (size_t)parse_error.position, error->field, sizeof error->field);
+        snprintf(error->detail, sizeof error->detail,
+                 "a number outside the signed 64-bit range (line %d, column %d)",
+                 parse_error.line, parse_error.column);
+        return COFFER_INVALID_FIELD;
+    }
     error->code = COFFER_INVALID_JSON;
     error->field[0] = 0;
     if (!length)
@@ -222,8 +291,11 @@ static int decode_expect(decoder *d, json_t *object, coffer_event *event)
     const char *key;
     json_t *value;
     json_object_foreach(expect, key, value) {
-        if (strcmp(key, "from_version") && strcmp(key, "to_version"))
-            return fail(d, COFFER_INVALID_FIELD, "/expect", "only from_version and to_version");
+        if (strcmp(key, "from_version") && strcmp(key, "to_version")) {
+            char field[CODEC_FIELD_MAX / 2];
+            snprintf(field, sizeof field, "/expect/%.30s", key);
+            return fail(d, COFFER_INVALID_FIELD, field, "unknown field");
+        }
     }
     for (int i = 0; i < 2; i++) {
         int64_t version = 0;

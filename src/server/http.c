@@ -30,7 +30,8 @@ typedef struct server {
     const server_options *options;
     metrics metrics;
     atomic_uint_fast64_t request_counter;
-    atomic_int active; /* requests between their first callback and completion */
+    atomic_int active;    /* requests between their first callback and completion */
+    atomic_int suspended; /* of those, requests handed to the engine and not yet completed */
     atomic_bool draining;
     char id_prefix[16];
 } server;
@@ -48,6 +49,7 @@ typedef struct request {
     bool body_too_large;
     uint64_t started_ns;
     int response_code; /* the coffer code the response reports, for metrics */
+    bool engine_used;  /* counted in server.suspended until completion */
     /* The path's id and its query. */
     char *path_id;
     /* Writes. */
@@ -89,6 +91,8 @@ static enum MHD_Result send_text(request *r, unsigned status, const char *conten
     }
     MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     MHD_add_response_header(response, "X-Request-Id", r->request_id);
+    if (atomic_load(&r->server->draining)) /* let clients move on rather than reuse us */
+        MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION, "close");
     if (replayed) MHD_add_response_header(response, "Idempotent-Replayed", "true");
     if (r->response_code == COFFER_OVERLOADED)
         MHD_add_response_header(response, MHD_HTTP_HEADER_RETRY_AFTER, "1");
@@ -138,6 +142,8 @@ static enum MHD_Result wait_for_engine(request *r)
     r->engine.on_done = engine_answered;
     r->engine.on_done_context = r;
     r->state = STATE_WAITING;
+    r->engine_used = true;
+    atomic_fetch_add(&r->server->suspended, 1);
     MHD_suspend_connection(r->connection); /* before enqueue: the answer may come at once */
     int code = engine_enqueue(r->server->db, &r->engine);
     if (code != COFFER_OK) {
@@ -554,6 +560,9 @@ static enum MHD_Result on_access(void *context, struct MHD_Connection *connectio
     }
     if (r->state == STATE_ANSWERED) return is_write(r->route) ? answer_write(r) : answer_read(r);
     if (r->state != STATE_RECEIVING) return MHD_YES;
+    /* Draining: new requests on open connections are refused; in-flight ones finish. */
+    if (atomic_load(&s->draining) && r->route != ROUTE_HEALTH)
+        return send_problem(r, COFFER_SHUTTING_DOWN, 0, "the server is stopping");
     return dispatch(r, method);
 }
 
@@ -571,6 +580,7 @@ static void on_completed(void *context, struct MHD_Connection *connection,
     free(r->holds);
     free(r->body);
     free(r->path_id);
+    if (r->engine_used) atomic_fetch_sub(&s->suspended, 1);
     free(r);
     *request_context = 0;
     atomic_fetch_sub(&s->active, 1);
@@ -634,14 +644,16 @@ static struct MHD_Daemon *start_daemon(server *s, const struct sockaddr_in *addr
         MHD_OPTION_END);
 }
 
-/* Stop accepting, let in-flight requests finish (bounded), then stop the daemon. */
+/* Stop accepting, refuse new requests on open connections (503 shutting_down), wait until
+ * every request handed to the engine has been answered and its response completed, then stop
+ * the daemon. MHD must not be stopped with a suspended connection, and none can remain: the
+ * engine answers everything it was given, and nothing new reaches it. */
 static void drain(server *s)
 {
     atomic_store(&s->draining, true);
     MHD_socket listener = MHD_quiesce_daemon(s->daemon);
     if (listener != MHD_INVALID_SOCKET) close(listener);
-    for (int waited_ms = 0; atomic_load(&s->active) > 0 && waited_ms < 30000; waited_ms += 10)
-        usleep(10000);
+    while (atomic_load(&s->suspended) > 0) usleep(5000);
     MHD_stop_daemon(s->daemon);
 }
 

@@ -1,0 +1,685 @@
+"""Integration test harness for `coffer serve`: real processes, real sockets, loopback only.
+
+Standard library only. A test starts a server with `Server(...).start()`: the server gets a free
+127.0.0.1 port (found by binding a socket to port 0), a fresh temporary data directory, and its
+stderr goes to a file the test can read (`server.stderr()`). `stop()` sends SIGTERM to the
+server's own pid and checks the exit status is 0; `restart()` stops it and starts it again on
+the same data directory. Only processes this harness started are ever signalled, always by pid;
+any still running when the interpreter exits are killed (SIGKILL, by pid).
+
+The binary is $COFFER_BINARY (CMake sets it), else build/coffer next to this tree.
+Set COFFER_KEEP_DATA=1 to keep the temporary directories for inspection.
+"""
+
+import atexit
+import datetime
+import http.client
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+import urllib.parse
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+
+# The code table of docs/api.md: name -> (value, HTTP status, title).
+CODES = {
+    "ok": (0, 200, "success"),
+    "created": (1, 201, "created"),
+    "exists": (2, 200, "already applied with the same content; this is the original outcome"),
+    "invalid_json": (10, 400, "the request body is not valid JSON"),
+    "invalid_field": (11, 400, "a field is missing, of the wrong type or out of range"),
+    "batch_too_large": (12, 400, "a batch holds more than 8190 events"),
+    "body_too_large": (13, 413, "the request body is larger than the limit"),
+    "invalid_argument": (14, 400, "an argument of the call is invalid"),
+    "route_not_found": (15, 404, "no such endpoint"),
+    "method_not_allowed": (16, 405, "the endpoint does not take this method"),
+    "account_not_found": (20, 422, "the account does not exist"),
+    "hold_not_found": (21, 422, "the hold does not exist"),
+    "currency_mismatch": (22, 422, "the accounts have different currencies"),
+    "same_account": (23, 422, "from and to are the same account"),
+    "transfer_not_found": (24, 404, "the transfer does not exist"),
+    "id_reused": (30, 422, "the id was already used with different content"),
+    "request_in_progress": (31, 409, "a request with this id is in progress"),
+    "insufficient_balance": (40, 409, "the debit would take the account below its minimum balance"),
+    "exceeds_max_balance": (41, 409, "the credit would take the account above its maximum balance"),
+    "version_mismatch": (42, 409, "the account version is not the expected one"),
+    "hold_expired": (43, 409, "the hold has expired"),
+    "hold_already_posted": (44, 409, "the hold was already posted"),
+    "hold_already_voided": (45, 409, "the hold was already voided"),
+    "hold_amount_exceeded": (46, 409, "the amount is larger than the hold"),
+    "batch_failed": (47, 409, "another event of the atomic batch failed"),
+    "overflow": (48, 409, "the result does not fit a signed 64-bit integer"),
+    "overloaded": (50, 503, "the request queue is full; retry later"),
+    "storage_failed": (51, 503, "storage failed; the engine refuses writes"),
+    "shutting_down": (52, 503, "the engine is shutting down"),
+    "capacity_exceeded": (53, 503, "the configured capacity is full"),
+    "out_of_memory": (54, 503, "memory could not be allocated"),
+    "internal": (55, 500, "internal error"),
+}
+
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+BATCH_MAX = 8190
+BODY_MAX = 4 * 1024 * 1024
+RFC3339_NS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{9}Z$")
+
+# Every bounded wait in the tests scales with this (e.g. 3 under a sanitizer build).
+SLOW = float(os.environ.get("COFFER_TEST_SLOW", "1"))
+
+
+def coffer_binary():
+    path = os.environ.get("COFFER_BINARY") or os.path.join(REPO, "build", "coffer")
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise RuntimeError("coffer binary not found at %r (set COFFER_BINARY)" % path)
+    return path
+
+
+def free_port():
+    """A port that was free a moment ago on 127.0.0.1 (the kernel picks it for port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def parse_rfc3339_ns(text):
+    """'2026-11-24T23:38:00.123456789Z' -> ns since the epoch (exact)."""
+    if not RFC3339_NS.match(text):
+        raise ValueError("not RFC 3339 UTC with nanoseconds: %r" % text)
+    seconds, fraction = text[:-1].split(".")
+    dt = datetime.datetime.strptime(seconds, "%Y-%m-%dT%H:%M:%S").replace(
+        tzinfo=datetime.timezone.utc)
+    return int(dt.timestamp()) * 1_000_000_000 + int(fraction)
+
+
+def format_rfc3339_ns(ns):
+    dt = datetime.datetime.fromtimestamp(ns // 1_000_000_000, tz=datetime.timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + ".%09dZ" % (ns % 1_000_000_000)
+
+
+_counter = itertools.count(1)
+_run = uuid.uuid4().hex[:6]
+
+
+def uid(prefix="t"):
+    """A fresh id, unique in this process and across restarts of one test run."""
+    return "%s-%s-%d" % (prefix, _run, next(_counter))
+
+
+# ---- processes ---------------------------------------------------------------------------------
+
+_running = {}  # pid -> Popen, for the servers this process started and has not reaped
+_running_lock = threading.Lock()
+
+
+def _kill_leftovers():
+    with _running_lock:
+        procs = list(_running.values())
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+
+
+atexit.register(_kill_leftovers)
+
+
+def _die_with_parent():
+    """In the child before exec: SIGKILL it when the test process dies (PR_SET_PDEATHSIG), so
+    a test runner killed by a ctest timeout leaves no server behind. Linux only; best effort."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
+class ServerError(AssertionError):
+    pass
+
+
+class Server:
+    """One `coffer serve` process on a free loopback port and a data directory of its own."""
+
+    def __init__(self, args=(), data_dir=None, fsync="always", timeout=None,
+                 queue_events=None, max_connections=None, snapshot_every=None):
+        self.tmp = tempfile.mkdtemp(prefix="coffer-it-")
+        self.data_dir = data_dir or os.path.join(self.tmp, "data")
+        self.args = list(args)
+        if fsync is not None:
+            self.args += ["--fsync", fsync]
+        if timeout is not None:
+            self.args += ["--timeout", str(timeout)]
+        if queue_events is not None:
+            self.args += ["--queue-events", str(queue_events)]
+        if max_connections is not None:
+            self.args += ["--max-connections", str(max_connections)]
+        if snapshot_every is not None:
+            self.args += ["--snapshot-every", str(snapshot_every)]
+        self.proc = None
+        self.port = None
+        self.runs = 0
+        self.stderr_paths = []
+        self.returncodes = []
+
+    # -- lifecycle
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def command(self, port):
+        return [coffer_binary(), "serve", "--listen", "127.0.0.1:%d" % port,
+                "--data", self.data_dir] + self.args
+
+    def spawn(self, port=None):
+        """Starts the process without waiting for it (see wait_ready)."""
+        assert not self.running(), "server already running"
+        self.port = port or free_port()
+        self.runs += 1
+        path = os.path.join(self.tmp, "stderr-%d.log" % self.runs)
+        self.stderr_paths.append(path)
+        with open(path, "wb") as err:
+            self.proc = subprocess.Popen(self.command(self.port), stdin=subprocess.DEVNULL,
+                                         stdout=err, stderr=err, cwd=self.tmp,
+                                         preexec_fn=_die_with_parent)
+        with _running_lock:
+            _running[self.proc.pid] = self.proc
+        return self.proc
+
+    def start(self, ready_timeout=30.0):
+        """Starts the server and waits until GET /readyz says ready. Retries on a port race."""
+        for attempt in range(4):
+            self.spawn()
+            state = self.wait_ready(ready_timeout * SLOW)
+            if state == "ready":
+                return self
+            log = self.stderr(run=-1)
+            if state == "exited" and attempt < 3 and re.search(
+                    r"in use|EADDRINUSE|bind", log, re.I):
+                continue  # somebody took the port between free_port() and bind: try another
+            self._reap_after_failure()
+            raise ServerError("coffer serve did not become ready (%s, exit %r); its stderr:\n%s"
+                              % (state, self.proc.returncode, tail(log)))
+        raise ServerError("coffer serve could not bind a port")
+
+    def wait_ready(self, timeout):
+        """'ready', 'exited' or 'timeout'."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self._forget()
+                return "exited"
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                try:
+                    conn.request("GET", "/readyz")
+                    r = conn.getresponse()
+                    body = r.read()
+                finally:
+                    conn.close()
+                if r.status == 200:
+                    try:
+                        if json.loads(body).get("status") == "ready":
+                            return "ready"
+                    except ValueError:
+                        pass
+            except (OSError, http.client.HTTPException):
+                pass
+            time.sleep(0.05)
+        return "timeout"
+
+    def send_signal(self, sig):
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout=30.0):
+        """Waits for the process to exit; on timeout kills it (by pid) and raises."""
+        try:
+            rc = self.proc.wait(timeout=timeout * SLOW)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise ServerError("coffer serve (pid %d) did not exit within %.0f s; killed. "
+                              "stderr:\n%s" % (self.proc.pid, timeout * SLOW,
+                                                tail(self.stderr(run=-1))))
+        self._forget()
+        self.returncodes.append(rc)
+        return rc
+
+    def stop(self, timeout=30.0, sig=signal.SIGTERM, check=True):
+        """SIGTERM (by pid), wait, and check the exit status is 0. Returns the status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is not None:
+            rc = self.proc.returncode
+            self._forget()
+        else:
+            self.send_signal(sig)
+            rc = self.wait(timeout)
+        if check and rc != 0:
+            raise ServerError("coffer serve exited with status %r after %s (want 0); stderr:\n%s"
+                              % (rc, signal.Signals(sig).name, tail(self.stderr(run=-1))))
+        return rc
+
+    def restart(self, **kw):
+        self.stop()
+        return self.start(**kw)
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self._forget()
+
+    def cleanup(self):
+        self.kill()
+        if not os.environ.get("COFFER_KEEP_DATA"):
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _reap_after_failure(self):
+        self.kill()
+
+    def _forget(self):
+        if self.proc is not None:
+            with _running_lock:
+                _running.pop(self.proc.pid, None)
+
+    # -- output and clients
+
+    def stderr(self, run=None):
+        """The server's stderr: of one run (index into the runs, -1 the latest) or of all."""
+        paths = self.stderr_paths if run is None else [self.stderr_paths[run]]
+        out = []
+        for path in paths:
+            try:
+                with open(path, "rb") as f:
+                    out.append(f.read().decode("utf-8", "replace"))
+            except OSError:
+                pass
+        return "".join(out)
+
+    def client(self, timeout=30.0):
+        return Client(self.port, timeout=timeout)
+
+
+def tail(text, lines=40):
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# ---- HTTP client ---------------------------------------------------------------------------------
+
+class Response:
+    def __init__(self, status, reason, headers, body, elapsed):
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # http.client.HTTPMessage: case-insensitive get()
+        self.body = body
+        self.elapsed = elapsed
+        self._json = None
+
+    def header(self, name, default=None):
+        return self.headers.get(name, default)
+
+    @property
+    def content_type(self):
+        return (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+
+    def json(self):
+        if self._json is None:
+            try:
+                self._json = json.loads(self.body.decode("utf-8"))
+            except (ValueError, UnicodeDecodeError) as e:
+                raise AssertionError("response body is not JSON (%s): %r" % (e, self.body[:300]))
+        return self._json
+
+    @property
+    def replayed(self):
+        return (self.headers.get("Idempotent-Replayed") or "").strip().lower() == "true"
+
+    def __repr__(self):
+        return "<%d %s %s>" % (self.status, self.headers.get("Content-Type"), self.body[:400])
+
+
+class Client:
+    """A keep-alive HTTP/1.1 connection to the server. Not thread-safe: one per thread.
+
+    A request that fails on a connection that sat idle for a while (the server may close idle
+    connections, see --timeout) is sent once more on a fresh connection; nothing else is retried.
+    """
+
+    IDLE_RETRY_AFTER = 0.5
+
+    def __init__(self, port, host="127.0.0.1", timeout=30.0):
+        self.host = host
+        self.port = port
+        self.timeout = timeout * SLOW
+        self.conn = None
+        self.last_used = 0.0
+        self.requests = 0
+
+    def _connection(self):
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            self.last_used = 0.0
+        return self.conn
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def request(self, method, path, body=None, headers=None, request_id=None):
+        if isinstance(body, (dict, list)):
+            data = json.dumps(body).encode("utf-8")
+        elif isinstance(body, str):
+            data = body.encode("utf-8")
+        else:
+            data = body
+        h = {}
+        if data is not None:
+            h["Content-Type"] = "application/json"
+        if request_id is not None:
+            h["X-Request-Id"] = request_id
+        h.update(headers or {})
+        for attempt in (0, 1):
+            conn = self._connection()
+            reused_after_idle = (self.last_used != 0.0 and
+                                 time.monotonic() - self.last_used > self.IDLE_RETRY_AFTER)
+            started = time.monotonic()
+            try:
+                conn.request(method, path, body=data, headers=h)
+                r = conn.getresponse()
+                payload = r.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                    http.client.BadStatusLine):
+                self.close()
+                if attempt == 0 and reused_after_idle:
+                    continue
+                raise
+            except Exception:
+                self.close()
+                raise
+            self.requests += 1
+            response = Response(r.status, r.reason, r.headers, payload,
+                                time.monotonic() - started)
+            if r.will_close:
+                self.close()
+            else:
+                self.last_used = time.monotonic()
+            return response
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.request("POST", path, body=body, **kw)
+
+
+def quote(segment):
+    return urllib.parse.quote(segment, safe=":@")
+
+
+# ---- raw sockets, for what http.client will not send -------------------------------------------
+
+def raw_request(port, data, timeout=10.0, read=True):
+    """Sends raw bytes on a fresh connection and returns (status, headers dict, body bytes) of the
+    first response, or None when the server closed without answering."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout * SLOW) as s:
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        if not read:
+            return None
+        return read_response(s)
+
+
+def read_response(sock):
+    """Reads one HTTP/1.1 response from a socket; None when closed before any byte."""
+    buf = b""
+    try:
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    except ConnectionResetError:
+        pass
+    if b"\r\n\r\n" not in buf:
+        return None if not buf else (0, {}, buf)
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    status = int(parts[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0") or 0)
+    try:
+        while len(rest) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+    except ConnectionResetError:
+        pass
+    return status, headers, rest[:length]
+
+
+# ---- test base -------------------------------------------------------------------------------
+
+class ApiAssertions:
+    """Assertions about the wire format of docs/api.md; mixed into TestCases."""
+
+    def assert_request_id(self, r, sent=None):
+        rid = r.header("X-Request-Id")
+        self.assertTrue(rid, "response without X-Request-Id: %r" % r)
+        if sent is not None:
+            self.assertEqual(rid, sent, "X-Request-Id does not echo the client's value")
+        return rid
+
+    def assert_problem(self, r, status, code, field=None, detail=True, **extra):
+        """r is a problem+json response with this status and code (and field, extra fields)."""
+        self.assertEqual(r.status, status, "want %d %s, got %r" % (status, code, r))
+        self.assert_request_id(r)
+        self.assertEqual(r.content_type, "application/problem+json",
+                         "error without Content-Type application/problem+json: %r" % r)
+        self.assert_problem_body(r.json(), status, code, field=field, **extra)
+        return r.json()
+
+    def assert_problem_body(self, p, status, code, field=None, **extra):
+        self.assertIsInstance(p, dict, p)
+        self.assertEqual(p.get("code"), code, "problem code: %r" % p)
+        self.assertEqual(p.get("status"), status, "problem status: %r" % p)
+        self.assertEqual(p.get("type"), "urn:coffer:error:" + code, "problem type: %r" % p)
+        self.assertEqual(p.get("title"), CODES[code][2], "problem title: %r" % p)
+        self.assertIsInstance(p.get("detail"), str, "problem without detail: %r" % p)
+        self.assertTrue(p.get("detail"), "empty detail: %r" % p)
+        if field is not None:
+            self.assertEqual(p.get("field"), field, "problem field: %r" % p)
+        for key, value in extra.items():
+            self.assertEqual(p.get(key), value, "problem %s: %r" % (key, p))
+        return p
+
+    def assert_created(self, r, status=201):
+        self.assertEqual(r.status, status, "want %d, got %r" % (status, r))
+        self.assert_request_id(r)
+        self.assertEqual(r.content_type, "application/json", r)
+        self.assertFalse(r.replayed, "a first answer marked Idempotent-Replayed: %r" % r)
+        return r.json()
+
+    def assert_replay_of(self, replay, original):
+        """Same status and body as the original, with Idempotent-Replayed: true."""
+        self.assertEqual(replay.status, original.status,
+                         "replay status differs: %r vs %r" % (replay, original))
+        self.assertTrue(replay.replayed, "replay without Idempotent-Replayed: true: %r" % replay)
+        self.assertEqual(replay.json(), original.json(), "replay body differs")
+        self.assert_request_id(replay)
+
+    def assert_timestamp(self, text, ns=None):
+        self.assertIsInstance(text, str)
+        self.assertRegex(text, RFC3339_NS)
+        if ns is not None:
+            self.assertEqual(parse_rfc3339_ns(text), ns, "timestamp and _ns disagree")
+
+
+class ServerTestCase(unittest.TestCase, ApiAssertions):
+    """One server per TestCase class; stopped with SIGTERM (exit 0 checked) at the end."""
+
+    server_options = {}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server(**cls.server_options)
+        try:
+            cls.server.start()
+        except BaseException:
+            cls.server.cleanup()
+            raise
+        cls.client = cls.server.client()
+        cls._issuers = set()
+        try:
+            cls.prepare()
+        except BaseException:
+            cls.tearDownClass()  # unittest does not call it when setUpClass fails
+            raise
+
+    @classmethod
+    def prepare(cls):
+        """Class-wide state, built once the server is up (override)."""
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.client.close()
+        try:
+            cls.server.stop()
+        finally:
+            cls.server.cleanup()
+
+    # -- helpers that build state (each asserts success)
+
+    def create_account(self, account_id=None, currency="KRW", client=None, **fields):
+        body = {"id": account_id or uid("acct"), "currency": currency}
+        body.update(fields)
+        r = (client or self.client).post("/v1/accounts", body)
+        self.assertEqual(r.status, 201, "create account %r: %r" % (body, r))
+        return r.json()
+
+    def issuer(self, currency="KRW"):
+        """An unbounded account of this currency to fund others from."""
+        account_id = "issuer:" + currency
+        if (self.server.pid, currency) not in self._issuers:
+            r = self.client.post("/v1/accounts",
+                                 {"id": account_id, "currency": currency, "min_balance": None})
+            self.assertEqual(r.status, 201, r)
+            self._issuers.add((self.server.pid, currency))
+        return account_id
+
+    def fund(self, account_id, amount, currency="KRW", client=None):
+        r = (client or self.client).post("/v1/transfers", {
+            "id": uid("fund"), "from": self.issuer(currency), "to": account_id, "amount": amount})
+        self.assertEqual(r.status, 201, "fund %s: %r" % (account_id, r))
+        return r.json()
+
+    def funded_account(self, amount, currency="KRW", **fields):
+        account = self.create_account(currency=currency, **fields)
+        if amount:
+            self.fund(account["id"], amount, currency)
+        return account["id"]
+
+    def transfer(self, body, client=None, headers=None):
+        return (client or self.client).post("/v1/transfers", body, headers=headers)
+
+    def get_account(self, account_id, client=None):
+        r = (client or self.client).get("/v1/accounts/" + quote(account_id))
+        self.assertEqual(r.status, 200, "GET account %s: %r" % (account_id, r))
+        return r.json()
+
+    def get_transfer(self, transfer_id, client=None):
+        return (client or self.client).get("/v1/transfers/" + quote(transfer_id))
+
+    def history(self, account_id, after=None, limit=None, client=None):
+        query = {}
+        if after is not None:
+            query["after"] = after
+        if limit is not None:
+            query["limit"] = limit
+        path = "/v1/accounts/%s/history" % quote(account_id)
+        if query:
+            path += "?" + urllib.parse.urlencode(query)
+        return (client or self.client).get(path)
+
+    def all_history(self, account_id, client=None):
+        entries, after = [], 0
+        for _ in range(10000):
+            r = self.history(account_id, after=after, limit=1000, client=client)
+            self.assertEqual(r.status, 200, r)
+            page = r.json()
+            entries += page["entries"]
+            if page["next_after"] is None:
+                return entries
+            after = page["next_after"]
+        self.fail("history did not end")
+
+    def verify_ok(self, client=None):
+        r = (client or self.client).get("/v1/verify")
+        self.assertEqual(r.status, 200, r)
+        body = r.json()
+        self.assertIs(body.get("ok"), True, "GET /v1/verify: %r" % body)
+        self.assertEqual(body.get("problems"), [], body)
+        return body
+
+
+def run_threads(count, target, timeout=120.0):
+    """Runs target(i) in `count` threads started together; returns their results in order.
+    An exception in a thread is re-raised here; a thread still running at the timeout fails."""
+    results = [None] * count
+    errors = [None] * count
+    barrier = threading.Barrier(count)
+
+    def body(i):
+        try:
+            barrier.wait(timeout=30)
+            results[i] = target(i)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+            errors[i] = e
+
+    threads = [threading.Thread(target=body, args=(i,), daemon=True) for i in range(count)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout * SLOW
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    alive = sum(t.is_alive() for t in threads)
+    if alive:
+        raise AssertionError("%d of %d threads still running after %.0f s"
+                             % (alive, count, timeout * SLOW))
+    for e in errors:
+        if e is not None:
+            raise e
+    return results
