@@ -691,3 +691,46 @@ json_t *codec_history_entry(const coffer_history_entry *h)
     set_time(out, "timestamp", "timestamp_ns", h->timestamp);
     return out;
 }
+
+/* ---- the hot path -------------------------------------------------------------------------- */
+
+char *codec_transfer_created_text(const coffer_event *e, const coffer_result *r, size_t *length)
+{
+    if (e->op != COFFER_OP_TRANSFER || e->metadata_len) return 0;
+    /* Ids and account names are [A-Za-z0-9._:@/-] (validated), so they need no escaping. */
+    enum { SIZE = 1024 };
+    char *out = malloc(SIZE), stamp[48], expires[48];
+    if (!out) return 0;
+    codec_time(stamp, sizeof stamp, r->timestamp);
+    int used = snprintf(out, SIZE,
+                        "{\"code\":\"created\",\"transfer\":{\"id\":\"%s\",\"state\":\"%s\","
+                        "\"amount\":%lld,\"seq\":%llu,\"timestamp\":\"%s\",\"timestamp_ns\":%llu,"
+                        "\"from\":\"%s\",\"to\":\"%s\"",
+                        e->id, state_name(r->state), (long long)r->amount,
+                        (unsigned long long)r->seq, stamp, (unsigned long long)r->timestamp,
+                        e->from, e->to);
+    if (e->hold_timeout_ms) {
+        codec_time(expires, sizeof expires, r->expires_at);
+        used += snprintf(out + used, SIZE - (size_t)used,
+                         ",\"hold\":{\"timeout_ms\":%llu},\"expires_at\":\"%s\","
+                         "\"expires_at_ns\":%llu",
+                         (unsigned long long)e->hold_timeout_ms, expires,
+                         (unsigned long long)r->expires_at);
+    }
+    if (e->flags & COFFER_FLAG_UP_TO)
+        used += snprintf(out + used, SIZE - (size_t)used, ",\"up_to\":true,\"amount_requested\":%lld",
+                         (long long)e->amount);
+    used += snprintf(out + used, SIZE - (size_t)used,
+                     "},\"accounts\":{\"from\":{\"id\":\"%s\",\"balance\":%lld,\"available\":%lld,"
+                     "\"version\":%llu},\"to\":{\"id\":\"%s\",\"balance\":%lld,\"available\":%lld,"
+                     "\"version\":%llu}}}",
+                     e->from, (long long)r->from.balance, (long long)r->from.available,
+                     (unsigned long long)r->from.version, e->to, (long long)r->to.balance,
+                     (long long)r->to.available, (unsigned long long)r->to.version);
+    if (used <= 0 || used >= SIZE) {
+        free(out);
+        return 0;
+    }
+    *length = (size_t)used;
+    return out;
+}

@@ -61,6 +61,11 @@ json_t *codec_event_problem(const coffer_event *event, const coffer_result *resu
 json_t *codec_account(const coffer_account *account, int at, uint64_t at_value);
 json_t *codec_transfer(const coffer_transfer *transfer);
 json_t *codec_history_entry(const coffer_history_entry *entry);
+/* The same text codec_event_success encodes (compact, in order), written directly for the
+ * common case of a transfer without metadata; NULL when the case is not covered (use the
+ * general encoder then). The caller frees the text. */
+char *codec_transfer_created_text(const coffer_event *event, const coffer_result *result,
+                                  size_t *length);
 /* The HTTP status a result answers with: 201 for success and its replay, else the code's. */
 int codec_result_status(const coffer_result *result);
 

@@ -243,6 +243,9 @@ static enum MHD_Result answer_write(request *r)
     if (!coffer_code_is_success(result->code))
         return send_json(r, (unsigned)codec_result_status(result),
                          codec_event_problem(&events[0], result, ""), result->replayed);
+    size_t length;
+    char *text = accounts ? 0 : codec_transfer_created_text(&events[0], result, &length);
+    if (text) return send_text(r, 201, "application/json", text, length, result->replayed);
     json_t *body = codec_event_success(&events[0], result);
     if (accounts) { /* a single account answers with the account object itself */
         json_t *account = json_incref(json_object_get(body, "account"));
@@ -602,7 +605,7 @@ void server_options_init(server_options *options)
     options->host = "127.0.0.1";
     options->port = 8080;
     options->data_dir = "./coffer-data";
-    options->threads = 2;
+    options->threads = 1; /* on 2 cores the writer and the log thread need the other one */
     options->max_connections = 1024;
     options->timeout_seconds = 30;
     options->queue_events_max = 64 * 1024;
