@@ -449,11 +449,12 @@ static void report(const load *l, double seconds, bool verified)
            verified ? "ok" : "FAILED", l->failures);
     printf("{\"mode\":\"http\",\"workload\":\"%s\",\"connections\":%" PRIu64 ",\"batch\":%" PRIu64
            ",\"seconds\":%.3f,\"requests\":%" PRIu64 ",\"requests_per_second\":%.0f,"
+           "\"replays\":%" PRIu64 ","
            "\"transfers\":%" PRIu64 ",\"transfers_per_second\":%.0f,\"latency_ms\":{\"p50\":%.3f,"
            "\"p99\":%.3f,\"p999\":%.3f},\"verify_ok\":%s,\"connection_failures\":%" PRIu64
            ",\"codes\":{",
            workload_name(l->workload), l->connections, l->batch, seconds, l->requests, rps,
-           l->transfers, tps, (double)p50 / 1000, (double)p99 / 1000, (double)p999 / 1000,
+           l->replays, l->transfers, tps, (double)p50 / 1000, (double)p99 / 1000, (double)p999 / 1000,
            verified ? "true" : "false", l->failures);
     const char *separator = "";
     for (int code = 0; code < COFFER_CODE_LIMIT; code++)
