@@ -23,6 +23,7 @@
 #include "engine/engine.h"
 #include "server/codec.h"
 #include "server/metrics.h"
+#include "server/text.h"
 
 typedef struct server {
     coffer *db;
@@ -221,32 +222,6 @@ static json_t *batch_item(const coffer_event *event, const coffer_result *result
     }
     if (result->replayed) json_object_set_new(item, "replayed", json_true());
     return item;
-}
-
-/* A growing response text. */
-typedef struct text_buffer {
-    char *bytes;
-    size_t length, capacity;
-    bool failed;
-} text_buffer;
-
-static void text_append(text_buffer *t, const char *bytes, size_t length)
-{
-    if (t->failed) return;
-    if (t->length + length + 1 > t->capacity) {
-        size_t capacity = t->capacity ? t->capacity : 4096;
-        while (capacity < t->length + length + 1) capacity *= 2;
-        char *grown = realloc(t->bytes, capacity);
-        if (!grown) {
-            t->failed = true;
-            return;
-        }
-        t->bytes = grown;
-        t->capacity = capacity;
-    }
-    memcpy(t->bytes + t->length, bytes, length);
-    t->length += length;
-    t->bytes[t->length] = 0;
 }
 
 /* A batch answer as text. Created transfers take the direct path (the general encoder's bytes,

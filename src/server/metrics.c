@@ -4,7 +4,8 @@
  */
 #include "server/metrics.h"
 
-#include <stdarg.h>
+#include "server/text.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,109 +65,75 @@ void metrics_request(metrics *m, int route, int code, unsigned status, uint64_t 
     atomic_fetch_add(&m->latency_sum_us, us);
 }
 
-/* A growing text buffer. */
-typedef struct text {
-    char *bytes;
-    size_t length, capacity;
-    bool failed;
-} text;
-
-__attribute__((format(printf, 2, 3))) static void put(text *t, const char *format, ...)
+static void render_requests(text_buffer *t, const metrics *m)
 {
-    if (t->failed) return;
-    for (;;) {
-        va_list arguments;
-        va_start(arguments, format);
-        int wrote = vsnprintf(t->bytes + t->length, t->capacity - t->length, format, arguments);
-        va_end(arguments);
-        if (wrote < 0) {
-            t->failed = true;
-            return;
-        }
-        if ((size_t)wrote < t->capacity - t->length) {
-            t->length += (size_t)wrote;
-            return;
-        }
-        size_t capacity = t->capacity * 2 + (size_t)wrote;
-        char *grown = realloc(t->bytes, capacity);
-        if (!grown) {
-            t->failed = true;
-            return;
-        }
-        t->bytes = grown;
-        t->capacity = capacity;
-    }
-}
-
-static void render_requests(text *t, const metrics *m)
-{
-    put(t, "# HELP coffer_http_requests_total HTTP requests answered, by route and result code.\n"
+    text_printf(t, "# HELP coffer_http_requests_total HTTP requests answered, by route and result code.\n"
            "# TYPE coffer_http_requests_total counter\n");
     for (int route = 1; route < ROUTE_COUNT; route++)
         for (int code = 0; code < COFFER_CODE_LIMIT; code++) {
             uint64_t count = atomic_load(&m->requests[route][code]);
             if (count)
-                put(t, "coffer_http_requests_total{route=\"%s\",code=\"%s\"} %llu\n",
+                text_printf(t, "coffer_http_requests_total{route=\"%s\",code=\"%s\"} %llu\n",
                     routes[route].name, coffer_code_name(code), (unsigned long long)count);
         }
-    put(t, "# HELP coffer_http_request_duration_seconds Time from request to response.\n"
+    text_printf(t, "# HELP coffer_http_request_duration_seconds Time from request to response.\n"
            "# TYPE coffer_http_request_duration_seconds histogram\n");
     uint64_t cumulative = 0;
     for (size_t i = 0; i <= METRICS_LATENCY_BUCKETS; i++) {
         cumulative += atomic_load(&m->latency[i]);
         if (i < METRICS_LATENCY_BUCKETS)
-            put(t, "coffer_http_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+            text_printf(t, "coffer_http_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
                 (double)latency_bounds_us[i] / 1e6, (unsigned long long)cumulative);
         else
-            put(t, "coffer_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+            text_printf(t, "coffer_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
                 (unsigned long long)cumulative);
     }
-    put(t, "coffer_http_request_duration_seconds_sum %g\n",
+    text_printf(t, "coffer_http_request_duration_seconds_sum %g\n",
         (double)atomic_load(&m->latency_sum_us) / 1e6);
-    put(t, "coffer_http_request_duration_seconds_count %llu\n", (unsigned long long)cumulative);
+    text_printf(t, "coffer_http_request_duration_seconds_count %llu\n", (unsigned long long)cumulative);
 }
 
 /* A histogram whose bucket i counts values up to base * 2^i (the last bucket: above all). */
-static void render_histogram(text *t, const char *name, const char *help, const uint64_t *buckets,
+static void render_histogram(text_buffer *t, const char *name, const char *help, const uint64_t *buckets,
                              double base, double scale)
 {
-    put(t, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    text_printf(t, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     uint64_t cumulative = 0;
     for (int i = 0; i < COFFER_HISTOGRAM_BUCKETS; i++) {
         cumulative += buckets[i];
         if (i + 1 < COFFER_HISTOGRAM_BUCKETS)
-            put(t, "%s_bucket{le=\"%g\"} %llu\n", name, base * (double)(1u << i) * scale,
+            text_printf(t, "%s_bucket{le=\"%g\"} %llu\n", name, base * (double)(1u << i) * scale,
                 (unsigned long long)cumulative);
         else
-            put(t, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cumulative);
+            text_printf(t, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cumulative);
     }
-    put(t, "%s_count %llu\n", name, (unsigned long long)cumulative);
+    text_printf(t, "%s_count %llu\n", name, (unsigned long long)cumulative);
 }
 
-static void render_engine(text *t, const coffer_stats *s)
+static void render_engine(text_buffer *t, const coffer_stats *s)
 {
-    put(t, "# HELP coffer_results_total Engine results by code (conflicts, rejections, "
+    text_printf(t, "# HELP coffer_results_total Engine results by code (conflicts, rejections, "
            "successes).\n# TYPE coffer_results_total counter\n");
     for (int code = 0; code < COFFER_CODE_LIMIT; code++)
         if (s->codes[code])
-            put(t, "coffer_results_total{code=\"%s\"} %llu\n", coffer_code_name(code),
+            text_printf(t, "coffer_results_total{code=\"%s\"} %llu\n", coffer_code_name(code),
                 (unsigned long long)s->codes[code]);
-    put(t, "# TYPE coffer_queue_events gauge\ncoffer_queue_events %llu\n",
+    text_printf(t, "# TYPE coffer_queue_events gauge\ncoffer_queue_events %llu\n",
         (unsigned long long)s->queue_events);
-    put(t, "# TYPE coffer_holds_pending gauge\ncoffer_holds_pending %llu\n",
+    text_printf(t, "# TYPE coffer_holds_pending gauge\ncoffer_holds_pending %llu\n",
         (unsigned long long)s->holds_pending);
-    put(t, "# TYPE coffer_holds_expired_total counter\ncoffer_holds_expired_total %llu\n",
+    text_printf(t, "# TYPE coffer_holds_expired_total counter\ncoffer_holds_expired_total %llu\n",
         (unsigned long long)s->holds_expired);
-    put(t, "# TYPE coffer_accounts gauge\ncoffer_accounts %llu\n",
+    text_printf(t, "# TYPE coffer_accounts gauge\ncoffer_accounts %llu\n",
         (unsigned long long)s->accounts);
-    put(t, "# TYPE coffer_transfers gauge\ncoffer_transfers %llu\n",
+    text_printf(t, "# TYPE coffer_transfers gauge\ncoffer_transfers %llu\n",
         (unsigned long long)s->transfers);
-    put(t, "# TYPE coffer_seq gauge\ncoffer_seq %llu\n", (unsigned long long)s->seq);
-    put(t, "# TYPE coffer_durable_seq gauge\ncoffer_durable_seq %llu\n",
+    text_printf(t, "# TYPE coffer_seq gauge\ncoffer_seq %llu\n", (unsigned long long)s->seq);
+    text_printf(t, "# TYPE coffer_durable_seq gauge\ncoffer_durable_seq %llu\n",
         (unsigned long long)s->durable_seq);
-    put(t, "# TYPE coffer_fsyncs_total counter\ncoffer_fsyncs_total %llu\n",
+    text_printf(t, "# TYPE coffer_fsyncs_total counter\ncoffer_fsyncs_total %llu\n",
         (unsigned long long)s->fsyncs);
-    put(t, "# TYPE coffer_storage_failed gauge\ncoffer_storage_failed %d\n",
+    text_printf(t, "# TYPE coffer_storage_failed gauge\ncoffer_storage_failed %d\n",
         s->storage_failed ? 1 : 0);
     render_histogram(t, "coffer_batch_events", "Events per applied batch.", s->batch_events, 1,
                      1);
@@ -176,8 +143,7 @@ static void render_engine(text *t, const coffer_stats *s)
 
 char *metrics_render(const metrics *m, const coffer_stats *stats, size_t *length)
 {
-    text t = {malloc(16384), 0, 16384, false};
-    if (!t.bytes) return 0;
+    text_buffer t = {0};
     render_requests(&t, m);
     render_engine(&t, stats);
     if (t.failed) {
