@@ -112,9 +112,10 @@ typedef struct coffer_options {
     bool fsync_never;
     /* Log segments roll over at this size (bytes); 0: 512 MiB. */
     uint64_t segment_bytes_max;
-    /* Take a snapshot after this many recorded events (0: never on a schedule); one is always
-     * taken at coffer_close(). */
+    /* Take a snapshot after this many recorded events, or this many seconds when anything was
+     * recorded (0: not by that measure); one is always taken at coffer_close(). */
     uint64_t snapshot_every_events;
+    uint64_t snapshot_every_seconds;
     /* Where the engine's log lines go (start, recovery, storage errors); NULL: stderr. */
     void (*log)(void *context, const char *line);
     void *log_context;

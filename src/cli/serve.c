@@ -21,8 +21,9 @@ static const char serve_usage[] =
     "  --timeout SECONDS       close idle or slow connections after this (default 30)\n"
     "  --queue-events N        events waiting for the writer before 503 overloaded\n"
     "                          (default 65536)\n"
-    "  --snapshot-every N      snapshot after N recorded events (default 10000000; 0: only at\n"
-    "                          shutdown)\n"
+    "  --snapshot-every N      snapshot after N recorded events (default 10000000; 0: off)\n"
+    "  --snapshot-seconds S    snapshot every S seconds when anything was recorded (default\n"
+    "                          3600; 0: off). One is always taken at shutdown.\n"
     "  --log-requests          one stderr line per request\n"
     "\n"
     "SIGTERM or SIGINT: stop accepting, answer what is in flight, snapshot, exit 0.\n";
@@ -84,6 +85,8 @@ int cli_serve(int argc, char **argv)
             options.queue_events_max = (uint32_t)number;
         } else if (!strcmp(flag, "--snapshot-every")) {
             ok = cli_parse_u64(value, 0, UINT64_MAX, &options.snapshot_every_events);
+        } else if (!strcmp(flag, "--snapshot-seconds")) {
+            ok = cli_parse_u64(value, 0, 100000000, &options.snapshot_every_seconds);
         } else {
             return cli_usage_error("serve: unknown option '%s' (try 'coffer serve --help')", flag);
         }

@@ -203,9 +203,15 @@ void durability_snapshot_tick(coffer *db)
     if (db->snapshot_child && waitpid(db->snapshot_child, &status, WNOHANG) == db->snapshot_child)
         snapshot_reaped(db, status);
     uint64_t every = db->options.snapshot_every_events;
-    if (!every || db->snapshot_child || db->recorded_since_snapshot < every ||
-        atomic_load(&db->storage_failed))
+    uint64_t seconds = db->options.snapshot_every_seconds;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    bool by_events = every && db->recorded_since_snapshot >= every;
+    bool by_time = seconds && db->recorded_since_snapshot > 0 &&
+                   (uint64_t)now.tv_sec >= db->snapshot_taken_at_s + seconds;
+    if ((!by_events && !by_time) || db->snapshot_child || atomic_load(&db->storage_failed))
         return;
+    db->snapshot_taken_at_s = (uint64_t)now.tv_sec;
     log_drain(db);
     if (atomic_load(&db->storage_failed)) return;
     snapshot_meta meta = snapshot_meta_now(db);
@@ -364,6 +370,9 @@ int durability_open(coffer *db, const char *dir)
     }
     db->tip = scan.tip;
     atomic_store(&db->durable_seq, scan.tip.last_seq);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    db->snapshot_taken_at_s = (uint64_t)now.tv_sec; /* the time schedule counts from the open */
     if (db->options.fsync_never)
         engine_log(db, "WARNING: fsync is off; acknowledged events can be lost in a crash");
     pthread_mutex_init(&db->log_mutex, 0);

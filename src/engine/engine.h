@@ -105,6 +105,7 @@ struct coffer {
     pid_t snapshot_child;     /* a forked snapshot writer, 0 when none (writer thread) */
     uint64_t snapshot_seq;    /* the tip the running or last snapshot covers */
     uint64_t snapshots_taken;
+    uint64_t snapshot_taken_at_s; /* CLOCK_MONOTONIC seconds of the last scheduled snapshot */
 };
 
 /* Queues a read to run on the writer and waits for its status. */

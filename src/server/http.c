@@ -647,6 +647,7 @@ void server_options_init(server_options *options)
     options->timeout_seconds = 30;
     options->queue_events_max = 64 * 1024;
     options->snapshot_every_events = 10 * 1000 * 1000;
+    options->snapshot_every_seconds = 3600;
 }
 
 static bool listen_address(const server_options *options, struct sockaddr_in *address)
@@ -665,6 +666,7 @@ static int open_engine(const server_options *options, coffer **db)
     engine_options.fsync_never = options->fsync_never;
     engine_options.queue_events_max = options->queue_events_max;
     engine_options.snapshot_every_events = options->snapshot_every_events;
+    engine_options.snapshot_every_seconds = options->snapshot_every_seconds;
     int code = coffer_open(options->data_dir, &engine_options, db);
     if (code != COFFER_OK)
         fprintf(stderr, "coffer: cannot open %s (%s; the lines above say why)\n", options->data_dir,
@@ -676,12 +678,18 @@ static struct MHD_Daemon *start_daemon(server *s, const struct sockaddr_in *addr
 {
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG | MHD_USE_TURBO;
+    /* One network thread is the daemon's own polling thread; a pool option is only given for
+     * more (MHD warns about a pool of one). */
+    struct MHD_OptionItem pool[] = {
+        {s->options->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+         (intptr_t)s->options->threads, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
     return MHD_start_daemon(
         flags, s->options->port, 0, 0, on_access, s, MHD_OPTION_SOCK_ADDR, address,
-        MHD_OPTION_THREAD_POOL_SIZE, s->options->threads, MHD_OPTION_CONNECTION_LIMIT,
-        s->options->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, s->options->timeout_seconds,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
-        MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, s->options->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+        s->options->timeout_seconds, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, MHD_OPTION_ARRAY, pool, MHD_OPTION_END);
 }
 
 /* Stop accepting, refuse new requests on open connections (503 shutting_down), wait until

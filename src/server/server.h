@@ -22,6 +22,7 @@ typedef struct server_options {
     unsigned timeout_seconds;  /* idle or slow connections are closed after this */
     uint32_t queue_events_max;
     uint64_t snapshot_every_events;
+    uint64_t snapshot_every_seconds;
     bool log_requests;         /* one stderr line per request */
 } server_options;
 
