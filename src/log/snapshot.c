@@ -255,6 +255,8 @@ int snapshot_load(store *s, const char *path, snapshot_meta *meta, char *error,
         if (!ok) code = load_failed(error, error_size, path, "hash mismatch (damaged)");
     }
     close(fd);
+    if (code == COFFER_OK && !store_check_references(s))
+        code = load_failed(error, error_size, path, "a record refers outside its tables");
     if (code == COFFER_OK) code = store_restore_finish(s);
     if (code == COFFER_OK) {
         meta->tip.last_seq = header.tip_seq;

@@ -571,3 +571,69 @@ int store_restore_finish(store *s)
     if (code != COFFER_OK) return code;
     return index_rebuild(&s->transfer_index, &transfer_keys, s->transfers_count, &s->ahead);
 }
+
+/* ---- checking restored tables -------------------------------------------------------------- */
+
+static bool index_ok(uint32_t index, uint64_t count)
+{
+    return index == STORE_NONE || index < count;
+}
+
+static bool span_ok(uint64_t offset, uint64_t length, uint64_t used)
+{
+    return offset <= used && length <= used - offset;
+}
+
+static bool account_ok(const store *s, const store_account *a)
+{
+    return a->id_len >= 1 && a->id_len <= COFFER_ACCOUNT_ID_MAX &&
+           a->metadata_len <= COFFER_METADATA_MAX &&
+           span_ok(a->metadata_offset, a->metadata_len, s->arena_used) &&
+           index_ok(a->history_last, s->history_count) &&
+           index_ok(a->history_jump, s->history_count);
+}
+
+static bool aux_ok(const store *s, const store_transfer *t)
+{
+    if (!t->aux_offset) return true;
+    if (!span_ok(t->aux_offset, sizeof(store_aux), s->arena_used) || t->aux_offset % 8) return false;
+    const store_aux *aux = store_transfer_aux(s, t);
+    uint64_t names = (uint64_t)aux->metadata_len + aux->from_len + aux->to_len + aux->hold_len;
+    return aux->metadata_len <= COFFER_METADATA_MAX && aux->from_len <= COFFER_ACCOUNT_ID_MAX &&
+           aux->to_len <= COFFER_ACCOUNT_ID_MAX && aux->hold_len <= COFFER_TRANSFER_ID_MAX &&
+           span_ok(t->aux_offset + sizeof(store_aux), names, s->arena_used);
+}
+
+static bool transfer_ok(const store *s, const store_transfer *t)
+{
+    return t->id_len >= 1 && t->id_len <= COFFER_TRANSFER_ID_MAX &&
+           span_ok(t->id_offset, t->id_len, s->arena_used) && aux_ok(s, t) &&
+           index_ok(t->from, s->accounts_count) && index_ok(t->to, s->accounts_count) &&
+           index_ok(t->link, s->transfers_count) && t->op >= COFFER_OP_CREATE_ACCOUNT &&
+           t->op <= COFFER_OP_VOID && t->state <= COFFER_STATE_REJECTED &&
+           (t->state == COFFER_STATE_REJECTED ||
+            (t->from != STORE_NONE && t->to != STORE_NONE));
+}
+
+static bool history_ok(const store *s, const store_history *h)
+{
+    return h->transfer < s->transfers_count && index_ok(h->previous, s->history_count) &&
+           index_ok(h->jump, s->history_count) && h->kind >= COFFER_HISTORY_POSTED &&
+           h->kind <= COFFER_HISTORY_EXPIRED;
+}
+
+bool store_check_references(const store *s)
+{
+    if (s->arena_used < 8 || s->arena_used > s->arena_capacity) return false;
+    for (uint64_t i = 0; i < s->accounts_count; i++)
+        if (!account_ok(s, &s->accounts[i])) return false;
+    for (uint64_t i = 0; i < s->transfers_count; i++)
+        if (!transfer_ok(s, &s->transfers[i])) return false;
+    for (uint64_t i = 0; i < s->history_count; i++)
+        if (!history_ok(s, &s->history[i])) return false;
+    for (uint64_t i = 0; i < s->expiries_count; i++)
+        if (s->expiries[i].hold >= s->transfers_count) return false;
+    for (uint64_t i = 0; i < s->holds_count; i++)
+        if (s->holds[i].transfer >= s->transfers_count) return false;
+    return true;
+}

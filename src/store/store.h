@@ -211,6 +211,11 @@ store_counts store_counts_get(const store *s);
  * CAPACITY_EXCEEDED when the counts do not fit the configured limits. */
 int store_restore_begin(store *s, const store_counts *counts);
 int store_restore_finish(store *s);
+/* After restoring: every reference a record holds (ids and metadata in the arena, indexes of
+ * accounts, transfers, history entries and holds) is in bounds, so a snapshot that passed its
+ * hash but holds nonsense (a bug, or tampering) is refused instead of read out of bounds.
+ * Semantic consistency is coffer verify's job. */
+bool store_check_references(const store *s);
 
 store_mark store_mark_get(const store *s);
 /* Truncates every table back to `mark`, unlinking history and unindexing ids appended after it.
