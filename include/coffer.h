@@ -346,6 +346,8 @@ typedef struct coffer_stats {
      * fsync_us[i]: log syncs taking at most 16 * 2^i microseconds (the last: longer). */
     uint64_t batch_events[COFFER_HISTOGRAM_BUCKETS];
     uint64_t fsync_us[COFFER_HISTOGRAM_BUCKETS];
+    uint64_t batch_events_total; /* the sums of the two histograms */
+    uint64_t fsync_us_total;
     uint64_t durable_seq; /* the last seq known durable */
     bool storage_failed;  /* a write or sync failed: writes are refused until restart */
 } coffer_stats;

@@ -100,6 +100,7 @@ static int tickets_write(coffer *db, size_t first, size_t count)
         uint64_t us = (uint64_t)(end.tv_sec - start.tv_sec) * 1000000u +
                       (uint64_t)(end.tv_nsec - start.tv_nsec) / 1000;
         atomic_fetch_add(&db->fsync_us[engine_bucket(us, 16)], 1);
+        atomic_fetch_add(&db->fsync_us_total, us);
         atomic_fetch_add(&db->fsyncs, 1);
     }
     if (code != COFFER_OK && !atomic_exchange(&db->storage_failed, true))

@@ -136,6 +136,7 @@ static void apply_batch(coffer *db, engine_request *batch, engine_ticket *ticket
     /* Only stamped events move time: reads and empty sweeps leave seq and the clock alone. */
     if (seq > db->last_seq + 1) {
         atomic_fetch_add(&db->batch_events[engine_bucket(seq - 1 - db->last_seq, 1)], 1);
+        atomic_fetch_add(&db->batch_events_total, seq - 1 - db->last_seq);
         db->last_seq = seq - 1;
         db->last_timestamp = timestamp - 1;
         db->batches++;

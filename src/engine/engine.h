@@ -102,6 +102,7 @@ struct coffer {
     atomic_uint_fast64_t durable_seq;
     atomic_uint_fast64_t batch_events[COFFER_HISTOGRAM_BUCKETS];
     atomic_uint_fast64_t fsync_us[COFFER_HISTOGRAM_BUCKETS];
+    atomic_uint_fast64_t batch_events_total, fsync_us_total;
     pid_t snapshot_child;     /* a forked snapshot writer, 0 when none (writer thread) */
     uint64_t snapshot_seq;    /* the tip the running or last snapshot covers */
     uint64_t snapshots_taken;

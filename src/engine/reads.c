@@ -272,6 +272,8 @@ int engine_stats_read(coffer *db, void *context)
         out->batch_events[i] = atomic_load(&db->batch_events[i]);
         out->fsync_us[i] = atomic_load(&db->fsync_us[i]);
     }
+    out->batch_events_total = atomic_load(&db->batch_events_total);
+    out->fsync_us_total = atomic_load(&db->fsync_us_total);
     out->durable_seq = db->dir ? atomic_load(&db->durable_seq) : db->last_seq;
     out->storage_failed = atomic_load(&db->storage_failed);
     pthread_mutex_lock(&db->mutex); /* the queue belongs to the callers' side of the lock */

@@ -94,8 +94,8 @@ static void render_requests(text_buffer *t, const metrics *m)
 }
 
 /* A histogram whose bucket i counts values up to base * 2^i (the last bucket: above all). */
-static void render_histogram(text_buffer *t, const char *name, const char *help, const uint64_t *buckets,
-                             double base, double scale)
+static void render_histogram(text_buffer *t, const char *name, const char *help,
+                             const uint64_t *buckets, double base, double scale, double sum)
 {
     text_printf(t, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     uint64_t cumulative = 0;
@@ -107,6 +107,7 @@ static void render_histogram(text_buffer *t, const char *name, const char *help,
         else
             text_printf(t, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cumulative);
     }
+    text_printf(t, "%s_sum %g\n", name, sum);
     text_printf(t, "%s_count %llu\n", name, (unsigned long long)cumulative);
 }
 
@@ -118,27 +119,27 @@ static void render_engine(text_buffer *t, const coffer_stats *s)
         if (s->codes[code])
             text_printf(t, "coffer_results_total{code=\"%s\"} %llu\n", coffer_code_name(code),
                 (unsigned long long)s->codes[code]);
-    text_printf(t, "# TYPE coffer_queue_events gauge\ncoffer_queue_events %llu\n",
+    text_printf(t, "# HELP coffer_queue_events Events waiting for the writer.\n# TYPE coffer_queue_events gauge\ncoffer_queue_events %llu\n",
         (unsigned long long)s->queue_events);
-    text_printf(t, "# TYPE coffer_holds_pending gauge\ncoffer_holds_pending %llu\n",
+    text_printf(t, "# HELP coffer_holds_pending Holds not yet posted, voided or expired.\n# TYPE coffer_holds_pending gauge\ncoffer_holds_pending %llu\n",
         (unsigned long long)s->holds_pending);
-    text_printf(t, "# TYPE coffer_holds_expired_total counter\ncoffer_holds_expired_total %llu\n",
+    text_printf(t, "# HELP coffer_holds_expired_total Holds ended by expiry since the data directory began.\n# TYPE coffer_holds_expired_total counter\ncoffer_holds_expired_total %llu\n",
         (unsigned long long)s->holds_expired);
-    text_printf(t, "# TYPE coffer_accounts gauge\ncoffer_accounts %llu\n",
+    text_printf(t, "# HELP coffer_accounts Accounts.\n# TYPE coffer_accounts gauge\ncoffer_accounts %llu\n",
         (unsigned long long)s->accounts);
-    text_printf(t, "# TYPE coffer_transfers gauge\ncoffer_transfers %llu\n",
+    text_printf(t, "# HELP coffer_transfers Recorded outcomes (transfers, posts, voids, rejections).\n# TYPE coffer_transfers gauge\ncoffer_transfers %llu\n",
         (unsigned long long)s->transfers);
-    text_printf(t, "# TYPE coffer_seq gauge\ncoffer_seq %llu\n", (unsigned long long)s->seq);
-    text_printf(t, "# TYPE coffer_durable_seq gauge\ncoffer_durable_seq %llu\n",
+    text_printf(t, "# HELP coffer_seq The last applied event seq.\n# TYPE coffer_seq gauge\ncoffer_seq %llu\n", (unsigned long long)s->seq);
+    text_printf(t, "# HELP coffer_durable_seq The last seq known durable.\n# TYPE coffer_durable_seq gauge\ncoffer_durable_seq %llu\n",
         (unsigned long long)s->durable_seq);
-    text_printf(t, "# TYPE coffer_fsyncs_total counter\ncoffer_fsyncs_total %llu\n",
+    text_printf(t, "# HELP coffer_fsyncs_total Log syncs since start.\n# TYPE coffer_fsyncs_total counter\ncoffer_fsyncs_total %llu\n",
         (unsigned long long)s->fsyncs);
-    text_printf(t, "# TYPE coffer_storage_failed gauge\ncoffer_storage_failed %d\n",
+    text_printf(t, "# HELP coffer_storage_failed 1 after a failed log write or sync (writes and reads refused).\n# TYPE coffer_storage_failed gauge\ncoffer_storage_failed %d\n",
         s->storage_failed ? 1 : 0);
     render_histogram(t, "coffer_batch_events", "Events per applied batch.", s->batch_events, 1,
-                     1);
+                     1, (double)s->batch_events_total);
     render_histogram(t, "coffer_fsync_duration_seconds", "Duration of each log fsync.",
-                     s->fsync_us, 16, 1e-6);
+                     s->fsync_us, 16, 1e-6, (double)s->fsync_us_total / 1e6);
 }
 
 char *metrics_render(const metrics *m, const coffer_stats *stats, size_t *length)
