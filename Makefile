@@ -9,7 +9,7 @@ CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOFFER_WERROR=ON
 FORMAT_DIRS := $(wildcard include src tests bench)
 
 .DEFAULT_GOAL := all
-.PHONY: all deps build build-asan test soak bench bench-http run format clean
+.PHONY: all deps build build-asan test soak bench bench-http bench-peers run format clean
 
 all: build
 
@@ -33,10 +33,11 @@ test: deps build build-asan
 	ctest --test-dir build-asan --output-on-failure -j2
 	ctest --test-dir build --output-on-failure -j2
 
-# The model test for minutes instead of the seconds it gets in `make test`.
+# The model test and the kill -9 crash test for minutes instead of the seconds of `make test`.
 soak: build
 	./build/model_test --seeds 2000 --events 20000 --skip past-totals
 	./build/model_test --seeds 200 --events 20000 --durable --skip past-totals
+	./build/crash_test --iterations 100
 
 # DESIGN §10's embedded targets: 100,000 accounts, full batches, spread out and on one hot account.
 BENCH_FLAGS := --embedded --accounts 100000 --transfers 20000000 --batch 8190
@@ -47,6 +48,13 @@ bench: build
 # DESIGN §10's HTTP targets against a real durable server: every workload, batched, and wrk.
 bench-http: build
 	scripts/bench-http 10 3
+
+# coffer against PostgreSQL and Redis on this machine in one run (docs/benchmarks-peers.md):
+# installs and starts both on loopback, durable, runs every workload at 1, 8 and 64 clients,
+# checks each peer's data, stops what it started. PEERS_FLAGS: e.g. --duration 10 --runs 5.
+PEERS_FLAGS ?=
+bench-peers: build
+	bench/peers/run $(PEERS_FLAGS)
 
 run: build
 	./build/coffer serve --listen 127.0.0.1:8080 --data ./coffer-data
