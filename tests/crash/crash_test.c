@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "coffer.h"
+#include "files.h"
 
 /* Limits: everything a child does and everything the parent reads is bounded by these. */
 enum {
@@ -87,29 +88,6 @@ static void *allocate(size_t bytes)
     return memory;
 }
 
-static void remove_tree(const char *path)
-{
-    struct stat info;
-    if (lstat(path, &info) != 0)
-        return;
-    if (S_ISDIR(info.st_mode)) {
-        DIR *listing = opendir(path);
-        if (listing) {
-            struct dirent *item;
-            while ((item = readdir(listing))) {
-                if (strcmp(item->d_name, ".") == 0 || strcmp(item->d_name, "..") == 0)
-                    continue;
-                char child[4096];
-                snprintf(child, sizeof child, "%s/%s", path, item->d_name);
-                remove_tree(child);
-            }
-            closedir(listing);
-        }
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
 
 /* The options of both sides: the same capacities, or a snapshot would not fit. */
 static void options_base(coffer_options *options)

@@ -22,6 +22,7 @@
 #include "log/record.h"
 #include "log/wal.h"
 #include "support.h"
+#include "files.h"
 
 extern char **environ;
 
@@ -315,29 +316,6 @@ static void durable_reopen(durable *d)
 /* ---------------------------------------------------------------------------------------- */
 /* Files and directories.                                                                   */
 
-static void remove_tree(const char *path)
-{
-    struct stat info;
-    if (lstat(path, &info) != 0)
-        return;
-    if (S_ISDIR(info.st_mode)) {
-        DIR *listing = opendir(path);
-        if (listing) {
-            struct dirent *item;
-            while ((item = readdir(listing))) {
-                if (strcmp(item->d_name, ".") == 0 || strcmp(item->d_name, "..") == 0)
-                    continue;
-                char child[4096];
-                snprintf(child, sizeof child, "%s/%s", path, item->d_name);
-                remove_tree(child);
-            }
-            closedir(listing);
-        }
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
 
 static uint8_t *file_read(const char *path, size_t *length_out)
 {
