@@ -254,9 +254,7 @@ static void record_rejection(ledger *l, const coffer_event *event, const coffer_
     transfer->amount = result->code == COFFER_VERSION_MISMATCH ? (int64_t)result->actual_version
                        : result->code == COFFER_INSUFFICIENT_BALANCE ? result->available
                                                                      : 0;
-    for (int field = FIELD_NONE; field < FIELD_COUNT; field++)
-        if (result->field && ledger_field_name(field) == result->field)
-            transfer->field = (uint8_t)field;
+    transfer->field = (uint8_t)ledger_field_index(result->field);
 }
 
 /* ---- idempotency --------------------------------------------------------------------------- */

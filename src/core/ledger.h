@@ -37,6 +37,8 @@ enum ledger_field {
 };
 
 const char *ledger_field_name(int field);
+/* The inverse, for a name that ledger_field_name returned (FIELD_NONE for NULL). */
+int ledger_field_index(const char *name);
 
 /* Checks an event's fields (docs/semantics.md "Validation"). COFFER_OK or INVALID_FIELD with
  * *field set. Pure: callers may run it on any thread. */

@@ -31,6 +31,13 @@ const char *ledger_field_name(int field)
     return field > FIELD_NONE && field < FIELD_COUNT ? field_names[field] : 0;
 }
 
+int ledger_field_index(const char *name)
+{
+    for (int field = FIELD_NONE + 1; name && field < FIELD_COUNT; field++)
+        if (field_names[field] == name) return field;
+    return FIELD_NONE;
+}
+
 /* The bytes ids may hold, [A-Za-z0-9._:@/-], as a table: this runs for three ids per event. */
 #define ID_RANGE(low, high) [low ... high] = 1
 static const uint8_t id_chars[256] = {ID_RANGE('a', 'z'), ID_RANGE('A', 'Z'), ID_RANGE('0', '9'),

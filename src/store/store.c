@@ -381,9 +381,7 @@ int64_t store_history_delta(const store *s, const store_history *entry)
     case COFFER_HISTORY_POSTED:
     case COFFER_HISTORY_HELD:
     case COFFER_HISTORY_EXPIRED:
-        magnitude = transfer->amount;
-        break;
-    case COFFER_HISTORY_CAPTURED:
+    case COFFER_HISTORY_CAPTURED: /* the post's own amount is what it captured */
         magnitude = transfer->amount;
         break;
     case COFFER_HISTORY_RELEASED:
