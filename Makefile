@@ -9,7 +9,7 @@ CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOFFER_WERROR=ON
 FORMAT_DIRS := $(wildcard include src tests bench)
 
 .DEFAULT_GOAL := all
-.PHONY: all deps build build-asan test soak bench bench-http bench-peers run format clean
+.PHONY: all deps build build-asan format-check test soak bench bench-http bench-peers run format clean
 
 all: build
 
@@ -27,7 +27,11 @@ build-asan: deps
 	cmake -S . -B build-asan $(CMAKE_FLAGS) -DCOFFER_SANITIZE=ON -DCMAKE_C_COMPILER="$$compiler"
 	cmake --build build-asan -j$(JOBS)
 
-test: deps build build-asan
+# The checked-in .clang-format is the style; a file out of it fails the test run.
+format-check: deps
+	find $(FORMAT_DIRS) -type f \( -name '*.c' -o -name '*.h' \) -exec clang-format --dry-run -Werror {} +
+
+test: deps format-check build build-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	ctest --test-dir build-asan --output-on-failure -j2

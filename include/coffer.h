@@ -24,38 +24,42 @@ extern "C" {
  * Names, values, HTTP statuses, messages, docs and metrics all come from here. Values are
  * stable forever: never renumber, only append.
  */
-#define COFFER_CODE_MAP(X)                                                                        \
-    X(OK, ok, 0, 200, "success")                                                                  \
-    X(CREATED, created, 1, 201, "created")                                                        \
-    X(EXISTS, exists, 2, 200, "already applied with the same content; this is the original outcome") \
-    X(INVALID_JSON, invalid_json, 10, 400, "the request body is not valid JSON")                  \
-    X(INVALID_FIELD, invalid_field, 11, 400, "a field is missing, of the wrong type or out of range") \
-    X(BATCH_TOO_LARGE, batch_too_large, 12, 400, "a batch holds more than 8190 events")           \
-    X(BODY_TOO_LARGE, body_too_large, 13, 413, "the request body is larger than the limit")       \
-    X(INVALID_ARGUMENT, invalid_argument, 14, 400, "an argument of the call is invalid")          \
-    X(ROUTE_NOT_FOUND, route_not_found, 15, 404, "no such endpoint")                              \
-    X(METHOD_NOT_ALLOWED, method_not_allowed, 16, 405, "the endpoint does not take this method")  \
-    X(ACCOUNT_NOT_FOUND, account_not_found, 20, 422, "the account does not exist")                \
-    X(HOLD_NOT_FOUND, hold_not_found, 21, 422, "the hold does not exist")                         \
-    X(CURRENCY_MISMATCH, currency_mismatch, 22, 422, "the accounts have different currencies")    \
-    X(SAME_ACCOUNT, same_account, 23, 422, "from and to are the same account")                    \
-    X(TRANSFER_NOT_FOUND, transfer_not_found, 24, 404, "the transfer does not exist")             \
-    X(ID_REUSED, id_reused, 30, 422, "the id was already used with different content")            \
-    X(REQUEST_IN_PROGRESS, request_in_progress, 31, 409, "a request with this id is in progress") \
-    X(INSUFFICIENT_BALANCE, insufficient_balance, 40, 409, "the debit would take the account below its minimum balance") \
-    X(EXCEEDS_MAX_BALANCE, exceeds_max_balance, 41, 409, "the credit would take the account above its maximum balance") \
-    X(VERSION_MISMATCH, version_mismatch, 42, 409, "the account version is not the expected one") \
-    X(HOLD_EXPIRED, hold_expired, 43, 409, "the hold has expired")                                \
-    X(HOLD_ALREADY_POSTED, hold_already_posted, 44, 409, "the hold was already posted")           \
-    X(HOLD_ALREADY_VOIDED, hold_already_voided, 45, 409, "the hold was already voided")           \
-    X(HOLD_AMOUNT_EXCEEDED, hold_amount_exceeded, 46, 409, "the amount is larger than the hold")  \
-    X(BATCH_FAILED, batch_failed, 47, 409, "another event of the atomic batch failed")            \
-    X(OVERFLOW, overflow, 48, 409, "the result does not fit a signed 64-bit integer")             \
-    X(OVERLOADED, overloaded, 50, 503, "the request queue is full; retry later")                  \
-    X(STORAGE_FAILED, storage_failed, 51, 503, "storage failed; the engine refuses writes")       \
-    X(SHUTTING_DOWN, shutting_down, 52, 503, "the engine is shutting down")                       \
-    X(CAPACITY_EXCEEDED, capacity_exceeded, 53, 503, "the configured capacity is full")           \
-    X(OUT_OF_MEMORY, out_of_memory, 54, 503, "memory could not be allocated")                     \
+#define COFFER_CODE_MAP(X)                                                                         \
+    X(OK, ok, 0, 200, "success")                                                                   \
+    X(CREATED, created, 1, 201, "created")                                                         \
+    X(EXISTS, exists, 2, 200,                                                                      \
+      "already applied with the same content; this is the original outcome")                       \
+    X(INVALID_JSON, invalid_json, 10, 400, "the request body is not valid JSON")                   \
+    X(INVALID_FIELD, invalid_field, 11, 400,                                                       \
+      "a field is missing, of the wrong type or out of range")                                     \
+    X(BATCH_TOO_LARGE, batch_too_large, 12, 400, "a batch holds more than 8190 events")            \
+    X(BODY_TOO_LARGE, body_too_large, 13, 413, "the request body is larger than the limit")        \
+    X(INVALID_ARGUMENT, invalid_argument, 14, 400, "an argument of the call is invalid")           \
+    X(ROUTE_NOT_FOUND, route_not_found, 15, 404, "no such endpoint")                               \
+    X(METHOD_NOT_ALLOWED, method_not_allowed, 16, 405, "the endpoint does not take this method")   \
+    X(ACCOUNT_NOT_FOUND, account_not_found, 20, 422, "the account does not exist")                 \
+    X(HOLD_NOT_FOUND, hold_not_found, 21, 422, "the hold does not exist")                          \
+    X(CURRENCY_MISMATCH, currency_mismatch, 22, 422, "the accounts have different currencies")     \
+    X(SAME_ACCOUNT, same_account, 23, 422, "from and to are the same account")                     \
+    X(TRANSFER_NOT_FOUND, transfer_not_found, 24, 404, "the transfer does not exist")              \
+    X(ID_REUSED, id_reused, 30, 422, "the id was already used with different content")             \
+    X(REQUEST_IN_PROGRESS, request_in_progress, 31, 409, "a request with this id is in progress")  \
+    X(INSUFFICIENT_BALANCE, insufficient_balance, 40, 409,                                         \
+      "the debit would take the account below its minimum balance")                                \
+    X(EXCEEDS_MAX_BALANCE, exceeds_max_balance, 41, 409,                                           \
+      "the credit would take the account above its maximum balance")                               \
+    X(VERSION_MISMATCH, version_mismatch, 42, 409, "the account version is not the expected one")  \
+    X(HOLD_EXPIRED, hold_expired, 43, 409, "the hold has expired")                                 \
+    X(HOLD_ALREADY_POSTED, hold_already_posted, 44, 409, "the hold was already posted")            \
+    X(HOLD_ALREADY_VOIDED, hold_already_voided, 45, 409, "the hold was already voided")            \
+    X(HOLD_AMOUNT_EXCEEDED, hold_amount_exceeded, 46, 409, "the amount is larger than the hold")   \
+    X(BATCH_FAILED, batch_failed, 47, 409, "another event of the atomic batch failed")             \
+    X(OVERFLOW, overflow, 48, 409, "the result does not fit a signed 64-bit integer")              \
+    X(OVERLOADED, overloaded, 50, 503, "the request queue is full; retry later")                   \
+    X(STORAGE_FAILED, storage_failed, 51, 503, "storage failed; the engine refuses writes")        \
+    X(SHUTTING_DOWN, shutting_down, 52, 503, "the engine is shutting down")                        \
+    X(CAPACITY_EXCEEDED, capacity_exceeded, 53, 503, "the configured capacity is full")            \
+    X(OUT_OF_MEMORY, out_of_memory, 54, 503, "memory could not be allocated")                      \
     X(INTERNAL, internal, 55, 500, "internal error")
 
 enum coffer_code {
@@ -98,9 +102,9 @@ typedef struct coffer_io {
 } coffer_io;
 
 typedef struct coffer_options {
-    uint32_t accounts_max;       /* capacity; capacity_exceeded beyond it */
-    uint32_t transfers_max;      /* ids with a recorded outcome, successes and rejections */
-    uint32_t queue_events_max;   /* events waiting for the writer; overloaded beyond it */
+    uint32_t accounts_max;     /* capacity; capacity_exceeded beyond it */
+    uint32_t transfers_max;    /* ids with a recorded outcome, successes and rejections */
+    uint32_t queue_events_max; /* events waiting for the writer; overloaded beyond it */
     /* The engine's clock in ns since the epoch; NULL means the wall clock. Tests inject one.
      * Whatever it returns, event timestamps never go back. With the wall clock the engine
      * expires due holds on its own; with an injected clock only at the start of each batch
@@ -151,11 +155,11 @@ enum coffer_op {
 };
 
 /* Flags of coffer_event.flags. */
-#define COFFER_FLAG_UP_TO 0x01          /* move at most `amount`, as much as the limits allow */
-#define COFFER_FLAG_EXPECT_FROM 0x02    /* require `from` at version expect_from_version */
-#define COFFER_FLAG_EXPECT_TO 0x04      /* require `to` at version expect_to_version */
-#define COFFER_FLAG_MIN_UNBOUNDED 0x08  /* account: no floor (min_balance ignored) */
-#define COFFER_FLAG_HAS_MAX 0x10        /* account: max_balance is a cap */
+#define COFFER_FLAG_UP_TO 0x01         /* move at most `amount`, as much as the limits allow */
+#define COFFER_FLAG_EXPECT_FROM 0x02   /* require `from` at version expect_from_version */
+#define COFFER_FLAG_EXPECT_TO 0x04     /* require `to` at version expect_to_version */
+#define COFFER_FLAG_MIN_UNBOUNDED 0x08 /* account: no floor (min_balance ignored) */
+#define COFFER_FLAG_HAS_MAX 0x10       /* account: max_balance is a cap */
 
 /*
  * One event. Strings are NUL-terminated and borrowed only for the duration of the call.
@@ -296,8 +300,8 @@ typedef struct coffer_transfer {
     char from[COFFER_ACCOUNT_ID_MAX + 1];
     char to[COFFER_ACCOUNT_ID_MAX + 1];
     char hold_id[COFFER_TRANSFER_ID_MAX + 1]; /* post/void: the hold */
-    int64_t amount;           /* moved, held or captured */
-    int64_t amount_requested; /* as submitted */
+    int64_t amount;                           /* moved, held or captured */
+    int64_t amount_requested;                 /* as submitted */
     uint64_t seq;
     uint64_t timestamp;
     uint64_t hold_timeout_ms;
@@ -332,7 +336,7 @@ int coffer_verify(coffer *db, coffer_verify_report *out);
 
 #define COFFER_HISTOGRAM_BUCKETS 16
 typedef struct coffer_stats {
-    uint64_t seq;      /* the last applied event */
+    uint64_t seq; /* the last applied event */
     uint64_t accounts;
     uint64_t transfers;
     uint64_t holds_pending;
@@ -341,7 +345,7 @@ typedef struct coffer_stats {
     uint64_t events_applied;
     uint64_t queue_events;
     uint64_t codes[COFFER_CODE_LIMIT]; /* results by code since open */
-    uint64_t fsyncs;      /* log syncs since open */
+    uint64_t fsyncs;                   /* log syncs since open */
     /* batch_events[i]: batches of at most 2^i events (the last bucket: more);
      * fsync_us[i]: log syncs taking at most 16 * 2^i microseconds (the last: longer). */
     uint64_t batch_events[COFFER_HISTOGRAM_BUCKETS];

@@ -14,7 +14,8 @@
 static inline void remove_tree(const char *path)
 {
     struct stat info;
-    if (lstat(path, &info) != 0) return;
+    if (lstat(path, &info) != 0)
+        return;
     if (!S_ISDIR(info.st_mode)) {
         unlink(path);
         return;
@@ -23,10 +24,12 @@ static inline void remove_tree(const char *path)
     if (listing) {
         struct dirent *item;
         while ((item = readdir(listing))) {
-            if (strcmp(item->d_name, ".") == 0 || strcmp(item->d_name, "..") == 0) continue;
+            if (strcmp(item->d_name, ".") == 0 || strcmp(item->d_name, "..") == 0)
+                continue;
             char child[4096];
             int length = snprintf(child, sizeof child, "%s/%s", path, item->d_name);
-            if (length > 0 && (size_t)length < sizeof child) remove_tree(child);
+            if (length > 0 && (size_t)length < sizeof child)
+                remove_tree(child);
         }
         closedir(listing);
     }

@@ -29,10 +29,12 @@ static void show_progress(const char *stage, uint64_t done, uint64_t total, void
     (void)context;
     static int last_percent = -1;
     int percent = total ? (int)(done * 100 / total) : 100;
-    if (percent == last_percent) return;
+    if (percent == last_percent)
+        return;
     last_percent = percent;
     fprintf(stderr, "\r%s: %3d%%", stage, percent);
-    if (percent == 100) fputc('\n', stderr);
+    if (percent == 100)
+        fputc('\n', stderr);
 }
 
 static void print_human(const char *dir, const audit_report *r)
@@ -42,17 +44,20 @@ static void print_human(const char *dir, const audit_report *r)
            (unsigned long long)r->records, (unsigned long long)r->segments,
            (unsigned long long)r->last_seq, r->chain_ok ? "intact" : "BROKEN");
     printf("  chain tip hash: %s\n", r->tip_hash);
-    if (r->chain_error[0]) printf("    %s\n", r->chain_error);
+    if (r->chain_error[0])
+        printf("    %s\n", r->chain_error);
     if (r->torn_bytes)
         printf("  a torn tail of %llu bytes (never acknowledged) will be cut at the next open\n",
                (unsigned long long)r->torn_bytes);
     if (r->snapshot_found)
         printf("  snapshot at seq %llu: %s the replay; recovery from it %s the full replay\n",
-               (unsigned long long)r->snapshot_seq, r->snapshot_matches ? "matches" : "DIFFERS FROM",
+               (unsigned long long)r->snapshot_seq,
+               r->snapshot_matches ? "matches" : "DIFFERS FROM",
                r->recovery_matches ? "matches" : "DIFFERS FROM");
     else
         printf("  no snapshot: recovery replays the whole log\n");
-    if (r->snapshot_error[0]) printf("    %s\n", r->snapshot_error);
+    if (r->snapshot_error[0])
+        printf("    %s\n", r->snapshot_error);
     printf("  invariants: %llu accounts, %llu transfers: %s\n",
            (unsigned long long)r->invariants.accounts_checked,
            (unsigned long long)r->invariants.transfers_checked,
@@ -65,8 +70,10 @@ static void json_text(const char *text)
 {
     putchar('"');
     for (; *text; text++) {
-        if (*text == '"' || *text == '\\') putchar('\\');
-        if ((unsigned char)*text < 0x20) continue;
+        if (*text == '"' || *text == '\\')
+            putchar('\\');
+        if ((unsigned char)*text < 0x20)
+            continue;
         putchar(*text);
     }
     putchar('"');
@@ -86,11 +93,11 @@ static void print_json(const audit_report *r)
            r->snapshot_matches ? "true" : "false", r->recovery_matches ? "true" : "false");
     json_text(r->snapshot_error);
     printf("},\"invariants\":{\"ok\":%s,\"accounts\":%llu,\"transfers\":%llu,\"problems\":[",
-           r->invariants.ok ? "true" : "false",
-           (unsigned long long)r->invariants.accounts_checked,
+           r->invariants.ok ? "true" : "false", (unsigned long long)r->invariants.accounts_checked,
            (unsigned long long)r->invariants.transfers_checked);
     for (uint32_t i = 0; i < r->invariants.problem_count && i < COFFER_VERIFY_PROBLEMS_MAX; i++) {
-        if (i) putchar(',');
+        if (i)
+            putchar(',');
         json_text(r->invariants.problems[i]);
     }
     printf("]}}\n");
@@ -114,10 +121,13 @@ int cli_verify(int argc, char **argv)
         else
             dir = argv[i];
     }
-    if (!dir) return cli_usage_error("verify: which data directory? (coffer verify DIR)");
-    if (access(dir, R_OK | X_OK) != 0) return cli_usage_error("verify: cannot read %s", dir);
+    if (!dir)
+        return cli_usage_error("verify: which data directory? (coffer verify DIR)");
+    if (access(dir, R_OK | X_OK) != 0)
+        return cli_usage_error("verify: cannot read %s", dir);
     audit_options options = {0};
-    if (!json && isatty(2)) options.progress = show_progress;
+    if (!json && isatty(2))
+        options.progress = show_progress;
     audit_report report;
     int code = audit_verify(dir, &options, &report);
     if (code != COFFER_OK) {

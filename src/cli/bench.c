@@ -86,7 +86,8 @@ static void format_id(char *out, char prefix, uint64_t number)
     static const char digits[] = "0123456789abcdef";
     out[0] = prefix;
     out[1] = ':';
-    for (int i = 0; i < 16; i++) out[2 + i] = digits[(number >> (60 - 4 * i)) & 15];
+    for (int i = 0; i < 16; i++)
+        out[2 + i] = digits[(number >> (60 - 4 * i)) & 15];
     out[18] = 0;
 }
 
@@ -101,7 +102,8 @@ static double now_seconds(void)
 static void remove_tree(const char *dir)
 {
     DIR *listing = opendir(dir);
-    if (!listing) return;
+    if (!listing)
+        return;
     struct dirent *item;
     char path[4096];
     while ((item = readdir(listing)))
@@ -116,11 +118,13 @@ static void remove_tree(const char *dir)
 static uint64_t rss_bytes(void)
 {
     FILE *status = fopen("/proc/self/status", "r");
-    if (!status) return 0;
+    if (!status)
+        return 0;
     char line[256];
     uint64_t kib = 0;
     while (fgets(line, sizeof line, status))
-        if (sscanf(line, "VmRSS: %" SCNu64, &kib) == 1) break;
+        if (sscanf(line, "VmRSS: %" SCNu64, &kib) == 1)
+            break;
     fclose(status);
     return kib * 1024;
 }
@@ -150,17 +154,20 @@ static int bench_setup(bench *run)
     char(*funding_ids)[24] = calloc(COFFER_BATCH_EVENTS_MAX, sizeof *funding_ids);
     int status = events && results && funding_ids ? COFFER_OK : COFFER_OUT_OF_MEMORY;
     for (size_t done = 0; status == COFFER_OK && done < total;) {
-        size_t count = total - done < COFFER_BATCH_EVENTS_MAX ? total - done
-                                                               : COFFER_BATCH_EVENTS_MAX;
+        size_t count =
+            total - done < COFFER_BATCH_EVENTS_MAX ? total - done : COFFER_BATCH_EVENTS_MAX;
         for (size_t i = 0; i < count; i++) {
             events[i] = (coffer_event){.op = COFFER_OP_CREATE_ACCOUNT,
-                                       .id = run->account_ids[done + i], .currency = "KRW"};
-            if (done + i == 0) events[i].flags = COFFER_FLAG_MIN_UNBOUNDED;
+                                       .id = run->account_ids[done + i],
+                                       .currency = "KRW"};
+            if (done + i == 0)
+                events[i].flags = COFFER_FLAG_MIN_UNBOUNDED;
         }
         status = submit_or_fail(run, events, count, results);
         for (size_t i = 0; status == COFFER_OK && i < count; i++) {
             format_id(funding_ids[i], 'f', done + i);
-            events[i] = (coffer_event){.op = COFFER_OP_TRANSFER, .id = funding_ids[i],
+            events[i] = (coffer_event){.op = COFFER_OP_TRANSFER,
+                                       .id = funding_ids[i],
                                        .from = run->account_ids[0],
                                        .to = run->account_ids[done + i],
                                        .amount = 1000000000000LL};
@@ -185,11 +192,14 @@ static void fill_batch(submitter *self, uint64_t first, size_t count)
         uint64_t to = 2 + next_random(&self->random) % run->accounts;
         uint64_t from = 1; /* the hot account */
         if (run->workload == WORKLOAD_UNIFORM) {
-            do from = 2 + next_random(&self->random) % run->accounts;
+            do
+                from = 2 + next_random(&self->random) % run->accounts;
             while (from == to && run->accounts > 1);
         }
-        *event = (coffer_event){.op = COFFER_OP_TRANSFER, .id = self->ids[i],
-                                .from = run->account_ids[from], .to = run->account_ids[to],
+        *event = (coffer_event){.op = COFFER_OP_TRANSFER,
+                                .id = self->ids[i],
+                                .from = run->account_ids[from],
+                                .to = run->account_ids[to],
                                 .amount = 1 + (int64_t)(next_random(&self->random) % 100)};
     }
 }
@@ -202,7 +212,8 @@ static void *submitter_main(void *argument)
     uint64_t local[COFFER_CODE_LIMIT] = {0};
     for (;;) {
         uint64_t index = atomic_fetch_add(&run->next_batch, 1);
-        if (index >= batches || atomic_load(&run->failure)) break;
+        if (index >= batches || atomic_load(&run->failure))
+            break;
         uint64_t first = index * run->batch;
         size_t count = run->transfers - first < run->batch ? run->transfers - first : run->batch;
         fill_batch(self, first, count);
@@ -211,9 +222,11 @@ static void *submitter_main(void *argument)
             atomic_store(&run->failure, status);
             break;
         }
-        for (size_t i = 0; i < count; i++) local[self->results[i].code]++;
+        for (size_t i = 0; i < count; i++)
+            local[self->results[i].code]++;
     }
-    for (int code = 0; code < COFFER_CODE_LIMIT; code++) atomic_fetch_add(&run->codes[code], local[code]);
+    for (int code = 0; code < COFFER_CODE_LIMIT; code++)
+        atomic_fetch_add(&run->codes[code], local[code]);
     return 0;
 }
 
@@ -227,7 +240,8 @@ static int bench_parse(bench *run, int argc, char **argv, bool *embedded)
             continue;
         } else if (!strcmp(flag, "--workload")) {
             ok = value && (!strcmp(value, "uniform") || !strcmp(value, "hot"));
-            if (ok) run->workload = !strcmp(value, "hot") ? WORKLOAD_HOT : WORKLOAD_UNIFORM;
+            if (ok)
+                run->workload = !strcmp(value, "hot") ? WORKLOAD_HOT : WORKLOAD_UNIFORM;
         } else if (!strcmp(flag, "--accounts")) {
             ok = cli_parse_u64(value, 2, 5000000, &run->accounts);
         } else if (!strcmp(flag, "--transfers")) {
@@ -243,25 +257,27 @@ static int bench_parse(bench *run, int argc, char **argv, bool *embedded)
             run->durable_dir = value;
         } else if (!strcmp(flag, "--fsync")) {
             ok = value && (!strcmp(value, "always") || !strcmp(value, "never"));
-            if (ok) run->fsync_never = !strcmp(value, "never");
+            if (ok)
+                run->fsync_never = !strcmp(value, "never");
         } else if (!strcmp(flag, "--keep")) {
             run->keep = true;
             continue;
         } else {
-            return cli_usage_error("bench: unknown option '%s' (try 'coffer bench --help')",
-                                   flag);
+            return cli_usage_error("bench: unknown option '%s' (try 'coffer bench --help')", flag);
         }
-        if (!ok) return cli_usage_error("bench: %s needs a valid value", flag);
+        if (!ok)
+            return cli_usage_error("bench: %s needs a valid value", flag);
         i++;
     }
-    if (!*embedded) return cli_usage_error("bench: --embedded or --server URL (see --help)");
+    if (!*embedded)
+        return cli_usage_error("bench: --embedded or --server URL (see --help)");
     return 0;
 }
 
-static void bench_report(const bench *run, double seconds, uint64_t rss_before,
-                         uint64_t rss_after, const coffer_verify_report *verify, uint64_t fsyncs)
+static void bench_report(const bench *run, double seconds, uint64_t rss_before, uint64_t rss_after,
+                         const coffer_verify_report *verify, uint64_t fsyncs)
 {
-    const char *mode = !run->durable_dir ? "embedded-memory"
+    const char *mode = !run->durable_dir  ? "embedded-memory"
                        : run->fsync_never ? "embedded-durable-fsync-never"
                                           : "embedded-durable";
     const char *workload = run->workload == WORKLOAD_HOT ? "hot" : "uniform";
@@ -278,17 +294,18 @@ static void bench_report(const bench *run, double seconds, uint64_t rss_before,
     printf("  verify: %s (%u problems)\n", verify->ok ? "ok" : "FAILED", verify->problem_count);
     for (uint32_t i = 0; i < verify->problem_count && i < COFFER_VERIFY_PROBLEMS_MAX; i++)
         printf("    %s\n", verify->problems[i]);
-    printf("{\"mode\":\"%s\",\"workload\":\"%s\",\"accounts\":%" PRIu64
-           ",\"batch\":%" PRIu64 ",\"submitters\":%" PRIu64 ",\"transfers\":%" PRIu64
+    printf("{\"mode\":\"%s\",\"workload\":\"%s\",\"accounts\":%" PRIu64 ",\"batch\":%" PRIu64
+           ",\"submitters\":%" PRIu64 ",\"transfers\":%" PRIu64
            ",\"seconds\":%.6f,\"transfers_per_second\":%.0f,\"rss_bytes_per_transfer\":%.1f,"
            "\"fsyncs\":%" PRIu64 ",\"verify_ok\":%s,\"errors\":{",
-           mode, workload, run->accounts, run->batch, run->submitters, run->transfers, seconds, rate,
-           (double)(rss_after - rss_before) / (double)run->transfers, fsyncs,
+           mode, workload, run->accounts, run->batch, run->submitters, run->transfers, seconds,
+           rate, (double)(rss_after - rss_before) / (double)run->transfers, fsyncs,
            verify->ok ? "true" : "false");
     const char *separator = "";
     for (int code = 0; code < COFFER_CODE_LIMIT; code++) {
         uint64_t count = atomic_load(&run->codes[code]);
-        if (count == 0 || code == COFFER_CREATED) continue;
+        if (count == 0 || code == COFFER_CREATED)
+            continue;
         printf("%s\"%s\":%" PRIu64, separator, coffer_code_name(code), count);
         separator = ",";
     }
@@ -300,18 +317,21 @@ static int bench_run(bench *run)
     submitter *submitters = calloc(run->submitters, sizeof *submitters);
     pthread_t *threads = calloc(run->submitters, sizeof *threads);
     for (uint64_t i = 0; submitters && i < run->submitters; i++) {
-        submitters[i] = (submitter){run, run->seed * 0x9E3779B97F4A7C15ULL + i + 1,
-                                    calloc(run->batch, sizeof(coffer_event)),
-                                    calloc(run->batch, sizeof(coffer_result)),
-                                    calloc(run->batch, 24)};
-        if (!submitters[i].events || !submitters[i].results || !submitters[i].ids) return 1;
+        submitters[i] =
+            (submitter){run, run->seed * 0x9E3779B97F4A7C15ULL + i + 1,
+                        calloc(run->batch, sizeof(coffer_event)),
+                        calloc(run->batch, sizeof(coffer_result)), calloc(run->batch, 24)};
+        if (!submitters[i].events || !submitters[i].results || !submitters[i].ids)
+            return 1;
     }
-    if (!threads) return 1;
+    if (!threads)
+        return 1;
     uint64_t rss_before = rss_bytes();
     double start = now_seconds();
     for (uint64_t i = 0; i < run->submitters; i++)
         pthread_create(&threads[i], 0, submitter_main, &submitters[i]);
-    for (uint64_t i = 0; i < run->submitters; i++) pthread_join(threads[i], 0);
+    for (uint64_t i = 0; i < run->submitters; i++)
+        pthread_join(threads[i], 0);
     double seconds = now_seconds() - start;
     uint64_t rss_after = rss_bytes();
     coffer_verify_report verify;
@@ -349,11 +369,10 @@ static int bench_reopen(const char *dir)
     }
     coffer_stats stats;
     coffer_stats_get(db, &stats);
-    printf("reopened %s in %.3f s: %" PRIu64 " accounts, %" PRIu64 " transfers, seq %" PRIu64
-           "\n",
+    printf("reopened %s in %.3f s: %" PRIu64 " accounts, %" PRIu64 " transfers, seq %" PRIu64 "\n",
            dir, seconds, stats.accounts, stats.transfers, stats.seq);
-    printf("{\"mode\":\"reopen\",\"seconds\":%.3f,\"accounts\":%" PRIu64
-           ",\"transfers\":%" PRIu64 ",\"seq\":%" PRIu64 "}\n",
+    printf("{\"mode\":\"reopen\",\"seconds\":%.3f,\"accounts\":%" PRIu64 ",\"transfers\":%" PRIu64
+           ",\"seq\":%" PRIu64 "}\n",
            seconds, stats.accounts, stats.transfers, stats.seq);
     coffer_close(db);
     return 0;
@@ -387,7 +406,8 @@ static int bench_server(int argc, char **argv)
         } else {
             return cli_usage_error("bench: unknown option '%s' with --server", flag);
         }
-        if (!ok) return cli_usage_error("bench: %s needs a valid value", flag);
+        if (!ok)
+            return cli_usage_error("bench: %s needs a valid value", flag);
     }
     return cli_bench_server(&arguments);
 }
@@ -400,24 +420,29 @@ int cli_bench(int argc, char **argv)
             return 0;
         }
     for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--server")) return bench_server(argc, argv);
-    if (argc == 3 && !strcmp(argv[1], "--reopen")) return bench_reopen(argv[2]);
+        if (!strcmp(argv[i], "--server"))
+            return bench_server(argc, argv);
+    if (argc == 3 && !strcmp(argv[1], "--reopen"))
+        return bench_reopen(argv[2]);
     static bench run;
-    run = (bench){.accounts = 100000, .transfers = 10000000, .batch = 8190, .submitters = 2,
-                  .seed = 1};
+    run = (bench){
+        .accounts = 100000, .transfers = 10000000, .batch = 8190, .submitters = 2, .seed = 1};
     bool embedded = false;
     int usage = bench_parse(&run, argc, argv, &embedded);
-    if (usage) return usage;
+    if (usage)
+        return usage;
     coffer_options options;
     coffer_options_init(&options);
     options.accounts_max = (uint32_t)run.accounts + 2;
     options.transfers_max = (uint32_t)(run.transfers + run.accounts + 2);
     options.queue_events_max = (uint32_t)(run.batch * run.submitters + COFFER_BATCH_EVENTS_MAX);
     run.account_ids = calloc(run.accounts + 2, sizeof *run.account_ids);
-    if (!run.account_ids) return 1;
+    if (!run.account_ids)
+        return 1;
     strcpy(run.account_ids[0], "bank");
     strcpy(run.account_ids[1], "hot");
-    for (uint64_t i = 0; i < run.accounts; i++) format_id(run.account_ids[2 + i], 'u', i);
+    for (uint64_t i = 0; i < run.accounts; i++)
+        format_id(run.account_ids[2 + i], 'u', i);
     options.fsync_never = run.fsync_never;
     if (run.durable_dir && access(run.durable_dir, F_OK) == 0) {
         fprintf(stderr, "coffer bench: %s exists; give a new directory\n", run.durable_dir);
@@ -440,6 +465,7 @@ int cli_bench(int argc, char **argv)
     }
     coffer_close(run.db);
     free(run.account_ids);
-    if (run.durable_dir && !run.keep) remove_tree(run.durable_dir);
+    if (run.durable_dir && !run.keep)
+        remove_tree(run.durable_dir);
     return exit_code;
 }

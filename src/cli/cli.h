@@ -8,7 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define CLI_EXIT_ERROR 1       /* the server (or the engine) refused */
+#define CLI_EXIT_ERROR 1 /* the server (or the engine) refused */
 #define CLI_EXIT_USAGE 2
 #define CLI_EXIT_UNREACHABLE 3 /* client commands: no server answered */
 

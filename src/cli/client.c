@@ -32,8 +32,8 @@
 static const char common_help[] =
     "\n"
     "Every command that talks to a server also takes:\n"
-    "  --server URL   the server (default: $" CLIENT_SERVER_ENV ", else "
-    CLIENT_DEFAULT_SERVER ")\n"
+    "  --server URL   the server (default: $" CLIENT_SERVER_ENV ", else " CLIENT_DEFAULT_SERVER
+    ")\n"
     "  --json         print the server's JSON instead of text\n"
     "Exit status: 0 success, 1 the server refused (the error is on stderr), 2 bad usage,\n"
     "3 the server could not be reached or did not answer.\n";
@@ -118,9 +118,11 @@ static int parse_option(const command *cmd, int argc, char **argv, int *index, c
         return cli_usage_error("%s: unknown option '%.*s' (try 'coffer %s --help')", cmd->name,
                                (int)name_length, arg, cmd->name);
     const char *flag = option_table[option].flag;
-    if (out->value[option]) return cli_usage_error("%s: %s given twice", cmd->name, flag);
+    if (out->value[option])
+        return cli_usage_error("%s: %s given twice", cmd->name, flag);
     if (!option_table[option].takes_value) {
-        if (equals) return cli_usage_error("%s: %s takes no value", cmd->name, flag);
+        if (equals)
+            return cli_usage_error("%s: %s takes no value", cmd->name, flag);
         out->value[option] = flag;
         return CLIENT_GO_ON;
     }
@@ -152,7 +154,8 @@ static int parse_command_line(const command *cmd, int argc, char **argv, command
             options_done = true;
         } else if (!options_done && arg[0] == '-' && arg[1]) {
             int status = parse_option(cmd, argc, argv, &i, out);
-            if (status != CLIENT_GO_ON) return status;
+            if (status != CLIENT_GO_ON)
+                return status;
         } else if (out->operand_count < operands_max) {
             out->operand[out->operand_count++] = arg;
         } else {
@@ -168,11 +171,13 @@ static int parse_command_line(const command *cmd, int argc, char **argv, command
 
 static bool parse_i64(const char *text, int64_t *out)
 {
-    if (!text || !*text) return false;
+    if (!text || !*text)
+        return false;
     char *end;
     errno = 0;
     long long value = strtoll(text, &end, 10);
-    if (errno || *end) return false;
+    if (errno || *end)
+        return false;
     *out = value;
     return true;
 }
@@ -181,7 +186,8 @@ static bool parse_i64(const char *text, int64_t *out)
 static bool option_i64(const command_line *line, int option, int64_t *out, bool *given)
 {
     *given = line->value[option] != NULL;
-    if (!*given || parse_i64(line->value[option], out)) return true;
+    if (!*given || parse_i64(line->value[option], out))
+        return true;
     cli_usage_error("%s needs an integer, not '%s'", option_table[option].flag,
                     line->value[option]);
     return false;
@@ -190,7 +196,8 @@ static bool option_i64(const command_line *line, int option, int64_t *out, bool 
 static bool option_u64(const command_line *line, int option, uint64_t *out, bool *given)
 {
     *given = line->value[option] != NULL;
-    if (!*given || cli_parse_u64(line->value[option], 0, UINT64_MAX, out)) return true;
+    if (!*given || cli_parse_u64(line->value[option], 0, UINT64_MAX, out))
+        return true;
     cli_usage_error("%s needs a whole number, not '%s'", option_table[option].flag,
                     line->value[option]);
     return false;
@@ -259,7 +266,8 @@ static void url_start(url_builder *url, const client *server, const char *path)
 
 static void url_query(url_builder *url, const char *name, const char *value)
 {
-    if (!value) return;
+    if (!value)
+        return;
     url_append(url, url->has_query ? "&" : "?", false);
     url->has_query = true;
     url_append(url, name, false);
@@ -268,15 +276,16 @@ static void url_query(url_builder *url, const char *name, const char *value)
 }
 
 /* Copies a header's value when the line is "name: value" (name case-insensitive). */
-static void header_copy(const char *line, size_t length, const char *name, char *value,
-                        size_t size)
+static void header_copy(const char *line, size_t length, const char *name, char *value, size_t size)
 {
     size_t name_length = strlen(name);
     if (length <= name_length || strncasecmp(line, name, name_length) || line[name_length] != ':')
         return;
     const char *start = line + name_length + 1, *end = line + length;
-    while (start < end && (*start == ' ' || *start == '\t')) start++;
-    while (end > start && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ')) end--;
+    while (start < end && (*start == ' ' || *start == '\t'))
+        start++;
+    while (end > start && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+        end--;
     size_t copy = (size_t)(end - start) < size - 1 ? (size_t)(end - start) : size - 1;
     memcpy(value, start, copy);
     value[copy] = 0;
@@ -292,7 +301,8 @@ static size_t on_header(char *data, size_t size, size_t count, void *context)
     }
     char replayed[16] = "";
     header_copy(data, length, "Idempotent-Replayed", replayed, sizeof replayed);
-    if (replayed[0]) answer->replayed = !strcasecmp(replayed, "true");
+    if (replayed[0])
+        answer->replayed = !strcasecmp(replayed, "true");
     header_copy(data, length, "X-Request-Id", answer->request_id, sizeof answer->request_id);
     header_copy(data, length, "Retry-After", answer->retry_after, sizeof answer->retry_after);
     return length;
@@ -308,8 +318,10 @@ static size_t on_body(char *data, size_t size, size_t count, void *context)
     }
     if (answer->length + length + 1 > answer->capacity) {
         size_t capacity = answer->capacity ? answer->capacity : 16384;
-        while (capacity < answer->length + length + 1) capacity *= 2;
-        if (capacity > CLIENT_RESPONSE_BYTES_MAX + 1) capacity = CLIENT_RESPONSE_BYTES_MAX + 1;
+        while (capacity < answer->length + length + 1)
+            capacity *= 2;
+        if (capacity > CLIENT_RESPONSE_BYTES_MAX + 1)
+            capacity = CLIENT_RESPONSE_BYTES_MAX + 1;
         char *grown = realloc(answer->body, capacity);
         if (!grown) {
             answer->out_of_memory = true;
@@ -343,7 +355,8 @@ static int client_set_server(client *server, const char *url)
     curl_url_cleanup(parsed);
     if (!valid)
         return cli_usage_error("--server needs an http:// or https:// URL, not '%s'", url);
-    while (length && url[length - 1] == '/') length--;
+    while (length && url[length - 1] == '/')
+        length--;
     memcpy(server->server, url, length);
     server->server[length] = 0;
     return CLIENT_GO_ON;
@@ -353,15 +366,18 @@ static int client_open(client *server, const command_line *line)
 {
     *server = (client){0};
     const char *url = line->value[OPTION_SERVER];
-    if (!url) url = getenv(CLIENT_SERVER_ENV);
-    if (!url || !*url) url = CLIENT_DEFAULT_SERVER;
+    if (!url)
+        url = getenv(CLIENT_SERVER_ENV);
+    if (!url || !*url)
+        url = CLIENT_DEFAULT_SERVER;
     server->json = line->value[OPTION_JSON] != NULL;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(server->curl = curl_easy_init())) {
         fprintf(stderr, "coffer: cannot start libcurl\n");
         return CLI_EXIT_ERROR;
     }
     int status = client_set_server(server, url);
-    if (status != CLIENT_GO_ON) return status;
+    if (status != CLIENT_GO_ON)
+        return status;
     CURL *curl = server->curl;
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, CLIENT_CONNECT_TIMEOUT_MS);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, CLIENT_TOTAL_TIMEOUT_MS);
@@ -405,8 +421,9 @@ static int report_transport_error(client *server, const url_builder *url, CURLco
     curl_easy_getinfo(server->curl, CURLINFO_REQUEST_SIZE, &sent_bytes);
     fprintf(stderr, "coffer: cannot reach the server at %s: %s\n", server->server, why);
     if (sent_bytes > 0 && server->retry_hint[0])
-        fprintf(stderr, "coffer: the request was sent but not answered, so it may or may not "
-                        "have been applied; %s\n",
+        fprintf(stderr,
+                "coffer: the request was sent but not answered, so it may or may not "
+                "have been applied; %s\n",
                 server->retry_hint);
     else if (sent_bytes == 0)
         fprintf(stderr, "coffer: is 'coffer serve' running there? Name another server with "
@@ -450,7 +467,8 @@ static int client_call(client *server, const url_builder *url, const char *body,
     CURLcode result = headers ? curl_easy_perform(curl) : CURLE_OUT_OF_MEMORY;
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
     curl_slist_free_all(headers);
-    if (result != CURLE_OK) return report_transport_error(server, url, result, answer);
+    if (result != CURLE_OK)
+        return report_transport_error(server, url, result, answer);
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &answer->status);
     if (answer->length) {
         answer->json = json_loadb(answer->body, answer->length, 0, NULL);
@@ -485,11 +503,14 @@ static const char *format_grouped(int64_t value, bool plus, char out[CLIENT_NUMB
         magnitude /= 10;
     } while (magnitude);
     size_t at = 0;
-    if (value < 0) out[at++] = '-';
-    if (value > 0 && plus) out[at++] = '+';
+    if (value < 0)
+        out[at++] = '-';
+    if (value > 0 && plus)
+        out[at++] = '+';
     for (int i = count - 1; i >= 0; i--) {
         out[at++] = digits[i];
-        if (i && i % 3 == 0) out[at++] = ',';
+        if (i && i % 3 == 0)
+            out[at++] = ',';
     }
     out[at] = 0;
     return out;
@@ -502,12 +523,15 @@ static const char *field_text(const json_t *object, const char *key, bool groupe
 {
     const json_t *value = json_object_get(object, key);
     if (json_is_integer(value)) {
-        if (grouped) return format_grouped(json_integer_value(value), false, out);
+        if (grouped)
+            return format_grouped(json_integer_value(value), false, out);
         snprintf(out, CLIENT_NUMBER_BYTES, "%" JSON_INTEGER_FORMAT, json_integer_value(value));
         return out;
     }
-    if (json_is_string(value)) return json_string_value(value);
-    if (json_is_null(value)) return when_null;
+    if (json_is_string(value))
+        return json_string_value(value);
+    if (json_is_null(value))
+        return when_null;
     return "?";
 }
 
@@ -525,9 +549,11 @@ static void print_value(FILE *out, const json_t *value)
 
 static void print_verbatim(const response *answer)
 {
-    if (!answer->length) return;
+    if (!answer->length)
+        return;
     fwrite(answer->body, 1, answer->length, stdout);
-    if (answer->body[answer->length - 1] != '\n') putchar('\n');
+    if (answer->body[answer->length - 1] != '\n')
+        putchar('\n');
 }
 
 /* A refusal on stderr: "error: <code>: <title>", then detail, field and the other fields. */
@@ -539,7 +565,8 @@ static void print_problem(const client *server, const response *answer)
         fprintf(stderr, "error: %s: %s\n", code, title ? title : "(no title)");
     } else {
         fprintf(stderr, "error: HTTP %ld from %s", answer->status, server->server);
-        if (answer->length) fputs(": ", stderr);
+        if (answer->length)
+            fputs(": ", stderr);
         for (size_t i = 0; i < answer->length && i < 200; i++) {
             unsigned char c = (unsigned char)answer->body[i];
             fputc(c < 0x20 || c == 0x7f ? ' ' : c, stderr);
@@ -555,11 +582,13 @@ static void print_problem(const client *server, const response *answer)
         print_value(stderr, detail);
         fputc('\n', stderr);
     }
-    json_object_foreach((json_t *)problem, key, value) {
+    json_object_foreach((json_t *)problem, key, value)
+    {
         bool skip = !strcmp(key, "detail");
         for (size_t i = 0; i < sizeof shown_elsewhere / sizeof *shown_elsewhere; i++)
             skip = skip || !strcmp(key, shown_elsewhere[i]);
-        if (skip) continue;
+        if (skip)
+            continue;
         fprintf(stderr, "  %s: ", key);
         print_value(stderr, value);
         fputc('\n', stderr);
@@ -568,13 +597,16 @@ static void print_problem(const client *server, const response *answer)
         fputs("  replayed: this id was refused before and keeps that outcome; use a new id to "
               "try again\n",
               stderr);
-    if (answer->retry_after[0]) fprintf(stderr, "  retry after: %s s\n", answer->retry_after);
-    if (answer->request_id[0]) fprintf(stderr, "  request id: %s\n", answer->request_id);
+    if (answer->retry_after[0])
+        fprintf(stderr, "  retry after: %s s\n", answer->retry_after);
+    if (answer->request_id[0])
+        fprintf(stderr, "  request id: %s\n", answer->request_id);
 }
 
 static int flush_output(void)
 {
-    if (fflush(stdout) == 0 && !ferror(stdout)) return 0;
+    if (fflush(stdout) == 0 && !ferror(stdout))
+        return 0;
     fprintf(stderr, "coffer: cannot write the output\n");
     return CLI_EXIT_ERROR;
 }
@@ -599,7 +631,8 @@ static int client_finish(const client *server, const response *answer, body_prin
         print(answer->json, answer, context);
         return flush_output();
     }
-    if (server->json) print_verbatim(answer);
+    if (server->json)
+        print_verbatim(answer);
     fflush(stdout);
     print_problem(server, answer);
     return CLI_EXIT_ERROR;
@@ -621,7 +654,8 @@ static int client_exchange(client *server, const url_builder *url, json_t *body,
     response answer;
     int status = client_call(server, url, text, idempotency_key, &answer);
     free(text);
-    if (status == CLIENT_GO_ON) status = client_finish(server, &answer, print, context);
+    if (status == CLIENT_GO_ON)
+        status = client_finish(server, &answer, print, context);
     response_free(&answer);
     return status;
 }
@@ -632,7 +666,8 @@ static int client_exchange(client *server, const url_builder *url, json_t *body,
 static bool set_text(json_t *object, const char *key, const char *value)
 {
     json_t *text = json_string(value);
-    if (text && json_object_set_new(object, key, text) == 0) return true;
+    if (text && json_object_set_new(object, key, text) == 0)
+        return true;
     cli_usage_error("%s is not valid UTF-8", key);
     return false;
 }
@@ -640,10 +675,12 @@ static bool set_text(json_t *object, const char *key, const char *value)
 static bool set_metadata(json_t *object, const command_line *line)
 {
     const char *text = line->value[OPTION_METADATA];
-    if (!text) return true;
+    if (!text)
+        return true;
     json_error_t error;
     json_t *metadata = json_loads(text, 0, &error);
-    if (json_is_object(metadata)) return json_object_set_new(object, "metadata", metadata) == 0;
+    if (json_is_object(metadata))
+        return json_object_set_new(object, "metadata", metadata) == 0;
     cli_usage_error("--metadata needs a JSON object%s%s", metadata ? "" : ": ",
                     metadata ? "" : error.text);
     json_decref(metadata);
@@ -667,7 +704,8 @@ static bool pick_id(const command_line *line, const char *prefix, char generated
                 cli_usage_error("an id is printable ASCII ([A-Za-z0-9._:@/-])");
                 return false;
             }
-        if (**id) return true;
+        if (**id)
+            return true;
         cli_usage_error("an id cannot be empty");
         return false;
     }
@@ -694,8 +732,7 @@ static void print_account_details(const json_t *account)
                field_text(account, "debits_posted", true, "-", a),
                field_text(account, "credits_posted", true, "-", b));
     if (json_is_integer(json_object_get(account, "credits_held")))
-        printf("  held: debits %s  credits %s\n",
-               field_text(account, "debits_held", true, "-", a),
+        printf("  held: debits %s  credits %s\n", field_text(account, "debits_held", true, "-", a),
                field_text(account, "credits_held", true, "-", b));
     else if (json_is_integer(json_object_get(account, "debits_held")))
         printf("  held: debits %s\n", field_text(account, "debits_held", true, "-", a));
@@ -718,8 +755,8 @@ static void print_account_details(const json_t *account)
  * The context is the verb before it ("created ") or "". */
 static void print_account(const json_t *account, const response *answer, const void *context)
 {
-    char balance[CLIENT_NUMBER_BYTES], available[CLIENT_NUMBER_BYTES],
-        version[CLIENT_NUMBER_BYTES], seq[CLIENT_NUMBER_BYTES];
+    char balance[CLIENT_NUMBER_BYTES], available[CLIENT_NUMBER_BYTES], version[CLIENT_NUMBER_BYTES],
+        seq[CLIENT_NUMBER_BYTES];
     const char *id = text_field(account, "id"), *currency = text_field(account, "currency");
     printf("%saccount %s  %s  balance %s  available %s  version %s", (const char *)context,
            id ? id : "?", currency ? currency : "?",
@@ -786,7 +823,8 @@ static void print_history_entry(const json_t *entry)
     char seq[CLIENT_NUMBER_BYTES], delta[CLIENT_NUMBER_BYTES], balance[CLIENT_NUMBER_BYTES],
         available[CLIENT_NUMBER_BYTES], version[CLIENT_NUMBER_BYTES];
     const json_t *delta_value = json_object_get(entry, "delta");
-    if (json_is_integer(delta_value)) format_grouped(json_integer_value(delta_value), true, delta);
+    if (json_is_integer(delta_value))
+        format_grouped(json_integer_value(delta_value), true, delta);
     printf("%8s  %-30s  %-8s  %14s  %16s  %16s  %7s  %s\n",
            field_text(entry, "seq", false, "-", seq),
            text_field(entry, "timestamp") ? text_field(entry, "timestamp") : "-",
@@ -823,30 +861,37 @@ static int history_page_all(const client *server, const response *answer, uint64
     const json_t *entries = json_object_get(answer->json, "entries"), *entry;
     const json_t *next = json_object_get(answer->json, "next_after");
     if (!json_is_array(entries) || !(json_is_null(next) || json_is_integer(next))) {
-        fprintf(stderr, "error: the server at %s answered a history page without entries or "
-                        "next_after\n",
+        fprintf(stderr,
+                "error: the server at %s answered a history page without entries or "
+                "next_after\n",
                 server->server);
         return CLI_EXIT_ERROR;
     }
     size_t index;
-    json_array_foreach(entries, index, entry) {
+    json_array_foreach(entries, index, entry)
+    {
         if (server->json) {
-            if (*printed == 0) fputs("{\"entries\":[", stdout);
-            if (*printed) putchar(',');
+            if (*printed == 0)
+                fputs("{\"entries\":[", stdout);
+            if (*printed)
+                putchar(',');
             json_dumpf(entry, stdout, JSON_COMPACT);
         } else {
-            if (*printed == 0) print_history_header();
+            if (*printed == 0)
+                print_history_header();
             print_history_entry(entry);
         }
         ++*printed;
     }
     *done = json_is_null(next);
-    if (*done) return CLIENT_GO_ON;
+    if (*done)
+        return CLIENT_GO_ON;
     /* A next page must start later, so a confused server cannot keep us looping. */
     if (json_integer_value(next) < 0 || (uint64_t)json_integer_value(next) <= *after) {
         fflush(stdout);
-        fprintf(stderr, "\nerror: the server's next_after %" JSON_INTEGER_FORMAT
-                        " does not move past %" PRIu64 "; stopping\n",
+        fprintf(stderr,
+                "\nerror: the server's next_after %" JSON_INTEGER_FORMAT
+                " does not move past %" PRIu64 "; stopping\n",
                 json_integer_value(next), *after);
         return CLI_EXIT_ERROR;
     }
@@ -877,7 +922,8 @@ static int account_history_all(client *server, const command_line *line, uint64_
             status = history_page_all(server, &answer, &after, &printed, &done);
         response_free(&answer);
     }
-    if (status != CLIENT_GO_ON) return status;
+    if (status != CLIENT_GO_ON)
+        return status;
     if (server->json)
         fputs(printed ? "],\"next_after\":null}\n" : "{\"entries\":[],\"next_after\":null}\n",
               stdout);
@@ -893,7 +939,8 @@ static int account_history(client *server, const command_line *line)
     if (!option_u64(line, OPTION_AFTER, &after, &has_after) ||
         !option_u64(line, OPTION_LIMIT, &limit, &has_limit))
         return CLI_EXIT_USAGE;
-    if (line->value[OPTION_ALL]) return account_history_all(server, line, after);
+    if (line->value[OPTION_ALL])
+        return account_history_all(server, line, after);
     url_builder url;
     url_start(&url, server, "/v1/accounts/");
     url_append(&url, line->operand[0], true);
@@ -911,17 +958,22 @@ static void print_transfer_summary(const json_t *transfer)
     char number[CLIENT_NUMBER_BYTES];
     const char *hold = text_field(transfer, "post"), *voided = text_field(transfer, "void");
     const char *from = text_field(transfer, "from"), *to = text_field(transfer, "to");
-    if (hold) printf("post of hold %s", hold);
-    if (voided) printf("void of hold %s", voided);
-    if (from && to) printf("%s%s -> %s", hold || voided ? ", " : "", from, to);
+    if (hold)
+        printf("post of hold %s", hold);
+    if (voided)
+        printf("void of hold %s", voided);
+    if (from && to)
+        printf("%s%s -> %s", hold || voided ? ", " : "", from, to);
     if (json_is_integer(json_object_get(transfer, "amount")))
         printf(" %s", field_text(transfer, "amount", true, "", number));
     if (json_is_integer(json_object_get(transfer, "amount_requested")))
         printf(" of %s requested", field_text(transfer, "amount_requested", true, "", number));
-    if (text_field(transfer, "currency")) printf(" %s", text_field(transfer, "currency"));
+    if (text_field(transfer, "currency"))
+        printf(" %s", text_field(transfer, "currency"));
     const char *state = text_field(transfer, "state"), *code = text_field(transfer, "code");
     printf(" (%s", state ? state : code ? code : "?");
-    if (state && code && strcmp(code, "created") && strcmp(code, "exists")) printf(": %s", code);
+    if (state && code && strcmp(code, "created") && strcmp(code, "exists"))
+        printf(": %s", code);
     if (json_is_integer(json_object_get(transfer, "captured")))
         printf("%s %s", state && !strcmp(state, "captured") ? "" : ", captured",
                field_text(transfer, "captured", true, "", number));
@@ -940,11 +992,13 @@ static void print_account_changes(const json_t *accounts, const json_t *transfer
     const char *separator = "; ";
     for (size_t i = 0; i < 2; i++) {
         const json_t *account = json_object_get(accounts, sides[i]);
-        if (!json_is_object(account)) continue;
+        if (!json_is_object(account))
+            continue;
         char balance[CLIENT_NUMBER_BYTES], available[CLIENT_NUMBER_BYTES],
             version[CLIENT_NUMBER_BYTES];
         const char *id = text_field(account, "id");
-        if (!id) id = text_field(transfer, sides[i]);
+        if (!id)
+            id = text_field(transfer, sides[i]);
         printf("%s%s balance %s", separator, id ? id : sides[i],
                field_text(account, "balance", true, "?", balance));
         if (!json_equal(json_object_get(account, "balance"), json_object_get(account, "available")))
@@ -960,8 +1014,8 @@ static void print_transfer_result(const json_t *body, const response *answer, co
     (void)context;
     const json_t *transfer = json_object_get(body, "transfer");
     const char *code = text_field(body, "code");
-    printf("%s %s: ", code ? code : "done", text_field(transfer, "id") ? text_field(transfer, "id")
-                                                                      : "?");
+    printf("%s %s: ", code ? code : "done",
+           text_field(transfer, "id") ? text_field(transfer, "id") : "?");
     print_transfer_summary(transfer);
     print_account_changes(json_object_get(body, "accounts"), transfer);
     puts(answer->replayed ? " (replayed)" : "");
@@ -985,15 +1039,16 @@ static int transfer_create(client *server, const command_line *line)
     char generated[CLIENT_ID_BYTES];
     const char *id;
     bool in_header;
-    if (!pick_id(line, "tx-", generated, &id, &in_header)) return CLI_EXIT_USAGE;
+    if (!pick_id(line, "tx-", generated, &id, &in_header))
+        return CLI_EXIT_USAGE;
     json_t *body = json_object();
     bool ok = body && (in_header || set_text(body, "id", id)) &&
               set_text(body, "from", line->value[OPTION_FROM]) &&
               set_text(body, "to", line->value[OPTION_TO]) &&
               json_object_set_new(body, "amount", json_integer(amount)) == 0;
     if (ok && has_hold)
-        ok = json_object_set_new(body, "hold", json_pack("{sI}", "timeout_ms",
-                                                         (json_int_t)timeout_ms)) == 0;
+        ok = json_object_set_new(body, "hold",
+                                 json_pack("{sI}", "timeout_ms", (json_int_t)timeout_ms)) == 0;
     if (ok && (has_from_version || has_to_version)) {
         json_t *expect = json_object();
         if (has_from_version)
@@ -1002,7 +1057,8 @@ static int transfer_create(client *server, const command_line *line)
             json_object_set_new(expect, "to_version", json_integer((json_int_t)to_version));
         ok = json_object_set_new(body, "expect", expect) == 0;
     }
-    if (ok && line->value[OPTION_UP_TO]) ok = json_object_set_new(body, "up_to", json_true()) == 0;
+    if (ok && line->value[OPTION_UP_TO])
+        ok = json_object_set_new(body, "up_to", json_true()) == 0;
     if (!ok || !set_metadata(body, line)) {
         json_decref(body);
         return CLI_EXIT_USAGE;
@@ -1023,7 +1079,8 @@ static void print_transfer(const json_t *transfer, const response *answer, const
     printf("transfer %s: ", text_field(transfer, "id") ? text_field(transfer, "id") : "?");
     print_transfer_summary(transfer);
     putchar('\n');
-    if (text_field(transfer, "timestamp")) printf("  at %s\n", text_field(transfer, "timestamp"));
+    if (text_field(transfer, "timestamp"))
+        printf("  at %s\n", text_field(transfer, "timestamp"));
     const json_t *hold = json_object_get(transfer, "hold");
     if (json_is_object(hold)) {
         char timeout[CLIENT_NUMBER_BYTES];
@@ -1059,15 +1116,18 @@ static int hold_resolve(client *server, const command_line *line, const char *ac
 {
     int64_t amount = 0;
     bool has_amount = false;
-    if (!option_i64(line, OPTION_AMOUNT, &amount, &has_amount)) return CLI_EXIT_USAGE;
+    if (!option_i64(line, OPTION_AMOUNT, &amount, &has_amount))
+        return CLI_EXIT_USAGE;
     char generated[CLIENT_ID_BYTES], prefix[8];
     snprintf(prefix, sizeof prefix, "%s-", action);
     const char *id;
     bool in_header;
-    if (!pick_id(line, prefix, generated, &id, &in_header)) return CLI_EXIT_USAGE;
+    if (!pick_id(line, prefix, generated, &id, &in_header))
+        return CLI_EXIT_USAGE;
     json_t *body = json_object();
     bool ok = body && (in_header || set_text(body, "id", id));
-    if (ok && has_amount) ok = json_object_set_new(body, "amount", json_integer(amount)) == 0;
+    if (ok && has_amount)
+        ok = json_object_set_new(body, "amount", json_integer(amount)) == 0;
     if (!ok) {
         json_decref(body);
         return CLI_EXIT_USAGE;
@@ -1098,8 +1158,10 @@ static void print_holds(const json_t *body, const response *answer, const void *
     (void)context;
     const json_t *holds = json_object_get(body, "holds"), *hold;
     size_t index;
-    if (json_array_size(holds) == 0) puts("no pending holds");
-    json_array_foreach(holds, index, hold) {
+    if (json_array_size(holds) == 0)
+        puts("no pending holds");
+    json_array_foreach(holds, index, hold)
+    {
         printf("hold %s: ", text_field(hold, "id") ? text_field(hold, "id") : "?");
         print_transfer_summary(hold);
         putchar('\n');
@@ -1110,7 +1172,8 @@ static int hold_list(client *server, const command_line *line)
 {
     uint64_t limit = 0;
     bool has_limit;
-    if (!option_u64(line, OPTION_LIMIT, &limit, &has_limit)) return CLI_EXIT_USAGE;
+    if (!option_u64(line, OPTION_LIMIT, &limit, &has_limit))
+        return CLI_EXIT_USAGE;
     url_builder url;
     url_start(&url, server, "/v1/holds");
     url_query(&url, "account", line->value[OPTION_ACCOUNT]);
@@ -1269,10 +1332,12 @@ static int run_command(const command *cmd, int argc, char **argv)
 {
     command_line line;
     int status = parse_command_line(cmd, argc, argv, &line);
-    if (status != CLIENT_GO_ON) return status;
+    if (status != CLIENT_GO_ON)
+        return status;
     client server;
     status = client_open(&server, &line);
-    if (status == CLIENT_GO_ON) status = cmd->run(&server, &line);
+    if (status == CLIENT_GO_ON)
+        status = cmd->run(&server, &line);
     client_close(&server);
     return status;
 }

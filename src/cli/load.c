@@ -78,7 +78,8 @@ static uint64_t next_random(load *l)
 static int open_connection(const load *l, bool blocking)
 {
     int fd = socket(AF_INET, SOCK_STREAM | (blocking ? 0 : SOCK_NONBLOCK), 0);
-    if (fd < 0) return -1;
+    if (fd < 0)
+        return -1;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (connect(fd, (const struct sockaddr *)&l->address, sizeof l->address) != 0 &&
@@ -104,24 +105,27 @@ static size_t format_request(const load *l, char *out, size_t size, const char *
 static size_t response_complete(const char *response, size_t received, size_t *body_start)
 {
     const char *end = memmem(response, received, "\r\n\r\n", 4);
-    if (!end) return 0;
+    if (!end)
+        return 0;
     size_t header_length = (size_t)(end - response) + 4;
     size_t content_length = 0;
     for (const char *line = response; line < end;) {
         const char *next = memmem(line, (size_t)(end - line), "\r\n", 2);
-        if (!next) next = end;
+        if (!next)
+            next = end;
         if ((size_t)(next - line) > 15 && strncasecmp(line, "Content-Length:", 15) == 0)
             content_length = strtoull(line + 15, 0, 10);
         line = next + 2;
     }
-    if (received < header_length + content_length) return 0;
+    if (received < header_length + content_length)
+        return 0;
     *body_start = header_length;
     return header_length + content_length;
 }
 
 /* One request on a fresh connection; the response body (malloc'd) and status. */
-static char *request_blocking(const load *l, const char *method, const char *path,
-                              const char *body, int *status)
+static char *request_blocking(const load *l, const char *method, const char *path, const char *body,
+                              int *status)
 {
     size_t size = (body ? strlen(body) : 0) + 512;
     char *text = malloc(size), *response = malloc(RESPONSE_MAX + 1);
@@ -133,9 +137,11 @@ static char *request_blocking(const load *l, const char *method, const char *pat
     while (ok && !(total = response_complete(response, received, &body_start))) {
         ssize_t got = read(fd, response + received, RESPONSE_MAX - received);
         ok = got > 0;
-        if (ok) received += (size_t)got;
+        if (ok)
+            received += (size_t)got;
     }
-    if (fd >= 0) close(fd);
+    if (fd >= 0)
+        close(fd);
     free(text);
     if (!ok) {
         free(response);
@@ -222,7 +228,8 @@ static int format_transfer(load *l, char *out, size_t size)
     uint64_t id = l->next_id++;
     char from[48], to[48];
     uint64_t a = next_random(l) % l->accounts, b = next_random(l) % l->accounts;
-    if (a == b) b = (b + 1) % l->accounts;
+    if (a == b)
+        b = (b + 1) % l->accounts;
     int amount = 1 + (int)(next_random(l) % 100);
     switch (l->workload) {
     case LOAD_HOT:
@@ -240,8 +247,9 @@ static int format_transfer(load *l, char *out, size_t size)
         account_name(l, from, sizeof from, a);
         account_name(l, to, sizeof to, b);
     }
-    return snprintf(out, size, "{\"id\":\"%s-t%" PRIu64 "\",\"from\":\"%s\",\"to\":\"%s\","
-                               "\"amount\":%d}",
+    return snprintf(out, size,
+                    "{\"id\":\"%s-t%" PRIu64 "\",\"from\":\"%s\",\"to\":\"%s\","
+                    "\"amount\":%d}",
                     l->run, id, from, to, amount);
 }
 
@@ -253,16 +261,17 @@ static bool prepare(load *l, connection *c)
     if (l->batch > 1) {
         used = (size_t)snprintf(body, sizeof body, "{\"transfers\":[");
         for (uint64_t i = 0; i < l->batch; i++) {
-            if (i) body[used++] = ',';
+            if (i)
+                body[used++] = ',';
             used += (size_t)format_transfer(l, body + used, sizeof body - used);
         }
         used += (size_t)snprintf(body + used, sizeof body - used, "]}");
         c->transfers = l->batch;
     } else if (l->workload == LOAD_RETRIES && l->retry_count > 0 && next_random(l) % 3 == 0) {
         /* A third of the requests retry an earlier key with the same content. */
-        uint64_t pick = l->retry_count - 1 - next_random(l) % (l->retry_count < RETRY_RING
-                                                                    ? l->retry_count
-                                                                    : RETRY_RING);
+        uint64_t pick =
+            l->retry_count - 1 -
+            next_random(l) % (l->retry_count < RETRY_RING ? l->retry_count : RETRY_RING);
         used = (size_t)snprintf(body, sizeof body, "%s", l->retry_bodies[pick % RETRY_RING]);
         c->transfers = 1;
     } else {
@@ -273,7 +282,8 @@ static bool prepare(load *l, connection *c)
     }
     size_t size = used + 512;
     char *request = realloc(c->request, size);
-    if (!request) return false;
+    if (!request)
+        return false;
     c->request = request;
     c->request_length = format_request(l, c->request, size, "POST", "/v1/transfers", body);
     c->sent = 0;
@@ -286,7 +296,8 @@ static int code_of(const char *name, size_t length)
 {
     for (int code = 0; code < COFFER_CODE_LIMIT; code++) {
         const char *known = coffer_code_name(code);
-        if (known && strlen(known) == length && memcmp(known, name, length) == 0) return code;
+        if (known && strlen(known) == length && memcmp(known, name, length) == 0)
+            return code;
     }
     return COFFER_INTERNAL;
 }
@@ -294,8 +305,8 @@ static int code_of(const char *name, size_t length)
 static size_t count_occurrences(const char *text, size_t length, const char *needle)
 {
     size_t count = 0, needle_length = strlen(needle);
-    for (const char *at = text; (at = memmem(at, length - (size_t)(at - text), needle,
-                                             needle_length));
+    for (const char *at = text;
+         (at = memmem(at, length - (size_t)(at - text), needle, needle_length));
          at += needle_length)
         count++;
     return count;
@@ -311,7 +322,8 @@ static void account_response(load *l, connection *c, size_t body_start, size_t t
     l->transfers += c->transfers;
     const char *body = c->response + body_start;
     size_t body_length = total - body_start;
-    if (memmem(c->response, body_start, "Idempotent-Replayed: true", 25)) l->replays++;
+    if (memmem(c->response, body_start, "Idempotent-Replayed: true", 25))
+        l->replays++;
     if (c->transfers > 1 && status == 200) {
         size_t created = count_occurrences(body, body_length, "\"status\":201");
         l->transfers_created += created;
@@ -322,9 +334,11 @@ static void account_response(load *l, connection *c, size_t body_start, size_t t
     const char *code = memmem(body, body_length, "\"code\":\"", 8);
     if (code) {
         const char *name = code + 8, *end = memchr(name, '"', body_length - (size_t)(name - body));
-        if (end) l->codes[code_of(name, (size_t)(end - name))]++;
+        if (end)
+            l->codes[code_of(name, (size_t)(end - name))]++;
     }
-    if (status == 201) l->transfers_created++;
+    if (status == 201)
+        l->transfers_created++;
 }
 
 /* Advances one connection on an epoll event; false when it broke. */
@@ -332,22 +346,27 @@ static bool drive(load *l, connection *c, bool running)
 {
     while (c->sent < c->request_length) {
         ssize_t wrote = write(c->fd, c->request + c->sent, c->request_length - c->sent);
-        if (wrote < 0) return errno == EAGAIN;
+        if (wrote < 0)
+            return errno == EAGAIN;
         c->sent += (size_t)wrote;
     }
     for (;;) {
         ssize_t got = read(c->fd, c->response + c->received, RESPONSE_MAX - c->received);
-        if (got < 0) return errno == EAGAIN;
-        if (got == 0) return false;
+        if (got < 0)
+            return errno == EAGAIN;
+        if (got == 0)
+            return false;
         c->received += (size_t)got;
         size_t body_start, total = response_complete(c->response, c->received, &body_start);
-        if (!total) continue;
+        if (!total)
+            continue;
         account_response(l, c, body_start, total);
         if (!running) {
             c->request_length = c->sent = 0;
             return true;
         }
-        if (!prepare(l, c)) return false;
+        if (!prepare(l, c))
+            return false;
         return drive(l, c, running);
     }
 }
@@ -356,12 +375,14 @@ static bool run_load(load *l, double *seconds)
 {
     int epoll = epoll_create1(0);
     connection *connections = calloc(l->connections, sizeof *connections);
-    if (epoll < 0 || !connections) return false;
+    if (epoll < 0 || !connections)
+        return false;
     for (uint64_t i = 0; i < l->connections; i++) {
         connection *c = &connections[i];
         c->response = malloc(RESPONSE_MAX);
         c->fd = open_connection(l, false);
-        if (c->fd < 0 || !c->response || !prepare(l, c)) return false;
+        if (c->fd < 0 || !c->response || !prepare(l, c))
+            return false;
         struct epoll_event event = {EPOLLIN | EPOLLOUT | EPOLLET, {.ptr = c}};
         epoll_ctl(epoll, EPOLL_CTL_ADD, c->fd, &event);
     }
@@ -374,10 +395,12 @@ static bool run_load(load *l, double *seconds)
         int ready = epoll_wait(epoll, events, 256, 100);
         for (int i = 0; i < ready; i++) {
             connection *c = events[i].data.ptr;
-            if (c->fd < 0) continue;
+            if (c->fd < 0)
+                continue;
             bool idle_after_stop = !running && c->request_length == 0;
             if (idle_after_stop || !drive(l, c, running)) {
-                if (!idle_after_stop && running) l->failures++;
+                if (!idle_after_stop && running)
+                    l->failures++;
                 close(c->fd);
                 c->fd = -1;
                 open--;
@@ -396,9 +419,11 @@ static bool run_load(load *l, double *seconds)
                 }
     }
     *seconds = (double)(now_ns() - start) / 1e9;
-    if (*seconds > (double)l->duration_s) *seconds = (double)l->duration_s + 0.0;
+    if (*seconds > (double)l->duration_s)
+        *seconds = (double)l->duration_s + 0.0;
     for (uint64_t i = 0; i < l->connections; i++) {
-        if (connections[i].fd >= 0) close(connections[i].fd);
+        if (connections[i].fd >= 0)
+            close(connections[i].fd);
         free(connections[i].request);
         free(connections[i].response);
     }
@@ -414,7 +439,8 @@ static uint64_t percentile(const load *l, double fraction)
     uint64_t target = (uint64_t)((double)l->requests * fraction), seen = 0;
     for (uint64_t us = 0; us < LATENCY_SLOTS; us++) {
         seen += l->latency_us[us];
-        if (seen > target) return us;
+        if (seen > target)
+            return us;
     }
     return LATENCY_SLOTS;
 }
@@ -430,7 +456,8 @@ static bool verify_ok(const load *l)
     int status;
     char *body = request_blocking(l, "GET", "/v1/verify", 0, &status);
     bool ok = body && status == 200 && strstr(body, "\"ok\":true");
-    if (!ok) fprintf(stderr, "coffer bench: verify: %.300s\n", body ? body : "no response");
+    if (!ok)
+        fprintf(stderr, "coffer bench: verify: %.300s\n", body ? body : "no response");
     free(body);
     return ok;
 }
@@ -441,8 +468,8 @@ static void report(const load *l, double seconds, bool verified)
     uint64_t p50 = percentile(l, 0.5), p99 = percentile(l, 0.99), p999 = percentile(l, 0.999);
     printf("workload %s: %" PRIu64 " connections, %" PRIu64 " s, batch %" PRIu64 "\n",
            workload_name(l->workload), l->connections, l->duration_s, l->batch);
-    printf("  %.0f requests/s, %.0f transfers/s (%" PRIu64 " created, %" PRIu64 " replays)\n",
-           rps, tps, l->transfers_created, l->replays);
+    printf("  %.0f requests/s, %.0f transfers/s (%" PRIu64 " created, %" PRIu64 " replays)\n", rps,
+           tps, l->transfers_created, l->replays);
     printf("  latency p50 %.3f ms, p99 %.3f ms, p999 %.3f ms\n", (double)p50 / 1000,
            (double)p99 / 1000, (double)p999 / 1000);
     printf("  verify through the API: %s; connection failures: %" PRIu64 "\n",
@@ -454,8 +481,8 @@ static void report(const load *l, double seconds, bool verified)
            "\"p99\":%.3f,\"p999\":%.3f},\"verify_ok\":%s,\"connection_failures\":%" PRIu64
            ",\"codes\":{",
            workload_name(l->workload), l->connections, l->batch, seconds, l->requests, rps,
-           l->replays, l->transfers, tps, (double)p50 / 1000, (double)p99 / 1000, (double)p999 / 1000,
-           verified ? "true" : "false", l->failures);
+           l->replays, l->transfers, tps, (double)p50 / 1000, (double)p99 / 1000,
+           (double)p999 / 1000, verified ? "true" : "false", l->failures);
     const char *separator = "";
     for (int code = 0; code < COFFER_CODE_LIMIT; code++)
         if (l->codes[code]) {
@@ -474,11 +501,13 @@ static bool parse_url(load *l, const char *url)
     const char *host = !strncmp(url, "http://", 7) ? url + 7 : url;
     if (!strncmp(host, "localhost", 9)) {
         a = 127, b = 0, c = 0, d = 1;
-        if (host[9] == ':' && sscanf(host + 10, "%u%1s", &port, rest) < 1) return false;
+        if (host[9] == ':' && sscanf(host + 10, "%u%1s", &port, rest) < 1)
+            return false;
     } else if (sscanf(host, "%u.%u.%u.%u:%u", &a, &b, &c, &d, &port) < 4) {
         return false;
     }
-    if (a > 255 || b > 255 || c > 255 || d > 255 || port == 0 || port > 65535) return false;
+    if (a > 255 || b > 255 || c > 255 || d > 255 || port == 0 || port > 65535)
+        return false;
     l->address.sin_family = AF_INET;
     l->address.sin_port = htons((uint16_t)port);
     l->address.sin_addr.s_addr = htonl((a << 24) | (b << 16) | (c << 8) | d);
@@ -494,7 +523,8 @@ int cli_bench_server(const load_arguments *arguments)
         return cli_usage_error("bench: --server needs http://IPV4:PORT (or localhost:PORT)");
     const char *names[] = {"uniform", "hot", "seats", "retries"};
     for (int i = 0; i < 4; i++)
-        if (!strcmp(arguments->workload, names[i])) l.workload = (enum workload)i;
+        if (!strcmp(arguments->workload, names[i]))
+            l.workload = (enum workload)i;
     l.accounts = arguments->accounts;
     l.seats = arguments->seats;
     l.connections = arguments->connections;
@@ -504,12 +534,15 @@ int cli_bench_server(const load_arguments *arguments)
     snprintf(l.run, sizeof l.run, "b%llx", (unsigned long long)(now_ns() / 1000 % 0xFFFFFFFF));
     l.latency_us = calloc(LATENCY_SLOTS, sizeof *l.latency_us);
     l.retry_bodies = calloc(RETRY_RING, sizeof *l.retry_bodies);
-    if (!l.latency_us || !l.retry_bodies) return 1;
+    if (!l.latency_us || !l.retry_bodies)
+        return 1;
     fprintf(stderr, "coffer bench: setting up %" PRIu64 " %s on %s\n",
             l.workload == LOAD_SEATS ? l.seats : l.accounts,
             l.workload == LOAD_SEATS ? "seats" : "accounts", arguments->url);
-    if (!setup_accounts(&l)) return 1;
-    if (l.workload == LOAD_SEATS) l.accounts = l.seats;
+    if (!setup_accounts(&l))
+        return 1;
+    if (l.workload == LOAD_SEATS)
+        l.accounts = l.seats;
     double seconds;
     if (!run_load(&l, &seconds)) {
         fprintf(stderr, "coffer bench: cannot connect to %s\n", arguments->url);

@@ -42,11 +42,13 @@ int cli_usage_error(const char *format, ...)
 
 bool cli_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out)
 {
-    if (!text || !*text || *text == '-' || *text == '+') return false;
+    if (!text || !*text || *text == '-' || *text == '+')
+        return false;
     char *end;
     errno = 0;
     unsigned long long value = strtoull(text, &end, 10);
-    if (errno || *end || value < min || value > max) return false;
+    if (errno || *end || value < min || value > max)
+        return false;
     *out = value;
     return true;
 }
@@ -78,14 +80,23 @@ int main(int argc, char **argv)
         puts("coffer 0.1.0");
         return 0;
     }
-    if (!strcmp(command, "codes")) return print_codes();
-    if (!strcmp(command, "bench")) return cli_bench(argc - 1, argv + 1);
-    if (!strcmp(command, "verify")) return cli_verify(argc - 1, argv + 1);
-    if (!strcmp(command, "serve")) return cli_serve(argc - 1, argv + 1);
-    if (!strcmp(command, "dump")) return cli_dump(argc - 1, argv + 1);
-    if (!strcmp(command, "account")) return cli_account(argc - 1, argv + 1);
-    if (!strcmp(command, "transfer")) return cli_transfer(argc - 1, argv + 1);
-    if (!strcmp(command, "hold")) return cli_hold(argc - 1, argv + 1);
-    if (!strcmp(command, "health")) return cli_health(argc - 1, argv + 1);
+    if (!strcmp(command, "codes"))
+        return print_codes();
+    if (!strcmp(command, "bench"))
+        return cli_bench(argc - 1, argv + 1);
+    if (!strcmp(command, "verify"))
+        return cli_verify(argc - 1, argv + 1);
+    if (!strcmp(command, "serve"))
+        return cli_serve(argc - 1, argv + 1);
+    if (!strcmp(command, "dump"))
+        return cli_dump(argc - 1, argv + 1);
+    if (!strcmp(command, "account"))
+        return cli_account(argc - 1, argv + 1);
+    if (!strcmp(command, "transfer"))
+        return cli_transfer(argc - 1, argv + 1);
+    if (!strcmp(command, "hold"))
+        return cli_hold(argc - 1, argv + 1);
+    if (!strcmp(command, "health"))
+        return cli_health(argc - 1, argv + 1);
     return cli_usage_error("unknown command '%s' (try 'coffer --help')", command);
 }

@@ -32,9 +32,11 @@ static bool parse_listen(const char *text, server_options *options)
 {
     static char host[64];
     const char *colon = text ? strrchr(text, ':') : 0;
-    if (!colon || colon == text || (size_t)(colon - text) >= sizeof host) return false;
+    if (!colon || colon == text || (size_t)(colon - text) >= sizeof host)
+        return false;
     uint64_t port;
-    if (!cli_parse_u64(colon + 1, 1, 65535, &port)) return false;
+    if (!cli_parse_u64(colon + 1, 1, 65535, &port))
+        return false;
     memcpy(host, text, (size_t)(colon - text));
     host[colon - text] = 0;
     options->host = host;
@@ -45,7 +47,8 @@ static bool parse_listen(const char *text, server_options *options)
 static bool parse_count(const char *text, uint64_t min, uint64_t max, unsigned *out)
 {
     uint64_t value;
-    if (!cli_parse_u64(text, min, max, &value)) return false;
+    if (!cli_parse_u64(text, min, max, &value))
+        return false;
     *out = (unsigned)value;
     return true;
 }
@@ -90,7 +93,8 @@ int cli_serve(int argc, char **argv)
         } else {
             return cli_usage_error("serve: unknown option '%s' (try 'coffer serve --help')", flag);
         }
-        if (!ok) return cli_usage_error("serve: %s needs a valid value", flag);
+        if (!ok)
+            return cli_usage_error("serve: %s needs a valid value", flag);
         i++;
     }
     return server_run(&options);

@@ -11,7 +11,7 @@
 #define COFFER_ASSERT(condition)                                                                   \
     do {                                                                                           \
         if (__builtin_expect(!(condition), 0)) {                                                   \
-            fprintf(stderr, "coffer: assertion failed: %s (%s:%d)\n", #condition, __FILE__,         \
+            fprintf(stderr, "coffer: assertion failed: %s (%s:%d)\n", #condition, __FILE__,        \
                     __LINE__);                                                                     \
             abort();                                                                               \
         }                                                                                          \

@@ -18,7 +18,8 @@ static const struct code_info code_table[COFFER_CODE_LIMIT] = {
 
 static const struct code_info *code_lookup(int code)
 {
-    if (code < 0 || code >= COFFER_CODE_LIMIT || code_table[code].name == 0) return 0;
+    if (code < 0 || code >= COFFER_CODE_LIMIT || code_table[code].name == 0)
+        return 0;
     return &code_table[code];
 }
 

@@ -92,7 +92,8 @@ static coffer_account_after account_now(const store_account *account)
 coffer_account_after ledger_account_after(const store *s, uint32_t account, uint64_t seq)
 {
     uint32_t entry = store_history_find_seq(s, account, seq);
-    if (entry == STORE_NONE) return (coffer_account_after){0, 0, 1};
+    if (entry == STORE_NONE)
+        return (coffer_account_after){0, 0, 1};
     const store_history *found = &s->history[entry];
     return (coffer_account_after){found->balance, found->available, found->ordinal + 2};
 }
@@ -134,7 +135,8 @@ static uint32_t transfer_lookup(ledger *l, const char *id)
 
 static void undo_account(ledger *l, uint32_t index)
 {
-    if (!l->atomic) return;
+    if (!l->atomic)
+        return;
     COFFER_ASSERT(l->undo_count < l->undo_capacity);
     ledger_undo *undo = &l->undo[l->undo_count++];
     undo->kind = UNDO_ACCOUNT;
@@ -144,7 +146,8 @@ static void undo_account(ledger *l, uint32_t index)
 
 static void undo_transfer(ledger *l, uint32_t index)
 {
-    if (!l->atomic) return;
+    if (!l->atomic)
+        return;
     COFFER_ASSERT(l->undo_count < l->undo_capacity);
     ledger_undo *undo = &l->undo[l->undo_count++];
     undo->kind = UNDO_TRANSFER;
@@ -217,10 +220,14 @@ static uint32_t record_transfer(ledger *l, const coffer_event *event, const reso
     aux.hold_len = hold_missing ? (uint8_t)id_length(event->hold_id) : 0;
     uint64_t offset = store_arena_append(s, &aux, sizeof aux);
     /* Contiguous after the header: store_arena_append aligns only its first byte. */
-    if (aux.metadata_len) store_arena_append_raw(s, event->metadata, aux.metadata_len);
-    if (aux.from_len) store_arena_append_raw(s, event->from, aux.from_len);
-    if (aux.to_len) store_arena_append_raw(s, event->to, aux.to_len);
-    if (aux.hold_len) store_arena_append_raw(s, event->hold_id, aux.hold_len);
+    if (aux.metadata_len)
+        store_arena_append_raw(s, event->metadata, aux.metadata_len);
+    if (aux.from_len)
+        store_arena_append_raw(s, event->from, aux.from_len);
+    if (aux.to_len)
+        store_arena_append_raw(s, event->to, aux.to_len);
+    if (aux.hold_len)
+        store_arena_append_raw(s, event->hold_id, aux.hold_len);
     s->transfers[index].aux_offset = offset;
     return index;
 }
@@ -293,18 +300,24 @@ static int transfer_difference(const store *s, const store_transfer *t, const co
     if (t->op == COFFER_OP_TRANSFER) {
         if (!account_name_equal(s, t->from, from_name, aux ? aux->from_len : 0, e->from))
             return FIELD_FROM;
-        if (!account_name_equal(s, t->to, to_name, aux ? aux->to_len : 0, e->to)) return FIELD_TO;
+        if (!account_name_equal(s, t->to, to_name, aux ? aux->to_len : 0, e->to))
+            return FIELD_TO;
     }
-    if (t->amount_requested != e->amount) return FIELD_AMOUNT;
+    if (t->amount_requested != e->amount)
+        return FIELD_AMOUNT;
     if (t->op == COFFER_OP_TRANSFER) {
         uint64_t timeout_ms = t->expires_at ? (t->expires_at - t->timestamp) / 1000000ULL : 0;
-        if (timeout_ms != e->hold_timeout_ms) return FIELD_HOLD_TIMEOUT;
-        if ((t->flags ^ e->flags) & COFFER_FLAG_UP_TO) return FIELD_UP_TO;
+        if (timeout_ms != e->hold_timeout_ms)
+            return FIELD_HOLD_TIMEOUT;
+        if ((t->flags ^ e->flags) & COFFER_FLAG_UP_TO)
+            return FIELD_UP_TO;
         uint8_t flags = t->flags;
-        if ((flags ^ e->flags) & COFFER_FLAG_EXPECT_FROM) return FIELD_EXPECT_FROM;
+        if ((flags ^ e->flags) & COFFER_FLAG_EXPECT_FROM)
+            return FIELD_EXPECT_FROM;
         if ((flags & COFFER_FLAG_EXPECT_FROM) && aux->expect_from_version != e->expect_from_version)
             return FIELD_EXPECT_FROM;
-        if ((flags ^ e->flags) & COFFER_FLAG_EXPECT_TO) return FIELD_EXPECT_TO;
+        if ((flags ^ e->flags) & COFFER_FLAG_EXPECT_TO)
+            return FIELD_EXPECT_TO;
         if ((flags & COFFER_FLAG_EXPECT_TO) && aux->expect_to_version != e->expect_to_version)
             return FIELD_EXPECT_TO;
     } else {
@@ -318,17 +331,21 @@ static int transfer_difference(const store *s, const store_transfer *t, const co
             return field;
         }
     }
-    if (!bytes_equal(aux_bytes, metadata_len, e->metadata, e->metadata_len)) return FIELD_METADATA;
+    if (!bytes_equal(aux_bytes, metadata_len, e->metadata, e->metadata_len))
+        return FIELD_METADATA;
     return FIELD_NONE;
 }
 
 static int account_difference(const store *s, const store_account *a, const coffer_event *e)
 {
-    if (memcmp(a->currency, e->currency, strlen(e->currency) + 1) != 0) return FIELD_CURRENCY;
-    if ((a->flags ^ e->flags) & COFFER_FLAG_MIN_UNBOUNDED) return FIELD_MIN_BALANCE;
+    if (memcmp(a->currency, e->currency, strlen(e->currency) + 1) != 0)
+        return FIELD_CURRENCY;
+    if ((a->flags ^ e->flags) & COFFER_FLAG_MIN_UNBOUNDED)
+        return FIELD_MIN_BALANCE;
     if (!(a->flags & COFFER_FLAG_MIN_UNBOUNDED) && a->min_balance != e->min_balance)
         return FIELD_MIN_BALANCE;
-    if ((a->flags ^ e->flags) & COFFER_FLAG_HAS_MAX) return FIELD_MAX_BALANCE;
+    if ((a->flags ^ e->flags) & COFFER_FLAG_HAS_MAX)
+        return FIELD_MAX_BALANCE;
     if ((a->flags & COFFER_FLAG_HAS_MAX) && a->max_balance != e->max_balance)
         return FIELD_MAX_BALANCE;
     if (!bytes_equal(s->arena + a->metadata_offset, a->metadata_len, e->metadata, e->metadata_len))
@@ -378,8 +395,10 @@ static void result_replay(const store *s, const coffer_event *event, uint32_t in
     const store_transfer *t = &s->transfers[index];
     result->seq = t->seq;
     result->timestamp = t->timestamp;
-    if (t->from != STORE_NONE) result->from = ledger_account_after(s, t->from, t->seq);
-    if (t->to != STORE_NONE) result->to = ledger_account_after(s, t->to, t->seq);
+    if (t->from != STORE_NONE)
+        result->from = ledger_account_after(s, t->from, t->seq);
+    if (t->to != STORE_NONE)
+        result->to = ledger_account_after(s, t->to, t->seq);
     if (t->op != COFFER_OP_TRANSFER && t->from != STORE_NONE) {
         const store_account *from = &s->accounts[t->from], *to = &s->accounts[t->to];
         memcpy(result->hold_from, from->id, from->id_len);
@@ -389,8 +408,10 @@ static void result_replay(const store *s, const coffer_event *event, uint32_t in
         result->code = t->code;
         result->state = COFFER_STATE_REJECTED;
         result->field = ledger_field_name(t->field);
-        if (t->code == COFFER_VERSION_MISMATCH) result->actual_version = (uint64_t)t->amount;
-        if (t->code == COFFER_INSUFFICIENT_BALANCE) result->available = t->amount;
+        if (t->code == COFFER_VERSION_MISMATCH)
+            result->actual_version = (uint64_t)t->amount;
+        if (t->code == COFFER_INSUFFICIENT_BALANCE)
+            result->available = t->amount;
         return;
     }
     result->code = COFFER_EXISTS;
@@ -474,11 +495,13 @@ static int64_t up_to_amount(const store_account *from, const store_account *to, 
     __int128 movable = amount;
     if (has_floor(from)) {
         __int128 room = (__int128)account_balance(from) - from->debits_held - from->min_balance;
-        if (room < movable) movable = room;
+        if (room < movable)
+            movable = room;
     }
     if (has_cap(to)) {
         __int128 room = (__int128)to->max_balance - account_balance(to) - to->credits_held;
-        if (room < movable) movable = room;
+        if (room < movable)
+            movable = room;
     }
     return movable > 0 ? (int64_t)movable : 0;
 }
@@ -496,8 +519,7 @@ static int transfer_limits(const store_account *from, const store_account *to, i
         result->available = (int64_t)available;
         return reject(result, COFFER_INSUFFICIENT_BALANCE, FIELD_NONE);
     }
-    if (has_cap(to) &&
-        (__int128)account_balance(to) + to->credits_held + amount > to->max_balance)
+    if (has_cap(to) && (__int128)account_balance(to) + to->credits_held + amount > to->max_balance)
         return reject(result, COFFER_EXCEEDS_MAX_BALANCE, FIELD_NONE);
     return COFFER_OK;
 }
@@ -506,10 +528,13 @@ static int apply_transfer(ledger *l, const coffer_event *e, uint64_t seq, uint64
                           coffer_result *result)
 {
     store *s = l->store;
-    if (strcmp(e->from, e->to) == 0) return reject(result, COFFER_SAME_ACCOUNT, FIELD_NONE);
+    if (strcmp(e->from, e->to) == 0)
+        return reject(result, COFFER_SAME_ACCOUNT, FIELD_NONE);
     resolved refs = {account_lookup(l, e->from), account_lookup(l, e->to), STORE_NONE};
-    if (refs.from == STORE_NONE) return reject(result, COFFER_ACCOUNT_NOT_FOUND, FIELD_FROM);
-    if (refs.to == STORE_NONE) return reject(result, COFFER_ACCOUNT_NOT_FOUND, FIELD_TO);
+    if (refs.from == STORE_NONE)
+        return reject(result, COFFER_ACCOUNT_NOT_FOUND, FIELD_FROM);
+    if (refs.to == STORE_NONE)
+        return reject(result, COFFER_ACCOUNT_NOT_FOUND, FIELD_TO);
     store_account *from = &s->accounts[refs.from];
     store_account *to = &s->accounts[refs.to];
     result->from = account_now(from);
@@ -527,7 +552,8 @@ static int apply_transfer(ledger *l, const coffer_event *e, uint64_t seq, uint64
     bool hold = e->hold_timeout_ms > 0;
     int64_t amount = (e->flags & COFFER_FLAG_UP_TO) ? up_to_amount(from, to, e->amount) : e->amount;
     int code = transfer_limits(from, to, amount, hold, result);
-    if (code != COFFER_OK) return code;
+    if (code != COFFER_OK)
+        return code;
 
     uint32_t index = record_transfer(l, e, &refs, seq, timestamp);
     store_transfer *transfer = &s->transfers[index];
@@ -575,7 +601,8 @@ static int resolution_checks(const store *s, const coffer_event *e, uint32_t hol
                              uint64_t timestamp, int64_t *captured, coffer_result *result)
 {
     int field = e->op == COFFER_OP_POST ? FIELD_POST : FIELD_VOID;
-    if (hold_index == STORE_NONE) return reject(result, COFFER_HOLD_NOT_FOUND, field);
+    if (hold_index == STORE_NONE)
+        return reject(result, COFFER_HOLD_NOT_FOUND, field);
     const store_transfer *hold = &s->transfers[hold_index];
     if (hold->op != COFFER_OP_TRANSFER || hold->expires_at == 0 ||
         hold->state == COFFER_STATE_REJECTED)
@@ -590,8 +617,10 @@ static int resolution_checks(const store *s, const coffer_event *e, uint32_t hol
         return reject(result, COFFER_HOLD_EXPIRED, field);
     COFFER_ASSERT(hold->state == COFFER_STATE_PENDING);
     *captured = (e->op == COFFER_OP_POST && e->amount != 0) ? e->amount : hold->amount;
-    if (e->op == COFFER_OP_VOID) return COFFER_OK;
-    if (*captured > hold->amount) return reject(result, COFFER_HOLD_AMOUNT_EXCEEDED, FIELD_AMOUNT);
+    if (e->op == COFFER_OP_VOID)
+        return COFFER_OK;
+    if (*captured > hold->amount)
+        return reject(result, COFFER_HOLD_AMOUNT_EXCEEDED, FIELD_AMOUNT);
     const store_account *from = &s->accounts[hold->from];
     const store_account *to = &s->accounts[hold->to];
     if ((__int128)from->debits_posted + *captured > INT64_MAX ||
@@ -616,7 +645,8 @@ static int apply_resolution(ledger *l, const coffer_event *e, uint64_t seq, uint
     uint32_t hold_index = transfer_lookup(l, e->hold_id);
     int64_t captured = 0;
     int code = resolution_checks(s, e, hold_index, timestamp, &captured, result);
-    if (code != COFFER_OK) return code;
+    if (code != COFFER_OK)
+        return code;
 
     store_transfer *hold = &s->transfers[hold_index];
     resolved refs = {hold->from, hold->to, hold_index};
@@ -716,7 +746,8 @@ static void apply_single(ledger *l, const coffer_event *e, uint64_t seq, uint64_
         return;
     }
     code = apply_new(l, e, seq, timestamp, result);
-    if (rejection_recorded(e, code)) record_rejection(l, e, result, seq, timestamp);
+    if (rejection_recorded(e, code))
+        record_rejection(l, e, result, seq, timestamp);
 }
 
 /* An atomic submission refused before anything applied: `failed` carries the reason, the rest
@@ -743,7 +774,8 @@ static bool id_repeated(ledger *l, const coffer_event *events, size_t count, siz
     const coffer_event *e = &events[i];
     if (count <= 32) {
         for (size_t earlier = 0; earlier < i; earlier++)
-            if (same_id(&events[earlier], e)) return true;
+            if (same_id(&events[earlier], e))
+                return true;
         return false;
     }
     bool account = e->op == COFFER_OP_CREATE_ACCOUNT;
@@ -755,7 +787,8 @@ static bool id_repeated(ledger *l, const coffer_event *events, size_t count, siz
             l->seen[position] = i + 1;
             return false;
         }
-        if (same_id(&events[slot - 1], e)) return true;
+        if (same_id(&events[slot - 1], e))
+            return true;
     }
 }
 
@@ -763,10 +796,12 @@ static bool id_repeated(ledger *l, const coffer_event *events, size_t count, siz
 static size_t atomic_validate(ledger *l, const coffer_event *events, size_t count, int *code,
                               int *field)
 {
-    if (count > 32) memset(l->seen, 0, (l->seen_mask + 1) * sizeof *l->seen);
+    if (count > 32)
+        memset(l->seen, 0, (l->seen_mask + 1) * sizeof *l->seen);
     for (size_t i = 0; i < count; i++) {
         *code = ledger_validate(&events[i], field);
-        if (*code != COFFER_OK) return i;
+        if (*code != COFFER_OK)
+            return i;
         if (id_repeated(l, events, count, i)) {
             *code = COFFER_INVALID_FIELD;
             *field = FIELD_ID;
@@ -785,7 +820,8 @@ static bool atomic_prior(ledger *l, const coffer_event *events, size_t count,
     int existing_field = FIELD_NONE, different_field = FIELD_NONE;
     for (size_t i = 0; i < count; i++) {
         prior found = prior_find(l, &events[i]);
-        if (found.index == STORE_NONE) continue;
+        if (found.index == STORE_NONE)
+            continue;
         if (existing++ == 0) {
             first_existing = i;
             existing_field = found.difference != FIELD_NONE ? found.difference : FIELD_ID;
@@ -795,7 +831,8 @@ static bool atomic_prior(ledger *l, const coffer_event *events, size_t count,
             different_field = found.difference;
         }
     }
-    if (existing == 0) return false;
+    if (existing == 0)
+        return false;
     if (existing < count) {
         refuse_all(results, count, first_existing, COFFER_ID_REUSED, existing_field);
     } else if (first_different < count) {
@@ -821,8 +858,7 @@ static bool atomic_capacity(const store *s, const coffer_event *events, size_t c
 /* Undoes a failed atomic submission and records every transfer id of it as rejected: the
  * failing one with its own code, the rest batch_failed. */
 static void atomic_fail(ledger *l, const coffer_event *events, size_t count, size_t failed,
-                        const store_mark *mark, uint64_t seq0, uint64_t ts0,
-                        coffer_result *results)
+                        const store_mark *mark, uint64_t seq0, uint64_t ts0, coffer_result *results)
 {
     coffer_result reason = results[failed];
     undo_all(l, mark);
@@ -850,7 +886,8 @@ static void apply_atomic(ledger *l, const coffer_event *events, size_t count, ui
         refuse_all(results, count, bad, code, field);
         return;
     }
-    if (atomic_prior(l, events, count, results)) return;
+    if (atomic_prior(l, events, count, results))
+        return;
     if (!atomic_capacity(l->store, events, count)) {
         refuse_all(results, count, 0, COFFER_CAPACITY_EXCEEDED, FIELD_NONE);
         return;
@@ -884,7 +921,8 @@ static void apply_atomic(ledger *l, const coffer_event *events, size_t count, ui
 
 static void prefetch_slot(ledger *l, const store_index *index, const char *id)
 {
-    if (!id || strnlen(id, COFFER_TRANSFER_ID_MAX + 1) > COFFER_TRANSFER_ID_MAX) return;
+    if (!id || strnlen(id, COFFER_TRANSFER_ID_MAX + 1) > COFFER_TRANSFER_ID_MAX)
+        return;
     size_t length;
     __builtin_prefetch(&index->slots[id_hash(l, id, &length) & index->mask]);
 }
@@ -903,17 +941,20 @@ static void prefetch_slots(ledger *l, const coffer_event *e)
 static const store_account *account_guess(ledger *l, const char *id)
 {
     const store *s = l->store;
-    if (!id || strnlen(id, COFFER_ACCOUNT_ID_MAX + 1) > COFFER_ACCOUNT_ID_MAX) return 0;
+    if (!id || strnlen(id, COFFER_ACCOUNT_ID_MAX + 1) > COFFER_ACCOUNT_ID_MAX)
+        return 0;
     size_t length;
     uint64_t hash = id_hash(l, id, &length);
     uint64_t slot = s->account_index.slots[hash & s->account_index.mask];
-    if (!slot || (slot >> 32) != (hash >> 32)) return 0;
+    if (!slot || (slot >> 32) != (hash >> 32))
+        return 0;
     return &s->accounts[(uint32_t)slot - 1];
 }
 
 static void prefetch_records(ledger *l, const coffer_event *e)
 {
-    if (e->op != COFFER_OP_TRANSFER) return;
+    if (e->op != COFFER_OP_TRANSFER)
+        return;
     const store_account *guesses[2] = {account_guess(l, e->from), account_guess(l, e->to)};
     for (int i = 0; i < 2; i++)
         if (guesses[i])
@@ -924,7 +965,8 @@ static void prefetch_records(ledger *l, const coffer_event *e)
 /* The old entry a history append reads (see store_history_append). */
 static void prefetch_history(ledger *l, const coffer_event *e)
 {
-    if (e->op != COFFER_OP_TRANSFER) return;
+    if (e->op != COFFER_OP_TRANSFER)
+        return;
     const store_account *guesses[2] = {account_guess(l, e->from), account_guess(l, e->to)};
     for (int i = 0; i < 2; i++)
         if (guesses[i] && guesses[i]->history_jump != STORE_NONE &&
@@ -935,9 +977,11 @@ static void prefetch_history(ledger *l, const coffer_event *e)
 static void apply_independent(ledger *l, const coffer_event *events, size_t count, uint64_t seq0,
                               uint64_t ts0, coffer_result *results)
 {
-    for (size_t i = 0; i < count && i < PREFETCH_DISTANCE; i++) prefetch_slots(l, &events[i]);
+    for (size_t i = 0; i < count && i < PREFETCH_DISTANCE; i++)
+        prefetch_slots(l, &events[i]);
     for (size_t i = 0; i < count; i++) {
-        if (i + PREFETCH_DISTANCE < count) prefetch_slots(l, &events[i + PREFETCH_DISTANCE]);
+        if (i + PREFETCH_DISTANCE < count)
+            prefetch_slots(l, &events[i + PREFETCH_DISTANCE]);
         if (i + PREFETCH_DISTANCE / 2 < count)
             prefetch_records(l, &events[i + PREFETCH_DISTANCE / 2]);
         if (i + PREFETCH_DISTANCE / 4 < count)
@@ -946,8 +990,8 @@ static void apply_independent(ledger *l, const coffer_event *events, size_t coun
     }
 }
 
-void ledger_apply(ledger *l, const coffer_event *events, size_t count, bool atomic,
-                  uint64_t seq0, uint64_t ts0, coffer_result *results)
+void ledger_apply(ledger *l, const coffer_event *events, size_t count, bool atomic, uint64_t seq0,
+                  uint64_t ts0, coffer_result *results)
 {
     COFFER_ASSERT(count > 0 && count <= COFFER_BATCH_EVENTS_MAX);
     COFFER_ASSERT(!l->atomic);

@@ -82,8 +82,8 @@ void ledger_needs_add(ledger_needs *needs, const coffer_event *events, size_t co
  * Applies one submission: event i gets seq0 + i and ts0 + i. Fills results[0..count).
  * `atomic`: all or none (docs/semantics.md "Atomic batches").
  */
-void ledger_apply(ledger *l, const coffer_event *events, size_t count, bool atomic,
-                  uint64_t seq0, uint64_t ts0, coffer_result *results);
+void ledger_apply(ledger *l, const coffer_event *events, size_t count, bool atomic, uint64_t seq0,
+                  uint64_t ts0, coffer_result *results);
 
 /* Expires a pending hold (the engine's sweep decides which and when). */
 void ledger_expire(ledger *l, uint32_t hold, uint64_t seq, uint64_t timestamp);

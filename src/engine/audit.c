@@ -25,11 +25,14 @@ static int rebuilt_init(rebuilt *r, const coffer_options *limits)
     memset(r, 0, sizeof *r);
     coffer_options defaults;
     coffer_options_init(&defaults);
-    if (!limits) limits = &defaults;
+    if (!limits)
+        limits = &defaults;
     store_limits capacities = {limits->accounts_max, limits->transfers_max};
     int code = store_init(&r->store, &capacities);
-    if (code == COFFER_OK) code = ledger_init(&r->ledger, &r->store);
-    if (code == COFFER_OK) code = replayer_init(&r->replayer, &r->store, &r->ledger);
+    if (code == COFFER_OK)
+        code = ledger_init(&r->ledger, &r->store);
+    if (code == COFFER_OK)
+        code = replayer_init(&r->replayer, &r->store, &r->ledger);
     r->ready = code == COFFER_OK;
     return code;
 }
@@ -44,7 +47,8 @@ static void rebuilt_free(rebuilt *r)
 static int hold_ref_order(const void *x, const void *y)
 {
     const store_hold_ref *a = x, *b = y;
-    if (a->expires_at != b->expires_at) return a->expires_at < b->expires_at ? -1 : 1;
+    if (a->expires_at != b->expires_at)
+        return a->expires_at < b->expires_at ? -1 : 1;
     return a->transfer < b->transfer ? -1 : a->transfer > b->transfer;
 }
 
@@ -54,7 +58,8 @@ static store_hold_ref *pending_holds(const store *s, size_t *count)
 {
     store_hold_ref *out = malloc((s->holds_count + 1) * sizeof *out);
     *count = 0;
-    if (!out) return 0;
+    if (!out)
+        return 0;
     for (uint64_t i = 0; i < s->holds_count; i++)
         if (s->transfers[s->holds[i].transfer].state == COFFER_STATE_PENDING)
             out[(*count)++] = s->holds[i];
@@ -126,15 +131,15 @@ typedef struct full_replay {
     bool compared;
 } full_replay;
 
-static int full_replay_record(const uint8_t *bytes, const record_header *header,
-                              uint32_t segment, uint64_t offset, void *context)
+static int full_replay_record(const uint8_t *bytes, const record_header *header, uint32_t segment,
+                              uint64_t offset, void *context)
 {
     full_replay *run = context;
     int code = replay_record(&run->state->replayer, bytes, header);
     if (code != COFFER_OK) {
         snprintf(run->report->chain_error, sizeof run->report->chain_error,
-                 "segment %u offset %llu does not replay: %s", segment,
-                 (unsigned long long)offset, run->state->replayer.problem);
+                 "segment %u offset %llu does not replay: %s", segment, (unsigned long long)offset,
+                 run->state->replayer.problem);
         return code;
     }
     if (run->snapshot && header->last_seq == run->snapshot_seq) {
@@ -146,8 +151,8 @@ static int full_replay_record(const uint8_t *bytes, const record_header *header,
     return 0;
 }
 
-static int tail_replay_record(const uint8_t *bytes, const record_header *header,
-                              uint32_t segment, uint64_t offset, void *context)
+static int tail_replay_record(const uint8_t *bytes, const record_header *header, uint32_t segment,
+                              uint64_t offset, void *context)
 {
     (void)segment;
     (void)offset;
@@ -180,9 +185,8 @@ static void hex(char *out, const uint8_t *bytes, size_t length)
 static void check_recovery(const char *dir, rebuilt *snapshot, const rebuilt *full,
                            const uint8_t *snapshot_hash, audit_report *report)
 {
-    wal_scan_options options = {.skip_through = report->snapshot_seq,
-                                .skip_hash = snapshot_hash,
-                                .read_only = true};
+    wal_scan_options options = {
+        .skip_through = report->snapshot_seq, .skip_hash = snapshot_hash, .read_only = true};
     wal_scan_result scan;
     int code = wal_scan(dir, &options, tail_replay_record, snapshot, &scan);
     if (code != COFFER_OK) {
@@ -191,9 +195,8 @@ static void check_recovery(const char *dir, rebuilt *snapshot, const rebuilt *fu
                  scan.error[0] ? scan.error : snapshot->replayer.problem);
         return;
     }
-    report->recovery_matches =
-        !stores_differ(&full->store, &snapshot->store, report->snapshot_error,
-                       sizeof report->snapshot_error);
+    report->recovery_matches = !stores_differ(
+        &full->store, &snapshot->store, report->snapshot_error, sizeof report->snapshot_error);
 }
 
 int audit_verify(const char *dir, const audit_options *options, audit_report *report)
@@ -201,8 +204,10 @@ int audit_verify(const char *dir, const audit_options *options, audit_report *re
     memset(report, 0, sizeof *report);
     rebuilt full, snapshot;
     int code = rebuilt_init(&full, options->limits);
-    if (code == COFFER_OK) code = rebuilt_init(&snapshot, options->limits);
-    if (code != COFFER_OK) return code;
+    if (code == COFFER_OK)
+        code = rebuilt_init(&snapshot, options->limits);
+    if (code != COFFER_OK)
+        return code;
     snapshot_meta meta = {0};
     code = snapshot_load_latest(&snapshot.store, dir, &meta, &report->snapshot_found,
                                 report->snapshot_error, sizeof report->snapshot_error);
@@ -262,11 +267,16 @@ static void json_string(FILE *out, const char *text, size_t length)
 static const char *op_name(uint8_t op)
 {
     switch (op) {
-    case COFFER_OP_CREATE_ACCOUNT: return "create_account";
-    case COFFER_OP_TRANSFER: return "transfer";
-    case COFFER_OP_POST: return "post";
-    case COFFER_OP_VOID: return "void";
-    default: return "unknown";
+    case COFFER_OP_CREATE_ACCOUNT:
+        return "create_account";
+    case COFFER_OP_TRANSFER:
+        return "transfer";
+    case COFFER_OP_POST:
+        return "post";
+    case COFFER_OP_VOID:
+        return "void";
+    default:
+        return "unknown";
     }
 }
 
@@ -289,9 +299,10 @@ static void dump_event(FILE *out, const coffer_event *e)
         fputs(",\"to\":", out);
         json_string(out, e->to, strlen(e->to));
         fprintf(out, ",\"amount\":%lld", (long long)e->amount);
-        if (e->hold_timeout_ms) fprintf(out, ",\"hold_timeout_ms\":%llu",
-                                        (unsigned long long)e->hold_timeout_ms);
-        if (e->flags & COFFER_FLAG_UP_TO) fputs(",\"up_to\":true", out);
+        if (e->hold_timeout_ms)
+            fprintf(out, ",\"hold_timeout_ms\":%llu", (unsigned long long)e->hold_timeout_ms);
+        if (e->flags & COFFER_FLAG_UP_TO)
+            fputs(",\"up_to\":true", out);
         if (e->flags & COFFER_FLAG_EXPECT_FROM)
             fprintf(out, ",\"expect_from_version\":%llu",
                     (unsigned long long)e->expect_from_version);

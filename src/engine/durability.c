@@ -41,7 +41,8 @@ static uint64_t ticket_encode(coffer *db, const engine_ticket *ticket)
         last_seq = ticket->expiries[i].seq;
     }
     for (const engine_request *request = ticket->requests; request; request = request->next) {
-        if (!request->events || request->status != COFFER_OK) continue;
+        if (!request->events || request->status != COFFER_OK)
+            continue;
         if (request->atomic) {
             bool recorded = false;
             for (size_t i = 0; i < request->count; i++)
@@ -55,7 +56,8 @@ static uint64_t ticket_encode(coffer *db, const engine_ticket *ticket)
             continue;
         }
         for (size_t i = 0; i < request->count; i++) {
-            if (!result_recorded(&request->results[i])) continue;
+            if (!result_recorded(&request->results[i]))
+                continue;
             record_add_event(out, request->results[i].seq, &request->events[i]);
             last_seq = request->results[i].seq;
         }
@@ -67,16 +69,19 @@ static uint64_t ticket_encode(coffer *db, const engine_ticket *ticket)
 static int ticket_write(coffer *db, const engine_ticket *ticket, bool *wrote)
 {
     uint64_t last_seq = ticket_encode(db, ticket);
-    if (last_seq == 0) return COFFER_OK;
+    if (last_seq == 0)
+        return COFFER_OK;
     uint8_t hash[RECORD_HASH_BYTES];
-    if (!record_finish(&db->record, last_seq, hash)) return COFFER_OUT_OF_MEMORY;
+    if (!record_finish(&db->record, last_seq, hash))
+        return COFFER_OUT_OF_MEMORY;
     /* Pair check: what we are about to write must read back as what we meant. */
     record_header header;
     COFFER_ASSERT(record_check_fresh(db->record.bytes, db->record.length, hash, &header) ==
                   RECORD_OK);
     COFFER_ASSERT(record_each(db->record.bytes, &header, &db->scratch, 0, 0) == RECORD_OK);
     int code = wal_append(&db->wal, db->record.bytes, db->record.length, &db->tip);
-    if (code != COFFER_OK) return code;
+    if (code != COFFER_OK)
+        return code;
     db->tip.last_seq = last_seq;
     db->tip.last_timestamp = ticket->ts0 + (last_seq - ticket->seq_base);
     memcpy(db->tip.hash, hash, RECORD_HASH_BYTES);
@@ -104,8 +109,9 @@ static int tickets_write(coffer *db, size_t first, size_t count)
         atomic_fetch_add(&db->fsyncs, 1);
     }
     if (code != COFFER_OK && !atomic_exchange(&db->storage_failed, true))
-        engine_log(db, "storage failed: %s (segment %u, offset %llu); refusing writes and reads "
-                       "until restart; %s",
+        engine_log(db,
+                   "storage failed: %s (segment %u, offset %llu); refusing writes and reads "
+                   "until restart; %s",
                    db->wal.failed ? strerror(db->wal.error) : coffer_strerror(code),
                    db->wal.segment, (unsigned long long)db->wal.offset,
                    db->wal.cut_back ? "the log was cut back to its last durable record, so "
@@ -113,7 +119,8 @@ static int tickets_write(coffer *db, size_t first, size_t count)
                                     : "the log could not be cut back: batches answered "
                                       "storage_failed may be in it after a restart (retry them "
                                       "with the same ids to learn their outcome)");
-    if (code == COFFER_OK) atomic_store(&db->durable_seq, db->tip.last_seq);
+    if (code == COFFER_OK)
+        atomic_store(&db->durable_seq, db->tip.last_seq);
     return code;
 }
 
@@ -124,7 +131,8 @@ static void *log_main(void *argument)
     for (;;) {
         while (db->tickets_count == 0 && !db->log_stopping)
             pthread_cond_wait(&db->log_wake, &db->log_mutex);
-        if (db->tickets_count == 0) break; /* stopping, and everything is answered */
+        if (db->tickets_count == 0)
+            break; /* stopping, and everything is answered */
         size_t first = db->tickets_head, count = db->tickets_count;
         pthread_mutex_unlock(&db->log_mutex);
         /* Group commit: every ticket queued so far shares one sync. */
@@ -174,7 +182,8 @@ void durability_publish(coffer *db, engine_ticket *ticket, engine_request *reque
 static void log_drain(coffer *db)
 {
     pthread_mutex_lock(&db->log_mutex);
-    while (db->tickets_count > 0) pthread_cond_wait(&db->log_space, &db->log_mutex);
+    while (db->tickets_count > 0)
+        pthread_cond_wait(&db->log_space, &db->log_mutex);
     pthread_mutex_unlock(&db->log_mutex);
 }
 
@@ -191,8 +200,10 @@ static void snapshot_reaped(coffer *db, int status)
         snapshot_prune(db->dir, SNAPSHOTS_KEPT);
         engine_log(db, "snapshot at seq %llu written", (unsigned long long)db->snapshot_seq);
     } else {
-        engine_log(db, "snapshot at seq %llu failed (child status %d); the log still has "
-                       "everything", (unsigned long long)db->snapshot_seq, status);
+        engine_log(db,
+                   "snapshot at seq %llu failed (child status %d); the log still has "
+                   "everything",
+                   (unsigned long long)db->snapshot_seq, status);
     }
 }
 
@@ -214,7 +225,8 @@ void durability_snapshot_tick(coffer *db)
         return;
     db->snapshot_taken_at_s = (uint64_t)now.tv_sec;
     log_drain(db);
-    if (atomic_load(&db->storage_failed)) return;
+    if (atomic_load(&db->storage_failed))
+        return;
     snapshot_meta meta = snapshot_meta_now(db);
     pid_t child = fork();
     if (child == 0) {
@@ -241,7 +253,8 @@ static void snapshot_at_close(coffer *db)
     int status;
     if (db->snapshot_child && waitpid(db->snapshot_child, &status, 0) == db->snapshot_child)
         snapshot_reaped(db, status);
-    if (atomic_load(&db->storage_failed) || db->tip.last_seq == db->snapshot_seq) return;
+    if (atomic_load(&db->storage_failed) || db->tip.last_seq == db->snapshot_seq)
+        return;
     snapshot_meta meta = snapshot_meta_now(db);
     char error[1024];
     if (snapshot_write(&db->store, &meta, db->dir, error, sizeof error) == COFFER_OK) {
@@ -286,7 +299,8 @@ static int recover_snapshot(coffer *db, snapshot_meta *meta, bool *found)
     if (skipped[0])
         engine_log(db, "recovery: %s%s", skipped,
                    code == COFFER_OK ? " (skipped; using an older snapshot or the log)" : "");
-    if (code != COFFER_OK) return code;
+    if (code != COFFER_OK)
+        return code;
     if (*found) {
         db->last_seq = meta->last_seq;
         db->last_timestamp = meta->last_timestamp;
@@ -302,10 +316,12 @@ static int recover(coffer *db, wal_scan_result *scan)
     snapshot_meta meta = {0};
     bool found = false;
     int code = recover_snapshot(db, &meta, &found);
-    if (code != COFFER_OK) return code;
+    if (code != COFFER_OK)
+        return code;
     recovery r = {db, {0}};
     code = replayer_init(&r.replayer, &db->store, &db->ledger);
-    if (code != COFFER_OK) return code;
+    if (code != COFFER_OK)
+        return code;
     wal_scan_options options = {0};
     if (found) {
         options.skip_through = meta.tip.last_seq;
@@ -315,16 +331,17 @@ static int recover(coffer *db, wal_scan_result *scan)
     if (code == COFFER_STORAGE_FAILED && scan->error[0])
         engine_log(db, "recovery refused: %s", scan->error);
     replayer_free(&r.replayer);
-    if (code != COFFER_OK) return code;
+    if (code != COFFER_OK)
+        return code;
     if (found && scan->tip.last_seq < meta.tip.last_seq) {
         engine_log(db, "recovery refused: the log ends at seq %llu, before the snapshot at %llu",
-                   (unsigned long long)scan->tip.last_seq,
-                   (unsigned long long)meta.tip.last_seq);
+                   (unsigned long long)scan->tip.last_seq, (unsigned long long)meta.tip.last_seq);
         return COFFER_STORAGE_FAILED;
     }
     if (scan->truncated_bytes)
-        engine_log(db, "recovery: truncated a torn tail of %llu bytes at the end of segment %u "
-                       "(never acknowledged)",
+        engine_log(db,
+                   "recovery: truncated a torn tail of %llu bytes at the end of segment %u "
+                   "(never acknowledged)",
                    (unsigned long long)scan->truncated_bytes, scan->last_segment);
     engine_log(db, "recovered to seq %llu: %llu log records read from %llu segments",
                (unsigned long long)scan->tip.last_seq, (unsigned long long)scan->records,
@@ -354,11 +371,13 @@ static int lock_directory(coffer *db)
 int durability_open(coffer *db, const char *dir)
 {
     db->dir = strdup(dir);
-    if (!db->dir) return COFFER_OUT_OF_MEMORY;
+    if (!db->dir)
+        return COFFER_OUT_OF_MEMORY;
     db->wal.fd = db->wal.dir_fd = -1;
     int code = lock_directory(db);
     wal_scan_result scan;
-    if (code == COFFER_OK) code = recover(db, &scan);
+    if (code == COFFER_OK)
+        code = recover(db, &scan);
     if (code == COFFER_OK) {
         code = wal_start(&db->wal, dir, &scan, db->options.io, db->options.segment_bytes_max);
         if (code != COFFER_OK)
@@ -389,7 +408,8 @@ int durability_open(coffer *db, const char *dir)
 
 void durability_close(coffer *db)
 {
-    if (!db->dir) return;
+    if (!db->dir)
+        return;
     bool clean = db->log_started;
     if (db->log_started) {
         pthread_mutex_lock(&db->log_mutex);
@@ -402,12 +422,16 @@ void durability_close(coffer *db)
         pthread_mutex_destroy(&db->log_mutex);
         db->log_started = false;
     }
-    if (clean) snapshot_at_close(db);
-    if (db->wal.dir) wal_stop(&db->wal);
-    for (size_t i = 0; i < ENGINE_TICKETS_MAX; i++) free(db->tickets[i].expiries);
+    if (clean)
+        snapshot_at_close(db);
+    if (db->wal.dir)
+        wal_stop(&db->wal);
+    for (size_t i = 0; i < ENGINE_TICKETS_MAX; i++)
+        free(db->tickets[i].expiries);
     record_buffer_free(&db->record);
     record_scratch_free(&db->scratch);
-    if (db->lock_fd >= 0) close(db->lock_fd); /* releases the lock */
+    if (db->lock_fd >= 0)
+        close(db->lock_fd); /* releases the lock */
     db->lock_fd = -1;
     free(db->dir);
     db->dir = 0;

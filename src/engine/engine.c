@@ -25,7 +25,8 @@ static uint64_t wall_clock_ns(void *context)
 
 void coffer_options_init(coffer_options *options)
 {
-    if (!options) return;
+    if (!options)
+        return;
     memset(options, 0, sizeof *options);
     /* About 60 GiB of transfers would not fit in 24 GiB; these leave room for the OS. */
     options->accounts_max = 10u * 1000 * 1000;
@@ -39,11 +40,13 @@ void coffer_options_init(coffer_options *options)
 /* Notes an expiry in the batch's ticket, for the log. False when the list cannot grow. */
 static bool ticket_note_expiry(engine_ticket *ticket, uint32_t hold, uint64_t seq)
 {
-    if (!ticket) return true;
+    if (!ticket)
+        return true;
     if (ticket->expiries_count == ticket->expiries_capacity) {
         size_t capacity = ticket->expiries_capacity ? 2 * ticket->expiries_capacity : 256;
         engine_expiry *grown = realloc(ticket->expiries, capacity * sizeof *grown);
-        if (!grown) return false;
+        if (!grown)
+            return false;
         ticket->expiries = grown;
         ticket->expiries_capacity = capacity;
     }
@@ -59,17 +62,19 @@ static int sweep_expired(coffer *db, engine_ticket *ticket, uint64_t ts0, uint64
     store *s = &db->store;
     store_hold_ref due;
     while (store_hold_peek(s, &due) && due.expires_at <= ts0) {
-        int code = store_reserve(s, 0, 0, 2 * ENGINE_EXPIRIES_PER_RESERVE, 0,
-                                 ENGINE_EXPIRIES_PER_RESERVE);
+        int code =
+            store_reserve(s, 0, 0, 2 * ENGINE_EXPIRIES_PER_RESERVE, 0, ENGINE_EXPIRIES_PER_RESERVE);
         prefault_post(&db->prefault, &s->ahead);
-        if (code != COFFER_OK) return code;
+        if (code != COFFER_OK)
+            return code;
         for (uint64_t swept = 0; swept < ENGINE_EXPIRIES_PER_RESERVE && store_hold_peek(s, &due) &&
                                  due.expires_at <= ts0;) {
             if (s->transfers[due.transfer].state != COFFER_STATE_PENDING) {
                 store_hold_pop(s); /* posted or voided since */
                 continue;
             }
-            if (!ticket_note_expiry(ticket, due.transfer, *seq)) return COFFER_OUT_OF_MEMORY;
+            if (!ticket_note_expiry(ticket, due.transfer, *seq))
+                return COFFER_OUT_OF_MEMORY;
             store_hold_pop(s);
             ledger_expire(&db->ledger, due.transfer, (*seq)++, (*timestamp)++);
             swept++;
@@ -82,7 +87,8 @@ static int reserve_batch(coffer *db, engine_request *batch)
 {
     ledger_needs needs = {0};
     for (engine_request *request = batch; request; request = request->next)
-        if (request->events) ledger_needs_add(&needs, request->events, request->count);
+        if (request->events)
+            ledger_needs_add(&needs, request->events, request->count);
     int code = store_reserve(&db->store, needs.accounts, needs.transfers, needs.history,
                              needs.arena_bytes, needs.holds);
     prefault_post(&db->prefault, &db->store.ahead);
@@ -108,7 +114,8 @@ static void apply_batch(coffer *db, engine_request *batch, engine_ticket *ticket
     int reserved = atomic_load(&db->storage_failed) ? COFFER_STORAGE_FAILED : COFFER_OK;
     if (reserved == COFFER_OK && submits)
         reserved = sweep_expired(db, ticket, ts0, &seq, &timestamp);
-    if (reserved == COFFER_OK) reserved = reserve_batch(db, batch);
+    if (reserved == COFFER_OK)
+        reserved = reserve_batch(db, batch);
     for (engine_request *request = batch; request; request = request->next) {
         bool refused = reserved == COFFER_STORAGE_FAILED && !request->diagnostic;
         if (refused || (request->events && reserved != COFFER_OK)) {
@@ -120,8 +127,8 @@ static void apply_batch(coffer *db, engine_request *batch, engine_ticket *ticket
             continue;
         }
         request->seq0 = seq;
-        ledger_apply(&db->ledger, request->events, request->count, request->atomic, seq,
-                     timestamp, request->results);
+        ledger_apply(&db->ledger, request->events, request->count, request->atomic, seq, timestamp,
+                     request->results);
         seq += request->count;
         timestamp += request->count;
         for (size_t i = 0; i < request->count; i++) {
@@ -155,7 +162,8 @@ static struct timespec wait_deadline(coffer *db)
     if (store_hold_peek(&db->store, &due)) {
         uint64_t now = db->options.clock_ns(db->options.clock_context);
         uint64_t until = due.expires_at > now ? due.expires_at - now : 0;
-        if (until < wait_ns) wait_ns = until + 1000000; /* a millisecond past due */
+        if (until < wait_ns)
+            wait_ns = until + 1000000; /* a millisecond past due */
     }
     deadline.tv_sec += (time_t)(wait_ns / 1000000000ULL);
     deadline.tv_nsec += (long)(wait_ns % 1000000000ULL);
@@ -170,7 +178,8 @@ static struct timespec wait_deadline(coffer *db)
  * caller submits, so tests are deterministic. The wall clock also sweeps on a timer. */
 static bool hold_due(coffer *db)
 {
-    if (db->options.clock_ns != wall_clock_ns) return false;
+    if (db->options.clock_ns != wall_clock_ns)
+        return false;
     store_hold_ref due;
     return store_hold_peek(&db->store, &due) &&
            due.expires_at <= db->options.clock_ns(db->options.clock_context);
@@ -183,12 +192,14 @@ static engine_request *take_batch(coffer *db)
     uint64_t events = last->events ? last->count : 1;
     while (last->next) {
         uint64_t more = last->next->events ? last->next->count : 1;
-        if (events + more > COFFER_BATCH_EVENTS_MAX) break;
+        if (events + more > COFFER_BATCH_EVENTS_MAX)
+            break;
         events += more;
         last = last->next;
     }
     db->queue_head = last->next;
-    if (!db->queue_head) db->queue_tail = 0;
+    if (!db->queue_head)
+        db->queue_tail = 0;
     last->next = 0;
     db->queue_events -= events;
     return head;
@@ -200,11 +211,13 @@ static void *writer_main(void *argument)
     pthread_mutex_lock(&db->mutex);
     for (;;) {
         while (!db->queue_head && !db->stopping) {
-            if (hold_due(db)) break;
+            if (hold_due(db))
+                break;
             struct timespec deadline = wait_deadline(db);
             pthread_cond_timedwait(&db->wake, &db->mutex, &deadline);
         }
-        if (!db->queue_head && db->stopping) break;
+        if (!db->queue_head && db->stopping)
+            break;
         engine_request *batch = db->queue_head ? take_batch(db) : 0;
         pthread_mutex_unlock(&db->mutex);
         if (db->dir) {
@@ -228,7 +241,8 @@ void engine_release(coffer *db, engine_request *requests, int failure)
     pthread_mutex_lock(&db->mutex);
     for (engine_request *request = requests, *next; request; request = next) {
         next = request->next; /* the caller may free its request once done is set */
-        if (failure != COFFER_OK && !request->diagnostic) request->status = failure;
+        if (failure != COFFER_OK && !request->diagnostic)
+            request->status = failure;
         if (request->on_done) {
             request->next = 0; /* answered outside the lock: the callback may take others */
             *callbacks_tail = request;
@@ -263,8 +277,10 @@ void engine_log(coffer *db, const char *format, ...)
 /* Appends a request to the queue (db->mutex held). COFFER_OK, or why it was refused. */
 static int queue_push(coffer *db, engine_request *request, uint64_t events)
 {
-    if (db->stopping) return COFFER_SHUTTING_DOWN;
-    if (db->queue_events + events > db->options.queue_events_max) return COFFER_OVERLOADED;
+    if (db->stopping)
+        return COFFER_SHUTTING_DOWN;
+    if (db->queue_events + events > db->options.queue_events_max)
+        return COFFER_OVERLOADED;
     request->next = 0;
     request->done = false;
     if (db->queue_tail)
@@ -285,7 +301,8 @@ static int engine_call(coffer *db, engine_request *request, uint64_t events)
     pthread_mutex_lock(&db->mutex);
     int status = queue_push(db, request, events);
     if (status == COFFER_OK) {
-        while (!request->done) pthread_cond_wait(&request->done_cond, &db->mutex);
+        while (!request->done)
+            pthread_cond_wait(&request->done_cond, &db->mutex);
         status = request->status;
     }
     pthread_mutex_unlock(&db->mutex);
@@ -323,8 +340,10 @@ int engine_read(coffer *db, engine_read_fn read, void *context)
 int coffer_submit(coffer *db, const coffer_event *events, size_t count, bool atomic,
                   coffer_result *results)
 {
-    if (!db || !events || !results || count == 0) return COFFER_INVALID_ARGUMENT;
-    if (count > COFFER_BATCH_EVENTS_MAX) return COFFER_BATCH_TOO_LARGE;
+    if (!db || !events || !results || count == 0)
+        return COFFER_INVALID_ARGUMENT;
+    if (count > COFFER_BATCH_EVENTS_MAX)
+        return COFFER_BATCH_TOO_LARGE;
     engine_request request = {0};
     request.events = events;
     request.count = count;
@@ -342,13 +361,17 @@ static void engine_free(coffer *db)
 
 int coffer_open(const char *dir, const coffer_options *options, coffer **db_out)
 {
-    if (!db_out) return COFFER_INVALID_ARGUMENT;
+    if (!db_out)
+        return COFFER_INVALID_ARGUMENT;
     *db_out = 0;
     coffer *db = calloc(1, sizeof *db);
-    if (!db) return COFFER_OUT_OF_MEMORY;
+    if (!db)
+        return COFFER_OUT_OF_MEMORY;
     coffer_options_init(&db->options);
-    if (options) db->options = *options;
-    if (!db->options.clock_ns) db->options.clock_ns = wall_clock_ns;
+    if (options)
+        db->options = *options;
+    if (!db->options.clock_ns)
+        db->options.clock_ns = wall_clock_ns;
     db->lock_fd = -1;
     if (db->options.accounts_max == 0 || db->options.transfers_max == 0 ||
         db->options.queue_events_max < COFFER_BATCH_EVENTS_MAX) {
@@ -357,8 +380,10 @@ int coffer_open(const char *dir, const coffer_options *options, coffer **db_out)
     }
     store_limits limits = {db->options.accounts_max, db->options.transfers_max};
     int code = store_init(&db->store, &limits);
-    if (code == COFFER_OK) code = ledger_init(&db->ledger, &db->store);
-    if (code == COFFER_OK && dir) code = durability_open(db, dir); /* recovers, starts the log */
+    if (code == COFFER_OK)
+        code = ledger_init(&db->ledger, &db->store);
+    if (code == COFFER_OK && dir)
+        code = durability_open(db, dir); /* recovers, starts the log */
     if (code != COFFER_OK) {
         engine_free(db);
         return code;
@@ -378,7 +403,8 @@ int coffer_open(const char *dir, const coffer_options *options, coffer **db_out)
 
 void coffer_close(coffer *db)
 {
-    if (!db) return;
+    if (!db)
+        return;
     pthread_mutex_lock(&db->mutex);
     db->stopping = true;
     pthread_cond_signal(&db->wake);

@@ -103,8 +103,8 @@ struct coffer {
     atomic_uint_fast64_t batch_events[COFFER_HISTOGRAM_BUCKETS];
     atomic_uint_fast64_t fsync_us[COFFER_HISTOGRAM_BUCKETS];
     atomic_uint_fast64_t batch_events_total, fsync_us_total;
-    pid_t snapshot_child;     /* a forked snapshot writer, 0 when none (writer thread) */
-    uint64_t snapshot_seq;    /* the tip the running or last snapshot covers */
+    pid_t snapshot_child;  /* a forked snapshot writer, 0 when none (writer thread) */
+    uint64_t snapshot_seq; /* the tip the running or last snapshot covers */
     uint64_t snapshots_taken;
     uint64_t snapshot_taken_at_s; /* CLOCK_MONOTONIC seconds of the last scheduled snapshot */
 };
@@ -124,7 +124,8 @@ int engine_enqueue(coffer *db, engine_request *request);
 static inline int engine_bucket(uint64_t value, uint64_t base)
 {
     int bucket = 0;
-    while (bucket + 1 < COFFER_HISTOGRAM_BUCKETS && value > (base << bucket)) bucket++;
+    while (bucket + 1 < COFFER_HISTOGRAM_BUCKETS && value > (base << bucket))
+        bucket++;
     return bucket;
 }
 
@@ -164,7 +165,7 @@ struct holds_read {
     coffer_transfer *out;
     size_t count;
 };
-int engine_holds_read(coffer *db, void *context); /* struct holds_read */
+int engine_holds_read(coffer *db, void *context);  /* struct holds_read */
 int engine_stats_read(coffer *db, void *context);  /* coffer_stats */
 int engine_verify_read(coffer *db, void *context); /* coffer_verify_report */
 

@@ -17,8 +17,10 @@ static void *prefault_main(void *argument)
     prefault *p = argument;
     pthread_mutex_lock(&p->mutex);
     for (;;) {
-        while (p->count == 0 && !p->stopping) pthread_cond_wait(&p->wake, &p->mutex);
-        if (p->stopping) break;
+        while (p->count == 0 && !p->stopping)
+            pthread_cond_wait(&p->wake, &p->mutex);
+        if (p->stopping)
+            break;
         store_range range = p->queue[p->head];
         size_t step = range.length < PREFAULT_CHUNK ? range.length : PREFAULT_CHUNK;
         p->queue[p->head].start = (char *)range.start + step;
@@ -40,14 +42,16 @@ int prefault_start(prefault *p)
     memset(p, 0, sizeof *p);
     pthread_mutex_init(&p->mutex, 0);
     pthread_cond_init(&p->wake, 0);
-    if (pthread_create(&p->thread, 0, prefault_main, p) != 0) return -1;
+    if (pthread_create(&p->thread, 0, prefault_main, p) != 0)
+        return -1;
     p->started = true;
     return 0;
 }
 
 void prefault_post(prefault *p, const store_ranges *ranges)
 {
-    if (!p->started || ranges->count == 0) return;
+    if (!p->started || ranges->count == 0)
+        return;
     pthread_mutex_lock(&p->mutex);
     for (size_t i = 0; i < ranges->count && p->count < PREFAULT_QUEUE_MAX; i++) {
         p->queue[(p->head + p->count) % PREFAULT_QUEUE_MAX] = ranges->items[i];
@@ -59,7 +63,8 @@ void prefault_post(prefault *p, const store_ranges *ranges)
 
 void prefault_stop(prefault *p)
 {
-    if (!p->started) return;
+    if (!p->started)
+        return;
     pthread_mutex_lock(&p->mutex);
     p->stopping = true;
     pthread_cond_signal(&p->wake);

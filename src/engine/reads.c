@@ -19,19 +19,20 @@ static void copy_name(char *out, size_t out_size, const char *bytes, size_t leng
 static uint32_t find_account(const store *s, const char *id)
 {
     size_t length = strnlen(id, COFFER_ACCOUNT_ID_MAX + 1);
-    if (length > COFFER_ACCOUNT_ID_MAX) return STORE_NONE;
+    if (length > COFFER_ACCOUNT_ID_MAX)
+        return STORE_NONE;
     return store_account_find(s, id, length, store_hash(id, length));
 }
 
 static uint32_t find_transfer(const store *s, const char *id)
 {
     size_t length = strnlen(id, COFFER_TRANSFER_ID_MAX + 1);
-    if (length > COFFER_TRANSFER_ID_MAX) return STORE_NONE;
+    if (length > COFFER_TRANSFER_ID_MAX)
+        return STORE_NONE;
     return store_transfer_find(s, id, length, store_hash(id, length));
 }
 
 /* ---- accounts ------------------------------------------------------------------------------ */
-
 
 static void account_fill(const store *s, const store_account *account, coffer_account *out)
 {
@@ -62,7 +63,8 @@ static int account_at(const store *s, const store_account *account, uint32_t ind
                       uint64_t at_value, coffer_account *out)
 {
     uint64_t created = at == COFFER_AT_SEQ ? account->created_seq : account->created_at;
-    if (created > at_value) return COFFER_ACCOUNT_NOT_FOUND;
+    if (created > at_value)
+        return COFFER_ACCOUNT_NOT_FOUND;
     uint32_t entry = at == COFFER_AT_SEQ ? store_history_find_seq(s, index, at_value)
                                          : store_history_find_timestamp(s, index, at_value);
     out->debits_posted = out->credits_posted = out->credits_held = 0;
@@ -83,15 +85,18 @@ int engine_account_read(coffer *db, void *context)
     struct account_read *read = context;
     const store *s = &db->store;
     uint32_t index = find_account(s, read->id);
-    if (index == STORE_NONE) return COFFER_ACCOUNT_NOT_FOUND;
+    if (index == STORE_NONE)
+        return COFFER_ACCOUNT_NOT_FOUND;
     account_fill(s, &s->accounts[index], read->out);
-    if (read->at == COFFER_AT_NOW) return COFFER_OK;
+    if (read->at == COFFER_AT_NOW)
+        return COFFER_OK;
     return account_at(s, &s->accounts[index], index, read->at, read->at_value, read->out);
 }
 
 int coffer_account_get(coffer *db, const char *id, int at, uint64_t at_value, coffer_account *out)
 {
-    if (!db || !id || !out) return COFFER_INVALID_ARGUMENT;
+    if (!db || !id || !out)
+        return COFFER_INVALID_ARGUMENT;
     if (at != COFFER_AT_NOW && at != COFFER_AT_SEQ && at != COFFER_AT_TIMESTAMP)
         return COFFER_INVALID_ARGUMENT;
     struct account_read read = {id, at, at_value, out};
@@ -100,18 +105,19 @@ int coffer_account_get(coffer *db, const char *id, int at, uint64_t at_value, co
 
 /* ---- history ------------------------------------------------------------------------------- */
 
-
 int engine_history_read(coffer *db, void *context)
 {
     struct history_read *read = context;
     const store *s = &db->store;
     uint32_t account = find_account(s, read->id);
-    if (account == STORE_NONE) return COFFER_ACCOUNT_NOT_FOUND;
+    if (account == STORE_NONE)
+        return COFFER_ACCOUNT_NOT_FOUND;
     /* The page is the entries with ordinals first..last: find the last, walk back to first. */
     uint32_t after = store_history_find_seq(s, account, read->after_seq);
     uint64_t first = after == STORE_NONE ? 0 : (uint64_t)s->history[after].ordinal + 1;
     uint64_t total = s->accounts[account].history_count;
-    if (first >= total || read->limit == 0) return COFFER_OK;
+    if (first >= total || read->limit == 0)
+        return COFFER_OK;
     uint64_t count = total - first < read->limit ? total - first : read->limit;
     uint32_t entry = store_history_at_ordinal(s, account, (uint32_t)(first + count - 1));
     read->count = count;
@@ -135,7 +141,8 @@ int engine_history_read(coffer *db, void *context)
 int coffer_history(coffer *db, const char *account_id, uint64_t after_seq, size_t limit,
                    coffer_history_entry *entries, size_t *count_out)
 {
-    if (!db || !account_id || (!entries && limit) || !count_out) return COFFER_INVALID_ARGUMENT;
+    if (!db || !account_id || (!entries && limit) || !count_out)
+        return COFFER_INVALID_ARGUMENT;
     struct history_read read = {account_id, after_seq, limit, entries, 0};
     int status = engine_read(db, engine_history_read, &read);
     *count_out = read.count;
@@ -160,7 +167,8 @@ static void transfer_fill(const store *s, uint32_t index, coffer_transfer *out)
     out->seq = t->seq;
     out->timestamp = t->timestamp;
     out->expires_at = t->expires_at;
-    if (t->expires_at) out->hold_timeout_ms = (t->expires_at - t->timestamp) / 1000000ULL;
+    if (t->expires_at)
+        out->hold_timeout_ms = (t->expires_at - t->timestamp) / 1000000ULL;
     if (t->from != STORE_NONE) {
         const store_account *a = &s->accounts[t->from];
         copy_name(out->from, sizeof out->from, store_account_id(s, a), a->id_len);
@@ -176,14 +184,14 @@ static void transfer_fill(const store *s, uint32_t index, coffer_transfer *out)
     if (t->op == COFFER_OP_POST || t->op == COFFER_OP_VOID) {
         if (t->link != STORE_NONE) {
             const store_transfer *hold = &s->transfers[t->link];
-            copy_name(out->hold_id, sizeof out->hold_id, store_transfer_id(s, hold),
-                      hold->id_len);
+            copy_name(out->hold_id, sizeof out->hold_id, store_transfer_id(s, hold), hold->id_len);
         } else if (aux) {
             copy_name(out->hold_id, sizeof out->hold_id, names + aux->from_len + aux->to_len,
                       aux->hold_len);
         }
     }
-    if (t->state == COFFER_STATE_CAPTURED) out->captured = s->transfers[t->link].amount;
+    if (t->state == COFFER_STATE_CAPTURED)
+        out->captured = s->transfers[t->link].amount;
     if (aux) {
         out->expect_from_version = aux->expect_from_version;
         out->expect_to_version = aux->expect_to_version;
@@ -192,28 +200,29 @@ static void transfer_fill(const store *s, uint32_t index, coffer_transfer *out)
     }
 }
 
-
 int engine_transfer_read(coffer *db, void *context)
 {
     struct transfer_read *read = context;
     uint32_t index = find_transfer(&db->store, read->id);
-    if (index == STORE_NONE) return COFFER_TRANSFER_NOT_FOUND;
+    if (index == STORE_NONE)
+        return COFFER_TRANSFER_NOT_FOUND;
     transfer_fill(&db->store, index, read->out);
     return COFFER_OK;
 }
 
 int coffer_transfer_get(coffer *db, const char *id, coffer_transfer *out)
 {
-    if (!db || !id || !out) return COFFER_INVALID_ARGUMENT;
+    if (!db || !id || !out)
+        return COFFER_INVALID_ARGUMENT;
     struct transfer_read read = {id, out};
     return engine_read(db, engine_transfer_read, &read);
 }
 
-
 static int hold_order(const void *a, const void *b)
 {
     const store_hold_ref *x = a, *y = b;
-    if (x->expires_at != y->expires_at) return x->expires_at < y->expires_at ? -1 : 1;
+    if (x->expires_at != y->expires_at)
+        return x->expires_at < y->expires_at ? -1 : 1;
     return x->transfer < y->transfer ? -1 : x->transfer > y->transfer;
 }
 
@@ -225,15 +234,19 @@ int engine_holds_read(coffer *db, void *context)
     uint32_t account = STORE_NONE;
     if (read->account_id) {
         account = find_account(s, read->account_id);
-        if (account == STORE_NONE) return COFFER_ACCOUNT_NOT_FOUND;
+        if (account == STORE_NONE)
+            return COFFER_ACCOUNT_NOT_FOUND;
     }
     store_hold_ref *pending = malloc((s->holds_count + 1) * sizeof *pending);
-    if (!pending) return COFFER_OUT_OF_MEMORY;
+    if (!pending)
+        return COFFER_OUT_OF_MEMORY;
     size_t found = 0;
     for (uint64_t i = 0; i < s->holds_count; i++) {
         const store_transfer *hold = &s->transfers[s->holds[i].transfer];
-        if (hold->state != COFFER_STATE_PENDING) continue;
-        if (account != STORE_NONE && hold->from != account && hold->to != account) continue;
+        if (hold->state != COFFER_STATE_PENDING)
+            continue;
+        if (account != STORE_NONE && hold->from != account && hold->to != account)
+            continue;
         pending[found++] = s->holds[i];
     }
     qsort(pending, found, sizeof *pending, hold_order);
@@ -246,7 +259,8 @@ int engine_holds_read(coffer *db, void *context)
 int coffer_holds_list(coffer *db, const char *account_id, size_t limit, coffer_transfer *out,
                       size_t *count_out)
 {
-    if (!db || (!out && limit) || !count_out) return COFFER_INVALID_ARGUMENT;
+    if (!db || (!out && limit) || !count_out)
+        return COFFER_INVALID_ARGUMENT;
     struct holds_read read = {account_id, limit, out, 0};
     int status = engine_read(db, engine_holds_read, &read);
     *count_out = read.count;
@@ -284,7 +298,8 @@ int engine_stats_read(coffer *db, void *context)
 
 int coffer_stats_get(coffer *db, coffer_stats *out)
 {
-    if (!db || !out) return COFFER_INVALID_ARGUMENT;
+    if (!db || !out)
+        return COFFER_INVALID_ARGUMENT;
     engine_request request = {0};
     request.read = engine_stats_read;
     request.context = out;

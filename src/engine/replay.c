@@ -53,10 +53,10 @@ static int replay_entry(const record_entry *entry, void *context)
 {
     replayer *r = context;
     uint64_t timestamp = entry_timestamp(r->header, entry->seq);
-    if (entry->kind == RECORD_EXPIRE) return replay_expire(r, entry, timestamp);
+    if (entry->kind == RECORD_EXPIRE)
+        return replay_expire(r, entry, timestamp);
     bool atomic = entry->kind == RECORD_ATOMIC;
-    ledger_apply(r->ledger, entry->events, entry->count, atomic, entry->seq, timestamp,
-                 r->results);
+    ledger_apply(r->ledger, entry->events, entry->count, atomic, entry->seq, timestamp, r->results);
     bool recorded = false;
     for (size_t i = 0; i < entry->count; i++)
         recorded |= result_recorded(&r->results[i]) && r->results[i].seq == entry->seq + i;

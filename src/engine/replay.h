@@ -17,9 +17,9 @@ typedef struct replayer {
     record_scratch scratch;
     coffer_result *results;
     const record_header *header;
-    uint64_t last_seq;       /* of the last record replayed */
+    uint64_t last_seq; /* of the last record replayed */
     uint64_t last_timestamp;
-    char problem[256];       /* why the last replay_record failed */
+    char problem[256]; /* why the last replay_record failed */
 } replayer;
 
 int replayer_init(replayer *r, store *s, ledger *l);

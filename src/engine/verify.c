@@ -35,7 +35,8 @@ static void check_currencies(const store *s, coffer_verify_report *report)
     for (uint64_t i = 0; i < s->accounts_count; i++) {
         const store_account *a = &s->accounts[i];
         size_t slot = 0;
-        while (slot < count && memcmp(sums[slot].currency, a->currency, 16) != 0) slot++;
+        while (slot < count && memcmp(sums[slot].currency, a->currency, 16) != 0)
+            slot++;
         if (slot == count) {
             if (count == 64) {
                 engine_problem(report, "more than 64 currencies: sums not checked");
@@ -48,8 +49,8 @@ static void check_currencies(const store *s, coffer_verify_report *report)
     }
     for (size_t slot = 0; slot < count; slot++)
         if (sums[slot].balance != 0)
-            engine_problem(report, "currency %.12s: balances sum to %lld, not 0", sums[slot].currency,
-                    (long long)sums[slot].balance);
+            engine_problem(report, "currency %.12s: balances sum to %lld, not 0",
+                           sums[slot].currency, (long long)sums[slot].balance);
 }
 
 static void check_account(const store *s, uint64_t index, const __int128 *held,
@@ -64,21 +65,23 @@ static void check_account(const store *s, uint64_t index, const __int128 *held,
         engine_problem(report, "account %.*s: a negative total", length, id);
     if (!(a->flags & COFFER_FLAG_MIN_UNBOUNDED) && available < a->min_balance)
         engine_problem(report, "account %.*s: available %lld below min_balance %lld", length, id,
-                (long long)available, (long long)a->min_balance);
+                       (long long)available, (long long)a->min_balance);
     if ((a->flags & COFFER_FLAG_HAS_MAX) && balance + a->credits_held > a->max_balance)
-        engine_problem(report, "account %.*s: balance with credits held above max_balance", length, id);
+        engine_problem(report, "account %.*s: balance with credits held above max_balance", length,
+                       id);
     if (held[2 * index] != a->debits_held || held[2 * index + 1] != a->credits_held)
-        engine_problem(report, "account %.*s: held totals differ from the sum of pending holds", length,
-                id);
+        engine_problem(report, "account %.*s: held totals differ from the sum of pending holds",
+                       length, id);
     uint64_t entries = a->history_count;
     if (entries != (a->history_last == STORE_NONE ? 0 : s->history[a->history_last].ordinal + 1))
         engine_problem(report, "account %.*s: history chain and count disagree", length, id);
     if (a->version != entries + 1)
         engine_problem(report, "account %.*s: version %llu but %llu history entries", length, id,
-                (unsigned long long)a->version, (unsigned long long)entries);
+                       (unsigned long long)a->version, (unsigned long long)entries);
     if (entries && (s->history[a->history_last].balance != balance ||
                     s->history[a->history_last].available != available))
-        engine_problem(report, "account %.*s: last history entry differs from the balance", length, id);
+        engine_problem(report, "account %.*s: last history entry differs from the balance", length,
+                       id);
 }
 
 static void check_transfers(const store *s, __int128 *held, coffer_verify_report *report)
@@ -89,27 +92,30 @@ static void check_transfers(const store *s, __int128 *held, coffer_verify_report
         const char *id = store_transfer_id(s, t);
         if (store_transfer_find(s, id, t->id_len, store_hash(id, t->id_len)) != i)
             engine_problem(report, "transfer %.*s: its id does not map to exactly one outcome",
-                    (int)t->id_len, id);
+                           (int)t->id_len, id);
         if ((t->state == COFFER_STATE_REJECTED) == (t->code == COFFER_CREATED))
             engine_problem(report, "transfer %.*s: state and outcome disagree", (int)t->id_len, id);
-        if (t->state != COFFER_STATE_PENDING) continue;
+        if (t->state != COFFER_STATE_PENDING)
+            continue;
         pending++;
         held[2 * (uint64_t)t->from] += t->amount;
         held[2 * (uint64_t)t->to + 1] += t->amount;
     }
     if (pending != s->holds_pending)
-        engine_problem(report, "%llu pending holds but the count says %llu", (unsigned long long)pending,
-                (unsigned long long)s->holds_pending);
+        engine_problem(report, "%llu pending holds but the count says %llu",
+                       (unsigned long long)pending, (unsigned long long)s->holds_pending);
 }
 
 int engine_verify_store(const store *s, coffer_verify_report *report)
 {
     memset(report, 0, sizeof *report);
     __int128 *held = calloc(2 * s->accounts_count + 2, sizeof *held);
-    if (!held) return COFFER_OUT_OF_MEMORY;
+    if (!held)
+        return COFFER_OUT_OF_MEMORY;
     check_currencies(s, report);
     check_transfers(s, held, report);
-    for (uint64_t i = 0; i < s->accounts_count; i++) check_account(s, i, held, report);
+    for (uint64_t i = 0; i < s->accounts_count; i++)
+        check_account(s, i, held, report);
     free(held);
     report->accounts_checked = s->accounts_count;
     report->transfers_checked = s->transfers_count;
@@ -124,6 +130,7 @@ int engine_verify_read(coffer *db, void *context)
 
 int coffer_verify(coffer *db, coffer_verify_report *out)
 {
-    if (!db || !out) return COFFER_INVALID_ARGUMENT;
+    if (!db || !out)
+        return COFFER_INVALID_ARGUMENT;
     return engine_read(db, engine_verify_read, out);
 }

@@ -19,10 +19,12 @@ void record_buffer_free(record_buffer *buffer)
 
 static uint8_t *buffer_grow(record_buffer *out, size_t more)
 {
-    if (out->failed) return 0;
+    if (out->failed)
+        return 0;
     if (out->length + more > out->capacity) {
         size_t capacity = out->capacity ? out->capacity : 4096;
-        while (capacity < out->length + more) capacity *= 2;
+        while (capacity < out->length + more)
+            capacity *= 2;
         uint8_t *grown = realloc(out->bytes, capacity);
         if (!grown) {
             out->failed = true;
@@ -39,7 +41,8 @@ static uint8_t *buffer_grow(record_buffer *out, size_t more)
 static void put_bytes(record_buffer *out, const void *bytes, size_t length)
 {
     uint8_t *at = buffer_grow(out, length);
-    if (at && length) memcpy(at, bytes, length);
+    if (at && length)
+        memcpy(at, bytes, length);
 }
 
 /* x86-64 and every platform we build for are little-endian; the format is too. */
@@ -86,7 +89,8 @@ void record_begin(record_buffer *out, uint64_t seq_base, uint64_t ts0,
 
 static void count_entry(record_buffer *out)
 {
-    if (out->failed) return;
+    if (out->failed)
+        return;
     uint32_t entries;
     memcpy(&entries, out->bytes + 12, 4);
     entries++;
@@ -119,7 +123,8 @@ static void put_event(record_buffer *out, const coffer_event *e)
     } else {
         first = e->hold_id;
         put_u8(out, (uint8_t)text_length(first));
-        if (e->op == COFFER_OP_POST) put_u64(out, (uint64_t)e->amount);
+        if (e->op == COFFER_OP_POST)
+            put_u64(out, (uint64_t)e->amount);
     }
     put_bytes(out, e->id, id_len);
     put_bytes(out, first, text_length(first));
@@ -144,20 +149,21 @@ void record_add_event(record_buffer *out, uint64_t seq, const coffer_event *even
     count_entry(out);
 }
 
-void record_add_atomic(record_buffer *out, uint64_t seq0, const coffer_event *events,
-                       size_t count)
+void record_add_atomic(record_buffer *out, uint64_t seq0, const coffer_event *events, size_t count)
 {
     put_u8(out, RECORD_ATOMIC);
     put_u64(out, seq0);
     put_u32(out, (uint32_t)count);
-    for (size_t i = 0; i < count; i++) put_event(out, &events[i]);
+    for (size_t i = 0; i < count; i++)
+        put_event(out, &events[i]);
     count_entry(out);
 }
 
 bool record_finish(record_buffer *out, uint64_t last_seq, uint8_t hash[RECORD_HASH_BYTES])
 {
     buffer_grow(out, RECORD_HASH_BYTES);
-    if (out->failed || out->length > RECORD_BYTES_MAX) return false;
+    if (out->failed || out->length > RECORD_BYTES_MAX)
+        return false;
     uint32_t length = (uint32_t)out->length;
     memcpy(out->bytes + 8, &length, 4);
     memcpy(out->bytes + 32, &last_seq, 8);
@@ -172,31 +178,42 @@ bool record_finish(record_buffer *out, uint64_t last_seq, uint8_t hash[RECORD_HA
 const char *record_status_name(int status)
 {
     switch (status) {
-    case RECORD_OK: return "ok";
-    case RECORD_SHORT: return "short (torn) record";
-    case RECORD_BAD_MAGIC: return "no record magic";
-    case RECORD_BAD_LENGTH: return "record length out of range";
-    case RECORD_BAD_HASH: return "record hash mismatch";
-    case RECORD_BAD_PAYLOAD: return "record payload malformed";
-    default: return "unknown";
+    case RECORD_OK:
+        return "ok";
+    case RECORD_SHORT:
+        return "short (torn) record";
+    case RECORD_BAD_MAGIC:
+        return "no record magic";
+    case RECORD_BAD_LENGTH:
+        return "record length out of range";
+    case RECORD_BAD_HASH:
+        return "record hash mismatch";
+    case RECORD_BAD_PAYLOAD:
+        return "record payload malformed";
+    default:
+        return "unknown";
     }
 }
 
 /* The header fields, without the hash comparison (record_check does both). */
 static int read_header(const uint8_t *bytes, size_t available, record_header *header)
 {
-    if (available < 4) return RECORD_SHORT;
+    if (available < 4)
+        return RECORD_SHORT;
     uint32_t magic;
     memcpy(&magic, bytes, 4);
-    if (magic != RECORD_MAGIC) return RECORD_BAD_MAGIC;
-    if (available < RECORD_HEADER_BYTES) return RECORD_SHORT;
+    if (magic != RECORD_MAGIC)
+        return RECORD_BAD_MAGIC;
+    if (available < RECORD_HEADER_BYTES)
+        return RECORD_SHORT;
     uint16_t version;
     memcpy(&version, bytes + 4, 2);
     memcpy(&header->length, bytes + 8, 4);
     if (version != RECORD_VERSION || header->length < RECORD_HEADER_BYTES + RECORD_HASH_BYTES ||
         header->length > RECORD_BYTES_MAX)
         return RECORD_BAD_LENGTH;
-    if (available < header->length) return RECORD_SHORT;
+    if (available < header->length)
+        return RECORD_SHORT;
     memcpy(&header->entries, bytes + 12, 4);
     memcpy(&header->seq_base, bytes + 16, 8);
     memcpy(&header->ts0, bytes + 24, 8);
@@ -209,11 +226,13 @@ static int read_header(const uint8_t *bytes, size_t available, record_header *he
 int record_check(const uint8_t *bytes, size_t available, record_header *header)
 {
     int status = read_header(bytes, available, header);
-    if (status != RECORD_OK) return status;
+    if (status != RECORD_OK)
+        return status;
     uint8_t computed[RECORD_HASH_BYTES];
     crypto_generichash(computed, RECORD_HASH_BYTES, bytes, header->length - RECORD_HASH_BYTES, 0,
                        0);
-    if (sodium_memcmp(computed, header->hash, RECORD_HASH_BYTES) != 0) return RECORD_BAD_HASH;
+    if (sodium_memcmp(computed, header->hash, RECORD_HASH_BYTES) != 0)
+        return RECORD_BAD_HASH;
     return RECORD_OK;
 }
 
@@ -221,7 +240,8 @@ int record_check_fresh(const uint8_t *bytes, size_t length, const uint8_t hash[R
                        record_header *header)
 {
     int status = read_header(bytes, length, header);
-    if (status != RECORD_OK) return status;
+    if (status != RECORD_OK)
+        return status;
     if (header->length != length || memcmp(header->hash, hash, RECORD_HASH_BYTES) != 0)
         return RECORD_BAD_LENGTH;
     return RECORD_OK;
@@ -248,7 +268,8 @@ static uint64_t take_u64(reader *r)
 {
     uint64_t value = 0;
     const uint8_t *at = take(r, 8);
-    if (at) memcpy(&value, at, 8);
+    if (at)
+        memcpy(&value, at, 8);
     return value;
 }
 
@@ -256,7 +277,8 @@ static uint32_t take_u32(reader *r)
 {
     uint32_t value = 0;
     const uint8_t *at = take(r, 4);
-    if (at) memcpy(&value, at, 4);
+    if (at)
+        memcpy(&value, at, 4);
     return value;
 }
 
@@ -264,7 +286,8 @@ static uint16_t take_u16(reader *r)
 {
     uint16_t value = 0;
     const uint8_t *at = take(r, 2);
-    if (at) memcpy(&value, at, 2);
+    if (at)
+        memcpy(&value, at, 2);
     return value;
 }
 
@@ -310,21 +333,26 @@ static bool take_event(reader *r, record_scratch *scratch, size_t *used, coffer_
         e->expect_to_version = take_u64(r);
     } else if (e->op == COFFER_OP_POST || e->op == COFFER_OP_VOID) {
         first_len = take_u8(r);
-        if (e->op == COFFER_OP_POST) e->amount = (int64_t)take_u64(r);
+        if (e->op == COFFER_OP_POST)
+            e->amount = (int64_t)take_u64(r);
     } else {
         return false;
     }
-    if (e->metadata_len > COFFER_METADATA_MAX) return false;
+    if (e->metadata_len > COFFER_METADATA_MAX)
+        return false;
     e->id = take_string(r, scratch, used, id_len);
     const char *first = take_string(r, scratch, used, first_len);
-    const char *second = e->op == COFFER_OP_TRANSFER ? take_string(r, scratch, used, second_len) : 0;
+    const char *second =
+        e->op == COFFER_OP_TRANSFER ? take_string(r, scratch, used, second_len) : 0;
     e->metadata = e->metadata_len ? take_string(r, scratch, used, e->metadata_len) : 0;
-    if (e->op == COFFER_OP_CREATE_ACCOUNT) e->currency = first;
+    if (e->op == COFFER_OP_CREATE_ACCOUNT)
+        e->currency = first;
     if (e->op == COFFER_OP_TRANSFER) {
         e->from = first;
         e->to = second;
     }
-    if (e->op == COFFER_OP_POST || e->op == COFFER_OP_VOID) e->hold_id = first;
+    if (e->op == COFFER_OP_POST || e->op == COFFER_OP_VOID)
+        e->hold_id = first;
     return !r->failed;
 }
 
@@ -342,13 +370,15 @@ static bool scratch_reserve(record_scratch *scratch, size_t record_length)
     size_t events = record_length / 8 + 1, strings = 2 * record_length + 64;
     if (events > scratch->events_capacity) {
         coffer_event *grown = realloc(scratch->events, events * sizeof *grown);
-        if (!grown) return false;
+        if (!grown)
+            return false;
         scratch->events = grown;
         scratch->events_capacity = events;
     }
     if (strings > scratch->strings_capacity) {
         char *grown = realloc(scratch->strings, strings);
-        if (!grown) return false;
+        if (!grown)
+            return false;
         scratch->strings = grown;
         scratch->strings_capacity = strings;
     }
@@ -369,7 +399,8 @@ static int parse_entry(reader *r, record_scratch *scratch, record_entry *entry)
     } else if (entry->kind == RECORD_EVENT) {
         entry->count = 1;
         entry->events = scratch->events;
-        if (!take_event(r, scratch, &used, &scratch->events[0])) return RECORD_BAD_PAYLOAD;
+        if (!take_event(r, scratch, &used, &scratch->events[0]))
+            return RECORD_BAD_PAYLOAD;
     } else if (entry->kind == RECORD_ATOMIC) {
         entry->count = take_u32(r);
         if (entry->count == 0 || entry->count > COFFER_BATCH_EVENTS_MAX ||
@@ -377,7 +408,8 @@ static int parse_entry(reader *r, record_scratch *scratch, record_entry *entry)
             return RECORD_BAD_PAYLOAD;
         entry->events = scratch->events;
         for (size_t i = 0; i < entry->count; i++)
-            if (!take_event(r, scratch, &used, &scratch->events[i])) return RECORD_BAD_PAYLOAD;
+            if (!take_event(r, scratch, &used, &scratch->events[i]))
+                return RECORD_BAD_PAYLOAD;
     } else {
         return RECORD_BAD_PAYLOAD;
     }
@@ -387,20 +419,23 @@ static int parse_entry(reader *r, record_scratch *scratch, record_entry *entry)
 int record_each(const uint8_t *bytes, const record_header *header, record_scratch *scratch,
                 record_visit_fn visit, void *context)
 {
-    if (!scratch_reserve(scratch, header->length)) return RECORD_BAD_PAYLOAD;
+    if (!scratch_reserve(scratch, header->length))
+        return RECORD_BAD_PAYLOAD;
     reader r = {bytes + RECORD_HEADER_BYTES, bytes + header->length - RECORD_HASH_BYTES, false};
     uint64_t next_seq = header->seq_base; /* seqs rise through the record, within its range */
     for (uint32_t i = 0; i < header->entries; i++) {
         record_entry entry;
         int status = parse_entry(&r, scratch, &entry);
-        if (status != RECORD_OK) return status;
+        if (status != RECORD_OK)
+            return status;
         if (entry.seq < next_seq || entry.seq > header->last_seq ||
             entry.count - 1 > header->last_seq - entry.seq)
             return RECORD_BAD_PAYLOAD;
         next_seq = entry.seq + entry.count;
         if (visit) {
             status = visit(&entry, context);
-            if (status != 0) return status;
+            if (status != 0)
+                return status;
         }
     }
     return r.at == r.end ? RECORD_OK : RECORD_BAD_PAYLOAD;

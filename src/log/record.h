@@ -8,8 +8,8 @@
  *   8  u32 length (whole record, hash included)       12 u32 entries
  *  16  u64 seq_base (the batch's first seq)           24 u64 ts0 (timestamp of seq_base)
  *  32  u64 last seq in the record                     40 u8[32] previous record's hash
- *  72  entries ...                                    length-32: u8[32] BLAKE2b-256 of [0, length-32)
- * An event's timestamp is ts0 + (seq - seq_base).
+ *  72  entries ...                                    length-32: u8[32] BLAKE2b-256 of [0,
+ * length-32) An event's timestamp is ts0 + (seq - seq_base).
  *
  * Entries: u8 kind, then
  *   RECORD_EXPIRE: u64 seq, u8 hold id length, hold id
@@ -64,8 +64,7 @@ void record_begin(record_buffer *out, uint64_t seq_base, uint64_t ts0,
                   const uint8_t previous_hash[RECORD_HASH_BYTES]);
 void record_add_expire(record_buffer *out, uint64_t seq, const char *hold_id, size_t hold_len);
 void record_add_event(record_buffer *out, uint64_t seq, const coffer_event *event);
-void record_add_atomic(record_buffer *out, uint64_t seq0, const coffer_event *events,
-                       size_t count);
+void record_add_atomic(record_buffer *out, uint64_t seq0, const coffer_event *events, size_t count);
 /* Completes the record; last_seq is the highest seq it holds. Writes the hash to `hash`. */
 bool record_finish(record_buffer *out, uint64_t last_seq, uint8_t hash[RECORD_HASH_BYTES]);
 
@@ -94,9 +93,9 @@ int record_check_fresh(const uint8_t *bytes, size_t length, const uint8_t hash[R
 typedef struct record_entry {
     uint8_t kind;
     uint64_t seq;
-    size_t count;          /* events in `events` */
-    coffer_event *events;  /* RECORD_EVENT: one; RECORD_ATOMIC: count */
-    const char *hold_id;   /* RECORD_EXPIRE */
+    size_t count;         /* events in `events` */
+    coffer_event *events; /* RECORD_EVENT: one; RECORD_ATOMIC: count */
+    const char *hold_id;  /* RECORD_EXPIRE */
 } record_entry;
 
 /* Scratch space for decoding: holds the events and NUL-terminated copies of strings. */

@@ -84,7 +84,8 @@ static bool write_all(int fd, const void *bytes, uint64_t length)
         size_t step = length > (1u << 30) ? (1u << 30) : (size_t)length;
         ssize_t written = write(fd, at, step);
         if (written < 0) {
-            if (errno == EINTR) continue;
+            if (errno == EINTR)
+                continue;
             return false;
         }
         at += written;
@@ -94,13 +95,12 @@ static bool write_all(int fd, const void *bytes, uint64_t length)
 }
 
 /* Writes and hashes `length` bytes, then zero padding up to the next boundary. */
-static bool write_hashed(int fd, crypto_generichash_state *hash, const void *bytes,
-                         uint64_t length)
+static bool write_hashed(int fd, crypto_generichash_state *hash, const void *bytes, uint64_t length)
 {
     static const uint8_t zeros[SNAPSHOT_ALIGN];
     uint64_t padding = aligned(length) - length;
-    if (length && (crypto_generichash_update(hash, bytes, length) != 0 ||
-                   !write_all(fd, bytes, length)))
+    if (length &&
+        (crypto_generichash_update(hash, bytes, length) != 0 || !write_all(fd, bytes, length)))
         return false;
     return crypto_generichash_update(hash, zeros, padding) == 0 && write_all(fd, zeros, padding);
 }
@@ -132,14 +132,15 @@ int snapshot_write(const store *s, const snapshot_meta *meta, const char *dir, c
     table_views(s, views);
     store_counts counts = store_counts_get(s);
     uint64_t count_values[SNAPSHOT_TABLES] = {counts.accounts, counts.transfers, counts.history,
-                                              counts.expiries, counts.holds, counts.arena_used};
+                                              counts.expiries, counts.holds,     counts.arena_used};
     memcpy(header.counts, count_values, sizeof count_values);
     header.holds_pending = counts.holds_pending;
     record_sizes(header.record_sizes);
     memcpy(header_bytes, &header, sizeof header);
 
     int fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return write_failed(error, error_size, temp, "create");
+    if (fd < 0)
+        return write_failed(error, error_size, temp, "create");
     crypto_generichash_state hash;
     crypto_generichash_init(&hash, 0, 0, RECORD_HASH_BYTES);
     bool ok = write_hashed(fd, &hash, header_bytes, sizeof header_bytes);
@@ -148,16 +149,19 @@ int snapshot_write(const store *s, const snapshot_meta *meta, const char *dir, c
     uint8_t digest[RECORD_HASH_BYTES];
     ok = ok && crypto_generichash_final(&hash, digest, sizeof digest) == 0 &&
          write_all(fd, digest, sizeof digest) && fsync(fd) == 0;
-    if (close(fd) != 0) ok = false;
+    if (close(fd) != 0)
+        ok = false;
     if (!ok) {
         int code = write_failed(error, error_size, temp, "write");
         unlink(temp);
         return code;
     }
-    if (rename(temp, final) != 0) return write_failed(error, error_size, final, "rename");
+    if (rename(temp, final) != 0)
+        return write_failed(error, error_size, final, "rename");
     int dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dir_fd < 0 || fsync(dir_fd) != 0) {
-        if (dir_fd >= 0) close(dir_fd);
+        if (dir_fd >= 0)
+            close(dir_fd);
         return write_failed(error, error_size, dir, "sync directory");
     }
     close(dir_fd);
@@ -172,8 +176,10 @@ static bool read_all(int fd, void *bytes, uint64_t length)
     while (length > 0) {
         size_t step = length > (1u << 30) ? (1u << 30) : (size_t)length;
         ssize_t got = read(fd, at, step);
-        if (got < 0 && errno == EINTR) continue;
-        if (got <= 0) return false;
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return false;
         at += got;
         length -= (uint64_t)got;
     }
@@ -185,8 +191,8 @@ static bool read_hashed(int fd, crypto_generichash_state *hash, void *bytes, uin
 {
     static uint8_t padding[SNAPSHOT_ALIGN];
     uint64_t pad = aligned(length) - length;
-    if (length && (!read_all(fd, bytes, length) ||
-                   crypto_generichash_update(hash, bytes, length) != 0))
+    if (length &&
+        (!read_all(fd, bytes, length) || crypto_generichash_update(hash, bytes, length) != 0))
         return false;
     return read_all(fd, padding, pad) && crypto_generichash_update(hash, padding, pad) == 0;
 }
@@ -207,17 +213,18 @@ static bool header_valid(const snapshot_header *header, uint64_t file_size)
         return false;
     uint64_t expected = SNAPSHOT_HEADER_BYTES + RECORD_HASH_BYTES;
     for (int i = 0; i < SNAPSHOT_TABLES; i++) {
-        if (header->counts[i] > (1ull << 40)) return false;
+        if (header->counts[i] > (1ull << 40))
+            return false;
         expected += aligned(header->counts[i] * sizes[i]);
     }
     return expected == file_size;
 }
 
-int snapshot_load(store *s, const char *path, snapshot_meta *meta, char *error,
-                  size_t error_size)
+int snapshot_load(store *s, const char *path, snapshot_meta *meta, char *error, size_t error_size)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return load_failed(error, error_size, path, strerror(errno));
+    if (fd < 0)
+        return load_failed(error, error_size, path, strerror(errno));
     static uint8_t header_bytes[SNAPSHOT_HEADER_BYTES];
     snapshot_header header;
     struct stat info;
@@ -231,13 +238,12 @@ int snapshot_load(store *s, const char *path, snapshot_meta *meta, char *error,
     }
     store_counts counts = {0};
     if (code == COFFER_OK) {
-        counts = (store_counts){header.counts[0], header.counts[1], header.counts[2],
-                                header.counts[3], header.counts[4], header.counts[5],
+        counts = (store_counts){header.counts[0],    header.counts[1], header.counts[2],
+                                header.counts[3],    header.counts[4], header.counts[5],
                                 header.holds_pending};
         code = store_restore_begin(s, &counts);
         if (code != COFFER_OK)
-            snprintf(error, error_size, "snapshot %.700s: larger than the configured limits",
-                     path);
+            snprintf(error, error_size, "snapshot %.700s: larger than the configured limits", path);
     }
     if (code == COFFER_OK) {
         crypto_generichash_state hash;
@@ -252,12 +258,14 @@ int snapshot_load(store *s, const char *path, snapshot_meta *meta, char *error,
         ok = ok && crypto_generichash_final(&hash, digest, sizeof digest) == 0 &&
              read_all(fd, stored, sizeof stored) &&
              sodium_memcmp(digest, stored, sizeof digest) == 0;
-        if (!ok) code = load_failed(error, error_size, path, "hash mismatch (damaged)");
+        if (!ok)
+            code = load_failed(error, error_size, path, "hash mismatch (damaged)");
     }
     close(fd);
     if (code == COFFER_OK && !store_check_references(s))
         code = load_failed(error, error_size, path, "a record refers outside its tables");
-    if (code == COFFER_OK) code = store_restore_finish(s);
+    if (code == COFFER_OK)
+        code = store_restore_finish(s);
     if (code == COFFER_OK) {
         meta->tip.last_seq = header.tip_seq;
         meta->tip.last_timestamp = header.tip_timestamp;
@@ -281,14 +289,16 @@ static uint64_t *list_snapshots(const char *dir, size_t *count_out, bool prune_t
 {
     *count_out = 0;
     DIR *listing = opendir(dir);
-    if (!listing) return 0;
+    if (!listing)
+        return 0;
     uint64_t *seqs = 0;
     size_t count = 0, capacity = 0;
     struct dirent *item;
     while ((item = readdir(listing))) {
         unsigned long long seq;
         char tail[8] = {0};
-        if (sscanf(item->d_name, "snapshot-%20llu.cf%7s", &seq, tail) != 2) continue;
+        if (sscanf(item->d_name, "snapshot-%20llu.cf%7s", &seq, tail) != 2)
+            continue;
         if (!strcmp(tail, "s.tmp")) {
             if (prune_temp) {
                 char path[4096];
@@ -297,23 +307,26 @@ static uint64_t *list_snapshots(const char *dir, size_t *count_out, bool prune_t
             }
             continue;
         }
-        if (strcmp(tail, "s") != 0) continue;
+        if (strcmp(tail, "s") != 0)
+            continue;
         if (count == capacity) {
             capacity = capacity ? capacity * 2 : 8;
             uint64_t *grown = realloc(seqs, capacity * sizeof *grown);
-            if (!grown) break;
+            if (!grown)
+                break;
             seqs = grown;
         }
         seqs[count++] = seq;
     }
     closedir(listing);
-    if (count) qsort(seqs, count, sizeof *seqs, compare_seq_descending);
+    if (count)
+        qsort(seqs, count, sizeof *seqs, compare_seq_descending);
     *count_out = count;
     return seqs;
 }
 
-int snapshot_load_latest(store *s, const char *dir, snapshot_meta *meta, bool *found,
-                         char *skipped, size_t skipped_size)
+int snapshot_load_latest(store *s, const char *dir, snapshot_meta *meta, bool *found, char *skipped,
+                         size_t skipped_size)
 {
     *found = false;
     skipped[0] = 0;
@@ -338,11 +351,13 @@ int snapshot_load_latest(store *s, const char *dir, snapshot_meta *meta, bool *f
         store_limits limits = s->limits;
         store_free(s);
         code = store_init(s, &limits);
-        if (code != COFFER_OK) break;
+        if (code != COFFER_OK)
+            break;
     }
     free(seqs);
     /* Every snapshot damaged: the log alone still holds the whole history. */
-    if (!*found && code == COFFER_STORAGE_FAILED) code = COFFER_OK;
+    if (!*found && code == COFFER_STORAGE_FAILED)
+        code = COFFER_OK;
     return code;
 }
 

@@ -17,8 +17,8 @@
 #include "store/store.h"
 
 typedef struct snapshot_meta {
-    wal_tip tip;            /* the log record the snapshot ends with */
-    uint64_t last_seq;      /* the engine's seq and clock, which can be past the tip */
+    wal_tip tip;       /* the log record the snapshot ends with */
+    uint64_t last_seq; /* the engine's seq and clock, which can be past the tip */
     uint64_t last_timestamp;
 } snapshot_meta;
 
@@ -30,12 +30,11 @@ int snapshot_write(const store *s, const snapshot_meta *meta, const char *dir, c
 /* Loads the newest snapshot of `dir` that is intact into an empty store (sized by its limits).
  * COFFER_OK with *found false when there is none; damaged snapshots are skipped and named in
  * `skipped`. Other codes: a snapshot larger than the limits (CAPACITY_EXCEEDED) or I/O. */
-int snapshot_load_latest(store *s, const char *dir, snapshot_meta *meta, bool *found,
-                         char *skipped, size_t skipped_size);
+int snapshot_load_latest(store *s, const char *dir, snapshot_meta *meta, bool *found, char *skipped,
+                         size_t skipped_size);
 
 /* Loads one snapshot file (for coffer verify). */
-int snapshot_load(store *s, const char *path, snapshot_meta *meta, char *error,
-                  size_t error_size);
+int snapshot_load(store *s, const char *path, snapshot_meta *meta, char *error, size_t error_size);
 
 /* Removes all but the newest `keep` snapshots (and stray temp files). */
 void snapshot_prune(const char *dir, unsigned keep);

@@ -24,7 +24,8 @@ static int real_write_at(int fd, const void *bytes, size_t length, uint64_t offs
     while (length > 0) {
         ssize_t written = pwrite(fd, at, length, (off_t)offset);
         if (written < 0) {
-            if (errno == EINTR) continue;
+            if (errno == EINTR)
+                continue;
             return -1;
         }
         at += written;
@@ -69,8 +70,7 @@ static void header_encode(uint8_t out[WAL_SEGMENT_HEADER_BYTES], uint32_t segmen
     memcpy(out + 56, hash, 8);
 }
 
-static bool header_decode(const uint8_t *bytes, size_t available, uint32_t segment,
-                          wal_tip *before)
+static bool header_decode(const uint8_t *bytes, size_t available, uint32_t segment, wal_tip *before)
 {
     if (available < WAL_SEGMENT_HEADER_BYTES || memcmp(bytes, segment_magic, 8) != 0)
         return false;
@@ -130,7 +130,8 @@ static uint32_t *list_segments(const char *dir, size_t *count_out, int *error)
         free(numbers);
         return 0;
     }
-    if (count) qsort(numbers, count, sizeof *numbers, compare_u32);
+    if (count)
+        qsort(numbers, count, sizeof *numbers, compare_u32);
     *count_out = count;
     return numbers;
 }
@@ -142,9 +143,11 @@ static bool valid_record_after(const uint8_t *bytes, size_t size, uint64_t offse
     for (uint64_t at = offset + 1; at + RECORD_HEADER_BYTES + RECORD_HASH_BYTES <= size; at++) {
         uint32_t magic;
         memcpy(&magic, bytes + at, 4);
-        if (magic != RECORD_MAGIC) continue;
+        if (magic != RECORD_MAGIC)
+            continue;
         record_header header;
-        if (record_check(bytes + at, size - at, &header) == RECORD_OK) return true;
+        if (record_check(bytes + at, size - at, &header) == RECORD_OK)
+            return true;
     }
     return false;
 }
@@ -165,8 +168,8 @@ static int corrupt(wal_scan_result *result, const char *path, uint64_t offset, c
 }
 
 /* Walks the records of one mapped segment. *end_out: where its valid records end. */
-static int scan_records(scan_state *state, const char *path, uint32_t segment,
-                        const uint8_t *bytes, size_t size, bool last, uint64_t *end_out)
+static int scan_records(scan_state *state, const char *path, uint32_t segment, const uint8_t *bytes,
+                        size_t size, bool last, uint64_t *end_out)
 {
     wal_scan_result *result = state->result;
     uint64_t offset = WAL_SEGMENT_HEADER_BYTES;
@@ -185,7 +188,8 @@ static int scan_records(scan_state *state, const char *path, uint32_t segment,
             return corrupt(result, path, offset, "seq does not follow the previous record");
         if (header.last_seq > state->options->skip_through && state->visit) {
             int code = state->visit(bytes + offset, &header, segment, offset, state->context);
-            if (code != 0) return code;
+            if (code != 0)
+                return code;
         }
         if (header.last_seq == state->options->skip_through && state->options->skip_hash &&
             memcmp(header.hash, state->options->skip_hash, RECORD_HASH_BYTES) != 0)
@@ -204,14 +208,14 @@ static int scan_records(scan_state *state, const char *path, uint32_t segment,
     return COFFER_OK;
 }
 
-static int scan_segment(scan_state *state, const char *dir, uint32_t segment, bool last,
-                        bool first)
+static int scan_segment(scan_state *state, const char *dir, uint32_t segment, bool last, bool first)
 {
     wal_scan_result *result = state->result;
     char path[4096];
     wal_segment_path(path, sizeof path, dir, segment);
     int fd = open(path, last && !state->options->read_only ? O_RDWR : O_RDONLY);
-    if (fd < 0) return corrupt(result, path, 0, strerror(errno));
+    if (fd < 0)
+        return corrupt(result, path, 0, strerror(errno));
     struct stat info;
     if (fstat(fd, &info) != 0) {
         close(fd);
@@ -245,7 +249,8 @@ static int scan_segment(scan_state *state, const char *dir, uint32_t segment, bo
     uint64_t end = WAL_SEGMENT_HEADER_BYTES;
     if (code == COFFER_OK && header_ok)
         code = scan_records(state, path, segment, bytes, size, last, &end);
-    if (size) munmap((void *)bytes, size);
+    if (size)
+        munmap((void *)bytes, size);
     if (code == COFFER_OK && last) {
         result->end_offset = header_ok ? end : 0;
         if (result->truncated_bytes && !state->options->read_only) {
@@ -261,24 +266,27 @@ static int scan_segment(scan_state *state, const char *dir, uint32_t segment, bo
 static size_t first_segment(const char *dir, const uint32_t *numbers, size_t count,
                             const wal_scan_options *options)
 {
-    if (options->from_start || options->skip_through == 0) return 0;
+    if (options->from_start || options->skip_through == 0)
+        return 0;
     for (size_t i = count; i-- > 0;) {
         char path[4096];
         wal_segment_path(path, sizeof path, dir, numbers[i]);
         int fd = open(path, O_RDONLY);
-        if (fd < 0) continue;
+        if (fd < 0)
+            continue;
         uint8_t header[WAL_SEGMENT_HEADER_BYTES];
         wal_tip before;
         bool ok = pread(fd, header, sizeof header, 0) == (ssize_t)sizeof header &&
                   header_decode(header, sizeof header, numbers[i], &before);
         close(fd);
-        if (ok && before.last_seq <= options->skip_through) return i;
+        if (ok && before.last_seq <= options->skip_through)
+            return i;
     }
     return 0;
 }
 
-int wal_scan(const char *dir, const wal_scan_options *options, wal_record_fn visit,
-             void *context, wal_scan_result *result)
+int wal_scan(const char *dir, const wal_scan_options *options, wal_record_fn visit, void *context,
+             wal_scan_result *result)
 {
     memset(result, 0, sizeof *result);
     int error;
@@ -294,7 +302,8 @@ int wal_scan(const char *dir, const wal_scan_options *options, wal_record_fn vis
         char path[4096];
         struct stat info;
         wal_segment_path(path, sizeof path, dir, numbers[i]);
-        if (stat(path, &info) == 0) state.total_bytes += (uint64_t)info.st_size;
+        if (stat(path, &info) == 0)
+            state.total_bytes += (uint64_t)info.st_size;
     }
     int code = COFFER_OK;
     for (size_t i = start; code == COFFER_OK && i < count; i++) {
@@ -307,7 +316,8 @@ int wal_scan(const char *dir, const wal_scan_options *options, wal_record_fn vis
         code = scan_segment(&state, dir, numbers[i], i + 1 == count, i == start);
         result->segments++;
     }
-    if (code == COFFER_OK && count > 0) result->last_segment = numbers[count - 1];
+    if (code == COFFER_OK && count > 0)
+        result->last_segment = numbers[count - 1];
     free(numbers);
     return code;
 }
@@ -332,7 +342,8 @@ static int segment_create(wal *w, uint32_t number, const wal_tip *before)
     char path[4096];
     wal_segment_path(path, sizeof path, w->dir, number);
     int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) return fail(w, errno);
+    if (fd < 0)
+        return fail(w, errno);
     uint8_t header[WAL_SEGMENT_HEADER_BYTES];
     header_encode(header, number, before);
     if (w->io.write_at(fd, header, sizeof header, 0, w->io.context) != 0 ||
@@ -341,7 +352,8 @@ static int segment_create(wal *w, uint32_t number, const wal_tip *before)
         close(fd);
         return fail(w, error);
     }
-    if (w->fd >= 0) close(w->fd);
+    if (w->fd >= 0)
+        close(w->fd);
     w->fd = fd;
     w->segment = number;
     w->offset = w->durable_offset = WAL_SEGMENT_HEADER_BYTES;
@@ -370,7 +382,8 @@ int wal_start(wal *w, const char *dir, const wal_scan_result *scan, const wal_io
             unlink(path);
         }
         int code = segment_create(w, number, &scan->tip);
-        if (code != COFFER_OK) wal_stop(w);
+        if (code != COFFER_OK)
+            wal_stop(w);
         return code;
     }
     char path[4096];
@@ -387,8 +400,10 @@ int wal_start(wal *w, const char *dir, const wal_scan_result *scan, const wal_io
 
 void wal_stop(wal *w)
 {
-    if (w->fd >= 0) close(w->fd);
-    if (w->dir_fd >= 0) close(w->dir_fd);
+    if (w->fd >= 0)
+        close(w->fd);
+    if (w->dir_fd >= 0)
+        close(w->dir_fd);
     free(w->dir);
     w->fd = w->dir_fd = -1;
     w->dir = 0;
@@ -396,12 +411,15 @@ void wal_stop(wal *w)
 
 int wal_append(wal *w, const uint8_t *bytes, size_t length, const wal_tip *tip_before)
 {
-    if (w->failed) return COFFER_STORAGE_FAILED;
+    if (w->failed)
+        return COFFER_STORAGE_FAILED;
     if (w->offset > WAL_SEGMENT_HEADER_BYTES && w->offset + length > w->segment_bytes_max) {
         /* The full segment must be durable before the next one starts. */
-        if (w->io.sync(w->fd, w->io.context) != 0) return fail(w, errno);
+        if (w->io.sync(w->fd, w->io.context) != 0)
+            return fail(w, errno);
         int code = segment_create(w, w->segment + 1, tip_before);
-        if (code != COFFER_OK) return code;
+        if (code != COFFER_OK)
+            return code;
     }
     if (w->io.write_at(w->fd, bytes, length, w->offset, w->io.context) != 0)
         return fail(w, errno);
@@ -411,8 +429,10 @@ int wal_append(wal *w, const uint8_t *bytes, size_t length, const wal_tip *tip_b
 
 int wal_sync(wal *w)
 {
-    if (w->failed) return COFFER_STORAGE_FAILED;
-    if (w->io.sync(w->fd, w->io.context) != 0) return fail(w, errno);
+    if (w->failed)
+        return COFFER_STORAGE_FAILED;
+    if (w->io.sync(w->fd, w->io.context) != 0)
+        return fail(w, errno);
     w->durable_offset = w->offset;
     return COFFER_OK;
 }

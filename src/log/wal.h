@@ -44,10 +44,10 @@ typedef struct wal {
     uint64_t offset;
     uint64_t segment_bytes_max;
     wal_io io;
-    bool failed; /* sticky: after a failed write or sync nothing more is written */
-    int error;   /* errno of the failure */
+    bool failed;             /* sticky: after a failed write or sync nothing more is written */
+    int error;               /* errno of the failure */
     uint64_t durable_offset; /* in the current segment: where the last sync left it */
-    bool cut_back; /* after a failure: the segment was cut back to durable_offset */
+    bool cut_back;           /* after a failure: the segment was cut back to durable_offset */
 } wal;
 
 /* What a scan found. */
@@ -58,27 +58,27 @@ typedef struct wal_scan_result {
     uint64_t truncated_bytes; /* a torn tail cut off (or, read-only, that would be) */
     uint64_t records;
     uint64_t segments;
-    char error[1024];         /* corruption: names the file and offset */
+    char error[1024]; /* corruption: names the file and offset */
 } wal_scan_result;
 
 /* Called for each record with seq > skip_through, in order. Return 0 to go on, or a COFFER
  * code to stop the scan with that code. */
-typedef int (*wal_record_fn)(const uint8_t *bytes, const record_header *header,
-                             uint32_t segment, uint64_t offset, void *context);
+typedef int (*wal_record_fn)(const uint8_t *bytes, const record_header *header, uint32_t segment,
+                             uint64_t offset, void *context);
 
 typedef struct wal_scan_options {
-    uint64_t skip_through; /* records entirely at or below this seq are checked, not visited */
+    uint64_t skip_through;    /* records entirely at or below this seq are checked, not visited */
     const uint8_t *skip_hash; /* the chain hash at skip_through (from a snapshot), or NULL */
-    bool read_only;        /* report a torn tail without truncating it */
-    bool from_start;       /* verify the whole chain rather than start near skip_through */
+    bool read_only;           /* report a torn tail without truncating it */
+    bool from_start;          /* verify the whole chain rather than start near skip_through */
     void (*progress)(uint64_t done_bytes, uint64_t total_bytes, void *context);
     void *progress_context;
 } wal_scan_options;
 
 /* Scans the log of `dir`. COFFER_OK, or COFFER_STORAGE_FAILED with result->error set
  * (corruption, unreadable file), or the code a visitor returned. */
-int wal_scan(const char *dir, const wal_scan_options *options, wal_record_fn visit,
-             void *context, wal_scan_result *result);
+int wal_scan(const char *dir, const wal_scan_options *options, wal_record_fn visit, void *context,
+             wal_scan_result *result);
 
 /* Opens for appending after a scan: continues the last segment at end_offset, or creates
  * segment 1. `io` NULL: the real calls. */

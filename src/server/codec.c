@@ -32,8 +32,10 @@ static int take_string(decoder *d, json_t *object, const char *key, const char *
 {
     json_t *value = json_object_get(object, key);
     *out = 0;
-    if (!value) return required ? fail(d, COFFER_INVALID_FIELD, field, "required") : COFFER_OK;
-    if (!json_is_string(value)) return fail(d, COFFER_INVALID_FIELD, field, "must be a string");
+    if (!value)
+        return required ? fail(d, COFFER_INVALID_FIELD, field, "required") : COFFER_OK;
+    if (!json_is_string(value))
+        return fail(d, COFFER_INVALID_FIELD, field, "must be a string");
     const char *text = json_string_value(value);
     if (strlen(text) != json_string_length(value))
         return fail(d, COFFER_INVALID_FIELD, field, "must not contain NUL");
@@ -47,8 +49,10 @@ static int take_integer(decoder *d, json_t *object, const char *key, const char 
 {
     json_t *value = json_object_get(object, key);
     *present = value != 0;
-    if (is_null) *is_null = false;
-    if (!value) return COFFER_OK;
+    if (is_null)
+        *is_null = false;
+    if (!value)
+        return COFFER_OK;
     if (json_is_null(value) && null_ok) {
         *is_null = true;
         return COFFER_OK;
@@ -63,10 +67,13 @@ static int take_integer(decoder *d, json_t *object, const char *key, const char 
 static int take_metadata(decoder *d, json_t *object, coffer_event *event)
 {
     json_t *value = json_object_get(object, "metadata");
-    if (!value || json_is_null(value)) return COFFER_OK;
-    if (!json_is_object(value)) return fail(d, COFFER_INVALID_FIELD, "/metadata", "must be an object");
+    if (!value || json_is_null(value))
+        return COFFER_OK;
+    if (!json_is_object(value))
+        return fail(d, COFFER_INVALID_FIELD, "/metadata", "must be an object");
     char *text = json_dumps(value, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
-    if (!text) return fail(d, COFFER_INVALID_FIELD, "/metadata", "cannot be serialized");
+    if (!text)
+        return fail(d, COFFER_INVALID_FIELD, "/metadata", "cannot be serialized");
     size_t length = strlen(text);
     codec_batch *batch = d->batch;
     char **owned = realloc(batch->owned, (batch->owned_count + 1) * sizeof *owned);
@@ -88,10 +95,12 @@ static int only_known(decoder *d, json_t *object, const char *const *allowed)
 {
     const char *key;
     json_t *value;
-    json_object_foreach(object, key, value) {
+    json_object_foreach(object, key, value)
+    {
         (void)value;
         bool known = false;
-        for (const char *const *name = allowed; *name && !known; name++) known = !strcmp(key, *name);
+        for (const char *const *name = allowed; *name && !known; name++)
+            known = !strcmp(key, *name);
         if (!known) {
             char field[CODEC_FIELD_MAX / 2];
             snprintf(field, sizeof field, "/%.40s", key);
@@ -119,8 +128,10 @@ static void pointer_at(const char *body, size_t position, char *out, size_t size
             size_t used = 0;
             char text[40];
             for (i++; i < position && body[i] != '"'; i++) {
-                if (body[i] == '\\') i++;
-                if (used + 1 < sizeof text) text[used++] = body[i];
+                if (body[i] == '\\')
+                    i++;
+                if (used + 1 < sizeof text)
+                    text[used++] = body[i];
             }
             text[used] = 0;
             if (top && !top->array && top->key_next) {
@@ -128,7 +139,8 @@ static void pointer_at(const char *body, size_t position, char *out, size_t size
                 top->key_next = false;
             }
         } else if (c == '{' || c == '[') {
-            if (++depth <= DEPTH) stack[depth - 1] = (struct frame){c == '[', c == '{', 0, ""};
+            if (++depth <= DEPTH)
+                stack[depth - 1] = (struct frame){c == '[', c == '{', 0, ""};
         } else if (c == '}' || c == ']') {
             depth--;
         } else if (c == ',' && top) {
@@ -162,17 +174,17 @@ static int parse_body(const char *body, size_t length, json_t **root, codec_erro
 {
     json_error_t parse_error;
     /* NUL in strings parses (it is valid JSON), so the field check can name the field. */
-    *root = length ? json_loadb(body, length, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
-                                &parse_error)
+    *root = length ? json_loadb(body, length, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &parse_error)
                    : 0;
-    if (*root && json_is_object(*root)) return COFFER_OK;
+    if (*root && json_is_object(*root))
+        return COFFER_OK;
     if (!*root && length && json_error_code(&parse_error) == json_error_numeric_overflow) {
         /* Valid JSON whose number does not fit: the field is wrong, not the syntax. */
         error->code = COFFER_INVALID_FIELD;
         pointer_at(body, (size_t)parse_error.position, error->field, sizeof error->field);
         snprintf(error->detail, sizeof error->detail,
-                 "a number outside the signed 64-bit range (line %d, column %d)",
-                 parse_error.line, parse_error.column);
+                 "a number outside the signed 64-bit range (line %d, column %d)", parse_error.line,
+                 parse_error.column);
         return COFFER_INVALID_FIELD;
     }
     error->code = COFFER_INVALID_JSON;
@@ -182,8 +194,8 @@ static int parse_body(const char *body, size_t length, json_t **root, codec_erro
     else if (*root)
         snprintf(error->detail, sizeof error->detail, "the body must be a JSON object");
     else
-        snprintf(error->detail, sizeof error->detail, "%s (line %d, column %d)",
-                 parse_error.text, parse_error.line, parse_error.column);
+        snprintf(error->detail, sizeof error->detail, "%s (line %d, column %d)", parse_error.text,
+                 parse_error.line, parse_error.column);
     json_decref(*root);
     *root = 0;
     return COFFER_INVALID_JSON;
@@ -194,13 +206,16 @@ static int batch_items(decoder *d, json_t *list, const char *name, size_t *count
 {
     char field[32];
     snprintf(field, sizeof field, "/%s", name);
-    if (!json_is_array(list)) return fail(d, COFFER_INVALID_FIELD, field, "must be an array");
+    if (!json_is_array(list))
+        return fail(d, COFFER_INVALID_FIELD, field, "must be an array");
     *count = json_array_size(list);
-    if (*count == 0) return fail(d, COFFER_INVALID_FIELD, field, "must not be empty");
+    if (*count == 0)
+        return fail(d, COFFER_INVALID_FIELD, field, "must not be empty");
     if (*count > COFFER_BATCH_EVENTS_MAX)
         return fail(d, COFFER_BATCH_TOO_LARGE, field, "more than 8190 items");
     d->batch->events = calloc(*count, sizeof *d->batch->events);
-    if (!d->batch->events) return fail(d, COFFER_INVALID_FIELD, field, "out of memory");
+    if (!d->batch->events)
+        return fail(d, COFFER_INVALID_FIELD, field, "out of memory");
     return COFFER_OK;
 }
 
@@ -208,21 +223,29 @@ static int batch_items(decoder *d, json_t *list, const char *name, size_t *count
 
 static int decode_account(decoder *d, json_t *object, coffer_event *event)
 {
-    static const char *const allowed[] = {"id", "currency", "min_balance", "max_balance",
-                                          "metadata", 0};
-    if (!json_is_object(object)) return fail(d, COFFER_INVALID_FIELD, "", "must be an object");
+    static const char *const allowed[] = {"id",          "currency", "min_balance",
+                                          "max_balance", "metadata", 0};
+    if (!json_is_object(object))
+        return fail(d, COFFER_INVALID_FIELD, "", "must be an object");
     int code = only_known(d, object, allowed);
     event->op = COFFER_OP_CREATE_ACCOUNT;
-    if (!code) code = take_string(d, object, "id", "/id", true, &event->id);
-    if (!code) code = take_string(d, object, "currency", "/currency", true, &event->currency);
+    if (!code)
+        code = take_string(d, object, "id", "/id", true, &event->id);
+    if (!code)
+        code = take_string(d, object, "currency", "/currency", true, &event->currency);
     bool present, is_null;
-    if (!code) code = take_integer(d, object, "min_balance", "/min_balance", true,
-                                   &event->min_balance, &present, &is_null);
-    if (!code && is_null) event->flags |= COFFER_FLAG_MIN_UNBOUNDED;
-    if (!code) code = take_integer(d, object, "max_balance", "/max_balance", true,
-                                   &event->max_balance, &present, &is_null);
-    if (!code && present && !is_null) event->flags |= COFFER_FLAG_HAS_MAX;
-    if (!code) code = take_metadata(d, object, event);
+    if (!code)
+        code = take_integer(d, object, "min_balance", "/min_balance", true, &event->min_balance,
+                            &present, &is_null);
+    if (!code && is_null)
+        event->flags |= COFFER_FLAG_MIN_UNBOUNDED;
+    if (!code)
+        code = take_integer(d, object, "max_balance", "/max_balance", true, &event->max_balance,
+                            &present, &is_null);
+    if (!code && present && !is_null)
+        event->flags |= COFFER_FLAG_HAS_MAX;
+    if (!code)
+        code = take_metadata(d, object, event);
     return code;
 }
 
@@ -231,19 +254,22 @@ int codec_decode_accounts(const char *body, size_t length, codec_batch *out, cod
     memset(out, 0, sizeof *out);
     memset(error, 0, sizeof *error);
     int code = parse_body(body, length, &out->root, error);
-    if (code) return code;
+    if (code)
+        return code;
     decoder d = {out, error, ""};
     json_t *list = json_object_get(out->root, "accounts");
     if (!list) {
         out->events = calloc(1, sizeof *out->events);
-        if (!out->events) return fail(&d, COFFER_INVALID_FIELD, "", "out of memory");
+        if (!out->events)
+            return fail(&d, COFFER_INVALID_FIELD, "", "out of memory");
         out->count = 1;
         return decode_account(&d, out->root, &out->events[0]);
     }
     out->batch = true;
     static const char *const allowed[] = {"accounts", 0};
     code = only_known(&d, out->root, allowed);
-    if (!code) code = batch_items(&d, list, "accounts", &out->count);
+    if (!code)
+        code = batch_items(&d, list, "accounts", &out->count);
     for (size_t i = 0; !code && i < out->count; i++) {
         snprintf(d.prefix, sizeof d.prefix, "/accounts/%zu", i);
         code = decode_account(&d, json_array_get(list, i), &out->events[i]);
@@ -256,19 +282,23 @@ int codec_decode_accounts(const char *body, size_t length, codec_batch *out, cod
 static int decode_hold(decoder *d, json_t *object, coffer_event *event)
 {
     json_t *hold = json_object_get(object, "hold");
-    if (!hold || json_is_null(hold)) return COFFER_OK;
+    if (!hold || json_is_null(hold))
+        return COFFER_OK;
     static const char *const allowed[] = {"timeout_ms", 0};
-    if (!json_is_object(hold)) return fail(d, COFFER_INVALID_FIELD, "/hold", "must be an object");
+    if (!json_is_object(hold))
+        return fail(d, COFFER_INVALID_FIELD, "/hold", "must be an object");
     char saved[sizeof d->prefix];
     memcpy(saved, d->prefix, sizeof saved);
     snprintf(d->prefix, sizeof d->prefix, "%.40s/hold", saved);
     int code = only_known(d, hold, allowed);
     memcpy(d->prefix, saved, sizeof saved);
-    if (code) return code;
+    if (code)
+        return code;
     int64_t timeout = 0;
     bool present;
     code = take_integer(d, hold, "timeout_ms", "/hold/timeout_ms", false, &timeout, &present, 0);
-    if (code) return code;
+    if (code)
+        return code;
     if (!present || timeout < 1)
         return fail(d, COFFER_INVALID_FIELD, "/hold/timeout_ms", "must be an integer >= 1");
     event->hold_timeout_ms = (uint64_t)timeout;
@@ -278,19 +308,23 @@ static int decode_hold(decoder *d, json_t *object, coffer_event *event)
 static int decode_expect(decoder *d, json_t *object, coffer_event *event)
 {
     json_t *expect = json_object_get(object, "expect");
-    if (!expect || json_is_null(expect)) return COFFER_OK;
-    if (!json_is_object(expect)) return fail(d, COFFER_INVALID_FIELD, "/expect", "must be an object");
+    if (!expect || json_is_null(expect))
+        return COFFER_OK;
+    if (!json_is_object(expect))
+        return fail(d, COFFER_INVALID_FIELD, "/expect", "must be an object");
     struct {
         const char *key, *field;
         uint8_t flag;
         uint64_t *out;
     } versions[2] = {
-        {"from_version", "/expect/from_version", COFFER_FLAG_EXPECT_FROM, &event->expect_from_version},
+        {"from_version", "/expect/from_version", COFFER_FLAG_EXPECT_FROM,
+         &event->expect_from_version},
         {"to_version", "/expect/to_version", COFFER_FLAG_EXPECT_TO, &event->expect_to_version},
     };
     const char *key;
     json_t *value;
-    json_object_foreach(expect, key, value) {
+    json_object_foreach(expect, key, value)
+    {
         if (strcmp(key, "from_version") && strcmp(key, "to_version")) {
             char field[CODEC_FIELD_MAX / 2];
             snprintf(field, sizeof field, "/expect/%.30s", key);
@@ -302,8 +336,10 @@ static int decode_expect(decoder *d, json_t *object, coffer_event *event)
         bool present;
         int code = take_integer(d, expect, versions[i].key, versions[i].field, false, &version,
                                 &present, 0);
-        if (code) return code;
-        if (!present) continue;
+        if (code)
+            return code;
+        if (!present)
+            continue;
         if (version < 0)
             return fail(d, COFFER_INVALID_FIELD, versions[i].field, "must be >= 0");
         event->flags |= versions[i].flag;
@@ -314,24 +350,32 @@ static int decode_expect(decoder *d, json_t *object, coffer_event *event)
 
 static int decode_transfer(decoder *d, json_t *object, coffer_event *event)
 {
-    static const char *const allowed[] = {"id", "from", "to", "amount", "hold", "expect",
-                                          "up_to", "metadata", 0};
+    static const char *const allowed[] = {"id",     "from",  "to",       "amount", "hold",
+                                          "expect", "up_to", "metadata", 0};
     event->op = COFFER_OP_TRANSFER;
     int code = only_known(d, object, allowed);
-    if (!code) code = take_string(d, object, "id", "/id", false, &event->id);
-    if (!code) code = take_string(d, object, "from", "/from", true, &event->from);
-    if (!code) code = take_string(d, object, "to", "/to", true, &event->to);
+    if (!code)
+        code = take_string(d, object, "id", "/id", false, &event->id);
+    if (!code)
+        code = take_string(d, object, "from", "/from", true, &event->from);
+    if (!code)
+        code = take_string(d, object, "to", "/to", true, &event->to);
     bool present;
-    if (!code) code = take_integer(d, object, "amount", "/amount", false, &event->amount,
-                                   &present, 0);
-    if (!code && !present) code = fail(d, COFFER_INVALID_FIELD, "/amount", "required");
-    if (!code) code = decode_hold(d, object, event);
-    if (!code) code = decode_expect(d, object, event);
+    if (!code)
+        code = take_integer(d, object, "amount", "/amount", false, &event->amount, &present, 0);
+    if (!code && !present)
+        code = fail(d, COFFER_INVALID_FIELD, "/amount", "required");
+    if (!code)
+        code = decode_hold(d, object, event);
+    if (!code)
+        code = decode_expect(d, object, event);
     json_t *up_to = json_object_get(object, "up_to");
     if (!code && up_to && !json_is_boolean(up_to))
         code = fail(d, COFFER_INVALID_FIELD, "/up_to", "must be a boolean");
-    if (!code && json_is_true(up_to)) event->flags |= COFFER_FLAG_UP_TO;
-    if (!code) code = take_metadata(d, object, event);
+    if (!code && json_is_true(up_to))
+        event->flags |= COFFER_FLAG_UP_TO;
+    if (!code)
+        code = take_metadata(d, object, event);
     return code;
 }
 
@@ -343,31 +387,39 @@ static int decode_resolution_item(decoder *d, json_t *object, coffer_event *even
     static const char *const void_allowed[] = {"id", "void", "metadata", 0};
     event->op = post ? COFFER_OP_POST : COFFER_OP_VOID;
     int code = only_known(d, object, post ? post_allowed : void_allowed);
-    if (!code) code = take_string(d, object, "id", "/id", false, &event->id);
-    if (!code) code = take_string(d, object, post ? "post" : "void", post ? "/post" : "/void", true,
-                                  &event->hold_id);
+    if (!code)
+        code = take_string(d, object, "id", "/id", false, &event->id);
+    if (!code)
+        code = take_string(d, object, post ? "post" : "void", post ? "/post" : "/void", true,
+                           &event->hold_id);
     bool present;
     if (!code && post)
         code = take_integer(d, object, "amount", "/amount", false, &event->amount, &present, 0);
-    if (!code) code = take_metadata(d, object, event);
+    if (!code)
+        code = take_metadata(d, object, event);
     return code;
 }
 
 static int decode_item(decoder *d, json_t *object, coffer_event *event)
 {
-    if (!json_is_object(object)) return fail(d, COFFER_INVALID_FIELD, "", "must be an object");
+    if (!json_is_object(object))
+        return fail(d, COFFER_INVALID_FIELD, "", "must be an object");
     int code = json_object_get(object, "post") || json_object_get(object, "void")
                    ? decode_resolution_item(d, object, event)
                    : decode_transfer(d, object, event);
-    if (!code && !event->id) code = fail(d, COFFER_INVALID_FIELD, "/id", "required");
+    if (!code && !event->id)
+        code = fail(d, COFFER_INVALID_FIELD, "/id", "required");
     return code;
 }
 
 /* The Idempotency-Key header gives a single request's id; both given and different is an error. */
 static int apply_key(decoder *d, coffer_event *event, const char *key)
 {
-    if (!key) return event->id ? COFFER_OK : fail(d, COFFER_INVALID_FIELD, "/id", "required "
-                                                  "(in the body or the Idempotency-Key header)");
+    if (!key)
+        return event->id ? COFFER_OK
+                         : fail(d, COFFER_INVALID_FIELD, "/id",
+                                "required "
+                                "(in the body or the Idempotency-Key header)");
     if (event->id && strcmp(event->id, key) != 0)
         return fail(d, COFFER_INVALID_FIELD, "/id", "differs from the Idempotency-Key header");
     event->id = key;
@@ -380,12 +432,14 @@ int codec_decode_transfers(const char *body, size_t length, const char *key, cod
     memset(out, 0, sizeof *out);
     memset(error, 0, sizeof *error);
     int code = parse_body(body, length, &out->root, error);
-    if (code) return code;
+    if (code)
+        return code;
     decoder d = {out, error, ""};
     json_t *list = json_object_get(out->root, "transfers");
     if (!list) {
         out->events = calloc(1, sizeof *out->events);
-        if (!out->events) return fail(&d, COFFER_INVALID_FIELD, "", "out of memory");
+        if (!out->events)
+            return fail(&d, COFFER_INVALID_FIELD, "", "out of memory");
         out->count = 1;
         json_t *item = out->root;
         bool resolution = json_object_get(item, "post") || json_object_get(item, "void");
@@ -394,15 +448,17 @@ int codec_decode_transfers(const char *body, size_t length, const char *key, cod
         return code ? code : apply_key(&d, &out->events[0], key);
     }
     out->batch = true;
-    if (key) return fail(&d, COFFER_INVALID_FIELD, "/transfers",
-                         "Idempotency-Key is for single requests; give each item an id");
+    if (key)
+        return fail(&d, COFFER_INVALID_FIELD, "/transfers",
+                    "Idempotency-Key is for single requests; give each item an id");
     static const char *const allowed[] = {"atomic", "transfers", 0};
     code = only_known(&d, out->root, allowed);
     json_t *atomic = json_object_get(out->root, "atomic");
     if (!code && atomic && !json_is_boolean(atomic))
         code = fail(&d, COFFER_INVALID_FIELD, "/atomic", "must be a boolean");
     out->atomic = json_is_true(atomic);
-    if (!code) code = batch_items(&d, list, "transfers", &out->count);
+    if (!code)
+        code = batch_items(&d, list, "transfers", &out->count);
     for (size_t i = 0; !code && i < out->count; i++) {
         snprintf(d.prefix, sizeof d.prefix, "/transfers/%zu", i);
         code = decode_item(&d, json_array_get(list, i), &out->events[i]);
@@ -417,31 +473,37 @@ int codec_decode_resolution(const char *body, size_t length, int op, const char 
     memset(error, 0, sizeof *error);
     decoder d = {out, error, ""};
     out->events = calloc(1, sizeof *out->events);
-    if (!out->events) return fail(&d, COFFER_INVALID_FIELD, "", "out of memory");
+    if (!out->events)
+        return fail(&d, COFFER_INVALID_FIELD, "", "out of memory");
     out->count = 1;
     coffer_event *event = &out->events[0];
     event->op = (uint8_t)op;
     event->hold_id = hold;
     if (length > 0) {
         int code = parse_body(body, length, &out->root, error);
-        if (code) return code;
+        if (code)
+            return code;
         static const char *const post_allowed[] = {"id", "amount", "metadata", 0};
         static const char *const void_allowed[] = {"id", "metadata", 0};
         code = only_known(&d, out->root, op == COFFER_OP_POST ? post_allowed : void_allowed);
-        if (!code) code = take_string(&d, out->root, "id", "/id", false, &event->id);
+        if (!code)
+            code = take_string(&d, out->root, "id", "/id", false, &event->id);
         bool present;
         if (!code && op == COFFER_OP_POST)
-            code = take_integer(&d, out->root, "amount", "/amount", false, &event->amount,
-                                &present, 0);
-        if (!code) code = take_metadata(&d, out->root, event);
-        if (code) return code;
+            code = take_integer(&d, out->root, "amount", "/amount", false, &event->amount, &present,
+                                0);
+        if (!code)
+            code = take_metadata(&d, out->root, event);
+        if (code)
+            return code;
     }
     return apply_key(&d, event, key);
 }
 
 void codec_batch_free(codec_batch *batch)
 {
-    for (size_t i = 0; i < batch->owned_count; i++) free(batch->owned[i]);
+    for (size_t i = 0; i < batch->owned_count; i++)
+        free(batch->owned[i]);
     free(batch->owned);
     free(batch->events);
     json_decref(batch->root);
@@ -470,7 +532,8 @@ static void set_time(json_t *object, const char *key, const char *key_ns, uint64
 
 static json_t *metadata_value(const char *text, size_t length)
 {
-    if (!length) return 0;
+    if (!length)
+        return 0;
     json_t *value = json_loadb(text, length, JSON_DECODE_ANY, 0);
     return value ? value : json_stringn(text, length); /* not JSON (embedded API): as text */
 }
@@ -478,13 +541,20 @@ static json_t *metadata_value(const char *text, size_t length)
 static const char *state_name(int state)
 {
     switch (state) {
-    case COFFER_STATE_POSTED: return "posted";
-    case COFFER_STATE_PENDING: return "pending";
-    case COFFER_STATE_CAPTURED: return "captured";
-    case COFFER_STATE_VOIDED: return "voided";
-    case COFFER_STATE_EXPIRED: return "expired";
-    case COFFER_STATE_REJECTED: return "rejected";
-    default: return "none";
+    case COFFER_STATE_POSTED:
+        return "posted";
+    case COFFER_STATE_PENDING:
+        return "pending";
+    case COFFER_STATE_CAPTURED:
+        return "captured";
+    case COFFER_STATE_VOIDED:
+        return "voided";
+    case COFFER_STATE_EXPIRED:
+        return "expired";
+    case COFFER_STATE_REJECTED:
+        return "rejected";
+    default:
+        return "none";
     }
 }
 
@@ -497,7 +567,8 @@ static json_t *account_after(const char *id, const coffer_account_after *after)
 
 int codec_result_status(const coffer_result *result)
 {
-    if (result->code == COFFER_CREATED || result->code == COFFER_EXISTS) return 201;
+    if (result->code == COFFER_CREATED || result->code == COFFER_EXISTS)
+        return 201;
     return coffer_code_http_status(result->code);
 }
 
@@ -505,16 +576,15 @@ int codec_result_status(const coffer_result *result)
 static json_t *created_account(const coffer_event *e, const coffer_result *r)
 {
     json_t *account = json_pack(
-        "{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:I, s:I}", "id", e->id, "currency",
-        e->currency, "balance", 0, "available", 0, "debits_posted", 0, "credits_posted", 0,
-        "debits_held", 0, "credits_held", 0, "version", (json_int_t)1, "created_seq",
-        (json_int_t)r->seq);
+        "{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:I, s:I}", "id", e->id, "currency", e->currency,
+        "balance", 0, "available", 0, "debits_posted", 0, "credits_posted", 0, "debits_held", 0,
+        "credits_held", 0, "version", (json_int_t)1, "created_seq", (json_int_t)r->seq);
     json_object_set_new(account, "min_balance",
                         (e->flags & COFFER_FLAG_MIN_UNBOUNDED) ? json_null()
                                                                : json_integer(e->min_balance));
-    json_object_set_new(account, "max_balance", (e->flags & COFFER_FLAG_HAS_MAX)
-                                                    ? json_integer(e->max_balance)
-                                                    : json_null());
+    json_object_set_new(account, "max_balance",
+                        (e->flags & COFFER_FLAG_HAS_MAX) ? json_integer(e->max_balance)
+                                                         : json_null());
     json_t *metadata = metadata_value(e->metadata, e->metadata_len);
     json_object_set_new(account, "metadata", metadata ? metadata : json_object());
     set_time(account, "created_at", "created_at_ns", r->timestamp);
@@ -528,9 +598,8 @@ json_t *codec_event_success(const coffer_event *e, const coffer_result *r)
         json_object_set_new(out, "account", created_account(e, r));
         return out;
     }
-    json_t *transfer = json_pack("{s:s, s:s, s:I, s:I}", "id", e->id, "state",
-                                 state_name(r->state), "amount", (json_int_t)r->amount, "seq",
-                                 (json_int_t)r->seq);
+    json_t *transfer = json_pack("{s:s, s:s, s:I, s:I}", "id", e->id, "state", state_name(r->state),
+                                 "amount", (json_int_t)r->amount, "seq", (json_int_t)r->seq);
     set_time(transfer, "timestamp", "timestamp_ns", r->timestamp);
     if (e->op == COFFER_OP_TRANSFER) {
         json_object_set_new(transfer, "from", json_string(e->from));
@@ -551,13 +620,14 @@ json_t *codec_event_success(const coffer_event *e, const coffer_result *r)
         json_object_set_new(transfer, "to", json_string(r->hold_to));
     }
     json_t *metadata = metadata_value(e->metadata, e->metadata_len);
-    if (metadata) json_object_set_new(transfer, "metadata", metadata);
+    if (metadata)
+        json_object_set_new(transfer, "metadata", metadata);
     json_object_set_new(out, "transfer", transfer);
     const char *from = e->op == COFFER_OP_TRANSFER ? e->from : r->hold_from;
     const char *to = e->op == COFFER_OP_TRANSFER ? e->to : r->hold_to;
-    json_object_set_new(out, "accounts", json_pack("{s:o, s:o}", "from",
-                                                   account_after(from, &r->from), "to",
-                                                   account_after(to, &r->to)));
+    json_object_set_new(out, "accounts",
+                        json_pack("{s:o, s:o}", "from", account_after(from, &r->from), "to",
+                                  account_after(to, &r->to)));
     return out;
 }
 
@@ -565,11 +635,12 @@ json_t *codec_problem(int code, const char *field, const char *detail)
 {
     char type[64];
     snprintf(type, sizeof type, "urn:coffer:error:%s", coffer_code_name(code));
-    json_t *problem = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", type, "title",
-                                coffer_strerror(code), "status", coffer_code_http_status(code),
-                                "code", coffer_code_name(code), "detail",
-                                detail && *detail ? detail : coffer_strerror(code));
-    if (field && *field) json_object_set_new(problem, "field", json_string(field));
+    json_t *problem =
+        json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", type, "title", coffer_strerror(code),
+                  "status", coffer_code_http_status(code), "code", coffer_code_name(code), "detail",
+                  detail && *detail ? detail : coffer_strerror(code));
+    if (field && *field)
+        json_object_set_new(problem, "field", json_string(field));
     return problem;
 }
 
@@ -577,7 +648,8 @@ json_t *codec_event_problem(const coffer_event *e, const coffer_result *r, const
 {
     char field[CODEC_FIELD_MAX], detail[200];
     field[0] = 0;
-    if (r->field) snprintf(field, sizeof field, "%s%s", prefix ? prefix : "", r->field);
+    if (r->field)
+        snprintf(field, sizeof field, "%s%s", prefix ? prefix : "", r->field);
     snprintf(detail, sizeof detail, "%s", coffer_strerror(r->code));
     if (r->code == COFFER_INSUFFICIENT_BALANCE && e->from)
         snprintf(detail, sizeof detail, "account %s has %lld available", e->from,
@@ -592,24 +664,25 @@ json_t *codec_event_problem(const coffer_event *e, const coffer_result *r, const
         json_object_set_new(problem, "available", json_integer(r->available));
     if (r->code == COFFER_VERSION_MISMATCH)
         json_object_set_new(problem, "actual_version", json_integer((json_int_t)r->actual_version));
-    if (e->id) json_object_set_new(problem, "id", json_string(e->id));
-    if (r->seq) json_object_set_new(problem, "seq", json_integer((json_int_t)r->seq));
+    if (e->id)
+        json_object_set_new(problem, "id", json_string(e->id));
+    if (r->seq)
+        json_object_set_new(problem, "seq", json_integer((json_int_t)r->seq));
     return problem;
 }
 
 json_t *codec_account(const coffer_account *a, int at, uint64_t at_value)
 {
-    json_t *out = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "id", a->id,
-                            "currency", a->currency, "balance", (json_int_t)a->balance,
-                            "available", (json_int_t)a->available, "debits_posted",
-                            (json_int_t)a->debits_posted, "credits_posted",
-                            (json_int_t)a->credits_posted, "debits_held",
-                            (json_int_t)a->debits_held, "credits_held",
-                            (json_int_t)a->credits_held, "version", (json_int_t)a->version,
-                            "created_seq", (json_int_t)a->created_seq);
+    json_t *out = json_pack(
+        "{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "id", a->id, "currency", a->currency,
+        "balance", (json_int_t)a->balance, "available", (json_int_t)a->available, "debits_posted",
+        (json_int_t)a->debits_posted, "credits_posted", (json_int_t)a->credits_posted,
+        "debits_held", (json_int_t)a->debits_held, "credits_held", (json_int_t)a->credits_held,
+        "version", (json_int_t)a->version, "created_seq", (json_int_t)a->created_seq);
     json_object_set_new(out, "min_balance",
                         a->min_unbounded ? json_null() : json_integer(a->min_balance));
-    json_object_set_new(out, "max_balance", a->has_max ? json_integer(a->max_balance) : json_null());
+    json_object_set_new(out, "max_balance",
+                        a->has_max ? json_integer(a->max_balance) : json_null());
     json_t *metadata = metadata_value(a->metadata, a->metadata_len);
     json_object_set_new(out, "metadata", metadata ? metadata : json_object());
     set_time(out, "created_at", "created_at_ns", a->created_at);
@@ -631,9 +704,9 @@ json_t *codec_transfer(const coffer_transfer *t)
 {
     /* A rejection moved nothing; it shows what was asked. */
     int64_t amount = t->state == COFFER_STATE_REJECTED ? t->amount_requested : t->amount;
-    json_t *out = json_pack("{s:s, s:s, s:s, s:I, s:I}", "id", t->id, "state",
-                            state_name(t->state), "code", coffer_code_name(t->code), "amount",
-                            (json_int_t)amount, "seq", (json_int_t)t->seq);
+    json_t *out = json_pack("{s:s, s:s, s:s, s:I, s:I}", "id", t->id, "state", state_name(t->state),
+                            "code", coffer_code_name(t->code), "amount", (json_int_t)amount, "seq",
+                            (json_int_t)t->seq);
     set_time(out, "timestamp", "timestamp_ns", t->timestamp);
     if (t->op == COFFER_OP_TRANSFER) {
         json_object_set_new(out, "from", json_string(t->from));
@@ -660,34 +733,44 @@ json_t *codec_transfer(const coffer_transfer *t)
             json_object_set_new(out, "expect", expect);
         }
     } else {
-        json_object_set_new(out, t->op == COFFER_OP_POST ? "post" : "void", json_string(t->hold_id));
-        if (t->from[0]) json_object_set_new(out, "from", json_string(t->from));
-        if (t->to[0]) json_object_set_new(out, "to", json_string(t->to));
+        json_object_set_new(out, t->op == COFFER_OP_POST ? "post" : "void",
+                            json_string(t->hold_id));
+        if (t->from[0])
+            json_object_set_new(out, "from", json_string(t->from));
+        if (t->to[0])
+            json_object_set_new(out, "to", json_string(t->to));
     }
     json_t *metadata = metadata_value(t->metadata, t->metadata_len);
-    if (metadata) json_object_set_new(out, "metadata", metadata);
+    if (metadata)
+        json_object_set_new(out, "metadata", metadata);
     return out;
 }
 
 static const char *history_kind_name(int kind)
 {
     switch (kind) {
-    case COFFER_HISTORY_POSTED: return "posted";
-    case COFFER_HISTORY_HELD: return "held";
-    case COFFER_HISTORY_CAPTURED: return "captured";
-    case COFFER_HISTORY_RELEASED: return "released";
-    case COFFER_HISTORY_EXPIRED: return "expired";
-    default: return "unknown";
+    case COFFER_HISTORY_POSTED:
+        return "posted";
+    case COFFER_HISTORY_HELD:
+        return "held";
+    case COFFER_HISTORY_CAPTURED:
+        return "captured";
+    case COFFER_HISTORY_RELEASED:
+        return "released";
+    case COFFER_HISTORY_EXPIRED:
+        return "expired";
+    default:
+        return "unknown";
     }
 }
 
 json_t *codec_history_entry(const coffer_history_entry *h)
 {
-    json_t *out = json_pack("{s:I, s:s, s:s, s:I, s:I, s:I, s:I}", "seq", (json_int_t)h->seq,
-                            "transfer_id", h->transfer_id, "kind", history_kind_name(h->kind),
-                            "delta", (json_int_t)h->delta, "balance", (json_int_t)h->balance,
-                            "available", (json_int_t)h->available, "version",
-                            (json_int_t)h->version);
+    json_t *out =
+        json_pack("{s:I, s:s, s:s, s:I, s:I, s:I, s:I}", "seq", (json_int_t)h->seq, "transfer_id",
+                  h->transfer_id, "kind", history_kind_name(h->kind), "delta", (json_int_t)h->delta,
+                  "balance", (json_int_t)h->balance, "available", (json_int_t)h->available,
+                  "version", (json_int_t)h->version);
     set_time(out, "timestamp", "timestamp_ns", h->timestamp);
     return out;
 }
@@ -696,19 +779,21 @@ json_t *codec_history_entry(const coffer_history_entry *h)
 
 char *codec_transfer_created_text(const coffer_event *e, const coffer_result *r, size_t *length)
 {
-    if (e->op != COFFER_OP_TRANSFER || e->metadata_len) return 0;
+    if (e->op != COFFER_OP_TRANSFER || e->metadata_len)
+        return 0;
     /* Ids and account names are [A-Za-z0-9._:@/-] (validated), so they need no escaping. */
     enum { SIZE = 1024 };
     char *out = malloc(SIZE), stamp[48], expires[48];
-    if (!out) return 0;
+    if (!out)
+        return 0;
     codec_time(stamp, sizeof stamp, r->timestamp);
-    int used = snprintf(out, SIZE,
-                        "{\"code\":\"created\",\"transfer\":{\"id\":\"%s\",\"state\":\"%s\","
-                        "\"amount\":%lld,\"seq\":%llu,\"timestamp\":\"%s\",\"timestamp_ns\":%llu,"
-                        "\"from\":\"%s\",\"to\":\"%s\"",
-                        e->id, state_name(r->state), (long long)r->amount,
-                        (unsigned long long)r->seq, stamp, (unsigned long long)r->timestamp,
-                        e->from, e->to);
+    int used =
+        snprintf(out, SIZE,
+                 "{\"code\":\"created\",\"transfer\":{\"id\":\"%s\",\"state\":\"%s\","
+                 "\"amount\":%lld,\"seq\":%llu,\"timestamp\":\"%s\",\"timestamp_ns\":%llu,"
+                 "\"from\":\"%s\",\"to\":\"%s\"",
+                 e->id, state_name(r->state), (long long)r->amount, (unsigned long long)r->seq,
+                 stamp, (unsigned long long)r->timestamp, e->from, e->to);
     if (e->hold_timeout_ms) {
         codec_time(expires, sizeof expires, r->expires_at);
         used += snprintf(out + used, SIZE - (size_t)used,
@@ -718,8 +803,8 @@ char *codec_transfer_created_text(const coffer_event *e, const coffer_result *r,
                          (unsigned long long)r->expires_at);
     }
     if (e->flags & COFFER_FLAG_UP_TO)
-        used += snprintf(out + used, SIZE - (size_t)used, ",\"up_to\":true,\"amount_requested\":%lld",
-                         (long long)e->amount);
+        used += snprintf(out + used, SIZE - (size_t)used,
+                         ",\"up_to\":true,\"amount_requested\":%lld", (long long)e->amount);
     used += snprintf(out + used, SIZE - (size_t)used,
                      "},\"accounts\":{\"from\":{\"id\":\"%s\",\"balance\":%lld,\"available\":%lld,"
                      "\"version\":%llu},\"to\":{\"id\":\"%s\",\"balance\":%lld,\"available\":%lld,"

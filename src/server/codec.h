@@ -21,15 +21,15 @@ typedef struct codec_batch {
     json_t *root;
     coffer_event *events;
     size_t count;
-    bool batch;  /* the body was a list ({"accounts": [...]} or {"transfers": [...]}) */
-    bool atomic; /* {"atomic": true} */
+    bool batch;   /* the body was a list ({"accounts": [...]} or {"transfers": [...]}) */
+    bool atomic;  /* {"atomic": true} */
     char **owned; /* serialized metadata */
     size_t owned_count;
 } codec_batch;
 
 typedef struct codec_error {
-    int code;                     /* invalid_json, invalid_field, batch_too_large */
-    char field[CODEC_FIELD_MAX];  /* JSON pointer, for invalid_field */
+    int code;                    /* invalid_json, invalid_field, batch_too_large */
+    char field[CODEC_FIELD_MAX]; /* JSON pointer, for invalid_field */
     char detail[200];
 } codec_error;
 

@@ -81,8 +81,8 @@ static uint64_t now_ns(void)
 
 /* ---- responses ----------------------------------------------------------------------------- */
 
-static enum MHD_Result send_text(request *r, unsigned status, const char *content_type,
-                                 char *text, size_t length, bool replayed)
+static enum MHD_Result send_text(request *r, unsigned status, const char *content_type, char *text,
+                                 size_t length, bool replayed)
 {
     struct MHD_Response *response =
         MHD_create_response_from_buffer(length, text, MHD_RESPMEM_MUST_FREE);
@@ -94,12 +94,12 @@ static enum MHD_Result send_text(request *r, unsigned status, const char *conten
     MHD_add_response_header(response, "X-Request-Id", r->request_id);
     if (atomic_load(&r->server->draining)) /* let clients move on rather than reuse us */
         MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION, "close");
-    if (replayed) MHD_add_response_header(response, "Idempotent-Replayed", "true");
+    if (replayed)
+        MHD_add_response_header(response, "Idempotent-Replayed", "true");
     if (r->response_code == COFFER_OVERLOADED)
         MHD_add_response_header(response, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     if (r->response_code == COFFER_METHOD_NOT_ALLOWED)
-        MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW,
-                                metrics_route_methods(r->route));
+        MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, metrics_route_methods(r->route));
     enum MHD_Result queued = MHD_queue_response(r->connection, status, response);
     MHD_destroy_response(response);
     metrics_request(&r->server->metrics, r->route, r->response_code, status,
@@ -115,7 +115,8 @@ static enum MHD_Result send_json(request *r, unsigned status, json_t *body, bool
 {
     char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(body);
-    if (!text) return MHD_NO;
+    if (!text)
+        return MHD_NO;
     bool problem = status >= 400;
     return send_text(r, status, problem ? "application/problem+json" : "application/json", text,
                      strlen(text), replayed);
@@ -171,9 +172,11 @@ static const char *header(request *r, const char *name)
 
 static enum MHD_Result start_write(request *r, int decoded, const codec_error *error)
 {
-    if (decoded != COFFER_OK) return send_problem(r, error->code, error->field, error->detail);
+    if (decoded != COFFER_OK)
+        return send_problem(r, error->code, error->field, error->detail);
     r->results = calloc(r->batch.count, sizeof *r->results);
-    if (!r->results) return send_problem(r, COFFER_OUT_OF_MEMORY, 0, 0);
+    if (!r->results)
+        return send_problem(r, COFFER_OUT_OF_MEMORY, 0, 0);
     r->engine.events = r->batch.events;
     r->engine.count = r->batch.count;
     r->engine.atomic = r->batch.atomic;
@@ -216,11 +219,12 @@ static json_t *batch_item(const coffer_event *event, const coffer_result *result
     } else {
         char prefix[40];
         snprintf(prefix, sizeof prefix, "/%s/%zu", accounts ? "accounts" : "transfers", index);
-        item = json_pack("{s:i, s:s, s:o}", "status", status, "code",
-                         coffer_code_name(result->code), "problem",
-                         codec_event_problem(event, result, prefix));
+        item =
+            json_pack("{s:i, s:s, s:o}", "status", status, "code", coffer_code_name(result->code),
+                      "problem", codec_event_problem(event, result, prefix));
     }
-    if (result->replayed) json_object_set_new(item, "replayed", json_true());
+    if (result->replayed)
+        json_object_set_new(item, "replayed", json_true());
     return item;
 }
 
@@ -231,11 +235,13 @@ static enum MHD_Result answer_batch(request *r)
 {
     bool accounts = r->route == ROUTE_ACCOUNTS;
     text_buffer t = {0};
-    const char *head = accounts ? "{\"results\":[" : r->batch.atomic ? "{\"atomic\":true,\"results\":["
-                                                                  : "{\"atomic\":false,\"results\":[";
+    const char *head = accounts          ? "{\"results\":["
+                       : r->batch.atomic ? "{\"atomic\":true,\"results\":["
+                                         : "{\"atomic\":false,\"results\":[";
     text_append(&t, head, strlen(head));
     for (size_t i = 0; i < r->batch.count; i++) {
-        if (i) text_append(&t, ",", 1);
+        if (i)
+            text_append(&t, ",", 1);
         const coffer_event *event = &r->batch.events[i];
         const coffer_result *result = &r->results[i];
         size_t length;
@@ -245,8 +251,8 @@ static enum MHD_Result answer_batch(request *r)
         if (fast) {
             text_append(&t, fast, length - 1); /* without its closing brace */
             free(fast);
-            const char *tail = result->replayed ? ",\"status\":201,\"replayed\":true}"
-                                                : ",\"status\":201}";
+            const char *tail =
+                result->replayed ? ",\"status\":201,\"replayed\":true}" : ",\"status\":201}";
             text_append(&t, tail, strlen(tail));
             continue;
         }
@@ -271,10 +277,12 @@ static enum MHD_Result answer_batch(request *r)
 
 static enum MHD_Result answer_write(request *r)
 {
-    if (r->engine.status != COFFER_OK) return send_problem(r, r->engine.status, 0, 0);
+    if (r->engine.status != COFFER_OK)
+        return send_problem(r, r->engine.status, 0, 0);
     const coffer_event *events = r->batch.events;
     bool accounts = r->route == ROUTE_ACCOUNTS;
-    if (r->batch.batch) return answer_batch(r);
+    if (r->batch.batch)
+        return answer_batch(r);
     const coffer_result *result = &r->results[0];
     r->response_code = result->code;
     if (!coffer_code_is_success(result->code))
@@ -282,7 +290,8 @@ static enum MHD_Result answer_write(request *r)
                          codec_event_problem(&events[0], result, ""), result->replayed);
     size_t length;
     char *text = accounts ? 0 : codec_transfer_created_text(&events[0], result, &length);
-    if (text) return send_text(r, 201, "application/json", text, length, result->replayed);
+    if (text)
+        return send_text(r, 201, "application/json", text, length, result->replayed);
     json_t *body = codec_event_success(&events[0], result);
     if (accounts) { /* a single account answers with the account object itself */
         json_t *account = json_incref(json_object_get(body, "account"));
@@ -300,12 +309,15 @@ static bool query_number(request *r, const char *name, uint64_t min, uint64_t ma
 {
     const char *text = MHD_lookup_connection_value(r->connection, MHD_GET_ARGUMENT_KIND, name);
     *out = fallback;
-    if (!text) return true;
+    if (!text)
+        return true;
     char *end;
     errno = 0;
-    if (!*text || *text == '-' || *text == '+') return false;
+    if (!*text || *text == '-' || *text == '+')
+        return false;
     unsigned long long value = strtoull(text, &end, 10);
-    if (errno || *end || value < min || value > max) return false;
+    if (errno || *end || value < min || value > max)
+        return false;
     *out = value;
     return true;
 }
@@ -315,22 +327,27 @@ static bool parse_time(const char *text, uint64_t *out)
 {
     struct tm parts = {0};
     const char *rest = strptime(text, "%Y-%m-%dT%H:%M:%S", &parts);
-    if (!rest) return false;
+    if (!rest)
+        return false;
     uint64_t fraction = 0, scale = 1000000000ULL;
     if (*rest == '.') {
         rest++;
         int digits = 0;
         for (; *rest >= '0' && *rest <= '9'; rest++, digits++) {
-            if (digits == 9) return false;
+            if (digits == 9)
+                return false;
             scale /= 10;
             fraction = fraction * 10 + (uint64_t)(*rest - '0');
         }
-        if (!digits) return false;
+        if (!digits)
+            return false;
         fraction *= scale;
     }
-    if (strcmp(rest, "Z") != 0) return false;
+    if (strcmp(rest, "Z") != 0)
+        return false;
     time_t seconds = timegm(&parts);
-    if (seconds < 0) return false;
+    if (seconds < 0)
+        return false;
     *out = (uint64_t)seconds * 1000000000ULL + fraction;
     return true;
 }
@@ -365,7 +382,8 @@ static enum MHD_Result start_history(request *r)
     if (!query_number(r, "limit", 1, 1000, 100, &limit))
         return send_problem(r, COFFER_INVALID_FIELD, "/limit", "1 to 1000");
     r->history = calloc(limit, sizeof *r->history);
-    if (!r->history) return send_problem(r, COFFER_OUT_OF_MEMORY, 0, 0);
+    if (!r->history)
+        return send_problem(r, COFFER_OUT_OF_MEMORY, 0, 0);
     r->history_read = (struct history_read){r->path_id, after, limit, r->history, 0};
     return start_read(r, engine_history_read, &r->history_read);
 }
@@ -376,9 +394,10 @@ static enum MHD_Result start_holds(request *r)
     if (!query_number(r, "limit", 1, 1000, 100, &limit))
         return send_problem(r, COFFER_INVALID_FIELD, "/limit", "1 to 1000");
     r->holds = calloc(limit, sizeof *r->holds);
-    if (!r->holds) return send_problem(r, COFFER_OUT_OF_MEMORY, 0, 0);
-    const char *account = MHD_lookup_connection_value(r->connection, MHD_GET_ARGUMENT_KIND,
-                                                      "account");
+    if (!r->holds)
+        return send_problem(r, COFFER_OUT_OF_MEMORY, 0, 0);
+    const char *account =
+        MHD_lookup_connection_value(r->connection, MHD_GET_ARGUMENT_KIND, "account");
     r->holds_read = (struct holds_read){account, limit, r->holds, 0};
     return start_read(r, engine_holds_read, &r->holds_read);
 }
@@ -390,12 +409,12 @@ static enum MHD_Result answer_read(request *r)
         /* A missing resource read by GET is 404, not the 422 a write would get. */
         if (status == COFFER_ACCOUNT_NOT_FOUND) {
             r->response_code = status;
-            return send_json(r, 404, json_pack("{s:s, s:s, s:i, s:s, s:s}", "type",
-                                               "urn:coffer:error:account_not_found", "title",
-                                               coffer_strerror(status), "status", 404, "code",
-                                               "account_not_found", "detail",
-                                               "no such account (at that point)"),
-                             false);
+            return send_json(
+                r, 404,
+                json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", "urn:coffer:error:account_not_found",
+                          "title", coffer_strerror(status), "status", 404, "code",
+                          "account_not_found", "detail", "no such account (at that point)"),
+                false);
         }
         return send_problem(r, status, 0, 0);
     }
@@ -430,15 +449,16 @@ static enum MHD_Result answer_read(request *r)
         for (uint32_t i = 0; i < r->verify.problem_count && i < COFFER_VERIFY_PROBLEMS_MAX; i++)
             json_array_append_new(problems, json_string(r->verify.problems[i]));
         body = json_pack("{s:b, s:o, s:I, s:I, s:I}", "ok", r->verify.ok, "problems", problems,
-                         "problem_count", (json_int_t)r->verify.problem_count,
-                         "accounts_checked", (json_int_t)r->verify.accounts_checked,
-                         "transfers_checked", (json_int_t)r->verify.transfers_checked);
+                         "problem_count", (json_int_t)r->verify.problem_count, "accounts_checked",
+                         (json_int_t)r->verify.accounts_checked, "transfers_checked",
+                         (json_int_t)r->verify.transfers_checked);
         break;
     }
     case ROUTE_METRICS: {
         size_t length;
         char *text = metrics_render(&r->server->metrics, &r->stats, &length);
-        if (!text) return send_problem(r, COFFER_OUT_OF_MEMORY, 0, 0);
+        if (!text)
+            return send_problem(r, COFFER_OUT_OF_MEMORY, 0, 0);
         return send_text(r, 200, "text/plain; version=0.0.4", text, length, false);
     }
     default:
@@ -453,10 +473,13 @@ static enum MHD_Result answer_read(request *r)
 static char *path_part(const char *url, const char *prefix, const char *suffix)
 {
     size_t prefix_length = strlen(prefix), length = strlen(url);
-    if (strncmp(url, prefix, prefix_length) != 0) return 0;
+    if (strncmp(url, prefix, prefix_length) != 0)
+        return 0;
     size_t suffix_length = suffix ? strlen(suffix) : 0;
-    if (length < prefix_length + suffix_length + 1) return 0;
-    if (suffix && strcmp(url + length - suffix_length, suffix) != 0) return 0;
+    if (length < prefix_length + suffix_length + 1)
+        return 0;
+    if (suffix && strcmp(url + length - suffix_length, suffix) != 0)
+        return 0;
     return strndup(url + prefix_length, length - prefix_length - suffix_length);
 }
 
@@ -464,24 +487,37 @@ static char *path_part(const char *url, const char *prefix, const char *suffix)
 static int route_of(const char *url, char **id)
 {
     *id = 0;
-    if (!strcmp(url, "/v1/accounts")) return ROUTE_ACCOUNTS;
-    if (!strcmp(url, "/v1/transfers")) return ROUTE_TRANSFERS;
-    if (!strcmp(url, "/v1/holds")) return ROUTE_HOLDS;
-    if (!strcmp(url, "/v1/verify")) return ROUTE_VERIFY;
-    if (!strcmp(url, "/metrics")) return ROUTE_METRICS;
-    if (!strcmp(url, "/healthz")) return ROUTE_HEALTH;
-    if (!strcmp(url, "/readyz")) return ROUTE_READY;
-    if ((*id = path_part(url, "/v1/accounts/", "/history"))) return ROUTE_HISTORY;
-    if ((*id = path_part(url, "/v1/accounts/", 0))) return ROUTE_ACCOUNT;
-    if ((*id = path_part(url, "/v1/transfers/", 0))) return ROUTE_TRANSFER;
-    if ((*id = path_part(url, "/v1/holds/", "/post"))) return ROUTE_HOLD_POST;
-    if ((*id = path_part(url, "/v1/holds/", "/void"))) return ROUTE_HOLD_VOID;
+    if (!strcmp(url, "/v1/accounts"))
+        return ROUTE_ACCOUNTS;
+    if (!strcmp(url, "/v1/transfers"))
+        return ROUTE_TRANSFERS;
+    if (!strcmp(url, "/v1/holds"))
+        return ROUTE_HOLDS;
+    if (!strcmp(url, "/v1/verify"))
+        return ROUTE_VERIFY;
+    if (!strcmp(url, "/metrics"))
+        return ROUTE_METRICS;
+    if (!strcmp(url, "/healthz"))
+        return ROUTE_HEALTH;
+    if (!strcmp(url, "/readyz"))
+        return ROUTE_READY;
+    if ((*id = path_part(url, "/v1/accounts/", "/history")))
+        return ROUTE_HISTORY;
+    if ((*id = path_part(url, "/v1/accounts/", 0)))
+        return ROUTE_ACCOUNT;
+    if ((*id = path_part(url, "/v1/transfers/", 0)))
+        return ROUTE_TRANSFER;
+    if ((*id = path_part(url, "/v1/holds/", "/post")))
+        return ROUTE_HOLD_POST;
+    if ((*id = path_part(url, "/v1/holds/", "/void")))
+        return ROUTE_HOLD_VOID;
     return ROUTE_UNKNOWN;
 }
 
 static enum MHD_Result answer_ready(request *r)
 {
-    if (atomic_load(&r->server->draining)) return send_problem(r, COFFER_SHUTTING_DOWN, 0, 0);
+    if (atomic_load(&r->server->draining))
+        return send_problem(r, COFFER_SHUTTING_DOWN, 0, 0);
     if (atomic_load(&r->server->db->storage_failed))
         return send_problem(r, COFFER_STORAGE_FAILED, 0, "a write or sync failed; restart");
     r->response_code = COFFER_OK;
@@ -491,30 +527,42 @@ static enum MHD_Result answer_ready(request *r)
 /* The request is complete (body received): act on it. */
 static enum MHD_Result dispatch(request *r, const char *method)
 {
-    if (r->route == ROUTE_UNKNOWN) return send_problem(r, COFFER_ROUTE_NOT_FOUND, 0, 0);
+    if (r->route == ROUTE_UNKNOWN)
+        return send_problem(r, COFFER_ROUTE_NOT_FOUND, 0, 0);
     if (!metrics_route_allows(r->route, method))
         return send_problem(r, COFFER_METHOD_NOT_ALLOWED, 0, 0);
-    if (r->body_too_large) return send_problem(r, COFFER_BODY_TOO_LARGE, 0, "at most 4 MiB");
+    if (r->body_too_large)
+        return send_problem(r, COFFER_BODY_TOO_LARGE, 0, "at most 4 MiB");
     switch (r->route) {
-    case ROUTE_ACCOUNTS: return start_create_accounts(r);
-    case ROUTE_TRANSFERS: return start_transfers(r);
-    case ROUTE_HOLD_POST: return start_resolution(r, COFFER_OP_POST);
-    case ROUTE_HOLD_VOID: return start_resolution(r, COFFER_OP_VOID);
-    case ROUTE_ACCOUNT: return start_account_get(r);
-    case ROUTE_HISTORY: return start_history(r);
+    case ROUTE_ACCOUNTS:
+        return start_create_accounts(r);
+    case ROUTE_TRANSFERS:
+        return start_transfers(r);
+    case ROUTE_HOLD_POST:
+        return start_resolution(r, COFFER_OP_POST);
+    case ROUTE_HOLD_VOID:
+        return start_resolution(r, COFFER_OP_VOID);
+    case ROUTE_ACCOUNT:
+        return start_account_get(r);
+    case ROUTE_HISTORY:
+        return start_history(r);
     case ROUTE_TRANSFER:
         r->transfer_read = (struct transfer_read){r->path_id, &r->transfer};
         return start_read(r, engine_transfer_read, &r->transfer_read);
-    case ROUTE_HOLDS: return start_holds(r);
-    case ROUTE_VERIFY: return start_read(r, engine_verify_read, &r->verify);
+    case ROUTE_HOLDS:
+        return start_holds(r);
+    case ROUTE_VERIFY:
+        return start_read(r, engine_verify_read, &r->verify);
     case ROUTE_METRICS: /* readable after a storage failure: it is how one learns of it */
         r->engine.diagnostic = true;
         return start_read(r, engine_stats_read, &r->stats);
     case ROUTE_HEALTH:
         r->response_code = COFFER_OK;
         return send_json(r, 200, json_pack("{s:s}", "status", "ok"), false);
-    case ROUTE_READY: return answer_ready(r);
-    default: return send_problem(r, COFFER_INTERNAL, 0, 0);
+    case ROUTE_READY:
+        return answer_ready(r);
+    default:
+        return send_problem(r, COFFER_INTERNAL, 0, 0);
     }
 }
 
@@ -530,7 +578,8 @@ static void assign_request_id(server *s, request *r)
     const char *given = header(r, "X-Request-Id");
     size_t length = given ? strlen(given) : 0;
     bool usable = length > 0 && length < sizeof r->request_id;
-    for (size_t i = 0; usable && i < length; i++) usable = given[i] > ' ' && given[i] < 127;
+    for (size_t i = 0; usable && i < length; i++)
+        usable = given[i] > ' ' && given[i] < 127;
     if (usable) {
         memcpy(r->request_id, given, length + 1);
         return;
@@ -542,7 +591,8 @@ static void assign_request_id(server *s, request *r)
 static request *request_new(server *s, struct MHD_Connection *connection, const char *url)
 {
     request *r = calloc(1, sizeof *r);
-    if (!r) return 0;
+    if (!r)
+        return 0;
     r->server = s;
     r->connection = connection;
     r->started_ns = now_ns();
@@ -575,22 +625,24 @@ static void receive(request *r, const char *data, size_t size)
     r->body[r->body_length] = 0;
 }
 
-static enum MHD_Result on_access(void *context, struct MHD_Connection *connection,
-                                 const char *url, const char *method, const char *version,
-                                 const char *upload_data, size_t *upload_data_size,
-                                 void **request_context)
+static enum MHD_Result on_access(void *context, struct MHD_Connection *connection, const char *url,
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **request_context)
 {
     (void)version;
     server *s = context;
     request *r = *request_context;
     if (!r) {
         r = request_new(s, connection, url);
-        if (!r) return MHD_NO;
+        if (!r)
+            return MHD_NO;
         *request_context = r;
         const char *length = header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (length && strtoull(length, 0, 10) > CODEC_BODY_MAX) r->body_too_large = true;
+        if (length && strtoull(length, 0, 10) > CODEC_BODY_MAX)
+            r->body_too_large = true;
         /* Refuse an announced oversized body before it is sent; MHD then closes. */
-        if (r->body_too_large) return send_problem(r, COFFER_BODY_TOO_LARGE, 0, "at most 4 MiB");
+        if (r->body_too_large)
+            return send_problem(r, COFFER_BODY_TOO_LARGE, 0, "at most 4 MiB");
         return MHD_YES;
     }
     if (*upload_data_size) {
@@ -598,29 +650,33 @@ static enum MHD_Result on_access(void *context, struct MHD_Connection *connectio
         *upload_data_size = 0;
         return MHD_YES;
     }
-    if (r->state == STATE_ANSWERED) return is_write(r->route) ? answer_write(r) : answer_read(r);
-    if (r->state != STATE_RECEIVING) return MHD_YES;
+    if (r->state == STATE_ANSWERED)
+        return is_write(r->route) ? answer_write(r) : answer_read(r);
+    if (r->state != STATE_RECEIVING)
+        return MHD_YES;
     /* Draining: new requests on open connections are refused; in-flight ones finish. */
     if (atomic_load(&s->draining) && r->route != ROUTE_HEALTH)
         return send_problem(r, COFFER_SHUTTING_DOWN, 0, "the server is stopping");
     return dispatch(r, method);
 }
 
-static void on_completed(void *context, struct MHD_Connection *connection,
-                         void **request_context, enum MHD_RequestTerminationCode reason)
+static void on_completed(void *context, struct MHD_Connection *connection, void **request_context,
+                         enum MHD_RequestTerminationCode reason)
 {
     (void)connection;
     (void)reason;
     server *s = context;
     request *r = *request_context;
-    if (!r) return;
+    if (!r)
+        return;
     codec_batch_free(&r->batch);
     free(r->results);
     free(r->history);
     free(r->holds);
     free(r->body);
     free(r->path_id);
-    if (r->engine_used) atomic_fetch_sub(&s->suspended, 1);
+    if (r->engine_used)
+        atomic_fetch_sub(&s->suspended, 1);
     free(r);
     *request_context = 0;
     atomic_fetch_sub(&s->active, 1);
@@ -700,8 +756,10 @@ static void drain(server *s)
 {
     atomic_store(&s->draining, true);
     MHD_socket listener = MHD_quiesce_daemon(s->daemon);
-    if (listener != MHD_INVALID_SOCKET) close(listener);
-    while (atomic_load(&s->suspended) > 0) usleep(5000);
+    if (listener != MHD_INVALID_SOCKET)
+        close(listener);
+    while (atomic_load(&s->suspended) > 0)
+        usleep(5000);
     MHD_stop_daemon(s->daemon);
 }
 
@@ -721,7 +779,8 @@ int server_run(const server_options *options)
     s.options = options;
     snprintf(s.id_prefix, sizeof s.id_prefix, "%x", (unsigned)(now_ns() ^ (uint64_t)getpid()));
     metrics_init(&s.metrics);
-    if (open_engine(options, &s.db) != COFFER_OK) return 1;
+    if (open_engine(options, &s.db) != COFFER_OK)
+        return 1;
     s.daemon = start_daemon(&s, &address);
     if (!s.daemon) {
         fprintf(stderr, "coffer: cannot listen on %s:%u: %s\n", options->host, options->port,

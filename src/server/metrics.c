@@ -56,41 +56,45 @@ bool metrics_route_allows(int route, const char *method)
 void metrics_request(metrics *m, int route, int code, unsigned status, uint64_t latency_ns)
 {
     (void)status;
-    if (route < 0 || route >= ROUTE_COUNT || code < 0 || code >= COFFER_CODE_LIMIT) return;
+    if (route < 0 || route >= ROUTE_COUNT || code < 0 || code >= COFFER_CODE_LIMIT)
+        return;
     atomic_fetch_add(&m->requests[route][code], 1);
     uint64_t us = latency_ns / 1000;
     size_t bucket = 0;
-    while (bucket < METRICS_LATENCY_BUCKETS && us > latency_bounds_us[bucket]) bucket++;
+    while (bucket < METRICS_LATENCY_BUCKETS && us > latency_bounds_us[bucket])
+        bucket++;
     atomic_fetch_add(&m->latency[bucket], 1);
     atomic_fetch_add(&m->latency_sum_us, us);
 }
 
 static void render_requests(text_buffer *t, const metrics *m)
 {
-    text_printf(t, "# HELP coffer_http_requests_total HTTP requests answered, by route and result code.\n"
+    text_printf(
+        t, "# HELP coffer_http_requests_total HTTP requests answered, by route and result code.\n"
            "# TYPE coffer_http_requests_total counter\n");
     for (int route = 1; route < ROUTE_COUNT; route++)
         for (int code = 0; code < COFFER_CODE_LIMIT; code++) {
             uint64_t count = atomic_load(&m->requests[route][code]);
             if (count)
                 text_printf(t, "coffer_http_requests_total{route=\"%s\",code=\"%s\"} %llu\n",
-                    routes[route].name, coffer_code_name(code), (unsigned long long)count);
+                            routes[route].name, coffer_code_name(code), (unsigned long long)count);
         }
     text_printf(t, "# HELP coffer_http_request_duration_seconds Time from request to response.\n"
-           "# TYPE coffer_http_request_duration_seconds histogram\n");
+                   "# TYPE coffer_http_request_duration_seconds histogram\n");
     uint64_t cumulative = 0;
     for (size_t i = 0; i <= METRICS_LATENCY_BUCKETS; i++) {
         cumulative += atomic_load(&m->latency[i]);
         if (i < METRICS_LATENCY_BUCKETS)
             text_printf(t, "coffer_http_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
-                (double)latency_bounds_us[i] / 1e6, (unsigned long long)cumulative);
+                        (double)latency_bounds_us[i] / 1e6, (unsigned long long)cumulative);
         else
             text_printf(t, "coffer_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
-                (unsigned long long)cumulative);
+                        (unsigned long long)cumulative);
     }
     text_printf(t, "coffer_http_request_duration_seconds_sum %g\n",
-        (double)atomic_load(&m->latency_sum_us) / 1e6);
-    text_printf(t, "coffer_http_request_duration_seconds_count %llu\n", (unsigned long long)cumulative);
+                (double)atomic_load(&m->latency_sum_us) / 1e6);
+    text_printf(t, "coffer_http_request_duration_seconds_count %llu\n",
+                (unsigned long long)cumulative);
 }
 
 /* A histogram whose bucket i counts values up to base * 2^i (the last bucket: above all). */
@@ -103,7 +107,7 @@ static void render_histogram(text_buffer *t, const char *name, const char *help,
         cumulative += buckets[i];
         if (i + 1 < COFFER_HISTOGRAM_BUCKETS)
             text_printf(t, "%s_bucket{le=\"%g\"} %llu\n", name, base * (double)(1u << i) * scale,
-                (unsigned long long)cumulative);
+                        (unsigned long long)cumulative);
         else
             text_printf(t, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cumulative);
     }
@@ -114,32 +118,51 @@ static void render_histogram(text_buffer *t, const char *name, const char *help,
 static void render_engine(text_buffer *t, const coffer_stats *s)
 {
     text_printf(t, "# HELP coffer_results_total Engine results by code (conflicts, rejections, "
-           "successes).\n# TYPE coffer_results_total counter\n");
+                   "successes).\n# TYPE coffer_results_total counter\n");
     for (int code = 0; code < COFFER_CODE_LIMIT; code++)
         if (s->codes[code])
             text_printf(t, "coffer_results_total{code=\"%s\"} %llu\n", coffer_code_name(code),
-                (unsigned long long)s->codes[code]);
-    text_printf(t, "# HELP coffer_queue_events Events waiting for the writer.\n# TYPE coffer_queue_events gauge\ncoffer_queue_events %llu\n",
-        (unsigned long long)s->queue_events);
-    text_printf(t, "# HELP coffer_holds_pending Holds not yet posted, voided or expired.\n# TYPE coffer_holds_pending gauge\ncoffer_holds_pending %llu\n",
-        (unsigned long long)s->holds_pending);
-    text_printf(t, "# HELP coffer_holds_expired_total Holds ended by expiry since the data directory began.\n# TYPE coffer_holds_expired_total counter\ncoffer_holds_expired_total %llu\n",
+                        (unsigned long long)s->codes[code]);
+    text_printf(t,
+                "# HELP coffer_queue_events Events waiting for the writer.\n# TYPE "
+                "coffer_queue_events gauge\ncoffer_queue_events %llu\n",
+                (unsigned long long)s->queue_events);
+    text_printf(t,
+                "# HELP coffer_holds_pending Holds not yet posted, voided or expired.\n# TYPE "
+                "coffer_holds_pending gauge\ncoffer_holds_pending %llu\n",
+                (unsigned long long)s->holds_pending);
+    text_printf(
+        t,
+        "# HELP coffer_holds_expired_total Holds ended by expiry since the data directory "
+        "began.\n# TYPE coffer_holds_expired_total counter\ncoffer_holds_expired_total %llu\n",
         (unsigned long long)s->holds_expired);
-    text_printf(t, "# HELP coffer_accounts Accounts.\n# TYPE coffer_accounts gauge\ncoffer_accounts %llu\n",
+    text_printf(
+        t, "# HELP coffer_accounts Accounts.\n# TYPE coffer_accounts gauge\ncoffer_accounts %llu\n",
         (unsigned long long)s->accounts);
-    text_printf(t, "# HELP coffer_transfers Recorded outcomes (transfers, posts, voids, rejections).\n# TYPE coffer_transfers gauge\ncoffer_transfers %llu\n",
-        (unsigned long long)s->transfers);
-    text_printf(t, "# HELP coffer_seq The last applied event seq.\n# TYPE coffer_seq gauge\ncoffer_seq %llu\n", (unsigned long long)s->seq);
-    text_printf(t, "# HELP coffer_durable_seq The last seq known durable.\n# TYPE coffer_durable_seq gauge\ncoffer_durable_seq %llu\n",
-        (unsigned long long)s->durable_seq);
-    text_printf(t, "# HELP coffer_fsyncs_total Log syncs since start.\n# TYPE coffer_fsyncs_total counter\ncoffer_fsyncs_total %llu\n",
-        (unsigned long long)s->fsyncs);
-    text_printf(t, "# HELP coffer_storage_failed 1 after a failed log write or sync (writes and reads refused).\n# TYPE coffer_storage_failed gauge\ncoffer_storage_failed %d\n",
-        s->storage_failed ? 1 : 0);
-    render_histogram(t, "coffer_batch_events", "Events per applied batch.", s->batch_events, 1,
-                     1, (double)s->batch_events_total);
-    render_histogram(t, "coffer_fsync_duration_seconds", "Duration of each log fsync.",
-                     s->fsync_us, 16, 1e-6, (double)s->fsync_us_total / 1e6);
+    text_printf(t,
+                "# HELP coffer_transfers Recorded outcomes (transfers, posts, voids, "
+                "rejections).\n# TYPE coffer_transfers gauge\ncoffer_transfers %llu\n",
+                (unsigned long long)s->transfers);
+    text_printf(
+        t,
+        "# HELP coffer_seq The last applied event seq.\n# TYPE coffer_seq gauge\ncoffer_seq %llu\n",
+        (unsigned long long)s->seq);
+    text_printf(t,
+                "# HELP coffer_durable_seq The last seq known durable.\n# TYPE coffer_durable_seq "
+                "gauge\ncoffer_durable_seq %llu\n",
+                (unsigned long long)s->durable_seq);
+    text_printf(t,
+                "# HELP coffer_fsyncs_total Log syncs since start.\n# TYPE coffer_fsyncs_total "
+                "counter\ncoffer_fsyncs_total %llu\n",
+                (unsigned long long)s->fsyncs);
+    text_printf(t,
+                "# HELP coffer_storage_failed 1 after a failed log write or sync (writes and reads "
+                "refused).\n# TYPE coffer_storage_failed gauge\ncoffer_storage_failed %d\n",
+                s->storage_failed ? 1 : 0);
+    render_histogram(t, "coffer_batch_events", "Events per applied batch.", s->batch_events, 1, 1,
+                     (double)s->batch_events_total);
+    render_histogram(t, "coffer_fsync_duration_seconds", "Duration of each log fsync.", s->fsync_us,
+                     16, 1e-6, (double)s->fsync_us_total / 1e6);
 }
 
 char *metrics_render(const metrics *m, const coffer_stats *stats, size_t *length)

@@ -17,13 +17,13 @@ typedef struct server_options {
     uint16_t port;
     const char *data_dir;
     bool fsync_never;
-    unsigned threads;          /* network threads */
+    unsigned threads; /* network threads */
     unsigned max_connections;
-    unsigned timeout_seconds;  /* idle or slow connections are closed after this */
+    unsigned timeout_seconds; /* idle or slow connections are closed after this */
     uint32_t queue_events_max;
     uint64_t snapshot_every_events;
     uint64_t snapshot_every_seconds;
-    bool log_requests;         /* one stderr line per request */
+    bool log_requests; /* one stderr line per request */
 } server_options;
 
 void server_options_init(server_options *options);

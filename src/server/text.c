@@ -11,10 +11,13 @@
 /* Room for `more` bytes and the NUL after them. */
 static bool text_reserve(text_buffer *t, size_t more)
 {
-    if (t->failed) return false;
-    if (t->length + more + 1 <= t->capacity) return true;
+    if (t->failed)
+        return false;
+    if (t->length + more + 1 <= t->capacity)
+        return true;
     size_t capacity = t->capacity ? t->capacity : 4096;
-    while (capacity < t->length + more + 1) capacity *= 2;
+    while (capacity < t->length + more + 1)
+        capacity *= 2;
     char *grown = realloc(t->bytes, capacity);
     if (!grown) {
         t->failed = true;
@@ -27,7 +30,8 @@ static bool text_reserve(text_buffer *t, size_t more)
 
 void text_append(text_buffer *t, const char *bytes, size_t length)
 {
-    if (!text_reserve(t, length)) return;
+    if (!text_reserve(t, length))
+        return;
     memcpy(t->bytes + t->length, bytes, length);
     t->length += length;
     t->bytes[t->length] = 0;
@@ -43,7 +47,8 @@ void text_printf(text_buffer *t, const char *format, ...)
         t->failed = true;
         return;
     }
-    if (!text_reserve(t, (size_t)needed)) return;
+    if (!text_reserve(t, (size_t)needed))
+        return;
     va_start(arguments, format);
     vsnprintf(t->bytes + t->length, (size_t)needed + 1, format, arguments);
     va_end(arguments);

@@ -16,10 +16,19 @@
 #define INDEX_MIN_SLOTS 1024
 
 /* Worst-case arena bytes of one event and one account (ledger_needs_add counts the same). */
-#define ARENA_PER_TRANSFER (COFFER_TRANSFER_ID_MAX + COFFER_METADATA_MAX + 2 * COFFER_ACCOUNT_ID_MAX + COFFER_TRANSFER_ID_MAX + sizeof(store_aux) + 32)
+#define ARENA_PER_TRANSFER                                                                         \
+    (COFFER_TRANSFER_ID_MAX + COFFER_METADATA_MAX + 2 * COFFER_ACCOUNT_ID_MAX +                    \
+     COFFER_TRANSFER_ID_MAX + sizeof(store_aux) + 32)
 #define ARENA_PER_ACCOUNT (COFFER_METADATA_MAX + 16)
 
-enum { REGION_ACCOUNTS, REGION_TRANSFERS, REGION_HISTORY, REGION_EXPIRIES, REGION_HOLDS, REGION_ARENA };
+enum {
+    REGION_ACCOUNTS,
+    REGION_TRANSFERS,
+    REGION_HISTORY,
+    REGION_EXPIRIES,
+    REGION_HOLDS,
+    REGION_ARENA
+};
 
 uint64_t store_hash(const char *bytes, size_t length)
 {
@@ -65,23 +74,28 @@ static const char *key_of(const index_keys *keys, uint32_t record, size_t *lengt
 static uint32_t index_find(const store_index *index, const index_keys *keys, const char *id,
                            size_t id_len, uint64_t hash)
 {
-    if (!index->slots) return STORE_NONE;
+    if (!index->slots)
+        return STORE_NONE;
     uint64_t fingerprint = hash >> 32;
     for (uint64_t position = hash & index->mask;; position = (position + 1) & index->mask) {
         uint64_t slot = index->slots[position];
-        if (slot == 0) return STORE_NONE;
-        if ((slot >> 32) != fingerprint) continue;
+        if (slot == 0)
+            return STORE_NONE;
+        if ((slot >> 32) != fingerprint)
+            continue;
         uint32_t record = (uint32_t)(slot & 0xFFFFFFFFu) - 1;
         size_t length;
         const char *key = key_of(keys, record, &length);
-        if (length == id_len && memcmp(key, id, id_len) == 0) return record;
+        if (length == id_len && memcmp(key, id, id_len) == 0)
+            return record;
     }
 }
 
 static void slots_insert(uint64_t *slots, uint64_t mask, uint64_t hash, uint32_t record)
 {
     uint64_t position = hash & mask;
-    while (slots[position] != 0) position = (position + 1) & mask;
+    while (slots[position] != 0)
+        position = (position + 1) & mask;
     slots[position] = ((hash >> 32) << 32) | ((uint64_t)record + 1);
 }
 
@@ -111,11 +125,13 @@ static bool index_init(store_index *index, uint64_t records_max)
 {
     memset(index, 0, sizeof *index);
     uint64_t slots_max = INDEX_MIN_SLOTS;
-    while (records_max * 100 > slots_max * INDEX_LOAD_PERCENT) slots_max *= 2;
+    while (records_max * 100 > slots_max * INDEX_LOAD_PERCENT)
+        slots_max *= 2;
     if (!region_reserve(&index->regions[0], slots_max * sizeof(uint64_t)) ||
         !region_reserve(&index->regions[1], slots_max * sizeof(uint64_t)))
         return false;
-    if (!region_ensure(&index->regions[0], 0, INDEX_MIN_SLOTS * sizeof(uint64_t), 0)) return false;
+    if (!region_ensure(&index->regions[0], 0, INDEX_MIN_SLOTS * sizeof(uint64_t), 0))
+        return false;
     index->slots = (uint64_t *)index->regions[0].base;
     index->mask = INDEX_MIN_SLOTS - 1;
     return true;
@@ -141,8 +157,10 @@ static int index_reserve(store_index *index, const index_keys *keys, uint64_t re
         return COFFER_OK;
     }
     uint64_t grown = slots * 2;
-    while (needed * 100 > grown * INDEX_LOAD_PERCENT) grown *= 2;
-    if (!region_ensure(spare, 0, grown * sizeof(uint64_t), ahead)) return COFFER_CAPACITY_EXCEEDED;
+    while (needed * 100 > grown * INDEX_LOAD_PERCENT)
+        grown *= 2;
+    if (!region_ensure(spare, 0, grown * sizeof(uint64_t), ahead))
+        return COFFER_CAPACITY_EXCEEDED;
     uint64_t *fresh = (uint64_t *)spare->base;
     /* In record order, so ids are read sequentially; each slot is prefetched a few records
      * ahead of its insert, so the random writes overlap. */
@@ -186,7 +204,8 @@ int store_init(store *s, const store_limits *limits)
         [REGION_ARENA] = 64 + transfers * ARENA_PER_TRANSFER + accounts * ARENA_PER_ACCOUNT,
     };
     bool ok = index_init(&s->account_index, accounts) && index_init(&s->transfer_index, transfers);
-    for (int i = 0; ok && i < 6; i++) ok = region_reserve(&s->regions[i], sizes[i]);
+    for (int i = 0; ok && i < 6; i++)
+        ok = region_reserve(&s->regions[i], sizes[i]);
     if (!ok) {
         store_free(s);
         return COFFER_OUT_OF_MEMORY;
@@ -204,7 +223,8 @@ int store_init(store *s, const store_limits *limits)
 
 void store_free(store *s)
 {
-    for (int i = 0; i < 6; i++) region_release(&s->regions[i]);
+    for (int i = 0; i < 6; i++)
+        region_release(&s->regions[i]);
     index_release(&s->account_index);
     index_release(&s->transfer_index);
     memset(s, 0, sizeof *s);
@@ -214,7 +234,8 @@ void store_free(store *s)
 static bool table_reserve(store_region *region, uint64_t count, uint64_t more, size_t size,
                           uint64_t *capacity, store_ranges *ahead)
 {
-    if (!region_ensure(region, count * size, more * size, ahead)) return false;
+    if (!region_ensure(region, count * size, more * size, ahead))
+        return false;
     *capacity = region->committed / size;
     return true;
 }
@@ -237,10 +258,12 @@ int store_reserve(store *s, uint64_t accounts, uint64_t transfers, uint64_t hist
                             &s->arena_capacity, &s->ahead);
     /* The regions are sized by the limits, which the core enforces per event; running out of
      * one means the worst case of a table was reached (e.g. every id at the maximum length). */
-    if (!ok) return COFFER_CAPACITY_EXCEEDED;
+    if (!ok)
+        return COFFER_CAPACITY_EXCEEDED;
     index_keys keys = {s, true};
     int code = index_reserve(&s->account_index, &keys, s->accounts_count, accounts, &s->ahead);
-    if (code != COFFER_OK) return code;
+    if (code != COFFER_OK)
+        return code;
     keys = (index_keys){s, false};
     return index_reserve(&s->transfer_index, &keys, s->transfers_count, transfers, &s->ahead);
 }
@@ -346,12 +369,13 @@ uint32_t store_history_append(store *s, uint32_t account_index, uint64_t seq, ui
 
 uint32_t store_history_at_ordinal(const store *s, uint32_t account, uint32_t ordinal)
 {
-    if (ordinal >= s->accounts[account].history_count) return STORE_NONE;
+    if (ordinal >= s->accounts[account].history_count)
+        return STORE_NONE;
     uint32_t entry = s->accounts[account].history_last;
     while (s->history[entry].ordinal > ordinal) {
         const store_history *walk = &s->history[entry];
-        entry = walk->jump != STORE_NONE && walk->jump_ordinal >= ordinal ? walk->jump
-                                                                          : walk->previous;
+        entry =
+            walk->jump != STORE_NONE && walk->jump_ordinal >= ordinal ? walk->jump : walk->previous;
     }
     COFFER_ASSERT(s->history[entry].ordinal == ordinal);
     return entry;
@@ -359,7 +383,8 @@ uint32_t store_history_at_ordinal(const store *s, uint32_t account, uint32_t ord
 
 uint64_t store_history_timestamp(const store *s, const store_history *entry)
 {
-    if (entry->kind != COFFER_HISTORY_EXPIRED) return s->transfers[entry->transfer].timestamp;
+    if (entry->kind != COFFER_HISTORY_EXPIRED)
+        return s->transfers[entry->transfer].timestamp;
     /* Expiries have no record of their own; their seq and timestamp are kept in order. */
     uint64_t low = 0, high = s->expiries_count;
     while (low < high) {
@@ -408,7 +433,8 @@ static uint32_t history_find(const store *s, uint32_t account_index, uint64_t li
     while (entry != STORE_NONE) {
         const store_history *walk = &s->history[entry];
         uint64_t key = by_timestamp ? store_history_timestamp(s, walk) : walk->seq;
-        if (key <= limit) return entry;
+        if (key <= limit)
+            return entry;
         if (walk->jump != STORE_NONE) {
             const store_history *far = &s->history[walk->jump];
             uint64_t far_key = by_timestamp ? store_history_timestamp(s, far) : far->seq;
@@ -454,7 +480,8 @@ void store_hold_push(store *s, uint64_t expires_at, uint32_t transfer)
     store_hold_ref added = {expires_at, transfer};
     while (position > 0) {
         uint64_t parent = (position - 1) / 2;
-        if (!hold_before(&added, &s->holds[parent])) break;
+        if (!hold_before(&added, &s->holds[parent]))
+            break;
         s->holds[position] = s->holds[parent];
         position = parent;
     }
@@ -463,7 +490,8 @@ void store_hold_push(store *s, uint64_t expires_at, uint32_t transfer)
 
 bool store_hold_peek(const store *s, store_hold_ref *out)
 {
-    if (s->holds_count == 0) return false;
+    if (s->holds_count == 0)
+        return false;
     *out = s->holds[0];
     return true;
 }
@@ -475,13 +503,17 @@ void store_hold_pop(store *s)
     uint64_t position = 0, count = s->holds_count;
     for (;;) {
         uint64_t child = position * 2 + 1;
-        if (child >= count) break;
-        if (child + 1 < count && hold_before(&s->holds[child + 1], &s->holds[child])) child++;
-        if (!hold_before(&s->holds[child], &last)) break;
+        if (child >= count)
+            break;
+        if (child + 1 < count && hold_before(&s->holds[child + 1], &s->holds[child]))
+            child++;
+        if (!hold_before(&s->holds[child], &last))
+            break;
         s->holds[position] = s->holds[child];
         position = child;
     }
-    if (count > 0) s->holds[position] = last;
+    if (count > 0)
+        s->holds[position] = last;
 }
 
 /* ---- rollback ------------------------------------------------------------------------------ */
@@ -489,7 +521,7 @@ void store_hold_pop(store *s)
 store_mark store_mark_get(const store *s)
 {
     return (store_mark){s->accounts_count, s->transfers_count, s->history_count,
-                        s->expiries_count, s->arena_used, s->holds_pending};
+                        s->expiries_count, s->arena_used,      s->holds_pending};
 }
 
 void store_rollback(store *s, const store_mark *mark)
@@ -520,7 +552,8 @@ void store_rollback(store *s, const store_mark *mark)
 store_counts store_counts_get(const store *s)
 {
     return (store_counts){s->accounts_count, s->transfers_count, s->history_count,
-                          s->expiries_count, s->holds_count, s->arena_used, s->holds_pending};
+                          s->expiries_count, s->holds_count,     s->arena_used,
+                          s->holds_pending};
 }
 
 int store_restore_begin(store *s, const store_counts *counts)
@@ -528,11 +561,11 @@ int store_restore_begin(store *s, const store_counts *counts)
     COFFER_ASSERT(s->accounts_count == 0 && s->transfers_count == 0);
     if (counts->accounts > s->limits.accounts_max || counts->transfers > s->limits.transfers_max)
         return COFFER_CAPACITY_EXCEEDED;
-    int code = store_reserve(s, counts->accounts, counts->transfers, counts->history,
-                             counts->arena_used, counts->holds > counts->expiries
-                                                     ? counts->holds
-                                                     : counts->expiries);
-    if (code != COFFER_OK) return code;
+    int code =
+        store_reserve(s, counts->accounts, counts->transfers, counts->history, counts->arena_used,
+                      counts->holds > counts->expiries ? counts->holds : counts->expiries);
+    if (code != COFFER_OK)
+        return code;
     s->accounts_count = counts->accounts;
     s->transfers_count = counts->transfers;
     s->history_count = counts->history;
@@ -550,7 +583,8 @@ static int index_rebuild(store_index *index, const index_keys *keys, uint64_t re
     COFFER_ASSERT(index->count == 0);
     if (records * 100 > (index->mask + 1) * INDEX_LOAD_PERCENT) {
         int code = index_reserve(index, keys, records, records, ahead); /* rehashes them all */
-        if (code != COFFER_OK) return code;
+        if (code != COFFER_OK)
+            return code;
         index->count = records;
         return COFFER_OK;
     }
@@ -566,7 +600,8 @@ int store_restore_finish(store *s)
 {
     index_keys account_keys = {s, true}, transfer_keys = {s, false};
     int code = index_rebuild(&s->account_index, &account_keys, s->accounts_count, &s->ahead);
-    if (code != COFFER_OK) return code;
+    if (code != COFFER_OK)
+        return code;
     return index_rebuild(&s->transfer_index, &transfer_keys, s->transfers_count, &s->ahead);
 }
 
@@ -593,8 +628,10 @@ static bool account_ok(const store *s, const store_account *a)
 
 static bool aux_ok(const store *s, const store_transfer *t)
 {
-    if (!t->aux_offset) return true;
-    if (!span_ok(t->aux_offset, sizeof(store_aux), s->arena_used) || t->aux_offset % 8) return false;
+    if (!t->aux_offset)
+        return true;
+    if (!span_ok(t->aux_offset, sizeof(store_aux), s->arena_used) || t->aux_offset % 8)
+        return false;
     const store_aux *aux = store_transfer_aux(s, t);
     uint64_t names = (uint64_t)aux->metadata_len + aux->from_len + aux->to_len + aux->hold_len;
     return aux->metadata_len <= COFFER_METADATA_MAX && aux->from_len <= COFFER_ACCOUNT_ID_MAX &&
@@ -609,8 +646,7 @@ static bool transfer_ok(const store *s, const store_transfer *t)
            index_ok(t->from, s->accounts_count) && index_ok(t->to, s->accounts_count) &&
            index_ok(t->link, s->transfers_count) && t->op >= COFFER_OP_CREATE_ACCOUNT &&
            t->op <= COFFER_OP_VOID && t->state <= COFFER_STATE_REJECTED &&
-           (t->state == COFFER_STATE_REJECTED ||
-            (t->from != STORE_NONE && t->to != STORE_NONE));
+           (t->state == COFFER_STATE_REJECTED || (t->from != STORE_NONE && t->to != STORE_NONE));
 }
 
 static bool history_ok(const store *s, const store_history *h)
@@ -622,16 +658,22 @@ static bool history_ok(const store *s, const store_history *h)
 
 bool store_check_references(const store *s)
 {
-    if (s->arena_used < 8 || s->arena_used > s->arena_capacity) return false;
+    if (s->arena_used < 8 || s->arena_used > s->arena_capacity)
+        return false;
     for (uint64_t i = 0; i < s->accounts_count; i++)
-        if (!account_ok(s, &s->accounts[i])) return false;
+        if (!account_ok(s, &s->accounts[i]))
+            return false;
     for (uint64_t i = 0; i < s->transfers_count; i++)
-        if (!transfer_ok(s, &s->transfers[i])) return false;
+        if (!transfer_ok(s, &s->transfers[i]))
+            return false;
     for (uint64_t i = 0; i < s->history_count; i++)
-        if (!history_ok(s, &s->history[i])) return false;
+        if (!history_ok(s, &s->history[i]))
+            return false;
     for (uint64_t i = 0; i < s->expiries_count; i++)
-        if (s->expiries[i].hold >= s->transfers_count) return false;
+        if (s->expiries[i].hold >= s->transfers_count)
+            return false;
     for (uint64_t i = 0; i < s->holds_count; i++)
-        if (s->holds[i].transfer >= s->transfers_count) return false;
+        if (s->holds[i].transfer >= s->transfers_count)
+            return false;
     return true;
 }

@@ -38,7 +38,7 @@ typedef struct store_account {
     uint32_t history_count; /* entries so far; the newest has ordinal history_count - 1 */
     uint32_t history_jump;  /* the newest entry's jump and its ordinal, cached so an append */
     uint32_t history_jump_ordinal; /* reads one old entry instead of two */
-    uint32_t holds_pending; /* pending holds debiting or crediting this account */
+    uint32_t holds_pending;        /* pending holds debiting or crediting this account */
     uint64_t created_seq;
     uint64_t created_at;
     uint64_t metadata_offset; /* into the arena; metadata_len 0: none */
@@ -55,18 +55,18 @@ typedef struct store_transfer {
     uint64_t timestamp;
     int64_t amount;
     int64_t amount_requested;
-    uint64_t expires_at;  /* holds: timestamp + timeout, also when rejected (for replays) */
-    uint64_t id_offset;   /* into the arena */
-    uint64_t aux_offset;  /* an aux record in the arena (see store_aux), 0 when none */
-    uint32_t from;        /* account index, STORE_NONE when it did not resolve */
+    uint64_t expires_at; /* holds: timestamp + timeout, also when rejected (for replays) */
+    uint64_t id_offset;  /* into the arena */
+    uint64_t aux_offset; /* an aux record in the arena (see store_aux), 0 when none */
+    uint32_t from;       /* account index, STORE_NONE when it did not resolve */
     uint32_t to;
-    uint32_t link;        /* post/void: the hold; a resolved hold: the post or void */
-    uint16_t code;        /* the recorded outcome: COFFER_CREATED or the rejection */
+    uint32_t link; /* post/void: the hold; a resolved hold: the post or void */
+    uint16_t code; /* the recorded outcome: COFFER_CREATED or the rejection */
     uint8_t id_len;
-    uint8_t op;           /* enum coffer_op */
-    uint8_t state;        /* enum coffer_transfer_state */
-    uint8_t flags;        /* COFFER_FLAG_UP_TO and the EXPECT flags */
-    uint8_t field;        /* a rejection's field, an index into ledger's field names */
+    uint8_t op;    /* enum coffer_op */
+    uint8_t state; /* enum coffer_transfer_state */
+    uint8_t flags; /* COFFER_FLAG_UP_TO and the EXPECT flags */
+    uint8_t field; /* a rejection's field, an index into ledger's field names */
 } store_transfer;
 
 /*

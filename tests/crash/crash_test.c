@@ -88,7 +88,6 @@ static void *allocate(size_t bytes)
     return memory;
 }
 
-
 /* The options of both sides: the same capacities, or a snapshot would not fit. */
 static void options_base(coffer_options *options)
 {

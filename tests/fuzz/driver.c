@@ -23,7 +23,8 @@ static void run_mutations(uint8_t *bytes, size_t size, unsigned long *runs)
     /* Every cut in the first 512 bytes, then every 64th: large seeds stay quick. */
     for (size_t cut = 0; cut < size; cut += cut < 512 ? 1 : 64) {
         uint8_t *prefix = malloc(cut ? cut : 1); /* exact size, so ASan sees any overread */
-        if (!prefix) abort();
+        if (!prefix)
+            abort();
         memcpy(prefix, bytes, cut);
         LLVMFuzzerTestOneInput(prefix, cut);
         free(prefix);
@@ -34,11 +35,13 @@ static void run_mutations(uint8_t *bytes, size_t size, unsigned long *runs)
 static int run_file(const char *file, unsigned long *runs)
 {
     struct stat info;
-    if (stat(file, &info) != 0 || !S_ISREG(info.st_mode)) return 0;
+    if (stat(file, &info) != 0 || !S_ISREG(info.st_mode))
+        return 0;
     FILE *input = fopen(file, "rb");
     size_t size = (size_t)info.st_size;
     uint8_t *bytes = malloc(size ? size : 1);
-    if (!input || !bytes || fread(bytes, 1, size, input) != size) abort();
+    if (!input || !bytes || fread(bytes, 1, size, input) != size)
+        abort();
     fclose(input);
     run_mutations(bytes, size, runs);
     free(bytes);
@@ -71,7 +74,8 @@ int fuzz_driver_main(const char *name, int argc, char **argv)
     }
     unsigned long files = 0, runs = 0;
     int failed = 0;
-    for (int i = 1; i < argc; i++) failed |= run_directory(name, argv[i], &files, &runs);
+    for (int i = 1; i < argc; i++)
+        failed |= run_directory(name, argv[i], &files, &runs);
     printf("%s: %lu inputs, %lu runs with their bit flips and truncations\n", name, files, runs);
     return failed || files == 0;
 }

@@ -17,8 +17,8 @@ static void check_batch(const codec_batch *batch)
         const coffer_event *event = &batch->events[i];
         int field;
         (void)ledger_validate(event, &field);
-        coffer_result result = {.code = COFFER_CREATED, .seq = 1, .timestamp = 1,
-                                .state = COFFER_STATE_POSTED};
+        coffer_result result = {
+            .code = COFFER_CREATED, .seq = 1, .timestamp = 1, .state = COFFER_STATE_POSTED};
         if (event->id && (event->op != COFFER_OP_TRANSFER || (event->from && event->to)) &&
             (event->op != COFFER_OP_CREATE_ACCOUNT || event->currency) &&
             ((event->op != COFFER_OP_POST && event->op != COFFER_OP_VOID) || event->hold_id)) {
@@ -37,9 +37,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *body = (const char *)data;
     codec_batch batch;
     codec_error error;
-    if (codec_decode_accounts(body, size, &batch, &error) == COFFER_OK) check_batch(&batch);
+    if (codec_decode_accounts(body, size, &batch, &error) == COFFER_OK)
+        check_batch(&batch);
     codec_batch_free(&batch);
-    if (codec_decode_transfers(body, size, 0, &batch, &error) == COFFER_OK) check_batch(&batch);
+    if (codec_decode_transfers(body, size, 0, &batch, &error) == COFFER_OK)
+        check_batch(&batch);
     codec_batch_free(&batch);
     if (codec_decode_transfers(body, size, "key-1", &batch, &error) == COFFER_OK)
         check_batch(&batch);

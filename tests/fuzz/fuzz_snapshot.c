@@ -21,16 +21,19 @@ static char dir[64];
 
 static void ensure_dir(void)
 {
-    if (dir[0]) return;
+    if (dir[0])
+        return;
     snprintf(dir, sizeof dir, "/tmp/coffer-fuzz-snapshot-XXXXXX");
-    if (!mkdtemp(dir)) abort();
+    if (!mkdtemp(dir))
+        abort();
 }
 
 /* Loads `path` into a fresh store; anything but OK or a clean refusal is a bug (ASan). */
 static void load(const char *path)
 {
     store s;
-    if (store_init(&s, &limits) != COFFER_OK) abort();
+    if (store_init(&s, &limits) != COFFER_OK)
+        abort();
     snapshot_meta meta;
     char error[1024];
     (void)snapshot_load(&s, path, &meta, error, sizeof error);
@@ -42,7 +45,8 @@ static void as_file(const uint8_t *data, size_t size)
     char path[128];
     snprintf(path, sizeof path, "%s/raw.cfs", dir);
     FILE *file = fopen(path, "wb");
-    if (!file || (size && fwrite(data, 1, size, file) != size)) abort();
+    if (!file || (size && fwrite(data, 1, size, file) != size))
+        abort();
     fclose(file);
     load(path);
 }
@@ -50,12 +54,17 @@ static void as_file(const uint8_t *data, size_t size)
 /* Fills the tables from the input (cycled), seals them with snapshot_write, loads them back. */
 static void as_tables(const uint8_t *data, size_t size)
 {
-    if (size < 8) return;
+    if (size < 8)
+        return;
     store s;
-    if (store_init(&s, &limits) != COFFER_OK) abort();
-    store_counts counts = {data[0] % 8, data[1] % 8, data[2] % 16, data[3] % 4, data[4] % 4,
-                           8 + (uint64_t)(data[5] | (data[6] << 8)) % 4096, data[7] % 4};
-    if (store_restore_begin(&s, &counts) != COFFER_OK) abort();
+    if (store_init(&s, &limits) != COFFER_OK)
+        abort();
+    store_counts counts = {data[0] % 8,  data[1] % 8,
+                           data[2] % 16, data[3] % 4,
+                           data[4] % 4,  8 + (uint64_t)(data[5] | (data[6] << 8)) % 4096,
+                           data[7] % 4};
+    if (store_restore_begin(&s, &counts) != COFFER_OK)
+        abort();
     struct {
         void *bytes;
         size_t length;
@@ -73,7 +82,8 @@ static void as_tables(const uint8_t *data, size_t size)
             ((uint8_t *)tables[t].bytes)[i] = size > 8 ? data[8 + (at - 8) % (size - 8)] : 0;
     snapshot_meta meta = {{1, 1, {0}}, 1, 1};
     char error[1024];
-    if (snapshot_write(&s, &meta, dir, error, sizeof error) != COFFER_OK) abort();
+    if (snapshot_write(&s, &meta, dir, error, sizeof error) != COFFER_OK)
+        abort();
     store_free(&s);
     char path[128];
     snprintf(path, sizeof path, "%s/snapshot-%020llu.cfs", dir, 1ULL);

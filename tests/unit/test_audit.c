@@ -53,7 +53,9 @@ static int setup(void **state)
     assert_non_null(mkdtemp(f->dir));
     coffer *db = open_dir(f);
     coffer_event accounts[2] = {
-        {.op = COFFER_OP_CREATE_ACCOUNT, .id = "bank", .currency = "KRW",
+        {.op = COFFER_OP_CREATE_ACCOUNT,
+         .id = "bank",
+         .currency = "KRW",
          .flags = COFFER_FLAG_MIN_UNBOUNDED},
         {.op = COFFER_OP_CREATE_ACCOUNT, .id = "alice", .currency = "KRW"},
     };
@@ -62,8 +64,8 @@ static int setup(void **state)
     for (int i = 0; i < 10; i++) {
         char id[16];
         snprintf(id, sizeof id, "pay-%d", i);
-        coffer_event pay = {.op = COFFER_OP_TRANSFER, .id = id, .from = "bank", .to = "alice",
-                            .amount = 10};
+        coffer_event pay = {
+            .op = COFFER_OP_TRANSFER, .id = id, .from = "bank", .to = "alice", .amount = 10};
         assert_int_equal(coffer_submit(db, &pay, 1, false, results), COFFER_OK);
         assert_int_equal(results[0].code, COFFER_CREATED);
     }
@@ -180,7 +182,8 @@ static void test_edited_balance_is_found_by_replay(void **state)
     char path[4096];
     snapshot_path(f, path, sizeof path);
     /* alice is the second account: add 1,000,000 to its credits_posted and re-seal the file. */
-    long credits = 4096 + (long)sizeof(store_account) + (long)offsetof(store_account, credits_posted);
+    long credits =
+        4096 + (long)sizeof(store_account) + (long)offsetof(store_account, credits_posted);
     int fd = open(path, O_RDWR);
     int64_t value;
     assert_int_equal(pread(fd, &value, 8, credits), 8);

@@ -31,11 +31,18 @@ static void assert_same_text(const coffer_event *event, const coffer_result *res
 static void test_fast_encoding_matches_jansson(void **state)
 {
     (void)state;
-    coffer_event plain = {.op = COFFER_OP_TRANSFER, .id = "pay-1", .from = "user:42",
-                          .to = "shop/main", .amount = 500};
-    coffer_result result = {.code = COFFER_CREATED, .state = COFFER_STATE_POSTED, .seq = 18,
-                            .timestamp = 1795564080238899084ULL, .amount = 500,
-                            .from = {-500, -700, 9}, .to = {500, 500, 2}};
+    coffer_event plain = {.op = COFFER_OP_TRANSFER,
+                          .id = "pay-1",
+                          .from = "user:42",
+                          .to = "shop/main",
+                          .amount = 500};
+    coffer_result result = {.code = COFFER_CREATED,
+                            .state = COFFER_STATE_POSTED,
+                            .seq = 18,
+                            .timestamp = 1795564080238899084ULL,
+                            .amount = 500,
+                            .from = {-500, -700, 9},
+                            .to = {500, 500, 2}};
     assert_same_text(&plain, &result);
     coffer_event hold = plain;
     hold.hold_timeout_ms = 300000;

@@ -316,7 +316,6 @@ static void durable_reopen(durable *d)
 /* ---------------------------------------------------------------------------------------- */
 /* Files and directories.                                                                   */
 
-
 static uint8_t *file_read(const char *path, size_t *length_out)
 {
     int fd = open(path, O_RDONLY);

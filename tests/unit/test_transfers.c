@@ -667,7 +667,8 @@ static void test_full_account_table_still_transfers(void **state)
         for (size_t i = 0; i < 5000; i++) {
             snprintf(ids[done + i], sizeof ids[0], "a%zu", done + i);
             events[i] = account_event(ids[done + i], "KRW");
-            if (done + i == 0) events[i].flags = COFFER_FLAG_MIN_UNBOUNDED;
+            if (done + i == 0)
+                events[i].flags = COFFER_FLAG_MIN_UNBOUNDED;
         }
         submit_batch(db, events, 5000, false, results);
         assert_int_equal(results[4999].code, COFFER_CREATED);
@@ -678,7 +679,8 @@ static void test_full_account_table_still_transfers(void **state)
         events[i] = transfer_event(transfer_ids[i], "a0", ids[1 + i], 1);
     }
     submit_batch(db, events, TRANSFERS, false, results);
-    for (size_t i = 0; i < TRANSFERS; i++) assert_int_equal(results[i].code, COFFER_CREATED);
+    for (size_t i = 0; i < TRANSFERS; i++)
+        assert_int_equal(results[i].code, COFFER_CREATED);
     assert_int_equal(submit_event(db, account_event("one-more", "KRW")).code,
                      COFFER_CAPACITY_EXCEEDED);
     ledger_close(ledger);
