@@ -6,6 +6,7 @@
  * refuses everything after it with storage_failed and never acknowledges what is not durable.
  * Recovery replays the log through the same core and checks each event records as it did.
  */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -126,11 +127,15 @@ static int tickets_write(coffer *db, size_t first, size_t count)
 
 static void *log_main(void *argument)
 {
+    pthread_setname_np(pthread_self(), "coffer-log"); /* as ps, top and perf show it */
     coffer *db = argument;
     pthread_mutex_lock(&db->log_mutex);
     for (;;) {
-        while (db->tickets_count == 0 && !db->log_stopping)
+        while (db->tickets_count == 0 && !db->log_stopping) {
+            db->log_idle = true;
             pthread_cond_wait(&db->log_wake, &db->log_mutex);
+            db->log_idle = false;
+        }
         if (db->tickets_count == 0)
             break; /* stopping, and everything is answered */
         size_t first = db->tickets_head, count = db->tickets_count;
@@ -170,8 +175,11 @@ void durability_publish(coffer *db, engine_ticket *ticket, engine_request *reque
                   &db->tickets[(db->tickets_head + db->tickets_count) % ENGINE_TICKETS_MAX]);
     ticket->requests = requests;
     db->tickets_count++;
-    pthread_cond_signal(&db->log_wake);
+    bool wake = db->log_idle; /* a busy log thread takes the ticket with its next round */
+    db->log_idle = false;
     pthread_mutex_unlock(&db->log_mutex);
+    if (wake)
+        pthread_cond_signal(&db->log_wake);
 }
 
 /* ---- snapshots ----------------------------------------------------------------------------- */

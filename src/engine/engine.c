@@ -4,6 +4,7 @@
  * expired holds, applies, and releases the callers in order. That one thread is what rules out
  * races on balances: no account is ever locked.
  */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "engine/engine.h"
 
 #include <errno.h>
@@ -207,6 +208,7 @@ static engine_request *take_batch(coffer *db)
 
 static void *writer_main(void *argument)
 {
+    pthread_setname_np(pthread_self(), "coffer-writer"); /* as ps, top and perf show it */
     coffer *db = argument;
     pthread_mutex_lock(&db->mutex);
     for (;;) {
@@ -214,7 +216,9 @@ static void *writer_main(void *argument)
             if (hold_due(db))
                 break;
             struct timespec deadline = wait_deadline(db);
+            db->writer_idle = true;
             pthread_cond_timedwait(&db->wake, &db->mutex, &deadline);
+            db->writer_idle = false;
         }
         if (!db->queue_head && db->stopping)
             break;
@@ -273,10 +277,12 @@ void engine_log(coffer *db, const char *format, ...)
         fprintf(stderr, "coffer: %s\n", line);
 }
 
-/* Queues a request and blocks until the writer has answered it. */
-/* Appends a request to the queue (db->mutex held). COFFER_OK, or why it was refused. */
-static int queue_push(coffer *db, engine_request *request, uint64_t events)
+/* Appends a request to the queue (db->mutex held). COFFER_OK, or why it was refused. Sets
+ * *wake when the caller must signal the writer once it has let go of the mutex: only an idle
+ * writer is signalled, and only once, so a busy one is not woken into a held lock. */
+static int queue_push(coffer *db, engine_request *request, uint64_t events, bool *wake)
 {
+    *wake = false;
     if (db->stopping)
         return COFFER_SHUTTING_DOWN;
     if (db->queue_events + events > db->options.queue_events_max)
@@ -289,7 +295,8 @@ static int queue_push(coffer *db, engine_request *request, uint64_t events)
         db->queue_head = request;
     db->queue_tail = request;
     db->queue_events += events;
-    pthread_cond_signal(&db->wake);
+    *wake = db->writer_idle;
+    db->writer_idle = false;
     return COFFER_OK;
 }
 
@@ -299,7 +306,10 @@ static int engine_call(coffer *db, engine_request *request, uint64_t events)
     pthread_cond_init(&request->done_cond, 0);
     request->on_done = 0;
     pthread_mutex_lock(&db->mutex);
-    int status = queue_push(db, request, events);
+    bool wake;
+    int status = queue_push(db, request, events, &wake);
+    if (wake)
+        pthread_cond_signal(&db->wake); /* the wait below lets go of the mutex at once */
     if (status == COFFER_OK) {
         while (!request->done)
             pthread_cond_wait(&request->done_cond, &db->mutex);
@@ -316,9 +326,12 @@ int engine_enqueue(coffer *db, engine_request *request)
     uint64_t events = request->events ? request->count : 1;
     if (request->events && (request->count == 0 || request->count > COFFER_BATCH_EVENTS_MAX))
         return request->count ? COFFER_BATCH_TOO_LARGE : COFFER_INVALID_ARGUMENT;
+    bool wake;
     pthread_mutex_lock(&db->mutex);
-    int status = queue_push(db, request, events);
+    int status = queue_push(db, request, events, &wake);
     pthread_mutex_unlock(&db->mutex);
+    if (wake)
+        pthread_cond_signal(&db->wake);
     return status;
 }
 

@@ -70,6 +70,7 @@ struct coffer {
     pthread_t writer;
     pthread_mutex_t mutex;
     pthread_cond_t wake; /* the writer waits here for requests */
+    bool writer_idle;    /* waiting on `wake`, and nobody has signalled it yet */
     engine_request *queue_head, *queue_tail;
     uint64_t queue_events;
     bool stopping;
@@ -93,6 +94,7 @@ struct coffer {
     bool log_started;
     pthread_mutex_t log_mutex;
     pthread_cond_t log_wake;  /* the log thread waits for tickets */
+    bool log_idle;            /* waiting on `log_wake`, and nobody has signalled it yet */
     pthread_cond_t log_space; /* the writer waits for a free ticket */
     engine_ticket tickets[ENGINE_TICKETS_MAX];
     size_t tickets_head, tickets_count;

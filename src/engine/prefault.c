@@ -1,6 +1,7 @@
 /*
  * prefault.c — see prefault.h.
  */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "engine/prefault.h"
 
 #include <string.h>
@@ -14,6 +15,7 @@
 
 static void *prefault_main(void *argument)
 {
+    pthread_setname_np(pthread_self(), "coffer-prefault"); /* as ps, top and perf show it */
     prefault *p = argument;
     pthread_mutex_lock(&p->mutex);
     for (;;) {
