@@ -426,8 +426,23 @@ static int apply_key(decoder *d, coffer_event *event, const char *key)
     return COFFER_OK;
 }
 
+int codec_apply_key(coffer_event *event, const char *key, codec_error *error)
+{
+    decoder d = {0, error, ""};
+    return apply_key(&d, event, key);
+}
+
 int codec_decode_transfers(const char *body, size_t length, const char *key, codec_batch *out,
                            codec_error *error)
+{
+    int code;
+    if (codec_decode_simple_transfer(body, length, key, out, error, &code))
+        return code;
+    return codec_decode_transfers_general(body, length, key, out, error);
+}
+
+int codec_decode_transfers_general(const char *body, size_t length, const char *key,
+                                   codec_batch *out, codec_error *error)
 {
     memset(out, 0, sizeof *out);
     memset(error, 0, sizeof *error);
@@ -506,20 +521,36 @@ void codec_batch_free(codec_batch *batch)
         free(batch->owned[i]);
     free(batch->owned);
     free(batch->events);
+    free(batch->text);
     json_decref(batch->root);
     memset(batch, 0, sizeof *batch);
 }
 
 /* ---- encoding ------------------------------------------------------------------------------ */
 
+/* "YYYY-MM-DDTHH:MM:SS" of a second; the last one is kept per thread, as most stamps in a row
+ * fall in the same second. */
+static const char *utc_seconds(time_t seconds)
+{
+    static _Thread_local time_t cached_seconds = -1;
+    static _Thread_local char cached[32];
+    if (seconds != cached_seconds) {
+        struct tm utc;
+        gmtime_r(&seconds, &utc);
+        strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &utc);
+        cached_seconds = seconds;
+    }
+    return cached;
+}
+
 void codec_time(char *out, size_t size, uint64_t ns)
 {
-    time_t seconds = (time_t)(ns / 1000000000ULL);
-    struct tm utc;
-    gmtime_r(&seconds, &utc);
-    char date[32];
-    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &utc);
-    snprintf(out, size, "%s.%09lluZ", date, (unsigned long long)(ns % 1000000000ULL));
+    char fraction[10];
+    uint64_t nanoseconds = ns % 1000000000ULL;
+    for (int i = 8; i >= 0; i--, nanoseconds /= 10)
+        fraction[i] = (char)('0' + nanoseconds % 10);
+    fraction[9] = 0;
+    snprintf(out, size, "%s.%sZ", utc_seconds((time_t)(ns / 1000000000ULL)), fraction);
 }
 
 static void set_time(json_t *object, const char *key, const char *key_ns, uint64_t ns)
@@ -777,45 +808,119 @@ json_t *codec_history_entry(const coffer_history_entry *h)
 
 /* ---- the hot path -------------------------------------------------------------------------- */
 
+/* Text written into a fixed buffer; `overflow` once it did not fit. */
+typedef struct writer {
+    char *at, *end;
+    bool overflow;
+} writer;
+
+static void put(writer *w, const char *bytes, size_t length)
+{
+    if (w->overflow || (size_t)(w->end - w->at) < length) {
+        w->overflow = true;
+        return;
+    }
+    memcpy(w->at, bytes, length);
+    w->at += length;
+}
+
+#define PUT(w, literal) put(w, literal, sizeof literal - 1)
+
+static void put_text(writer *w, const char *text)
+{
+    put(w, text, strlen(text));
+}
+
+static void put_u64(writer *w, uint64_t value)
+{
+    char digits[20];
+    size_t used = 0;
+    do {
+        digits[sizeof digits - ++used] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value);
+    put(w, digits + sizeof digits - used, used);
+}
+
+static void put_i64(writer *w, int64_t value)
+{
+    if (value < 0) {
+        PUT(w, "-");
+        put_u64(w, (uint64_t)0 - (uint64_t)value);
+        return;
+    }
+    put_u64(w, (uint64_t)value);
+}
+
+static void put_time(writer *w, uint64_t ns)
+{
+    char text[48];
+    codec_time(text, sizeof text, ns);
+    put_text(w, text);
+}
+
+static void put_account_after(writer *w, const char *id, const coffer_account_after *after)
+{
+    PUT(w, "{\"id\":\"");
+    put_text(w, id);
+    PUT(w, "\",\"balance\":");
+    put_i64(w, after->balance);
+    PUT(w, ",\"available\":");
+    put_i64(w, after->available);
+    PUT(w, ",\"version\":");
+    put_u64(w, after->version);
+    PUT(w, "}");
+}
+
 char *codec_transfer_created_text(const coffer_event *e, const coffer_result *r, size_t *length)
 {
     if (e->op != COFFER_OP_TRANSFER || e->metadata_len)
         return 0;
     /* Ids and account names are [A-Za-z0-9._:@/-] (validated), so they need no escaping. */
     enum { SIZE = 1024 };
-    char *out = malloc(SIZE), stamp[48], expires[48];
+    char *out = malloc(SIZE);
     if (!out)
         return 0;
-    codec_time(stamp, sizeof stamp, r->timestamp);
-    int used =
-        snprintf(out, SIZE,
-                 "{\"code\":\"created\",\"transfer\":{\"id\":\"%s\",\"state\":\"%s\","
-                 "\"amount\":%lld,\"seq\":%llu,\"timestamp\":\"%s\",\"timestamp_ns\":%llu,"
-                 "\"from\":\"%s\",\"to\":\"%s\"",
-                 e->id, state_name(r->state), (long long)r->amount, (unsigned long long)r->seq,
-                 stamp, (unsigned long long)r->timestamp, e->from, e->to);
+    writer w = {out, out + SIZE - 1, false}; /* room for the NUL */
+    PUT(&w, "{\"code\":\"created\",\"transfer\":{\"id\":\"");
+    put_text(&w, e->id);
+    PUT(&w, "\",\"state\":\"");
+    put_text(&w, state_name(r->state));
+    PUT(&w, "\",\"amount\":");
+    put_i64(&w, r->amount);
+    PUT(&w, ",\"seq\":");
+    put_u64(&w, r->seq);
+    PUT(&w, ",\"timestamp\":\"");
+    put_time(&w, r->timestamp);
+    PUT(&w, "\",\"timestamp_ns\":");
+    put_u64(&w, r->timestamp);
+    PUT(&w, ",\"from\":\"");
+    put_text(&w, e->from);
+    PUT(&w, "\",\"to\":\"");
+    put_text(&w, e->to);
+    PUT(&w, "\"");
     if (e->hold_timeout_ms) {
-        codec_time(expires, sizeof expires, r->expires_at);
-        used += snprintf(out + used, SIZE - (size_t)used,
-                         ",\"hold\":{\"timeout_ms\":%llu},\"expires_at\":\"%s\","
-                         "\"expires_at_ns\":%llu",
-                         (unsigned long long)e->hold_timeout_ms, expires,
-                         (unsigned long long)r->expires_at);
+        PUT(&w, ",\"hold\":{\"timeout_ms\":");
+        put_u64(&w, e->hold_timeout_ms);
+        PUT(&w, "},\"expires_at\":\"");
+        put_time(&w, r->expires_at);
+        PUT(&w, "\",\"expires_at_ns\":");
+        put_u64(&w, r->expires_at);
     }
-    if (e->flags & COFFER_FLAG_UP_TO)
-        used += snprintf(out + used, SIZE - (size_t)used,
-                         ",\"up_to\":true,\"amount_requested\":%lld", (long long)e->amount);
-    used += snprintf(out + used, SIZE - (size_t)used,
-                     "},\"accounts\":{\"from\":{\"id\":\"%s\",\"balance\":%lld,\"available\":%lld,"
-                     "\"version\":%llu},\"to\":{\"id\":\"%s\",\"balance\":%lld,\"available\":%lld,"
-                     "\"version\":%llu}}}",
-                     e->from, (long long)r->from.balance, (long long)r->from.available,
-                     (unsigned long long)r->from.version, e->to, (long long)r->to.balance,
-                     (long long)r->to.available, (unsigned long long)r->to.version);
-    if (used <= 0 || used >= SIZE) {
+    if (e->flags & COFFER_FLAG_UP_TO) {
+        PUT(&w, ",\"up_to\":true,\"amount_requested\":");
+        put_i64(&w, e->amount);
+    }
+    PUT(&w, "},\"accounts\":{\"from\":");
+    put_account_after(&w, e->from, &r->from);
+    PUT(&w, ",\"to\":");
+    put_account_after(&w, e->to, &r->to);
+    PUT(&w, "}}");
+    if (w.overflow) {
         free(out);
         return 0;
     }
-    *length = (size_t)used;
+    *w.at = 0;
+    *length = (size_t)(w.at - out);
     return out;
 }

@@ -25,6 +25,7 @@ typedef struct codec_batch {
     bool atomic;  /* {"atomic": true} */
     char **owned; /* serialized metadata */
     size_t owned_count;
+    char *text; /* the simple decoder's copy of the body, which its strings point into */
 } codec_batch;
 
 typedef struct codec_error {
@@ -39,6 +40,17 @@ int codec_decode_accounts(const char *body, size_t length, codec_batch *out, cod
  * Idempotency-Key header (single transfers only), NULL when absent. */
 int codec_decode_transfers(const char *body, size_t length, const char *key, codec_batch *out,
                            codec_error *error);
+/* The same without trying codec_decode_simple_transfer first: every body, through jansson. */
+int codec_decode_transfers_general(const char *body, size_t length, const char *key,
+                                   codec_batch *out, codec_error *error);
+/* The common single transfer ({"id", "from", "to", "amount"}, plain ASCII strings, a plain
+ * integer) without a JSON tree (codec_simple.c). True when it took the body: *code, `out` and
+ * `error` are then exactly what codec_decode_transfers_general gives. False when it declined
+ * (any other shape): nothing to free, use the general decoder. */
+bool codec_decode_simple_transfer(const char *body, size_t length, const char *key,
+                                  codec_batch *out, codec_error *error, int *code);
+/* A single request's Idempotency-Key against its body's id (the shared last step). */
+int codec_apply_key(coffer_event *event, const char *key, codec_error *error);
 /* POST /v1/holds/{hold}/post|void: body {"id"?, "amount"? (post)} (may be empty when `key`
  * gives the id). */
 int codec_decode_resolution(const char *body, size_t length, int op, const char *hold,

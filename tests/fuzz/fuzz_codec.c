@@ -2,9 +2,11 @@
  * fuzz_codec.c — libFuzzer target for the HTTP request decoder (src/server/codec.c): any bytes
  * as the body of POST /v1/accounts, POST /v1/transfers (with and without an Idempotency-Key)
  * and a hold post/void. Whatever decodes must be events the core can validate without
- * crashing, and encoding their results must not crash either.
+ * crashing, and encoding their results must not crash either. Whenever the simple decoder
+ * takes a body, the general one must give the same code, error and event.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "coffer.h"
@@ -30,6 +32,42 @@ static void check_batch(const codec_batch *batch)
     }
 }
 
+static bool same_text(const char *a, const char *b)
+{
+    return a == b || (a && b && !strcmp(a, b));
+}
+
+static bool same_event(const coffer_event *a, const coffer_event *b)
+{
+    return a->op == b->op && a->flags == b->flags && a->amount == b->amount &&
+           a->min_balance == b->min_balance && a->max_balance == b->max_balance &&
+           a->hold_timeout_ms == b->hold_timeout_ms &&
+           a->expect_from_version == b->expect_from_version &&
+           a->expect_to_version == b->expect_to_version && a->metadata_len == b->metadata_len &&
+           same_text(a->id, b->id) && same_text(a->from, b->from) && same_text(a->to, b->to) &&
+           same_text(a->hold_id, b->hold_id) && same_text(a->currency, b->currency);
+}
+
+/* The simple decoder, where it takes the body, against the general one. */
+static void check_simple(const char *body, size_t size, const char *key)
+{
+    codec_batch simple, general;
+    codec_error simple_error, general_error;
+    int simple_code;
+    if (!codec_decode_simple_transfer(body, size, key, &simple, &simple_error, &simple_code))
+        return;
+    int general_code = codec_decode_transfers_general(body, size, key, &general, &general_error);
+    bool same = simple_code == general_code && simple.count == 1 && general.count == 1 &&
+                !general.batch && simple_error.code == general_error.code &&
+                !strcmp(simple_error.field, general_error.field) &&
+                !strcmp(simple_error.detail, general_error.detail) &&
+                same_event(&simple.events[0], &general.events[0]);
+    if (!same)
+        abort(); /* the decoders disagree on this body */
+    codec_batch_free(&simple);
+    codec_batch_free(&general);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -46,6 +84,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (codec_decode_transfers(body, size, "key-1", &batch, &error) == COFFER_OK)
         check_batch(&batch);
     codec_batch_free(&batch);
+    check_simple(body, size, 0);
+    check_simple(body, size, "key-1");
     if (codec_decode_resolution(body, size, COFFER_OP_POST, "hold-1", "key-2", &batch, &error) ==
         COFFER_OK)
         check_batch(&batch);

@@ -1,7 +1,8 @@
 /*
  * test_codec.c — the HTTP codec: the hand-written hot-path encoding of a created transfer is
- * byte for byte what the general jansson encoder writes (replays depend on one body), and
- * decoding names the field of out-of-range numbers with a JSON pointer.
+ * byte for byte what the general jansson encoder writes (replays depend on one body), the
+ * simple single-transfer decoder takes exactly the plain shape and then agrees with the general
+ * decoder, and decoding names the field of out-of-range numbers with a JSON pointer.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -55,6 +56,16 @@ static void test_fast_encoding_matches_jansson(void **state)
     result.amount = 0;
     result.expires_at = 0;
     assert_same_text(&up_to, &result);
+    coffer_event extreme = plain;
+    extreme.amount = INT64_MAX;
+    coffer_result extremes = {.code = COFFER_CREATED,
+                              .state = COFFER_STATE_POSTED,
+                              .seq = INT64_MAX,       /* jansson's integers are signed */
+                              .timestamp = 999999999, /* the first second of 1970 */
+                              .amount = INT64_MAX,
+                              .from = {INT64_MIN, INT64_MIN, INT64_MAX},
+                              .to = {INT64_MAX, 0, 0}};
+    assert_same_text(&extreme, &extremes);
     coffer_event with_metadata = plain;
     with_metadata.metadata = "{\"a\":1}";
     with_metadata.metadata_len = 7;
@@ -87,11 +98,81 @@ static void test_out_of_range_numbers_name_their_field(void **state)
     expect_field("{\"id\":\"a\\u0000b\",\"from\":\"a\",\"to\":\"b\",\"amount\":1}", "/id");
 }
 
+/* Decodes `body` with both decoders: the simple one must take it iff `taken`, and then give
+ * the general decoder's code, error and event. */
+static void expect_simple(const char *body, const char *key, bool taken)
+{
+    codec_batch simple, general;
+    codec_error simple_error, general_error;
+    int simple_code = -1;
+    bool took =
+        codec_decode_simple_transfer(body, strlen(body), key, &simple, &simple_error, &simple_code);
+    assert_int_equal(took, taken);
+    if (took)
+        codec_batch_free(&simple); /* decoded again below, by whichever decoder takes it */
+    int general_code =
+        codec_decode_transfers_general(body, strlen(body), key, &general, &general_error);
+    int code = codec_decode_transfers(body, strlen(body), key, &simple, &simple_error);
+    assert_int_equal(code, general_code); /* whichever decoder took it */
+    assert_int_equal(simple_error.code, general_error.code);
+    assert_string_equal(simple_error.field, general_error.field);
+    assert_string_equal(simple_error.detail, general_error.detail);
+    if (code == COFFER_OK) {
+        const coffer_event *a = &simple.events[0], *b = &general.events[0];
+        assert_int_equal(simple.count, 1);
+        assert_int_equal(a->op, b->op);
+        assert_int_equal(a->flags, b->flags);
+        assert_int_equal(a->amount, b->amount);
+        assert_string_equal(a->id, b->id);
+        assert_string_equal(a->from, b->from);
+        assert_string_equal(a->to, b->to);
+    }
+    codec_batch_free(&simple);
+    codec_batch_free(&general);
+}
+
+static void test_simple_decoder_takes_only_the_plain_shape(void **state)
+{
+    (void)state;
+    expect_simple("{\"id\":\"t-1\",\"from\":\"a\",\"to\":\"b\",\"amount\":250}", 0, true);
+    expect_simple(" {\n \"amount\" : 9223372036854775807,\t\"to\":\"shop/main\", "
+                  "\"from\":\"user:42\"}\r\n",
+                  "key-1", true);
+    expect_simple("{\"from\":\"a\",\"to\":\"b\",\"amount\":0}", 0, true); /* id required */
+    expect_simple("{\"id\":\"x\",\"from\":\"a\",\"to\":\"b\",\"amount\":1}", "y", true);
+    expect_simple("{\"id\":\"\",\"from\":\"a\",\"to\":\"b\",\"amount\":1}", 0, true);
+    /* Declined: the general decoder answers these. */
+    const char *declined[] = {
+        "{\"id\":\"t\",\"from\":\"a\",\"to\":\"b\",\"amount\":-1}",
+        "{\"id\":\"t\",\"from\":\"a\",\"to\":\"b\",\"amount\":1.0}",
+        "{\"id\":\"t\",\"from\":\"a\",\"to\":\"b\",\"amount\":1e2}",
+        "{\"id\":\"t\",\"from\":\"a\",\"to\":\"b\",\"amount\":01}",
+        "{\"id\":\"t\",\"from\":\"a\",\"to\":\"b\",\"amount\":9223372036854775808}",
+        "{\"id\":\"t\",\"from\":\"a\",\"to\":\"b\",\"amount\":\"1\"}",
+        "{\"id\":\"t\",\"from\":\"a\",\"to\":\"b\"}",
+        "{\"id\":\"t\",\"from\":\"a\",\"amount\":1}",
+        "{\"id\":\"t\",\"id\":\"u\",\"from\":\"a\",\"to\":\"b\",\"amount\":1}",
+        "{\"id\":\"t\",\"from\":\"a\",\"to\":\"b\",\"amount\":1,\"up_to\":true}",
+        "{\"id\":\"t\",\"from\":\"a\",\"to\":\"b\",\"amount\":1,\"hold\":{\"timeout_ms\":5}}",
+        "{\"id\":\"t\\u0031\",\"from\":\"a\",\"to\":\"b\",\"amount\":1}",
+        "{\"id\":\"caf\xc3\xa9\",\"from\":\"a\",\"to\":\"b\",\"amount\":1}",
+        "{\"id\":null,\"from\":\"a\",\"to\":\"b\",\"amount\":1}",
+        "{\"id\":\"t\",\"from\":\"a\",\"to\":\"b\",\"amount\":1,}",
+        "{\"id\":\"t\",\"from\":\"a\",\"to\":\"b\",\"amount\":1} x",
+        "{\"id\":\"t\",\"from\":\"a\",\"to\":\"b\",\"amount\":1",
+        "{}",
+        "{\"transfers\":[{\"id\":\"t\",\"from\":\"a\",\"to\":\"b\",\"amount\":1}]}",
+    };
+    for (size_t i = 0; i < sizeof declined / sizeof *declined; i++)
+        expect_simple(declined[i], 0, false);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fast_encoding_matches_jansson),
         cmocka_unit_test(test_out_of_range_numbers_name_their_field),
+        cmocka_unit_test(test_simple_decoder_takes_only_the_plain_shape),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
