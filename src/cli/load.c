@@ -341,15 +341,23 @@ static void account_response(load *l, connection *c, size_t body_start, size_t t
         l->transfers_created++;
 }
 
-/* Advances one connection on an epoll event; false when it broke. */
-static bool drive(load *l, connection *c, bool running)
+/* Writes what is left of the request; false when the connection broke. */
+static bool send_rest(connection *c)
 {
     while (c->sent < c->request_length) {
         ssize_t wrote = write(c->fd, c->request + c->sent, c->request_length - c->sent);
         if (wrote < 0)
-            return errno == EAGAIN;
+            return errno == EAGAIN; /* EPOLLOUT says when to go on */
         c->sent += (size_t)wrote;
     }
+    return true;
+}
+
+/* Advances one connection on an epoll event; false when it broke. */
+static bool drive(load *l, connection *c, bool running)
+{
+    if (!send_rest(c))
+        return false;
     for (;;) {
         ssize_t got = read(c->fd, c->response + c->received, RESPONSE_MAX - c->received);
         if (got < 0)
@@ -365,9 +373,9 @@ static bool drive(load *l, connection *c, bool running)
             c->request_length = c->sent = 0;
             return true;
         }
-        if (!prepare(l, c))
-            return false;
-        return drive(l, c, running);
+        /* The next request, and no read after it: the last response was read whole, so the
+         * next answer comes as a new edge (a read now would only say EAGAIN). */
+        return prepare(l, c) && send_rest(c);
     }
 }
 
@@ -543,6 +551,8 @@ int cli_bench_server(const load_arguments *arguments)
         return 1;
     if (l.workload == LOAD_SEATS)
         l.accounts = l.seats;
+    fprintf(stderr, "coffer bench: running for %" PRIu64 " s with %" PRIu64 " connections\n",
+            l.duration_s, l.connections);
     double seconds;
     if (!run_load(&l, &seconds)) {
         fprintf(stderr, "coffer bench: cannot connect to %s\n", arguments->url);
