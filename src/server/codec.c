@@ -436,7 +436,7 @@ int codec_decode_transfers(const char *body, size_t length, const char *key, cod
                            codec_error *error)
 {
     int code;
-    if (codec_decode_simple_transfer(body, length, key, out, error, &code))
+    if (codec_decode_simple_transfers(body, length, key, out, error, &code))
         return code;
     return codec_decode_transfers_general(body, length, key, out, error);
 }

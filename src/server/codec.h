@@ -40,15 +40,16 @@ int codec_decode_accounts(const char *body, size_t length, codec_batch *out, cod
  * Idempotency-Key header (single transfers only), NULL when absent. */
 int codec_decode_transfers(const char *body, size_t length, const char *key, codec_batch *out,
                            codec_error *error);
-/* The same without trying codec_decode_simple_transfer first: every body, through jansson. */
+/* The same without trying codec_decode_simple_transfers first: every body, through jansson. */
 int codec_decode_transfers_general(const char *body, size_t length, const char *key,
                                    codec_batch *out, codec_error *error);
-/* The common single transfer ({"id", "from", "to", "amount"}, plain ASCII strings, a plain
- * integer) without a JSON tree (codec_simple.c). True when it took the body: *code, `out` and
- * `error` are then exactly what codec_decode_transfers_general gives. False when it declined
- * (any other shape): nothing to free, use the general decoder. */
-bool codec_decode_simple_transfer(const char *body, size_t length, const char *key,
-                                  codec_batch *out, codec_error *error, int *code);
+/* The common bodies without a JSON tree (codec_simple.c): a single transfer ({"id", "from",
+ * "to", "amount"}, plain ASCII strings, a plain non-negative integer) or a batch
+ * ({"atomic"?, "transfers": [...]}) of such transfers with ids. True when it took the body:
+ * *code, `out` and `error` are then exactly what codec_decode_transfers_general gives. False
+ * when it declined (any other shape): nothing to free, use the general decoder. */
+bool codec_decode_simple_transfers(const char *body, size_t length, const char *key,
+                                   codec_batch *out, codec_error *error, int *code);
 /* A single request's Idempotency-Key against its body's id (the shared last step). */
 int codec_apply_key(coffer_event *event, const char *key, codec_error *error);
 /* POST /v1/holds/{hold}/post|void: body {"id"?, "amount"? (post)} (may be empty when `key`

@@ -1,9 +1,10 @@
 /*
- * codec_simple.c — the body nearly every single transfer has, {"id": "…", "from": "…",
- * "to": "…", "amount": N} with plain ASCII strings, decoded in one pass without building a
- * JSON tree. Anything else — another key, an escape, a byte outside printable ASCII, a number
- * that is not a plain non-negative integer, a repeated or missing key, bytes after the object —
- * is declined and goes to the general decoder, so an answer never depends on which decoder
+ * codec_simple.c — the bodies nearly every transfer request has, decoded in one pass without
+ * building a JSON tree: a single transfer {"id": "…", "from": "…", "to": "…", "amount": N}
+ * with plain ASCII strings, and a batch {"atomic": b, "transfers": [...]} of such transfers,
+ * each with its id. Anything else — another key, an escape, a byte outside printable ASCII, a
+ * number that is not a plain non-negative integer, a repeated or missing key, bytes after the
+ * object — is declined and goes to the general decoder, so an answer never depends on which decoder
  * read the body. The fuzz target and test_codec check that both agree on every body this one
  * takes.
  */
@@ -88,12 +89,23 @@ static int key_of(const char *name)
     return 0;
 }
 
-/* The members of the object after its '{': true when they are the simple shape. */
-static bool simple_members(cursor *c, coffer_event *event)
+/* A literal (true, false) after optional space. */
+static bool literal(cursor *c, const char *word)
+{
+    skip_space(c);
+    size_t length = strlen(word);
+    if ((size_t)(c->end - c->at) < length || memcmp(c->at, word, length) != 0)
+        return false;
+    c->at += length;
+    return true;
+}
+
+/* The rest of a transfer object whose first key, `name`, has been read: true when it is the
+ * simple shape, its closing brace included. */
+static bool simple_members(cursor *c, const char *name, coffer_event *event)
 {
     int seen = 0;
-    do {
-        char *name = plain_string(c);
+    for (;;) {
         int key = name ? key_of(name) : 0;
         if (!key || (seen & key) || !take(c, ':'))
             return false;
@@ -101,44 +113,105 @@ static bool simple_members(cursor *c, coffer_event *event)
         if (key == KEY_AMOUNT) {
             if (!plain_integer(c, &event->amount))
                 return false;
-            continue;
+        } else {
+            char *value = plain_string(c);
+            if (!value)
+                return false;
+            *(key == KEY_ID ? &event->id : key == KEY_FROM ? &event->from : &event->to) = value;
         }
-        char *value = plain_string(c);
-        if (!value)
-            return false;
-        *(key == KEY_ID ? &event->id : key == KEY_FROM ? &event->from : &event->to) = value;
-    } while (take(c, ','));
+        if (!take(c, ','))
+            break;
+        name = plain_string(c);
+    }
+    event->op = COFFER_OP_TRANSFER;
     return take(c, '}') && (seen | KEY_ID) == (KEY_ID | KEY_FROM | KEY_TO | KEY_AMOUNT);
 }
 
-bool codec_decode_simple_transfer(const char *body, size_t length, const char *key,
-                                  codec_batch *out, codec_error *error, int *code)
+/* The array of a batch: simple transfers, each with its id, 1 to COFFER_BATCH_EVENTS_MAX. */
+static bool simple_list(cursor *c, codec_batch *out)
+{
+    if (!take(c, '['))
+        return false;
+    size_t capacity = 0;
+    do {
+        if (out->count == COFFER_BATCH_EVENTS_MAX)
+            return false; /* the general decoder answers batch_too_large */
+        if (out->count == capacity) {
+            capacity = capacity ? capacity * 4 : 16;
+            if (capacity > COFFER_BATCH_EVENTS_MAX)
+                capacity = COFFER_BATCH_EVENTS_MAX;
+            coffer_event *grown = realloc(out->events, capacity * sizeof *grown);
+            if (!grown)
+                return false;
+            memset(grown + out->count, 0, (capacity - out->count) * sizeof *grown);
+            out->events = grown;
+        }
+        coffer_event *event = &out->events[out->count++];
+        if (!take(c, '{') || !simple_members(c, plain_string(c), event) || !event->id)
+            return false;
+    } while (take(c, ','));
+    return take(c, ']');
+}
+
+/* The rest of a batch body whose first key, `name`, has been read: "transfers" once, and
+ * "atomic" (true or false) at most once. */
+static bool simple_batch(cursor *c, const char *name, codec_batch *out)
+{
+    bool seen_atomic = false, seen_list = false;
+    for (;;) {
+        if (!name || !take(c, ':'))
+            return false;
+        if (!strcmp(name, "atomic") && !seen_atomic) {
+            seen_atomic = true;
+            out->atomic = literal(c, "true");
+            if (!out->atomic && !literal(c, "false"))
+                return false;
+        } else if (!strcmp(name, "transfers") && !seen_list) {
+            seen_list = true;
+            if (!simple_list(c, out))
+                return false;
+        } else {
+            return false;
+        }
+        if (!take(c, ','))
+            break;
+        name = plain_string(c);
+    }
+    out->batch = true;
+    return take(c, '}') && seen_list;
+}
+
+bool codec_decode_simple_transfers(const char *body, size_t length, const char *key,
+                                   codec_batch *out, codec_error *error, int *code)
 {
     memset(out, 0, sizeof *out);
     memset(error, 0, sizeof *error);
-    if (length == 0 || length > 1024)
+    if (length == 0 || length > CODEC_BODY_MAX)
         return false;
     char *text = malloc(length + 1);
-    coffer_event *event = calloc(1, sizeof *event);
-    if (!text || !event) {
-        free(text);
-        free(event);
+    if (!text)
         return false; /* the general decoder reports it */
-    }
     memcpy(text, body, length);
     text[length] = 0;
     cursor c = {text, text + length};
-    event->op = COFFER_OP_TRANSFER;
-    bool simple = take(&c, '{') && simple_members(&c, event);
+    const char *name = take(&c, '{') ? plain_string(&c) : 0;
+    bool batch = name && (!strcmp(name, "atomic") || !strcmp(name, "transfers"));
+    bool simple;
+    if (batch) {
+        simple = !key && simple_batch(&c, name, out); /* a key with a batch is an error */
+    } else {
+        out->events = calloc(1, sizeof *out->events);
+        out->count = 1;
+        simple = out->events && simple_members(&c, name, &out->events[0]);
+    }
     skip_space(&c);
     if (!simple || c.at != c.end) {
         free(text);
-        free(event);
+        free(out->events);
+        memset(out, 0, sizeof *out);
         return false;
     }
     out->text = text;
-    out->events = event;
-    out->count = 1;
-    *code = codec_apply_key(event, key, error);
+    *code = batch ? COFFER_OK : codec_apply_key(&out->events[0], key, error);
     return true;
 }

@@ -54,14 +54,16 @@ static void check_simple(const char *body, size_t size, const char *key)
     codec_batch simple, general;
     codec_error simple_error, general_error;
     int simple_code;
-    if (!codec_decode_simple_transfer(body, size, key, &simple, &simple_error, &simple_code))
+    if (!codec_decode_simple_transfers(body, size, key, &simple, &simple_error, &simple_code))
         return;
     int general_code = codec_decode_transfers_general(body, size, key, &general, &general_error);
-    bool same = simple_code == general_code && simple.count == 1 && general.count == 1 &&
-                !general.batch && simple_error.code == general_error.code &&
+    bool same = simple_code == general_code && simple.count == general.count &&
+                simple.batch == general.batch && simple.atomic == general.atomic &&
+                simple_error.code == general_error.code &&
                 !strcmp(simple_error.field, general_error.field) &&
-                !strcmp(simple_error.detail, general_error.detail) &&
-                same_event(&simple.events[0], &general.events[0]);
+                !strcmp(simple_error.detail, general_error.detail);
+    for (size_t i = 0; same && i < simple.count; i++)
+        same = same_event(&simple.events[i], &general.events[i]);
     if (!same)
         abort(); /* the decoders disagree on this body */
     codec_batch_free(&simple);

@@ -1,7 +1,7 @@
 /*
  * test_codec.c — the HTTP codec: the hand-written hot-path encoding of a created transfer is
  * byte for byte what the general jansson encoder writes (replays depend on one body), the
- * simple single-transfer decoder takes exactly the plain shape and then agrees with the general
+ * simple decoder takes exactly the plain shapes (single and batch) and then agrees with the general
  * decoder, and decoding names the field of out-of-range numbers with a JSON pointer.
  */
 #include <setjmp.h>
@@ -98,15 +98,20 @@ static void test_out_of_range_numbers_name_their_field(void **state)
     expect_field("{\"id\":\"a\\u0000b\",\"from\":\"a\",\"to\":\"b\",\"amount\":1}", "/id");
 }
 
+static bool same_text(const char *a, const char *b)
+{
+    return a == b || (a && b && !strcmp(a, b));
+}
+
 /* Decodes `body` with both decoders: the simple one must take it iff `taken`, and then give
- * the general decoder's code, error and event. */
+ * the general decoder's code, error and events. */
 static void expect_simple(const char *body, const char *key, bool taken)
 {
     codec_batch simple, general;
     codec_error simple_error, general_error;
     int simple_code = -1;
-    bool took =
-        codec_decode_simple_transfer(body, strlen(body), key, &simple, &simple_error, &simple_code);
+    bool took = codec_decode_simple_transfers(body, strlen(body), key, &simple, &simple_error,
+                                              &simple_code);
     assert_int_equal(took, taken);
     if (took)
         codec_batch_free(&simple); /* decoded again below, by whichever decoder takes it */
@@ -118,17 +123,37 @@ static void expect_simple(const char *body, const char *key, bool taken)
     assert_string_equal(simple_error.field, general_error.field);
     assert_string_equal(simple_error.detail, general_error.detail);
     if (code == COFFER_OK) {
-        const coffer_event *a = &simple.events[0], *b = &general.events[0];
-        assert_int_equal(simple.count, 1);
-        assert_int_equal(a->op, b->op);
-        assert_int_equal(a->flags, b->flags);
-        assert_int_equal(a->amount, b->amount);
-        assert_string_equal(a->id, b->id);
-        assert_string_equal(a->from, b->from);
-        assert_string_equal(a->to, b->to);
+        assert_int_equal(simple.count, general.count);
+        assert_int_equal(simple.batch, general.batch);
+        assert_int_equal(simple.atomic, general.atomic);
+        for (size_t i = 0; i < simple.count; i++) {
+            const coffer_event *a = &simple.events[i], *b = &general.events[i];
+            assert_int_equal(a->op, b->op);
+            assert_int_equal(a->flags, b->flags);
+            assert_int_equal(a->amount, b->amount);
+            assert_true(same_text(a->id, b->id));
+            assert_true(same_text(a->from, b->from));
+            assert_true(same_text(a->to, b->to));
+            assert_true(same_text(a->hold_id, b->hold_id));
+        }
     }
     codec_batch_free(&simple);
     codec_batch_free(&general);
+}
+
+/* {"atomic": ..., "transfers": [n plain transfers]} */
+static char *plain_batch(const char *atomic, size_t n)
+{
+    size_t size = 64 + n * 64;
+    char *body = malloc(size);
+    assert_non_null(body);
+    int used = snprintf(body, size, "{%s\"transfers\":[", atomic);
+    for (size_t i = 0; i < n; i++)
+        used += snprintf(body + used, size - (size_t)used,
+                         "%s{\"id\":\"t-%zu\",\"from\":\"a\",\"to\":\"b\",\"amount\":%zu}",
+                         i ? "," : "", i, i + 1);
+    snprintf(body + used, size - (size_t)used, "]}");
+    return body;
 }
 
 static void test_simple_decoder_takes_only_the_plain_shape(void **state)
@@ -161,10 +186,37 @@ static void test_simple_decoder_takes_only_the_plain_shape(void **state)
         "{\"id\":\"t\",\"from\":\"a\",\"to\":\"b\",\"amount\":1} x",
         "{\"id\":\"t\",\"from\":\"a\",\"to\":\"b\",\"amount\":1",
         "{}",
-        "{\"transfers\":[{\"id\":\"t\",\"from\":\"a\",\"to\":\"b\",\"amount\":1}]}",
     };
     for (size_t i = 0; i < sizeof declined / sizeof *declined; i++)
         expect_simple(declined[i], 0, false);
+    /* Batches of plain transfers, each with an id. */
+    const char *prefixes[] = {"", "\"atomic\":true,", "\"atomic\":false,"};
+    for (size_t p = 0; p < 3; p++)
+        for (size_t n = 1; n <= 100; n *= 10) {
+            char *body = plain_batch(prefixes[p], n);
+            expect_simple(body, 0, true);
+            expect_simple(body, "key-1", false); /* a key with a batch is an error */
+            free(body);
+        }
+    char *full = plain_batch("", COFFER_BATCH_EVENTS_MAX), *over = plain_batch("", 8191);
+    expect_simple(full, 0, true);
+    expect_simple(over, 0, false); /* batch_too_large, from the general decoder */
+    free(full);
+    free(over);
+    const char *duplicate_atomic = "{\"atomic\":true,\"atomic\":true,\"transfers\":[{\"id\":\"x\","
+                                   "\"from\":\"a\",\"to\":\"b\",\"amount\":1}]}";
+    const char *declined_batches[] = {
+        "{\"transfers\":[]}",
+        "{\"transfers\":[{\"from\":\"a\",\"to\":\"b\",\"amount\":1}]}",
+        "{\"transfers\":[{\"id\":\"x\",\"post\":\"h\"}]}",
+        "{\"atomic\":1,\"transfers\":[{\"id\":\"x\",\"from\":\"a\",\"to\":\"b\",\"amount\":1}]}",
+        duplicate_atomic,
+        "{\"transfers\":[{\"id\":\"x\",\"from\":\"a\",\"to\":\"b\",\"amount\":1}],\"extra\":1}",
+        "{\"atomic\":true}",
+        "{\"transfers\":{}}",
+    };
+    for (size_t i = 0; i < sizeof declined_batches / sizeof *declined_batches; i++)
+        expect_simple(declined_batches[i], 0, false);
 }
 
 int main(void)
