@@ -60,8 +60,11 @@ class HotAccount(ServerTestCase):
                 self.assertLess(body["available"], 100)
         self.assertEqual(credits_ok, CLIENTS // 2 * 10)
         total_in = 10000 + credits_ok * 7
-        # every debit that could succeed did: what is left is less than one debit
-        self.assertEqual(debits_ok, total_in // 100)
+        # never more debits than the money allowed (each refusal above saw less than one debit
+        # available at its moment; a credit arriving after the last debit attempt may leave
+        # enough for another, so equality is not guaranteed)
+        self.assertLessEqual(debits_ok, total_in // 100)
+        self.assertGreaterEqual(debits_ok, 10000 // 100)  # the opening balance alone allowed 100
         final = self.get_account(hot)
         self.assertEqual(final["balance"], total_in - debits_ok * 100)
         self.assertEqual(final["available"], final["balance"])
