@@ -79,7 +79,7 @@ static int take_metadata(decoder *d, json_t *object, coffer_event *event)
     char **owned = realloc(batch->owned, (batch->owned_count + 1) * sizeof *owned);
     if (!owned) {
         free(text);
-        return fail(d, COFFER_INVALID_FIELD, "/metadata", "out of memory");
+        return fail(d, COFFER_OUT_OF_MEMORY, "/metadata", "out of memory");
     }
     batch->owned = owned;
     batch->owned[batch->owned_count++] = text;
@@ -215,7 +215,17 @@ static int batch_items(decoder *d, json_t *list, const char *name, size_t *count
         return fail(d, COFFER_BATCH_TOO_LARGE, field, "more than 8190 items");
     d->batch->events = calloc(*count, sizeof *d->batch->events);
     if (!d->batch->events)
-        return fail(d, COFFER_INVALID_FIELD, field, "out of memory");
+        return fail(d, COFFER_OUT_OF_MEMORY, field, "out of memory");
+    return COFFER_OK;
+}
+
+/* A body of one event (not a list): out->events holds it. */
+static int one_event(decoder *d)
+{
+    d->batch->events = calloc(1, sizeof *d->batch->events);
+    if (!d->batch->events)
+        return fail(d, COFFER_OUT_OF_MEMORY, "", "out of memory");
+    d->batch->count = 1;
     return COFFER_OK;
 }
 
@@ -259,11 +269,8 @@ int codec_decode_accounts(const char *body, size_t length, codec_batch *out, cod
     decoder d = {out, error, ""};
     json_t *list = json_object_get(out->root, "accounts");
     if (!list) {
-        out->events = calloc(1, sizeof *out->events);
-        if (!out->events)
-            return fail(&d, COFFER_INVALID_FIELD, "", "out of memory");
-        out->count = 1;
-        return decode_account(&d, out->root, &out->events[0]);
+        code = one_event(&d);
+        return code ? code : decode_account(&d, out->root, &out->events[0]);
     }
     out->batch = true;
     static const char *const allowed[] = {"accounts", 0};
@@ -452,10 +459,9 @@ int codec_decode_transfers_general(const char *body, size_t length, const char *
     decoder d = {out, error, ""};
     json_t *list = json_object_get(out->root, "transfers");
     if (!list) {
-        out->events = calloc(1, sizeof *out->events);
-        if (!out->events)
-            return fail(&d, COFFER_INVALID_FIELD, "", "out of memory");
-        out->count = 1;
+        code = one_event(&d);
+        if (code)
+            return code;
         json_t *item = out->root;
         bool resolution = json_object_get(item, "post") || json_object_get(item, "void");
         code = resolution ? decode_resolution_item(&d, item, &out->events[0])
@@ -487,15 +493,14 @@ int codec_decode_resolution(const char *body, size_t length, int op, const char 
     memset(out, 0, sizeof *out);
     memset(error, 0, sizeof *error);
     decoder d = {out, error, ""};
-    out->events = calloc(1, sizeof *out->events);
-    if (!out->events)
-        return fail(&d, COFFER_INVALID_FIELD, "", "out of memory");
-    out->count = 1;
+    int code = one_event(&d);
+    if (code)
+        return code;
     coffer_event *event = &out->events[0];
     event->op = (uint8_t)op;
     event->hold_id = hold;
     if (length > 0) {
-        int code = parse_body(body, length, &out->root, error);
+        code = parse_body(body, length, &out->root, error);
         if (code)
             return code;
         static const char *const post_allowed[] = {"id", "amount", "metadata", 0};

@@ -29,7 +29,7 @@ typedef struct codec_batch {
 } codec_batch;
 
 typedef struct codec_error {
-    int code;                    /* invalid_json, invalid_field, batch_too_large */
+    int code;                    /* invalid_json, invalid_field, batch_too_large; out_of_memory */
     char field[CODEC_FIELD_MAX]; /* JSON pointer, for invalid_field */
     char detail[200];
 } codec_error;
