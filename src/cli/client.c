@@ -689,6 +689,14 @@ static bool set_metadata(json_t *object, const command_line *line)
 
 /* An idempotency key: the given --id or --key, or a new random one, said on stderr so the
  * same request can be retried. `*in_header` tells whether it goes in Idempotency-Key. */
+/* What to tell the user when a write's outcome is unknown: the same id learns it. */
+static void set_retry_hint(client *server, const char *id, bool in_header)
+{
+    snprintf(server->retry_hint, sizeof server->retry_hint,
+             "run the same command with %s %s to learn its outcome", in_header ? "--key" : "--id",
+             id);
+}
+
 static bool pick_id(const command_line *line, const char *prefix, char generated[CLIENT_ID_BYTES],
                     const char **id, bool *in_header)
 {
@@ -1063,9 +1071,7 @@ static int transfer_create(client *server, const command_line *line)
         json_decref(body);
         return CLI_EXIT_USAGE;
     }
-    snprintf(server->retry_hint, sizeof server->retry_hint,
-             "run the same command with %s %s to learn its outcome", in_header ? "--key" : "--id",
-             id);
+    set_retry_hint(server, id, in_header);
     url_builder url;
     url_start(&url, server, "/v1/transfers");
     return client_exchange(server, &url, body, in_header ? id : NULL, print_transfer_result, NULL);
@@ -1132,9 +1138,7 @@ static int hold_resolve(client *server, const command_line *line, const char *ac
         json_decref(body);
         return CLI_EXIT_USAGE;
     }
-    snprintf(server->retry_hint, sizeof server->retry_hint,
-             "run the same command with %s %s to learn its outcome", in_header ? "--key" : "--id",
-             id);
+    set_retry_hint(server, id, in_header);
     url_builder url;
     url_start(&url, server, "/v1/holds/");
     url_append(&url, line->operand[0], true);
