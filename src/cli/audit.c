@@ -1,28 +1,51 @@
 /*
  * audit.c — `coffer verify DIR` and `coffer dump DIR`: offline checks and the log as JSON
- * lines. Neither modifies the directory.
+ * lines, through coffer_verify_dir() and coffer_dump_dir(). Neither modifies the directory.
  */
+#include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "coffer.h"
-#include "engine/audit.h"
 
-static const char verify_usage[] =
-    "usage: coffer verify DIR [--json]\n"
-    "\n"
-    "Checks a data directory without changing it: the hash chain of every log record, a full\n"
-    "replay into fresh state, the newest snapshot against that replay, what recovery would\n"
-    "build against it, and every invariant (balances sum to zero per currency, accounts within\n"
-    "their limits, held totals equal pending holds, one outcome per id).\n"
-    "Exit status: 0 all good, 1 a problem was found, 2 bad usage.\n";
+enum { VERIFY_JSON };
 
-static const char dump_usage[] =
-    "usage: coffer dump DIR\n"
-    "\n"
-    "Prints every logged event as one JSON object per line, in seq order.\n";
+static const cli_option verify_options[] = {
+    {VERIFY_JSON, "--json", NULL, "one JSON object instead of text"},
+};
+
+static const cli_spec verify_spec = {
+    .name = "verify",
+    .synopsis = "DIR [--json]",
+    .description =
+        "Checks a data directory without changing it: the hash chain of every log record, a full\n"
+        "replay into fresh state, the newest snapshot against that replay, what recovery would\n"
+        "build against it, and every invariant (balances sum to zero per currency, accounts\n"
+        "within their limits, held totals equal pending holds, one outcome per id).\n",
+    .options = verify_options,
+    .option_count = sizeof verify_options / sizeof *verify_options,
+    .operand_name = "a data directory (coffer verify DIR)",
+    .operands_min = 1,
+    .operands_max = 1,
+    .epilog = "Exit status: 0 all good, 1 a problem was found, 2 bad usage.\n",
+};
+
+static const cli_spec dump_spec = {
+    .name = "dump",
+    .synopsis = "DIR",
+    .description =
+        "Prints every logged event as one JSON object per line, in seq order: seq, timestamp\n"
+        "(ns since the epoch), segment and offset of its record, op and the event's fields;\n"
+        "metadata as the JSON object it was given as. The events of an atomic batch carry\n"
+        "\"atomic\": {\"first_seq\", \"events\"}.\n",
+    .operand_name = "a data directory (coffer dump DIR)",
+    .operands_min = 1,
+    .operands_max = 1,
+};
 
 static void show_progress(const char *stage, uint64_t done, uint64_t total, void *context)
 {
@@ -37,7 +60,7 @@ static void show_progress(const char *stage, uint64_t done, uint64_t total, void
         fputc('\n', stderr);
 }
 
-static void print_human(const char *dir, const audit_report *r)
+static void print_human(const char *dir, const coffer_dir_report *r)
 {
     printf("coffer verify %s: %s\n", dir, r->ok ? "OK" : "PROBLEMS FOUND");
     printf("  log: %llu records in %llu segments, last seq %llu, chain %s\n",
@@ -79,7 +102,7 @@ static void json_text(const char *text)
     putchar('"');
 }
 
-static void print_json(const audit_report *r)
+static void print_json(const coffer_dir_report *r)
 {
     printf("{\"ok\":%s,\"log\":{\"records\":%llu,\"segments\":%llu,\"last_seq\":%llu,"
            "\"chain_ok\":%s,\"tip_hash\":\"%s\",\"torn_bytes\":%llu,\"error\":",
@@ -103,57 +126,140 @@ static void print_json(const audit_report *r)
     printf("]}}\n");
 }
 
-int cli_verify(int argc, char **argv)
+int cli_verify(int argc, char **argv, const cli_globals *globals)
 {
-    const char *dir = 0;
-    bool json = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            fputs(verify_usage, stdout);
-            return 0;
-        }
-        if (!strcmp(argv[i], "--json"))
-            json = true;
-        else if (argv[i][0] == '-')
-            return cli_usage_error("verify: unknown option '%s'", argv[i]);
-        else if (dir)
-            return cli_usage_error("verify: one directory only");
-        else
-            dir = argv[i];
-    }
-    if (!dir)
-        return cli_usage_error("verify: which data directory? (coffer verify DIR)");
+    cli_parsed parsed;
+    int status = cli_parse(&verify_spec, argc, argv, &parsed);
+    if (status != CLI_GO_ON)
+        return status;
+    const char *dir = parsed.operands[0];
+    bool json = globals->json || parsed.values[VERIFY_JSON];
     if (access(dir, R_OK | X_OK) != 0)
-        return cli_usage_error("verify: cannot read %s", dir);
-    audit_options options = {0};
-    if (!json && isatty(2))
-        options.progress = show_progress;
-    audit_report report;
-    int code = audit_verify(dir, &options, &report);
+        return cli_usage(&verify_spec, "cannot read %s", dir);
+    coffer_dir_report report;
+    int code =
+        coffer_verify_dir(dir, NULL, !json && isatty(2) ? show_progress : NULL, NULL, &report);
     if (code != COFFER_OK) {
         fprintf(stderr, "coffer verify: %s\n", coffer_strerror(code));
-        return 1;
+        return CLI_EXIT_ERROR;
     }
     if (json)
         print_json(&report);
     else
         print_human(dir, &report);
-    return report.ok ? 0 : 1;
+    return report.ok ? 0 : CLI_EXIT_ERROR;
 }
 
-int cli_dump(int argc, char **argv)
+/* ---- dump ---------------------------------------------------------------------------------- */
+
+static const char *op_name(uint8_t op)
 {
-    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        fputs(dump_usage, stdout);
-        return 0;
+    switch (op) {
+    case COFFER_OP_CREATE_ACCOUNT:
+        return "create_account";
+    case COFFER_OP_TRANSFER:
+        return "transfer";
+    case COFFER_OP_POST:
+        return "post";
+    case COFFER_OP_VOID:
+        return "void";
+    case COFFER_OP_EXPIRE:
+        return "expire";
+    default:
+        return "unknown";
     }
-    if (argc != 2 || argv[1][0] == '-')
-        return cli_usage_error("dump: usage: coffer dump DIR");
+}
+
+/* Metadata is stored verbatim: the JSON object it was given as; text that does not parse as
+ * one (possible through the embedded API) is kept as a string rather than lost. */
+static json_t *metadata_value(const coffer_event *event)
+{
+    json_t *object = json_loadb(event->metadata, event->metadata_len, 0, NULL);
+    if (json_is_object(object))
+        return object;
+    json_decref(object);
+    return json_stringn(event->metadata, event->metadata_len);
+}
+
+/* The fields of one event by op; the strings an op does not use are NULL. */
+static void add_event_fields(json_t *line, const coffer_event *e)
+{
+    json_object_set_new(line, "op", json_string(op_name(e->op)));
+    if (e->op == COFFER_OP_EXPIRE) {
+        json_object_set_new(line, "hold", json_string(e->hold_id));
+        return;
+    }
+    json_object_set_new(line, "id", json_string(e->id));
+    if (e->op == COFFER_OP_CREATE_ACCOUNT) {
+        json_object_set_new(line, "currency", json_string(e->currency));
+        json_object_set_new(line, "min_balance",
+                            e->flags & COFFER_FLAG_MIN_UNBOUNDED ? json_null()
+                                                                 : json_integer(e->min_balance));
+        if (e->flags & COFFER_FLAG_HAS_MAX)
+            json_object_set_new(line, "max_balance", json_integer(e->max_balance));
+    } else if (e->op == COFFER_OP_TRANSFER) {
+        json_object_set_new(line, "from", json_string(e->from));
+        json_object_set_new(line, "to", json_string(e->to));
+        json_object_set_new(line, "amount", json_integer(e->amount));
+        if (e->hold_timeout_ms)
+            json_object_set_new(line, "hold_timeout_ms",
+                                json_integer((json_int_t)e->hold_timeout_ms));
+        if (e->flags & COFFER_FLAG_UP_TO)
+            json_object_set_new(line, "up_to", json_true());
+        if (e->flags & COFFER_FLAG_EXPECT_FROM)
+            json_object_set_new(line, "expect_from_version",
+                                json_integer((json_int_t)e->expect_from_version));
+        if (e->flags & COFFER_FLAG_EXPECT_TO)
+            json_object_set_new(line, "expect_to_version",
+                                json_integer((json_int_t)e->expect_to_version));
+    } else {
+        json_object_set_new(line, e->op == COFFER_OP_POST ? "post" : "void",
+                            json_string(e->hold_id));
+        if (e->op == COFFER_OP_POST && e->amount)
+            json_object_set_new(line, "amount", json_integer(e->amount));
+    }
+    if (e->metadata_len)
+        json_object_set_new(line, "metadata", metadata_value(e));
+}
+
+/* One line per event; a failed write stops the dump (a closed pipe, a full disk). */
+static int print_log_entry(const coffer_log_entry *entry, void *context)
+{
+    (void)context;
+    json_t *line = json_pack("{sI sI si sI}", "seq", (json_int_t)entry->seq, "timestamp",
+                             (json_int_t)entry->timestamp, "segment", (int)entry->segment, "offset",
+                             (json_int_t)entry->offset);
+    if (!line)
+        return COFFER_OUT_OF_MEMORY;
+    if (entry->atomic_events)
+        json_object_set_new(line, "atomic",
+                            json_pack("{sI sI}", "first_seq", (json_int_t)entry->atomic_first_seq,
+                                      "events", (json_int_t)entry->atomic_events));
+    add_event_fields(line, entry->event);
+    int failed =
+        json_dumpf(line, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER) != 0 || putchar('\n') == EOF;
+    json_decref(line);
+    return failed ? COFFER_INTERNAL : 0;
+}
+
+int cli_dump(int argc, char **argv, const cli_globals *globals)
+{
+    (void)globals;
+    cli_parsed parsed;
+    int status = cli_parse(&dump_spec, argc, argv, &parsed);
+    if (status != CLI_GO_ON)
+        return status;
     char error[1024];
-    if (audit_dump(argv[1], stdout, error, sizeof error) != COFFER_OK) {
-        fflush(stdout);
+    int code = coffer_dump_dir(parsed.operands[0], print_log_entry, NULL, error, sizeof error);
+    if (fflush(stdout) != 0 && code == COFFER_OK)
+        code = COFFER_INTERNAL;
+    if (code == COFFER_INTERNAL)
+        snprintf(error, sizeof error, "cannot write the output");
+    if (code == COFFER_OUT_OF_MEMORY)
+        snprintf(error, sizeof error, "out of memory");
+    if (code != COFFER_OK) {
         fprintf(stderr, "coffer dump: %s\n", error);
-        return 1;
+        return CLI_EXIT_ERROR;
     }
     return 0;
 }

@@ -15,38 +15,79 @@
 
 #include "cli/cli.h"
 #include "cli/load.h"
+#include "cli/options.h"
 #include "coffer.h"
 
-static const char bench_usage[] =
-    "usage: coffer bench --embedded [options]\n"
-    "       coffer bench --server URL [--workload uniform|hot|seats|retries] [--connections C]\n"
-    "                    [--duration S] [--batch B] [--accounts N] [--seats N] [--seed S]\n"
-    "\n"
-    "--server: keep-alive HTTP load on a running server (C connections, default 64; S seconds,\n"
-    "default 10; B transfers per request, default 1). seats: holds on N seats (default 10000)\n"
-    "that expire after 1 s; retries: a third of the requests repeat an earlier key. Prints\n"
-    "requests/s, transfers/s, latency p50/p99/p999 and results by code, checks /v1/verify,\n"
-    "and ends with one JSON line.\n"
-    "\n"
-    "       coffer bench --reopen DIR   time recovery of a data directory (e.g. one kept by\n"
-    "                                   --embedded --durable DIR --keep)\n"
-    "\n"
-    "--embedded options:\n"
-    "\n"
-    "  --workload uniform|hot  uniform: random pairs of accounts; hot: every transfer debits one\n"
-    "                          account (default uniform)\n"
-    "  --accounts N            funded accounts (default 100000)\n"
-    "  --transfers M           transfers to apply (default 10000000)\n"
-    "  --batch B               events per submission, 1..8190 (default 8190)\n"
-    "  --submitters T          threads submitting at once, 1..64 (default 2)\n"
-    "  --seed S                random seed (default 1)\n"
-    "  --durable DIR           run durably with its data in DIR (must not exist yet; removed\n"
-    "                          afterwards unless --keep)\n"
-    "  --fsync always|never    with --durable: sync every batch (default) or never (NOT durable)\n"
-    "  --keep                  keep the --durable directory\n"
-    "\n"
-    "Without --durable the engine runs in memory. The last line is JSON: mode, workload,\n"
-    "transfers, seconds, transfers_per_second, fsyncs, errors (counts by code), rss figures.\n";
+enum {
+    BENCH_EMBEDDED,
+    BENCH_SERVER,
+    BENCH_REOPEN,
+    BENCH_WORKLOAD,
+    BENCH_ACCOUNTS,
+    BENCH_TRANSFERS,
+    BENCH_BATCH,
+    BENCH_SUBMITTERS,
+    BENCH_SEED,
+    BENCH_DURABLE,
+    BENCH_FSYNC,
+    BENCH_KEEP,
+    BENCH_CONNECTIONS,
+    BENCH_DURATION,
+    BENCH_SEATS,
+    BENCH_OPTION_COUNT
+};
+
+static const cli_option bench_options[] = {
+    {BENCH_EMBEDDED, "--embedded", NULL, "run the engine in this process"},
+    {BENCH_SERVER, "--server", "URL", "keep-alive HTTP load on a running server"},
+    {BENCH_REOPEN, "--reopen", "DIR",
+     "time recovery of a data directory (e.g. one kept by\n--embedded --durable DIR --keep)"},
+    {BENCH_WORKLOAD, "--workload", "NAME",
+     "uniform: random pairs of accounts; hot: every transfer debits\none account; with "
+     "--server also seats (holds on N seats that\nexpire after 1 s) and retries (a third of "
+     "the requests repeat\nan earlier key). Default uniform."},
+    {BENCH_ACCOUNTS, "--accounts", "N", "funded accounts (default 100000)"},
+    {BENCH_TRANSFERS, "--transfers", "M", "--embedded: transfers to apply (default 10000000)"},
+    {BENCH_BATCH, "--batch", "B",
+     "events per submission, 1..8190 (default 8190; with --server\ntransfers per request, "
+     "default 1)"},
+    {BENCH_SUBMITTERS, "--submitters", "T",
+     "--embedded: threads submitting at once, 1..64 (default 2)"},
+    {BENCH_SEED, "--seed", "S", "random seed (default 1)"},
+    {BENCH_DURABLE, "--durable", "DIR",
+     "--embedded: run durably with its data in DIR (must not exist\nyet; removed afterwards "
+     "unless --keep)"},
+    {BENCH_FSYNC, "--fsync", "always|never",
+     "with --durable: sync every batch (default) or never (NOT\ndurable)"},
+    {BENCH_KEEP, "--keep", NULL, "keep the --durable directory"},
+    {BENCH_CONNECTIONS, "--connections", "C", "--server: connections (default 64)"},
+    {BENCH_DURATION, "--duration", "S", "--server: seconds of load (default 10)"},
+    {BENCH_SEATS, "--seats", "N", "--server with seats: seats (default 10000)"},
+};
+
+static const cli_spec bench_spec = {
+    .name = "bench",
+    .synopsis = "--embedded | --server URL | --reopen DIR [options]",
+    .description =
+        "--embedded drives the engine in-process with batches of generated transfers from a few\n"
+        "submitter threads, then checks the invariants; without --durable it runs in memory.\n"
+        "--server runs C keep-alive connections against a server for S seconds, then prints\n"
+        "requests/s, transfers/s, latency p50/p99/p999 and results by code and checks\n"
+        "/v1/verify. Both end with one JSON line for scripts (docs/benchmarks.md).\n",
+    .options = bench_options,
+    .option_count = sizeof bench_options / sizeof *bench_options,
+};
+
+/* The options each mode takes, besides the one naming it. */
+#define BENCH_BIT(id) (1u << (id))
+#define BENCH_EMBEDDED_TAKES                                                                       \
+    (BENCH_BIT(BENCH_WORKLOAD) | BENCH_BIT(BENCH_ACCOUNTS) | BENCH_BIT(BENCH_TRANSFERS) |          \
+     BENCH_BIT(BENCH_BATCH) | BENCH_BIT(BENCH_SUBMITTERS) | BENCH_BIT(BENCH_SEED) |                \
+     BENCH_BIT(BENCH_DURABLE) | BENCH_BIT(BENCH_FSYNC) | BENCH_BIT(BENCH_KEEP))
+#define BENCH_SERVER_TAKES                                                                         \
+    (BENCH_BIT(BENCH_WORKLOAD) | BENCH_BIT(BENCH_ACCOUNTS) | BENCH_BIT(BENCH_BATCH) |              \
+     BENCH_BIT(BENCH_SEED) | BENCH_BIT(BENCH_CONNECTIONS) | BENCH_BIT(BENCH_DURATION) |            \
+     BENCH_BIT(BENCH_SEATS))
 
 enum workload { WORKLOAD_UNIFORM, WORKLOAD_HOT };
 
@@ -230,48 +271,28 @@ static void *submitter_main(void *argument)
     return 0;
 }
 
-static int bench_parse(bench *run, int argc, char **argv, bool *embedded)
+static bool bench_embedded_values(bench *run, const cli_parsed *parsed)
 {
-    for (int i = 1; i < argc; i++) {
-        const char *flag = argv[i], *value = i + 1 < argc ? argv[i + 1] : 0;
-        bool ok = true;
-        if (!strcmp(flag, "--embedded")) {
-            *embedded = true;
-            continue;
-        } else if (!strcmp(flag, "--workload")) {
-            ok = value && (!strcmp(value, "uniform") || !strcmp(value, "hot"));
-            if (ok)
-                run->workload = !strcmp(value, "hot") ? WORKLOAD_HOT : WORKLOAD_UNIFORM;
-        } else if (!strcmp(flag, "--accounts")) {
-            ok = cli_parse_u64(value, 2, 5000000, &run->accounts);
-        } else if (!strcmp(flag, "--transfers")) {
-            ok = cli_parse_u64(value, 1, 1000000000, &run->transfers);
-        } else if (!strcmp(flag, "--batch")) {
-            ok = cli_parse_u64(value, 1, COFFER_BATCH_EVENTS_MAX, &run->batch);
-        } else if (!strcmp(flag, "--submitters")) {
-            ok = cli_parse_u64(value, 1, 64, &run->submitters);
-        } else if (!strcmp(flag, "--seed")) {
-            ok = cli_parse_u64(value, 0, UINT64_MAX, &run->seed);
-        } else if (!strcmp(flag, "--durable")) {
-            ok = value && *value;
-            run->durable_dir = value;
-        } else if (!strcmp(flag, "--fsync")) {
-            ok = value && (!strcmp(value, "always") || !strcmp(value, "never"));
-            if (ok)
-                run->fsync_never = !strcmp(value, "never");
-        } else if (!strcmp(flag, "--keep")) {
-            run->keep = true;
-            continue;
-        } else {
-            return cli_usage_error("bench: unknown option '%s' (try 'coffer bench --help')", flag);
-        }
-        if (!ok)
-            return cli_usage_error("bench: %s needs a valid value", flag);
-        i++;
+    static const char *const workloads[] = {"uniform", "hot", NULL};
+    static const char *const fsync_modes[] = {"always", "never", NULL};
+    int workload = WORKLOAD_UNIFORM, fsync_mode = 0;
+    bool ok =
+        cli_value_choice(&bench_spec, parsed, BENCH_WORKLOAD, workloads, &workload) &&
+        cli_value_u64(&bench_spec, parsed, BENCH_ACCOUNTS, 2, 5000000, &run->accounts) &&
+        cli_value_u64(&bench_spec, parsed, BENCH_TRANSFERS, 1, 1000000000, &run->transfers) &&
+        cli_value_u64(&bench_spec, parsed, BENCH_BATCH, 1, COFFER_BATCH_EVENTS_MAX, &run->batch) &&
+        cli_value_u64(&bench_spec, parsed, BENCH_SUBMITTERS, 1, 64, &run->submitters) &&
+        cli_value_u64(&bench_spec, parsed, BENCH_SEED, 0, UINT64_MAX, &run->seed) &&
+        cli_value_choice(&bench_spec, parsed, BENCH_FSYNC, fsync_modes, &fsync_mode);
+    if (ok && parsed->values[BENCH_DURABLE] && !parsed->values[BENCH_DURABLE][0]) {
+        cli_usage(&bench_spec, "--durable needs a directory");
+        ok = false;
     }
-    if (!*embedded)
-        return cli_usage_error("bench: --embedded or --server URL (see --help)");
-    return 0;
+    run->workload = (enum workload)workload;
+    run->fsync_never = fsync_mode == 1;
+    run->durable_dir = parsed->values[BENCH_DURABLE];
+    run->keep = parsed->values[BENCH_KEEP] != NULL;
+    return ok;
 }
 
 static void bench_report(const bench *run, double seconds, uint64_t rss_before, uint64_t rss_after,
@@ -378,59 +399,68 @@ static int bench_reopen(const char *dir)
     return 0;
 }
 
-static int bench_server(int argc, char **argv)
+static int bench_server(const cli_parsed *parsed)
 {
-    load_arguments arguments = {0, "uniform", 100000, 10000, 64, 10, 1, 1};
-    for (int i = 1; i < argc; i += 2) { /* every option here takes a value */
-        const char *flag = argv[i], *value = i + 1 < argc ? argv[i + 1] : 0;
-        bool ok = true;
-        if (!strcmp(flag, "--server")) {
-            ok = value != 0;
-            arguments.url = value;
-        } else if (!strcmp(flag, "--workload")) {
-            ok = value && (!strcmp(value, "uniform") || !strcmp(value, "hot") ||
-                           !strcmp(value, "seats") || !strcmp(value, "retries"));
-            arguments.workload = value;
-        } else if (!strcmp(flag, "--connections")) {
-            ok = cli_parse_u64(value, 1, 10000, &arguments.connections);
-        } else if (!strcmp(flag, "--duration")) {
-            ok = cli_parse_u64(value, 1, 3600, &arguments.duration_s);
-        } else if (!strcmp(flag, "--batch")) {
-            ok = cli_parse_u64(value, 1, COFFER_BATCH_EVENTS_MAX, &arguments.batch);
-        } else if (!strcmp(flag, "--accounts")) {
-            ok = cli_parse_u64(value, 2, 10000000, &arguments.accounts);
-        } else if (!strcmp(flag, "--seats")) {
-            ok = cli_parse_u64(value, 1, 10000000, &arguments.seats);
-        } else if (!strcmp(flag, "--seed")) {
-            ok = cli_parse_u64(value, 0, UINT64_MAX, &arguments.seed);
-        } else {
-            return cli_usage_error("bench: unknown option '%s' with --server", flag);
-        }
-        if (!ok)
-            return cli_usage_error("bench: %s needs a valid value", flag);
-    }
+    load_arguments arguments = {
+        parsed->values[BENCH_SERVER], "uniform", 100000, 10000, 64, 10, 1, 1};
+    static const char *const workloads[] = {"uniform", "hot", "seats", "retries", NULL};
+    int workload = 0;
+    if (!cli_value_choice(&bench_spec, parsed, BENCH_WORKLOAD, workloads, &workload) ||
+        !cli_value_u64(&bench_spec, parsed, BENCH_CONNECTIONS, 1, 10000, &arguments.connections) ||
+        !cli_value_u64(&bench_spec, parsed, BENCH_DURATION, 1, 3600, &arguments.duration_s) ||
+        !cli_value_u64(&bench_spec, parsed, BENCH_BATCH, 1, COFFER_BATCH_EVENTS_MAX,
+                       &arguments.batch) ||
+        !cli_value_u64(&bench_spec, parsed, BENCH_ACCOUNTS, 2, 10000000, &arguments.accounts) ||
+        !cli_value_u64(&bench_spec, parsed, BENCH_SEATS, 1, 10000000, &arguments.seats) ||
+        !cli_value_u64(&bench_spec, parsed, BENCH_SEED, 0, UINT64_MAX, &arguments.seed))
+        return CLI_EXIT_USAGE;
+    arguments.workload = workloads[workload];
     return cli_bench_server(&arguments);
 }
 
-int cli_bench(int argc, char **argv)
+/* Exactly one mode, and only the options it takes. */
+static int bench_mode(const cli_parsed *parsed, int *mode)
 {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            fputs(bench_usage, stdout);
-            return 0;
+    int modes = 0;
+    for (int id = BENCH_EMBEDDED; id <= BENCH_REOPEN; id++)
+        if (parsed->values[id]) {
+            *mode = id;
+            modes++;
         }
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--server"))
-            return bench_server(argc, argv);
-    if (argc == 3 && !strcmp(argv[1], "--reopen"))
-        return bench_reopen(argv[2]);
+    if (modes != 1)
+        return cli_usage(&bench_spec, "one of --embedded, --server URL or --reopen DIR (try "
+                                      "'coffer bench --help')");
+    unsigned takes = *mode == BENCH_EMBEDDED ? BENCH_EMBEDDED_TAKES
+                     : *mode == BENCH_SERVER ? BENCH_SERVER_TAKES
+                                             : 0;
+    for (int id = BENCH_WORKLOAD; id < BENCH_OPTION_COUNT; id++)
+        if (parsed->values[id] && !(takes & BENCH_BIT(id)))
+            return cli_usage(&bench_spec, "%s does not apply with %s", bench_options[id].name,
+                             bench_options[*mode].name);
+    return CLI_GO_ON;
+}
+
+int cli_bench(int argc, char **argv, const cli_globals *globals)
+{
+    cli_parsed parsed;
+    int status = cli_parse(&bench_spec, argc, argv, &parsed);
+    if (status != CLI_GO_ON)
+        return status;
+    if (globals->server && !parsed.values[BENCH_SERVER])
+        parsed.values[BENCH_SERVER] = globals->server;
+    int mode;
+    status = bench_mode(&parsed, &mode);
+    if (status != CLI_GO_ON)
+        return status;
+    if (mode == BENCH_SERVER)
+        return bench_server(&parsed);
+    if (mode == BENCH_REOPEN)
+        return bench_reopen(parsed.values[BENCH_REOPEN]);
     static bench run;
     run = (bench){
         .accounts = 100000, .transfers = 10000000, .batch = 8190, .submitters = 2, .seed = 1};
-    bool embedded = false;
-    int usage = bench_parse(&run, argc, argv, &embedded);
-    if (usage)
-        return usage;
+    if (!bench_embedded_values(&run, &parsed))
+        return CLI_EXIT_USAGE;
     coffer_options options;
     coffer_options_init(&options);
     options.accounts_max = (uint32_t)run.accounts + 2;
@@ -448,7 +478,7 @@ int cli_bench(int argc, char **argv)
         fprintf(stderr, "coffer bench: %s exists; give a new directory\n", run.durable_dir);
         return CLI_EXIT_USAGE;
     }
-    int status = coffer_open(run.durable_dir, &options, &run.db);
+    status = coffer_open(run.durable_dir, &options, &run.db);
     if (status != COFFER_OK) {
         fprintf(stderr, "coffer bench: open: %s\n", coffer_strerror(status));
         return 1;

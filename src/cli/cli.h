@@ -1,6 +1,6 @@
 /*
- * cli.h — the `coffer` command: shared helpers for its subcommands. Bad usage exits 2 with a
- * one-line reason on stderr; --help on every subcommand.
+ * cli.h — the `coffer` command: its subcommands and what they share. Bad usage exits 2 with a
+ * one-line reason on stderr; --help on every subcommand (options.h parses them all).
  */
 #ifndef COFFER_CLI_H
 #define COFFER_CLI_H
@@ -12,19 +12,26 @@
 #define CLI_EXIT_USAGE 2
 #define CLI_EXIT_UNREACHABLE 3 /* client commands: no server answered */
 
-int cli_bench(int argc, char **argv);
-int cli_verify(int argc, char **argv);
-int cli_dump(int argc, char **argv);
-int cli_serve(int argc, char **argv);
-/* client.c: commands that talk to a server (--server URL, --json); argv[0] is the command. */
-int cli_account(int argc, char **argv);
-int cli_transfer(int argc, char **argv);
-int cli_hold(int argc, char **argv);
-int cli_health(int argc, char **argv);
+/* Flags given before the command word: `coffer --server URL --json account get x`. A command
+ * that does not take one refuses it (main.c); the same flag after the command wins. */
+typedef struct cli_globals {
+    const char *server; /* NULL: not given */
+    bool json;
+} cli_globals;
+
+/* Every command gets its own arguments (argv[0] is its word) and the global flags. */
+int cli_bench(int argc, char **argv, const cli_globals *globals);
+int cli_verify(int argc, char **argv, const cli_globals *globals);
+int cli_dump(int argc, char **argv, const cli_globals *globals);
+int cli_serve(int argc, char **argv, const cli_globals *globals);
+int cli_codes(int argc, char **argv, const cli_globals *globals);
+/* Commands that talk to a server (--server URL, --json): account.c, transfer.c, client.c. */
+int cli_account(int argc, char **argv, const cli_globals *globals);
+int cli_transfer(int argc, char **argv, const cli_globals *globals);
+int cli_hold(int argc, char **argv, const cli_globals *globals);
+int cli_health(int argc, char **argv, const cli_globals *globals);
 
 /* Prints "coffer: <reason>" and returns CLI_EXIT_USAGE. */
 int cli_usage_error(const char *format, ...) __attribute__((format(printf, 1, 2)));
-/* Parses a whole decimal number in [min, max]; false on anything else. */
-bool cli_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out);
 
 #endif

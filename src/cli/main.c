@@ -1,33 +1,64 @@
 /*
- * main.c — entry point of the `coffer` command: dispatches to subcommands and prints help.
+ * main.c — entry point of the `coffer` command: the global flags, then the command word picks
+ * a subcommand from one table, which also makes the top-level help.
  */
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "coffer.h"
 
-static const char usage_text[] =
-    "usage: coffer <command> [options]\n"
-    "\n"
-    "commands:\n"
-    "  serve              run the HTTP/JSON server (docs/api.md)\n"
-    "  account ...        on a server: create an account, show one, list its history\n"
-    "  transfer ...       move an amount between accounts; 'transfer get ID' shows one\n"
-    "  hold ...           post (capture), void or list pending holds\n"
-    "  health             ask a server whether it is ready (exit 0 ready, 1 not)\n"
-    "  bench --embedded   run the engine in-process under load and report throughput\n"
-    "  verify DIR         check a data directory offline: hash chain, replay, snapshot,\n"
-    "                     invariants (exit 0 ok, 1 problems)\n"
-    "  dump DIR           print the log as JSON lines, one event per line\n"
-    "  codes              list every result code with its value, HTTP status and message\n"
-    "  version            print the version\n"
-    "\n"
-    "Run 'coffer <command> --help' for a command's options.\n"
-    "";
+/* Which global flags a command takes. */
+#define TAKES_SERVER 0x1
+#define TAKES_JSON 0x2
+
+typedef struct command_entry {
+    const char *name;
+    const char *summary; /* for the help; '\n' continues it */
+    int (*run)(int argc, char **argv, const cli_globals *globals);
+    unsigned takes;
+} command_entry;
+
+static const command_entry commands[] = {
+    {"serve", "run the HTTP/JSON server (docs/api.md)", cli_serve, 0},
+    {"account", "on a server: create an account, show one, list its history", cli_account,
+     TAKES_SERVER | TAKES_JSON},
+    {"transfer", "move an amount between accounts; 'transfer get ID' shows one", cli_transfer,
+     TAKES_SERVER | TAKES_JSON},
+    {"hold", "post (capture), void or list pending holds", cli_hold, TAKES_SERVER | TAKES_JSON},
+    {"health", "ask a server whether it is ready (exit 0 ready, 1 not)", cli_health,
+     TAKES_SERVER | TAKES_JSON},
+    {"bench", "run the engine in-process (--embedded) or a server (--server URL) under load",
+     cli_bench, TAKES_SERVER},
+    {"verify",
+     "check a data directory offline: hash chain, replay, snapshot,\ninvariants (exit 0 "
+     "ok, 1 problems)",
+     cli_verify, TAKES_JSON},
+    {"dump", "print the log as JSON lines, one event per line", cli_dump, 0},
+    {"codes", "list every result code with its value, HTTP status and message", cli_codes, 0},
+    {"version", "print the version", NULL, 0},
+};
+#define COMMANDS_COUNT (sizeof commands / sizeof *commands)
+
+enum { GLOBAL_SERVER, GLOBAL_JSON, GLOBAL_VERSION };
+
+static const cli_option global_options[] = {
+    {GLOBAL_SERVER, "--server", "URL",
+     "the server of the client commands (default: $COFFER_SERVER,\n"
+     "else http://127.0.0.1:8080)"},
+    {GLOBAL_JSON, "--json", NULL, "print JSON instead of text"},
+    {GLOBAL_VERSION, "--version", NULL, "print the version"},
+};
+
+static const cli_spec global_spec = {
+    .name = "",
+    .synopsis = "[--server URL] [--json] <command> [options]",
+    .options = global_options,
+    .option_count = sizeof global_options / sizeof *global_options,
+    .stops_at_operand = true,
+};
 
 int cli_usage_error(const char *format, ...)
 {
@@ -40,63 +71,73 @@ int cli_usage_error(const char *format, ...)
     return CLI_EXIT_USAGE;
 }
 
-bool cli_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out)
+/* The part of the help the option table cannot make: the commands. */
+static void print_commands(FILE *out)
 {
-    if (!text || !*text || *text == '-' || *text == '+')
-        return false;
-    char *end;
-    errno = 0;
-    unsigned long long value = strtoull(text, &end, 10);
-    if (errno || *end || value < min || value > max)
-        return false;
-    *out = value;
-    return true;
+    fputs("\ncommands:\n", out);
+    for (size_t i = 0; i < COMMANDS_COUNT; i++) {
+        fprintf(out, "  %-10s ", commands[i].name);
+        for (const char *c = commands[i].summary; *c; c++) {
+            fputc(*c, out);
+            if (*c == '\n')
+                fprintf(out, "  %-10s ", "");
+        }
+        fputc('\n', out);
+    }
+    fputs("\nRun 'coffer <command> --help' for a command's options.\n", out);
 }
 
-static int print_codes(void)
+static void print_usage(FILE *out)
 {
-    printf("%-22s %5s %5s  %s\n", "code", "value", "http", "message");
-    for (int code = 0; code < COFFER_CODE_LIMIT; code++) {
-        const char *name = coffer_code_name(code);
-        if (name)
-            printf("%-22s %5d %5d  %s\n", name, code, coffer_code_http_status(code),
-                   coffer_strerror(code));
-    }
+    cli_print_help(&global_spec, out);
+    print_commands(out);
+}
+
+static int print_version(void)
+{
+    printf("coffer %s\n", coffer_version());
     return 0;
+}
+
+/* Refuses a global flag the command does not take, so that it is never silently ignored. */
+static int check_globals(const command_entry *command, const cli_globals *globals)
+{
+    if (globals->server && !(command->takes & TAKES_SERVER))
+        return cli_usage_error("%s: --server does not apply to it", command->name);
+    if (globals->json && !(command->takes & TAKES_JSON))
+        return cli_usage_error("%s: --json does not apply to it", command->name);
+    return CLI_GO_ON;
 }
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fputs(usage_text, stderr);
+    cli_parsed parsed;
+    int status = cli_parse(&global_spec, argc, argv, &parsed);
+    if (status == 0) { /* --help printed the options; the commands come after */
+        print_commands(stdout);
+        return 0;
+    }
+    if (status != CLI_GO_ON)
+        return status;
+    if (parsed.values[GLOBAL_VERSION])
+        return print_version();
+    if (parsed.rest >= argc) {
+        print_usage(stderr);
         return CLI_EXIT_USAGE;
     }
-    const char *command = argv[1];
-    if (!strcmp(command, "--help") || !strcmp(command, "-h") || !strcmp(command, "help")) {
-        fputs(usage_text, stdout);
-        return 0;
+    const char *word = argv[parsed.rest];
+    if (!strcmp(word, "help"))
+        return print_usage(stdout), 0;
+    cli_globals globals = {parsed.values[GLOBAL_SERVER], parsed.values[GLOBAL_JSON] != NULL};
+    for (size_t i = 0; i < COMMANDS_COUNT; i++) {
+        if (strcmp(commands[i].name, word))
+            continue;
+        status = check_globals(&commands[i], &globals);
+        if (status != CLI_GO_ON)
+            return status;
+        if (!commands[i].run)
+            return print_version();
+        return commands[i].run(argc - parsed.rest, argv + parsed.rest, &globals);
     }
-    if (!strcmp(command, "version") || !strcmp(command, "--version")) {
-        puts("coffer 0.1.0");
-        return 0;
-    }
-    if (!strcmp(command, "codes"))
-        return print_codes();
-    if (!strcmp(command, "bench"))
-        return cli_bench(argc - 1, argv + 1);
-    if (!strcmp(command, "verify"))
-        return cli_verify(argc - 1, argv + 1);
-    if (!strcmp(command, "serve"))
-        return cli_serve(argc - 1, argv + 1);
-    if (!strcmp(command, "dump"))
-        return cli_dump(argc - 1, argv + 1);
-    if (!strcmp(command, "account"))
-        return cli_account(argc - 1, argv + 1);
-    if (!strcmp(command, "transfer"))
-        return cli_transfer(argc - 1, argv + 1);
-    if (!strcmp(command, "hold"))
-        return cli_hold(argc - 1, argv + 1);
-    if (!strcmp(command, "health"))
-        return cli_health(argc - 1, argv + 1);
-    return cli_usage_error("unknown command '%s' (try 'coffer --help')", command);
+    return cli_usage_error("unknown command '%s' (try 'coffer --help')", word);
 }

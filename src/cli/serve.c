@@ -1,101 +1,175 @@
 /*
- * serve.c — `coffer serve`: flags to server options, then the server runs until a signal.
+ * serve.c — `coffer serve`: flags to server options, the listening socket bound first (so a
+ * busy port fails before the data directory is opened), then the server runs until a signal.
  */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "server/server.h"
 
-static const char serve_usage[] =
-    "usage: coffer serve [options]\n"
-    "\n"
-    "  --listen HOST:PORT      address to serve on (default 127.0.0.1:8080)\n"
-    "  --data DIR              data directory (default ./coffer-data; created if missing)\n"
-    "  --fsync always|never    sync the log before answering (default always); 'never' is\n"
-    "                          NOT DURABLE: for tests and benchmarks only\n"
-    "  --threads N             network threads (default 1: on 2 cores the writer and the\n"
-    "                          log thread need the other; raise on bigger machines)\n"
-    "  --max-connections N     connections at once (default 1024)\n"
-    "  --timeout SECONDS       close idle or slow connections after this (default 30)\n"
-    "  --queue-events N        events waiting for the writer before 503 overloaded\n"
-    "                          (default 65536)\n"
-    "  --snapshot-every N      snapshot after N recorded events (default 10000000; 0: off)\n"
-    "  --snapshot-seconds S    snapshot every S seconds when anything was recorded (default\n"
-    "                          3600; 0: off). One is always taken at shutdown.\n"
-    "  --log-requests          one stderr line per request\n"
-    "\n"
-    "SIGTERM or SIGINT: stop accepting, answer what is in flight, snapshot, exit 0.\n";
+#define SERVE_LISTEN_BACKLOG 1024
 
-static bool parse_listen(const char *text, server_options *options)
+enum {
+    SERVE_LISTEN,
+    SERVE_DATA,
+    SERVE_FSYNC,
+    SERVE_THREADS,
+    SERVE_MAX_CONNECTIONS,
+    SERVE_TIMEOUT,
+    SERVE_QUEUE_EVENTS,
+    SERVE_SNAPSHOT_EVERY,
+    SERVE_SNAPSHOT_SECONDS,
+    SERVE_LOG_REQUESTS,
+};
+
+static const cli_option serve_options[] = {
+    {SERVE_LISTEN, "--listen", "HOST:PORT",
+     "address to serve on (default 127.0.0.1:8080); port 0 picks a\nfree one"},
+    {SERVE_DATA, "--data", "DIR", "data directory (default ./coffer-data; created if missing)"},
+    {SERVE_FSYNC, "--fsync", "always|never",
+     "sync the log before answering (default always); 'never' is\nNOT DURABLE: for tests and "
+     "benchmarks only"},
+    {SERVE_THREADS, "--threads", "N",
+     "network threads, 1-64 (default 1: on 2 cores the writer and\nthe log thread need the "
+     "other; raise on bigger machines)"},
+    {SERVE_MAX_CONNECTIONS, "--max-connections", "N", "connections at once (default 1024)"},
+    {SERVE_TIMEOUT, "--timeout", "SECONDS",
+     "close idle or slow connections after this (default 30)"},
+    {SERVE_QUEUE_EVENTS, "--queue-events", "N",
+     "events waiting for the writer before 503 overloaded\n(default 65536)"},
+    {SERVE_SNAPSHOT_EVERY, "--snapshot-every", "N",
+     "snapshot after N recorded events (default 10000000; 0: off)"},
+    {SERVE_SNAPSHOT_SECONDS, "--snapshot-seconds", "S",
+     "snapshot every S seconds when anything was recorded (default\n3600; 0: off). One is always "
+     "taken at shutdown."},
+    {SERVE_LOG_REQUESTS, "--log-requests", NULL, "one stderr line per request"},
+};
+
+static const cli_spec serve_spec = {
+    .name = "serve",
+    .synopsis = "[options]",
+    .description =
+        "Serves the HTTP/JSON API (docs/api.md). The address is bound before the data directory\n"
+        "is opened: a busy port fails at once and leaves the directory alone. Once bound, the\n"
+        "server's URL is printed on stdout as one line (http://HOST:PORT, with the port picked\n"
+        "for :0); connections wait in the backlog until recovery is done, and GET /readyz\n"
+        "tells when it is.\n",
+    .options = serve_options,
+    .option_count = sizeof serve_options / sizeof *serve_options,
+    .epilog = "SIGTERM or SIGINT: stop accepting, answer what is in flight, snapshot, exit 0.\n",
+};
+
+/* HOST:PORT with an IPv4 literal or "localhost"; port 0 asks the kernel for a free one. */
+static bool parse_listen(const char *text, server_options *options, struct sockaddr_in *address)
 {
     static char host[64];
-    const char *colon = text ? strrchr(text, ':') : 0;
-    if (!colon || colon == text || (size_t)(colon - text) >= sizeof host)
-        return false;
+    const char *colon = strrchr(text, ':');
     uint64_t port;
-    if (!cli_parse_u64(colon + 1, 1, 65535, &port))
+    if (!colon || colon == text || (size_t)(colon - text) >= sizeof host ||
+        !cli_parse_u64(colon + 1, 0, 65535, &port))
         return false;
     memcpy(host, text, (size_t)(colon - text));
     host[colon - text] = 0;
+    *address = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    const char *literal = !strcmp(host, "localhost") ? "127.0.0.1" : host;
+    if (inet_pton(AF_INET, literal, &address->sin_addr) != 1)
+        return false;
     options->host = host;
     options->port = (uint16_t)port;
     return true;
 }
 
-static bool parse_count(const char *text, uint64_t min, uint64_t max, unsigned *out)
+/* Binds and listens; sets the port the kernel picked. -1 after saying why. */
+static int listen_socket(const struct sockaddr_in *address, server_options *options)
 {
-    uint64_t value;
-    if (!cli_parse_u64(text, min, max, &value))
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int on = 1;
+    struct sockaddr_in bound;
+    socklen_t length = sizeof bound;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+        bind(fd, (const struct sockaddr *)address, sizeof *address) != 0 ||
+        listen(fd, SERVE_LISTEN_BACKLOG) != 0 ||
+        getsockname(fd, (struct sockaddr *)&bound, &length) != 0) {
+        int error = errno;
+        fprintf(stderr, "coffer: cannot listen on %s:%u: %s%s; %s was not opened\n", options->host,
+                options->port, strerror(error),
+                error == EADDRINUSE ? " (another server there? pick another --listen)" : "",
+                options->data_dir);
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    options->port = ntohs(bound.sin_port);
+    return fd;
+}
+
+/* The parsed values into server options; false after the usage line. */
+static bool serve_values(const cli_parsed *parsed, server_options *options,
+                         struct sockaddr_in *address)
+{
+    const char *listen =
+        parsed->values[SERVE_LISTEN] ? parsed->values[SERVE_LISTEN] : "127.0.0.1:8080";
+    if (!parse_listen(listen, options, address)) {
+        cli_usage(&serve_spec,
+                  "--listen needs an IPv4 address and a port, like 127.0.0.1:8080, "
+                  "not '%s'",
+                  listen);
         return false;
-    *out = (unsigned)value;
+    }
+    if (parsed->values[SERVE_DATA] && !parsed->values[SERVE_DATA][0]) {
+        cli_usage(&serve_spec, "--data needs a directory");
+        return false;
+    }
+    if (parsed->values[SERVE_DATA])
+        options->data_dir = parsed->values[SERVE_DATA];
+    static const char *const fsync_modes[] = {"always", "never", NULL};
+    int fsync_mode = 0;
+    uint64_t threads = options->threads, connections = options->max_connections,
+             timeout = options->timeout_seconds, queue = options->queue_events_max;
+    if (!cli_value_choice(&serve_spec, parsed, SERVE_FSYNC, fsync_modes, &fsync_mode) ||
+        !cli_value_u64(&serve_spec, parsed, SERVE_THREADS, 1, 64, &threads) ||
+        !cli_value_u64(&serve_spec, parsed, SERVE_MAX_CONNECTIONS, 1, 100000, &connections) ||
+        !cli_value_u64(&serve_spec, parsed, SERVE_TIMEOUT, 1, 3600, &timeout) ||
+        !cli_value_u64(&serve_spec, parsed, SERVE_QUEUE_EVENTS, 8190, 100000000, &queue) ||
+        !cli_value_u64(&serve_spec, parsed, SERVE_SNAPSHOT_EVERY, 0, UINT64_MAX,
+                       &options->snapshot_every_events) ||
+        !cli_value_u64(&serve_spec, parsed, SERVE_SNAPSHOT_SECONDS, 0, 100000000,
+                       &options->snapshot_every_seconds))
+        return false;
+    options->fsync_never = fsync_mode == 1;
+    options->threads = (unsigned)threads;
+    options->max_connections = (unsigned)connections;
+    options->timeout_seconds = (unsigned)timeout;
+    options->queue_events_max = (uint32_t)queue;
+    options->log_requests = parsed->values[SERVE_LOG_REQUESTS] != NULL;
     return true;
 }
 
-int cli_serve(int argc, char **argv)
+int cli_serve(int argc, char **argv, const cli_globals *globals)
 {
+    (void)globals;
     sigset_t signals;
     server_block_signals(&signals); /* a SIGTERM during start-up is taken once serving */
+    cli_parsed parsed;
+    int status = cli_parse(&serve_spec, argc, argv, &parsed);
+    if (status != CLI_GO_ON)
+        return status;
     server_options options;
     server_options_init(&options);
-    for (int i = 1; i < argc; i++) {
-        const char *flag = argv[i], *value = i + 1 < argc ? argv[i + 1] : 0;
-        bool ok = true;
-        uint64_t number;
-        if (!strcmp(flag, "--help") || !strcmp(flag, "-h")) {
-            fputs(serve_usage, stdout);
-            return 0;
-        } else if (!strcmp(flag, "--log-requests")) {
-            options.log_requests = true;
-            continue;
-        } else if (!strcmp(flag, "--listen")) {
-            ok = parse_listen(value, &options);
-        } else if (!strcmp(flag, "--data")) {
-            ok = value && *value;
-            options.data_dir = value;
-        } else if (!strcmp(flag, "--fsync")) {
-            ok = value && (!strcmp(value, "always") || !strcmp(value, "never"));
-            options.fsync_never = ok && !strcmp(value, "never");
-        } else if (!strcmp(flag, "--threads")) {
-            ok = parse_count(value, 1, 64, &options.threads);
-        } else if (!strcmp(flag, "--max-connections")) {
-            ok = parse_count(value, 1, 100000, &options.max_connections);
-        } else if (!strcmp(flag, "--timeout")) {
-            ok = parse_count(value, 1, 3600, &options.timeout_seconds);
-        } else if (!strcmp(flag, "--queue-events")) {
-            ok = cli_parse_u64(value, 8190, 100000000, &number);
-            options.queue_events_max = (uint32_t)number;
-        } else if (!strcmp(flag, "--snapshot-every")) {
-            ok = cli_parse_u64(value, 0, UINT64_MAX, &options.snapshot_every_events);
-        } else if (!strcmp(flag, "--snapshot-seconds")) {
-            ok = cli_parse_u64(value, 0, 100000000, &options.snapshot_every_seconds);
-        } else {
-            return cli_usage_error("serve: unknown option '%s' (try 'coffer serve --help')", flag);
-        }
-        if (!ok)
-            return cli_usage_error("serve: %s needs a valid value", flag);
-        i++;
-    }
+    struct sockaddr_in address;
+    if (!serve_values(&parsed, &options, &address))
+        return CLI_EXIT_USAGE;
+    options.listen_fd = listen_socket(&address, &options);
+    if (options.listen_fd < 0)
+        return CLI_EXIT_ERROR;
+    printf("http://%s:%u\n", options.host, options.port);
+    fflush(stdout);
     return server_run(&options);
 }

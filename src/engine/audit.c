@@ -1,10 +1,17 @@
 /*
- * audit.c — offline verification and dumping of a data directory (see audit.h).
+ * audit.c — coffer_verify_dir() and coffer_dump_dir(): offline checks of a data directory and
+ * its log event by event. Nothing is modified: the directory may belong to a running engine.
+ *
+ * verify: (1) the hash chain of every record from the first; (2) a full replay into fresh
+ * state; (3) the newest snapshot compared with the replay at the snapshot's seq; (4) what
+ * recovery would build (snapshot + log after it) compared with the full replay; (5) every
+ * invariant of the replayed state.
  */
-#include "engine/audit.h"
-
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "coffer.h"
 
 #include "core/ledger.h"
 #include "engine/engine.h"
@@ -127,7 +134,7 @@ typedef struct full_replay {
     rebuilt *state;
     const rebuilt *snapshot; /* compared when the replay reaches its seq; NULL: none */
     uint64_t snapshot_seq;
-    audit_report *report;
+    coffer_dir_report *report;
     bool compared;
 } full_replay;
 
@@ -161,14 +168,15 @@ static int tail_replay_record(const uint8_t *bytes, const record_header *header,
 }
 
 typedef struct progress_forward {
-    const audit_options *options;
+    coffer_progress_fn progress;
+    void *context;
     const char *stage;
 } progress_forward;
 
 static void forward_progress(uint64_t done, uint64_t total, void *context)
 {
     const progress_forward *forward = context;
-    forward->options->progress(forward->stage, done, total, forward->options->progress_context);
+    forward->progress(forward->stage, done, total, forward->context);
 }
 
 static void hex(char *out, const uint8_t *bytes, size_t length)
@@ -183,7 +191,7 @@ static void hex(char *out, const uint8_t *bytes, size_t length)
 
 /* Snapshot + the log after it, as recovery would build it, compared with the full replay. */
 static void check_recovery(const char *dir, rebuilt *snapshot, const rebuilt *full,
-                           const uint8_t *snapshot_hash, audit_report *report)
+                           const uint8_t *snapshot_hash, coffer_dir_report *report)
 {
     wal_scan_options options = {
         .skip_through = report->snapshot_seq, .skip_hash = snapshot_hash, .read_only = true};
@@ -199,25 +207,30 @@ static void check_recovery(const char *dir, rebuilt *snapshot, const rebuilt *fu
         &full->store, &snapshot->store, report->snapshot_error, sizeof report->snapshot_error);
 }
 
-int audit_verify(const char *dir, const audit_options *options, audit_report *report)
+/* The whole audit into a report of this library's size. */
+static int verify_dir(const char *dir, const coffer_options *limits, progress_forward *forward,
+                      coffer_dir_report *report)
 {
     memset(report, 0, sizeof *report);
     rebuilt full, snapshot;
-    int code = rebuilt_init(&full, options->limits);
+    memset(&snapshot, 0, sizeof snapshot); /* freed below even when `full` fails first */
+    int code = rebuilt_init(&full, limits);
     if (code == COFFER_OK)
-        code = rebuilt_init(&snapshot, options->limits);
-    if (code != COFFER_OK)
+        code = rebuilt_init(&snapshot, limits);
+    if (code != COFFER_OK) {
+        rebuilt_free(&snapshot);
+        rebuilt_free(&full);
         return code;
+    }
     snapshot_meta meta = {0};
     code = snapshot_load_latest(&snapshot.store, dir, &meta, &report->snapshot_found,
                                 report->snapshot_error, sizeof report->snapshot_error);
     report->snapshot_seq = meta.tip.last_seq;
 
-    progress_forward forward = {options, "log"};
     wal_scan_options scan_options = {.read_only = true, .from_start = true};
-    if (options->progress) {
+    if (forward->progress) {
         scan_options.progress = forward_progress;
-        scan_options.progress_context = &forward;
+        scan_options.progress_context = forward;
     }
     full_replay run = {&full, report->snapshot_found ? &snapshot : 0, meta.tip.last_seq, report,
                        false};
@@ -247,81 +260,32 @@ int audit_verify(const char *dir, const audit_options *options, audit_report *re
     return code;
 }
 
+int coffer_verify_dir_sized(const char *dir, const coffer_options *options,
+                            coffer_progress_fn progress, void *progress_context,
+                            coffer_dir_report *report, size_t size_bytes)
+{
+    if (!dir || !report || size_bytes == 0 ||
+        (options &&
+         options->size < offsetof(coffer_options, transfers_max) + sizeof options->transfers_max))
+        return COFFER_INVALID_ARGUMENT;
+    coffer_dir_report *full = malloc(sizeof *full);
+    if (!full)
+        return COFFER_OUT_OF_MEMORY;
+    progress_forward forward = {progress, progress_context, "log"};
+    int code = verify_dir(dir, options, &forward, full);
+    /* A caller built with an older header knows a shorter report: give it what it knows. */
+    memset(report, 0, size_bytes);
+    memcpy(report, full, size_bytes < sizeof *full ? size_bytes : sizeof *full);
+    free(full);
+    return code;
+}
+
 /* ---- dump ---------------------------------------------------------------------------------- */
 
-static void json_string(FILE *out, const char *text, size_t length)
-{
-    fputc('"', out);
-    for (size_t i = 0; i < length; i++) {
-        unsigned char c = (unsigned char)text[i];
-        if (c == '"' || c == '\\')
-            fprintf(out, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(out, "\\u%04x", c);
-        else
-            fputc(c, out);
-    }
-    fputc('"', out);
-}
-
-static const char *op_name(uint8_t op)
-{
-    switch (op) {
-    case COFFER_OP_CREATE_ACCOUNT:
-        return "create_account";
-    case COFFER_OP_TRANSFER:
-        return "transfer";
-    case COFFER_OP_POST:
-        return "post";
-    case COFFER_OP_VOID:
-        return "void";
-    default:
-        return "unknown";
-    }
-}
-
-static void dump_event(FILE *out, const coffer_event *e)
-{
-    fprintf(out, ",\"op\":\"%s\",\"id\":", op_name(e->op));
-    json_string(out, e->id, strlen(e->id));
-    if (e->op == COFFER_OP_CREATE_ACCOUNT) {
-        fputs(",\"currency\":", out);
-        json_string(out, e->currency, strlen(e->currency));
-        if (e->flags & COFFER_FLAG_MIN_UNBOUNDED)
-            fputs(",\"min_balance\":null", out);
-        else
-            fprintf(out, ",\"min_balance\":%lld", (long long)e->min_balance);
-        if (e->flags & COFFER_FLAG_HAS_MAX)
-            fprintf(out, ",\"max_balance\":%lld", (long long)e->max_balance);
-    } else if (e->op == COFFER_OP_TRANSFER) {
-        fputs(",\"from\":", out);
-        json_string(out, e->from, strlen(e->from));
-        fputs(",\"to\":", out);
-        json_string(out, e->to, strlen(e->to));
-        fprintf(out, ",\"amount\":%lld", (long long)e->amount);
-        if (e->hold_timeout_ms)
-            fprintf(out, ",\"hold_timeout_ms\":%llu", (unsigned long long)e->hold_timeout_ms);
-        if (e->flags & COFFER_FLAG_UP_TO)
-            fputs(",\"up_to\":true", out);
-        if (e->flags & COFFER_FLAG_EXPECT_FROM)
-            fprintf(out, ",\"expect_from_version\":%llu",
-                    (unsigned long long)e->expect_from_version);
-        if (e->flags & COFFER_FLAG_EXPECT_TO)
-            fprintf(out, ",\"expect_to_version\":%llu", (unsigned long long)e->expect_to_version);
-    } else {
-        fputs(e->op == COFFER_OP_POST ? ",\"post\":" : ",\"void\":", out);
-        json_string(out, e->hold_id, strlen(e->hold_id));
-        if (e->op == COFFER_OP_POST && e->amount)
-            fprintf(out, ",\"amount\":%lld", (long long)e->amount);
-    }
-    if (e->metadata_len) {
-        fputs(",\"metadata\":", out);
-        json_string(out, e->metadata, e->metadata_len);
-    }
-}
-
 typedef struct dump_state {
-    FILE *out;
+    coffer_log_entry_fn visit;
+    void *context;
+    int stopped; /* the callback's non-zero answer */
     const record_header *header;
     uint32_t segment;
     uint64_t offset;
@@ -333,20 +297,25 @@ static int dump_entry(const record_entry *entry, void *context)
     dump_state *state = context;
     for (size_t i = 0; i < entry->count; i++) {
         uint64_t seq = entry->seq + i;
-        fprintf(state->out, "{\"seq\":%llu,\"timestamp\":%llu,\"segment\":%u,\"offset\":%llu",
-                (unsigned long long)seq,
-                (unsigned long long)(state->header->ts0 + (seq - state->header->seq_base)),
-                state->segment, (unsigned long long)state->offset);
+        coffer_log_entry out = {
+            .seq = seq,
+            .timestamp = state->header->ts0 + (seq - state->header->seq_base),
+            .segment = state->segment,
+            .offset = state->offset,
+        };
+        coffer_event expiry = {.op = COFFER_OP_EXPIRE, .hold_id = entry->hold_id};
         if (entry->kind == RECORD_EXPIRE) {
-            fputs(",\"op\":\"expire\",\"hold\":", state->out);
-            json_string(state->out, entry->hold_id, strlen(entry->hold_id));
+            out.event = &expiry;
         } else {
-            if (entry->kind == RECORD_ATOMIC)
-                fprintf(state->out, ",\"atomic\":{\"first_seq\":%llu,\"events\":%zu}",
-                        (unsigned long long)entry->seq, entry->count);
-            dump_event(state->out, &entry->events[i]);
+            out.event = &entry->events[i];
+            if (entry->kind == RECORD_ATOMIC) {
+                out.atomic_first_seq = entry->seq;
+                out.atomic_events = entry->count;
+            }
         }
-        fputs("}\n", state->out);
+        state->stopped = state->visit(&out, state->context);
+        if (state->stopped)
+            return state->stopped;
     }
     return 0;
 }
@@ -359,17 +328,26 @@ static int dump_record(const uint8_t *bytes, const record_header *header, uint32
     state->segment = segment;
     state->offset = offset;
     int status = record_each(bytes, header, &state->scratch, dump_entry, state);
+    if (state->stopped)
+        return state->stopped;
     return status == RECORD_OK ? 0 : COFFER_STORAGE_FAILED;
 }
 
-int audit_dump(const char *dir, FILE *out, char *error, size_t error_size)
+int coffer_dump_dir(const char *dir, coffer_log_entry_fn visit, void *context, char *error,
+                    size_t error_size)
 {
-    dump_state state = {out, 0, 0, 0, {0}};
+    if (!dir || !visit || (!error && error_size))
+        return COFFER_INVALID_ARGUMENT;
+    if (error_size)
+        error[0] = 0;
+    dump_state state = {visit, context, 0, 0, 0, 0, {0}};
     wal_scan_options options = {.read_only = true, .from_start = true};
     wal_scan_result scan;
     int code = wal_scan(dir, &options, dump_record, &state, &scan);
     record_scratch_free(&state.scratch);
-    if (code != COFFER_OK)
+    if (state.stopped)
+        return state.stopped;
+    if (code != COFFER_OK && error_size)
         snprintf(error, error_size, "%s", scan.error[0] ? scan.error : "a record does not parse");
     return code;
 }

@@ -24,16 +24,47 @@ static uint64_t wall_clock_ns(void *context)
     return (uint64_t)now.tv_sec * 1000000000ULL + (uint64_t)now.tv_nsec;
 }
 
-void coffer_options_init(coffer_options *options)
+/* The first version of coffer_options ended after `io`: no caller knows a shorter one. */
+#define OPTIONS_SIZE_MIN (offsetof(coffer_options, io) + sizeof(const coffer_io *))
+
+const char *coffer_version(void)
 {
-    if (!options)
+    return COFFER_VERSION_STRING;
+}
+
+void coffer_options_init_sized(coffer_options *options, size_t size_bytes)
+{
+    if (!options || size_bytes < OPTIONS_SIZE_MIN)
         return;
-    memset(options, 0, sizeof *options);
+    coffer_options defaults = {.size = sizeof defaults};
     /* About 60 GiB of transfers would not fit in 24 GiB; these leave room for the OS. */
-    options->accounts_max = 10u * 1000 * 1000;
-    options->transfers_max = 64u * 1000 * 1000;
-    options->queue_events_max = 64u * 1024;
-    options->clock_ns = wall_clock_ns;
+    defaults.accounts_max = 10u * 1000 * 1000;
+    defaults.transfers_max = 64u * 1000 * 1000;
+    defaults.queue_events_max = 64u * 1024;
+    defaults.clock_ns = wall_clock_ns;
+    /* A caller built with newer headers has fields this library does not know: zero = their
+     * default; one built with older headers gets only the fields it knows. */
+    memset(options, 0, size_bytes);
+    memcpy(options, &defaults, size_bytes < sizeof defaults ? size_bytes : sizeof defaults);
+    options->size = size_bytes;
+}
+
+/* Copies the caller's options over the defaults in `into`: only the `size` bytes it knows, and
+ * none of a newer caller's fields unless they are zero (their defaults), which this library
+ * could not honour. */
+static int options_copy(coffer_options *into, const coffer_options *given)
+{
+    if (!given)
+        return COFFER_OK;
+    if (given->size < OPTIONS_SIZE_MIN)
+        return COFFER_INVALID_ARGUMENT; /* not from coffer_options_init() */
+    const unsigned char *bytes = (const unsigned char *)given;
+    for (size_t i = sizeof *into; i < given->size; i++)
+        if (bytes[i])
+            return COFFER_INVALID_ARGUMENT;
+    memcpy(into, given, given->size < sizeof *into ? given->size : sizeof *into);
+    into->size = sizeof *into;
+    return COFFER_OK;
 }
 
 /* ---- the batch ----------------------------------------------------------------------------- */
@@ -133,7 +164,10 @@ static void apply_batch(coffer *db, engine_request *batch, engine_ticket *ticket
         seq += request->count;
         timestamp += request->count;
         for (size_t i = 0; i < request->count; i++) {
-            db->codes[request->results[i].code]++;
+            /* Only this thread writes the counters; readers load them without a lock. */
+            _Atomic uint64_t *counter = &db->codes[request->results[i].code];
+            atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + 1,
+                                  memory_order_relaxed);
             db->recorded_since_snapshot +=
                 request->results[i].seq != 0 && !request->results[i].replayed;
         }
@@ -381,12 +415,11 @@ int coffer_open(const char *dir, const coffer_options *options, coffer **db_out)
     if (!db)
         return COFFER_OUT_OF_MEMORY;
     coffer_options_init(&db->options);
-    if (options)
-        db->options = *options;
+    int copied = options_copy(&db->options, options);
     if (!db->options.clock_ns)
         db->options.clock_ns = wall_clock_ns;
     db->lock_fd = -1;
-    if (db->options.accounts_max == 0 || db->options.transfers_max == 0 ||
+    if (copied != COFFER_OK || db->options.accounts_max == 0 || db->options.transfers_max == 0 ||
         db->options.queue_events_max < COFFER_BATCH_EVENTS_MAX) {
         free(db);
         return COFFER_INVALID_ARGUMENT;

@@ -80,7 +80,7 @@ struct coffer {
     uint64_t last_timestamp;
     uint64_t batches;
     uint64_t events_applied;
-    uint64_t codes[COFFER_CODE_LIMIT];
+    _Atomic uint64_t codes[COFFER_CODE_LIMIT]; /* read by coffer_code_counts() at any time */
     uint64_t recorded_since_snapshot;
 
     /* Durability (dir != NULL). The log thread owns wal, tip and record. */

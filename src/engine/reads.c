@@ -280,7 +280,6 @@ int engine_stats_read(coffer *db, void *context)
     out->holds_expired = db->store.expiries_count;
     out->batches = db->batches;
     out->events_applied = db->events_applied;
-    memcpy(out->codes, db->codes, sizeof out->codes);
     out->fsyncs = atomic_load(&db->fsyncs);
     for (int i = 0; i < COFFER_HISTOGRAM_BUCKETS; i++) {
         out->batch_events[i] = atomic_load(&db->batch_events[i]);
@@ -296,13 +295,29 @@ int engine_stats_read(coffer *db, void *context)
     return COFFER_OK;
 }
 
-int coffer_stats_get(coffer *db, coffer_stats *out)
+/* Reads into a full struct of this library's size, then gives the caller the part it knows. */
+int coffer_stats_get_sized(coffer *db, coffer_stats *out, size_t size_bytes)
 {
-    if (!db || !out)
+    if (!db || !out || size_bytes == 0)
         return COFFER_INVALID_ARGUMENT;
+    coffer_stats stats;
     engine_request request = {0};
     request.read = engine_stats_read;
-    request.context = out;
+    request.context = &stats;
     request.diagnostic = true; /* stats explain a storage failure, so they stay readable */
-    return engine_call_request(db, &request);
+    int status = engine_call_request(db, &request);
+    memset(out, 0, size_bytes);
+    memcpy(out, &stats, size_bytes < sizeof stats ? size_bytes : sizeof stats);
+    return status;
+}
+
+int coffer_code_counts(coffer *db, uint64_t *counts, size_t count)
+{
+    if (!db || (!counts && count))
+        return COFFER_INVALID_ARGUMENT;
+    for (size_t code = 0; code < count; code++)
+        counts[code] = code < COFFER_CODE_LIMIT
+                           ? atomic_load_explicit(&db->codes[code], memory_order_relaxed)
+                           : 0;
+    return COFFER_OK;
 }

@@ -456,7 +456,7 @@ static enum MHD_Result answer_read(request *r)
     }
     case ROUTE_METRICS: {
         size_t length;
-        char *text = metrics_render(&r->server->metrics, &r->stats, &length);
+        char *text = metrics_render(&r->server->metrics, r->server->db, &r->stats, &length);
         if (!text)
             return send_problem(r, COFFER_OUT_OF_MEMORY, 0, 0);
         return send_text(r, 200, "text/plain; version=0.0.4", text, length, false);
@@ -697,6 +697,7 @@ void server_options_init(server_options *options)
     memset(options, 0, sizeof *options);
     options->host = "127.0.0.1";
     options->port = 8080;
+    options->listen_fd = -1;
     options->data_dir = "./coffer-data";
     options->threads = 1; /* on 2 cores the writer and the log thread need the other one */
     options->max_connections = 1024;
@@ -736,16 +737,21 @@ static struct MHD_Daemon *start_daemon(server *s, const struct sockaddr_in *addr
                      MHD_USE_ERROR_LOG | MHD_USE_TURBO;
     /* One network thread is the daemon's own polling thread; a pool option is only given for
      * more (MHD warns about a pool of one). */
+    /* A socket bound by the caller (coffer serve binds before opening the data) is used as
+     * is; otherwise the daemon binds `address`. */
+    int listen_fd = s->options->listen_fd;
     struct MHD_OptionItem pool[] = {
+        listen_fd >= 0 ? (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, listen_fd, NULL}
+                       : (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, (void *)address},
         {s->options->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
          (intptr_t)s->options->threads, NULL},
         {MHD_OPTION_END, 0, NULL},
     };
     return MHD_start_daemon(
-        flags, s->options->port, 0, 0, on_access, s, MHD_OPTION_SOCK_ADDR, address,
-        MHD_OPTION_CONNECTION_LIMIT, s->options->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        s->options->timeout_seconds, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, MHD_OPTION_ARRAY, pool, MHD_OPTION_END);
+        flags, s->options->port, 0, 0, on_access, s, MHD_OPTION_CONNECTION_LIMIT,
+        s->options->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, s->options->timeout_seconds,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
+        MHD_OPTION_ARRAY, pool, MHD_OPTION_END);
 }
 
 /* Stop accepting, refuse new requests on open connections (503 shutting_down), wait until

@@ -115,14 +115,21 @@ static void render_histogram(text_buffer *t, const char *name, const char *help,
     text_printf(t, "%s_count %llu\n", name, (unsigned long long)cumulative);
 }
 
-static void render_engine(text_buffer *t, const coffer_stats *s)
+static void render_results(text_buffer *t, coffer *db)
 {
+    uint64_t counts[COFFER_CODE_LIMIT];
+    if (coffer_code_counts(db, counts, COFFER_CODE_LIMIT) != COFFER_OK)
+        return;
     text_printf(t, "# HELP coffer_results_total Engine results by code (conflicts, rejections, "
                    "successes).\n# TYPE coffer_results_total counter\n");
     for (int code = 0; code < COFFER_CODE_LIMIT; code++)
-        if (s->codes[code])
+        if (counts[code])
             text_printf(t, "coffer_results_total{code=\"%s\"} %llu\n", coffer_code_name(code),
-                        (unsigned long long)s->codes[code]);
+                        (unsigned long long)counts[code]);
+}
+
+static void render_engine(text_buffer *t, const coffer_stats *s)
+{
     text_printf(t,
                 "# HELP coffer_queue_events Events waiting for the writer.\n# TYPE "
                 "coffer_queue_events gauge\ncoffer_queue_events %llu\n",
@@ -165,10 +172,11 @@ static void render_engine(text_buffer *t, const coffer_stats *s)
                      16, 1e-6, (double)s->fsync_us_total / 1e6);
 }
 
-char *metrics_render(const metrics *m, const coffer_stats *stats, size_t *length)
+char *metrics_render(const metrics *m, coffer *db, const coffer_stats *stats, size_t *length)
 {
     text_buffer t = {0};
     render_requests(&t, m);
+    render_results(&t, db);
     render_engine(&t, stats);
     if (t.failed) {
         free(t.bytes);

@@ -45,6 +45,6 @@ const char *metrics_route_methods(int route);
 bool metrics_route_allows(int route, const char *method);
 void metrics_request(metrics *m, int route, int code, unsigned status, uint64_t latency_ns);
 /* The exposition text (malloc'd; *length set), or NULL when out of memory. */
-char *metrics_render(const metrics *m, const coffer_stats *stats, size_t *length);
+char *metrics_render(const metrics *m, coffer *db, const coffer_stats *stats, size_t *length);
 
 #endif

@@ -15,6 +15,7 @@
 typedef struct server_options {
     const char *host; /* listen address, an IPv4 literal or "localhost" */
     uint16_t port;
+    int listen_fd; /* a socket already bound and listening (host and port name it), or -1 */
     const char *data_dir;
     bool fsync_never;
     unsigned threads; /* network threads */

@@ -19,7 +19,6 @@
 #include <sodium.h>
 
 #include "coffer.h"
-#include "engine/audit.h"
 #include "store/store.h"
 
 typedef struct fixture {
@@ -115,18 +114,17 @@ static int64_t balance(coffer *db, const char *id)
     return account.balance;
 }
 
-static audit_report verify(const fixture *f)
+static coffer_dir_report verify(const fixture *f)
 {
-    audit_report report;
-    audit_options options = {0};
-    assert_int_equal(audit_verify(f->dir, &options, &report), COFFER_OK);
+    coffer_dir_report report;
+    assert_int_equal(coffer_verify_dir(f->dir, NULL, NULL, NULL, &report), COFFER_OK);
     return report;
 }
 
 static void test_intact_directory_verifies(void **state)
 {
     fixture *f = *state;
-    audit_report report = verify(f);
+    coffer_dir_report report = verify(f);
     assert_true(report.ok);
     assert_true(report.snapshot_found);
     assert_int_equal(report.records, 11);
@@ -138,7 +136,7 @@ static void test_flipped_bit_in_snapshot_falls_back_to_the_log(void **state)
     char path[4096];
     snapshot_path(f, path, sizeof path);
     flip_byte(path, 4096 + 100); /* inside the accounts table */
-    audit_report report = verify(f);
+    coffer_dir_report report = verify(f);
     assert_false(report.ok);
     assert_non_null(strstr(report.snapshot_error, "hash mismatch"));
     coffer *db = open_dir(f);
@@ -153,7 +151,7 @@ static void test_tampered_record_breaks_the_chain(void **state)
     char path[4096];
     snprintf(path, sizeof path, "%s/log-0000000001.cfl", f->dir);
     flip_byte(path, 64 + 80); /* inside the first record's entries */
-    audit_report report = verify(f);
+    coffer_dir_report report = verify(f);
     assert_false(report.ok);
     assert_false(report.chain_ok);
     assert_non_null(strstr(report.chain_error, "log-0000000001.cfl at offset 64"));
@@ -192,7 +190,7 @@ static void test_edited_balance_is_found_by_replay(void **state)
     assert_int_equal(pwrite(fd, &value, 8, credits), 8);
     close(fd);
     rehash(path);
-    audit_report report = verify(f);
+    coffer_dir_report report = verify(f);
     assert_false(report.ok);
     assert_true(report.chain_ok);
     assert_true(report.snapshot_found);

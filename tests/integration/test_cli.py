@@ -1,0 +1,178 @@
+"""The `coffer` command as a user types it: global flags before the command, local refusals,
+`serve --listen HOST:0`, a busy port, `dump` output and per-command help.
+
+Standard library only; every server is started by this file (harness.Server or a Popen kept
+by pid) on 127.0.0.1 and stopped by pid.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+from harness import SLOW, Server, ServerTestCase, coffer_binary, uid
+
+
+def run(*args, timeout=30):
+    """Runs `coffer ARGS`; returns (exit status, stdout, stderr)."""
+    done = subprocess.run([coffer_binary()] + list(args), capture_output=True, text=True,
+                          timeout=timeout * SLOW, stdin=subprocess.DEVNULL)
+    return done.returncode, done.stdout, done.stderr
+
+
+class ClientCommandsTest(ServerTestCase):
+    def url(self):
+        return "http://127.0.0.1:%d" % self.server.port
+
+    def test_global_flags_come_before_the_command(self):
+        account = uid("cli")
+        status, out, err = run("--server", self.url(), "account", "create", account,
+                               "--currency", "KRW")
+        self.assertEqual(status, 0, err)
+        self.assertIn("created account %s" % account, out)
+        status, out, err = run("--server", self.url(), "--json", "account", "get", account)
+        self.assertEqual(status, 0, err)
+        self.assertEqual(json.loads(out)["id"], account)  # JSON, not the human text
+
+    def test_a_flag_after_the_command_wins(self):
+        account = self.create_account()["id"]
+        status, out, err = run("--server", "http://127.0.0.1:1", "account", "get", account,
+                               "--server", self.url(), "--json")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(json.loads(out)["id"], account)
+
+    def test_a_global_flag_a_command_does_not_take_is_refused(self):
+        status, out, err = run("--json", "serve", "--listen", "127.0.0.1:0")
+        self.assertEqual(status, 2)
+        self.assertEqual(err.strip(), "coffer: serve: --json does not apply to it")
+
+    def test_a_negative_amount_is_refused_before_it_is_sent(self):
+        transfer_id = uid("neg")
+        status, out, err = run("--server", self.url(), "transfer", "--from", "a", "--to", "b",
+                               "--amount", "-5", "--id", transfer_id)
+        self.assertEqual(status, 2)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn("--amount", err)
+        self.assertEqual(out, "")
+        r = self.client.get("/v1/transfers/" + transfer_id)
+        self.assertEqual(r.status, 404, "the transfer reached the server: %r" % r)
+
+    def test_bad_usage_is_one_line_and_exit_2(self):
+        for args in (["account", "get"], ["transfer", "--from"], ["account", "get", "x", "--bogus"],
+                     ["verify"], ["bench", "--server", "http://x", "--transfers", "5"]):
+            status, out, err = run(*args)
+            self.assertEqual(status, 2, args)
+            self.assertEqual(len(err.strip().splitlines()), 1, (args, err))
+            self.assertTrue(err.startswith("coffer: "), (args, err))
+
+    def test_every_command_prints_help(self):
+        for command in (["codes"], ["serve"], ["dump"], ["verify"], ["bench"], ["account"],
+                        ["account", "create"], ["transfer"], ["transfer", "get"], ["hold"],
+                        ["hold", "post"], ["health"], []):
+            status, out, err = run(*(command + ["--help"]))
+            self.assertEqual(status, 0, (command, err))
+            self.assertTrue(out.startswith("usage: coffer" + "".join(" " + w for w in command)),
+                            (command, out[:80]))
+            self.assertEqual(err, "")
+
+    def test_version_is_the_librarys(self):
+        status, out, _ = run("--version")
+        self.assertEqual(status, 0)
+        self.assertRegex(out, r"^coffer \d+\.\d+\.\d+\n$")
+        self.assertEqual(run("version")[1], out)
+
+
+class ServeTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="coffer-cli-")
+        self.procs = []
+        self.files = []
+
+    def tearDown(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+            proc.stdout.close()
+        for file in self.files:
+            file.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def spawn(self, *args):
+        err = open(os.path.join(self.tmp, "stderr-%d.log" % len(self.procs)), "w+")
+        proc = subprocess.Popen([coffer_binary(), "serve"] + list(args), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+        self.procs.append(proc)
+        self.files.append(err)
+        return proc, err
+
+    def test_port_zero_picks_a_free_port_and_prints_it(self):
+        data = os.path.join(self.tmp, "data")
+        proc, err = self.spawn("--listen", "127.0.0.1:0", "--data", data, "--fsync", "never")
+        url = proc.stdout.readline().strip()  # printed once the socket listens
+        match = re.fullmatch(r"http://127\.0\.0\.1:(\d+)", url)
+        self.assertIsNotNone(match, url)
+        port = int(match.group(1))
+        self.assertNotEqual(port, 0)
+        deadline = time.monotonic() + 30 * SLOW
+        while time.monotonic() < deadline:
+            err.seek(0)
+            if "serving on" in err.read():
+                break
+            time.sleep(0.05)
+        err.seek(0)
+        self.assertIn("serving on http://127.0.0.1:%d " % port, err.read())
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            self.assertTrue(connection.recv(64).startswith(b"HTTP/1.1 200"))
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proc.wait(30 * SLOW), 0)
+
+    def test_a_busy_port_fails_before_the_data_directory_is_touched(self):
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        data = os.path.join(self.tmp, "never-created")
+        try:
+            proc, err = self.spawn("--listen", "127.0.0.1:%d" % port, "--data", data)
+            self.assertEqual(proc.wait(30 * SLOW), 1)
+        finally:
+            holder.close()
+        err.seek(0)
+        text = err.read()
+        self.assertIn("cannot listen on 127.0.0.1:%d: Address already in use" % port, text)
+        self.assertNotIn("recovered", text)
+        self.assertNotIn("Failed to bind", text)  # libmicrohttpd's own words never show
+        self.assertFalse(os.path.exists(data), "the data directory was created")
+
+
+class DumpTest(unittest.TestCase):
+    def test_dump_prints_metadata_as_json(self):
+        server = Server(fsync="never")
+        try:
+            server.start()
+            client = server.client()
+            r = client.post("/v1/accounts", {"id": "meta", "currency": "KRW",
+                                             "metadata": {"name": "Kim \"K\"", "tier": 2}})
+            self.assertEqual(r.status, 201, r)
+            client.close()
+            server.stop()
+            status, out, err = run("dump", server.data_dir)
+            self.assertEqual(status, 0, err)
+            lines = [json.loads(line) for line in out.splitlines()]
+            self.assertEqual(len(lines), 1, out)
+            self.assertEqual(lines[0]["op"], "create_account")
+            self.assertEqual(lines[0]["metadata"], {"name": "Kim \"K\"", "tier": 2})
+        finally:
+            server.cleanup()
+
+
+if __name__ == "__main__":
+    unittest.main()
