@@ -39,8 +39,8 @@ test: deps format-check build build-asan
 
 # The model test and the kill -9 crash test for minutes instead of the seconds of `make test`.
 soak: build
-	./build/model_test --seeds 2000 --events 20000 --skip past-totals
-	./build/model_test --seeds 200 --events 20000 --durable --skip past-totals
+	./build/model_test --seeds 2000 --events 20000
+	./build/model_test --seeds 200 --events 20000 --durable
 	./build/crash_test --iterations 100
 
 # DESIGN §10's embedded targets: 100,000 accounts, full batches, spread out and on one hot account.
