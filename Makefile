@@ -39,17 +39,17 @@ test: deps format-check build build-asan
 
 # The model test and the kill -9 crash test for minutes instead of the seconds of `make test`.
 soak: build
-	./build/model_test --seeds 2000 --events 20000 --skip past-totals
-	./build/model_test --seeds 200 --events 20000 --durable --skip past-totals
+	./build/model_test --seeds 2000 --events 20000
+	./build/model_test --seeds 200 --events 20000 --durable
 	./build/crash_test --iterations 100
 
-# DESIGN §10's embedded targets: 100,000 accounts, full batches, spread out and on one hot account.
+# Embedded targets (docs/benchmarks.md): 100,000 accounts, full batches, uniform and hot workloads.
 BENCH_FLAGS := --embedded --accounts 100000 --transfers 20000000 --batch 8190
 bench: build
 	./build/coffer bench $(BENCH_FLAGS) --workload uniform
 	./build/coffer bench $(BENCH_FLAGS) --workload hot
 
-# DESIGN §10's HTTP targets against a real durable server: every workload, batched, and wrk.
+# HTTP targets (docs/benchmarks.md) on a real durable server: every workload, batched, and wrk.
 bench-http: build
 	scripts/bench-http 10 3
 

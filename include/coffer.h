@@ -115,7 +115,7 @@ COFFER_API int coffer_code_http_status(int code);
 /* True for the codes that mean the event was applied or replays an applied one. */
 COFFER_API bool coffer_code_is_success(int code);
 
-/* Limits (DESIGN §7). Every one has an error: invalid_field or batch_too_large. */
+/* Limits. Every one has an error: invalid_field or batch_too_large. */
 #define COFFER_BATCH_EVENTS_MAX 8190
 #define COFFER_ACCOUNT_ID_MAX 64
 #define COFFER_TRANSFER_ID_MAX 128

@@ -1,6 +1,6 @@
 /*
  * check.h — assertions that stay on in release builds. Programmer errors crash loudly here;
- * invariants that guard money are never compiled out by NDEBUG (STYLE.md, habit 5).
+ * invariants that guard money are never compiled out by NDEBUG, unlike assert().
  */
 #ifndef COFFER_CORE_CHECK_H
 #define COFFER_CORE_CHECK_H

@@ -1,5 +1,5 @@
 /*
- * verify.c — the live invariant check (DESIGN §8): per currency the balances sum to zero,
+ * verify.c — the live invariant check (coffer_verify): per currency the balances sum to zero,
  * every account within its limits, held totals equal the sum of pending holds, versions and
  * history agree, and every id maps to exactly one recorded outcome.
  */

@@ -358,9 +358,8 @@ class Transfers(ServerTestCase):
         self.assertEqual(g.status, 200, g)
         self.assertEqual((g.json()["code"], g.json()["state"]),
                          ("insufficient_balance", "rejected"))
-        # docs/api.md: "A rejected transfer has amount 0"; the server (commit 582b95c) shows the
-        # requested amount. Either, until the two agree; nothing else.
-        self.assertIn(g.json()["amount"], (0, 100), g.json())
+        # docs/api.md: a rejected transfer moved nothing and shows the amount it asked for
+        self.assertEqual(g.json()["amount"], 100, g.json())
         self.assertEqual(g.json()["seq"], p["seq"])
         # a rejection's id is still taken for other content
         self.assert_problem(self.transfer(dict(body, amount=99)), 422, "id_reused", field="/amount")
@@ -541,14 +540,11 @@ class Holds(ServerTestCase):
         self.assertEqual(p["code"], "created")
         self.assertEqual(p["transfer"]["id"], pid)
         self.assertEqual(p["transfer"]["amount"], 300)
-        # docs/api.md says the post's accounts come without ids; the server (commit 582b95c)
-        # names them. Either, but a given id must be the right one.
-        self.assertEqual(p["accounts"]["from"], dict({"balance": 700, "available": 700,
-                                                      "version": 4}, **(
-            {"id": self.a} if "id" in p["accounts"]["from"] else {})))
-        self.assertEqual(p["accounts"]["to"], dict({"balance": 300, "available": 300,
-                                                    "version": 3}, **(
-            {"id": self.b} if "id" in p["accounts"]["to"] else {})))
+        # docs/api.md: a post's accounts are the hold's two, named, right after it
+        self.assertEqual(p["accounts"]["from"],
+                         {"id": self.a, "balance": 700, "available": 700, "version": 4})
+        self.assertEqual(p["accounts"]["to"],
+                         {"id": self.b, "balance": 300, "available": 300, "version": 3})
         g = self.get_transfer(hid).json()
         self.assertEqual((g["state"], g["captured"]), ("captured", 300))
         g = self.get_transfer(pid)

@@ -83,7 +83,7 @@ class HotAccount(ServerTestCase):
         self.verify_ok()
 
     def test_concurrent_retries_of_one_payment(self):
-        # DESIGN story 2: every client sends the same 5 payments (same ids); each applies once.
+        # Story 2 (examples/): every client sends the same 5 payments (same ids); each applies once.
         wallet = self.funded_account(100000)
         shop = self.create_account()["id"]
         ids = [uid("retry") for _ in range(5)]
@@ -251,7 +251,7 @@ class Seat(ServerTestCase):
 class ExpiryRace(ServerTestCase):
 
     def test_post_races_expiry(self):
-        # DESIGN story 5: payment confirmation and hold expiry race; exactly one wins per hold,
+        # Story 5 (examples/): payment confirmation and hold expiry race; exactly one wins per hold,
         # and a payment is never taken for an expired hold.
         pool = self.funded_account(CLIENTS, currency="SEAT")
         user = self.create_account(currency="SEAT")["id"]

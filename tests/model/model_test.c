@@ -36,15 +36,13 @@
  * and finds the next one. Every one is a failure by default: it disagrees with the docs.
  */
 enum skip {
-    SKIP_PAST_TOTALS = 1 << 0, /* past reads give 0 for posted totals and credits_held */
-    SKIP_KIND_FIELD = 1 << 1,  /* plain vs hold retry: engine names /from../amount first */
+    SKIP_KIND_FIELD = 1 << 0, /* plain vs hold retry: engine names /from../amount first */
 };
 
 static const struct {
     const char *name;
     unsigned bit;
 } skip_names[] = {
-    {"past-totals", SKIP_PAST_TOTALS},
     {"kind-field", SKIP_KIND_FIELD},
 };
 
@@ -283,8 +281,7 @@ static bool submit_and_compare(run *r, const coffer_event *events, size_t count,
 
 #define DIFFERENT(name) (expected->name != actual->name)
 
-static const char *account_difference(const coffer_account *expected, const coffer_account *actual,
-                                      bool totals_kept)
+static const char *account_difference(const coffer_account *expected, const coffer_account *actual)
 {
     if (strcmp(expected->id, actual->id) != 0)
         return "id";
@@ -299,13 +296,13 @@ static const char *account_difference(const coffer_account *expected, const coff
         return "min_balance";
     if (expected->has_max && DIFFERENT(max_balance))
         return "max_balance";
-    if (totals_kept && DIFFERENT(debits_posted))
+    if (DIFFERENT(debits_posted))
         return "debits_posted";
-    if (totals_kept && DIFFERENT(credits_posted))
+    if (DIFFERENT(credits_posted))
         return "credits_posted";
     if (DIFFERENT(debits_held))
         return "debits_held";
-    if (totals_kept && DIFFERENT(credits_held))
+    if (DIFFERENT(credits_held))
         return "credits_held";
     if (DIFFERENT(balance))
         return "balance";
@@ -354,8 +351,7 @@ static bool check_account(run *r, const char *id, int at, uint64_t at_value)
     }
     if (expected_code != COFFER_OK)
         return true;
-    bool totals_kept = at == COFFER_AT_NOW || !(r->options->skips & SKIP_PAST_TOTALS);
-    const char *difference = account_difference(&expected, &actual, totals_kept);
+    const char *difference = account_difference(&expected, &actual);
     if (difference == NULL)
         return true;
     print_account("reference", &expected);

@@ -1002,6 +1002,9 @@ int ref_account_get(ref_ledger *ledger, const char *id, int at, uint64_t at_valu
     }
     out->balance = out->credits_posted - out->debits_posted;
     out->available = out->balance - out->debits_held;
+    /* coffer.h: a past read is exact for balance, available, debits_held and version only;
+     * the posted totals and credits_held are not kept per history entry and read as 0. */
+    out->debits_posted = out->credits_posted = out->credits_held = 0;
     return COFFER_OK;
 }
 

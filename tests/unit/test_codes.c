@@ -1,6 +1,6 @@
 /*
  * test_codes.c — the one table of result codes (COFFER_CODE_MAP): unique values, names,
- * messages, HTTP statuses in the families of DESIGN §3, and the lookups on unknown values.
+ * messages, HTTP statuses by family (docs/api.md, Codes), and the lookups on unknown values.
  */
 #include <limits.h>
 
@@ -18,13 +18,13 @@ static const code_row code_rows[] = {COFFER_CODE_MAP(CODE_ROW)};
 #undef CODE_ROW
 #define CODE_ROW_COUNT (sizeof(code_rows) / sizeof(code_rows[0]))
 
-/* The HTTP status DESIGN §3 gives each code, written out independently of the table. */
+/* The HTTP status of each code's family, written out independently of the table. */
 typedef struct expected_status {
     const char *name;
     int http_status;
 } expected_status;
 
-static const expected_status design_statuses[] = {
+static const expected_status family_statuses[] = {
     {"ok", 200},
     {"created", 201},
     {"exists", 200},
@@ -58,7 +58,7 @@ static const expected_status design_statuses[] = {
     {"out_of_memory", 503},
     {"internal", 500},
 };
-#define DESIGN_STATUS_COUNT (sizeof(design_statuses) / sizeof(design_statuses[0]))
+#define FAMILY_STATUS_COUNT (sizeof(family_statuses) / sizeof(family_statuses[0]))
 
 static const code_row *row_named(const char *name)
 {
@@ -103,19 +103,19 @@ static void test_every_code_has_name_and_message(void **state)
     }
 }
 
-/* Every code DESIGN §3 names exists, with the status of its family. */
-static void test_statuses_follow_design_families(void **state)
+/* Every code listed above exists, with the status of its family. */
+static void test_statuses_follow_families(void **state)
 {
     (void)state;
-    for (size_t i = 0; i < DESIGN_STATUS_COUNT; i++) {
-        const code_row *row = row_named(design_statuses[i].name);
+    for (size_t i = 0; i < FAMILY_STATUS_COUNT; i++) {
+        const code_row *row = row_named(family_statuses[i].name);
         if (row == NULL)
-            fail_msg("code %s is missing from the table", design_statuses[i].name);
-        assert_int_equal(row->http_status, design_statuses[i].http_status);
-        assert_int_equal(coffer_code_http_status(row->code), design_statuses[i].http_status);
+            fail_msg("code %s is missing from the table", family_statuses[i].name);
+        assert_int_equal(row->http_status, family_statuses[i].http_status);
+        assert_int_equal(coffer_code_http_status(row->code), family_statuses[i].http_status);
     }
-    /* And the table holds no code the design does not place in a family. */
-    assert_int_equal(CODE_ROW_COUNT, DESIGN_STATUS_COUNT);
+    /* And the table holds no code that is not placed in a family above. */
+    assert_int_equal(CODE_ROW_COUNT, FAMILY_STATUS_COUNT);
 }
 
 static void test_unknown_values(void **state)
@@ -152,7 +152,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_values_are_unique_and_below_limit),
         cmocka_unit_test(test_every_code_has_name_and_message),
-        cmocka_unit_test(test_statuses_follow_design_families),
+        cmocka_unit_test(test_statuses_follow_families),
         cmocka_unit_test(test_unknown_values),
         cmocka_unit_test(test_is_success),
     };
