@@ -97,12 +97,34 @@ static bool read_env_value(const char *key, char *out, size_t size)
     return found;
 }
 
-/* Runs one SQL statement on the primary (through the multi-host conninfo, so it also works
- * after the failover); returns a copy of the first value (or NULL), which the caller frees. */
+static void sleep_ms(uint32_t milliseconds)
+{
+    struct timespec pause = {milliseconds / 1000, (long)(milliseconds % 1000) * 1000000L};
+    while (nanosleep(&pause, &pause) != 0 && errno == EINTR) {
+    }
+}
+
+/* Connects to the primary (through the multi-host conninfo, so it also works after the
+ * failover), waiting, bounded, while it restarts after a crash. */
+static PGconn *connect_primary(void)
+{
+    PGconn *conn = NULL;
+    for (int waited_ms = 0; waited_ms < WAIT_MS_MAX; waited_ms += 50) {
+        conn = PQconnectdb(multi_conninfo);
+        if (PQstatus(conn) == CONNECTION_OK)
+            return conn;
+        PQfinish(conn);
+        sleep_ms(50);
+    }
+    fail_msg("cannot connect to the primary: %s", multi_conninfo);
+    return NULL;
+}
+
+/* Runs one SQL statement on the primary; returns a copy of the first value (or NULL), which
+ * the caller frees. */
 static char *sql(const char *statement)
 {
-    PGconn *conn = PQconnectdb(multi_conninfo);
-    assert_int_equal(PQstatus(conn), CONNECTION_OK);
+    PGconn *conn = connect_primary();
     PGresult *result = PQexec(conn, statement);
     ExecStatusType status = PQresultStatus(result);
     if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK)
@@ -134,13 +156,6 @@ static const char *conninfo_for(const char *schema, bool multi_host)
     snprintf(out, sizeof(conninfo[0]), "%s options='-csearch_path=%s'",
              multi_host ? multi_conninfo : primary_conninfo, schema);
     return out;
-}
-
-static void sleep_ms(uint32_t milliseconds)
-{
-    struct timespec pause = {milliseconds / 1000, (long)(milliseconds % 1000) * 1000000L};
-    while (nanosleep(&pause, &pause) != 0 && errno == EINTR) {
-    }
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -207,10 +222,23 @@ static pg_log *open_log(const char *conninfo, const char *name, uint32_t lease_m
     return log;
 }
 
+static uint64_t now_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
+}
+
+/* Takes the lease, waiting (bounded) while a session that has ended may still hold it:
+ * PostgreSQL frees a session's locks when its server process exits, a moment after. */
 static void lead(pg_log *log, uint64_t expected_term)
 {
     bool leading = false;
-    assert_int_equal(pg_log_try_lead(log, &leading), PG_LOG_OK);
+    for (uint64_t started_ms = now_ms(); !leading && now_ms() - started_ms < WAIT_MS_MAX;) {
+        assert_int_equal(pg_log_try_lead(log, &leading), PG_LOG_OK);
+        if (!leading)
+            sleep_ms(20);
+    }
     assert_true(leading);
     assert_true(pg_log_leading(log));
     assert_int_equal(pg_log_term(log), expected_term);
@@ -457,8 +485,9 @@ static void test_paused_leader_loses_its_session_and_acknowledges_nothing(void *
     assert_false(leading);
 
     /* ... and a pause longer than the lease ends it, which frees the lease. */
-    sleep_ms(2500);
+    uint64_t paused_at_ms = now_ms();
     lead(other, 2);
+    assert_true(now_ms() - paused_at_ms >= 800);
     assert_int_equal(append_next(paused, &written, 1), PG_LOG_NOT_LEADER);
     assert_false(pg_log_leading(paused));
     bool present = true;
@@ -542,34 +571,46 @@ static void test_follower_is_woken_by_an_append(void **state)
 /* ---------------------------------------------------------------------------------------- */
 /* Failures                                                                                 */
 
-typedef struct terminator {
-    int backend_pid;
-    bool terminated;
-} terminator;
+/* How a COMMIT waiting for the standby is cut off: politely (PostgreSQL warns that the
+ * transaction committed locally, then ends the session) or by a crash (no word at all). */
+enum interruption { TERMINATE_BACKEND, KILL_BACKEND };
 
-/* Waits until the backend waits for the synchronous standby, then terminates it. */
-static void *terminate_when_waiting(void *context)
+typedef struct interrupter {
+    enum interruption how;
+    int backend_pid;
+    bool interrupted;
+} interrupter;
+
+static bool backend_waits_for_standby(PGconn *conn, int backend_pid)
 {
-    terminator *job = context;
-    char statement[160];
+    char statement[128];
     snprintf(statement, sizeof(statement),
              "SELECT count(*) FROM pg_stat_activity WHERE pid = %d AND wait_event = 'SyncRep'",
-             job->backend_pid);
-    for (int waited_ms = 0; waited_ms < WAIT_MS_MAX; waited_ms += 20) {
+             backend_pid);
+    PGresult *result = PQexec(conn, statement);
+    bool waiting =
+        PQresultStatus(result) == PGRES_TUPLES_OK && strcmp(PQgetvalue(result, 0, 0), "1") == 0;
+    PQclear(result);
+    return waiting;
+}
+
+/* Waits until the backend waits for the synchronous standby, then cuts it off. */
+static void *interrupt_when_waiting(void *context)
+{
+    interrupter *job = context;
+    for (int waited_ms = 0; waited_ms < WAIT_MS_MAX && !job->interrupted; waited_ms += 20) {
         PGconn *conn = PQconnectdb(primary_conninfo);
-        PGresult *result = PQexec(conn, statement);
-        bool waiting =
-            PQresultStatus(result) == PGRES_TUPLES_OK && strcmp(PQgetvalue(result, 0, 0), "1") == 0;
-        PQclear(result);
-        if (waiting) {
+        if (backend_waits_for_standby(conn, job->backend_pid)) {
+            char statement[64];
             snprintf(statement, sizeof(statement), "SELECT pg_terminate_backend(%d)",
                      job->backend_pid);
-            PQclear(PQexec(conn, statement));
-            job->terminated = true;
+            if (job->how == TERMINATE_BACKEND)
+                PQclear(PQexec(conn, statement));
+            else
+                kill(job->backend_pid, SIGKILL); /* PostgreSQL restarts and recovers */
+            job->interrupted = true;
         }
         PQfinish(conn);
-        if (job->terminated)
-            break;
         sleep_ms(20);
     }
     return NULL;
@@ -585,6 +626,35 @@ static void set_synchronous_standby_names(const char *value)
     sleep_ms(300); /* the reload reaches every backend before its next statement */
 }
 
+/* Reads the tail, waiting, bounded, while PostgreSQL recovers from a crash. */
+static void read_tail_when_up(pg_log *log, pg_log_tail *tail)
+{
+    int status = PG_LOG_DISCONNECTED;
+    for (int waited_ms = 0; waited_ms < WAIT_MS_MAX && status == PG_LOG_DISCONNECTED;
+         waited_ms += 50) {
+        if ((status = pg_log_read_tail(log, tail)) == PG_LOG_DISCONNECTED)
+            sleep_ms(50);
+    }
+    assert_int_equal(status, PG_LOG_OK);
+}
+
+/* Appends a record whose COMMIT is cut off while it waits for the standby. */
+static int append_interrupted(pg_log *log, chain *to, enum interruption how)
+{
+    char *standbys = sql("SHOW synchronous_standby_names");
+    assert_non_null(standbys);
+    set_synchronous_standby_names("nobody"); /* every COMMIT now waits */
+    interrupter job = {.how = how, .backend_pid = pg_log_backend_pid(log)};
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, interrupt_when_waiting, &job), 0);
+    int status = append_next(log, to, 1);
+    pthread_join(thread, NULL);
+    set_synchronous_standby_names(standbys);
+    free(standbys);
+    assert_true(job.interrupted);
+    return status;
+}
+
 /* A COMMIT cut off while it waits for the standby is committed on the primary but maybe not
  * replicated: the append must not be acknowledged, and reading the log back tells. */
 static void test_interrupted_commit_is_outcome_unknown(void **state)
@@ -594,27 +664,20 @@ static void test_interrupted_commit_is_outcome_unknown(void **state)
     lead(log, 1);
     chain written = {0};
     assert_int_equal(append_next(log, &written, 1), PG_LOG_OK);
-
-    char *standbys = sql("SHOW synchronous_standby_names");
-    assert_non_null(standbys);
-    set_synchronous_standby_names("nobody"); /* every COMMIT now waits */
-    terminator job = {.backend_pid = pg_log_backend_pid(log)};
-    pthread_t thread;
-    assert_int_equal(pthread_create(&thread, NULL, terminate_when_waiting, &job), 0);
-    int status = append_next(log, &written, 1);
-    pthread_join(thread, NULL);
-    set_synchronous_standby_names(standbys);
-    free(standbys);
-    assert_true(job.terminated);
-    assert_int_equal(status, PG_LOG_OUTCOME_UNKNOWN);
-    assert_false(pg_log_leading(log));
-
-    /* The log tells: here the record was committed locally. A new term follows it. */
-    pg_log_tail tail;
-    assert_int_equal(pg_log_read_tail(log, &tail), PG_LOG_OK);
-    assert_int_equal(tail.position, 3);
-    assert_int_equal(tail.last_seq, 2);
-    lead(log, 2);
+    const enum interruption ways[] = {TERMINATE_BACKEND, KILL_BACKEND};
+    for (uint64_t way = 0; way < 2; way++) {
+        assert_int_equal(append_interrupted(log, &written, ways[way]), PG_LOG_OUTCOME_UNKNOWN);
+        assert_false(pg_log_leading(log));
+        /* The log tells: here the record was flushed on the primary before the wait, so it is
+         * there (and the chain written by this test does not include it). */
+        pg_log_tail tail;
+        read_tail_when_up(log, &tail);
+        assert_int_equal(tail.position, 3 + 2 * way);
+        assert_int_equal(tail.last_seq, 2 + way);
+        lead(log, 2 + way);
+        memcpy(written.hash, tail.hash, RECORD_HASH_BYTES);
+        written.last_seq = tail.last_seq;
+    }
     pg_log_close(log);
     chain_free(&written);
 }
