@@ -22,9 +22,10 @@
 #define SCHEMA_LOCK_OBJECT "hashtext(coalesce(current_schema(), ''))"
 
 #define ERROR_BYTES 512
-#define TERM_ATTEMPTS_MAX 3 /* a term row loses the race to a finishing append at most this often  \
-                             */
-#define READ_ROWS_MAX 1024
+#define TERM_ATTEMPTS_MAX                                                                          \
+    3                      /* a term row loses the race to a finishing append at most this often   \
+                            */
+#define READ_ROWS_MAX 1024 /* rows per read, whatever the caller asks */
 #define SQLSTATE_UNIQUE_VIOLATION "23505"
 
 struct pg_log {
@@ -38,7 +39,7 @@ struct pg_log {
     bool warned;   /* PostgreSQL sent a WARNING during the current statement */
     bool ending;   /* PostgreSQL said it is ending this session (FATAL) */
     uint64_t term;
-    pg_log_tail tail;
+    pg_log_point tail;
     char error[ERROR_BYTES];
 };
 
@@ -328,7 +329,7 @@ uint64_t pg_log_term(const pg_log *log)
     return log->term;
 }
 
-const pg_log_tail *pg_log_known_tail(const pg_log *log)
+const pg_log_point *pg_log_known_tail(const pg_log *log)
 {
     return &log->tail;
 }
@@ -375,7 +376,7 @@ static PGresult *run_read(pg_log *log, const char *sql, int parameters, const ch
     return NULL;
 }
 
-int pg_log_read_tail(pg_log *log, pg_log_tail *tail)
+int pg_log_read_tail(pg_log *log, pg_log_point *tail)
 {
     int status;
     PGresult *result = run_read(
@@ -483,7 +484,7 @@ static int take_lease(pg_log *log, bool *taken)
 static int append_term_row(pg_log *log)
 {
     for (int attempt = 0; attempt < TERM_ATTEMPTS_MAX; attempt++) {
-        pg_log_tail tail;
+        pg_log_point tail;
         int status = pg_log_read_tail(log, &tail);
         if (status != PG_LOG_OK)
             return status;
@@ -611,8 +612,10 @@ int pg_log_append(pg_log *log, const uint8_t *record, size_t length)
     return PG_LOG_FAILED;
 }
 
-/* Decodes row `index` of a read; a record is checked against its hash and its columns. */
-static int decode_row(pg_log *log, const PGresult *result, int index, pg_log_row *row)
+/* Decodes row `index` of a read and checks it continues `from`: the next position, the next
+ * seq, the chain hash, and for a record its bytes against their hash and its columns. */
+static int decode_row(pg_log *log, const PGresult *result, int index, const pg_log_point *from,
+                      pg_log_row *row)
 {
     row->position = column_u64(result, index, 0);
     row->kind = column_i16(result, index, 1);
@@ -622,50 +625,61 @@ static int decode_row(pg_log *log, const PGresult *result, int index, pg_log_row
     row->hash = (const uint8_t *)PQgetvalue(result, index, 5);
     row->bytes = (const uint8_t *)PQgetvalue(result, index, 6);
     row->length = (size_t)PQgetlength(result, index, 6);
-    if (PQgetlength(result, index, 5) != RECORD_HASH_BYTES)
-        goto corrupt;
-    if (row->kind == PG_LOG_ROW_TERM)
-        return PG_LOG_OK;
+    const char *wrong = NULL;
     record_header header;
-    if (row->kind != PG_LOG_ROW_RECORD || record_check(row->bytes, row->length, &header) != 0 ||
-        header.length != row->length || header.seq_base != row->seq ||
-        header.last_seq != row->last_seq || memcmp(header.hash, row->hash, RECORD_HASH_BYTES) != 0)
-        goto corrupt;
-    return PG_LOG_OK;
-corrupt:
-    set_error(log,
-              "coffer_log row at position %" PRIu64 " is corrupt: its record does not match"
-              " its hash or columns",
-              row->position);
+    if (row->position != from->position + 1 || row->seq != from->last_seq + 1)
+        wrong = "does not follow the row before it (a gap in positions or seqs)";
+    else if (PQgetlength(result, index, 5) != RECORD_HASH_BYTES || row->term < from->term)
+        wrong = "has a malformed hash or a term going back";
+    else if (row->kind == PG_LOG_ROW_TERM && memcmp(row->hash, from->hash, RECORD_HASH_BYTES) != 0)
+        wrong = "is a term row that breaks the hash chain";
+    else if (row->kind != PG_LOG_ROW_TERM &&
+             (row->kind != PG_LOG_ROW_RECORD ||
+              record_check(row->bytes, row->length, &header) != RECORD_OK ||
+              header.length != row->length || header.seq_base != row->seq ||
+              header.last_seq != row->last_seq ||
+              memcmp(header.hash, row->hash, RECORD_HASH_BYTES) != 0))
+        wrong = "holds a record that does not match its hash or its columns";
+    else if (row->kind == PG_LOG_ROW_RECORD &&
+             memcmp(header.previous_hash, from->hash, RECORD_HASH_BYTES) != 0)
+        wrong = "holds a record that breaks the hash chain";
+    if (wrong == NULL)
+        return PG_LOG_OK;
+    set_error(log, "coffer_log row at position %" PRIu64 " %s", row->position, wrong);
     return PG_LOG_INVALID_RECORD;
 }
 
-int pg_log_read(pg_log *log, uint64_t after_position, uint32_t rows_max, pg_log_row_fn visit,
+int pg_log_read(pg_log *log, pg_log_point *from, uint32_t rows_max, pg_log_row_fn visit,
                 void *context, uint32_t *rows_read)
 {
     if (rows_read != NULL)
         *rows_read = 0;
-    char after[24], limit[16];
-    snprintf(after, sizeof(after), "%" PRIu64, after_position);
+    char after[24], limit[16], bytes[16];
+    snprintf(after, sizeof(after), "%" PRIu64, from->position);
     snprintf(limit, sizeof(limit), "%" PRIu32, rows_max < READ_ROWS_MAX ? rows_max : READ_ROWS_MAX);
-    const char *values[2] = {after, limit};
+    snprintf(bytes, sizeof(bytes), "%u", PG_LOG_READ_BYTES_MAX);
+    const char *values[3] = {after, limit, bytes};
     int status;
-    PGresult *result = run_read(log,
-                                "SELECT position, kind, seq, last_seq, term, hash, record"
-                                " FROM coffer_log WHERE position > $1 ORDER BY position LIMIT $2",
-                                2, values, "reading", &status);
+    /* The byte budget stops the page before the row that would pass it (never the first). */
+    PGresult *result =
+        run_read(log,
+                 "SELECT position, kind, seq, last_seq, term, hash, record FROM"
+                 " (SELECT position, kind, seq, last_seq, term, hash, record,"
+                 " sum(length(record)) OVER (ORDER BY position) AS running"
+                 " FROM coffer_log WHERE position > $1 ORDER BY position LIMIT $2) AS page"
+                 " WHERE running - length(record) < $3 ORDER BY position",
+                 3, values, "reading", &status);
     if (result == NULL)
         return status;
     status = PG_LOG_OK;
     for (int index = 0; index < PQntuples(result); index++) {
         pg_log_row row;
-        if ((status = decode_row(log, result, index, &row)) != PG_LOG_OK)
+        if ((status = decode_row(log, result, index, from, &row)) != PG_LOG_OK)
             break;
-        if (row.position != after_position + 1 + (uint64_t)index) {
-            set_error(log, "coffer_log has a gap before position %" PRIu64, row.position);
-            status = PG_LOG_INVALID_RECORD;
-            break;
-        }
+        from->position = row.position;
+        from->last_seq = row.last_seq;
+        from->term = row.term;
+        memcpy(from->hash, row.hash, RECORD_HASH_BYTES);
         if (rows_read != NULL)
             (*rows_read)++;
         if (visit(&row, context) != 0)
@@ -676,11 +690,11 @@ int pg_log_read(pg_log *log, uint64_t after_position, uint32_t rows_max, pg_log_
 }
 
 int pg_log_find(pg_log *log, uint64_t last_seq, const uint8_t hash[RECORD_HASH_BYTES],
-                bool *present, uint64_t *position)
+                bool *present, pg_log_point *at)
 {
     static const uint8_t start_hash[RECORD_HASH_BYTES] = {0};
     *present = false;
-    *position = 0;
+    memset(at, 0, sizeof(*at));
     if (last_seq == 0) {
         *present = memcmp(hash, start_hash, RECORD_HASH_BYTES) == 0;
         return PG_LOG_OK;
@@ -689,15 +703,18 @@ int pg_log_find(pg_log *log, uint64_t last_seq, const uint8_t hash[RECORD_HASH_B
     snprintf(seq, sizeof(seq), "%" PRIu64, last_seq);
     const char *values[1] = {seq};
     int status;
-    PGresult *result =
-        run_read(log, "SELECT position, hash FROM coffer_log WHERE kind = 1 AND last_seq = $1", 1,
-                 values, "finding a record", &status);
+    PGresult *result = run_read(
+        log, "SELECT position, term, hash FROM coffer_log WHERE kind = 1 AND last_seq = $1", 1,
+        values, "finding a record", &status);
     if (result == NULL)
         return status;
-    if (PQntuples(result) == 1 && PQgetlength(result, 0, 1) == RECORD_HASH_BYTES &&
-        memcmp(PQgetvalue(result, 0, 1), hash, RECORD_HASH_BYTES) == 0) {
+    if (PQntuples(result) == 1 && PQgetlength(result, 0, 2) == RECORD_HASH_BYTES &&
+        memcmp(PQgetvalue(result, 0, 2), hash, RECORD_HASH_BYTES) == 0) {
         *present = true;
-        *position = column_u64(result, 0, 0);
+        at->position = column_u64(result, 0, 0);
+        at->last_seq = last_seq;
+        at->term = column_u64(result, 0, 1);
+        memcpy(at->hash, hash, RECORD_HASH_BYTES);
     }
     PQclear(result);
     return PG_LOG_OK;

@@ -37,7 +37,8 @@
 
 #define PG_LOG_SCHEMA_VERSION 1
 #define PG_LOG_LEASE_MS_DEFAULT 2000u
-#define PG_LOG_NAME_BYTES_MAX 256u /* a leader's name, stored in its term row */
+#define PG_LOG_NAME_BYTES_MAX 256u        /* a leader's name, stored in its term row (cut there) */
+#define PG_LOG_READ_BYTES_MAX (16u << 20) /* records one pg_log_read fetches, about */
 
 enum pg_log_status {
     PG_LOG_OK = 0,
@@ -62,12 +63,12 @@ typedef struct pg_log_options {
     const char *leader_name; /* written in term rows (the advertised URL); NULL: "" */
 } pg_log_options;
 
-typedef struct pg_log_tail {
+typedef struct pg_log_point {
     uint64_t position;               /* the last row's; 0 for an empty log */
     uint64_t last_seq;               /* the last seq written; 0 for an empty log */
     uint64_t term;                   /* the last row's term; 0 before any leader */
     uint8_t hash[RECORD_HASH_BYTES]; /* the hash the next record links to; zeros at first */
-} pg_log_tail;
+} pg_log_point;
 
 enum pg_log_row_kind { PG_LOG_ROW_RECORD = 1, PG_LOG_ROW_TERM = 2 };
 
@@ -99,7 +100,7 @@ void pg_log_close(pg_log *log);
 const char *pg_log_error(const pg_log *log);
 
 /* Reads the tail from the database into *tail. */
-int pg_log_read_tail(pg_log *log, pg_log_tail *tail);
+int pg_log_read_tail(pg_log *log, pg_log_point *tail);
 
 /* Tries to take the lease; when it is free, reads the tail and appends a term row, after which
  * this session leads (*leading true) in pg_log_term(log). A leading session stays leading. */
@@ -108,7 +109,7 @@ bool pg_log_leading(const pg_log *log);
 /* The term this session leads in, or the last term it saw. */
 uint64_t pg_log_term(const pg_log *log);
 /* The tail this session knows: after try_lead or an append, the log's tail. */
-const pg_log_tail *pg_log_known_tail(const pg_log *log);
+const pg_log_point *pg_log_known_tail(const pg_log *log);
 /* Keeps the leader's session from going idle past the lease; PG_LOG_NOT_LEADER if it is gone. */
 int pg_log_heartbeat(pg_log *log);
 /* Steps down: frees the lease (the session stays). */
@@ -120,15 +121,19 @@ int pg_log_step_down(pg_log *log);
  * Any outcome but OK and INVALID_RECORD leaves this session not leading. */
 int pg_log_append(pg_log *log, const uint8_t *record, size_t length);
 
-/* Reads up to rows_max rows after `after_position`, in order; *rows_read (may be NULL) counts
- * the rows visited. Each record is checked against its hash and columns. */
-int pg_log_read(pg_log *log, uint64_t after_position, uint32_t rows_max, pg_log_row_fn visit,
+/* Reads the rows after *from, in order: at most rows_max, and no more than about
+ * PG_LOG_READ_BYTES_MAX of records (always at least one row). *from is a point of the log the
+ * caller has applied up to: zeroed for the log's start, or what pg_log_find returned. Each row
+ * is checked to continue the one before it (next position, next seq, the hash chain; a record
+ * against its hash and columns), else PG_LOG_INVALID_RECORD; *from moves past each row
+ * visited. *rows_read (may be NULL) counts them. */
+int pg_log_read(pg_log *log, pg_log_point *from, uint32_t rows_max, pg_log_row_fn visit,
                 void *context, uint32_t *rows_read);
 /* Is the record ending at last_seq with this hash in the log? (A follower's check after a
- * reconnect: a record it applied could have been lost in a failover.) *position is its row,
- * which a follower reads after; last_seq 0 with a zero hash is the empty log's start. */
+ * reconnect: a record it applied could have been lost in a failover.) When present, *at is the
+ * point after that record, to read on from; last_seq 0 with a zero hash is the log's start. */
 int pg_log_find(pg_log *log, uint64_t last_seq, const uint8_t hash[RECORD_HASH_BYTES],
-                bool *present, uint64_t *position);
+                bool *present, pg_log_point *at);
 
 /* Subscribes this session to the appenders' NOTIFY (again after any reconnect). */
 int pg_log_listen(pg_log *log);

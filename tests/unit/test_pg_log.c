@@ -308,7 +308,7 @@ static void test_schema_created_then_kept_and_newer_refused(void **state)
     log = open_log(conninfo, "http://a", 0);
     sql_expect("SELECT value FROM schema_test.coffer_meta WHERE key = 'schema_version'", "1");
     sql_expect("SELECT count(*) FROM schema_test.coffer_log", "2");
-    pg_log_tail tail;
+    pg_log_point tail;
     assert_int_equal(pg_log_read_tail(log, &tail), PG_LOG_OK);
     assert_int_equal(tail.position, 2);
     assert_int_equal(tail.last_seq, 3);
@@ -341,26 +341,35 @@ static void test_append_then_read_back_every_byte(void **state)
 
     collected rows = {0};
     uint32_t read = 0;
-    assert_int_equal(pg_log_read(log, 0, 10, collect_row, &rows, &read), PG_LOG_OK);
+    pg_log_point from = {0};
+    assert_int_equal(pg_log_read(log, &from, 10, collect_row, &rows, &read), PG_LOG_OK);
     assert_int_equal(read, 4);
     assert_term_row(&rows, 0, 1, 1, "http://a");
     for (size_t index = 0; index < 3; index++)
         assert_record_row(&rows, index + 1, &written, index, 1);
     assert_int_equal(rows.rows[3].position, 4);
-
-    /* From a position, at most rows_max rows. */
-    collected one = {0};
-    assert_int_equal(pg_log_read(log, 2, 1, collect_row, &one, &read), PG_LOG_OK);
-    assert_int_equal(read, 1);
-    assert_int_equal(one.rows[0].position, 3);
-    assert_record_row(&one, 0, &written, 1, 1);
-
-    pg_log_tail tail;
+    /* The reader's point moved to the end, which is the tail. */
+    pg_log_point tail;
     assert_int_equal(pg_log_read_tail(log, &tail), PG_LOG_OK);
     assert_int_equal(tail.position, 4);
     assert_int_equal(tail.last_seq, 8);
     assert_int_equal(tail.term, 1);
     assert_memory_equal(tail.hash, written.hash, RECORD_HASH_BYTES);
+    assert_memory_equal(&from, &tail, sizeof(tail));
+    assert_int_equal(pg_log_read(log, &from, 10, collect_row, &rows, &read), PG_LOG_OK);
+    assert_int_equal(read, 0);
+
+    /* From the point after a record, at most rows_max rows. */
+    bool present = false;
+    assert_int_equal(pg_log_find(log, 1, written.hashes[0], &present, &from), PG_LOG_OK);
+    assert_true(present);
+    collected one = {0};
+    assert_int_equal(pg_log_read(log, &from, 1, collect_row, &one, &read), PG_LOG_OK);
+    assert_int_equal(read, 1);
+    assert_int_equal(one.rows[0].position, 3);
+    assert_record_row(&one, 0, &written, 1, 1);
+    assert_int_equal(from.position, 3);
+    assert_int_equal(from.last_seq, 6);
     pg_log_close(log);
     chain_free(&written);
 }
@@ -400,6 +409,39 @@ static void test_append_refuses_a_record_that_does_not_continue_the_tail(void **
     chain_free(&written);
 }
 
+static void assert_read_refused(pg_log *log, pg_log_point *from, const char *reason)
+{
+    collected rows = {0};
+    assert_int_equal(pg_log_read(log, from, 10, collect_row, &rows, NULL), PG_LOG_INVALID_RECORD);
+    assert_non_null(strstr(pg_log_error(log), reason));
+}
+
+/* A reader checks every row it reads against the point it holds, and the rows themselves. */
+static void test_read_checks_the_chain_and_every_record(void **state)
+{
+    (void)state;
+    pg_log *log = open_log(conninfo_for("read_check", false), "http://a", 0);
+    lead(log, 1);
+    chain written = {0};
+    assert_int_equal(append_next(log, &written, 2), PG_LOG_OK);
+    assert_int_equal(append_next(log, &written, 2), PG_LOG_OK);
+
+    pg_log_point from = {0};
+    from.hash[0] = 1; /* a reader whose chain is not this log's */
+    assert_read_refused(log, &from, "position 1 is a term row that breaks the hash chain");
+    bool present = false;
+    assert_int_equal(pg_log_find(log, 2, written.hashes[0], &present, &from), PG_LOG_OK);
+    from.last_seq = 1; /* a reader that thinks it is elsewhere */
+    assert_read_refused(log, &from, "position 3 does not follow");
+
+    free(sql("UPDATE read_check.coffer_log SET record = set_byte(record, 80,"
+             " get_byte(record, 80) # 1) WHERE position = 3"));
+    assert_int_equal(pg_log_find(log, 2, written.hashes[0], &present, &from), PG_LOG_OK);
+    assert_read_refused(log, &from, "position 3 holds a record that does not match its hash");
+    pg_log_close(log);
+    chain_free(&written);
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Leadership                                                                               */
 
@@ -423,7 +465,8 @@ static void test_one_of_two_sessions_leads_and_terms_count_up(void **state)
     lead(second, 2);
     assert_int_equal(append_next(second, &written, 2), PG_LOG_OK);
     collected rows = {0};
-    assert_int_equal(pg_log_read(second, 0, 10, collect_row, &rows, NULL), PG_LOG_OK);
+    pg_log_point from = {0};
+    assert_int_equal(pg_log_read(second, &from, 10, collect_row, &rows, NULL), PG_LOG_OK);
     assert_int_equal(rows.count, 4);
     assert_term_row(&rows, 0, 1, 1, "http://first");
     assert_record_row(&rows, 1, &written, 0, 1);
@@ -491,8 +534,8 @@ static void test_paused_leader_loses_its_session_and_acknowledges_nothing(void *
     assert_int_equal(append_next(paused, &written, 1), PG_LOG_NOT_LEADER);
     assert_false(pg_log_leading(paused));
     bool present = true;
-    uint64_t position = 0;
-    assert_int_equal(pg_log_find(paused, 2, written.hashes[1], &present, &position), PG_LOG_OK);
+    pg_log_point at;
+    assert_int_equal(pg_log_find(paused, 2, written.hashes[1], &present, &at), PG_LOG_OK);
     assert_false(present);
     sql_expect("SELECT count(*) FROM lease.coffer_log", "3");
     pg_log_close(other);
@@ -513,28 +556,33 @@ static void test_find_tells_whether_a_record_is_in_the_log(void **state)
     assert_int_equal(append_next(log, &written, 1), PG_LOG_OK);
 
     bool present = false;
-    uint64_t position = 0;
-    assert_int_equal(pg_log_find(log, 4, written.hashes[0], &present, &position), PG_LOG_OK);
+    pg_log_point at;
+    assert_int_equal(pg_log_find(log, 4, written.hashes[0], &present, &at), PG_LOG_OK);
     assert_true(present);
-    assert_int_equal(position, 2);
-    assert_int_equal(pg_log_find(log, 5, written.hashes[1], &present, &position), PG_LOG_OK);
+    assert_int_equal(at.position, 2);
+    assert_int_equal(at.last_seq, 4);
+    assert_int_equal(at.term, 1);
+    assert_memory_equal(at.hash, written.hashes[0], RECORD_HASH_BYTES);
+    assert_int_equal(pg_log_find(log, 5, written.hashes[1], &present, &at), PG_LOG_OK);
     assert_true(present);
-    assert_int_equal(position, 3);
+    assert_int_equal(at.position, 3);
 
     uint8_t other_hash[RECORD_HASH_BYTES];
     memcpy(other_hash, written.hashes[0], RECORD_HASH_BYTES);
     other_hash[31] ^= 0x80;
-    assert_int_equal(pg_log_find(log, 4, other_hash, &present, &position), PG_LOG_OK);
+    assert_int_equal(pg_log_find(log, 4, other_hash, &present, &at), PG_LOG_OK);
     assert_false(present);
-    assert_int_equal(pg_log_find(log, 3, written.hashes[0], &present, &position), PG_LOG_OK);
+    assert_int_equal(pg_log_find(log, 3, written.hashes[0], &present, &at), PG_LOG_OK);
     assert_false(present); /* seq 3 is inside a record, not the end of one */
-    assert_int_equal(pg_log_find(log, 6, written.hashes[1], &present, &position), PG_LOG_OK);
+    assert_int_equal(pg_log_find(log, 6, written.hashes[1], &present, &at), PG_LOG_OK);
     assert_false(present);
 
     static const uint8_t start[RECORD_HASH_BYTES] = {0};
-    assert_int_equal(pg_log_find(log, 0, start, &present, &position), PG_LOG_OK);
+    assert_int_equal(pg_log_find(log, 0, start, &present, &at), PG_LOG_OK);
     assert_true(present);
-    assert_int_equal(position, 0);
+    assert_int_equal(at.position, 0);
+    assert_int_equal(pg_log_find(log, 0, other_hash, &present, &at), PG_LOG_OK);
+    assert_false(present);
     pg_log_close(log);
     chain_free(&written);
 }
@@ -559,10 +607,14 @@ static void test_follower_is_woken_by_an_append(void **state)
     assert_int_equal(pg_log_wait(follower, WAIT_MS_MAX, &woken), PG_LOG_OK);
     assert_true(woken);
 
+    /* The follower reads on from where it got to: the term row, then the record. */
     collected rows = {0};
-    assert_int_equal(pg_log_read(follower, 1, 10, collect_row, &rows, NULL), PG_LOG_OK);
-    assert_int_equal(rows.count, 1);
-    assert_record_row(&rows, 0, &written, 0, 1);
+    pg_log_point applied = {0};
+    assert_int_equal(pg_log_read(follower, &applied, 10, collect_row, &rows, NULL), PG_LOG_OK);
+    assert_int_equal(rows.count, 2);
+    assert_term_row(&rows, 0, 1, 1, "http://leader");
+    assert_record_row(&rows, 1, &written, 0, 1);
+    assert_int_equal(applied.last_seq, 2);
     pg_log_close(follower);
     pg_log_close(leader);
     chain_free(&written);
@@ -627,7 +679,7 @@ static void set_synchronous_standby_names(const char *value)
 }
 
 /* Reads the tail, waiting, bounded, while PostgreSQL recovers from a crash. */
-static void read_tail_when_up(pg_log *log, pg_log_tail *tail)
+static void read_tail_when_up(pg_log *log, pg_log_point *tail)
 {
     int status = PG_LOG_DISCONNECTED;
     for (int waited_ms = 0; waited_ms < WAIT_MS_MAX && status == PG_LOG_DISCONNECTED;
@@ -670,7 +722,7 @@ static void test_interrupted_commit_is_outcome_unknown(void **state)
         assert_false(pg_log_leading(log));
         /* The log tells: here the record was flushed on the primary before the wait, so it is
          * there (and the chain written by this test does not include it). */
-        pg_log_tail tail;
+        pg_log_point tail;
         read_tail_when_up(log, &tail);
         assert_int_equal(tail.position, 3 + 2 * way);
         assert_int_equal(tail.last_seq, 2 + way);
@@ -699,16 +751,17 @@ static void test_failover_keeps_every_acknowledged_append(void **state)
     assert_false(pg_log_leading(log));
     assert_int_equal(run_script("promote", NULL), 0);
 
-    pg_log_tail tail;
+    pg_log_point tail;
     assert_int_equal(pg_log_read_tail(log, &tail), PG_LOG_OK);
     assert_int_equal(tail.position, 21);
     assert_int_equal(tail.last_seq, written.last_seq);
     assert_memory_equal(tail.hash, written.hash, RECORD_HASH_BYTES);
     collected rows = {0};
-    assert_int_equal(pg_log_read(log, 1, RECORDS_MAX, collect_row, &rows, NULL), PG_LOG_OK);
-    assert_int_equal(rows.count, 20);
+    pg_log_point from = {0};
+    assert_int_equal(pg_log_read(log, &from, RECORDS_MAX, collect_row, &rows, NULL), PG_LOG_OK);
+    assert_int_equal(rows.count, 21);
     for (size_t index = 0; index < 20; index++)
-        assert_record_row(&rows, index, &written, index, 1);
+        assert_record_row(&rows, index + 1, &written, index, 1);
 
     lead(log, 2);
     assert_int_equal(append_next(log, &written, 1), PG_LOG_OK);
@@ -761,6 +814,7 @@ int main(void)
         cmocka_unit_test(test_schema_created_then_kept_and_newer_refused),
         cmocka_unit_test(test_append_then_read_back_every_byte),
         cmocka_unit_test(test_append_refuses_a_record_that_does_not_continue_the_tail),
+        cmocka_unit_test(test_read_checks_the_chain_and_every_record),
         cmocka_unit_test(test_one_of_two_sessions_leads_and_terms_count_up),
         cmocka_unit_test(test_stale_leader_is_fenced_by_the_log),
         cmocka_unit_test(test_paused_leader_loses_its_session_and_acknowledges_nothing),
