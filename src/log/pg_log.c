@@ -1,0 +1,750 @@
+/*
+ * pg_log.c — coffer's log in a PostgreSQL table through libpq: the schema and its upgrades,
+ * the lease and the term rows that fence a stale leader, appends acknowledged only after
+ * COMMIT, ordered reads with NOTIFY as a wake-up, and reconnection after a failover.
+ */
+#include "log/pg_log.h"
+
+#include <endian.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+/* Advisory lock keys (first half: which coffer lock; second: hashtext of the schema, so that
+ * ledgers in different schemas of one database do not share a lease). */
+#define LEASE_LOCK_KEY "1128680519"  /* "CFLG" */
+#define SCHEMA_LOCK_KEY "1128682307" /* "CFSC" */
+#define SCHEMA_LOCK_OBJECT "hashtext(coalesce(current_schema(), ''))"
+
+#define ERROR_BYTES 512
+#define TERM_ATTEMPTS_MAX                                                                          \
+    3                      /* a term row loses the race to a finishing append at most this often   \
+                            */
+#define READ_ROWS_MAX 1024 /* rows per read, whatever the caller asks */
+#define SQLSTATE_UNIQUE_VIOLATION "23505"
+
+struct pg_log {
+    PGconn *conn; /* NULL between a lost session and the next call */
+    char *conninfo;
+    uint32_t lease_ms;
+    char leader_name[PG_LOG_NAME_BYTES_MAX + 1];
+    bool leading;
+    bool listening;
+    bool notified; /* a NOTIFY was drained while checking the session: the next wait returns */
+    bool warned;   /* PostgreSQL sent a WARNING during the current statement */
+    bool ending;   /* PostgreSQL said it is ending this session (FATAL) */
+    uint64_t term;
+    pg_log_point tail;
+    char error[ERROR_BYTES];
+};
+
+/* Each schema version's step, applied in order inside one transaction. */
+static const char *const schema_steps[PG_LOG_SCHEMA_VERSION] = {
+    "CREATE TABLE coffer_log ("
+    " position bigint PRIMARY KEY CHECK (position > 0),"
+    " kind smallint NOT NULL CHECK (kind IN (1, 2)),"
+    " seq bigint NOT NULL CHECK (seq > 0),"
+    " last_seq bigint NOT NULL,"
+    " term bigint NOT NULL CHECK (term > 0),"
+    " hash bytea NOT NULL CHECK (length(hash) = 32),"
+    " record bytea NOT NULL,"
+    " written_at timestamptz NOT NULL DEFAULT now(),"
+    " CHECK ((kind = 1 AND last_seq >= seq) OR (kind = 2 AND last_seq = seq - 1)));"
+    "CREATE UNIQUE INDEX coffer_log_record_last_seq ON coffer_log (last_seq) WHERE kind = 1;",
+};
+
+static const char insert_row_sql[] =
+    "WITH inserted AS (INSERT INTO coffer_log (position, kind, seq, last_seq, term, hash, record)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING position)"
+    " SELECT pg_notify('coffer_log', position::text) FROM inserted";
+
+static void set_error(pg_log *log, const char *format, ...) __attribute__((format(printf, 2, 3)));
+
+static void set_error(pg_log *log, const char *format, ...)
+{
+    va_list arguments;
+    va_start(arguments, format);
+    vsnprintf(log->error, sizeof(log->error), format, arguments);
+    va_end(arguments);
+    /* libpq's messages end in a newline; ours are one line. */
+    size_t length = strlen(log->error);
+    while (length > 0 && (log->error[length - 1] == '\n' || log->error[length - 1] == ' '))
+        log->error[--length] = '\0';
+}
+
+static void set_database_error(pg_log *log, const char *doing, const PGresult *result)
+{
+    const char *message = result != NULL ? PQresultErrorMessage(result) : "";
+    if (message[0] == '\0')
+        message = PQerrorMessage(log->conn);
+    set_error(log, "%s: %s", doing, message);
+}
+
+const char *pg_log_status_name(int status)
+{
+    switch (status) {
+    case PG_LOG_OK:
+        return "ok";
+    case PG_LOG_NOT_LEADER:
+        return "not_leader";
+    case PG_LOG_OUTCOME_UNKNOWN:
+        return "outcome_unknown";
+    case PG_LOG_DISCONNECTED:
+        return "disconnected";
+    case PG_LOG_INVALID_RECORD:
+        return "invalid_record";
+    case PG_LOG_SCHEMA_NEWER:
+        return "schema_newer";
+    case PG_LOG_FAILED:
+        return "failed";
+    default:
+        return "unknown_status";
+    }
+}
+
+void pg_log_options_init(pg_log_options *options)
+{
+    memset(options, 0, sizeof(*options));
+    options->lease_ms = PG_LOG_LEASE_MS_DEFAULT;
+}
+
+/* WARNINGs matter: a COMMIT whose wait for the synchronous standby was cancelled returns OK
+ * with a WARNING, committed locally but maybe not replicated. FATAL: the session is ending. */
+static void notice_receiver(void *context, const PGresult *notice)
+{
+    pg_log *log = context;
+    const char *severity = PQresultErrorField(notice, PG_DIAG_SEVERITY_NONLOCALIZED);
+    if (severity == NULL)
+        return;
+    if (strcmp(severity, "WARNING") == 0) {
+        log->warned = true;
+        set_error(log, "PostgreSQL warned: %s", PQresultErrorMessage(notice));
+    } else if (strcmp(severity, "FATAL") == 0 || strcmp(severity, "PANIC") == 0) {
+        log->ending = true;
+        set_error(log, "PostgreSQL ended the session: %s", PQresultErrorMessage(notice));
+    }
+}
+
+static void drop_session(pg_log *log)
+{
+    PQfinish(log->conn);
+    log->conn = NULL;
+    log->leading = false;
+    log->ending = false;
+}
+
+/* Runs a statement without parameters; NULL (error set) unless it returned `expected`. */
+static PGresult *run_simple(pg_log *log, const char *sql, ExecStatusType expected,
+                            const char *doing)
+{
+    PGresult *result = PQexec(log->conn, sql);
+    if (PQresultStatus(result) == expected)
+        return result;
+    set_database_error(log, doing, result);
+    PQclear(result);
+    return NULL;
+}
+
+static bool run_command(pg_log *log, const char *sql, const char *doing)
+{
+    PGresult *result = run_simple(log, sql, PGRES_COMMAND_OK, doing);
+    PQclear(result);
+    return result != NULL;
+}
+
+static bool connection_lost(const pg_log *log)
+{
+    return log->conn == NULL || PQstatus(log->conn) != CONNECTION_OK || log->ending;
+}
+
+/* Connects. Our defaults come before the user's conninfo, which overrides them: a bounded
+ * connect, and keepalives so that a dead server is noticed while we wait for a reply. */
+static int connect_session(pg_log *log)
+{
+    drop_session(log);
+    const char *const keywords[] = {
+        "connect_timeout",     "keepalives",       "keepalives_idle", "keepalives_count",
+        "keepalives_interval", "application_name", "dbname",          NULL};
+    const char *const values[] = {"5", "1", "2", "3", "1", "coffer", log->conninfo, NULL};
+    log->conn = PQconnectdbParams(keywords, values, 1);
+    if (log->conn == NULL || PQstatus(log->conn) != CONNECTION_OK) {
+        set_error(log, "cannot connect: %s",
+                  log->conn != NULL ? PQerrorMessage(log->conn) : "out of memory");
+        drop_session(log);
+        return PG_LOG_DISCONNECTED;
+    }
+    PQsetNoticeReceiver(log->conn, notice_receiver, log);
+    if (log->listening && !run_command(log, "LISTEN coffer_log", "LISTEN")) {
+        drop_session(log);
+        return PG_LOG_DISCONNECTED;
+    }
+    return PG_LOG_OK;
+}
+
+/* Makes sure the session is alive before a statement is sent, so that a session PostgreSQL
+ * already ended (lease expired, server gone) is known for certain to have sent nothing.
+ * *replaced is true when the session was replaced by a new one (which does not lead). */
+static int session_ready(pg_log *log, bool *replaced)
+{
+    *replaced = false;
+    if (!connection_lost(log) && PQconsumeInput(log->conn) == 1) {
+        for (PGnotify *notify; (notify = PQnotifies(log->conn)) != NULL; PQfreemem(notify))
+            log->notified = true;
+        if (!connection_lost(log))
+            return PG_LOG_OK;
+    }
+    *replaced = true;
+    return connect_session(log);
+}
+
+/* Reads coffer_meta's schema_version; 0 when there is none yet. */
+static int read_schema_version(pg_log *log, uint32_t *version)
+{
+    PGresult *result = run_simple(log, "SELECT value FROM coffer_meta WHERE key = 'schema_version'",
+                                  PGRES_TUPLES_OK, "reading the schema version");
+    if (result == NULL)
+        return PG_LOG_FAILED;
+    *version = 0;
+    int status = PG_LOG_OK;
+    if (PQntuples(result) == 1) {
+        char *end = NULL;
+        unsigned long value = strtoul(PQgetvalue(result, 0, 0), &end, 10);
+        if (end == NULL || *end != '\0' || value > UINT32_MAX) {
+            set_error(log, "coffer_meta holds a schema_version that is not a number: '%s'",
+                      PQgetvalue(result, 0, 0));
+            status = PG_LOG_FAILED;
+        }
+        *version = (uint32_t)value;
+    }
+    PQclear(result);
+    return status;
+}
+
+/* Creates or upgrades the schema in one transaction, serialized by an advisory lock so that
+ * instances starting together do not race on CREATE TABLE. */
+static int ensure_schema(pg_log *log)
+{
+    if (!run_command(log, "BEGIN", "BEGIN"))
+        return PG_LOG_FAILED;
+    PGresult *locked =
+        run_simple(log, "SELECT pg_advisory_xact_lock(" SCHEMA_LOCK_KEY ", " SCHEMA_LOCK_OBJECT ")",
+                   PGRES_TUPLES_OK, "locking the schema");
+    PQclear(locked);
+    uint32_t version = 0;
+    int status = PG_LOG_FAILED;
+    if (locked == NULL ||
+        !run_command(log,
+                     "CREATE TABLE IF NOT EXISTS coffer_meta (key text PRIMARY KEY,"
+                     " value text NOT NULL)",
+                     "creating coffer_meta") ||
+        (status = read_schema_version(log, &version)) != PG_LOG_OK)
+        goto rollback;
+    if (version > PG_LOG_SCHEMA_VERSION) {
+        set_error(log,
+                  "the database holds coffer schema version %" PRIu32
+                  ", newer than this coffer's %d: upgrade coffer",
+                  version, PG_LOG_SCHEMA_VERSION);
+        status = PG_LOG_SCHEMA_NEWER;
+        goto rollback;
+    }
+    status = PG_LOG_FAILED;
+    for (uint32_t step = version; step < PG_LOG_SCHEMA_VERSION; step++)
+        if (!run_command(log, schema_steps[step], "upgrading the schema"))
+            goto rollback;
+    char upsert[160];
+    snprintf(upsert, sizeof(upsert),
+             "INSERT INTO coffer_meta VALUES ('schema_version', '%d')"
+             " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+             PG_LOG_SCHEMA_VERSION);
+    if (version < PG_LOG_SCHEMA_VERSION && !run_command(log, upsert, "recording the version"))
+        goto rollback;
+    return run_command(log, "COMMIT", "COMMIT") ? PG_LOG_OK : PG_LOG_FAILED;
+rollback:
+    if (!connection_lost(log))
+        PQclear(PQexec(log->conn, "ROLLBACK"));
+    return status;
+}
+
+int pg_log_open(const char *conninfo, const pg_log_options *options, pg_log **out, char *error,
+                size_t error_size)
+{
+    *out = NULL;
+    pg_log_options defaults;
+    if (options == NULL) {
+        pg_log_options_init(&defaults);
+        options = &defaults;
+    }
+    pg_log *log = calloc(1, sizeof(*log));
+    if (log == NULL || (log->conninfo = strdup(conninfo)) == NULL) {
+        free(log);
+        if (error != NULL && error_size > 0)
+            snprintf(error, error_size, "out of memory");
+        return PG_LOG_FAILED;
+    }
+    log->lease_ms = options->lease_ms > 0 ? options->lease_ms : PG_LOG_LEASE_MS_DEFAULT;
+    snprintf(log->leader_name, sizeof(log->leader_name), "%s",
+             options->leader_name != NULL ? options->leader_name : "");
+    int status = connect_session(log);
+    if (status == PG_LOG_OK)
+        status = ensure_schema(log);
+    if (status == PG_LOG_OK)
+        status = pg_log_read_tail(log, &log->tail);
+    if (status != PG_LOG_OK) {
+        if (error != NULL && error_size > 0)
+            snprintf(error, error_size, "%s", log->error);
+        pg_log_close(log);
+        return status;
+    }
+    log->term = log->tail.term;
+    *out = log;
+    return PG_LOG_OK;
+}
+
+void pg_log_close(pg_log *log)
+{
+    if (log == NULL)
+        return;
+    drop_session(log);
+    free(log->conninfo);
+    free(log);
+}
+
+const char *pg_log_error(const pg_log *log)
+{
+    return log->error;
+}
+
+bool pg_log_leading(const pg_log *log)
+{
+    return log->leading;
+}
+
+uint64_t pg_log_term(const pg_log *log)
+{
+    return log->term;
+}
+
+const pg_log_point *pg_log_known_tail(const pg_log *log)
+{
+    return &log->tail;
+}
+
+int pg_log_backend_pid(const pg_log *log)
+{
+    return log->conn != NULL ? PQbackendPID(log->conn) : 0;
+}
+
+/* Binary results: int8 and int2 in network order, bytea as raw bytes. */
+static uint64_t column_u64(const PGresult *result, int row, int column)
+{
+    uint64_t value;
+    memcpy(&value, PQgetvalue(result, row, column), sizeof(value));
+    return be64toh(value);
+}
+
+static int column_i16(const PGresult *result, int row, int column)
+{
+    uint16_t value;
+    memcpy(&value, PQgetvalue(result, row, column), sizeof(value));
+    return (int16_t)be16toh(value);
+}
+
+/* Runs a read-only query with text parameters and binary results. A session found lost
+ * (before or during the query) is replaced and the query run once more: reads are safe to
+ * repeat. NULL (error set) on failure. */
+static PGresult *run_read(pg_log *log, const char *sql, int parameters, const char *const *values,
+                          const char *doing, int *status)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        bool replaced;
+        if ((*status = session_ready(log, &replaced)) != PG_LOG_OK)
+            return NULL;
+        PGresult *result = PQexecParams(log->conn, sql, parameters, NULL, values, NULL, NULL, 1);
+        if (PQresultStatus(result) == PGRES_TUPLES_OK)
+            return result;
+        set_database_error(log, doing, result);
+        PQclear(result);
+        if (!connection_lost(log))
+            break;
+    }
+    *status = connection_lost(log) ? PG_LOG_DISCONNECTED : PG_LOG_FAILED;
+    return NULL;
+}
+
+int pg_log_read_tail(pg_log *log, pg_log_point *tail)
+{
+    int status;
+    PGresult *result = run_read(
+        log, "SELECT position, last_seq, term, hash FROM coffer_log ORDER BY position DESC LIMIT 1",
+        0, NULL, "reading the tail", &status);
+    if (result == NULL)
+        return status;
+    memset(tail, 0, sizeof(*tail));
+    if (PQntuples(result) == 1) {
+        if (PQgetlength(result, 0, 3) != RECORD_HASH_BYTES) {
+            set_error(log, "the last row's hash is not %d bytes", RECORD_HASH_BYTES);
+            PQclear(result);
+            return PG_LOG_INVALID_RECORD;
+        }
+        tail->position = column_u64(result, 0, 0);
+        tail->last_seq = column_u64(result, 0, 1);
+        tail->term = column_u64(result, 0, 2);
+        memcpy(tail->hash, PQgetvalue(result, 0, 3), RECORD_HASH_BYTES);
+    }
+    PQclear(result);
+    return PG_LOG_OK;
+}
+
+enum insert_outcome { INSERTED, POSITION_TAKEN, INSERT_UNKNOWN, INSERT_FAILED };
+
+/* Inserts one row at `position` with NOTIFY, in its own transaction (one statement, one round
+ * trip). A unique violation means another session wrote there first. */
+static enum insert_outcome insert_row(pg_log *log, const pg_log_row *row)
+{
+    char numbers[5][24];
+    snprintf(numbers[0], sizeof(numbers[0]), "%" PRIu64, row->position);
+    snprintf(numbers[1], sizeof(numbers[1]), "%d", row->kind);
+    snprintf(numbers[2], sizeof(numbers[2]), "%" PRIu64, row->seq);
+    snprintf(numbers[3], sizeof(numbers[3]), "%" PRIu64, row->last_seq);
+    snprintf(numbers[4], sizeof(numbers[4]), "%" PRIu64, row->term);
+    const char *values[7] = {numbers[0],
+                             numbers[1],
+                             numbers[2],
+                             numbers[3],
+                             numbers[4],
+                             (const char *)row->hash,
+                             (const char *)row->bytes};
+    const int lengths[7] = {0, 0, 0, 0, 0, RECORD_HASH_BYTES, (int)row->length};
+    const int formats[7] = {0, 0, 0, 0, 0, 1, 1};
+    log->warned = false;
+    PGresult *result =
+        PQexecParams(log->conn, insert_row_sql, 7, NULL, values, lengths, formats, 0);
+    ExecStatusType status = PQresultStatus(result);
+    const char *sqlstate = PQresultErrorField(result, PG_DIAG_SQLSTATE);
+    enum insert_outcome outcome = INSERT_FAILED;
+    if (connection_lost(log) || log->warned)
+        outcome = INSERT_UNKNOWN;
+    else if (status == PGRES_TUPLES_OK && PQntuples(result) == 1)
+        outcome = INSERTED;
+    else if (sqlstate != NULL && strcmp(sqlstate, SQLSTATE_UNIQUE_VIOLATION) == 0)
+        outcome = POSITION_TAKEN;
+    if (outcome != INSERTED && !log->warned)
+        set_database_error(log, "appending", result);
+    PQclear(result);
+    return outcome;
+}
+
+int pg_log_step_down(pg_log *log)
+{
+    bool was_leading = log->leading;
+    log->leading = false;
+    if (!was_leading || connection_lost(log))
+        return PG_LOG_OK;
+    /* Also lifts the idle limit, which only a leader's session needs. */
+    PGresult *result = run_simple(
+        log, "SELECT pg_advisory_unlock_all(), set_config('idle_session_timeout', '0', false)",
+        PGRES_TUPLES_OK, "stepping down");
+    PQclear(result);
+    if (result != NULL)
+        return PG_LOG_OK;
+    drop_session(log); /* the lease ends with the session */
+    return PG_LOG_FAILED;
+}
+
+/* Takes the advisory lock with the idle limit set first, so that the lease can never be held
+ * by a session that may idle forever. *taken false: another session holds it. */
+static int take_lease(pg_log *log, bool *taken)
+{
+    char lease[24];
+    snprintf(lease, sizeof(lease), "%" PRIu32, log->lease_ms);
+    const char *values[1] = {lease};
+    int status;
+    PGresult *result = run_read(log,
+                                "SELECT set_config('idle_session_timeout', $1, false),"
+                                " pg_try_advisory_lock(" LEASE_LOCK_KEY ", " SCHEMA_LOCK_OBJECT ")",
+                                1, values, "taking the lease", &status);
+    if (result == NULL)
+        return status;
+    *taken = PQgetvalue(result, 0, 1)[0] == 1;
+    PQclear(result);
+    if (*taken)
+        return PG_LOG_OK;
+    PQclear(run_simple(log, "SELECT set_config('idle_session_timeout', '0', false)",
+                       PGRES_TUPLES_OK, "lifting the idle limit"));
+    return PG_LOG_OK;
+}
+
+/* With the lease held: reads the tail and appends this leader's term row after it. The row
+ * may lose the position to the previous leader's last append; then read again. */
+static int append_term_row(pg_log *log)
+{
+    for (int attempt = 0; attempt < TERM_ATTEMPTS_MAX; attempt++) {
+        pg_log_point tail;
+        int status = pg_log_read_tail(log, &tail);
+        if (status != PG_LOG_OK)
+            return status;
+        pg_log_row row = {.position = tail.position + 1,
+                          .kind = PG_LOG_ROW_TERM,
+                          .seq = tail.last_seq + 1,
+                          .last_seq = tail.last_seq,
+                          .term = tail.term + 1,
+                          .hash = tail.hash,
+                          .bytes = (const uint8_t *)log->leader_name,
+                          .length = strlen(log->leader_name)};
+        enum insert_outcome outcome = insert_row(log, &row);
+        if (outcome == INSERTED) {
+            log->tail = tail;
+            log->tail.position = row.position;
+            log->tail.term = row.term;
+            log->term = row.term;
+            return PG_LOG_OK;
+        }
+        if (outcome != POSITION_TAKEN)
+            return outcome == INSERT_UNKNOWN ? PG_LOG_OUTCOME_UNKNOWN : PG_LOG_FAILED;
+    }
+    return PG_LOG_NOT_LEADER;
+}
+
+int pg_log_try_lead(pg_log *log, bool *leading)
+{
+    *leading = false;
+    bool replaced;
+    if (log->leading && session_ready(log, &replaced) == PG_LOG_OK && !replaced) {
+        *leading = true;
+        return PG_LOG_OK;
+    }
+    bool taken = false;
+    int status = take_lease(log, &taken);
+    if (status != PG_LOG_OK || !taken)
+        return status;
+    log->leading = true;
+    status = append_term_row(log);
+    if (status == PG_LOG_OUTCOME_UNKNOWN) {
+        drop_session(log); /* maybe written: a later try reads it and takes the next term */
+    } else if (status != PG_LOG_OK) {
+        pg_log_step_down(log);
+    }
+    *leading = log->leading;
+    return status;
+}
+
+int pg_log_heartbeat(pg_log *log)
+{
+    bool replaced;
+    if (!log->leading || session_ready(log, &replaced) != PG_LOG_OK || replaced) {
+        set_error(log, "this session does not hold the lease");
+        log->leading = false;
+        return PG_LOG_NOT_LEADER;
+    }
+    PGresult *result = run_simple(log, "SELECT 1", PGRES_TUPLES_OK, "heartbeat");
+    PQclear(result);
+    if (result != NULL)
+        return PG_LOG_OK;
+    drop_session(log);
+    return PG_LOG_NOT_LEADER;
+}
+
+/* The pair check before writing: the bytes are a whole record continuing the known tail. */
+static int check_continues_tail(pg_log *log, const uint8_t *record, size_t length,
+                                record_header *header)
+{
+    int checked = record_check(record, length, header);
+    if (checked != RECORD_OK || header->length != length) {
+        set_error(log, "not a whole record (%s)", record_status_name(checked));
+        return PG_LOG_INVALID_RECORD;
+    }
+    if (header->seq_base != log->tail.last_seq + 1 ||
+        memcmp(header->previous_hash, log->tail.hash, RECORD_HASH_BYTES) != 0) {
+        set_error(log,
+                  "the record (seq %" PRIu64 "..%" PRIu64 ") does not continue the tail"
+                  " (last seq %" PRIu64 ")",
+                  header->seq_base, header->last_seq, log->tail.last_seq);
+        return PG_LOG_INVALID_RECORD;
+    }
+    return PG_LOG_OK;
+}
+
+int pg_log_append(pg_log *log, const uint8_t *record, size_t length)
+{
+    if (!log->leading) {
+        set_error(log, "this session does not lead");
+        return PG_LOG_NOT_LEADER;
+    }
+    record_header header;
+    int status = check_continues_tail(log, record, length, &header);
+    if (status != PG_LOG_OK)
+        return status;
+    bool replaced;
+    if (session_ready(log, &replaced) != PG_LOG_OK || replaced) {
+        set_error(log, "the session holding the lease is gone; nothing was sent");
+        log->leading = false;
+        return PG_LOG_NOT_LEADER;
+    }
+    pg_log_row row = {.position = log->tail.position + 1,
+                      .kind = PG_LOG_ROW_RECORD,
+                      .seq = header.seq_base,
+                      .last_seq = header.last_seq,
+                      .term = log->term,
+                      .hash = header.hash,
+                      .bytes = record,
+                      .length = length};
+    switch (insert_row(log, &row)) {
+    case INSERTED:
+        log->tail.position = row.position;
+        log->tail.last_seq = row.last_seq;
+        memcpy(log->tail.hash, header.hash, RECORD_HASH_BYTES);
+        return PG_LOG_OK;
+    case POSITION_TAKEN:
+        pg_log_step_down(log);
+        return PG_LOG_NOT_LEADER;
+    case INSERT_UNKNOWN:
+        drop_session(log); /* ends the lease too, if the session was still alive */
+        return PG_LOG_OUTCOME_UNKNOWN;
+    case INSERT_FAILED:
+        break;
+    }
+    pg_log_step_down(log);
+    return PG_LOG_FAILED;
+}
+
+/* Decodes row `index` of a read and checks it continues `from`: the next position, the next
+ * seq, the chain hash, and for a record its bytes against their hash and its columns. */
+static int decode_row(pg_log *log, const PGresult *result, int index, const pg_log_point *from,
+                      pg_log_row *row)
+{
+    row->position = column_u64(result, index, 0);
+    row->kind = column_i16(result, index, 1);
+    row->seq = column_u64(result, index, 2);
+    row->last_seq = column_u64(result, index, 3);
+    row->term = column_u64(result, index, 4);
+    row->hash = (const uint8_t *)PQgetvalue(result, index, 5);
+    row->bytes = (const uint8_t *)PQgetvalue(result, index, 6);
+    row->length = (size_t)PQgetlength(result, index, 6);
+    const char *wrong = NULL;
+    record_header header;
+    if (row->position != from->position + 1 || row->seq != from->last_seq + 1)
+        wrong = "does not follow the row before it (a gap in positions or seqs)";
+    else if (PQgetlength(result, index, 5) != RECORD_HASH_BYTES || row->term < from->term)
+        wrong = "has a malformed hash or a term going back";
+    else if (row->kind == PG_LOG_ROW_TERM && memcmp(row->hash, from->hash, RECORD_HASH_BYTES) != 0)
+        wrong = "is a term row that breaks the hash chain";
+    else if (row->kind != PG_LOG_ROW_TERM &&
+             (row->kind != PG_LOG_ROW_RECORD ||
+              record_check(row->bytes, row->length, &header) != RECORD_OK ||
+              header.length != row->length || header.seq_base != row->seq ||
+              header.last_seq != row->last_seq ||
+              memcmp(header.hash, row->hash, RECORD_HASH_BYTES) != 0))
+        wrong = "holds a record that does not match its hash or its columns";
+    else if (row->kind == PG_LOG_ROW_RECORD &&
+             memcmp(header.previous_hash, from->hash, RECORD_HASH_BYTES) != 0)
+        wrong = "holds a record that breaks the hash chain";
+    if (wrong == NULL)
+        return PG_LOG_OK;
+    set_error(log, "coffer_log row at position %" PRIu64 " %s", row->position, wrong);
+    return PG_LOG_INVALID_RECORD;
+}
+
+int pg_log_read(pg_log *log, pg_log_point *from, uint32_t rows_max, pg_log_row_fn visit,
+                void *context, uint32_t *rows_read)
+{
+    if (rows_read != NULL)
+        *rows_read = 0;
+    char after[24], limit[16], bytes[16];
+    snprintf(after, sizeof(after), "%" PRIu64, from->position);
+    snprintf(limit, sizeof(limit), "%" PRIu32, rows_max < READ_ROWS_MAX ? rows_max : READ_ROWS_MAX);
+    snprintf(bytes, sizeof(bytes), "%u", PG_LOG_READ_BYTES_MAX);
+    const char *values[3] = {after, limit, bytes};
+    int status;
+    /* The byte budget stops the page before the row that would pass it (never the first). */
+    PGresult *result =
+        run_read(log,
+                 "SELECT position, kind, seq, last_seq, term, hash, record FROM"
+                 " (SELECT position, kind, seq, last_seq, term, hash, record,"
+                 " sum(length(record)) OVER (ORDER BY position) AS running"
+                 " FROM coffer_log WHERE position > $1 ORDER BY position LIMIT $2) AS page"
+                 " WHERE running - length(record) < $3 ORDER BY position",
+                 3, values, "reading", &status);
+    if (result == NULL)
+        return status;
+    status = PG_LOG_OK;
+    for (int index = 0; index < PQntuples(result); index++) {
+        pg_log_row row;
+        if ((status = decode_row(log, result, index, from, &row)) != PG_LOG_OK)
+            break;
+        from->position = row.position;
+        from->last_seq = row.last_seq;
+        from->term = row.term;
+        memcpy(from->hash, row.hash, RECORD_HASH_BYTES);
+        if (rows_read != NULL)
+            (*rows_read)++;
+        if (visit(&row, context) != 0)
+            break;
+    }
+    PQclear(result);
+    return status;
+}
+
+int pg_log_find(pg_log *log, uint64_t last_seq, const uint8_t hash[RECORD_HASH_BYTES],
+                bool *present, pg_log_point *at)
+{
+    static const uint8_t start_hash[RECORD_HASH_BYTES] = {0};
+    *present = false;
+    memset(at, 0, sizeof(*at));
+    if (last_seq == 0) {
+        *present = memcmp(hash, start_hash, RECORD_HASH_BYTES) == 0;
+        return PG_LOG_OK;
+    }
+    char seq[24];
+    snprintf(seq, sizeof(seq), "%" PRIu64, last_seq);
+    const char *values[1] = {seq};
+    int status;
+    PGresult *result = run_read(
+        log, "SELECT position, term, hash FROM coffer_log WHERE kind = 1 AND last_seq = $1", 1,
+        values, "finding a record", &status);
+    if (result == NULL)
+        return status;
+    if (PQntuples(result) == 1 && PQgetlength(result, 0, 2) == RECORD_HASH_BYTES &&
+        memcmp(PQgetvalue(result, 0, 2), hash, RECORD_HASH_BYTES) == 0) {
+        *present = true;
+        at->position = column_u64(result, 0, 0);
+        at->last_seq = last_seq;
+        at->term = column_u64(result, 0, 1);
+        memcpy(at->hash, hash, RECORD_HASH_BYTES);
+    }
+    PQclear(result);
+    return PG_LOG_OK;
+}
+
+int pg_log_listen(pg_log *log)
+{
+    bool replaced;
+    log->listening = true; /* a reconnect inside session_ready listens already */
+    int status = session_ready(log, &replaced);
+    if (status != PG_LOG_OK || replaced)
+        return status;
+    return run_command(log, "LISTEN coffer_log", "LISTEN") ? PG_LOG_OK : PG_LOG_FAILED;
+}
+
+int pg_log_wait(pg_log *log, uint32_t timeout_ms, bool *woken)
+{
+    bool replaced;
+    int status = session_ready(log, &replaced);
+    *woken = replaced || log->notified;
+    log->notified = false;
+    if (status != PG_LOG_OK || *woken)
+        return status;
+    struct pollfd ready = {.fd = PQsocket(log->conn), .events = POLLIN};
+    if (poll(&ready, 1, (int)timeout_ms) <= 0)
+        return PG_LOG_OK;
+    if (PQconsumeInput(log->conn) == 1)
+        for (PGnotify *notify; (notify = PQnotifies(log->conn)) != NULL; PQfreemem(notify))
+            *woken = true;
+    if (connection_lost(log))
+        *woken = true; /* the next call reconnects; whatever happened, read again */
+    return PG_LOG_OK;
+}

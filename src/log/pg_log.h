@@ -1,0 +1,147 @@
+/*
+ * pg_log.h — coffer's log kept in a PostgreSQL table (libpq), so that several instances share
+ * one ledger and PostgreSQL's synchronous replication keeps it on several machines. The leader
+ * appends records (log/record.h bytes, the same hash chain as the local segments) and learns
+ * they are durable when COMMIT returns; followers read them in order, woken by NOTIFY.
+ *
+ * The table, one row per position (1, 2, 3, ... with no gaps):
+ *   coffer_log(position bigint primary key, kind smallint, seq bigint, last_seq bigint,
+ *              term bigint, hash bytea, record bytea, written_at timestamptz)
+ *   kind 1, a record: seq..last_seq are the seqs it holds, hash its own hash, record its bytes.
+ *   kind 2, a term row: a new leader's first row. term = the previous row's term + 1, seq = the
+ *           next seq to write and last_seq = seq - 1 (it holds no seq), hash = the chain hash
+ *           the next record links to, record = the leader's name (its advertised URL).
+ *   coffer_meta(key text primary key, value text): schema_version, created and upgraded by
+ *   pg_log_open (a database with a newer schema is refused).
+ *
+ * Who may append: the lease (a session-level advisory lock, and idle_session_timeout so that a
+ * paused leader's session, and with it the lock, ends after lease_ms) only decides who tries.
+ * The log decides who succeeds: every append inserts the next position, which a new leader's
+ * term row takes first, so a stale leader's next append fails on the primary key and it steps
+ * down, acknowledging nothing. Records never take a position a term row holds, and a record's
+ * bytes must continue the chain from the tail this session read (pg_log_append checks both).
+ *
+ * One handle is one database session, used by one thread at a time. Every call first checks
+ * that the session is alive and reconnects when it is not (a multi-host conninfo with
+ * target_session_attrs=read-write finds the new primary after a failover); a reconnected
+ * session never leads until pg_log_try_lead succeeds again.
+ */
+#ifndef COFFER_LOG_PG_LOG_H
+#define COFFER_LOG_PG_LOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log/record.h"
+
+#define PG_LOG_SCHEMA_VERSION 1
+#define PG_LOG_LEASE_MS_DEFAULT 2000u
+#define PG_LOG_NAME_BYTES_MAX 256u        /* a leader's name, stored in its term row (cut there) */
+#define PG_LOG_READ_BYTES_MAX (16u << 20) /* records one pg_log_read fetches, about */
+
+enum pg_log_status {
+    PG_LOG_OK = 0,
+    PG_LOG_NOT_LEADER,      /* this session does not lead, or another leader's row took the
+                               position first: step down and follow */
+    PG_LOG_OUTCOME_UNKNOWN, /* the connection failed after the append was sent (or PostgreSQL
+                               warned while committing): the record may or may not be in the
+                               log. Never acknowledge it; step down and read the log back. */
+    PG_LOG_DISCONNECTED,    /* no server could be reached; nothing was sent. Try again later. */
+    PG_LOG_INVALID_RECORD,  /* bytes that are not a record continuing the tail, or a row whose
+                               record does not match its columns (corruption) */
+    PG_LOG_SCHEMA_NEWER,    /* the database holds a schema newer than this coffer knows */
+    PG_LOG_FAILED,          /* any other database error; pg_log_error() names it */
+};
+
+typedef struct pg_log pg_log;
+
+typedef struct pg_log_options {
+    uint32_t lease_ms;       /* a leader's session idle this long is ended by PostgreSQL,
+                                which frees the lease; the leader calls pg_log_heartbeat or
+                                appends more often than that */
+    const char *leader_name; /* written in term rows (the advertised URL); NULL: "" */
+} pg_log_options;
+
+typedef struct pg_log_point {
+    uint64_t position;               /* the last row's; 0 for an empty log */
+    uint64_t last_seq;               /* the last seq written; 0 for an empty log */
+    uint64_t term;                   /* the last row's term; 0 before any leader */
+    uint8_t hash[RECORD_HASH_BYTES]; /* the hash the next record links to; zeros at first */
+} pg_log_point;
+
+enum pg_log_row_kind { PG_LOG_ROW_RECORD = 1, PG_LOG_ROW_TERM = 2 };
+
+/* One row as read. Pointers are valid only during the visit. For a record, bytes/length are
+ * the record (already checked against its hash and columns); for a term row, the leader name
+ * (not NUL-terminated). */
+typedef struct pg_log_row {
+    uint64_t position;
+    int kind;
+    uint64_t seq, last_seq, term;
+    const uint8_t *hash;
+    const uint8_t *bytes;
+    size_t length;
+} pg_log_row;
+
+/* Return 0 to go on, anything else to stop the read (pg_log_read then returns PG_LOG_OK). */
+typedef int (*pg_log_row_fn)(const pg_log_row *row, void *context);
+
+void pg_log_options_init(pg_log_options *options);
+const char *pg_log_status_name(int status);
+
+/* Connects (any libpq conninfo or URI), creates or upgrades the schema, reads the tail.
+ * On failure *out is NULL; with error/error_size the reason is copied there. */
+int pg_log_open(const char *conninfo, const pg_log_options *options, pg_log **out, char *error,
+                size_t error_size);
+/* Ends the session (and with it any lease). NULL is a no-op. */
+void pg_log_close(pg_log *log);
+/* The last failure's message ("" when none); valid until the next call on `log`. */
+const char *pg_log_error(const pg_log *log);
+
+/* Reads the tail from the database into *tail. */
+int pg_log_read_tail(pg_log *log, pg_log_point *tail);
+
+/* Tries to take the lease; when it is free, reads the tail and appends a term row, after which
+ * this session leads (*leading true) in pg_log_term(log). A leading session stays leading. */
+int pg_log_try_lead(pg_log *log, bool *leading);
+bool pg_log_leading(const pg_log *log);
+/* The term this session leads in, or the last term it saw. */
+uint64_t pg_log_term(const pg_log *log);
+/* The tail this session knows: after try_lead or an append, the log's tail. */
+const pg_log_point *pg_log_known_tail(const pg_log *log);
+/* Keeps the leader's session from going idle past the lease; PG_LOG_NOT_LEADER if it is gone. */
+int pg_log_heartbeat(pg_log *log);
+/* Steps down: frees the lease (the session stays). */
+int pg_log_step_down(pg_log *log);
+
+/* Appends one finished record (record_finish's bytes) at the next position, in its own
+ * transaction; PG_LOG_OK only after COMMIT returned, so the record is then durable on the
+ * synchronous standbys too. The record must start at tail.last_seq + 1 and link to tail.hash.
+ * Any outcome but OK and INVALID_RECORD leaves this session not leading. */
+int pg_log_append(pg_log *log, const uint8_t *record, size_t length);
+
+/* Reads the rows after *from, in order: at most rows_max, and no more than about
+ * PG_LOG_READ_BYTES_MAX of records (always at least one row). *from is a point of the log the
+ * caller has applied up to: zeroed for the log's start, or what pg_log_find returned. Each row
+ * is checked to continue the one before it (next position, next seq, the hash chain; a record
+ * against its hash and columns), else PG_LOG_INVALID_RECORD; *from moves past each row
+ * visited. *rows_read (may be NULL) counts them. */
+int pg_log_read(pg_log *log, pg_log_point *from, uint32_t rows_max, pg_log_row_fn visit,
+                void *context, uint32_t *rows_read);
+/* Is the record ending at last_seq with this hash in the log? (A follower's check after a
+ * reconnect: a record it applied could have been lost in a failover.) When present, *at is the
+ * point after that record, to read on from; last_seq 0 with a zero hash is the log's start. */
+int pg_log_find(pg_log *log, uint64_t last_seq, const uint8_t hash[RECORD_HASH_BYTES],
+                bool *present, pg_log_point *at);
+
+/* Subscribes this session to the appenders' NOTIFY (again after any reconnect). */
+int pg_log_listen(pg_log *log);
+/* Waits up to timeout_ms for a NOTIFY; *woken true when one came or the session was replaced
+ * (either way: read again). A wake-up says nothing by itself; reading the log does. */
+int pg_log_wait(pg_log *log, uint32_t timeout_ms, bool *woken);
+
+/* The server process of this session (for tests and diagnostics), 0 when not connected. */
+int pg_log_backend_pid(const pg_log *log);
+
+#endif

@@ -1,0 +1,832 @@
+/*
+ * test_pg_log.c — coffer's log in PostgreSQL (log/pg_log.h) against a real primary and
+ * synchronous standby started by scripts/pg-cluster: the schema and its upgrade, the round
+ * trip of records, the lease, fencing of a stale leader by the log, term rows, the presence
+ * check, NOTIFY, an interrupted COMMIT, and a kill -9 of the primary followed by a promotion.
+ * Each test uses its own PostgreSQL schema; the failover test runs last. Without PostgreSQL's
+ * binaries the program says so and exits 77, which ctest reports as skipped.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "log/pg_log.h"
+#include "log/record.h"
+
+enum {
+    SKIPPED_EXIT_CODE = 77,
+    WATCHDOG_SECONDS = 85, /* the whole program, cluster start included (ctest allows 90) */
+    WAIT_MS_MAX = 10000,   /* the longest any step waits for PostgreSQL */
+    CONNINFO_BYTES = 512,
+    RECORDS_MAX = 32, /* records a test keeps copies of */
+};
+
+static const char default_pg_bin[] = "/usr/lib/postgresql/15/bin";
+
+/* The cluster: its directory, the script that made it, and its conninfos. */
+static char cluster_dir[64];
+static const char *cluster_script;
+static char primary_conninfo[CONNINFO_BYTES];
+static char multi_conninfo[CONNINFO_BYTES];
+
+/* ---------------------------------------------------------------------------------------- */
+/* The cluster and raw SQL                                                                  */
+
+static int run_script(const char *command, const char *node)
+{
+    pid_t child = fork();
+    if (child == 0) {
+        execl(cluster_script, cluster_script, command, cluster_dir, node, (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    if (child < 0 || waitpid(child, &status, 0) != child)
+        return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* A test that hangs must not leave PostgreSQL running: stop the cluster, then fail. */
+static void watchdog(int signal_number)
+{
+    (void)signal_number;
+    static const char message[] = "test_pg_log: watchdog: too slow; stopping the cluster\n";
+    ssize_t ignored = write(STDERR_FILENO, message, sizeof(message) - 1);
+    (void)ignored;
+    run_script("stop", NULL);
+    _exit(1);
+}
+
+/* Reads KEY='value' from DIR/cluster.env into `out`. */
+static bool read_env_value(const char *key, char *out, size_t size)
+{
+    char path[128], line[CONNINFO_BYTES + 32];
+    snprintf(path, sizeof(path), "%s/cluster.env", cluster_dir);
+    FILE *file = fopen(path, "r");
+    if (file == NULL)
+        return false;
+    bool found = false;
+    size_t key_length = strlen(key);
+    while (!found && fgets(line, sizeof(line), file) != NULL) {
+        if (strncmp(line, key, key_length) != 0 || strncmp(line + key_length, "='", 2) != 0)
+            continue;
+        char *value = line + key_length + 2;
+        char *end = strrchr(value, '\'');
+        if (end == NULL || (size_t)(end - value) >= size)
+            break;
+        *end = '\0';
+        snprintf(out, size, "%s", value);
+        found = true;
+    }
+    fclose(file);
+    return found;
+}
+
+static void sleep_ms(uint32_t milliseconds)
+{
+    struct timespec pause = {milliseconds / 1000, (long)(milliseconds % 1000) * 1000000L};
+    while (nanosleep(&pause, &pause) != 0 && errno == EINTR) {
+    }
+}
+
+/* Connects to the primary (through the multi-host conninfo, so it also works after the
+ * failover), waiting, bounded, while it restarts after a crash. */
+static PGconn *connect_primary(void)
+{
+    PGconn *conn = NULL;
+    for (int waited_ms = 0; waited_ms < WAIT_MS_MAX; waited_ms += 50) {
+        conn = PQconnectdb(multi_conninfo);
+        if (PQstatus(conn) == CONNECTION_OK)
+            return conn;
+        PQfinish(conn);
+        sleep_ms(50);
+    }
+    fail_msg("cannot connect to the primary: %s", multi_conninfo);
+    return NULL;
+}
+
+/* Runs one SQL statement on the primary; returns a copy of the first value (or NULL), which
+ * the caller frees. */
+static char *sql(const char *statement)
+{
+    PGconn *conn = connect_primary();
+    PGresult *result = PQexec(conn, statement);
+    ExecStatusType status = PQresultStatus(result);
+    if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK)
+        fail_msg("%s: %s", statement, PQerrorMessage(conn));
+    char *value = NULL;
+    if (status == PGRES_TUPLES_OK && PQntuples(result) > 0 && !PQgetisnull(result, 0, 0))
+        value = strdup(PQgetvalue(result, 0, 0));
+    PQclear(result);
+    PQfinish(conn);
+    return value;
+}
+
+static void sql_expect(const char *statement, const char *expected)
+{
+    char *value = sql(statement);
+    assert_non_null(value);
+    assert_string_equal(value, expected);
+    free(value);
+}
+
+/* A fresh PostgreSQL schema per test; the conninfo (primary or multi-host) uses it. */
+static const char *conninfo_for(const char *schema, bool multi_host)
+{
+    static char conninfo[2][CONNINFO_BYTES + 64];
+    char statement[96];
+    snprintf(statement, sizeof(statement), "CREATE SCHEMA IF NOT EXISTS %s", schema);
+    free(sql(statement));
+    char *out = conninfo[multi_host];
+    snprintf(out, sizeof(conninfo[0]), "%s options='-csearch_path=%s'",
+             multi_host ? multi_conninfo : primary_conninfo, schema);
+    return out;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Records: a small chain of real log records (expiry entries), kept for comparison.        */
+
+typedef struct chain {
+    uint64_t last_seq;
+    uint8_t hash[RECORD_HASH_BYTES];
+    size_t count;
+    record_buffer records[RECORDS_MAX];
+    uint8_t hashes[RECORDS_MAX][RECORD_HASH_BYTES];
+} chain;
+
+/* Builds the record that continues `from` with `events` entries into *out, its hash in hash. */
+static void build_record(const chain *from, uint32_t events, record_buffer *out,
+                         uint8_t hash[RECORD_HASH_BYTES])
+{
+    memset(out, 0, sizeof(*out));
+    uint64_t first = from->last_seq + 1;
+    record_begin(out, first, 1700000000000000000ULL + first, from->hash);
+    for (uint32_t index = 0; index < events; index++) {
+        char hold_id[32];
+        int length = snprintf(hold_id, sizeof(hold_id), "hold-%" PRIu64, first + index);
+        record_add_expire(out, first + index, hold_id, (size_t)length);
+    }
+    assert_true(record_finish(out, first + events - 1, hash));
+}
+
+/* Appends the next record of `events` entries; on PG_LOG_OK the chain moves on. */
+static int append_next(pg_log *log, chain *to, uint32_t events)
+{
+    assert_true(to->count < RECORDS_MAX);
+    record_buffer *record = &to->records[to->count];
+    build_record(to, events, record, to->hashes[to->count]);
+    int status = pg_log_append(log, record->bytes, record->length);
+    if (status == PG_LOG_OK) {
+        to->last_seq += events;
+        memcpy(to->hash, to->hashes[to->count], RECORD_HASH_BYTES);
+        to->count++;
+    } else {
+        record_buffer_free(record);
+    }
+    return status;
+}
+
+static void chain_free(chain *from)
+{
+    for (size_t index = 0; index < from->count; index++)
+        record_buffer_free(&from->records[index]);
+}
+
+static pg_log *open_log(const char *conninfo, const char *name, uint32_t lease_ms)
+{
+    pg_log_options options;
+    pg_log_options_init(&options);
+    options.leader_name = name;
+    if (lease_ms != 0)
+        options.lease_ms = lease_ms;
+    pg_log *log = NULL;
+    char error[512] = "";
+    int status = pg_log_open(conninfo, &options, &log, error, sizeof(error));
+    if (status != PG_LOG_OK)
+        fail_msg("pg_log_open: %s: %s", pg_log_status_name(status), error);
+    return log;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
+}
+
+/* Takes the lease, waiting (bounded) while a session that has ended may still hold it:
+ * PostgreSQL frees a session's locks when its server process exits, a moment after. */
+static void lead(pg_log *log, uint64_t expected_term)
+{
+    bool leading = false;
+    for (uint64_t started_ms = now_ms(); !leading && now_ms() - started_ms < WAIT_MS_MAX;) {
+        assert_int_equal(pg_log_try_lead(log, &leading), PG_LOG_OK);
+        if (!leading)
+            sleep_ms(20);
+    }
+    assert_true(leading);
+    assert_true(pg_log_leading(log));
+    assert_int_equal(pg_log_term(log), expected_term);
+}
+
+/* Collects the rows of a read (copies of the fields a test compares). */
+typedef struct collected {
+    size_t count;
+    pg_log_row rows[RECORDS_MAX];
+    uint8_t bytes[RECORDS_MAX][256];
+} collected;
+
+static int collect_row(const pg_log_row *row, void *context)
+{
+    collected *into = context;
+    assert_true(into->count < RECORDS_MAX && row->length <= sizeof(into->bytes[0]));
+    memcpy(into->bytes[into->count], row->bytes, row->length);
+    into->rows[into->count] = *row;
+    into->rows[into->count].bytes = into->bytes[into->count];
+    into->rows[into->count].hash = NULL; /* not kept */
+    into->count++;
+    return 0;
+}
+
+static void assert_record_row(const collected *rows, size_t index, const chain *expected,
+                              size_t record_index, uint64_t term)
+{
+    const pg_log_row *row = &rows->rows[index];
+    const record_buffer *record = &expected->records[record_index];
+    record_header header;
+    assert_int_equal(record_check(record->bytes, record->length, &header), RECORD_OK);
+    assert_int_equal(row->kind, PG_LOG_ROW_RECORD);
+    assert_int_equal(row->seq, header.seq_base);
+    assert_int_equal(row->last_seq, header.last_seq);
+    assert_int_equal(row->term, term);
+    assert_int_equal(row->length, record->length);
+    assert_memory_equal(row->bytes, record->bytes, record->length);
+}
+
+static void assert_term_row(const collected *rows, size_t index, uint64_t term, uint64_t seq,
+                            const char *name)
+{
+    const pg_log_row *row = &rows->rows[index];
+    assert_int_equal(row->kind, PG_LOG_ROW_TERM);
+    assert_int_equal(row->term, term);
+    assert_int_equal(row->seq, seq);
+    assert_int_equal(row->last_seq, seq - 1);
+    assert_int_equal(row->length, strlen(name));
+    assert_memory_equal(row->bytes, name, strlen(name));
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Schema                                                                                   */
+
+static void test_schema_created_then_kept_and_newer_refused(void **state)
+{
+    (void)state;
+    const char *conninfo = conninfo_for("schema_test", false);
+    pg_log *log = open_log(conninfo, "http://a", 0);
+    sql_expect("SELECT value FROM schema_test.coffer_meta WHERE key = 'schema_version'", "1");
+    chain written = {0};
+    lead(log, 1);
+    assert_int_equal(append_next(log, &written, 3), PG_LOG_OK);
+    pg_log_close(log);
+
+    /* A second start upgrades nothing and keeps every row. */
+    log = open_log(conninfo, "http://a", 0);
+    sql_expect("SELECT value FROM schema_test.coffer_meta WHERE key = 'schema_version'", "1");
+    sql_expect("SELECT count(*) FROM schema_test.coffer_log", "2");
+    pg_log_point tail;
+    assert_int_equal(pg_log_read_tail(log, &tail), PG_LOG_OK);
+    assert_int_equal(tail.position, 2);
+    assert_int_equal(tail.last_seq, 3);
+    assert_memory_equal(tail.hash, written.hash, RECORD_HASH_BYTES);
+    pg_log_close(log);
+
+    /* A schema from a newer coffer is refused and left as it is. */
+    free(sql("UPDATE schema_test.coffer_meta SET value = '2' WHERE key = 'schema_version'"));
+    char error[512] = "";
+    log = (pg_log *)&error; /* must be reset to NULL */
+    assert_int_equal(pg_log_open(conninfo, NULL, &log, error, sizeof(error)), PG_LOG_SCHEMA_NEWER);
+    assert_null(log);
+    assert_non_null(strstr(error, "newer"));
+    sql_expect("SELECT value FROM schema_test.coffer_meta WHERE key = 'schema_version'", "2");
+    chain_free(&written);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Appending and reading                                                                    */
+
+static void test_append_then_read_back_every_byte(void **state)
+{
+    (void)state;
+    pg_log *log = open_log(conninfo_for("round_trip", false), "http://a", 0);
+    lead(log, 1);
+    chain written = {0};
+    assert_int_equal(append_next(log, &written, 1), PG_LOG_OK);
+    assert_int_equal(append_next(log, &written, 5), PG_LOG_OK);
+    assert_int_equal(append_next(log, &written, 2), PG_LOG_OK);
+
+    collected rows = {0};
+    uint32_t read = 0;
+    pg_log_point from = {0};
+    assert_int_equal(pg_log_read(log, &from, 10, collect_row, &rows, &read), PG_LOG_OK);
+    assert_int_equal(read, 4);
+    assert_term_row(&rows, 0, 1, 1, "http://a");
+    for (size_t index = 0; index < 3; index++)
+        assert_record_row(&rows, index + 1, &written, index, 1);
+    assert_int_equal(rows.rows[3].position, 4);
+    /* The reader's point moved to the end, which is the tail. */
+    pg_log_point tail;
+    assert_int_equal(pg_log_read_tail(log, &tail), PG_LOG_OK);
+    assert_int_equal(tail.position, 4);
+    assert_int_equal(tail.last_seq, 8);
+    assert_int_equal(tail.term, 1);
+    assert_memory_equal(tail.hash, written.hash, RECORD_HASH_BYTES);
+    assert_memory_equal(&from, &tail, sizeof(tail));
+    assert_int_equal(pg_log_read(log, &from, 10, collect_row, &rows, &read), PG_LOG_OK);
+    assert_int_equal(read, 0);
+
+    /* From the point after a record, at most rows_max rows. */
+    bool present = false;
+    assert_int_equal(pg_log_find(log, 1, written.hashes[0], &present, &from), PG_LOG_OK);
+    assert_true(present);
+    collected one = {0};
+    assert_int_equal(pg_log_read(log, &from, 1, collect_row, &one, &read), PG_LOG_OK);
+    assert_int_equal(read, 1);
+    assert_int_equal(one.rows[0].position, 3);
+    assert_record_row(&one, 0, &written, 1, 1);
+    assert_int_equal(from.position, 3);
+    assert_int_equal(from.last_seq, 6);
+    pg_log_close(log);
+    chain_free(&written);
+}
+
+static void test_append_refuses_a_record_that_does_not_continue_the_tail(void **state)
+{
+    (void)state;
+    pg_log *log = open_log(conninfo_for("chain_check", false), "http://a", 0);
+    lead(log, 1);
+    chain written = {0};
+    assert_int_equal(append_next(log, &written, 2), PG_LOG_OK);
+
+    chain gap = written;
+    gap.count = 0;
+    gap.last_seq += 1; /* would skip seq 3 */
+    record_buffer record;
+    uint8_t hash[RECORD_HASH_BYTES];
+    build_record(&gap, 1, &record, hash);
+    assert_int_equal(pg_log_append(log, record.bytes, record.length), PG_LOG_INVALID_RECORD);
+    record_buffer_free(&record);
+
+    chain wrong_link = written;
+    wrong_link.count = 0;
+    wrong_link.hash[0] ^= 1;
+    build_record(&wrong_link, 1, &record, hash);
+    assert_int_equal(pg_log_append(log, record.bytes, record.length), PG_LOG_INVALID_RECORD);
+    record.bytes[RECORD_HEADER_BYTES] ^= 1; /* and bytes that do not match their hash */
+    assert_int_equal(pg_log_append(log, record.bytes, record.length), PG_LOG_INVALID_RECORD);
+    record_buffer_free(&record);
+
+    /* Nothing was written and the leader goes on. */
+    assert_true(pg_log_leading(log));
+    sql_expect("SELECT max(position) FROM chain_check.coffer_log", "2");
+    assert_int_equal(append_next(log, &written, 1), PG_LOG_OK);
+    sql_expect("SELECT max(last_seq) FROM chain_check.coffer_log", "3");
+    pg_log_close(log);
+    chain_free(&written);
+}
+
+static void assert_read_refused(pg_log *log, pg_log_point *from, const char *reason)
+{
+    collected rows = {0};
+    assert_int_equal(pg_log_read(log, from, 10, collect_row, &rows, NULL), PG_LOG_INVALID_RECORD);
+    assert_non_null(strstr(pg_log_error(log), reason));
+}
+
+/* A reader checks every row it reads against the point it holds, and the rows themselves. */
+static void test_read_checks_the_chain_and_every_record(void **state)
+{
+    (void)state;
+    pg_log *log = open_log(conninfo_for("read_check", false), "http://a", 0);
+    lead(log, 1);
+    chain written = {0};
+    assert_int_equal(append_next(log, &written, 2), PG_LOG_OK);
+    assert_int_equal(append_next(log, &written, 2), PG_LOG_OK);
+
+    pg_log_point from = {0};
+    from.hash[0] = 1; /* a reader whose chain is not this log's */
+    assert_read_refused(log, &from, "position 1 is a term row that breaks the hash chain");
+    bool present = false;
+    assert_int_equal(pg_log_find(log, 2, written.hashes[0], &present, &from), PG_LOG_OK);
+    from.last_seq = 1; /* a reader that thinks it is elsewhere */
+    assert_read_refused(log, &from, "position 3 does not follow");
+
+    free(sql("UPDATE read_check.coffer_log SET record = set_byte(record, 80,"
+             " get_byte(record, 80) # 1) WHERE position = 3"));
+    assert_int_equal(pg_log_find(log, 2, written.hashes[0], &present, &from), PG_LOG_OK);
+    assert_read_refused(log, &from, "position 3 holds a record that does not match its hash");
+    pg_log_close(log);
+    chain_free(&written);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Leadership                                                                               */
+
+static void test_one_of_two_sessions_leads_and_terms_count_up(void **state)
+{
+    (void)state;
+    const char *conninfo = conninfo_for("two_leaders", false);
+    pg_log *first = open_log(conninfo, "http://first", 0);
+    pg_log *second = open_log(conninfo, "http://second", 0);
+    lead(first, 1);
+    bool leading = true;
+    assert_int_equal(pg_log_try_lead(second, &leading), PG_LOG_OK);
+    assert_false(leading);
+    assert_false(pg_log_leading(second));
+    chain written = {0};
+    assert_int_equal(append_next(second, &written, 1), PG_LOG_NOT_LEADER);
+    assert_int_equal(append_next(first, &written, 1), PG_LOG_OK);
+
+    /* The first leader goes away: the second takes over in the next term, after seq 1. */
+    pg_log_close(first);
+    lead(second, 2);
+    assert_int_equal(append_next(second, &written, 2), PG_LOG_OK);
+    collected rows = {0};
+    pg_log_point from = {0};
+    assert_int_equal(pg_log_read(second, &from, 10, collect_row, &rows, NULL), PG_LOG_OK);
+    assert_int_equal(rows.count, 4);
+    assert_term_row(&rows, 0, 1, 1, "http://first");
+    assert_record_row(&rows, 1, &written, 0, 1);
+    assert_term_row(&rows, 2, 2, 2, "http://second");
+    assert_record_row(&rows, 3, &written, 1, 2);
+
+    /* Stepping down frees the lease for the next one. */
+    pg_log *third = open_log(conninfo, "http://third", 0);
+    assert_int_equal(pg_log_step_down(second), PG_LOG_OK);
+    lead(third, 3);
+    pg_log_close(second);
+    pg_log_close(third);
+    chain_free(&written);
+}
+
+static void test_stale_leader_is_fenced_by_the_log(void **state)
+{
+    (void)state;
+    const char *conninfo = conninfo_for("fenced", false);
+    pg_log *stale = open_log(conninfo, "http://stale", 0);
+    lead(stale, 1);
+    chain written = {0};
+    assert_int_equal(append_next(stale, &written, 1), PG_LOG_OK);
+
+    /* Another leader got in without the lease (as through a transaction pooler, where session
+     * locks mean nothing) and wrote its term row at the next position. */
+    free(sql("INSERT INTO fenced.coffer_log (position, kind, seq, last_seq, term, hash, record)"
+             " SELECT 3, 2, 2, 1, 2, hash, 'http://other' FROM fenced.coffer_log"
+             " WHERE position = 2"));
+    assert_int_equal(append_next(stale, &written, 1), PG_LOG_NOT_LEADER);
+    assert_false(pg_log_leading(stale));
+    sql_expect("SELECT kind || ':' || term FROM fenced.coffer_log WHERE position = 3", "2:2");
+    sql_expect("SELECT count(*) FROM fenced.coffer_log", "3");
+
+    /* The stale leader gave up its lease: another session leads, after the foreign term. */
+    pg_log *next = open_log(conninfo, "http://next", 0);
+    lead(next, 3);
+    pg_log_close(next);
+    pg_log_close(stale);
+    chain_free(&written);
+}
+
+static void test_paused_leader_loses_its_session_and_acknowledges_nothing(void **state)
+{
+    (void)state;
+    const char *conninfo = conninfo_for("lease", false);
+    pg_log *paused = open_log(conninfo, "http://paused", 1000);
+    lead(paused, 1);
+    chain written = {0};
+    assert_int_equal(append_next(paused, &written, 1), PG_LOG_OK);
+    /* Heartbeats keep the session past the lease ... */
+    for (int beat = 0; beat < 6; beat++) {
+        sleep_ms(250);
+        assert_int_equal(pg_log_heartbeat(paused), PG_LOG_OK);
+    }
+    pg_log *other = open_log(conninfo, "http://other", 1000);
+    bool leading = true;
+    assert_int_equal(pg_log_try_lead(other, &leading), PG_LOG_OK);
+    assert_false(leading);
+
+    /* ... and a pause longer than the lease ends it, which frees the lease. */
+    uint64_t paused_at_ms = now_ms();
+    lead(other, 2);
+    assert_true(now_ms() - paused_at_ms >= 800);
+    assert_int_equal(append_next(paused, &written, 1), PG_LOG_NOT_LEADER);
+    assert_false(pg_log_leading(paused));
+    bool present = true;
+    pg_log_point at;
+    assert_int_equal(pg_log_find(paused, 2, written.hashes[1], &present, &at), PG_LOG_OK);
+    assert_false(present);
+    sql_expect("SELECT count(*) FROM lease.coffer_log", "3");
+    pg_log_close(other);
+    pg_log_close(paused);
+    chain_free(&written);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Following                                                                                */
+
+static void test_find_tells_whether_a_record_is_in_the_log(void **state)
+{
+    (void)state;
+    pg_log *log = open_log(conninfo_for("find", false), "http://a", 0);
+    lead(log, 1);
+    chain written = {0};
+    assert_int_equal(append_next(log, &written, 4), PG_LOG_OK);
+    assert_int_equal(append_next(log, &written, 1), PG_LOG_OK);
+
+    bool present = false;
+    pg_log_point at;
+    assert_int_equal(pg_log_find(log, 4, written.hashes[0], &present, &at), PG_LOG_OK);
+    assert_true(present);
+    assert_int_equal(at.position, 2);
+    assert_int_equal(at.last_seq, 4);
+    assert_int_equal(at.term, 1);
+    assert_memory_equal(at.hash, written.hashes[0], RECORD_HASH_BYTES);
+    assert_int_equal(pg_log_find(log, 5, written.hashes[1], &present, &at), PG_LOG_OK);
+    assert_true(present);
+    assert_int_equal(at.position, 3);
+
+    uint8_t other_hash[RECORD_HASH_BYTES];
+    memcpy(other_hash, written.hashes[0], RECORD_HASH_BYTES);
+    other_hash[31] ^= 0x80;
+    assert_int_equal(pg_log_find(log, 4, other_hash, &present, &at), PG_LOG_OK);
+    assert_false(present);
+    assert_int_equal(pg_log_find(log, 3, written.hashes[0], &present, &at), PG_LOG_OK);
+    assert_false(present); /* seq 3 is inside a record, not the end of one */
+    assert_int_equal(pg_log_find(log, 6, written.hashes[1], &present, &at), PG_LOG_OK);
+    assert_false(present);
+
+    static const uint8_t start[RECORD_HASH_BYTES] = {0};
+    assert_int_equal(pg_log_find(log, 0, start, &present, &at), PG_LOG_OK);
+    assert_true(present);
+    assert_int_equal(at.position, 0);
+    assert_int_equal(pg_log_find(log, 0, other_hash, &present, &at), PG_LOG_OK);
+    assert_false(present);
+    pg_log_close(log);
+    chain_free(&written);
+}
+
+static void test_follower_is_woken_by_an_append(void **state)
+{
+    (void)state;
+    const char *conninfo = conninfo_for("follow", false);
+    pg_log *leader = open_log(conninfo, "http://leader", 0);
+    pg_log *follower = open_log(conninfo, "http://follower", 0);
+    assert_int_equal(pg_log_listen(follower), PG_LOG_OK);
+    bool woken = true;
+    assert_int_equal(pg_log_wait(follower, 100, &woken), PG_LOG_OK);
+    assert_false(woken);
+
+    lead(leader, 1); /* the term row notifies too */
+    assert_int_equal(pg_log_wait(follower, WAIT_MS_MAX, &woken), PG_LOG_OK);
+    assert_true(woken);
+    chain written = {0};
+    assert_int_equal(append_next(leader, &written, 2), PG_LOG_OK);
+    woken = false;
+    assert_int_equal(pg_log_wait(follower, WAIT_MS_MAX, &woken), PG_LOG_OK);
+    assert_true(woken);
+
+    /* The follower reads on from where it got to: the term row, then the record. */
+    collected rows = {0};
+    pg_log_point applied = {0};
+    assert_int_equal(pg_log_read(follower, &applied, 10, collect_row, &rows, NULL), PG_LOG_OK);
+    assert_int_equal(rows.count, 2);
+    assert_term_row(&rows, 0, 1, 1, "http://leader");
+    assert_record_row(&rows, 1, &written, 0, 1);
+    assert_int_equal(applied.last_seq, 2);
+    pg_log_close(follower);
+    pg_log_close(leader);
+    chain_free(&written);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Failures                                                                                 */
+
+/* How a COMMIT waiting for the standby is cut off: politely (PostgreSQL warns that the
+ * transaction committed locally, then ends the session) or by a crash (no word at all). */
+enum interruption { TERMINATE_BACKEND, KILL_BACKEND };
+
+typedef struct interrupter {
+    enum interruption how;
+    int backend_pid;
+    bool interrupted;
+} interrupter;
+
+static bool backend_waits_for_standby(PGconn *conn, int backend_pid)
+{
+    char statement[128];
+    snprintf(statement, sizeof(statement),
+             "SELECT count(*) FROM pg_stat_activity WHERE pid = %d AND wait_event = 'SyncRep'",
+             backend_pid);
+    PGresult *result = PQexec(conn, statement);
+    bool waiting =
+        PQresultStatus(result) == PGRES_TUPLES_OK && strcmp(PQgetvalue(result, 0, 0), "1") == 0;
+    PQclear(result);
+    return waiting;
+}
+
+/* Waits until the backend waits for the synchronous standby, then cuts it off. */
+static void *interrupt_when_waiting(void *context)
+{
+    interrupter *job = context;
+    for (int waited_ms = 0; waited_ms < WAIT_MS_MAX && !job->interrupted; waited_ms += 20) {
+        PGconn *conn = PQconnectdb(primary_conninfo);
+        if (backend_waits_for_standby(conn, job->backend_pid)) {
+            char statement[64];
+            snprintf(statement, sizeof(statement), "SELECT pg_terminate_backend(%d)",
+                     job->backend_pid);
+            if (job->how == TERMINATE_BACKEND)
+                PQclear(PQexec(conn, statement));
+            else
+                kill(job->backend_pid, SIGKILL); /* PostgreSQL restarts and recovers */
+            job->interrupted = true;
+        }
+        PQfinish(conn);
+        sleep_ms(20);
+    }
+    return NULL;
+}
+
+static void set_synchronous_standby_names(const char *value)
+{
+    char statement[128];
+    snprintf(statement, sizeof(statement), "ALTER SYSTEM SET synchronous_standby_names = '%s'",
+             value);
+    free(sql(statement));
+    free(sql("SELECT pg_reload_conf()"));
+    sleep_ms(300); /* the reload reaches every backend before its next statement */
+}
+
+/* Reads the tail, waiting, bounded, while PostgreSQL recovers from a crash. */
+static void read_tail_when_up(pg_log *log, pg_log_point *tail)
+{
+    int status = PG_LOG_DISCONNECTED;
+    for (int waited_ms = 0; waited_ms < WAIT_MS_MAX && status == PG_LOG_DISCONNECTED;
+         waited_ms += 50) {
+        if ((status = pg_log_read_tail(log, tail)) == PG_LOG_DISCONNECTED)
+            sleep_ms(50);
+    }
+    assert_int_equal(status, PG_LOG_OK);
+}
+
+/* Appends a record whose COMMIT is cut off while it waits for the standby. */
+static int append_interrupted(pg_log *log, chain *to, enum interruption how)
+{
+    char *standbys = sql("SHOW synchronous_standby_names");
+    assert_non_null(standbys);
+    set_synchronous_standby_names("nobody"); /* every COMMIT now waits */
+    interrupter job = {.how = how, .backend_pid = pg_log_backend_pid(log)};
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, interrupt_when_waiting, &job), 0);
+    int status = append_next(log, to, 1);
+    pthread_join(thread, NULL);
+    set_synchronous_standby_names(standbys);
+    free(standbys);
+    assert_true(job.interrupted);
+    return status;
+}
+
+/* A COMMIT cut off while it waits for the standby is committed on the primary but maybe not
+ * replicated: the append must not be acknowledged, and reading the log back tells. */
+static void test_interrupted_commit_is_outcome_unknown(void **state)
+{
+    (void)state;
+    pg_log *log = open_log(conninfo_for("unknown", false), "http://a", 0);
+    lead(log, 1);
+    chain written = {0};
+    assert_int_equal(append_next(log, &written, 1), PG_LOG_OK);
+    const enum interruption ways[] = {TERMINATE_BACKEND, KILL_BACKEND};
+    for (uint64_t way = 0; way < 2; way++) {
+        assert_int_equal(append_interrupted(log, &written, ways[way]), PG_LOG_OUTCOME_UNKNOWN);
+        assert_false(pg_log_leading(log));
+        /* The log tells: here the record was flushed on the primary before the wait, so it is
+         * there (and the chain written by this test does not include it). */
+        pg_log_point tail;
+        read_tail_when_up(log, &tail);
+        assert_int_equal(tail.position, 3 + 2 * way);
+        assert_int_equal(tail.last_seq, 2 + way);
+        lead(log, 2 + way);
+        memcpy(written.hash, tail.hash, RECORD_HASH_BYTES);
+        written.last_seq = tail.last_seq;
+    }
+    pg_log_close(log);
+    chain_free(&written);
+}
+
+/* kill -9 of the primary, then the standby promoted: every acknowledged append is on the new
+ * primary, and the same handle reaches it by itself through the multi-host conninfo. */
+static void test_failover_keeps_every_acknowledged_append(void **state)
+{
+    (void)state;
+    pg_log *log = open_log(conninfo_for("failover", true), "http://a", 0);
+    lead(log, 1);
+    chain written = {0};
+    for (uint32_t index = 0; index < 20; index++)
+        assert_int_equal(append_next(log, &written, 1 + index % 3), PG_LOG_OK);
+
+    assert_int_equal(run_script("kill", "primary"), 0);
+    /* The session is gone and no primary answers yet: nothing is sent, nothing acknowledged. */
+    assert_int_equal(append_next(log, &written, 1), PG_LOG_NOT_LEADER);
+    assert_false(pg_log_leading(log));
+    assert_int_equal(run_script("promote", NULL), 0);
+
+    pg_log_point tail;
+    assert_int_equal(pg_log_read_tail(log, &tail), PG_LOG_OK);
+    assert_int_equal(tail.position, 21);
+    assert_int_equal(tail.last_seq, written.last_seq);
+    assert_memory_equal(tail.hash, written.hash, RECORD_HASH_BYTES);
+    collected rows = {0};
+    pg_log_point from = {0};
+    assert_int_equal(pg_log_read(log, &from, RECORDS_MAX, collect_row, &rows, NULL), PG_LOG_OK);
+    assert_int_equal(rows.count, 21);
+    for (size_t index = 0; index < 20; index++)
+        assert_record_row(&rows, index + 1, &written, index, 1);
+
+    lead(log, 2);
+    assert_int_equal(append_next(log, &written, 1), PG_LOG_OK);
+    char last_seq[24];
+    snprintf(last_seq, sizeof(last_seq), "%" PRIu64, written.last_seq);
+    sql_expect("SELECT max(last_seq) FROM failover.coffer_log", last_seq);
+    pg_log_close(log);
+    chain_free(&written);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+static bool start_cluster(void)
+{
+    char pg_bin[256], initdb[300];
+    const char *configured = getenv("PG_BIN");
+    snprintf(pg_bin, sizeof(pg_bin), "%s", configured != NULL ? configured : default_pg_bin);
+    snprintf(initdb, sizeof(initdb), "%s/initdb", pg_bin);
+    if (access(initdb, X_OK) != 0) {
+        printf("test_pg_log: SKIPPED: PostgreSQL 15 is not installed (%s not found);"
+               " scripts/install-deps installs postgresql-15\n",
+               initdb);
+        exit(SKIPPED_EXIT_CODE);
+    }
+    cluster_script = getenv("COFFER_PG_CLUSTER");
+    if (cluster_script == NULL) {
+        fprintf(stderr, "test_pg_log: COFFER_PG_CLUSTER (scripts/pg-cluster) is not set\n");
+        return false;
+    }
+    snprintf(cluster_dir, sizeof(cluster_dir), "/tmp/coffer-pg-XXXXXX");
+    if (mkdtemp(cluster_dir) == NULL)
+        return false;
+    signal(SIGALRM, watchdog);
+    alarm(WATCHDOG_SECONDS);
+    if (run_script("start", NULL) != 0 ||
+        !read_env_value("CONNINFO", primary_conninfo, sizeof(primary_conninfo)) ||
+        !read_env_value("MULTI_CONNINFO", multi_conninfo, sizeof(multi_conninfo))) {
+        fprintf(stderr, "test_pg_log: the cluster did not start\n");
+        run_script("stop", NULL);
+        return false;
+    }
+    return true;
+}
+
+int main(void)
+{
+    if (!start_cluster())
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_schema_created_then_kept_and_newer_refused),
+        cmocka_unit_test(test_append_then_read_back_every_byte),
+        cmocka_unit_test(test_append_refuses_a_record_that_does_not_continue_the_tail),
+        cmocka_unit_test(test_read_checks_the_chain_and_every_record),
+        cmocka_unit_test(test_one_of_two_sessions_leads_and_terms_count_up),
+        cmocka_unit_test(test_stale_leader_is_fenced_by_the_log),
+        cmocka_unit_test(test_paused_leader_loses_its_session_and_acknowledges_nothing),
+        cmocka_unit_test(test_find_tells_whether_a_record_is_in_the_log),
+        cmocka_unit_test(test_follower_is_woken_by_an_append),
+        cmocka_unit_test(test_interrupted_commit_is_outcome_unknown),
+        /* Last: it kills the primary. */
+        cmocka_unit_test(test_failover_keeps_every_acknowledged_append),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    alarm(0);
+    if (run_script("stop", NULL) != 0)
+        failed++;
+    return failed;
+}
