@@ -20,7 +20,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/engine.h"
 #include "server/codec.h"
 #include "server/metrics.h"
 #include "server/text.h"
@@ -57,10 +56,10 @@ typedef struct request {
     codec_batch batch;
     coffer_result *results;
     /* Reads. */
-    struct account_read account_read;
-    struct history_read history_read;
-    struct transfer_read transfer_read;
-    struct holds_read holds_read;
+    int at; /* the account read: now, at a seq or at a time */
+    uint64_t at_value;
+    size_t limit; /* of a history or holds page, and how much of it was filled */
+    size_t count;
     coffer_history_entry *history;
     coffer_transfer *holds;
     union { /* a request reads at most one of these */
@@ -69,7 +68,7 @@ typedef struct request {
         coffer_verify_report verify;
         coffer_stats stats;
     };
-    engine_request engine;
+    coffer_job job; /* the engine round trip; its status is the answer's */
 } request;
 
 static uint64_t now_ns(void)
@@ -131,36 +130,34 @@ static enum MHD_Result send_problem(request *r, int code, const char *field, con
 
 /* ---- engine round trips -------------------------------------------------------------------- */
 
-static void engine_answered(void *context)
+static void engine_answered(coffer_job *job)
 {
-    request *r = context;
+    request *r = job->context;
     r->state = STATE_ANSWERED;
     MHD_resume_connection(r->connection);
 }
 
-/* Suspends the connection and queues the engine request; it is answered after resume. */
-static enum MHD_Result wait_for_engine(request *r)
+/* Suspends the connection before its engine job starts: the answer may come before the
+ * _async call returns. The job is answered (engine_answered) after resume. */
+static void suspend_for_engine(request *r)
 {
-    r->engine.on_done = engine_answered;
-    r->engine.on_done_context = r;
+    r->job.on_done = engine_answered;
+    r->job.context = r;
     r->state = STATE_WAITING;
     r->engine_used = true;
     atomic_fetch_add(&r->server->suspended, 1);
-    MHD_suspend_connection(r->connection); /* before enqueue: the answer may come at once */
-    int code = engine_enqueue(r->server->db, &r->engine);
+    MHD_suspend_connection(r->connection);
+}
+
+/* Called with what starting the job returned: a job that was not queued is answered now. */
+static enum MHD_Result started(request *r, int code)
+{
     if (code != COFFER_OK) {
-        r->engine.status = code;
+        r->job.status = code;
         r->state = STATE_ANSWERED;
         MHD_resume_connection(r->connection);
     }
     return MHD_YES;
-}
-
-static enum MHD_Result start_read(request *r, engine_read_fn read, void *context)
-{
-    r->engine.read = read;
-    r->engine.context = context;
-    return wait_for_engine(r);
 }
 
 /* ---- writes -------------------------------------------------------------------------------- */
@@ -177,11 +174,9 @@ static enum MHD_Result start_write(request *r, int decoded, const codec_error *e
     r->results = calloc(r->batch.count, sizeof *r->results);
     if (!r->results)
         return send_problem(r, COFFER_OUT_OF_MEMORY, 0, 0);
-    r->engine.events = r->batch.events;
-    r->engine.count = r->batch.count;
-    r->engine.atomic = r->batch.atomic;
-    r->engine.results = r->results;
-    return wait_for_engine(r);
+    suspend_for_engine(r);
+    return started(r, coffer_submit_async(r->server->db, &r->job, r->batch.events, r->batch.count,
+                                          r->batch.atomic, r->results));
 }
 
 static enum MHD_Result start_create_accounts(request *r)
@@ -277,8 +272,8 @@ static enum MHD_Result answer_batch(request *r)
 
 static enum MHD_Result answer_write(request *r)
 {
-    if (r->engine.status != COFFER_OK)
-        return send_problem(r, r->engine.status, 0, 0);
+    if (r->job.status != COFFER_OK)
+        return send_problem(r, r->job.status, 0, 0);
     const coffer_event *events = r->batch.events;
     bool accounts = r->route == ROUTE_ACCOUNTS;
     if (r->batch.batch)
@@ -355,23 +350,24 @@ static bool parse_time(const char *text, uint64_t *out)
 static enum MHD_Result start_account_get(request *r)
 {
     const char *at = MHD_lookup_connection_value(r->connection, MHD_GET_ARGUMENT_KIND, "at");
-    struct account_read *read = &r->account_read;
-    *read = (struct account_read){r->path_id, COFFER_AT_NOW, 0, &r->account};
+    r->at = COFFER_AT_NOW;
     if (at) {
         char *end;
         errno = 0;
         unsigned long long seq = strtoull(at, &end, 10);
         if (*at >= '0' && *at <= '9' && !*end && !errno) {
-            read->at = COFFER_AT_SEQ;
-            read->at_value = seq;
-        } else if (parse_time(at, &read->at_value)) {
-            read->at = COFFER_AT_TIMESTAMP;
+            r->at = COFFER_AT_SEQ;
+            r->at_value = seq;
+        } else if (parse_time(at, &r->at_value)) {
+            r->at = COFFER_AT_TIMESTAMP;
         } else {
             return send_problem(r, COFFER_INVALID_FIELD, "/at",
                                 "a seq or an RFC 3339 UTC time like 2026-11-24T23:38:00Z");
         }
     }
-    return start_read(r, engine_account_read, read);
+    suspend_for_engine(r);
+    return started(r, coffer_account_get_async(r->server->db, &r->job, r->path_id, r->at,
+                                               r->at_value, &r->account));
 }
 
 static enum MHD_Result start_history(request *r)
@@ -384,8 +380,10 @@ static enum MHD_Result start_history(request *r)
     r->history = calloc(limit, sizeof *r->history);
     if (!r->history)
         return send_problem(r, COFFER_OUT_OF_MEMORY, 0, 0);
-    r->history_read = (struct history_read){r->path_id, after, limit, r->history, 0};
-    return start_read(r, engine_history_read, &r->history_read);
+    r->limit = limit;
+    suspend_for_engine(r);
+    return started(r, coffer_history_async(r->server->db, &r->job, r->path_id, after, limit,
+                                           r->history, &r->count));
 }
 
 static enum MHD_Result start_holds(request *r)
@@ -396,15 +394,17 @@ static enum MHD_Result start_holds(request *r)
     r->holds = calloc(limit, sizeof *r->holds);
     if (!r->holds)
         return send_problem(r, COFFER_OUT_OF_MEMORY, 0, 0);
+    r->limit = limit;
     const char *account =
         MHD_lookup_connection_value(r->connection, MHD_GET_ARGUMENT_KIND, "account");
-    r->holds_read = (struct holds_read){account, limit, r->holds, 0};
-    return start_read(r, engine_holds_read, &r->holds_read);
+    suspend_for_engine(r);
+    return started(
+        r, coffer_holds_list_async(r->server->db, &r->job, account, limit, r->holds, &r->count));
 }
 
 static enum MHD_Result answer_read(request *r)
 {
-    int status = r->engine.status;
+    int status = r->job.status;
     if (status != COFFER_OK) {
         /* A missing resource read by GET is 404, not the 422 a write would get. */
         if (status == COFFER_ACCOUNT_NOT_FOUND) {
@@ -422,15 +422,14 @@ static enum MHD_Result answer_read(request *r)
     json_t *body = 0;
     switch (r->route) {
     case ROUTE_ACCOUNT:
-        body = codec_account(&r->account, r->account_read.at, r->account_read.at_value);
+        body = codec_account(&r->account, r->at, r->at_value);
         break;
     case ROUTE_HISTORY: {
         json_t *entries = json_array();
-        for (size_t i = 0; i < r->history_read.count; i++)
+        for (size_t i = 0; i < r->count; i++)
             json_array_append_new(entries, codec_history_entry(&r->history[i]));
-        bool full = r->history_read.count == r->history_read.limit;
-        json_t *next = full ? json_integer((json_int_t)r->history[r->history_read.count - 1].seq)
-                            : json_null();
+        bool full = r->count == r->limit;
+        json_t *next = full ? json_integer((json_int_t)r->history[r->count - 1].seq) : json_null();
         body = json_pack("{s:o, s:o}", "entries", entries, "next_after", next);
         break;
     }
@@ -439,7 +438,7 @@ static enum MHD_Result answer_read(request *r)
         break;
     case ROUTE_HOLDS: {
         json_t *holds = json_array();
-        for (size_t i = 0; i < r->holds_read.count; i++)
+        for (size_t i = 0; i < r->count; i++)
             json_array_append_new(holds, codec_transfer(&r->holds[i]));
         body = json_pack("{s:o}", "holds", holds);
         break;
@@ -518,7 +517,7 @@ static enum MHD_Result answer_ready(request *r)
 {
     if (atomic_load(&r->server->draining))
         return send_problem(r, COFFER_SHUTTING_DOWN, 0, 0);
-    if (atomic_load(&r->server->db->storage_failed))
+    if (coffer_health(r->server->db) == COFFER_STORAGE_FAILED)
         return send_problem(r, COFFER_STORAGE_FAILED, 0, "a write or sync failed; restart");
     r->response_code = COFFER_OK;
     return send_json(r, 200, json_pack("{s:s}", "status", "ready"), false);
@@ -547,15 +546,17 @@ static enum MHD_Result dispatch(request *r, const char *method)
     case ROUTE_HISTORY:
         return start_history(r);
     case ROUTE_TRANSFER:
-        r->transfer_read = (struct transfer_read){r->path_id, &r->transfer};
-        return start_read(r, engine_transfer_read, &r->transfer_read);
+        suspend_for_engine(r);
+        return started(r,
+                       coffer_transfer_get_async(r->server->db, &r->job, r->path_id, &r->transfer));
     case ROUTE_HOLDS:
         return start_holds(r);
     case ROUTE_VERIFY:
-        return start_read(r, engine_verify_read, &r->verify);
+        suspend_for_engine(r);
+        return started(r, coffer_verify_async(r->server->db, &r->job, &r->verify));
     case ROUTE_METRICS: /* readable after a storage failure: it is how one learns of it */
-        r->engine.diagnostic = true;
-        return start_read(r, engine_stats_read, &r->stats);
+        suspend_for_engine(r);
+        return started(r, coffer_stats_get_async(r->server->db, &r->job, &r->stats));
     case ROUTE_HEALTH:
         r->response_code = COFFER_OK;
         return send_json(r, 200, json_pack("{s:s}", "status", "ok"), false);
