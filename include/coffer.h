@@ -497,6 +497,70 @@ typedef int (*coffer_log_entry_fn)(const coffer_log_entry *entry, void *context)
 COFFER_API int coffer_dump_dir(const char *dir, coffer_log_entry_fn visit, void *context,
                                char *error, size_t error_size);
 
+/* ---------------------------------------------------------------------------------------- */
+/* Asynchronous calls, for callers that must not block a thread per request (an event loop,
+ * the HTTP server). Each _async call takes the arguments of its blocking twin plus a job the
+ * caller owns; the blocking calls above are these same calls followed by a wait.
+ *
+ *  - Ownership: the job, and everything the call points to (events and their strings,
+ *    results, ids, output structs, *count_out), must stay alive and untouched until on_done
+ *    is called. The engine allocates nothing per job: it keeps its state in reserved_.
+ *  - Returns COFFER_OK when the job was queued: on_done is then called exactly once, with
+ *    job->status set to what the blocking call would have returned and the outputs filled.
+ *    Any other return (invalid_argument, batch_too_large, overloaded, shutting_down) means
+ *    the job was not queued and on_done is never called.
+ *  - on_done runs on an engine thread (the writer, or the log thread once a batch is durable),
+ *    outside the engine's locks. It must be short and must not block; it must not call a
+ *    blocking coffer function (the engine would wait for itself). It may start other _async
+ *    calls, and it may free or reuse the job: the engine no longer touches it.
+ *  - No call, blocking or not, may run concurrently with coffer_close(); the caller must wait
+ *    for every on_done before closing.                                                        */
+
+#define COFFER_JOB_RESERVED_WORDS 32
+
+typedef struct coffer_job coffer_job;
+struct coffer_job {
+    void (*on_done)(coffer_job *job);              /* required; set by the caller before the call */
+    void *context;                                 /* the caller's; the engine never reads it */
+    int status;                                    /* set before on_done is called */
+    uint64_t reserved_[COFFER_JOB_RESERVED_WORDS]; /* the engine's; do not touch */
+};
+
+/* coffer_submit() without waiting. Results are durable (on a durable engine) when on_done
+ * is called; a batch the log could not make durable reports storage_failed. */
+COFFER_API int coffer_submit_async(coffer *db, coffer_job *job, const coffer_event *events,
+                                   size_t count, bool atomic, coffer_result *results);
+/* coffer_account_get() without waiting. */
+COFFER_API int coffer_account_get_async(coffer *db, coffer_job *job, const char *id, int at,
+                                        uint64_t at_value, coffer_account *out);
+/* coffer_history() without waiting; *count_out is set when on_done is called. */
+COFFER_API int coffer_history_async(coffer *db, coffer_job *job, const char *account_id,
+                                    uint64_t after_seq, size_t limit, coffer_history_entry *entries,
+                                    size_t *count_out);
+/* coffer_transfer_get() without waiting. */
+COFFER_API int coffer_transfer_get_async(coffer *db, coffer_job *job, const char *id,
+                                         coffer_transfer *out);
+/* coffer_holds_list() without waiting; *count_out is set when on_done is called. */
+COFFER_API int coffer_holds_list_async(coffer *db, coffer_job *job, const char *account_id,
+                                       size_t limit, coffer_transfer *out, size_t *count_out);
+/* coffer_verify() without waiting. */
+COFFER_API int coffer_verify_async(coffer *db, coffer_job *job, coffer_verify_report *out);
+/* coffer_stats_get() without waiting; like it, answered even after a storage failure. The
+ * engine fills the whole struct from its own thread, so `out` must be this header's
+ * coffer_stats: a program built against an older header gets invalid_argument (the blocking
+ * coffer_stats_get() serves it). */
+COFFER_API int coffer_stats_get_async_sized(coffer *db, coffer_job *job, coffer_stats *out,
+                                            size_t size_bytes);
+static inline int coffer_stats_get_async(coffer *db, coffer_job *job, coffer_stats *out)
+{
+    return coffer_stats_get_async_sized(db, job, out, sizeof *out);
+}
+
+/* Whether the engine accepts writes, without queueing anything (cheap enough for every
+ * readiness probe): COFFER_OK, or COFFER_STORAGE_FAILED once a log write or sync has failed
+ * (sticky until the engine is reopened). COFFER_INVALID_ARGUMENT for a NULL handle. */
+COFFER_API int coffer_health(coffer *db);
+
 #ifdef __cplusplus
 }
 #endif

@@ -8,6 +8,7 @@
 #include "engine/engine.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -281,8 +282,8 @@ void engine_release(coffer *db, engine_request *requests, int failure)
         next = request->next; /* the caller may free its request once done is set */
         if (failure != COFFER_OK && !request->diagnostic)
             request->status = failure;
-        if (request->on_done) {
-            request->next = 0; /* answered outside the lock: the callback may take others */
+        if (request->job->on_done) {
+            request->next = 0; /* answered outside the lock: the callback may queue others */
             *callbacks_tail = request;
             callbacks_tail = &request->next;
             continue;
@@ -293,8 +294,10 @@ void engine_release(coffer *db, engine_request *requests, int failure)
     pthread_mutex_unlock(&db->mutex);
     for (engine_request *request = callbacks, *next; request; request = next) {
         next = request->next;
+        coffer_job *job = request->job; /* on_done may free or reuse the job */
+        job->status = request->status;
         request->done = true;
-        request->on_done(request->on_done_context);
+        job->on_done(job);
     }
 }
 
@@ -338,7 +341,6 @@ static int queue_push(coffer *db, engine_request *request, uint64_t events, bool
 static int engine_call(coffer *db, engine_request *request, uint64_t events)
 {
     pthread_cond_init(&request->done_cond, 0);
-    request->on_done = 0;
     pthread_mutex_lock(&db->mutex);
     bool wake;
     int status = queue_push(db, request, events, &wake);
@@ -354,12 +356,29 @@ static int engine_call(coffer *db, engine_request *request, uint64_t events)
     return status;
 }
 
-int engine_enqueue(coffer *db, engine_request *request)
+/* The engine keeps its state in the caller's job: it must fit, aligned. */
+_Static_assert(sizeof(engine_job) <= sizeof(((coffer_job *)0)->reserved_),
+               "engine_job does not fit in coffer_job.reserved_: raise COFFER_JOB_RESERVED_WORDS");
+_Static_assert(_Alignof(engine_job) <= _Alignof(uint64_t),
+               "engine_job needs more alignment than coffer_job.reserved_ has");
+
+engine_request *engine_job_request(coffer_job *job, engine_read_fn read, void *context)
 {
-    COFFER_ASSERT(request->on_done);
+    engine_request *request = &engine_job_of(job)->request;
+    memset(request, 0, offsetof(engine_request, done_cond)); /* the condition is set up later */
+    request->read = read;
+    request->context = context;
+    request->job = job;
+    return request;
+}
+
+int engine_start(coffer *db, coffer_job *job)
+{
+    engine_request *request = &engine_job_of(job)->request;
+    COFFER_ASSERT(request->job == job && (request->events != 0) != (request->read != 0));
     uint64_t events = request->events ? request->count : 1;
-    if (request->events && (request->count == 0 || request->count > COFFER_BATCH_EVENTS_MAX))
-        return request->count ? COFFER_BATCH_TOO_LARGE : COFFER_INVALID_ARGUMENT;
+    if (!job->on_done)
+        return job->status = engine_call(db, request, events);
     bool wake;
     pthread_mutex_lock(&db->mutex);
     int status = queue_push(db, request, events, &wake);
@@ -369,34 +388,44 @@ int engine_enqueue(coffer *db, engine_request *request)
     return status;
 }
 
-int engine_call_request(coffer *db, engine_request *request)
-{
-    return engine_call(db, request, 1);
-}
-
-int engine_read(coffer *db, engine_read_fn read, void *context)
-{
-    engine_request request = {0};
-    request.read = read;
-    request.context = context;
-    return engine_call(db, &request, 1);
-}
-
 /* ---- public API ---------------------------------------------------------------------------- */
 
-int coffer_submit(coffer *db, const coffer_event *events, size_t count, bool atomic,
-                  coffer_result *results)
+/* Checks a submission and starts it as `job` (see engine_start). */
+static int submit_start(coffer *db, coffer_job *job, const coffer_event *events, size_t count,
+                        bool atomic, coffer_result *results)
 {
     if (!db || !events || !results || count == 0)
         return COFFER_INVALID_ARGUMENT;
     if (count > COFFER_BATCH_EVENTS_MAX)
         return COFFER_BATCH_TOO_LARGE;
-    engine_request request = {0};
-    request.events = events;
-    request.count = count;
-    request.atomic = atomic;
-    request.results = results;
-    return engine_call(db, &request, count);
+    engine_request *request = engine_job_request(job, 0, 0);
+    request->events = events;
+    request->count = count;
+    request->atomic = atomic;
+    request->results = results;
+    return engine_start(db, job);
+}
+
+int coffer_submit(coffer *db, const coffer_event *events, size_t count, bool atomic,
+                  coffer_result *results)
+{
+    coffer_job job = {.on_done = 0};
+    return submit_start(db, &job, events, count, atomic, results);
+}
+
+int coffer_submit_async(coffer *db, coffer_job *job, const coffer_event *events, size_t count,
+                        bool atomic, coffer_result *results)
+{
+    if (!engine_job_usable(job))
+        return COFFER_INVALID_ARGUMENT;
+    return submit_start(db, job, events, count, atomic, results);
+}
+
+int coffer_health(coffer *db)
+{
+    if (!db)
+        return COFFER_INVALID_ARGUMENT;
+    return atomic_load(&db->storage_failed) ? COFFER_STORAGE_FAILED : COFFER_OK;
 }
 
 static void engine_free(coffer *db)

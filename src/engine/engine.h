@@ -41,11 +41,11 @@ struct engine_request {
     bool diagnostic; /* a read answered even after a storage failure (stats) */
     int status;
     bool done;
+    /* The public job this request is the engine's part of. With job->on_done set, the request
+     * is answered by that callback on an engine thread; without, its caller waits on done_cond
+     * (the blocking calls). */
+    coffer_job *job;
     pthread_cond_t done_cond;
-    /* Asynchronous requests (engine_enqueue): called once the request is answered, on an
-     * engine thread; the request may be freed from then on. */
-    void (*on_done)(void *context);
-    void *on_done_context;
 };
 
 typedef struct engine_expiry {
@@ -111,33 +111,7 @@ struct coffer {
     uint64_t snapshot_taken_at_s; /* CLOCK_MONOTONIC seconds of the last scheduled snapshot */
 };
 
-/* Queues a read to run on the writer and waits for its status. */
-int engine_read(coffer *db, engine_read_fn read, void *context);
-/* The same for a prepared request (a read with flags such as diagnostic). */
-int engine_call_request(coffer *db, engine_request *request);
-
-/* Queues a submission (events set) or a read (read set) without waiting: request->on_done is
- * called when it is answered (status and results filled, durable when the engine is). Returns
- * COFFER_OK, or overloaded / shutting_down / batch_too_large, in which case on_done is never
- * called. The request and everything it points to must live until on_done. */
-int engine_enqueue(coffer *db, engine_request *request);
-
-/* The histogram bucket of a value: the smallest i with value <= base * 2^i (capped). */
-static inline int engine_bucket(uint64_t value, uint64_t base)
-{
-    int bucket = 0;
-    while (bucket + 1 < COFFER_HISTOGRAM_BUCKETS && value > (base << bucket))
-        bucket++;
-    return bucket;
-}
-
-/* Writes one line to the engine's log (options.log, or stderr). */
-void engine_log(coffer *db, const char *format, ...) __attribute__((format(printf, 2, 3)));
-
-/* Releases answered requests: marks them done and wakes their callers. */
-void engine_release(coffer *db, engine_request *requests, int failure);
-
-/* Reads, as engine_read_fn: run them with engine_read() or as an engine_enqueue() request. */
+/* Reads, as engine_read_fn: each runs on the writer between batches, for a job. */
 struct account_read {
     const char *id;
     int at;
@@ -151,7 +125,7 @@ struct history_read {
     uint64_t after_seq;
     size_t limit;
     coffer_history_entry *entries;
-    size_t count;
+    size_t *count_out; /* how many entries were filled */
 };
 int engine_history_read(coffer *db, void *context); /* struct history_read */
 
@@ -165,11 +139,59 @@ struct holds_read {
     const char *account_id;
     size_t limit;
     coffer_transfer *out;
-    size_t count;
+    size_t *count_out; /* how many holds were filled */
 };
 int engine_holds_read(coffer *db, void *context);  /* struct holds_read */
 int engine_stats_read(coffer *db, void *context);  /* coffer_stats */
 int engine_verify_read(coffer *db, void *context); /* coffer_verify_report */
+
+/* What the engine keeps in a coffer_job's reserved words: the queued request and the
+ * arguments of a read, which must live as long as the job. engine.c checks that it fits. */
+typedef struct engine_job {
+    engine_request request;
+    union {
+        struct account_read account;
+        struct history_read history;
+        struct transfer_read transfer;
+        struct holds_read holds;
+    } read;
+} engine_job;
+
+static inline engine_job *engine_job_of(coffer_job *job)
+{
+    return (engine_job *)(void *)job->reserved_;
+}
+
+/* Clears the job's request and makes it run `read` on `context` on the writer (a read), or
+ * prepares an empty submission when `read` is NULL. */
+engine_request *engine_job_request(coffer_job *job, engine_read_fn read, void *context);
+
+/* Starts a prepared job. With job->on_done set (the _async calls) it is queued and this
+ * returns at once: COFFER_OK, after which on_done is called exactly once when the job is
+ * answered, or overloaded / shutting_down, in which case on_done is never called. With
+ * on_done NULL (the blocking calls) it waits for the answer and returns its status. */
+int engine_start(coffer *db, coffer_job *job);
+
+/* True when `job` may be given to an _async call: it names its on_done. */
+static inline bool engine_job_usable(const coffer_job *job)
+{
+    return job && job->on_done;
+}
+
+/* The histogram bucket of a value: the smallest i with value <= base * 2^i (capped). */
+static inline int engine_bucket(uint64_t value, uint64_t base)
+{
+    int bucket = 0;
+    while (bucket + 1 < COFFER_HISTOGRAM_BUCKETS && value > (base << bucket))
+        bucket++;
+    return bucket;
+}
+
+/* Writes one line to the engine's log (options.log, or stderr). */
+void engine_log(coffer *db, const char *format, ...) __attribute__((format(printf, 2, 3)));
+
+/* Releases answered requests: wakes the callers that wait, and calls the jobs' on_done. */
+void engine_release(coffer *db, engine_request *requests, int failure);
 
 /* verify.c: the invariant check on any store (live or rebuilt offline), and a way to add a
  * problem line to a report. */

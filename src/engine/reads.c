@@ -1,6 +1,6 @@
 /*
  * reads.c — lookups and the live invariant check. Each runs on the writer thread between
- * batches (engine_read), so it sees one consistent state and needs no lock on any record.
+ * batches (as a job's read), so it sees one consistent state and needs no lock on any record.
  * Every answer is copied into caller-owned structs.
  */
 #include <stdlib.h>
@@ -93,14 +93,31 @@ int engine_account_read(coffer *db, void *context)
     return account_at(s, &s->accounts[index], index, read->at, read->at_value, read->out);
 }
 
-int coffer_account_get(coffer *db, const char *id, int at, uint64_t at_value, coffer_account *out)
+static int account_get_start(coffer *db, coffer_job *job, const char *id, int at, uint64_t at_value,
+                             coffer_account *out)
 {
     if (!db || !id || !out)
         return COFFER_INVALID_ARGUMENT;
     if (at != COFFER_AT_NOW && at != COFFER_AT_SEQ && at != COFFER_AT_TIMESTAMP)
         return COFFER_INVALID_ARGUMENT;
-    struct account_read read = {id, at, at_value, out};
-    return engine_read(db, engine_account_read, &read);
+    struct account_read *read = &engine_job_of(job)->read.account;
+    *read = (struct account_read){id, at, at_value, out};
+    engine_job_request(job, engine_account_read, read);
+    return engine_start(db, job);
+}
+
+int coffer_account_get(coffer *db, const char *id, int at, uint64_t at_value, coffer_account *out)
+{
+    coffer_job job = {.on_done = 0};
+    return account_get_start(db, &job, id, at, at_value, out);
+}
+
+int coffer_account_get_async(coffer *db, coffer_job *job, const char *id, int at, uint64_t at_value,
+                             coffer_account *out)
+{
+    if (!engine_job_usable(job))
+        return COFFER_INVALID_ARGUMENT;
+    return account_get_start(db, job, id, at, at_value, out);
 }
 
 /* ---- history ------------------------------------------------------------------------------- */
@@ -120,7 +137,7 @@ int engine_history_read(coffer *db, void *context)
         return COFFER_OK;
     uint64_t count = total - first < read->limit ? total - first : read->limit;
     uint32_t entry = store_history_at_ordinal(s, account, (uint32_t)(first + count - 1));
-    read->count = count;
+    *read->count_out = count;
     for (uint64_t i = count; i-- > 0; entry = s->history[entry].previous) {
         const store_history *found = &s->history[entry];
         const store_transfer *transfer = &s->transfers[found->transfer];
@@ -138,15 +155,31 @@ int engine_history_read(coffer *db, void *context)
     return COFFER_OK;
 }
 
-int coffer_history(coffer *db, const char *account_id, uint64_t after_seq, size_t limit,
-                   coffer_history_entry *entries, size_t *count_out)
+static int history_start(coffer *db, coffer_job *job, const char *account_id, uint64_t after_seq,
+                         size_t limit, coffer_history_entry *entries, size_t *count_out)
 {
     if (!db || !account_id || (!entries && limit) || !count_out)
         return COFFER_INVALID_ARGUMENT;
-    struct history_read read = {account_id, after_seq, limit, entries, 0};
-    int status = engine_read(db, engine_history_read, &read);
-    *count_out = read.count;
-    return status;
+    *count_out = 0;
+    struct history_read *read = &engine_job_of(job)->read.history;
+    *read = (struct history_read){account_id, after_seq, limit, entries, count_out};
+    engine_job_request(job, engine_history_read, read);
+    return engine_start(db, job);
+}
+
+int coffer_history(coffer *db, const char *account_id, uint64_t after_seq, size_t limit,
+                   coffer_history_entry *entries, size_t *count_out)
+{
+    coffer_job job = {.on_done = 0};
+    return history_start(db, &job, account_id, after_seq, limit, entries, count_out);
+}
+
+int coffer_history_async(coffer *db, coffer_job *job, const char *account_id, uint64_t after_seq,
+                         size_t limit, coffer_history_entry *entries, size_t *count_out)
+{
+    if (!engine_job_usable(job))
+        return COFFER_INVALID_ARGUMENT;
+    return history_start(db, job, account_id, after_seq, limit, entries, count_out);
 }
 
 /* ---- transfers and holds ------------------------------------------------------------------- */
@@ -210,12 +243,27 @@ int engine_transfer_read(coffer *db, void *context)
     return COFFER_OK;
 }
 
-int coffer_transfer_get(coffer *db, const char *id, coffer_transfer *out)
+static int transfer_get_start(coffer *db, coffer_job *job, const char *id, coffer_transfer *out)
 {
     if (!db || !id || !out)
         return COFFER_INVALID_ARGUMENT;
-    struct transfer_read read = {id, out};
-    return engine_read(db, engine_transfer_read, &read);
+    struct transfer_read *read = &engine_job_of(job)->read.transfer;
+    *read = (struct transfer_read){id, out};
+    engine_job_request(job, engine_transfer_read, read);
+    return engine_start(db, job);
+}
+
+int coffer_transfer_get(coffer *db, const char *id, coffer_transfer *out)
+{
+    coffer_job job = {.on_done = 0};
+    return transfer_get_start(db, &job, id, out);
+}
+
+int coffer_transfer_get_async(coffer *db, coffer_job *job, const char *id, coffer_transfer *out)
+{
+    if (!engine_job_usable(job))
+        return COFFER_INVALID_ARGUMENT;
+    return transfer_get_start(db, job, id, out);
 }
 
 static int hold_order(const void *a, const void *b)
@@ -250,21 +298,39 @@ int engine_holds_read(coffer *db, void *context)
         pending[found++] = s->holds[i];
     }
     qsort(pending, found, sizeof *pending, hold_order);
-    for (size_t i = 0; i < found && read->count < read->limit; i++)
-        transfer_fill(s, pending[i].transfer, &read->out[read->count++]);
+    size_t count = found < read->limit ? found : read->limit;
+    for (size_t i = 0; i < count; i++)
+        transfer_fill(s, pending[i].transfer, &read->out[i]);
+    *read->count_out = count;
     free(pending);
     return COFFER_OK;
+}
+
+static int holds_list_start(coffer *db, coffer_job *job, const char *account_id, size_t limit,
+                            coffer_transfer *out, size_t *count_out)
+{
+    if (!db || (!out && limit) || !count_out)
+        return COFFER_INVALID_ARGUMENT;
+    *count_out = 0;
+    struct holds_read *read = &engine_job_of(job)->read.holds;
+    *read = (struct holds_read){account_id, limit, out, count_out};
+    engine_job_request(job, engine_holds_read, read);
+    return engine_start(db, job);
 }
 
 int coffer_holds_list(coffer *db, const char *account_id, size_t limit, coffer_transfer *out,
                       size_t *count_out)
 {
-    if (!db || (!out && limit) || !count_out)
+    coffer_job job = {.on_done = 0};
+    return holds_list_start(db, &job, account_id, limit, out, count_out);
+}
+
+int coffer_holds_list_async(coffer *db, coffer_job *job, const char *account_id, size_t limit,
+                            coffer_transfer *out, size_t *count_out)
+{
+    if (!engine_job_usable(job))
         return COFFER_INVALID_ARGUMENT;
-    struct holds_read read = {account_id, limit, out, 0};
-    int status = engine_read(db, engine_holds_read, &read);
-    *count_out = read.count;
-    return status;
+    return holds_list_start(db, job, account_id, limit, out, count_out);
 }
 
 /* ---- stats --------------------------------------------------------------------------------- */
@@ -295,20 +361,35 @@ int engine_stats_read(coffer *db, void *context)
     return COFFER_OK;
 }
 
+static int stats_get_start(coffer *db, coffer_job *job, coffer_stats *out)
+{
+    if (!db || !out)
+        return COFFER_INVALID_ARGUMENT;
+    engine_request *request = engine_job_request(job, engine_stats_read, out);
+    request->diagnostic = true; /* stats explain a storage failure, so they stay readable */
+    return engine_start(db, job);
+}
+
 /* Reads into a full struct of this library's size, then gives the caller the part it knows. */
 int coffer_stats_get_sized(coffer *db, coffer_stats *out, size_t size_bytes)
 {
     if (!db || !out || size_bytes == 0)
         return COFFER_INVALID_ARGUMENT;
     coffer_stats stats;
-    engine_request request = {0};
-    request.read = engine_stats_read;
-    request.context = &stats;
-    request.diagnostic = true; /* stats explain a storage failure, so they stay readable */
-    int status = engine_call_request(db, &request);
+    coffer_job job = {.on_done = 0};
+    int status = stats_get_start(db, &job, &stats);
     memset(out, 0, size_bytes);
     memcpy(out, &stats, size_bytes < sizeof stats ? size_bytes : sizeof stats);
     return status;
+}
+
+/* The engine writes the whole struct from its own thread, so it must be this library's size:
+ * an older caller gets invalid_argument and can use the blocking call. */
+int coffer_stats_get_async_sized(coffer *db, coffer_job *job, coffer_stats *out, size_t size_bytes)
+{
+    if (!engine_job_usable(job) || size_bytes != sizeof *out)
+        return COFFER_INVALID_ARGUMENT;
+    return stats_get_start(db, job, out);
 }
 
 int coffer_code_counts(coffer *db, uint64_t *counts, size_t count)

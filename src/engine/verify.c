@@ -128,9 +128,23 @@ int engine_verify_read(coffer *db, void *context)
     return engine_verify_store(&db->store, context);
 }
 
-int coffer_verify(coffer *db, coffer_verify_report *out)
+static int verify_start(coffer *db, coffer_job *job, coffer_verify_report *out)
 {
     if (!db || !out)
         return COFFER_INVALID_ARGUMENT;
-    return engine_read(db, engine_verify_read, out);
+    engine_job_request(job, engine_verify_read, out);
+    return engine_start(db, job);
+}
+
+int coffer_verify(coffer *db, coffer_verify_report *out)
+{
+    coffer_job job = {.on_done = 0};
+    return verify_start(db, &job, out);
+}
+
+int coffer_verify_async(coffer *db, coffer_job *job, coffer_verify_report *out)
+{
+    if (!engine_job_usable(job))
+        return COFFER_INVALID_ARGUMENT;
+    return verify_start(db, job, out);
 }

@@ -10,24 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const struct {
-    const char *name, *methods;
-} routes[ROUTE_COUNT] = {
-    [ROUTE_UNKNOWN] = {"unknown", ""},
-    [ROUTE_ACCOUNTS] = {"create_accounts", "POST"},
-    [ROUTE_ACCOUNT] = {"get_account", "GET"},
-    [ROUTE_HISTORY] = {"account_history", "GET"},
-    [ROUTE_TRANSFERS] = {"create_transfers", "POST"},
-    [ROUTE_TRANSFER] = {"get_transfer", "GET"},
-    [ROUTE_HOLD_POST] = {"post_hold", "POST"},
-    [ROUTE_HOLD_VOID] = {"void_hold", "POST"},
-    [ROUTE_HOLDS] = {"list_holds", "GET"},
-    [ROUTE_VERIFY] = {"verify", "GET"},
-    [ROUTE_METRICS] = {"metrics", "GET"},
-    [ROUTE_HEALTH] = {"healthz", "GET"},
-    [ROUTE_READY] = {"readyz", "GET"},
-};
-
 /* Request latency bounds in microseconds. */
 static const uint64_t latency_bounds_us[METRICS_LATENCY_BUCKETS] = {
     100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000};
@@ -35,22 +17,6 @@ static const uint64_t latency_bounds_us[METRICS_LATENCY_BUCKETS] = {
 void metrics_init(metrics *m)
 {
     memset(m, 0, sizeof *m);
-}
-
-const char *metrics_route_name(int route)
-{
-    return route > 0 && route < ROUTE_COUNT ? routes[route].name : "unknown";
-}
-
-const char *metrics_route_methods(int route)
-{
-    return route > 0 && route < ROUTE_COUNT ? routes[route].methods : "";
-}
-
-bool metrics_route_allows(int route, const char *method)
-{
-    const char *allowed = metrics_route_methods(route);
-    return !strcmp(method, allowed) || (!strcmp(allowed, "GET") && !strcmp(method, "HEAD"));
 }
 
 void metrics_request(metrics *m, int route, int code, unsigned status, uint64_t latency_ns)
@@ -77,7 +43,7 @@ static void render_requests(text_buffer *t, const metrics *m)
             uint64_t count = atomic_load(&m->requests[route][code]);
             if (count)
                 text_printf(t, "coffer_http_requests_total{route=\"%s\",code=\"%s\"} %llu\n",
-                            routes[route].name, coffer_code_name(code), (unsigned long long)count);
+                            routes_name(route), coffer_code_name(code), (unsigned long long)count);
         }
     text_printf(t, "# HELP coffer_http_request_duration_seconds Time from request to response.\n"
                    "# TYPE coffer_http_request_duration_seconds histogram\n");

@@ -1,5 +1,5 @@
 /*
- * fuzz_codec.c — libFuzzer target for the HTTP request decoder (src/server/codec.c): any bytes
+ * fuzz_codec.c — libFuzzer target for the HTTP request decoders (src/server/decode*.c): any bytes
  * as the body of POST /v1/accounts, POST /v1/transfers (with and without an Idempotency-Key)
  * and a hold post/void. Whatever decodes must be events the core can validate without
  * crashing, and encoding their results must not crash either. Whenever the simple decoder
@@ -11,9 +11,10 @@
 
 #include "coffer.h"
 #include "core/ledger.h"
-#include "server/codec.h"
+#include "server/decode.h"
+#include "server/encode.h"
 
-static void check_batch(const codec_batch *batch)
+static void check_batch(const decode_batch *batch)
 {
     for (size_t i = 0; i < batch->count; i++) {
         const coffer_event *event = &batch->events[i];
@@ -24,10 +25,13 @@ static void check_batch(const codec_batch *batch)
         if (event->id && (event->op != COFFER_OP_TRANSFER || (event->from && event->to)) &&
             (event->op != COFFER_OP_CREATE_ACCOUNT || event->currency) &&
             ((event->op != COFFER_OP_POST && event->op != COFFER_OP_VOID) || event->hold_id)) {
-            json_decref(codec_event_success(event, &result));
+            encoded response;
+            encode_write(&response, event, &result, 1, false, false);
+            free(response.body);
             result.code = COFFER_INSUFFICIENT_BALANCE;
             result.field = "/amount";
-            json_decref(codec_event_problem(event, &result, "/transfers/0"));
+            encode_write(&response, event, &result, 1, true, false);
+            free(response.body);
         }
     }
 }
@@ -51,12 +55,12 @@ static bool same_event(const coffer_event *a, const coffer_event *b)
 /* The simple decoder, where it takes the body, against the general one. */
 static void check_simple(const char *body, size_t size, const char *key)
 {
-    codec_batch simple, general;
-    codec_error simple_error, general_error;
+    decode_batch simple, general;
+    decode_error simple_error, general_error;
     int simple_code;
-    if (!codec_decode_simple_transfers(body, size, key, &simple, &simple_error, &simple_code))
+    if (!decode_transfers_simple(body, size, key, &simple, &simple_error, &simple_code))
         return;
-    int general_code = codec_decode_transfers_general(body, size, key, &general, &general_error);
+    int general_code = decode_transfers_general(body, size, key, &general, &general_error);
     bool same = simple_code == general_code && simple.count == general.count &&
                 simple.batch == general.batch && simple.atomic == general.atomic &&
                 simple_error.code == general_error.code &&
@@ -66,8 +70,8 @@ static void check_simple(const char *body, size_t size, const char *key)
         same = same_event(&simple.events[i], &general.events[i]);
     if (!same)
         abort(); /* the decoders disagree on this body */
-    codec_batch_free(&simple);
-    codec_batch_free(&general);
+    decode_batch_free(&simple);
+    decode_batch_free(&general);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -75,23 +79,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *body = (const char *)data;
-    codec_batch batch;
-    codec_error error;
-    if (codec_decode_accounts(body, size, &batch, &error) == COFFER_OK)
+    decode_batch batch;
+    decode_error error;
+    if (decode_accounts(body, size, &batch, &error) == COFFER_OK)
         check_batch(&batch);
-    codec_batch_free(&batch);
-    if (codec_decode_transfers(body, size, 0, &batch, &error) == COFFER_OK)
+    decode_batch_free(&batch);
+    if (decode_transfers(body, size, 0, &batch, &error) == COFFER_OK)
         check_batch(&batch);
-    codec_batch_free(&batch);
-    if (codec_decode_transfers(body, size, "key-1", &batch, &error) == COFFER_OK)
+    decode_batch_free(&batch);
+    if (decode_transfers(body, size, "key-1", &batch, &error) == COFFER_OK)
         check_batch(&batch);
-    codec_batch_free(&batch);
+    decode_batch_free(&batch);
     check_simple(body, size, 0);
     check_simple(body, size, "key-1");
-    if (codec_decode_resolution(body, size, COFFER_OP_POST, "hold-1", "key-2", &batch, &error) ==
+    if (decode_resolution(body, size, COFFER_OP_POST, "hold-1", "key-2", &batch, &error) ==
         COFFER_OK)
         check_batch(&batch);
-    codec_batch_free(&batch);
+    decode_batch_free(&batch);
     return 0;
 }
 

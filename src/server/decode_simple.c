@@ -1,5 +1,5 @@
 /*
- * codec_simple.c — the bodies nearly every transfer request has, decoded in one pass without
+ * decode_simple.c — the bodies nearly every transfer request has, decoded in one pass without
  * building a JSON tree: a single transfer {"id": "…", "from": "…", "to": "…", "amount": N}
  * with plain ASCII strings, and a batch {"atomic": b, "transfers": [...]} of such transfers,
  * each with its id. Anything else — another key, an escape, a byte outside printable ASCII, a
@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/codec.h"
+#include "server/decode.h"
 
 typedef struct cursor {
     char *at;
@@ -128,7 +128,7 @@ static bool simple_members(cursor *c, const char *name, coffer_event *event)
 }
 
 /* The array of a batch: simple transfers, each with its id, 1 to COFFER_BATCH_EVENTS_MAX. */
-static bool simple_list(cursor *c, codec_batch *out)
+static bool simple_list(cursor *c, decode_batch *out)
 {
     if (!take(c, '['))
         return false;
@@ -155,7 +155,7 @@ static bool simple_list(cursor *c, codec_batch *out)
 
 /* The rest of a batch body whose first key, `name`, has been read: "transfers" once, and
  * "atomic" (true or false) at most once. */
-static bool simple_batch(cursor *c, const char *name, codec_batch *out)
+static bool simple_batch(cursor *c, const char *name, decode_batch *out)
 {
     bool seen_atomic = false, seen_list = false;
     for (;;) {
@@ -181,12 +181,12 @@ static bool simple_batch(cursor *c, const char *name, codec_batch *out)
     return take(c, '}') && seen_list;
 }
 
-bool codec_decode_simple_transfers(const char *body, size_t length, const char *key,
-                                   codec_batch *out, codec_error *error, int *code)
+bool decode_transfers_simple(const char *body, size_t length, const char *key, decode_batch *out,
+                             decode_error *error, int *code)
 {
     memset(out, 0, sizeof *out);
     memset(error, 0, sizeof *error);
-    if (length == 0 || length > CODEC_BODY_MAX)
+    if (length == 0 || length > DECODE_BODY_MAX)
         return false;
     char *text = malloc(length + 1);
     if (!text)
@@ -212,6 +212,6 @@ bool codec_decode_simple_transfers(const char *body, size_t length, const char *
         return false;
     }
     out->text = text;
-    *code = batch ? COFFER_OK : codec_apply_key(&out->events[0], key, error);
+    *code = batch ? COFFER_OK : decode_apply_key(&out->events[0], key, error);
     return true;
 }

@@ -1,21 +1,20 @@
 /*
- * codec.c — JSON to events and results to JSON (see codec.h). The decoder treats bodies as
+ * decode.c — JSON request bodies to events (see decode.h), through jansson. It treats bodies as
  * hostile: it checks every type and range, rejects unknown fields and embedded NULs, and bounds
  * everything it keeps. The core validates the values again (ids, currencies, limits).
  */
-#include "server/codec.h"
+#include "server/decode.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* ---- decoding helpers ---------------------------------------------------------------------- */
 
 typedef struct decoder {
-    codec_batch *batch;
-    codec_error *error;
-    char prefix[CODEC_FIELD_MAX / 2]; /* "/transfers/12" in a batch, "" for a single item */
+    decode_batch *batch;
+    decode_error *error;
+    char prefix[DECODE_FIELD_MAX / 2]; /* "/transfers/12" in a batch, "" for a single item */
 } decoder;
 
 static int fail(decoder *d, int code, const char *field, const char *detail)
@@ -75,7 +74,7 @@ static int take_metadata(decoder *d, json_t *object, coffer_event *event)
     if (!text)
         return fail(d, COFFER_INVALID_FIELD, "/metadata", "cannot be serialized");
     size_t length = strlen(text);
-    codec_batch *batch = d->batch;
+    decode_batch *batch = d->batch;
     char **owned = realloc(batch->owned, (batch->owned_count + 1) * sizeof *owned);
     if (!owned) {
         free(text);
@@ -102,7 +101,7 @@ static int only_known(decoder *d, json_t *object, const char *const *allowed)
         for (const char *const *name = allowed; *name && !known; name++)
             known = !strcmp(key, *name);
         if (!known) {
-            char field[CODEC_FIELD_MAX / 2];
+            char field[DECODE_FIELD_MAX / 2];
             snprintf(field, sizeof field, "/%.40s", key);
             return fail(d, COFFER_INVALID_FIELD, field, "unknown field");
         }
@@ -170,7 +169,7 @@ static void pointer_at(const char *body, size_t position, char *out, size_t size
     }
 }
 
-static int parse_body(const char *body, size_t length, json_t **root, codec_error *error)
+static int parse_body(const char *body, size_t length, json_t **root, decode_error *error)
 {
     json_error_t parse_error;
     /* NUL in strings parses (it is valid JSON), so the field check can name the field. */
@@ -259,7 +258,7 @@ static int decode_account(decoder *d, json_t *object, coffer_event *event)
     return code;
 }
 
-int codec_decode_accounts(const char *body, size_t length, codec_batch *out, codec_error *error)
+int decode_accounts(const char *body, size_t length, decode_batch *out, decode_error *error)
 {
     memset(out, 0, sizeof *out);
     memset(error, 0, sizeof *error);
@@ -333,7 +332,7 @@ static int decode_expect(decoder *d, json_t *object, coffer_event *event)
     json_object_foreach(expect, key, value)
     {
         if (strcmp(key, "from_version") && strcmp(key, "to_version")) {
-            char field[CODEC_FIELD_MAX / 2];
+            char field[DECODE_FIELD_MAX / 2];
             snprintf(field, sizeof field, "/expect/%.30s", key);
             return fail(d, COFFER_INVALID_FIELD, field, "unknown field");
         }
@@ -433,23 +432,23 @@ static int apply_key(decoder *d, coffer_event *event, const char *key)
     return COFFER_OK;
 }
 
-int codec_apply_key(coffer_event *event, const char *key, codec_error *error)
+int decode_apply_key(coffer_event *event, const char *key, decode_error *error)
 {
     decoder d = {0, error, ""};
     return apply_key(&d, event, key);
 }
 
-int codec_decode_transfers(const char *body, size_t length, const char *key, codec_batch *out,
-                           codec_error *error)
+int decode_transfers(const char *body, size_t length, const char *key, decode_batch *out,
+                     decode_error *error)
 {
     int code;
-    if (codec_decode_simple_transfers(body, length, key, out, error, &code))
+    if (decode_transfers_simple(body, length, key, out, error, &code))
         return code;
-    return codec_decode_transfers_general(body, length, key, out, error);
+    return decode_transfers_general(body, length, key, out, error);
 }
 
-int codec_decode_transfers_general(const char *body, size_t length, const char *key,
-                                   codec_batch *out, codec_error *error)
+int decode_transfers_general(const char *body, size_t length, const char *key, decode_batch *out,
+                             decode_error *error)
 {
     memset(out, 0, sizeof *out);
     memset(error, 0, sizeof *error);
@@ -487,8 +486,8 @@ int codec_decode_transfers_general(const char *body, size_t length, const char *
     return code;
 }
 
-int codec_decode_resolution(const char *body, size_t length, int op, const char *hold,
-                            const char *key, codec_batch *out, codec_error *error)
+int decode_resolution(const char *body, size_t length, int op, const char *hold, const char *key,
+                      decode_batch *out, decode_error *error)
 {
     memset(out, 0, sizeof *out);
     memset(error, 0, sizeof *error);
@@ -520,7 +519,7 @@ int codec_decode_resolution(const char *body, size_t length, int op, const char 
     return apply_key(&d, event, key);
 }
 
-void codec_batch_free(codec_batch *batch)
+void decode_batch_free(decode_batch *batch)
 {
     for (size_t i = 0; i < batch->owned_count; i++)
         free(batch->owned[i]);
@@ -529,403 +528,4 @@ void codec_batch_free(codec_batch *batch)
     free(batch->text);
     json_decref(batch->root);
     memset(batch, 0, sizeof *batch);
-}
-
-/* ---- encoding ------------------------------------------------------------------------------ */
-
-/* "YYYY-MM-DDTHH:MM:SS" of a second; the last one is kept per thread, as most stamps in a row
- * fall in the same second. */
-static const char *utc_seconds(time_t seconds)
-{
-    static _Thread_local time_t cached_seconds = -1;
-    static _Thread_local char cached[32];
-    if (seconds != cached_seconds) {
-        struct tm utc;
-        gmtime_r(&seconds, &utc);
-        strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &utc);
-        cached_seconds = seconds;
-    }
-    return cached;
-}
-
-void codec_time(char *out, size_t size, uint64_t ns)
-{
-    char fraction[10];
-    uint64_t nanoseconds = ns % 1000000000ULL;
-    for (int i = 8; i >= 0; i--, nanoseconds /= 10)
-        fraction[i] = (char)('0' + nanoseconds % 10);
-    fraction[9] = 0;
-    snprintf(out, size, "%s.%sZ", utc_seconds((time_t)(ns / 1000000000ULL)), fraction);
-}
-
-static void set_time(json_t *object, const char *key, const char *key_ns, uint64_t ns)
-{
-    char text[48];
-    codec_time(text, sizeof text, ns);
-    json_object_set_new(object, key, json_string(text));
-    json_object_set_new(object, key_ns, json_integer((json_int_t)ns));
-}
-
-static json_t *metadata_value(const char *text, size_t length)
-{
-    if (!length)
-        return 0;
-    json_t *value = json_loadb(text, length, JSON_DECODE_ANY, 0);
-    return value ? value : json_stringn(text, length); /* not JSON (embedded API): as text */
-}
-
-static const char *state_name(int state)
-{
-    switch (state) {
-    case COFFER_STATE_POSTED:
-        return "posted";
-    case COFFER_STATE_PENDING:
-        return "pending";
-    case COFFER_STATE_CAPTURED:
-        return "captured";
-    case COFFER_STATE_VOIDED:
-        return "voided";
-    case COFFER_STATE_EXPIRED:
-        return "expired";
-    case COFFER_STATE_REJECTED:
-        return "rejected";
-    default:
-        return "none";
-    }
-}
-
-static json_t *account_after(const char *id, const coffer_account_after *after)
-{
-    return json_pack("{s:s, s:I, s:I, s:I}", "id", id, "balance", (json_int_t)after->balance,
-                     "available", (json_int_t)after->available, "version",
-                     (json_int_t)after->version);
-}
-
-int codec_result_status(const coffer_result *result)
-{
-    if (result->code == COFFER_CREATED || result->code == COFFER_EXISTS)
-        return 201;
-    return coffer_code_http_status(result->code);
-}
-
-/* The account as created, for a create and its replays. */
-static json_t *created_account(const coffer_event *e, const coffer_result *r)
-{
-    json_t *account = json_pack(
-        "{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:I, s:I}", "id", e->id, "currency", e->currency,
-        "balance", 0, "available", 0, "debits_posted", 0, "credits_posted", 0, "debits_held", 0,
-        "credits_held", 0, "version", (json_int_t)1, "created_seq", (json_int_t)r->seq);
-    json_object_set_new(account, "min_balance",
-                        (e->flags & COFFER_FLAG_MIN_UNBOUNDED) ? json_null()
-                                                               : json_integer(e->min_balance));
-    json_object_set_new(account, "max_balance",
-                        (e->flags & COFFER_FLAG_HAS_MAX) ? json_integer(e->max_balance)
-                                                         : json_null());
-    json_t *metadata = metadata_value(e->metadata, e->metadata_len);
-    json_object_set_new(account, "metadata", metadata ? metadata : json_object());
-    set_time(account, "created_at", "created_at_ns", r->timestamp);
-    return account;
-}
-
-json_t *codec_event_success(const coffer_event *e, const coffer_result *r)
-{
-    json_t *out = json_pack("{s:s}", "code", "created");
-    if (e->op == COFFER_OP_CREATE_ACCOUNT) {
-        json_object_set_new(out, "account", created_account(e, r));
-        return out;
-    }
-    json_t *transfer = json_pack("{s:s, s:s, s:I, s:I}", "id", e->id, "state", state_name(r->state),
-                                 "amount", (json_int_t)r->amount, "seq", (json_int_t)r->seq);
-    set_time(transfer, "timestamp", "timestamp_ns", r->timestamp);
-    if (e->op == COFFER_OP_TRANSFER) {
-        json_object_set_new(transfer, "from", json_string(e->from));
-        json_object_set_new(transfer, "to", json_string(e->to));
-        if (e->hold_timeout_ms) {
-            json_object_set_new(transfer, "hold",
-                                json_pack("{s:I}", "timeout_ms", (json_int_t)e->hold_timeout_ms));
-            set_time(transfer, "expires_at", "expires_at_ns", r->expires_at);
-        }
-        if (e->flags & COFFER_FLAG_UP_TO) {
-            json_object_set_new(transfer, "up_to", json_true());
-            json_object_set_new(transfer, "amount_requested", json_integer(e->amount));
-        }
-    } else {
-        json_object_set_new(transfer, e->op == COFFER_OP_POST ? "post" : "void",
-                            json_string(e->hold_id));
-        json_object_set_new(transfer, "from", json_string(r->hold_from));
-        json_object_set_new(transfer, "to", json_string(r->hold_to));
-    }
-    json_t *metadata = metadata_value(e->metadata, e->metadata_len);
-    if (metadata)
-        json_object_set_new(transfer, "metadata", metadata);
-    json_object_set_new(out, "transfer", transfer);
-    const char *from = e->op == COFFER_OP_TRANSFER ? e->from : r->hold_from;
-    const char *to = e->op == COFFER_OP_TRANSFER ? e->to : r->hold_to;
-    json_object_set_new(out, "accounts",
-                        json_pack("{s:o, s:o}", "from", account_after(from, &r->from), "to",
-                                  account_after(to, &r->to)));
-    return out;
-}
-
-json_t *codec_problem(int code, const char *field, const char *detail)
-{
-    char type[64];
-    snprintf(type, sizeof type, "urn:coffer:error:%s", coffer_code_name(code));
-    json_t *problem =
-        json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", type, "title", coffer_strerror(code),
-                  "status", coffer_code_http_status(code), "code", coffer_code_name(code), "detail",
-                  detail && *detail ? detail : coffer_strerror(code));
-    if (field && *field)
-        json_object_set_new(problem, "field", json_string(field));
-    return problem;
-}
-
-json_t *codec_event_problem(const coffer_event *e, const coffer_result *r, const char *prefix)
-{
-    char field[CODEC_FIELD_MAX], detail[200];
-    field[0] = 0;
-    if (r->field)
-        snprintf(field, sizeof field, "%s%s", prefix ? prefix : "", r->field);
-    snprintf(detail, sizeof detail, "%s", coffer_strerror(r->code));
-    if (r->code == COFFER_INSUFFICIENT_BALANCE && e->from)
-        snprintf(detail, sizeof detail, "account %s has %lld available", e->from,
-                 (long long)r->available);
-    if (r->code == COFFER_VERSION_MISMATCH)
-        snprintf(detail, sizeof detail, "the account is at version %llu",
-                 (unsigned long long)r->actual_version);
-    if (r->code == COFFER_ID_REUSED && r->field)
-        snprintf(detail, sizeof detail, "id %s was used with a different %s", e->id, r->field + 1);
-    json_t *problem = codec_problem(r->code, field, detail);
-    if (r->code == COFFER_INSUFFICIENT_BALANCE)
-        json_object_set_new(problem, "available", json_integer(r->available));
-    if (r->code == COFFER_VERSION_MISMATCH)
-        json_object_set_new(problem, "actual_version", json_integer((json_int_t)r->actual_version));
-    if (e->id)
-        json_object_set_new(problem, "id", json_string(e->id));
-    if (r->seq)
-        json_object_set_new(problem, "seq", json_integer((json_int_t)r->seq));
-    return problem;
-}
-
-json_t *codec_account(const coffer_account *a, int at, uint64_t at_value)
-{
-    json_t *out = json_pack(
-        "{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "id", a->id, "currency", a->currency,
-        "balance", (json_int_t)a->balance, "available", (json_int_t)a->available, "debits_posted",
-        (json_int_t)a->debits_posted, "credits_posted", (json_int_t)a->credits_posted,
-        "debits_held", (json_int_t)a->debits_held, "credits_held", (json_int_t)a->credits_held,
-        "version", (json_int_t)a->version, "created_seq", (json_int_t)a->created_seq);
-    json_object_set_new(out, "min_balance",
-                        a->min_unbounded ? json_null() : json_integer(a->min_balance));
-    json_object_set_new(out, "max_balance",
-                        a->has_max ? json_integer(a->max_balance) : json_null());
-    json_t *metadata = metadata_value(a->metadata, a->metadata_len);
-    json_object_set_new(out, "metadata", metadata ? metadata : json_object());
-    set_time(out, "created_at", "created_at_ns", a->created_at);
-    if (at != COFFER_AT_NOW) {
-        json_object_set_new(out, "debits_posted", json_null());
-        json_object_set_new(out, "credits_posted", json_null());
-        json_object_set_new(out, "credits_held", json_null());
-        json_t *where = json_object();
-        if (at == COFFER_AT_SEQ)
-            json_object_set_new(where, "seq", json_integer((json_int_t)at_value));
-        else
-            set_time(where, "timestamp", "timestamp_ns", at_value);
-        json_object_set_new(out, "at", where);
-    }
-    return out;
-}
-
-json_t *codec_transfer(const coffer_transfer *t)
-{
-    /* A rejection moved nothing; it shows what was asked. */
-    int64_t amount = t->state == COFFER_STATE_REJECTED ? t->amount_requested : t->amount;
-    json_t *out = json_pack("{s:s, s:s, s:s, s:I, s:I}", "id", t->id, "state", state_name(t->state),
-                            "code", coffer_code_name(t->code), "amount", (json_int_t)amount, "seq",
-                            (json_int_t)t->seq);
-    set_time(out, "timestamp", "timestamp_ns", t->timestamp);
-    if (t->op == COFFER_OP_TRANSFER) {
-        json_object_set_new(out, "from", json_string(t->from));
-        json_object_set_new(out, "to", json_string(t->to));
-        if (t->hold_timeout_ms) {
-            json_object_set_new(out, "hold",
-                                json_pack("{s:I}", "timeout_ms", (json_int_t)t->hold_timeout_ms));
-            set_time(out, "expires_at", "expires_at_ns", t->expires_at);
-        }
-        if (t->flags & COFFER_FLAG_UP_TO) {
-            json_object_set_new(out, "up_to", json_true());
-            json_object_set_new(out, "amount_requested", json_integer(t->amount_requested));
-        }
-        if (t->state == COFFER_STATE_CAPTURED)
-            json_object_set_new(out, "captured", json_integer(t->captured));
-        if (t->flags & (COFFER_FLAG_EXPECT_FROM | COFFER_FLAG_EXPECT_TO)) {
-            json_t *expect = json_object();
-            if (t->flags & COFFER_FLAG_EXPECT_FROM)
-                json_object_set_new(expect, "from_version",
-                                    json_integer((json_int_t)t->expect_from_version));
-            if (t->flags & COFFER_FLAG_EXPECT_TO)
-                json_object_set_new(expect, "to_version",
-                                    json_integer((json_int_t)t->expect_to_version));
-            json_object_set_new(out, "expect", expect);
-        }
-    } else {
-        json_object_set_new(out, t->op == COFFER_OP_POST ? "post" : "void",
-                            json_string(t->hold_id));
-        if (t->from[0])
-            json_object_set_new(out, "from", json_string(t->from));
-        if (t->to[0])
-            json_object_set_new(out, "to", json_string(t->to));
-    }
-    json_t *metadata = metadata_value(t->metadata, t->metadata_len);
-    if (metadata)
-        json_object_set_new(out, "metadata", metadata);
-    return out;
-}
-
-static const char *history_kind_name(int kind)
-{
-    switch (kind) {
-    case COFFER_HISTORY_POSTED:
-        return "posted";
-    case COFFER_HISTORY_HELD:
-        return "held";
-    case COFFER_HISTORY_CAPTURED:
-        return "captured";
-    case COFFER_HISTORY_RELEASED:
-        return "released";
-    case COFFER_HISTORY_EXPIRED:
-        return "expired";
-    default:
-        return "unknown";
-    }
-}
-
-json_t *codec_history_entry(const coffer_history_entry *h)
-{
-    json_t *out =
-        json_pack("{s:I, s:s, s:s, s:I, s:I, s:I, s:I}", "seq", (json_int_t)h->seq, "transfer_id",
-                  h->transfer_id, "kind", history_kind_name(h->kind), "delta", (json_int_t)h->delta,
-                  "balance", (json_int_t)h->balance, "available", (json_int_t)h->available,
-                  "version", (json_int_t)h->version);
-    set_time(out, "timestamp", "timestamp_ns", h->timestamp);
-    return out;
-}
-
-/* ---- the hot path -------------------------------------------------------------------------- */
-
-/* Text written into a fixed buffer; `overflow` once it did not fit. */
-typedef struct writer {
-    char *at, *end;
-    bool overflow;
-} writer;
-
-static void put(writer *w, const char *bytes, size_t length)
-{
-    if (w->overflow || (size_t)(w->end - w->at) < length) {
-        w->overflow = true;
-        return;
-    }
-    memcpy(w->at, bytes, length);
-    w->at += length;
-}
-
-#define PUT(w, literal) put(w, literal, sizeof literal - 1)
-
-static void put_text(writer *w, const char *text)
-{
-    put(w, text, strlen(text));
-}
-
-static void put_u64(writer *w, uint64_t value)
-{
-    char digits[20];
-    size_t used = 0;
-    do {
-        digits[sizeof digits - ++used] = (char)('0' + value % 10);
-        value /= 10;
-    } while (value);
-    put(w, digits + sizeof digits - used, used);
-}
-
-static void put_i64(writer *w, int64_t value)
-{
-    if (value < 0) {
-        PUT(w, "-");
-        put_u64(w, (uint64_t)0 - (uint64_t)value);
-        return;
-    }
-    put_u64(w, (uint64_t)value);
-}
-
-static void put_time(writer *w, uint64_t ns)
-{
-    char text[48];
-    codec_time(text, sizeof text, ns);
-    put_text(w, text);
-}
-
-static void put_account_after(writer *w, const char *id, const coffer_account_after *after)
-{
-    PUT(w, "{\"id\":\"");
-    put_text(w, id);
-    PUT(w, "\",\"balance\":");
-    put_i64(w, after->balance);
-    PUT(w, ",\"available\":");
-    put_i64(w, after->available);
-    PUT(w, ",\"version\":");
-    put_u64(w, after->version);
-    PUT(w, "}");
-}
-
-char *codec_transfer_created_text(const coffer_event *e, const coffer_result *r, size_t *length)
-{
-    if (e->op != COFFER_OP_TRANSFER || e->metadata_len)
-        return 0;
-    /* Ids and account names are [A-Za-z0-9._:@/-] (validated), so they need no escaping. */
-    enum { SIZE = 1024 };
-    char *out = malloc(SIZE);
-    if (!out)
-        return 0;
-    writer w = {out, out + SIZE - 1, false}; /* room for the NUL */
-    PUT(&w, "{\"code\":\"created\",\"transfer\":{\"id\":\"");
-    put_text(&w, e->id);
-    PUT(&w, "\",\"state\":\"");
-    put_text(&w, state_name(r->state));
-    PUT(&w, "\",\"amount\":");
-    put_i64(&w, r->amount);
-    PUT(&w, ",\"seq\":");
-    put_u64(&w, r->seq);
-    PUT(&w, ",\"timestamp\":\"");
-    put_time(&w, r->timestamp);
-    PUT(&w, "\",\"timestamp_ns\":");
-    put_u64(&w, r->timestamp);
-    PUT(&w, ",\"from\":\"");
-    put_text(&w, e->from);
-    PUT(&w, "\",\"to\":\"");
-    put_text(&w, e->to);
-    PUT(&w, "\"");
-    if (e->hold_timeout_ms) {
-        PUT(&w, ",\"hold\":{\"timeout_ms\":");
-        put_u64(&w, e->hold_timeout_ms);
-        PUT(&w, "},\"expires_at\":\"");
-        put_time(&w, r->expires_at);
-        PUT(&w, "\",\"expires_at_ns\":");
-        put_u64(&w, r->expires_at);
-    }
-    if (e->flags & COFFER_FLAG_UP_TO) {
-        PUT(&w, ",\"up_to\":true,\"amount_requested\":");
-        put_i64(&w, e->amount);
-    }
-    PUT(&w, "},\"accounts\":{\"from\":");
-    put_account_after(&w, e->from, &r->from);
-    PUT(&w, ",\"to\":");
-    put_account_after(&w, e->to, &r->to);
-    PUT(&w, "}}");
-    if (w.overflow) {
-        free(out);
-        return 0;
-    }
-    *w.at = 0;
-    *length = (size_t)(w.at - out);
-    return out;
 }

@@ -1,0 +1,71 @@
+/*
+ * parse.c — see parse.h. Every input comes from the network: the parsers read only up to the
+ * string's NUL and reject rather than guess.
+ */
+#define _GNU_SOURCE /* strptime, timegm */
+#include "server/parse.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "coffer.h"
+
+bool parse_number(const char *text, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!*text || *text == '-' || *text == '+')
+        return false;
+    unsigned long long value = strtoull(text, &end, 10);
+    if (errno || *end || value < min || value > max)
+        return false;
+    *out = value;
+    return true;
+}
+
+bool parse_time(const char *text, uint64_t *out)
+{
+    struct tm parts = {0};
+    const char *rest = strptime(text, "%Y-%m-%dT%H:%M:%S", &parts);
+    if (!rest)
+        return false;
+    uint64_t fraction = 0, scale = 1000000000ULL;
+    if (*rest == '.') {
+        rest++;
+        int digits = 0;
+        for (; *rest >= '0' && *rest <= '9'; rest++, digits++) {
+            if (digits == 9)
+                return false;
+            scale /= 10;
+            fraction = fraction * 10 + (uint64_t)(*rest - '0');
+        }
+        if (!digits)
+            return false;
+        fraction *= scale;
+    }
+    if (strcmp(rest, "Z") != 0)
+        return false;
+    time_t seconds = timegm(&parts);
+    if (seconds < 0)
+        return false;
+    *out = (uint64_t)seconds * 1000000000ULL + fraction;
+    return true;
+}
+
+bool parse_at(const char *text, int *at, uint64_t *at_value)
+{
+    char *end;
+    errno = 0;
+    unsigned long long seq = strtoull(text, &end, 10);
+    if (*text >= '0' && *text <= '9' && !*end && !errno) {
+        *at = COFFER_AT_SEQ;
+        *at_value = seq;
+        return true;
+    }
+    if (!parse_time(text, at_value))
+        return false;
+    *at = COFFER_AT_TIMESTAMP;
+    return true;
+}

@@ -1,0 +1,82 @@
+/*
+ * fuzz_parse.c — libFuzzer target for the query and time parsers (src/server/parse.c): any
+ * bytes as a query value. An accepted number is within its bounds and written only then; an
+ * accepted `at` is a seq only for digits and otherwise the time parse_time reads; and any
+ * time the server writes (encode_time) parses back to the same nanosecond.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "coffer.h"
+#include "server/encode.h"
+#include "server/parse.h"
+
+static void check_number(const char *text, uint64_t min, uint64_t max)
+{
+    uint64_t value = 7777;
+    bool accepted = parse_number(text, min, max, &value);
+    if (accepted && (value < min || value > max || text[0] == '-' || text[0] == '+'))
+        abort(); /* out of bounds, or a sign taken */
+    if (!accepted && value != 7777)
+        abort(); /* a refused number must leave the output alone */
+}
+
+static void check_at(const char *text)
+{
+    int at = 0;
+    uint64_t value = 0, time_value = 0;
+    if (!parse_at(text, &at, &value))
+        return;
+    bool digits = text[0] >= '0' && text[0] <= '9';
+    if (at == COFFER_AT_SEQ && !digits)
+        abort(); /* a seq is digits */
+    if (at == COFFER_AT_TIMESTAMP && (!parse_time(text, &time_value) || time_value != value))
+        abort(); /* a time is what parse_time reads */
+    if (at != COFFER_AT_SEQ && at != COFFER_AT_TIMESTAMP)
+        abort();
+}
+
+/* The first 8 bytes as a time below 2^62 ns (year 2116): written, then read back. */
+static void check_round_trip(const uint8_t *data, size_t size)
+{
+    uint64_t ns = 0;
+    for (size_t i = 0; i < 8 && i < size; i++)
+        ns = ns << 8 | data[i];
+    ns &= (1ULL << 62) - 1;
+    char text[48];
+    encode_time(text, sizeof text, ns);
+    uint64_t parsed = 0;
+    if (!parse_time(text, &parsed) || parsed != ns)
+        abort(); /* the server could not read back a time it wrote */
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size > 4096)
+        return 0; /* query values are short; longer ones add nothing */
+    char *text = malloc(size + 1);
+    if (!text)
+        return 0;
+    memcpy(text, data, size);
+    text[size] = 0;
+    check_number(text, 0, UINT64_MAX);
+    check_number(text, 1, 1000);
+    check_at(text);
+    uint64_t ns;
+    (void)parse_time(text, &ns);
+    check_round_trip(data, size);
+    free(text);
+    return 0;
+}
+
+#ifdef FUZZ_DRIVER
+#include "fuzz/driver.h"
+
+int main(int argc, char **argv)
+{
+    return fuzz_driver_main("fuzz_parse", argc, argv);
+}
+#endif
