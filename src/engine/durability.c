@@ -14,10 +14,10 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "core/check.h"
+#include "base/check.h"
+#include "base/clock.h"
 #include "engine/engine.h"
 #include "engine/replay.h"
 #include "log/snapshot.h"
@@ -99,12 +99,9 @@ static int tickets_write(coffer *db, size_t first, size_t count)
     for (size_t k = 0; k < count && code == COFFER_OK; k++)
         code = ticket_write(db, &db->tickets[(first + k) % ENGINE_TICKETS_MAX], &wrote);
     if (code == COFFER_OK && wrote && !db->options.fsync_never) {
-        struct timespec start, end;
-        clock_gettime(CLOCK_MONOTONIC, &start);
+        uint64_t start_ns = clock_monotonic_ns();
         code = wal_sync(&db->wal);
-        clock_gettime(CLOCK_MONOTONIC, &end);
-        uint64_t us = (uint64_t)(end.tv_sec - start.tv_sec) * 1000000u +
-                      (uint64_t)(end.tv_nsec - start.tv_nsec) / 1000;
+        uint64_t us = (clock_monotonic_ns() - start_ns) / 1000;
         atomic_fetch_add(&db->fsync_us[engine_bucket(us, 16)], 1);
         atomic_fetch_add(&db->fsync_us_total, us);
         atomic_fetch_add(&db->fsyncs, 1);
@@ -224,14 +221,13 @@ void durability_snapshot_tick(coffer *db)
         snapshot_reaped(db, status);
     uint64_t every = db->options.snapshot_every_events;
     uint64_t seconds = db->options.snapshot_every_seconds;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
+    uint64_t now_s = clock_monotonic_ns() / 1000000000u;
     bool by_events = every && db->recorded_since_snapshot >= every;
-    bool by_time = seconds && db->recorded_since_snapshot > 0 &&
-                   (uint64_t)now.tv_sec >= db->snapshot_taken_at_s + seconds;
+    bool by_time =
+        seconds && db->recorded_since_snapshot > 0 && now_s >= db->snapshot_taken_at_s + seconds;
     if ((!by_events && !by_time) || db->snapshot_child || atomic_load(&db->storage_failed))
         return;
-    db->snapshot_taken_at_s = (uint64_t)now.tv_sec;
+    db->snapshot_taken_at_s = now_s;
     log_drain(db);
     if (atomic_load(&db->storage_failed))
         return;
@@ -398,9 +394,8 @@ int durability_open(coffer *db, const char *dir)
     }
     db->tip = scan.tip;
     atomic_store(&db->durable_seq, scan.tip.last_seq);
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    db->snapshot_taken_at_s = (uint64_t)now.tv_sec; /* the time schedule counts from the open */
+    /* the time schedule counts from the open */
+    db->snapshot_taken_at_s = clock_monotonic_ns() / 1000000000u;
     if (db->options.fsync_never)
         engine_log(db, "WARNING: fsync is off; acknowledged events can be lost in a crash");
     pthread_mutex_init(&db->log_mutex, 0);
