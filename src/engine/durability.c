@@ -14,12 +14,14 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/check.h"
 #include "base/clock.h"
 #include "engine/engine.h"
 #include "engine/replay.h"
+#include "log/checkpoint.h"
 #include "log/snapshot.h"
 
 /* ---- encoding a ticket --------------------------------------------------------------------- */
@@ -96,8 +98,16 @@ static int tickets_write(coffer *db, size_t first, size_t count)
 {
     bool wrote = false;
     int code = COFFER_OK;
+    uint32_t segment = db->wal.segment;
     for (size_t k = 0; k < count && code == COFFER_OK; k++)
         code = ticket_write(db, &db->tickets[(first + k) % ENGINE_TICKETS_MAX], &wrote);
+    char error[1024];
+    /* A segment was sealed: the manifest records its length and last seq. */
+    if (code == COFFER_OK && db->wal.segment != segment &&
+        manifest_write(db->dir, error, sizeof error) != COFFER_OK) {
+        engine_log(db, "%s", error);
+        code = COFFER_STORAGE_FAILED;
+    }
     if (code == COFFER_OK && wrote && !db->options.fsync_never) {
         uint64_t start_ns = clock_monotonic_ns();
         code = wal_sync(&db->wal);
@@ -120,6 +130,32 @@ static int tickets_write(coffer *db, size_t first, size_t count)
     if (code == COFFER_OK)
         atomic_store(&db->durable_seq, db->tip.last_seq);
     return code;
+}
+
+/* The checkpoint's clock: the injected one when tests drive time, else the monotonic one. */
+static uint64_t checkpoint_clock_ns(const coffer *db)
+{
+    if (db->options.clock_ns)
+        return db->options.clock_ns(db->options.clock_context);
+    return clock_monotonic_ns();
+}
+
+/* Advances the checkpoint to the durable tip at most once a second, after the replies of the
+ * round, so its sync is shared by a second of batches and delays none of their answers. */
+static void checkpoint_tick(coffer *db)
+{
+    uint64_t now_ns = checkpoint_clock_ns(db);
+    if (db->tip.last_seq == db->checkpoint.written.last_seq ||
+        now_ns < db->checkpoint_at_ns + CHECKPOINT_INTERVAL_NS)
+        return;
+    db->checkpoint_at_ns = now_ns;
+    if (checkpoint_write(&db->checkpoint, &db->tip, !db->options.fsync_never) == COFFER_OK)
+        return;
+    if (!atomic_exchange(&db->storage_failed, true))
+        engine_log(db,
+                   "storage failed: cannot write %s/checkpoint: %s; refusing writes and "
+                   "reads until restart",
+                   db->dir, strerror(errno));
 }
 
 static void *log_main(void *argument)
@@ -145,6 +181,8 @@ static void *log_main(void *argument)
             engine_release(db, ticket->requests, code);
             ticket->requests = 0;
         }
+        if (code == COFFER_OK)
+            checkpoint_tick(db);
         pthread_mutex_lock(&db->log_mutex);
         db->tickets_head = (first + count) % ENGINE_TICKETS_MAX;
         db->tickets_count -= count;
@@ -275,6 +313,12 @@ static void snapshot_at_close(coffer *db)
 typedef struct recovery {
     coffer *db;
     replayer replayer;
+    wal_tip checkpoint; /* the acknowledged position found beside the log */
+    bool checkpoint_found;
+    bool checkpoint_reached; /* a replayed record ended at the checkpoint's seq */
+    uint8_t hash_at_checkpoint[RECORD_HASH_BYTES];
+    char damage[8192]; /* acknowledged records missing, one line each */
+    int damage_count;
 } recovery;
 
 static int recover_record(const uint8_t *bytes, const record_header *header, uint32_t segment,
@@ -291,6 +335,10 @@ static int recover_record(const uint8_t *bytes, const record_header *header, uin
     if (header->last_seq > db->last_seq) {
         db->last_seq = r->replayer.last_seq;
         db->last_timestamp = r->replayer.last_timestamp;
+    }
+    if (r->checkpoint_found && header->last_seq == r->checkpoint.last_seq) {
+        r->checkpoint_reached = true;
+        memcpy(r->hash_at_checkpoint, header->hash, RECORD_HASH_BYTES);
     }
     return 0;
 }
@@ -315,42 +363,150 @@ static int recover_snapshot(coffer *db, snapshot_meta *meta, bool *found)
     return COFFER_OK;
 }
 
+static void damage_add(recovery *r, const char *line)
+{
+    size_t used = strlen(r->damage);
+    snprintf(r->damage + used, sizeof r->damage - used, "%s%s", used ? "\n" : "", line);
+    r->damage_count++;
+}
+
+/* What the checkpoint and the manifest say is missing from the scanned log. A data directory
+ * from before they existed has neither; one without the other was damaged. */
+static void recover_damage(recovery *r, const wal_scan_result *scan, uint64_t covered_through,
+                           bool manifest_found)
+{
+    const char *dir = r->db->dir;
+    char line[2048];
+    if (manifest_found && !r->checkpoint_found && !r->damage_count) {
+        snprintf(line, sizeof line, "%.700s/checkpoint is missing (the manifest is there)", dir);
+        damage_add(r, line);
+    }
+    if (r->checkpoint_found && !manifest_found) {
+        snprintf(line, sizeof line, "%.700s/manifest is missing (the checkpoint is there)", dir);
+        damage_add(r, line);
+    }
+    if (r->checkpoint_found &&
+        !checkpoint_check(dir, &r->checkpoint, scan, covered_through,
+                          r->checkpoint_reached ? r->hash_at_checkpoint : 0, line, sizeof line))
+        damage_add(r, line);
+}
+
+/* Appends the accepted loss to DIR/data-loss.log, so it stays on record after the log lines. */
+static void damage_record(coffer *db, const char *damage)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/data-loss.log", db->dir);
+    FILE *file = fopen(path, "a");
+    if (!file) {
+        engine_log(db, "cannot record the accepted data loss in %s: %s", path, strerror(errno));
+        return;
+    }
+    fprintf(file, "%llu: opened with accept_data_loss at seq %llu:\n%s\n",
+            (unsigned long long)time(0), (unsigned long long)db->last_seq, damage);
+    fflush(file);
+    (void)fsync(fileno(file));
+    fclose(file);
+}
+
+static void damage_log(coffer *db, const recovery *r, const char *verdict)
+{
+    char lines[sizeof r->damage];
+    memcpy(lines, r->damage, sizeof lines);
+    for (char *line = strtok(lines, "\n"); line; line = strtok(0, "\n"))
+        engine_log(db, "%s: %s", verdict, line);
+}
+
+/* Refuses the open when acknowledged records are missing, unless the options accept it. */
+static int damage_verdict(coffer *db, const recovery *r)
+{
+    if (r->damage_count == 0)
+        return COFFER_OK;
+    if (!db->options.accept_data_loss) {
+        damage_log(db, r, "recovery refused");
+        engine_log(db, "recovery refused: acknowledged records are missing; put the files back, "
+                       "or open with accept_data_loss (coffer serve --accept-data-loss) to "
+                       "start without them");
+        return COFFER_STORAGE_FAILED;
+    }
+    damage_log(db, r, "DATA LOSS ACCEPTED");
+    damage_record(db, r->damage);
+    return COFFER_OK;
+}
+
+/* Reads the checkpoint and checks the manifest, before the log is scanned. */
+static void recover_files(recovery *r, bool *manifest_found)
+{
+    char problems[sizeof r->damage];
+    if (manifest_check(r->db->dir, manifest_found, problems, sizeof problems) > 0)
+        damage_add(r, problems);
+    if (checkpoint_read(r->db->dir, &r->checkpoint, &r->checkpoint_found, problems,
+                        sizeof problems) != COFFER_OK)
+        damage_add(r, problems);
+}
+
 static int recover(coffer *db, wal_scan_result *scan)
 {
     snapshot_meta meta = {0};
-    bool found = false;
+    bool found = false, manifest_found = false;
     int code = recover_snapshot(db, &meta, &found);
     if (code != COFFER_OK)
         return code;
-    recovery r = {db, {0}};
-    code = replayer_init(&r.replayer, &db->store, &db->ledger);
-    if (code != COFFER_OK)
+    recovery *r = calloc(1, sizeof *r);
+    if (!r)
+        return COFFER_OUT_OF_MEMORY;
+    r->db = db;
+    recover_files(r, &manifest_found);
+    code = replayer_init(&r->replayer, &db->store, &db->ledger);
+    if (code != COFFER_OK) {
+        free(r);
         return code;
-    wal_scan_options options = {0};
+    }
+    /* Read-only: a damaged tail is cut only once it is known not to hold acknowledged records
+     * (wal_start cuts it), so a refused open leaves the evidence in place. */
+    wal_scan_options options = {.read_only = true};
     if (found) {
         options.skip_through = meta.tip.last_seq;
         options.skip_hash = meta.tip.hash;
     }
-    code = wal_scan(db->dir, &options, recover_record, &r, scan);
-    if (code == COFFER_STORAGE_FAILED && scan->error[0])
+    code = wal_scan(db->dir, &options, recover_record, r, scan);
+    replayer_free(&r->replayer);
+    if (code == COFFER_STORAGE_FAILED && scan->error[0]) {
         engine_log(db, "recovery refused: %s", scan->error);
-    replayer_free(&r.replayer);
-    if (code != COFFER_OK)
-        return code;
-    if (found && scan->tip.last_seq < meta.tip.last_seq) {
-        engine_log(db, "recovery refused: the log ends at seq %llu, before the snapshot at %llu",
-                   (unsigned long long)scan->tip.last_seq, (unsigned long long)meta.tip.last_seq);
-        return COFFER_STORAGE_FAILED;
+        damage_log(db, r, "recovery refused"); /* a missing segment, say, explains it */
     }
-    if (scan->truncated_bytes)
+    if (code == COFFER_OK) {
+        recover_damage(r, scan, found ? meta.tip.last_seq : 0, manifest_found);
+        code = damage_verdict(db, r);
+    }
+    if (code == COFFER_OK && found && scan->tip.last_seq < meta.tip.last_seq) {
+        char path[4096];
+        wal_segment_path(path, sizeof path, db->dir, scan->last_segment);
         engine_log(db,
-                   "recovery: truncated a torn tail of %llu bytes at the end of segment %u "
-                   "(never acknowledged)",
-                   (unsigned long long)scan->truncated_bytes, scan->last_segment);
+                   "recovery refused: the log ends at seq %llu (%s, offset %llu), before the "
+                   "snapshot at %llu",
+                   (unsigned long long)scan->tip.last_seq, path,
+                   (unsigned long long)scan->end_offset, (unsigned long long)meta.tip.last_seq);
+        code = COFFER_STORAGE_FAILED;
+    }
+    if (code == COFFER_OK && !r->checkpoint_found && !manifest_found && scan->last_segment)
+        engine_log(db, "recovery: no checkpoint or manifest yet (a data directory from an "
+                       "earlier version): starting them");
+    free(r);
+    return code;
+}
+
+static void recover_report(coffer *db, const wal_scan_result *scan)
+{
+    if (scan->truncated_bytes)
+        engine_log(
+            db,
+            "recovery: truncated a torn tail of %llu bytes at the end of segment %u, after the "
+            "acknowledged position (never acknowledged, or less than a second before a "
+            "crash)",
+            (unsigned long long)scan->truncated_bytes, scan->last_segment);
     engine_log(db, "recovered to seq %llu: %llu log records read from %llu segments",
                (unsigned long long)scan->tip.last_seq, (unsigned long long)scan->records,
                (unsigned long long)scan->segments);
-    return COFFER_OK;
 }
 
 /* ---- open and close ------------------------------------------------------------------------ */
@@ -372,12 +528,30 @@ static int lock_directory(coffer *db)
     return COFFER_OK;
 }
 
+/* The log is known good from here on: list its segments in the manifest and checkpoint its
+ * tip, so the next open can tell whether anything acknowledged went missing. */
+static int log_files_start(coffer *db, const wal_tip *tip)
+{
+    char error[1024];
+    int code = manifest_write(db->dir, error, sizeof error);
+    if (code != COFFER_OK) {
+        engine_log(db, "%s", error);
+        return code;
+    }
+    code = checkpoint_open(&db->checkpoint, db->dir, tip);
+    if (code != COFFER_OK)
+        engine_log(db, "cannot write %s/checkpoint: %s", db->dir, strerror(errno));
+    db->checkpoint_at_ns = checkpoint_clock_ns(db);
+    return code;
+}
+
 int durability_open(coffer *db, const char *dir)
 {
     db->dir = strdup(dir);
     if (!db->dir)
         return COFFER_OUT_OF_MEMORY;
     db->wal.fd = db->wal.dir_fd = -1;
+    db->checkpoint.fd = -1;
     int code = lock_directory(db);
     wal_scan_result scan;
     if (code == COFFER_OK)
@@ -388,6 +562,10 @@ int durability_open(coffer *db, const char *dir)
             engine_log(db, "cannot start the log in %s: %s", dir,
                        db->wal.error ? strerror(db->wal.error) : strerror(errno));
     }
+    if (code == COFFER_OK)
+        code = log_files_start(db, &scan.tip);
+    if (code == COFFER_OK)
+        recover_report(db, &scan);
     if (code != COFFER_OK) {
         durability_close(db);
         return code;
@@ -425,8 +603,12 @@ void durability_close(coffer *db)
         pthread_mutex_destroy(&db->log_mutex);
         db->log_started = false;
     }
+    if (clean && !atomic_load(&db->storage_failed) &&
+        checkpoint_write(&db->checkpoint, &db->tip, !db->options.fsync_never) != COFFER_OK)
+        engine_log(db, "cannot write the checkpoint at close: %s", strerror(errno));
     if (clean)
         snapshot_at_close(db);
+    checkpoint_close(&db->checkpoint);
     if (db->wal.dir)
         wal_stop(&db->wal);
     for (size_t i = 0; i < ENGINE_TICKETS_MAX; i++)

@@ -15,6 +15,7 @@
 #include "coffer.h"
 #include "core/ledger.h"
 #include "engine/prefault.h"
+#include "log/checkpoint.h"
 #include "log/record.h"
 #include "log/wal.h"
 #include "store/store.h"
@@ -88,6 +89,8 @@ struct coffer {
     int lock_fd;
     wal wal;
     wal_tip tip;
+    checkpoint checkpoint;     /* the acknowledged position beside the log (log thread) */
+    uint64_t checkpoint_at_ns; /* when the log thread last advanced it */
     record_buffer record;
     record_scratch scratch;
     pthread_t log_thread;
