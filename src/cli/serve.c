@@ -25,6 +25,9 @@ static const char serve_usage[] =
     "  --snapshot-seconds S    snapshot every S seconds when anything was recorded (default\n"
     "                          3600; 0: off). One is always taken at shutdown.\n"
     "  --log-requests          one stderr line per request\n"
+    "  --accept-data-loss      start even when acknowledged records are missing from the log\n"
+    "                          (a segment deleted or cut); the loss is logged and recorded in\n"
+    "                          DIR/data-loss.log. Without it such a start is refused.\n"
     "\n"
     "SIGTERM or SIGINT: stop accepting, answer what is in flight, snapshot, exit 0.\n";
 
@@ -68,6 +71,9 @@ int cli_serve(int argc, char **argv)
             return 0;
         } else if (!strcmp(flag, "--log-requests")) {
             options.log_requests = true;
+            continue;
+        } else if (!strcmp(flag, "--accept-data-loss")) {
+            options.accept_data_loss = true;
             continue;
         } else if (!strcmp(flag, "--listen")) {
             ok = parse_listen(value, &options);

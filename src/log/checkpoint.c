@@ -344,3 +344,28 @@ bool checkpoint_check(const char *dir, const wal_tip *checkpoint_tip, const wal_
     }
     return true;
 }
+
+int log_files_check(const char *dir, const wal_scan_result *scan, char *problems,
+                    size_t problems_size)
+{
+    size_t used = strlen(problems);
+    char found_problems[8192];
+    bool manifest_found, checkpoint_found;
+    int count = manifest_check(dir, &manifest_found, found_problems, sizeof found_problems);
+    wal_tip tip;
+    char line[2048];
+    if (checkpoint_read(dir, &tip, &checkpoint_found, line, sizeof line) != COFFER_OK)
+        problem_add(found_problems, sizeof found_problems, &count, "%s", line);
+    else if (checkpoint_found && !manifest_found)
+        problem_add(found_problems, sizeof found_problems, &count, "%.700s/manifest is missing",
+                    dir);
+    else if (!checkpoint_found && manifest_found)
+        problem_add(found_problems, sizeof found_problems, &count, "%.700s/checkpoint is missing",
+                    dir);
+    /* The chain through the checkpoint is the scan's to check; here only that it reaches it. */
+    if (checkpoint_found && !checkpoint_check(dir, &tip, scan, tip.last_seq, 0, line, sizeof line))
+        problem_add(found_problems, sizeof found_problems, &count, "%s", line);
+    if (count > 0)
+        snprintf(problems + used, problems_size - used, "%s%s", used ? "\n" : "", found_problems);
+    return count;
+}

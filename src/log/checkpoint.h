@@ -58,4 +58,10 @@ bool checkpoint_check(const char *dir, const wal_tip *checkpoint_tip, const wal_
                       uint64_t covered_through, const uint8_t *hash_at_checkpoint, char *problem,
                       size_t problem_size);
 
+/* For coffer verify, after a read-only scan of the whole log: the manifest's problems, and
+ * whether the log reaches the checkpoint. Appends one line per problem to `problems` (after
+ * what it holds) and returns how many. */
+int log_files_check(const char *dir, const wal_scan_result *scan, char *problems,
+                    size_t problems_size);
+
 #endif
