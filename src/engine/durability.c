@@ -158,17 +158,41 @@ static void checkpoint_tick(coffer *db)
                    db->dir, strerror(errno));
 }
 
+/* Waits (log_mutex held) for tickets. While the checkpoint trails the log it wakes when the
+ * second is up and advances it, so an idle ledger's checkpoint catches up too. */
+static void log_wait(coffer *db)
+{
+    db->log_idle = true;
+    if (db->checkpoint.written.last_seq == db->tip.last_seq || atomic_load(&db->storage_failed)) {
+        pthread_cond_wait(&db->log_wake, &db->log_mutex);
+    } else {
+        uint64_t now_ns = checkpoint_clock_ns(db),
+                 due_ns = db->checkpoint_at_ns + CHECKPOINT_INTERVAL_NS;
+        uint64_t wait_ns = due_ns > now_ns ? due_ns - now_ns : 0;
+        if (wait_ns < 1000000u || wait_ns > CHECKPOINT_INTERVAL_NS)
+            wait_ns = wait_ns < 1000000u ? 1000000u : CHECKPOINT_INTERVAL_NS;
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        uint64_t nanoseconds = (uint64_t)deadline.tv_nsec + wait_ns;
+        deadline.tv_sec += (time_t)(nanoseconds / 1000000000u);
+        deadline.tv_nsec = (long)(nanoseconds % 1000000000u);
+        if (pthread_cond_timedwait(&db->log_wake, &db->log_mutex, &deadline) == ETIMEDOUT) {
+            pthread_mutex_unlock(&db->log_mutex);
+            checkpoint_tick(db); /* the log thread alone writes the tip and the checkpoint */
+            pthread_mutex_lock(&db->log_mutex);
+        }
+    }
+    db->log_idle = false;
+}
+
 static void *log_main(void *argument)
 {
     pthread_setname_np(pthread_self(), "coffer-log"); /* as ps, top and perf show it */
     coffer *db = argument;
     pthread_mutex_lock(&db->log_mutex);
     for (;;) {
-        while (db->tickets_count == 0 && !db->log_stopping) {
-            db->log_idle = true;
-            pthread_cond_wait(&db->log_wake, &db->log_mutex);
-            db->log_idle = false;
-        }
+        while (db->tickets_count == 0 && !db->log_stopping)
+            log_wait(db);
         if (db->tickets_count == 0)
             break; /* stopping, and everything is answered */
         size_t first = db->tickets_head, count = db->tickets_count;

@@ -1625,6 +1625,22 @@ static void checkpointed_build(durable *d)
     expect_true(reached);
 }
 
+/* The checkpoint follows the log within a second even when no write comes after the last one:
+ * the idle log thread wakes to advance it. Before the second is up it stays behind. */
+static void test_checkpoint_catches_up_when_idle(void **state)
+{
+    durable *d = *state;
+    durable_open(d);
+    coffer_event bank = account_event("bank", "USD");
+    coffer_result result;
+    assert_int_equal(coffer_submit(d->db, &bank, 1, false, &result), COFFER_OK);
+    assert_int_equal(result.code, COFFER_CREATED);
+    assert_false(checkpoint_reaches(d, result.seq, 50));
+    durable_clock_advance_ms(d, 1000);
+    assert_true(checkpoint_reaches(d, result.seq, WAIT_MS_MAX));
+    durable_close(d);
+}
+
 /* After a crash whose checkpoint covers the whole log, cutting the log anywhere in its last
  * three records, or flipping a byte of the last one, loses acknowledged records: the open
  * refuses, naming the segment, and leaves it as it was. accept_data_loss opens anyway. */
@@ -1796,6 +1812,7 @@ int main(int argc, char **argv)
         DURABLE_TEST(test_reads_wait_for_durability),
         DURABLE_TEST(test_sync_failure_batch_cut_back),
         DURABLE_TEST(test_replay_reserves_what_records_need),
+        DURABLE_TEST(test_checkpoint_catches_up_when_idle),
         DURABLE_TEST(test_acknowledged_tail_damage_refused),
         DURABLE_TEST(test_lost_segments_refused),
         DURABLE_TEST(test_only_segment_lost_refused),
