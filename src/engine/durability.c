@@ -82,93 +82,79 @@ static int ticket_write(coffer *db, const engine_ticket *ticket, bool *wrote)
     COFFER_ASSERT(record_check_fresh(db->record.bytes, db->record.length, hash, &header) ==
                   RECORD_OK);
     COFFER_ASSERT(record_each(db->record.bytes, &header, &db->scratch, 0, 0) == RECORD_OK);
-    int code = wal_append(&db->wal, db->record.bytes, db->record.length, &db->tip);
+    wal_tip after = {last_seq, ticket->ts0 + (last_seq - ticket->seq_base), {0}};
+    memcpy(after.hash, hash, RECORD_HASH_BYTES);
+    int code = log_append(&db->log, db->record.bytes, db->record.length, &db->tip, &after);
     if (code != COFFER_OK)
         return code;
-    db->tip.last_seq = last_seq;
-    db->tip.last_timestamp = ticket->ts0 + (last_seq - ticket->seq_base);
-    memcpy(db->tip.hash, hash, RECORD_HASH_BYTES);
+    db->tip = after;
     *wrote = true;
     return COFFER_OK;
 }
 
 /* ---- the log thread ------------------------------------------------------------------------ */
 
+/* Makes a failure of the log sticky: writes and reads are refused until a restart. */
+static void storage_failed(coffer *db)
+{
+    if (atomic_exchange(&db->storage_failed, true))
+        return;
+    char what[1024], outcome[512];
+    log_describe_failure(&db->log, what, sizeof what, outcome, sizeof outcome);
+    engine_log(db, "storage failed: %s; refusing writes and reads until restart; %s", what,
+               outcome);
+}
+
 static int tickets_write(coffer *db, size_t first, size_t count)
 {
     bool wrote = false;
     int code = COFFER_OK;
-    uint32_t segment = db->wal.segment;
     for (size_t k = 0; k < count && code == COFFER_OK; k++)
         code = ticket_write(db, &db->tickets[(first + k) % ENGINE_TICKETS_MAX], &wrote);
-    char error[1024];
-    /* A segment was sealed: the manifest records its length and last seq. */
-    if (code == COFFER_OK && db->wal.segment != segment &&
-        manifest_write(db->dir, error, sizeof error) != COFFER_OK) {
-        engine_log(db, "%s", error);
-        code = COFFER_STORAGE_FAILED;
-    }
-    if (code == COFFER_OK && wrote && !db->options.fsync_never) {
+    if (code == COFFER_OK && wrote) {
         uint64_t start_ns = clock_monotonic_ns();
-        code = wal_sync(&db->wal);
+        code = log_sync(&db->log); /* with fsync off the local log does not sync */
         uint64_t us = (clock_monotonic_ns() - start_ns) / 1000;
-        atomic_fetch_add(&db->fsync_us[engine_bucket(us, 16)], 1);
-        atomic_fetch_add(&db->fsync_us_total, us);
-        atomic_fetch_add(&db->fsyncs, 1);
+        if (!db->options.fsync_never) {
+            atomic_fetch_add(&db->fsync_us[engine_bucket(us, 16)], 1);
+            atomic_fetch_add(&db->fsync_us_total, us);
+            atomic_fetch_add(&db->fsyncs, 1);
+        }
     }
-    if (code != COFFER_OK && !atomic_exchange(&db->storage_failed, true))
-        engine_log(db,
-                   "storage failed: %s (segment %u, offset %llu); refusing writes and reads "
-                   "until restart; %s",
-                   db->wal.failed ? strerror(db->wal.error) : coffer_strerror(code),
-                   db->wal.segment, (unsigned long long)db->wal.offset,
-                   db->wal.cut_back ? "the log was cut back to its last durable record, so "
-                                      "nothing refused is in it"
-                                    : "the log could not be cut back: batches answered "
-                                      "storage_failed may be in it after a restart (retry them "
-                                      "with the same ids to learn their outcome)");
-    if (code == COFFER_OK)
-        atomic_store(&db->durable_seq, db->tip.last_seq);
+    if (code != COFFER_OK)
+        storage_failed(db);
+    if (code == COFFER_OK) {
+        wal_tip durable;
+        log_tail(&db->log, &durable);
+        atomic_store(&db->durable_seq, durable.last_seq);
+    }
     return code;
 }
 
-/* The checkpoint's clock: the injected one when tests drive time, else the monotonic one. */
-static uint64_t checkpoint_clock_ns(const coffer *db)
+/* The clock log_tick reads: the injected one when tests drive time, else the monotonic one. */
+static uint64_t log_clock_ns(const coffer *db)
 {
     if (db->options.clock_ns)
         return db->options.clock_ns(db->options.clock_context);
     return clock_monotonic_ns();
 }
 
-/* Advances the checkpoint to the durable tip at most once a second, after the replies of the
- * round, so its sync is shared by a second of batches and delays none of their answers. */
-static void checkpoint_tick(coffer *db)
+/* The log's upkeep (the local log's checkpoint) after the replies of a round, so its sync is
+ * shared by a second of batches and delays none of their answers. */
+static void log_upkeep(coffer *db)
 {
-    uint64_t now_ns = checkpoint_clock_ns(db);
-    if (db->tip.last_seq == db->checkpoint.written.last_seq ||
-        now_ns < db->checkpoint_at_ns + CHECKPOINT_INTERVAL_NS)
-        return;
-    db->checkpoint_at_ns = now_ns;
-    if (checkpoint_write(&db->checkpoint, &db->tip, !db->options.fsync_never) == COFFER_OK)
-        return;
-    if (!atomic_exchange(&db->storage_failed, true))
-        engine_log(db,
-                   "storage failed: cannot write %s/checkpoint: %s; refusing writes and "
-                   "reads until restart",
-                   db->dir, strerror(errno));
+    if (log_tick(&db->log, log_clock_ns(db), &db->log_wake_ns) != COFFER_OK)
+        storage_failed(db);
 }
 
-/* Waits (log_mutex held) for tickets. While the checkpoint trails the log it wakes when the
- * second is up and advances it, so an idle ledger's checkpoint catches up too. */
+/* Waits (log_mutex held) for tickets; when the log asked for upkeep, wakes then for it. */
 static void log_wait(coffer *db)
 {
     db->log_idle = true;
-    if (db->checkpoint.written.last_seq == db->tip.last_seq || atomic_load(&db->storage_failed)) {
+    if (db->log_wake_ns == 0 || atomic_load(&db->storage_failed)) {
         pthread_cond_wait(&db->log_wake, &db->log_mutex);
     } else {
-        uint64_t now_ns = checkpoint_clock_ns(db),
-                 due_ns = db->checkpoint_at_ns + CHECKPOINT_INTERVAL_NS;
-        uint64_t wait_ns = due_ns > now_ns ? due_ns - now_ns : 0;
+        uint64_t wait_ns = db->log_wake_ns;
         if (wait_ns < 1000000u || wait_ns > CHECKPOINT_INTERVAL_NS)
             wait_ns = wait_ns < 1000000u ? 1000000u : CHECKPOINT_INTERVAL_NS;
         struct timespec deadline;
@@ -178,7 +164,7 @@ static void log_wait(coffer *db)
         deadline.tv_nsec = (long)(nanoseconds % 1000000000u);
         if (pthread_cond_timedwait(&db->log_wake, &db->log_mutex, &deadline) == ETIMEDOUT) {
             pthread_mutex_unlock(&db->log_mutex);
-            checkpoint_tick(db); /* the log thread alone writes the tip and the checkpoint */
+            log_upkeep(db); /* the log thread alone touches the log */
             pthread_mutex_lock(&db->log_mutex);
         }
     }
@@ -206,7 +192,7 @@ static void *log_main(void *argument)
             ticket->requests = 0;
         }
         if (code == COFFER_OK)
-            checkpoint_tick(db);
+            log_upkeep(db);
         pthread_mutex_lock(&db->log_mutex);
         db->tickets_head = (first + count) % ENGINE_TICKETS_MAX;
         db->tickets_count -= count;
@@ -552,42 +538,23 @@ static int lock_directory(coffer *db)
     return COFFER_OK;
 }
 
-/* The log is known good from here on: list its segments in the manifest and checkpoint its
- * tip, so the next open can tell whether anything acknowledged went missing. */
-static int log_files_start(coffer *db, const wal_tip *tip)
-{
-    char error[1024];
-    int code = manifest_write(db->dir, error, sizeof error);
-    if (code != COFFER_OK) {
-        engine_log(db, "%s", error);
-        return code;
-    }
-    code = checkpoint_open(&db->checkpoint, db->dir, tip);
-    if (code != COFFER_OK)
-        engine_log(db, "cannot write %s/checkpoint: %s", db->dir, strerror(errno));
-    db->checkpoint_at_ns = checkpoint_clock_ns(db);
-    return code;
-}
-
 int durability_open(coffer *db, const char *dir)
 {
     db->dir = strdup(dir);
     if (!db->dir)
         return COFFER_OUT_OF_MEMORY;
-    db->wal.fd = db->wal.dir_fd = -1;
-    db->checkpoint.fd = -1;
     int code = lock_directory(db);
     wal_scan_result scan;
     if (code == COFFER_OK)
         code = recover(db, &scan);
     if (code == COFFER_OK) {
-        code = wal_start(&db->wal, dir, &scan, db->options.io, db->options.segment_bytes_max);
+        local_log_options options = {db->options.io, db->options.segment_bytes_max,
+                                     !db->options.fsync_never, log_clock_ns(db)};
+        char error[1024];
+        code = local_log_open(&db->log, dir, &scan, &options, error, sizeof error);
         if (code != COFFER_OK)
-            engine_log(db, "cannot start the log in %s: %s", dir,
-                       db->wal.error ? strerror(db->wal.error) : strerror(errno));
+            engine_log(db, "%s", error);
     }
-    if (code == COFFER_OK)
-        code = log_files_start(db, &scan.tip);
     if (code == COFFER_OK)
         recover_report(db, &scan);
     if (code != COFFER_OK) {
@@ -627,14 +594,9 @@ void durability_close(coffer *db)
         pthread_mutex_destroy(&db->log_mutex);
         db->log_started = false;
     }
-    if (clean && !atomic_load(&db->storage_failed) &&
-        checkpoint_write(&db->checkpoint, &db->tip, !db->options.fsync_never) != COFFER_OK)
-        engine_log(db, "cannot write the checkpoint at close: %s", strerror(errno));
     if (clean)
         snapshot_at_close(db);
-    checkpoint_close(&db->checkpoint);
-    if (db->wal.dir)
-        wal_stop(&db->wal);
+    log_close(&db->log, clean && !atomic_load(&db->storage_failed));
     for (size_t i = 0; i < ENGINE_TICKETS_MAX; i++)
         free(db->tickets[i].expiries);
     record_buffer_free(&db->record);
