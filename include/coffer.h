@@ -167,6 +167,11 @@ typedef struct coffer_options {
     void *log_context;
     /* Fault injection for tests; NULL: the real write and sync. */
     const coffer_io *io;
+    /* false: an open whose log lost acknowledged records (it ends before its checkpoint, or a
+     * segment is missing or shortened) fails with COFFER_STORAGE_FAILED, the log line naming
+     * the files, offsets and seqs. true: it opens anyway, and the loss is logged and appended
+     * to DIR/data-loss.log. */
+    bool accept_data_loss;
 } coffer_options;
 
 /* Fills the first `size_bytes` of `options` with the defaults and sets options->size; does

@@ -70,7 +70,8 @@ static void print_human(const char *dir, const coffer_dir_report *r)
     if (r->chain_error[0])
         printf("    %s\n", r->chain_error);
     if (r->torn_bytes)
-        printf("  a torn tail of %llu bytes (never acknowledged) will be cut at the next open\n",
+        printf("  a torn tail of %llu bytes: cut at the next open unless it holds acknowledged "
+               "records (a problem above then says so)\n",
                (unsigned long long)r->torn_bytes);
     if (r->snapshot_found)
         printf("  snapshot at seq %llu: %s the replay; recovery from it %s the full replay\n",

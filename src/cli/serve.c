@@ -27,6 +27,7 @@ enum {
     SERVE_SNAPSHOT_EVERY,
     SERVE_SNAPSHOT_SECONDS,
     SERVE_LOG_REQUESTS,
+    SERVE_ACCEPT_DATA_LOSS,
 };
 
 static const cli_option serve_options[] = {
@@ -50,6 +51,9 @@ static const cli_option serve_options[] = {
      "snapshot every S seconds when anything was recorded (default\n3600; 0: off). One is always "
      "taken at shutdown."},
     {SERVE_LOG_REQUESTS, "--log-requests", NULL, "one stderr line per request"},
+    {SERVE_ACCEPT_DATA_LOSS, "--accept-data-loss", NULL,
+     "start even when acknowledged records are missing from the log\n(a segment deleted or cut); "
+     "the loss is logged and recorded in\nDIR/data-loss.log. Without it such a start is refused."},
 };
 
 static const cli_spec serve_spec = {
@@ -149,6 +153,7 @@ static bool serve_values(const cli_parsed *parsed, server_options *options,
     options->timeout_seconds = (unsigned)timeout;
     options->queue_events_max = (uint32_t)queue;
     options->log_requests = parsed->values[SERVE_LOG_REQUESTS] != NULL;
+    options->accept_data_loss = parsed->values[SERVE_ACCEPT_DATA_LOSS] != NULL;
     return true;
 }
 

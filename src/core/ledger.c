@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/check.h"
+#include "base/check.h"
 
 enum undo_kind { UNDO_ACCOUNT = 1, UNDO_TRANSFER = 2 };
 

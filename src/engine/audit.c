@@ -16,6 +16,7 @@
 #include "core/ledger.h"
 #include "engine/engine.h"
 #include "engine/replay.h"
+#include "log/checkpoint.h"
 #include "log/snapshot.h"
 #include "log/wal.h"
 
@@ -239,6 +240,10 @@ static int verify_dir(const char *dir, const coffer_options *limits, progress_fo
     report->chain_ok = code == COFFER_OK;
     if (!report->chain_ok && scan.error[0])
         snprintf(report->chain_error, sizeof report->chain_error, "%s", scan.error);
+    /* Acknowledged records missing: a segment gone or shortened, a log cut before its
+     * checkpoint. */
+    if (log_files_check(dir, &scan, report->chain_error, sizeof report->chain_error) > 0)
+        report->chain_ok = false;
     report->records = scan.records;
     report->segments = scan.segments;
     report->last_seq = scan.tip.last_seq;

@@ -17,9 +17,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/check.h"
+#include "base/check.h"
+#include "base/clock.h"
 #include "engine/engine.h"
 #include "engine/replay.h"
+#include "log/checkpoint.h"
 #include "log/snapshot.h"
 
 /* ---- encoding a ticket --------------------------------------------------------------------- */
@@ -80,17 +82,28 @@ static int ticket_write(coffer *db, const engine_ticket *ticket, bool *wrote)
     COFFER_ASSERT(record_check_fresh(db->record.bytes, db->record.length, hash, &header) ==
                   RECORD_OK);
     COFFER_ASSERT(record_each(db->record.bytes, &header, &db->scratch, 0, 0) == RECORD_OK);
-    int code = wal_append(&db->wal, db->record.bytes, db->record.length, &db->tip);
+    wal_tip after = {last_seq, ticket->ts0 + (last_seq - ticket->seq_base), {0}};
+    memcpy(after.hash, hash, RECORD_HASH_BYTES);
+    int code = log_append(&db->log, db->record.bytes, db->record.length, &db->tip, &after);
     if (code != COFFER_OK)
         return code;
-    db->tip.last_seq = last_seq;
-    db->tip.last_timestamp = ticket->ts0 + (last_seq - ticket->seq_base);
-    memcpy(db->tip.hash, hash, RECORD_HASH_BYTES);
+    db->tip = after;
     *wrote = true;
     return COFFER_OK;
 }
 
 /* ---- the log thread ------------------------------------------------------------------------ */
+
+/* Makes a failure of the log sticky: writes and reads are refused until a restart. */
+static void storage_failed(coffer *db)
+{
+    if (atomic_exchange(&db->storage_failed, true))
+        return;
+    char what[1024], outcome[512];
+    log_describe_failure(&db->log, what, sizeof what, outcome, sizeof outcome);
+    engine_log(db, "storage failed: %s; refusing writes and reads until restart; %s", what,
+               outcome);
+}
 
 static int tickets_write(coffer *db, size_t first, size_t count)
 {
@@ -98,31 +111,64 @@ static int tickets_write(coffer *db, size_t first, size_t count)
     int code = COFFER_OK;
     for (size_t k = 0; k < count && code == COFFER_OK; k++)
         code = ticket_write(db, &db->tickets[(first + k) % ENGINE_TICKETS_MAX], &wrote);
-    if (code == COFFER_OK && wrote && !db->options.fsync_never) {
-        struct timespec start, end;
-        clock_gettime(CLOCK_MONOTONIC, &start);
-        code = wal_sync(&db->wal);
-        clock_gettime(CLOCK_MONOTONIC, &end);
-        uint64_t us = (uint64_t)(end.tv_sec - start.tv_sec) * 1000000u +
-                      (uint64_t)(end.tv_nsec - start.tv_nsec) / 1000;
-        atomic_fetch_add(&db->fsync_us[engine_bucket(us, 16)], 1);
-        atomic_fetch_add(&db->fsync_us_total, us);
-        atomic_fetch_add(&db->fsyncs, 1);
+    if (code == COFFER_OK && wrote) {
+        uint64_t start_ns = clock_monotonic_ns();
+        code = log_sync(&db->log); /* with fsync off the local log does not sync */
+        uint64_t us = (clock_monotonic_ns() - start_ns) / 1000;
+        if (!db->options.fsync_never) {
+            atomic_fetch_add(&db->fsync_us[engine_bucket(us, 16)], 1);
+            atomic_fetch_add(&db->fsync_us_total, us);
+            atomic_fetch_add(&db->fsyncs, 1);
+        }
     }
-    if (code != COFFER_OK && !atomic_exchange(&db->storage_failed, true))
-        engine_log(db,
-                   "storage failed: %s (segment %u, offset %llu); refusing writes and reads "
-                   "until restart; %s",
-                   db->wal.failed ? strerror(db->wal.error) : coffer_strerror(code),
-                   db->wal.segment, (unsigned long long)db->wal.offset,
-                   db->wal.cut_back ? "the log was cut back to its last durable record, so "
-                                      "nothing refused is in it"
-                                    : "the log could not be cut back: batches answered "
-                                      "storage_failed may be in it after a restart (retry them "
-                                      "with the same ids to learn their outcome)");
-    if (code == COFFER_OK)
-        atomic_store(&db->durable_seq, db->tip.last_seq);
+    if (code != COFFER_OK)
+        storage_failed(db);
+    if (code == COFFER_OK) {
+        wal_tip durable;
+        log_tail(&db->log, &durable);
+        atomic_store(&db->durable_seq, durable.last_seq);
+    }
     return code;
+}
+
+/* The clock log_tick reads: the injected one when tests drive time, else the monotonic one. */
+static uint64_t log_clock_ns(const coffer *db)
+{
+    if (db->options.clock_ns)
+        return db->options.clock_ns(db->options.clock_context);
+    return clock_monotonic_ns();
+}
+
+/* The log's upkeep (the local log's checkpoint) after the replies of a round, so its sync is
+ * shared by a second of batches and delays none of their answers. */
+static void log_upkeep(coffer *db)
+{
+    if (log_tick(&db->log, log_clock_ns(db), &db->log_wake_ns) != COFFER_OK)
+        storage_failed(db);
+}
+
+/* Waits (log_mutex held) for tickets; when the log asked for upkeep, wakes then for it. */
+static void log_wait(coffer *db)
+{
+    db->log_idle = true;
+    if (db->log_wake_ns == 0 || atomic_load(&db->storage_failed)) {
+        pthread_cond_wait(&db->log_wake, &db->log_mutex);
+    } else {
+        uint64_t wait_ns = db->log_wake_ns;
+        if (wait_ns < 1000000u || wait_ns > CHECKPOINT_INTERVAL_NS)
+            wait_ns = wait_ns < 1000000u ? 1000000u : CHECKPOINT_INTERVAL_NS;
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        uint64_t nanoseconds = (uint64_t)deadline.tv_nsec + wait_ns;
+        deadline.tv_sec += (time_t)(nanoseconds / 1000000000u);
+        deadline.tv_nsec = (long)(nanoseconds % 1000000000u);
+        if (pthread_cond_timedwait(&db->log_wake, &db->log_mutex, &deadline) == ETIMEDOUT) {
+            pthread_mutex_unlock(&db->log_mutex);
+            log_upkeep(db); /* the log thread alone touches the log */
+            pthread_mutex_lock(&db->log_mutex);
+        }
+    }
+    db->log_idle = false;
 }
 
 static void *log_main(void *argument)
@@ -131,11 +177,8 @@ static void *log_main(void *argument)
     coffer *db = argument;
     pthread_mutex_lock(&db->log_mutex);
     for (;;) {
-        while (db->tickets_count == 0 && !db->log_stopping) {
-            db->log_idle = true;
-            pthread_cond_wait(&db->log_wake, &db->log_mutex);
-            db->log_idle = false;
-        }
+        while (db->tickets_count == 0 && !db->log_stopping)
+            log_wait(db);
         if (db->tickets_count == 0)
             break; /* stopping, and everything is answered */
         size_t first = db->tickets_head, count = db->tickets_count;
@@ -148,6 +191,8 @@ static void *log_main(void *argument)
             engine_release(db, ticket->requests, code);
             ticket->requests = 0;
         }
+        if (code == COFFER_OK)
+            log_upkeep(db);
         pthread_mutex_lock(&db->log_mutex);
         db->tickets_head = (first + count) % ENGINE_TICKETS_MAX;
         db->tickets_count -= count;
@@ -224,14 +269,13 @@ void durability_snapshot_tick(coffer *db)
         snapshot_reaped(db, status);
     uint64_t every = db->options.snapshot_every_events;
     uint64_t seconds = db->options.snapshot_every_seconds;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
+    uint64_t now_s = clock_monotonic_ns() / 1000000000u;
     bool by_events = every && db->recorded_since_snapshot >= every;
-    bool by_time = seconds && db->recorded_since_snapshot > 0 &&
-                   (uint64_t)now.tv_sec >= db->snapshot_taken_at_s + seconds;
+    bool by_time =
+        seconds && db->recorded_since_snapshot > 0 && now_s >= db->snapshot_taken_at_s + seconds;
     if ((!by_events && !by_time) || db->snapshot_child || atomic_load(&db->storage_failed))
         return;
-    db->snapshot_taken_at_s = (uint64_t)now.tv_sec;
+    db->snapshot_taken_at_s = now_s;
     log_drain(db);
     if (atomic_load(&db->storage_failed))
         return;
@@ -279,6 +323,12 @@ static void snapshot_at_close(coffer *db)
 typedef struct recovery {
     coffer *db;
     replayer replayer;
+    wal_tip checkpoint; /* the acknowledged position found beside the log */
+    bool checkpoint_found;
+    bool checkpoint_reached; /* a replayed record ended at the checkpoint's seq */
+    uint8_t hash_at_checkpoint[RECORD_HASH_BYTES];
+    char damage[8192]; /* acknowledged records missing, one line each */
+    int damage_count;
 } recovery;
 
 static int recover_record(const uint8_t *bytes, const record_header *header, uint32_t segment,
@@ -295,6 +345,10 @@ static int recover_record(const uint8_t *bytes, const record_header *header, uin
     if (header->last_seq > db->last_seq) {
         db->last_seq = r->replayer.last_seq;
         db->last_timestamp = r->replayer.last_timestamp;
+    }
+    if (r->checkpoint_found && header->last_seq == r->checkpoint.last_seq) {
+        r->checkpoint_reached = true;
+        memcpy(r->hash_at_checkpoint, header->hash, RECORD_HASH_BYTES);
     }
     return 0;
 }
@@ -319,42 +373,150 @@ static int recover_snapshot(coffer *db, snapshot_meta *meta, bool *found)
     return COFFER_OK;
 }
 
+static void damage_add(recovery *r, const char *line)
+{
+    size_t used = strlen(r->damage);
+    snprintf(r->damage + used, sizeof r->damage - used, "%s%s", used ? "\n" : "", line);
+    r->damage_count++;
+}
+
+/* What the checkpoint and the manifest say is missing from the scanned log. A data directory
+ * from before they existed has neither; one without the other was damaged. */
+static void recover_damage(recovery *r, const wal_scan_result *scan, uint64_t covered_through,
+                           bool manifest_found)
+{
+    const char *dir = r->db->dir;
+    char line[2048];
+    if (manifest_found && !r->checkpoint_found && !r->damage_count) {
+        snprintf(line, sizeof line, "%.700s/checkpoint is missing (the manifest is there)", dir);
+        damage_add(r, line);
+    }
+    if (r->checkpoint_found && !manifest_found) {
+        snprintf(line, sizeof line, "%.700s/manifest is missing (the checkpoint is there)", dir);
+        damage_add(r, line);
+    }
+    if (r->checkpoint_found &&
+        !checkpoint_check(dir, &r->checkpoint, scan, covered_through,
+                          r->checkpoint_reached ? r->hash_at_checkpoint : 0, line, sizeof line))
+        damage_add(r, line);
+}
+
+/* Appends the accepted loss to DIR/data-loss.log, so it stays on record after the log lines. */
+static void damage_record(coffer *db, const char *damage)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/data-loss.log", db->dir);
+    FILE *file = fopen(path, "a");
+    if (!file) {
+        engine_log(db, "cannot record the accepted data loss in %s: %s", path, strerror(errno));
+        return;
+    }
+    fprintf(file, "%llu: opened with accept_data_loss at seq %llu:\n%s\n",
+            (unsigned long long)time(0), (unsigned long long)db->last_seq, damage);
+    fflush(file);
+    (void)fsync(fileno(file));
+    fclose(file);
+}
+
+static void damage_log(coffer *db, const recovery *r, const char *verdict)
+{
+    char lines[sizeof r->damage];
+    memcpy(lines, r->damage, sizeof lines);
+    for (char *line = strtok(lines, "\n"); line; line = strtok(0, "\n"))
+        engine_log(db, "%s: %s", verdict, line);
+}
+
+/* Refuses the open when acknowledged records are missing, unless the options accept it. */
+static int damage_verdict(coffer *db, const recovery *r)
+{
+    if (r->damage_count == 0)
+        return COFFER_OK;
+    if (!db->options.accept_data_loss) {
+        damage_log(db, r, "recovery refused");
+        engine_log(db, "recovery refused: acknowledged records are missing; put the files back, "
+                       "or open with accept_data_loss (coffer serve --accept-data-loss) to "
+                       "start without them");
+        return COFFER_STORAGE_FAILED;
+    }
+    damage_log(db, r, "DATA LOSS ACCEPTED");
+    damage_record(db, r->damage);
+    return COFFER_OK;
+}
+
+/* Reads the checkpoint and checks the manifest, before the log is scanned. */
+static void recover_files(recovery *r, bool *manifest_found)
+{
+    char problems[sizeof r->damage];
+    if (manifest_check(r->db->dir, manifest_found, problems, sizeof problems) > 0)
+        damage_add(r, problems);
+    if (checkpoint_read(r->db->dir, &r->checkpoint, &r->checkpoint_found, problems,
+                        sizeof problems) != COFFER_OK)
+        damage_add(r, problems);
+}
+
 static int recover(coffer *db, wal_scan_result *scan)
 {
     snapshot_meta meta = {0};
-    bool found = false;
+    bool found = false, manifest_found = false;
     int code = recover_snapshot(db, &meta, &found);
     if (code != COFFER_OK)
         return code;
-    recovery r = {db, {0}};
-    code = replayer_init(&r.replayer, &db->store, &db->ledger);
-    if (code != COFFER_OK)
+    recovery *r = calloc(1, sizeof *r);
+    if (!r)
+        return COFFER_OUT_OF_MEMORY;
+    r->db = db;
+    recover_files(r, &manifest_found);
+    code = replayer_init(&r->replayer, &db->store, &db->ledger);
+    if (code != COFFER_OK) {
+        free(r);
         return code;
-    wal_scan_options options = {0};
+    }
+    /* Read-only: a damaged tail is cut only once it is known not to hold acknowledged records
+     * (wal_start cuts it), so a refused open leaves the evidence in place. */
+    wal_scan_options options = {.read_only = true};
     if (found) {
         options.skip_through = meta.tip.last_seq;
         options.skip_hash = meta.tip.hash;
     }
-    code = wal_scan(db->dir, &options, recover_record, &r, scan);
-    if (code == COFFER_STORAGE_FAILED && scan->error[0])
+    code = wal_scan(db->dir, &options, recover_record, r, scan);
+    replayer_free(&r->replayer);
+    if (code == COFFER_STORAGE_FAILED && scan->error[0]) {
         engine_log(db, "recovery refused: %s", scan->error);
-    replayer_free(&r.replayer);
-    if (code != COFFER_OK)
-        return code;
-    if (found && scan->tip.last_seq < meta.tip.last_seq) {
-        engine_log(db, "recovery refused: the log ends at seq %llu, before the snapshot at %llu",
-                   (unsigned long long)scan->tip.last_seq, (unsigned long long)meta.tip.last_seq);
-        return COFFER_STORAGE_FAILED;
+        damage_log(db, r, "recovery refused"); /* a missing segment, say, explains it */
     }
-    if (scan->truncated_bytes)
+    if (code == COFFER_OK) {
+        recover_damage(r, scan, found ? meta.tip.last_seq : 0, manifest_found);
+        code = damage_verdict(db, r);
+    }
+    if (code == COFFER_OK && found && scan->tip.last_seq < meta.tip.last_seq) {
+        char path[4096];
+        wal_segment_path(path, sizeof path, db->dir, scan->last_segment);
         engine_log(db,
-                   "recovery: truncated a torn tail of %llu bytes at the end of segment %u "
-                   "(never acknowledged)",
-                   (unsigned long long)scan->truncated_bytes, scan->last_segment);
+                   "recovery refused: the log ends at seq %llu (%s, offset %llu), before the "
+                   "snapshot at %llu",
+                   (unsigned long long)scan->tip.last_seq, path,
+                   (unsigned long long)scan->end_offset, (unsigned long long)meta.tip.last_seq);
+        code = COFFER_STORAGE_FAILED;
+    }
+    if (code == COFFER_OK && !r->checkpoint_found && !manifest_found && scan->last_segment)
+        engine_log(db, "recovery: no checkpoint or manifest yet (a data directory from an "
+                       "earlier version): starting them");
+    free(r);
+    return code;
+}
+
+static void recover_report(coffer *db, const wal_scan_result *scan)
+{
+    if (scan->truncated_bytes)
+        engine_log(
+            db,
+            "recovery: truncated a torn tail of %llu bytes at the end of segment %u, after the "
+            "acknowledged position (never acknowledged, or less than a second before a "
+            "crash)",
+            (unsigned long long)scan->truncated_bytes, scan->last_segment);
     engine_log(db, "recovered to seq %llu: %llu log records read from %llu segments",
                (unsigned long long)scan->tip.last_seq, (unsigned long long)scan->records,
                (unsigned long long)scan->segments);
-    return COFFER_OK;
 }
 
 /* ---- open and close ------------------------------------------------------------------------ */
@@ -381,26 +543,28 @@ int durability_open(coffer *db, const char *dir)
     db->dir = strdup(dir);
     if (!db->dir)
         return COFFER_OUT_OF_MEMORY;
-    db->wal.fd = db->wal.dir_fd = -1;
     int code = lock_directory(db);
     wal_scan_result scan;
     if (code == COFFER_OK)
         code = recover(db, &scan);
     if (code == COFFER_OK) {
-        code = wal_start(&db->wal, dir, &scan, db->options.io, db->options.segment_bytes_max);
+        local_log_options options = {db->options.io, db->options.segment_bytes_max,
+                                     !db->options.fsync_never, log_clock_ns(db)};
+        char error[1024];
+        code = local_log_open(&db->log, dir, &scan, &options, error, sizeof error);
         if (code != COFFER_OK)
-            engine_log(db, "cannot start the log in %s: %s", dir,
-                       db->wal.error ? strerror(db->wal.error) : strerror(errno));
+            engine_log(db, "%s", error);
     }
+    if (code == COFFER_OK)
+        recover_report(db, &scan);
     if (code != COFFER_OK) {
         durability_close(db);
         return code;
     }
     db->tip = scan.tip;
     atomic_store(&db->durable_seq, scan.tip.last_seq);
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    db->snapshot_taken_at_s = (uint64_t)now.tv_sec; /* the time schedule counts from the open */
+    /* the time schedule counts from the open */
+    db->snapshot_taken_at_s = clock_monotonic_ns() / 1000000000u;
     if (db->options.fsync_never)
         engine_log(db, "WARNING: fsync is off; acknowledged events can be lost in a crash");
     pthread_mutex_init(&db->log_mutex, 0);
@@ -432,8 +596,7 @@ void durability_close(coffer *db)
     }
     if (clean)
         snapshot_at_close(db);
-    if (db->wal.dir)
-        wal_stop(&db->wal);
+    log_close(&db->log, clean && !atomic_load(&db->storage_failed));
     for (size_t i = 0; i < ENGINE_TICKETS_MAX; i++)
         free(db->tickets[i].expiries);
     record_buffer_free(&db->record);

@@ -15,7 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/check.h"
+#include "base/check.h"
 
 static uint64_t wall_clock_ns(void *context)
 {

@@ -15,8 +15,8 @@
 #include "coffer.h"
 #include "core/ledger.h"
 #include "engine/prefault.h"
+#include "log/log.h"
 #include "log/record.h"
-#include "log/wal.h"
 #include "store/store.h"
 
 /* The sweep reserves room for this many expiries at a time. */
@@ -83,10 +83,11 @@ struct coffer {
     _Atomic uint64_t codes[COFFER_CODE_LIMIT]; /* read by coffer_code_counts() at any time */
     uint64_t recorded_since_snapshot;
 
-    /* Durability (dir != NULL). The log thread owns wal, tip and record. */
+    /* Durability (dir != NULL). The log thread owns log, tip and record. */
     char *dir;
     int lock_fd;
-    wal wal;
+    durable_log log;
+    uint64_t log_wake_ns; /* log_tick wants another call this soon (0: after the next round) */
     wal_tip tip;
     record_buffer record;
     record_scratch scratch;

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/check.h"
+#include "base/check.h"
 #include "engine/engine.h"
 
 static void copy_name(char *out, size_t out_size, const char *bytes, size_t length)

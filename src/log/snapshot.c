@@ -1,7 +1,7 @@
 /*
  * snapshot.c — writing and loading store images (format in snapshot.h). The writer runs in a
- * forked child, so it allocates nothing and takes no lock: it streams the tables straight from
- * memory through the hash into the file.
+ * forked child, so it allocates nothing and takes no lock: it encodes the tables field by field
+ * through a static buffer, the hash and into the file.
  */
 #include "log/snapshot.h"
 
@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sodium.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,56 +18,281 @@
 
 #include "coffer.h"
 
-#define SNAPSHOT_VERSION 1
+#define SNAPSHOT_VERSION 2
+#define SNAPSHOT_VERSION_RAW 1 /* the tables as the structs lay them out in memory */
 #define SNAPSHOT_ALIGN 4096
 #define SNAPSHOT_HEADER_BYTES 4096
 #define SNAPSHOT_TABLES 6
+#define SNAPSHOT_ARENA 5 /* the table of raw bytes */
+#define SNAPSHOT_BUFFER_BYTES (1u << 20)
+
+/* Field values are copied as little-endian integers with memcpy. */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "snapshots assume a little-endian host");
+/* The arena holds store_aux records as they are in memory, so their layout is the format. */
+_Static_assert(sizeof(store_aux) == 32 && offsetof(store_aux, expect_to_version) == 8 &&
+                   offsetof(store_aux, metadata_len) == 16 && offsetof(store_aux, from_len) == 20 &&
+                   offsetof(store_aux, to_len) == 21 && offsetof(store_aux, hold_len) == 22 &&
+                   offsetof(store_aux, reserved_2) == 24,
+               "store_aux is stored in the arena of snapshots: change SNAPSHOT_VERSION with it");
 
 static const char snapshot_magic[8] = {'C', 'O', 'F', 'F', 'E', 'R', 'S', 'N'};
 
-/* The header as it is on disk (little-endian, padded to SNAPSHOT_HEADER_BYTES). */
-typedef struct snapshot_header {
-    char magic[8];
-    uint32_t version;
-    uint32_t header_bytes;
-    uint64_t tip_seq;
-    uint64_t tip_timestamp;
-    uint8_t tip_hash[RECORD_HASH_BYTES];
-    uint64_t last_seq;
-    uint64_t last_timestamp;
-    uint64_t counts[SNAPSHOT_TABLES]; /* records (arena: bytes) per table */
-    uint64_t holds_pending;
-    uint32_t record_sizes[SNAPSHOT_TABLES]; /* layout check: the same build reads it back */
-} snapshot_header;
+/* Header offsets (the same in both versions; version 1 wrote a struct with this layout). */
+enum {
+    HEADER_MAGIC = 0,
+    HEADER_VERSION = 8,
+    HEADER_BYTES = 12,
+    HEADER_TIP_SEQ = 16,
+    HEADER_TIP_TIMESTAMP = 24,
+    HEADER_TIP_HASH = 32,
+    HEADER_LAST_SEQ = 64,
+    HEADER_LAST_TIMESTAMP = 72,
+    HEADER_COUNTS = 80,         /* u64 per table: records (arena: bytes) */
+    HEADER_HOLDS_PENDING = 128, /* u64 */
+    HEADER_RECORD_SIZES = 136,  /* u32 per table: bytes per record on disk */
+    HEADER_LAYOUT = 160,        /* version 2: u64, a fingerprint of the field lists below */
+};
+
+/*
+ * One field of a record. On disk (version 2) a record is its fields in list order, each
+ * `width` bytes, little-endian, no padding; version 1 had them at `raw_offset` of the struct
+ * as it was then. In memory the member is at `offset` with `size` bytes, so a reordered
+ * member is still found and a resized one is converted (or refused when a value does not fit).
+ */
+typedef struct snapshot_field {
+    const char *name;
+    uint16_t offset, size;
+    uint16_t raw_offset;
+    uint8_t width;
+    bool is_signed, is_bytes;
+} snapshot_field;
+
+#define FIELD_OF(type, member, width, raw_offset, is_signed, is_bytes)                             \
+    {                                                                                              \
+#member, offsetof(type, member), sizeof(((type *)0)->member), raw_offset, width,           \
+            is_signed, is_bytes                                                                    \
+    }
+#define UNSIGNED(type, member, width, raw_offset) FIELD_OF(type, member, width, raw_offset, 0, 0)
+#define SIGNED(type, member, width, raw_offset) FIELD_OF(type, member, width, raw_offset, 1, 0)
+#define BYTES(type, member, width, raw_offset) FIELD_OF(type, member, width, raw_offset, 0, 1)
+
+static const snapshot_field account_fields[] = {
+    BYTES(store_account, id, 64, 0),
+    SIGNED(store_account, debits_posted, 8, 64),
+    SIGNED(store_account, credits_posted, 8, 72),
+    SIGNED(store_account, debits_held, 8, 80),
+    SIGNED(store_account, credits_held, 8, 88),
+    BYTES(store_account, currency, 16, 96),
+    UNSIGNED(store_account, version, 8, 112),
+    UNSIGNED(store_account, history_last, 4, 120),
+    UNSIGNED(store_account, id_len, 1, 124),
+    UNSIGNED(store_account, flags, 1, 125),
+    SIGNED(store_account, min_balance, 8, 128),
+    SIGNED(store_account, max_balance, 8, 136),
+    UNSIGNED(store_account, history_count, 4, 144),
+    UNSIGNED(store_account, history_jump, 4, 148),
+    UNSIGNED(store_account, history_jump_ordinal, 4, 152),
+    UNSIGNED(store_account, holds_pending, 4, 156),
+    UNSIGNED(store_account, created_seq, 8, 160),
+    UNSIGNED(store_account, created_at, 8, 168),
+    UNSIGNED(store_account, metadata_offset, 8, 176),
+    UNSIGNED(store_account, metadata_len, 4, 184),
+};
+
+static const snapshot_field transfer_fields[] = {
+    UNSIGNED(store_transfer, seq, 8, 0),         UNSIGNED(store_transfer, timestamp, 8, 8),
+    SIGNED(store_transfer, amount, 8, 16),       SIGNED(store_transfer, amount_requested, 8, 24),
+    UNSIGNED(store_transfer, expires_at, 8, 32), UNSIGNED(store_transfer, id_offset, 8, 40),
+    UNSIGNED(store_transfer, aux_offset, 8, 48), UNSIGNED(store_transfer, from, 4, 56),
+    UNSIGNED(store_transfer, to, 4, 60),         UNSIGNED(store_transfer, link, 4, 64),
+    UNSIGNED(store_transfer, code, 2, 68),       UNSIGNED(store_transfer, id_len, 1, 70),
+    UNSIGNED(store_transfer, op, 1, 71),         UNSIGNED(store_transfer, state, 1, 72),
+    UNSIGNED(store_transfer, flags, 1, 73),      UNSIGNED(store_transfer, field, 1, 74),
+};
+
+static const snapshot_field history_fields[] = {
+    UNSIGNED(store_history, seq, 8, 0),           SIGNED(store_history, balance, 8, 8),
+    SIGNED(store_history, available, 8, 16),      UNSIGNED(store_history, transfer, 4, 24),
+    UNSIGNED(store_history, previous, 4, 28),     UNSIGNED(store_history, jump, 4, 32),
+    UNSIGNED(store_history, jump_ordinal, 4, 36), UNSIGNED(store_history, ordinal, 4, 40),
+    UNSIGNED(store_history, kind, 1, 44),         UNSIGNED(store_history, debit, 1, 45),
+};
+
+static const snapshot_field expiry_fields[] = {
+    UNSIGNED(store_expiry, seq, 8, 0),
+    UNSIGNED(store_expiry, timestamp, 8, 8),
+    UNSIGNED(store_expiry, hold, 4, 16),
+};
+
+static const snapshot_field hold_fields[] = {
+    UNSIGNED(store_hold_ref, expires_at, 8, 0),
+    UNSIGNED(store_hold_ref, transfer, 4, 8),
+};
+
+typedef struct snapshot_table {
+    const snapshot_field *fields; /* NULL: the arena, raw bytes */
+    size_t field_count;
+    uint32_t memory_size; /* bytes per record in memory */
+    uint32_t raw_size;    /* bytes per record in version 1 */
+} snapshot_table;
+
+#define TABLE(fields, type, raw_size)                                                              \
+    {                                                                                              \
+        fields, sizeof fields / sizeof fields[0], sizeof(type), raw_size                           \
+    }
+
+static const snapshot_table tables[SNAPSHOT_TABLES] = {
+    TABLE(account_fields, store_account, 192), TABLE(transfer_fields, store_transfer, 80),
+    TABLE(history_fields, store_history, 48),  TABLE(expiry_fields, store_expiry, 24),
+    TABLE(hold_fields, store_hold_ref, 16),    {0, 0, 1, 1},
+};
+
+/* Bytes per record on disk in `version`. */
+static uint32_t record_size(const snapshot_table *table, uint32_t version)
+{
+    if (version == SNAPSHOT_VERSION_RAW || !table->fields)
+        return table->raw_size;
+    uint32_t size = 0;
+    for (size_t i = 0; i < table->field_count; i++)
+        size += table->fields[i].width;
+    return size;
+}
+
+/* A fingerprint of every field list (names, widths, kinds): a version 2 file written by a build
+ * whose lists differ is refused instead of misread, which forces a new version with the change. */
+static uint64_t layout_fingerprint(void)
+{
+    crypto_generichash_state hash;
+    crypto_generichash_init(&hash, 0, 0, sizeof(uint64_t));
+    for (int t = 0; t < SNAPSHOT_TABLES; t++)
+        for (size_t i = 0; i < tables[t].field_count; i++) {
+            const snapshot_field *field = &tables[t].fields[i];
+            uint8_t kind[3] = {field->width, field->is_signed, field->is_bytes};
+            crypto_generichash_update(&hash, (const uint8_t *)field->name, strlen(field->name) + 1);
+            crypto_generichash_update(&hash, kind, sizeof kind);
+        }
+    uint64_t fingerprint;
+    crypto_generichash_final(&hash, (uint8_t *)&fingerprint, sizeof fingerprint);
+    return fingerprint;
+}
+
+/* The name of a field whose in-memory member is wider than its place on disk (values could be
+ * cut), or NULL when every field fits. */
+static const char *field_too_wide(void)
+{
+    for (int t = 0; t < SNAPSHOT_TABLES; t++)
+        for (size_t i = 0; i < tables[t].field_count; i++)
+            if (tables[t].fields[i].size > tables[t].fields[i].width)
+                return tables[t].fields[i].name;
+    return 0;
+}
+
+/* Sign-extends the low `bytes` bytes of `value` to 64 bits. */
+static uint64_t sign_extend(uint64_t value, unsigned bytes)
+{
+    unsigned bits = bytes * 8;
+    if (bits >= 64 || !((value >> (bits - 1)) & 1))
+        return value;
+    return value | (~0ull << bits);
+}
+
+static void field_encode(const snapshot_field *field, const uint8_t *record, uint8_t *out)
+{
+    if (field->is_bytes) {
+        memcpy(out, record + field->offset, field->width);
+        return;
+    }
+    uint64_t value = 0;
+    memcpy(&value, record + field->offset, field->size);
+    if (field->is_signed)
+        value = sign_extend(value, field->size);
+    memcpy(out, &value, field->width);
+}
+
+/* False when the stored value does not fit the member in memory. */
+static bool field_decode(const snapshot_field *field, const uint8_t *in, uint8_t *record)
+{
+    if (field->is_bytes) {
+        memcpy(record + field->offset, in, field->width);
+        return field->width <= field->size;
+    }
+    uint64_t value = 0;
+    memcpy(&value, in, field->width);
+    if (field->is_signed)
+        value = sign_extend(value, field->width);
+    uint64_t kept = 0;
+    memcpy(&kept, &value, field->size);
+    if (field->is_signed ? sign_extend(kept, field->size) != value : kept != value)
+        return false;
+    memcpy(record + field->offset, &value, field->size);
+    return true;
+}
+
+static void record_encode(const snapshot_table *table, const uint8_t *record, uint8_t *out)
+{
+    for (size_t i = 0; i < table->field_count; i++) {
+        field_encode(&table->fields[i], record, out);
+        out += table->fields[i].width;
+    }
+}
+
+static bool record_decode(const snapshot_table *table, uint32_t version, const uint8_t *in,
+                          uint8_t *record)
+{
+    memset(record, 0, table->memory_size);
+    uint32_t at = 0;
+    bool ok = true;
+    for (size_t i = 0; i < table->field_count; i++) {
+        const snapshot_field *field = &table->fields[i];
+        ok &= field_decode(field, in + (version == SNAPSHOT_VERSION_RAW ? field->raw_offset : at),
+                           record);
+        at += field->width;
+    }
+    return ok;
+}
 
 typedef struct table_view {
-    const void *bytes;
-    uint64_t length;
+    uint8_t *bytes; /* the table in memory */
+    uint64_t count; /* records (arena: bytes) */
 } table_view;
-
-static void record_sizes(uint32_t sizes[SNAPSHOT_TABLES])
-{
-    sizes[0] = sizeof(store_account);
-    sizes[1] = sizeof(store_transfer);
-    sizes[2] = sizeof(store_history);
-    sizes[3] = sizeof(store_expiry);
-    sizes[4] = sizeof(store_hold_ref);
-    sizes[5] = 1;
-}
 
 static void table_views(const store *s, table_view views[SNAPSHOT_TABLES])
 {
-    views[0] = (table_view){s->accounts, s->accounts_count * sizeof *s->accounts};
-    views[1] = (table_view){s->transfers, s->transfers_count * sizeof *s->transfers};
-    views[2] = (table_view){s->history, s->history_count * sizeof *s->history};
-    views[3] = (table_view){s->expiries, s->expiries_count * sizeof *s->expiries};
-    views[4] = (table_view){s->holds, s->holds_count * sizeof *s->holds};
-    views[5] = (table_view){s->arena, s->arena_used};
+    views[0] = (table_view){(uint8_t *)s->accounts, s->accounts_count};
+    views[1] = (table_view){(uint8_t *)s->transfers, s->transfers_count};
+    views[2] = (table_view){(uint8_t *)s->history, s->history_count};
+    views[3] = (table_view){(uint8_t *)s->expiries, s->expiries_count};
+    views[4] = (table_view){(uint8_t *)s->holds, s->holds_count};
+    views[5] = (table_view){(uint8_t *)s->arena, s->arena_used};
 }
 
 static uint64_t aligned(uint64_t value)
 {
     return (value + SNAPSHOT_ALIGN - 1) / SNAPSHOT_ALIGN * SNAPSHOT_ALIGN;
+}
+
+static void put_u32(uint8_t *at, uint32_t value)
+{
+    memcpy(at, &value, sizeof value);
+}
+
+static void put_u64(uint8_t *at, uint64_t value)
+{
+    memcpy(at, &value, sizeof value);
+}
+
+static uint32_t get_u32(const uint8_t *at)
+{
+    uint32_t value;
+    memcpy(&value, at, sizeof value);
+    return value;
+}
+
+static uint64_t get_u64(const uint8_t *at)
+{
+    uint64_t value;
+    memcpy(&value, at, sizeof value);
+    return value;
 }
 
 static void snapshot_path(char *out, size_t size, const char *dir, uint64_t seq, bool temp)
@@ -76,6 +302,16 @@ static void snapshot_path(char *out, size_t size, const char *dir, uint64_t seq,
 }
 
 /* ---- writing ------------------------------------------------------------------------------- */
+
+/* Bytes on their way to the file through the hash; `position` counts everything put so far. */
+typedef struct output {
+    int fd;
+    crypto_generichash_state hash;
+    uint8_t *buffer; /* SNAPSHOT_BUFFER_BYTES, static: the writer may run in a forked child */
+    size_t used;
+    uint64_t position;
+    bool ok;
+} output;
 
 static bool write_all(int fd, const void *bytes, uint64_t length)
 {
@@ -94,15 +330,72 @@ static bool write_all(int fd, const void *bytes, uint64_t length)
     return true;
 }
 
-/* Writes and hashes `length` bytes, then zero padding up to the next boundary. */
-static bool write_hashed(int fd, crypto_generichash_state *hash, const void *bytes, uint64_t length)
+static void output_flush(output *out)
 {
-    static const uint8_t zeros[SNAPSHOT_ALIGN];
-    uint64_t padding = aligned(length) - length;
-    if (length &&
-        (crypto_generichash_update(hash, bytes, length) != 0 || !write_all(fd, bytes, length)))
-        return false;
-    return crypto_generichash_update(hash, zeros, padding) == 0 && write_all(fd, zeros, padding);
+    out->ok = out->ok && crypto_generichash_update(&out->hash, out->buffer, out->used) == 0 &&
+              write_all(out->fd, out->buffer, out->used);
+    out->used = 0;
+}
+
+/* Room for `length` (at most the buffer) contiguous bytes; the caller fills them. */
+static uint8_t *output_reserve(output *out, size_t length)
+{
+    if (out->used + length > SNAPSHOT_BUFFER_BYTES)
+        output_flush(out);
+    uint8_t *at = out->buffer + out->used;
+    out->used += length;
+    out->position += length;
+    return at;
+}
+
+static void output_bytes(output *out, const uint8_t *bytes, uint64_t length)
+{
+    while (length > 0) {
+        size_t step = length > SNAPSHOT_BUFFER_BYTES ? SNAPSHOT_BUFFER_BYTES : (size_t)length;
+        memcpy(output_reserve(out, step), bytes, step);
+        bytes += step;
+        length -= step;
+    }
+}
+
+/* Zeros up to the next SNAPSHOT_ALIGN boundary. */
+static void output_align(output *out)
+{
+    size_t padding = (size_t)(aligned(out->position) - out->position);
+    memset(output_reserve(out, padding), 0, padding);
+}
+
+static void output_table(output *out, const snapshot_table *table, const table_view *view)
+{
+    if (!table->fields) {
+        output_bytes(out, view->bytes, view->count);
+    } else {
+        uint32_t size = record_size(table, SNAPSHOT_VERSION);
+        for (uint64_t i = 0; i < view->count; i++)
+            record_encode(table, view->bytes + i * table->memory_size, output_reserve(out, size));
+    }
+    output_align(out);
+}
+
+static void header_encode(uint8_t *header, const store *s, const snapshot_meta *meta)
+{
+    memset(header, 0, SNAPSHOT_HEADER_BYTES);
+    memcpy(header + HEADER_MAGIC, snapshot_magic, sizeof snapshot_magic);
+    put_u32(header + HEADER_VERSION, SNAPSHOT_VERSION);
+    put_u32(header + HEADER_BYTES, SNAPSHOT_HEADER_BYTES);
+    put_u64(header + HEADER_TIP_SEQ, meta->tip.last_seq);
+    put_u64(header + HEADER_TIP_TIMESTAMP, meta->tip.last_timestamp);
+    memcpy(header + HEADER_TIP_HASH, meta->tip.hash, RECORD_HASH_BYTES);
+    put_u64(header + HEADER_LAST_SEQ, meta->last_seq);
+    put_u64(header + HEADER_LAST_TIMESTAMP, meta->last_timestamp);
+    table_view views[SNAPSHOT_TABLES];
+    table_views(s, views);
+    for (int t = 0; t < SNAPSHOT_TABLES; t++) {
+        put_u64(header + HEADER_COUNTS + 8 * t, views[t].count);
+        put_u32(header + HEADER_RECORD_SIZES + 4 * t, record_size(&tables[t], SNAPSHOT_VERSION));
+    }
+    put_u64(header + HEADER_HOLDS_PENDING, s->holds_pending);
+    put_u64(header + HEADER_LAYOUT, layout_fingerprint());
 }
 
 static int write_failed(char *error, size_t error_size, const char *path, const char *what)
@@ -111,44 +404,41 @@ static int write_failed(char *error, size_t error_size, const char *path, const 
     return COFFER_STORAGE_FAILED;
 }
 
+/* Writes the whole image to `fd`: header, tables, then the hash of all of it. */
+static bool write_image(int fd, const store *s, const snapshot_meta *meta)
+{
+    static uint8_t buffer[SNAPSHOT_BUFFER_BYTES]; /* static: no heap, no big stack */
+    output out = {fd, {{0}}, buffer, 0, 0, true};
+    crypto_generichash_init(&out.hash, 0, 0, RECORD_HASH_BYTES);
+    header_encode(output_reserve(&out, SNAPSHOT_HEADER_BYTES), s, meta);
+    table_view views[SNAPSHOT_TABLES];
+    table_views(s, views);
+    for (int t = 0; t < SNAPSHOT_TABLES; t++)
+        output_table(&out, &tables[t], &views[t]);
+    output_flush(&out);
+    uint8_t digest[RECORD_HASH_BYTES];
+    return out.ok && crypto_generichash_final(&out.hash, digest, sizeof digest) == 0 &&
+           write_all(fd, digest, sizeof digest);
+}
+
 int snapshot_write(const store *s, const snapshot_meta *meta, const char *dir, char *error,
                    size_t error_size)
 {
     char temp[4096], final[4096];
     snapshot_path(temp, sizeof temp, dir, meta->tip.last_seq, true);
     snapshot_path(final, sizeof final, dir, meta->tip.last_seq, false);
-    static uint8_t header_bytes[SNAPSHOT_HEADER_BYTES]; /* static: no heap, no big stack */
-    memset(header_bytes, 0, sizeof header_bytes);
-    snapshot_header header = {0};
-    memcpy(header.magic, snapshot_magic, 8);
-    header.version = SNAPSHOT_VERSION;
-    header.header_bytes = SNAPSHOT_HEADER_BYTES;
-    header.tip_seq = meta->tip.last_seq;
-    header.tip_timestamp = meta->tip.last_timestamp;
-    memcpy(header.tip_hash, meta->tip.hash, RECORD_HASH_BYTES);
-    header.last_seq = meta->last_seq;
-    header.last_timestamp = meta->last_timestamp;
-    table_view views[SNAPSHOT_TABLES];
-    table_views(s, views);
-    store_counts counts = store_counts_get(s);
-    uint64_t count_values[SNAPSHOT_TABLES] = {counts.accounts, counts.transfers, counts.history,
-                                              counts.expiries, counts.holds,     counts.arena_used};
-    memcpy(header.counts, count_values, sizeof count_values);
-    header.holds_pending = counts.holds_pending;
-    record_sizes(header.record_sizes);
-    memcpy(header_bytes, &header, sizeof header);
-
+    const char *too_wide = field_too_wide();
+    if (too_wide) {
+        snprintf(error, error_size,
+                 "snapshot: field %s is wider in memory than on disk; a new format version "
+                 "must hold it",
+                 too_wide);
+        return COFFER_INTERNAL;
+    }
     int fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return write_failed(error, error_size, temp, "create");
-    crypto_generichash_state hash;
-    crypto_generichash_init(&hash, 0, 0, RECORD_HASH_BYTES);
-    bool ok = write_hashed(fd, &hash, header_bytes, sizeof header_bytes);
-    for (int i = 0; ok && i < SNAPSHOT_TABLES; i++)
-        ok = write_hashed(fd, &hash, views[i].bytes, views[i].length);
-    uint8_t digest[RECORD_HASH_BYTES];
-    ok = ok && crypto_generichash_final(&hash, digest, sizeof digest) == 0 &&
-         write_all(fd, digest, sizeof digest) && fsync(fd) == 0;
+    bool ok = write_image(fd, s, meta) && fsync(fd) == 0;
     if (close(fd) != 0)
         ok = false;
     if (!ok) {
@@ -186,15 +476,75 @@ static bool read_all(int fd, void *bytes, uint64_t length)
     return true;
 }
 
-/* Reads `length` bytes into place, hashing them and the padding after them. */
 static bool read_hashed(int fd, crypto_generichash_state *hash, void *bytes, uint64_t length)
 {
-    static uint8_t padding[SNAPSHOT_ALIGN];
-    uint64_t pad = aligned(length) - length;
-    if (length &&
-        (!read_all(fd, bytes, length) || crypto_generichash_update(hash, bytes, length) != 0))
-        return false;
-    return read_all(fd, padding, pad) && crypto_generichash_update(hash, padding, pad) == 0;
+    return read_all(fd, bytes, length) && crypto_generichash_update(hash, bytes, length) == 0;
+}
+
+/* The header as read back, whichever version wrote it. */
+typedef struct header_fields {
+    uint32_t version;
+    uint64_t counts[SNAPSHOT_TABLES];
+    snapshot_meta meta;
+    uint64_t holds_pending;
+} header_fields;
+
+/* NULL when the header is one this build reads and matches the file's size; else why not. */
+static const char *header_decode(const uint8_t *header, uint64_t file_size, header_fields *out)
+{
+    out->version = get_u32(header + HEADER_VERSION);
+    if (memcmp(header + HEADER_MAGIC, snapshot_magic, sizeof snapshot_magic) != 0)
+        return "not a snapshot (bad magic)";
+    if (out->version != SNAPSHOT_VERSION && out->version != SNAPSHOT_VERSION_RAW)
+        return "a format version this build does not read";
+    if (get_u32(header + HEADER_BYTES) != SNAPSHOT_HEADER_BYTES)
+        return "bad header size";
+    if (out->version == SNAPSHOT_VERSION && get_u64(header + HEADER_LAYOUT) != layout_fingerprint())
+        return "records laid out differently from this build's version 2 (a format change "
+               "without a new version)";
+    uint64_t expected = SNAPSHOT_HEADER_BYTES + RECORD_HASH_BYTES;
+    for (int t = 0; t < SNAPSHOT_TABLES; t++) {
+        uint32_t size = record_size(&tables[t], out->version);
+        out->counts[t] = get_u64(header + HEADER_COUNTS + 8 * t);
+        if (get_u32(header + HEADER_RECORD_SIZES + 4 * t) != size)
+            return "record sizes differ from the format version's";
+        if (out->counts[t] > (1ull << 40))
+            return "a table count out of range";
+        expected += aligned(out->counts[t] * size);
+    }
+    if (expected != file_size)
+        return "file size does not match its tables (truncated or extended)";
+    out->meta.tip.last_seq = get_u64(header + HEADER_TIP_SEQ);
+    out->meta.tip.last_timestamp = get_u64(header + HEADER_TIP_TIMESTAMP);
+    memcpy(out->meta.tip.hash, header + HEADER_TIP_HASH, RECORD_HASH_BYTES);
+    out->meta.last_seq = get_u64(header + HEADER_LAST_SEQ);
+    out->meta.last_timestamp = get_u64(header + HEADER_LAST_TIMESTAMP);
+    out->holds_pending = get_u64(header + HEADER_HOLDS_PENDING);
+    return 0;
+}
+
+/* Reads one table (and its padding) into place, decoding records of `version`. False on a
+ * short read or a value that does not fit its member. */
+static bool read_table(int fd, crypto_generichash_state *hash, const snapshot_table *table,
+                       uint32_t version, const table_view *view)
+{
+    static uint8_t buffer[SNAPSHOT_BUFFER_BYTES];
+    uint32_t size = record_size(table, version);
+    uint64_t length = view->count * size, padding = aligned(length) - length;
+    if (!table->fields)
+        return read_hashed(fd, hash, view->bytes, length) && read_hashed(fd, hash, buffer, padding);
+    uint64_t per_chunk = SNAPSHOT_BUFFER_BYTES / size;
+    for (uint64_t done = 0; done < view->count;) {
+        uint64_t records = view->count - done < per_chunk ? view->count - done : per_chunk;
+        if (!read_hashed(fd, hash, buffer, records * size))
+            return false;
+        for (uint64_t i = 0; i < records; i++)
+            if (!record_decode(table, version, buffer + i * size,
+                               view->bytes + (done + i) * table->memory_size))
+                return false;
+        done += records;
+    }
+    return read_hashed(fd, hash, buffer, padding);
 }
 
 static int load_failed(char *error, size_t error_size, const char *path, const char *what)
@@ -203,21 +553,22 @@ static int load_failed(char *error, size_t error_size, const char *path, const c
     return COFFER_STORAGE_FAILED;
 }
 
-static bool header_valid(const snapshot_header *header, uint64_t file_size)
+/* Reads the tables after the header and checks the hash over everything. */
+static int load_tables(int fd, store *s, const uint8_t *header, uint32_t version, const char *path,
+                       char *error, size_t error_size)
 {
-    uint32_t sizes[SNAPSHOT_TABLES];
-    record_sizes(sizes);
-    if (memcmp(header->magic, snapshot_magic, 8) != 0 || header->version != SNAPSHOT_VERSION ||
-        header->header_bytes != SNAPSHOT_HEADER_BYTES ||
-        memcmp(header->record_sizes, sizes, sizeof sizes) != 0)
-        return false;
-    uint64_t expected = SNAPSHOT_HEADER_BYTES + RECORD_HASH_BYTES;
-    for (int i = 0; i < SNAPSHOT_TABLES; i++) {
-        if (header->counts[i] > (1ull << 40))
-            return false;
-        expected += aligned(header->counts[i] * sizes[i]);
-    }
-    return expected == file_size;
+    crypto_generichash_state hash;
+    crypto_generichash_init(&hash, 0, 0, RECORD_HASH_BYTES);
+    crypto_generichash_update(&hash, header, SNAPSHOT_HEADER_BYTES);
+    table_view views[SNAPSHOT_TABLES];
+    table_views(s, views);
+    bool ok = true;
+    for (int t = 0; ok && t < SNAPSHOT_TABLES; t++)
+        ok = read_table(fd, &hash, &tables[t], version, &views[t]);
+    uint8_t digest[RECORD_HASH_BYTES], stored[RECORD_HASH_BYTES];
+    ok = ok && crypto_generichash_final(&hash, digest, sizeof digest) == 0 &&
+         read_all(fd, stored, sizeof stored) && sodium_memcmp(digest, stored, sizeof digest) == 0;
+    return ok ? COFFER_OK : load_failed(error, error_size, path, "hash mismatch (damaged)");
 }
 
 int snapshot_load(store *s, const char *path, snapshot_meta *meta, char *error, size_t error_size)
@@ -225,54 +576,32 @@ int snapshot_load(store *s, const char *path, snapshot_meta *meta, char *error, 
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return load_failed(error, error_size, path, strerror(errno));
-    static uint8_t header_bytes[SNAPSHOT_HEADER_BYTES];
-    snapshot_header header;
+    static uint8_t header[SNAPSHOT_HEADER_BYTES];
+    header_fields fields;
     struct stat info;
-    int code = COFFER_OK;
-    if (fstat(fd, &info) != 0 || !read_all(fd, header_bytes, sizeof header_bytes)) {
-        code = load_failed(error, error_size, path, "unreadable or too short");
-    } else {
-        memcpy(&header, header_bytes, sizeof header);
-        if (!header_valid(&header, (uint64_t)info.st_size))
-            code = load_failed(error, error_size, path, "bad header (or a different format)");
-    }
-    store_counts counts = {0};
+    const char *problem = 0;
+    if (fstat(fd, &info) != 0 || !read_all(fd, header, sizeof header))
+        problem = "unreadable or too short";
+    else
+        problem = header_decode(header, (uint64_t)info.st_size, &fields);
+    int code = problem ? load_failed(error, error_size, path, problem) : COFFER_OK;
     if (code == COFFER_OK) {
-        counts = (store_counts){header.counts[0],    header.counts[1], header.counts[2],
-                                header.counts[3],    header.counts[4], header.counts[5],
-                                header.holds_pending};
+        const uint64_t *c = fields.counts;
+        store_counts counts = {
+            c[0], c[1], c[2], c[3], c[4], c[SNAPSHOT_ARENA], fields.holds_pending};
         code = store_restore_begin(s, &counts);
         if (code != COFFER_OK)
             snprintf(error, error_size, "snapshot %.700s: larger than the configured limits", path);
     }
-    if (code == COFFER_OK) {
-        crypto_generichash_state hash;
-        crypto_generichash_init(&hash, 0, 0, RECORD_HASH_BYTES);
-        crypto_generichash_update(&hash, header_bytes, sizeof header_bytes);
-        table_view views[SNAPSHOT_TABLES];
-        table_views(s, views);
-        bool ok = true;
-        for (int i = 0; ok && i < SNAPSHOT_TABLES; i++)
-            ok = read_hashed(fd, &hash, (void *)views[i].bytes, views[i].length);
-        uint8_t digest[RECORD_HASH_BYTES], stored[RECORD_HASH_BYTES];
-        ok = ok && crypto_generichash_final(&hash, digest, sizeof digest) == 0 &&
-             read_all(fd, stored, sizeof stored) &&
-             sodium_memcmp(digest, stored, sizeof digest) == 0;
-        if (!ok)
-            code = load_failed(error, error_size, path, "hash mismatch (damaged)");
-    }
+    if (code == COFFER_OK)
+        code = load_tables(fd, s, header, fields.version, path, error, error_size);
     close(fd);
     if (code == COFFER_OK && !store_check_references(s))
         code = load_failed(error, error_size, path, "a record refers outside its tables");
     if (code == COFFER_OK)
         code = store_restore_finish(s);
-    if (code == COFFER_OK) {
-        meta->tip.last_seq = header.tip_seq;
-        meta->tip.last_timestamp = header.tip_timestamp;
-        memcpy(meta->tip.hash, header.tip_hash, RECORD_HASH_BYTES);
-        meta->last_seq = header.last_seq;
-        meta->last_timestamp = header.last_timestamp;
-    }
+    if (code == COFFER_OK)
+        *meta = fields.meta;
     return code;
 }
 

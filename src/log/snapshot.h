@@ -3,10 +3,18 @@
  * snapshot is written to a temp file, synced, renamed into place, and the directory synced;
  * a damaged one is detected by its hash and recovery falls back to an older one or the log.
  *
- * File DIR/snapshot-SSSSSSSSSSSSSSSSSSSS.cfs (S: the chain's last seq, 20 digits):
- *   a 4096-byte header (magic "COFFERSN", format version, the chain tip it covers, the
- *   engine's seq and clock, table counts and record sizes), then each table's bytes, each
- *   starting on a 4096-byte boundary, then the 32-byte BLAKE2b-256 of everything before it.
+ * File DIR/snapshot-SSSSSSSSSSSSSSSSSSSS.cfs (S: the chain's last seq, 20 digits), little-endian:
+ *   a 4096-byte header: 0 "COFFERSN", 8 u32 format version, 12 u32 header bytes, 16 u64 tip
+ *   seq, 24 u64 tip timestamp, 32 u8[32] tip hash, 64 u64 engine seq, 72 u64 engine clock,
+ *   80 u64[6] table counts, 128 u64 pending holds, 136 u32[6] bytes per record, 160 u64 a
+ *   fingerprint of the field lists (version 2); then the tables (accounts, transfers, history,
+ *   expiries, holds, arena), each starting on a 4096-byte boundary; then the 32-byte
+ *   BLAKE2b-256 of everything before it.
+ * Version 2 writes every record field by field, fixed width, in the order snapshot.c lists
+ * them, so a struct reordered or resized in memory is still read right (or refused when a value
+ * does not fit). Version 1 dumped the structs as laid out then; it is still read, through the
+ * offsets it had. The arena is raw bytes: ids, metadata and store_aux records, whose layout is
+ * pinned at compile time.
  */
 #ifndef COFFER_LOG_SNAPSHOT_H
 #define COFFER_LOG_SNAPSHOT_H

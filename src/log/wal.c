@@ -136,6 +136,39 @@ static uint32_t *list_segments(const char *dir, size_t *count_out, int *error)
     return numbers;
 }
 
+int wal_segments(const char *dir, wal_segment_info **out, size_t *count)
+{
+    int error;
+    uint32_t *numbers = list_segments(dir, count, &error);
+    *out = calloc(*count + 1, sizeof **out);
+    if (error || !*out) {
+        free(numbers);
+        free(*out);
+        *out = 0;
+        return COFFER_STORAGE_FAILED;
+    }
+    for (size_t i = 0; i < *count; i++) {
+        wal_segment_info *info = &(*out)[i];
+        char path[4096];
+        wal_segment_path(path, sizeof path, dir, numbers[i]);
+        info->number = numbers[i];
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat status;
+        uint8_t header[WAL_SEGMENT_HEADER_BYTES];
+        wal_tip before;
+        if (fd >= 0 && fstat(fd, &status) == 0) {
+            info->bytes = (uint64_t)status.st_size;
+            info->header_ok = pread(fd, header, sizeof header, 0) == (ssize_t)sizeof header &&
+                              header_decode(header, sizeof header, numbers[i], &before);
+            info->seq_before = info->header_ok ? before.last_seq : 0;
+        }
+        if (fd >= 0)
+            close(fd);
+    }
+    free(numbers);
+    return COFFER_OK;
+}
+
 /* After a bad record at `offset`, is there any valid record later in the segment? Then the
  * bad one is corruption, not a torn tail. */
 static bool valid_record_after(const uint8_t *bytes, size_t size, uint64_t offset)
@@ -390,6 +423,13 @@ int wal_start(wal *w, const char *dir, const wal_scan_result *scan, const wal_io
     wal_segment_path(path, sizeof path, dir, scan->last_segment);
     w->fd = open(path, O_RDWR | O_CLOEXEC);
     if (w->fd < 0) {
+        wal_stop(w);
+        return COFFER_STORAGE_FAILED;
+    }
+    /* A torn tail the scan reported (read-only) is cut before anything is appended after it. */
+    struct stat status;
+    bool cut = fstat(w->fd, &status) == 0 && (uint64_t)status.st_size > scan->end_offset;
+    if (cut && (ftruncate(w->fd, (off_t)scan->end_offset) != 0 || fsync(w->fd) != 0)) {
         wal_stop(w);
         return COFFER_STORAGE_FAILED;
     }

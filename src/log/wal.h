@@ -80,8 +80,8 @@ typedef struct wal_scan_options {
 int wal_scan(const char *dir, const wal_scan_options *options, wal_record_fn visit, void *context,
              wal_scan_result *result);
 
-/* Opens for appending after a scan: continues the last segment at end_offset, or creates
- * segment 1. `io` NULL: the real calls. */
+/* Opens for appending after a scan: continues the last segment at end_offset (cutting a torn
+ * tail after it), or creates segment 1. `io` NULL: the real calls. */
 int wal_start(wal *w, const char *dir, const wal_scan_result *scan, const wal_io *io,
               uint64_t segment_bytes_max);
 void wal_stop(wal *w);
@@ -90,6 +90,18 @@ void wal_stop(wal *w);
  * record is not durable until wal_sync. Errors are sticky (COFFER_STORAGE_FAILED). */
 int wal_append(wal *w, const uint8_t *bytes, size_t length, const wal_tip *tip_before);
 int wal_sync(wal *w);
+
+/* One segment file as its header and size describe it. */
+typedef struct wal_segment_info {
+    uint32_t number;
+    uint64_t seq_before; /* last seq before it: its records start at seq_before + 1 */
+    uint64_t bytes;
+    bool header_ok;
+} wal_segment_info;
+
+/* The segments of `dir` in order (malloc'ed into *out, the caller frees). COFFER_OK or
+ * STORAGE_FAILED (unreadable directory, out of memory). */
+int wal_segments(const char *dir, wal_segment_info **out, size_t *count);
 
 /* The file name of a segment: DIR/log-NNNNNNNNNN.cfl into `out`. */
 void wal_segment_path(char *out, size_t size, const char *dir, uint32_t segment);

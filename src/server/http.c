@@ -274,6 +274,7 @@ static int open_engine(const server_options *options, coffer **db)
     engine_options.queue_events_max = options->queue_events_max;
     engine_options.snapshot_every_events = options->snapshot_every_events;
     engine_options.snapshot_every_seconds = options->snapshot_every_seconds;
+    engine_options.accept_data_loss = options->accept_data_loss;
     int code = coffer_open(options->data_dir, &engine_options, db);
     if (code != COFFER_OK)
         fprintf(stderr, "coffer: cannot open %s (%s; the lines above say why)\n", options->data_dir,

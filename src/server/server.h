@@ -24,7 +24,8 @@ typedef struct server_options {
     uint32_t queue_events_max;
     uint64_t snapshot_every_events;
     uint64_t snapshot_every_seconds;
-    bool log_requests; /* one stderr line per request */
+    bool log_requests;     /* one stderr line per request */
+    bool accept_data_loss; /* open even when acknowledged records are missing (recorded) */
 } server_options;
 
 void server_options_init(server_options *options);

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "core/check.h"
+#include "base/check.h"
 
 /* Indexes stay at most 70% full, so linear probing stays short; at 35% the next, twice as
  * large table is populated in the background so the rehash does not fault. */

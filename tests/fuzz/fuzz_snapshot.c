@@ -2,7 +2,9 @@
  * fuzz_snapshot.c — libFuzzer target for snapshot loading (src/log/snapshot.c). Each input is
  * used twice: as a whole snapshot file (which must be refused cleanly unless it is one), and as
  * table contents that the harness seals into a snapshot with a valid header and hash, so the
- * loader's reference checks and the index rebuild see arbitrary records.
+ * loader's reference checks and the index rebuild see arbitrary records. It is also read as
+ * the checkpoint and the manifest kept beside the log (log/checkpoint.c), which must be
+ * refused or read cleanly too.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -11,6 +13,7 @@
 #include <unistd.h>
 
 #include "coffer.h"
+#include "log/checkpoint.h"
 #include "log/snapshot.h"
 #include "store/store.h"
 
@@ -90,10 +93,31 @@ static void as_tables(const uint8_t *data, size_t size)
     load(path);
 }
 
+/* Writes the input as DIR/checkpoint and DIR/manifest and reads them back; the manifest's
+ * lines name files that mostly do not exist, which must be reported, not followed. */
+static void as_log_files(const uint8_t *data, size_t size)
+{
+    static const char *const names[] = {"checkpoint", "manifest"};
+    for (size_t i = 0; i < 2; i++) {
+        char path[128];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        FILE *file = fopen(path, "wb");
+        if (!file || (size && fwrite(data, 1, size, file) != size))
+            abort();
+        fclose(file);
+    }
+    wal_tip tip;
+    bool found;
+    char problems[4096];
+    (void)checkpoint_read(dir, &tip, &found, problems, sizeof problems);
+    (void)manifest_check(dir, &found, problems, sizeof problems);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     ensure_dir();
     as_file(data, size);
+    as_log_files(data, size);
     as_tables(data, size);
     return 0;
 }

@@ -179,9 +179,10 @@ static void test_edited_balance_is_found_by_replay(void **state)
     fixture *f = *state;
     char path[4096];
     snapshot_path(f, path, sizeof path);
-    /* alice is the second account: add 1,000,000 to its credits_posted and re-seal the file. */
-    long credits =
-        4096 + (long)sizeof(store_account) + (long)offsetof(store_account, credits_posted);
+    /* alice is the second account: add 1,000,000 to its credits_posted and re-seal the file.
+     * On disk (snapshot format 2) an account is 186 bytes, its credits_posted after the 64-byte
+     * id and the 8-byte debits_posted. */
+    long credits = 4096 + 186 + 64 + 8;
     int fd = open(path, O_RDWR);
     int64_t value;
     assert_int_equal(pread(fd, &value, 8, credits), 8);

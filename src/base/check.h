@@ -1,9 +1,10 @@
 /*
- * check.h — assertions that stay on in release builds. Programmer errors crash loudly here;
- * invariants that guard money are never compiled out by NDEBUG, unlike assert().
+ * check.h — assertions that stay on in release builds, shared by every layer (base/ is below
+ * all of them). Programmer errors crash loudly here; invariants that guard money are never
+ * compiled out by NDEBUG.
  */
-#ifndef COFFER_CORE_CHECK_H
-#define COFFER_CORE_CHECK_H
+#ifndef COFFER_BASE_CHECK_H
+#define COFFER_BASE_CHECK_H
 
 #include <stdio.h>
 #include <stdlib.h>
