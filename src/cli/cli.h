@@ -25,6 +25,7 @@ int cli_verify(int argc, char **argv, const cli_globals *globals);
 int cli_dump(int argc, char **argv, const cli_globals *globals);
 int cli_serve(int argc, char **argv, const cli_globals *globals);
 int cli_codes(int argc, char **argv, const cli_globals *globals);
+int cli_token(int argc, char **argv, const cli_globals *globals);
 /* Commands that talk to a server (--server URL, --json): account.c, transfer.c, client.c. */
 int cli_account(int argc, char **argv, const cli_globals *globals);
 int cli_transfer(int argc, char **argv, const cli_globals *globals);

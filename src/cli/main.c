@@ -37,6 +37,7 @@ static const command_entry commands[] = {
      "ok, 1 problems)",
      cli_verify, TAKES_JSON},
     {"dump", "print the log as JSON lines, one event per line", cli_dump, 0},
+    {"token", "create, list or revoke the bearer tokens of a tokens file", cli_token, TAKES_JSON},
     {"codes", "list every result code with its value, HTTP status and message", cli_codes, 0},
     {"version", "print the version", NULL, 0},
 };
