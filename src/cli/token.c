@@ -26,8 +26,8 @@ enum { TOKEN_NAME, TOKEN_SCOPE, TOKEN_ACCOUNTS, TOKEN_FILE, TOKEN_JSON };
 
 /* Laid out so that each subcommand takes a contiguous run of the table. */
 static const cli_option token_options[] = {
-    {TOKEN_SCOPE, "--scope", "read|write|admin",
-     "read: GETs; write: also POSTs; admin: also /metrics and\n/v1/verify"},
+    {TOKEN_SCOPE, "--scope", "SCOPE",
+     "read (GETs), write (also POSTs) or admin (also /metrics\nand /v1/verify)"},
     {TOKEN_ACCOUNTS, "--accounts", "PREFIX,...",
      "only accounts whose id starts with one of these (default: all)"},
     {TOKEN_NAME, "--name", "NAME",
