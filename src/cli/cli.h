@@ -17,6 +17,7 @@
 typedef struct cli_globals {
     const char *server; /* NULL: not given */
     bool json;
+    const char *token; /* --token, else $COFFER_TOKEN; NULL: none */
 } cli_globals;
 
 /* Every command gets its own arguments (argv[0] is its word) and the global flags. */
