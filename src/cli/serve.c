@@ -84,7 +84,8 @@ static const cli_spec serve_spec = {
         "tells when it is.\n",
     .options = serve_options,
     .option_count = sizeof serve_options / sizeof *serve_options,
-    .epilog = "SIGTERM or SIGINT: stop accepting, answer what is in flight, snapshot, exit 0.\n",
+    .epilog = "SIGTERM or SIGINT: stop accepting, answer what is in flight, snapshot, exit "
+              "0.\nSIGHUP: read the --tokens file again.\n",
 };
 
 /* HOST:PORT with an IPv4 literal or "localhost"; port 0 asks the kernel for a free one. */
