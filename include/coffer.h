@@ -95,7 +95,9 @@ COFFER_API const char *coffer_version(void);
     X(SHUTTING_DOWN, shutting_down, 52, 503, "the engine is shutting down")                        \
     X(CAPACITY_EXCEEDED, capacity_exceeded, 53, 503, "the configured capacity is full")            \
     X(OUT_OF_MEMORY, out_of_memory, 54, 503, "memory could not be allocated")                      \
-    X(INTERNAL, internal, 55, 500, "internal error")
+    X(INTERNAL, internal, 55, 500, "internal error")                                               \
+    X(UNAUTHORIZED, unauthorized, 56, 401, "a valid bearer token is required")                     \
+    X(FORBIDDEN, forbidden, 57, 403, "the token, origin or host does not allow this request")
 
 enum coffer_code {
 #define COFFER_CODE_ENUM(NAME, name, value, http, message) COFFER_##NAME = value,
@@ -104,7 +106,7 @@ enum coffer_code {
 };
 
 /* One past the largest code value: arrays indexed by code have this many slots. */
-#define COFFER_CODE_LIMIT 56
+#define COFFER_CODE_LIMIT 58
 
 /* A static string describing `code` ("unknown code" for a value outside the table). */
 COFFER_API const char *coffer_strerror(int code);

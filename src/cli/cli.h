@@ -17,6 +17,7 @@
 typedef struct cli_globals {
     const char *server; /* NULL: not given */
     bool json;
+    const char *token; /* --token, else $COFFER_TOKEN; NULL: none */
 } cli_globals;
 
 /* Every command gets its own arguments (argv[0] is its word) and the global flags. */
@@ -25,6 +26,7 @@ int cli_verify(int argc, char **argv, const cli_globals *globals);
 int cli_dump(int argc, char **argv, const cli_globals *globals);
 int cli_serve(int argc, char **argv, const cli_globals *globals);
 int cli_codes(int argc, char **argv, const cli_globals *globals);
+int cli_token(int argc, char **argv, const cli_globals *globals);
 /* Commands that talk to a server (--server URL, --json): account.c, transfer.c, client.c. */
 int cli_account(int argc, char **argv, const cli_globals *globals);
 int cli_transfer(int argc, char **argv, const cli_globals *globals);

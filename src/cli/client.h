@@ -55,6 +55,7 @@ typedef struct client {
     CURL *curl;
     char server[CLIENT_URL_BYTES_MAX]; /* base URL, no trailing '/' */
     bool json;
+    const char *token; /* sent as Authorization: Bearer; NULL: none */
     /* For a write: what to run to learn its outcome when the answer is lost. */
     char retry_hint[256];
     char curl_error[CURL_ERROR_SIZE];

@@ -37,24 +37,27 @@ static const command_entry commands[] = {
      "ok, 1 problems)",
      cli_verify, TAKES_JSON},
     {"dump", "print the log as JSON lines, one event per line", cli_dump, 0},
+    {"token", "create, list or revoke the bearer tokens of a tokens file", cli_token, TAKES_JSON},
     {"codes", "list every result code with its value, HTTP status and message", cli_codes, 0},
     {"version", "print the version", NULL, 0},
 };
 #define COMMANDS_COUNT (sizeof commands / sizeof *commands)
 
-enum { GLOBAL_SERVER, GLOBAL_JSON, GLOBAL_VERSION };
+enum { GLOBAL_SERVER, GLOBAL_JSON, GLOBAL_VERSION, GLOBAL_TOKEN };
 
 static const cli_option global_options[] = {
     {GLOBAL_SERVER, "--server", "URL",
      "the server of the client commands (default: $COFFER_SERVER,\n"
      "else http://127.0.0.1:8080)"},
     {GLOBAL_JSON, "--json", NULL, "print JSON instead of text"},
+    {GLOBAL_TOKEN, "--token", "TOKEN",
+     "the bearer token the client commands send (default:\n$COFFER_TOKEN; see 'coffer token')"},
     {GLOBAL_VERSION, "--version", NULL, "print the version"},
 };
 
 static const cli_spec global_spec = {
     .name = "",
-    .synopsis = "[--server URL] [--json] <command> [options]",
+    .synopsis = "[--server URL] [--token TOKEN] [--json] <command> [options]",
     .options = global_options,
     .option_count = sizeof global_options / sizeof *global_options,
     .stops_at_operand = true,
@@ -104,6 +107,8 @@ static int check_globals(const command_entry *command, const cli_globals *global
 {
     if (globals->server && !(command->takes & TAKES_SERVER))
         return cli_usage_error("%s: --server does not apply to it", command->name);
+    if (globals->token && !(command->takes & TAKES_SERVER))
+        return cli_usage_error("%s: --token does not apply to it", command->name);
     if (globals->json && !(command->takes & TAKES_JSON))
         return cli_usage_error("%s: --json does not apply to it", command->name);
     return CLI_GO_ON;
@@ -128,7 +133,8 @@ int main(int argc, char **argv)
     const char *word = argv[parsed.rest];
     if (!strcmp(word, "help"))
         return print_usage(stdout), 0;
-    cli_globals globals = {parsed.values[GLOBAL_SERVER], parsed.values[GLOBAL_JSON] != NULL};
+    cli_globals globals = {parsed.values[GLOBAL_SERVER], parsed.values[GLOBAL_JSON] != NULL,
+                           parsed.values[GLOBAL_TOKEN]};
     for (size_t i = 0; i < COMMANDS_COUNT; i++) {
         if (strcmp(commands[i].name, word))
             continue;

@@ -28,6 +28,13 @@ enum {
     SERVE_SNAPSHOT_SECONDS,
     SERVE_LOG_REQUESTS,
     SERVE_ACCEPT_DATA_LOSS,
+    SERVE_TOKENS,
+    SERVE_INSECURE_NO_AUTH,
+    SERVE_METRICS_OPEN,
+    SERVE_ALLOW_ORIGIN,
+    SERVE_ALLOW_HOST,
+    SERVE_MAX_CONNECTIONS_PER_CLIENT,
+    SERVE_MAX_BODY_BYTES_IN_FLIGHT,
 };
 
 static const cli_option serve_options[] = {
@@ -54,6 +61,20 @@ static const cli_option serve_options[] = {
     {SERVE_ACCEPT_DATA_LOSS, "--accept-data-loss", NULL,
      "start even when acknowledged records are missing from the log\n(a segment deleted or cut); "
      "the loss is logged and recorded in\nDIR/data-loss.log. Without it such a start is refused."},
+    {SERVE_TOKENS, "--tokens", "FILE",
+     "require bearer tokens from this file (coffer token create);\nSIGHUP reads it again"},
+    {SERVE_INSECURE_NO_AUTH, "--insecure-no-auth", NULL,
+     "allow a non-loopback --listen without --tokens: anyone who\nreaches the port can move money"},
+    {SERVE_METRICS_OPEN, "--metrics-open", NULL, "serve GET /metrics without a token"},
+    {SERVE_ALLOW_ORIGIN, "--allow-origin", "ORIGIN,...",
+     "browser origins allowed (default none: a request with an\nOrigin header is refused)"},
+    {SERVE_ALLOW_HOST, "--allow-host", "NAME,...",
+     "Host names allowed besides the listen address, localhost and\n127.0.0.1 (checked without "
+     "--tokens)"},
+    {SERVE_MAX_CONNECTIONS_PER_CLIENT, "--max-connections-per-client", "N",
+     "connections at once from one client address (default 256)"},
+    {SERVE_MAX_BODY_BYTES_IN_FLIGHT, "--max-body-bytes-in-flight", "BYTES",
+     "request body bytes held across all connections before 503\noverloaded (default 268435456)"},
 };
 
 static const cli_spec serve_spec = {
@@ -67,7 +88,8 @@ static const cli_spec serve_spec = {
         "tells when it is.\n",
     .options = serve_options,
     .option_count = sizeof serve_options / sizeof *serve_options,
-    .epilog = "SIGTERM or SIGINT: stop accepting, answer what is in flight, snapshot, exit 0.\n",
+    .epilog = "SIGTERM or SIGINT: stop accepting, answer what is in flight, snapshot, exit "
+              "0.\nSIGHUP: read the --tokens file again.\n",
 };
 
 /* HOST:PORT with an IPv4 literal or "localhost"; port 0 asks the kernel for a free one. */
@@ -114,6 +136,34 @@ static int listen_socket(const struct sockaddr_in *address, server_options *opti
     return fd;
 }
 
+/* Without tokens anyone who reaches the port can move money: only loopback, unless told. */
+static bool security_values(const cli_parsed *parsed, server_options *options,
+                            const struct sockaddr_in *address)
+{
+    uint64_t per_client = options->max_connections_per_client,
+             in_flight = options->body_bytes_in_flight_max;
+    if (!cli_value_u64(&serve_spec, parsed, SERVE_MAX_CONNECTIONS_PER_CLIENT, 1, 100000,
+                       &per_client) ||
+        !cli_value_u64(&serve_spec, parsed, SERVE_MAX_BODY_BYTES_IN_FLIGHT, 4096,
+                       UINT32_MAX * 16ULL, &in_flight))
+        return false;
+    options->max_connections_per_client = (unsigned)per_client;
+    options->body_bytes_in_flight_max = (size_t)in_flight;
+    options->tokens_path = parsed->values[SERVE_TOKENS];
+    options->allow_origins = parsed->values[SERVE_ALLOW_ORIGIN];
+    options->allow_hosts = parsed->values[SERVE_ALLOW_HOST];
+    options->metrics_open = parsed->values[SERVE_METRICS_OPEN] != NULL;
+    bool loopback = (ntohl(address->sin_addr.s_addr) >> 24) == 127;
+    if (!options->tokens_path && !loopback && !parsed->values[SERVE_INSECURE_NO_AUTH]) {
+        cli_usage(&serve_spec,
+                  "--listen %s:%u is not loopback: give --tokens FILE (or "
+                  "--insecure-no-auth to serve anyone without tokens)",
+                  options->host, options->port);
+        return false;
+    }
+    return true;
+}
+
 /* The parsed values into server options; false after the usage line. */
 static bool serve_values(const cli_parsed *parsed, server_options *options,
                          struct sockaddr_in *address)
@@ -154,7 +204,7 @@ static bool serve_values(const cli_parsed *parsed, server_options *options,
     options->queue_events_max = (uint32_t)queue;
     options->log_requests = parsed->values[SERVE_LOG_REQUESTS] != NULL;
     options->accept_data_loss = parsed->values[SERVE_ACCEPT_DATA_LOSS] != NULL;
-    return true;
+    return security_values(parsed, options, address);
 }
 
 int cli_serve(int argc, char **argv, const cli_globals *globals)

@@ -220,7 +220,7 @@ int client_call(client *server, const url_builder *url, const char *body,
                 CLIENT_URL_BYTES_MAX);
         return CLI_EXIT_USAGE;
     }
-    char key_header[512];
+    char key_header[512], authorization[128];
     struct curl_slist *headers = curl_slist_append(NULL, "Accept: application/json");
     if (headers && body) {
         curl_slist_append(headers, "Content-Type: application/json");
@@ -229,6 +229,10 @@ int client_call(client *server, const url_builder *url, const char *body,
     if (headers && idempotency_key) {
         snprintf(key_header, sizeof key_header, "Idempotency-Key: %s", idempotency_key);
         curl_slist_append(headers, key_header);
+    }
+    if (headers && server->token && *server->token) {
+        snprintf(authorization, sizeof authorization, "Authorization: Bearer %s", server->token);
+        curl_slist_append(headers, authorization);
     }
     CURL *curl = server->curl;
     server->curl_error[0] = 0;

@@ -63,6 +63,21 @@ static int take_integer(decoder *d, json_t *object, const char *key, const char 
     return COFFER_OK;
 }
 
+/* True when serialized JSON holds the escape \u0000: a NUL, which stored metadata must not
+ * carry (a C reader of it would stop there). An escaped backslash before "u0000" is not one. */
+static bool has_escaped_nul(const char *text)
+{
+    for (const char *c = text; *c; c++) {
+        if (*c != '\\')
+            continue;
+        if (!strncmp(c + 1, "u0000", 5))
+            return true;
+        if (c[1])
+            c++; /* the escaped character cannot start another escape */
+    }
+    return false;
+}
+
 static int take_metadata(decoder *d, json_t *object, coffer_event *event)
 {
     json_t *value = json_object_get(object, "metadata");
@@ -74,6 +89,7 @@ static int take_metadata(decoder *d, json_t *object, coffer_event *event)
     if (!text)
         return fail(d, COFFER_INVALID_FIELD, "/metadata", "cannot be serialized");
     size_t length = strlen(text);
+    bool nul = has_escaped_nul(text);
     decode_batch *batch = d->batch;
     char **owned = realloc(batch->owned, (batch->owned_count + 1) * sizeof *owned);
     if (!owned) {
@@ -84,6 +100,8 @@ static int take_metadata(decoder *d, json_t *object, coffer_event *event)
     batch->owned[batch->owned_count++] = text;
     if (length > COFFER_METADATA_MAX)
         return fail(d, COFFER_INVALID_FIELD, "/metadata", "larger than 1024 bytes serialized");
+    if (nul)
+        return fail(d, COFFER_INVALID_FIELD, "/metadata", "a NUL (\\u0000) in a key or string");
     event->metadata = text;
     event->metadata_len = (uint32_t)length;
     return COFFER_OK;

@@ -16,6 +16,9 @@ static enum MHD_Result start_write(request *r, int decoded, const decode_error *
 {
     if (decoded != COFFER_OK)
         return http_problem(r, error->code, error->field, error->detail);
+    const char *refused;
+    if (guard_check_events(r, &refused) != COFFER_OK)
+        return http_problem(r, COFFER_FORBIDDEN, 0, refused);
     r->results = calloc(r->batch.count, sizeof *r->results);
     if (!r->results)
         return http_problem(r, COFFER_OUT_OF_MEMORY, 0, 0);
@@ -195,6 +198,9 @@ enum MHD_Result answer_history(request *r)
 
 enum MHD_Result answer_transfer(request *r)
 {
+    if (r->job.status == COFFER_OK && !guard_allows_transfer(r, &r->transfer))
+        return http_problem(r, COFFER_FORBIDDEN, 0,
+                            "the transfer's accounts are outside the token's prefixes");
     return answer_read(r, encode_transfer_of);
 }
 

@@ -42,12 +42,14 @@ enum MHD_Result http_send(request *r, encoded *response)
     }
     MHD_add_response_header(reply, MHD_HTTP_HEADER_CONTENT_TYPE, response->content_type);
     MHD_add_response_header(reply, "X-Request-Id", r->request_id);
-    if (atomic_load(&r->server->draining)) /* let clients move on rather than reuse us */
+    if (atomic_load(&r->server->draining) || r->close_connection) /* let clients move on */
         MHD_add_response_header(reply, MHD_HTTP_HEADER_CONNECTION, "close");
     if (response->replayed)
         MHD_add_response_header(reply, "Idempotent-Replayed", "true");
     if (response->code == COFFER_OVERLOADED)
         MHD_add_response_header(reply, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (response->code == COFFER_UNAUTHORIZED)
+        MHD_add_response_header(reply, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"coffer\"");
     if (response->code == COFFER_METHOD_NOT_ALLOWED)
         MHD_add_response_header(reply, MHD_HTTP_HEADER_ALLOW, routes_methods(r->route));
     enum MHD_Result queued = MHD_queue_response(r->connection, response->status, reply);
@@ -118,6 +120,8 @@ static enum MHD_Result dispatch(request *r, const char *method)
         return http_problem(r, COFFER_METHOD_NOT_ALLOWED, 0, 0);
     if (r->body_too_large)
         return http_problem(r, COFFER_BODY_TOO_LARGE, 0, "at most 4 MiB");
+    if (r->body_overloaded)
+        return http_problem(r, COFFER_OVERLOADED, 0, "too many request body bytes in flight");
     return routes[r->route].start(r);
 }
 
@@ -164,8 +168,14 @@ static void receive(request *r, const char *data, size_t size)
         r->body_too_large = true;
         return;
     }
+    if (r->body_overloaded || !guard_body_reserve(&r->server->guard, size,
+                                                  r->server->options->body_bytes_in_flight_max)) {
+        r->body_overloaded = true;
+        return;
+    }
     char *grown = realloc(r->body, r->body_length + size + 1);
     if (!grown) {
+        guard_body_release(&r->server->guard, size);
         r->body_too_large = true;
         return;
     }
@@ -179,7 +189,6 @@ static enum MHD_Result on_access(void *context, struct MHD_Connection *connectio
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **request_context)
 {
-    (void)version;
     server *s = context;
     request *r = *request_context;
     if (!r) {
@@ -187,6 +196,10 @@ static enum MHD_Result on_access(void *context, struct MHD_Connection *connectio
         if (!r)
             return MHD_NO;
         *request_context = r;
+        const char *field, *detail;
+        int refused = guard_check_request(r, version, &field, &detail);
+        if (refused != COFFER_OK)
+            return http_problem(r, refused, field, detail);
         const char *length = http_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (length && strtoull(length, 0, 10) > DECODE_BODY_MAX)
             r->body_too_large = true;
@@ -223,6 +236,8 @@ static void on_completed(void *context, struct MHD_Connection *connection, void 
     free(r->results);
     free(r->history);
     free(r->holds);
+    guard_body_release(&s->guard, r->body_length);
+    guard_request_done(r);
     free(r->body);
     free(r->path_id);
     if (r->engine_used)
@@ -239,6 +254,7 @@ void server_block_signals(sigset_t *signals)
     sigemptyset(signals);
     sigaddset(signals, SIGTERM);
     sigaddset(signals, SIGINT);
+    sigaddset(signals, SIGHUP);
     pthread_sigmask(SIG_BLOCK, signals, 0);
 }
 
@@ -255,6 +271,8 @@ void server_options_init(server_options *options)
     options->queue_events_max = 64 * 1024;
     options->snapshot_every_events = 10 * 1000 * 1000;
     options->snapshot_every_seconds = 3600;
+    options->max_connections_per_client = 256;
+    options->body_bytes_in_flight_max = (size_t)256 << 20;
 }
 
 static bool listen_address(const server_options *options, struct sockaddr_in *address)
@@ -301,8 +319,10 @@ static struct MHD_Daemon *start_daemon(server *s, const struct sockaddr_in *addr
     return MHD_start_daemon(
         flags, s->options->port, 0, 0, on_access, s, MHD_OPTION_CONNECTION_LIMIT,
         s->options->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, s->options->timeout_seconds,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
-        MHD_OPTION_ARRAY, pool, MHD_OPTION_END);
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->options->max_connections_per_client,
+        MHD_OPTION_UNESCAPE_CALLBACK, guard_unescape, NULL, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, s, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, MHD_OPTION_ARRAY, pool,
+        MHD_OPTION_END);
 }
 
 /* Stop accepting, refuse new requests on open connections (503 shutting_down), wait until
@@ -336,6 +356,11 @@ int server_run(const server_options *options)
     s.options = options;
     snprintf(s.id_prefix, sizeof s.id_prefix, "%x", (unsigned)(now_ns() ^ (uint64_t)getpid()));
     metrics_init(&s.metrics);
+    char error[512];
+    if (!guard_open(&s.guard, options->tokens_path, error, sizeof error)) {
+        fprintf(stderr, "coffer: --tokens: %s\n", error);
+        return 1;
+    }
     if (open_engine(options, &s.db) != COFFER_OK)
         return 1;
     s.daemon = start_daemon(&s, &address);
@@ -349,10 +374,12 @@ int server_run(const server_options *options)
             options->port, options->data_dir,
             options->fsync_never ? " (fsync never: NOT DURABLE)" : "");
     int received = 0;
-    sigwait(&signals, &received);
+    while (sigwait(&signals, &received) == 0 && received == SIGHUP)
+        guard_reload(&s.guard);
     fprintf(stderr, "coffer: %s received: draining\n", received == SIGTERM ? "SIGTERM" : "SIGINT");
     drain(&s);
     coffer_close(s.db);
+    guard_close(&s.guard);
     fprintf(stderr, "coffer: stopped cleanly\n");
     return 0;
 }

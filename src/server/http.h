@@ -14,6 +14,7 @@
 #include "coffer.h"
 #include "server/decode.h"
 #include "server/encode.h"
+#include "server/guard.h"
 #include "server/metrics.h"
 #include "server/server.h"
 
@@ -26,6 +27,7 @@ typedef struct server {
     atomic_int active;    /* requests between their first callback and completion */
     atomic_int suspended; /* of those, requests handed to the engine and not yet completed */
     atomic_bool draining;
+    guard guard;
     char id_prefix[16];
 } server;
 
@@ -40,6 +42,10 @@ struct request {
     char *body;
     size_t body_length;
     bool body_too_large;
+    bool body_overloaded;  /* past the bound of body bytes in flight: 503 */
+    bool close_connection; /* a framing problem: close after answering */
+    tokens *tokens;        /* the table in force when the request came (NULL: none) */
+    const token *token;    /* its token, once authenticated */
     uint64_t started_ns;
     bool engine_used; /* counted in server.suspended until completion */
     char *path_id;    /* the path's id, for the routes that have one */

@@ -26,16 +26,23 @@ typedef struct server_options {
     uint64_t snapshot_every_seconds;
     bool log_requests;     /* one stderr line per request */
     bool accept_data_loss; /* open even when acknowledged records are missing (recorded) */
+    /* Security (guard.c). */
+    const char *tokens_path;             /* --tokens: NULL, no authentication */
+    const char *allow_origins;           /* comma-separated Origin values a browser may send */
+    const char *allow_hosts;             /* comma-separated Host names besides our address */
+    bool metrics_open;                   /* GET /metrics without a token */
+    unsigned max_connections_per_client; /* per client address */
+    size_t body_bytes_in_flight_max;     /* request body bytes held across all connections */
 } server_options;
 
 void server_options_init(server_options *options);
 
-/* Blocks SIGTERM and SIGINT in the calling thread (and the threads it starts later), so that
- * server_run takes them with sigwait. */
+/* Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (and the threads it starts later), so
+ * that server_run takes them with sigwait. */
 void server_block_signals(sigset_t *signals);
 
-/* Opens the engine, serves until SIGTERM or SIGINT, drains, closes (snapshot) and returns the
- * process exit status: 0 after a clean stop. */
+/* Opens the engine, serves until SIGTERM or SIGINT (SIGHUP reads --tokens again), drains, closes
+ * (snapshot) and returns the process exit status: 0 after a clean stop. */
 int server_run(const server_options *options);
 
 #endif

@@ -66,6 +66,8 @@ CODES = {
     "capacity_exceeded": (53, 503, "the configured capacity is full"),
     "out_of_memory": (54, 503, "memory could not be allocated"),
     "internal": (55, 500, "internal error"),
+    "unauthorized": (56, 401, "a valid bearer token is required"),
+    "forbidden": (57, 403, "the token, origin or host does not allow this request"),
 }
 
 INT64_MAX = 2**63 - 1

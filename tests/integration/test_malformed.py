@@ -350,7 +350,7 @@ class Malformed(ServerTestCase):
         # a huge Content-Length and no body: answered without waiting for it
         started = time.monotonic()
         reply = raw_request(self.server.port, (
-            "POST /v1/transfers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "POST /v1/transfers HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             "Content-Length: 1000000000000\r\n\r\n").encode(), timeout=10)
         self.assertIsNotNone(reply, "closed without a response")
         self.assertEqual(reply[0], 413, reply)
@@ -370,7 +370,7 @@ class Malformed(ServerTestCase):
 
     def send_large(self, size, chunked=False):
         """POSTs `size` bytes of JSON-ish body over a raw socket; returns the response."""
-        head = "POST /v1/transfers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        head = "POST /v1/transfers HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         head += ("Transfer-Encoding: chunked\r\n" if chunked else "Content-Length: %d\r\n" % size)
         head += "\r\n"
         chunk = b'{"id": "' + b"a" * 65000

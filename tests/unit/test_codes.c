@@ -57,6 +57,8 @@ static const expected_status family_statuses[] = {
     {"capacity_exceeded", 503},
     {"out_of_memory", 503},
     {"internal", 500},
+    {"unauthorized", 401},
+    {"forbidden", 403},
 };
 #define FAMILY_STATUS_COUNT (sizeof(family_statuses) / sizeof(family_statuses[0]))
 

@@ -1,0 +1,345 @@
+"""Security: bearer tokens (scopes, account prefixes, SIGHUP revocation, the CLI's --token),
+browsers (Origin, Host), HTTP framing that could smuggle a request (raw sockets), and clients that
+would starve the others (per-address connection limit, body bytes in flight)."""
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import threading
+import time
+import unittest
+
+from harness import (SLOW, ApiAssertions, Client, Server, ServerTestCase, coffer_binary,
+                     raw_request, read_response, uid)
+
+
+def coffer(*args, env=None):
+    return subprocess.run([coffer_binary()] + list(args), capture_output=True, text=True,
+                          timeout=30 * SLOW, env=env)
+
+
+class Tokens(unittest.TestCase, ApiAssertions):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server()
+        cls.path = os.path.join(cls.server.tmp, "tokens")
+        cls.secrets = {}
+        for name, scope, accounts in (("ops", "admin", None), ("app", "write", None),
+                                      ("shop", "write", "shop:,fee:"), ("viewer", "read", None)):
+            args = ["token", "create", "--name", name, "--scope", scope, "--file", cls.path,
+                    "--json"] + (["--accounts", accounts] if accounts else [])
+            run = coffer(*args)
+            assert run.returncode == 0, run.stderr
+            created = json.loads(run.stdout)
+            assert created["name"] == name and created["scope"] == scope, created
+            cls.secrets[name] = created["token"]
+        cls.server.args += ["--tokens", cls.path]
+        cls.server.start()
+        cls.client = cls.server.client()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.client.close()
+        try:
+            cls.server.stop()
+        finally:
+            cls.server.cleanup()
+
+    def call(self, name, method, path, body=None):
+        headers = {"Authorization": "Bearer " + self.secrets[name]} if name else {}
+        return self.client.request(method, path, body=body, headers=headers)
+
+    def test_the_file_holds_hashes_only_with_mode_0600(self):
+        with open(self.path) as f:
+            text = f.read()
+        self.assertTrue(text.startswith("coffer-tokens 1\n"))
+        for secret in self.secrets.values():
+            self.assertNotIn(secret, text)
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
+        listed = json.loads(coffer("token", "list", "--file", self.path, "--json").stdout)
+        self.assertEqual(sorted(t["name"] for t in listed["tokens"]),
+                         ["app", "ops", "shop", "viewer"])
+
+    def test_missing_or_invalid_token_is_401_with_www_authenticate(self):
+        for headers in ({}, {"Authorization": "Bearer cft_" + "0" * 64},
+                        {"Authorization": "Basic b3BzOm9wcw=="}):
+            r = self.client.request("GET", "/v1/accounts/x", headers=headers)
+            self.assert_problem(r, 401, "unauthorized")
+            self.assertEqual(r.header("WWW-Authenticate"), 'Bearer realm="coffer"')
+        r = self.client.post("/v1/accounts", {"id": uid("nobody"), "currency": "EUR"})
+        self.assert_problem(r, 401, "unauthorized")
+
+    def test_probes_are_open(self):
+        self.assertEqual(self.client.get("/healthz").status, 200)
+        self.assertEqual(self.client.get("/readyz").status, 200)
+
+    def test_scopes(self):
+        account = uid("s")
+        self.assert_problem(self.call("viewer", "POST", "/v1/accounts",
+                                      {"id": account, "currency": "EUR"}), 403, "forbidden")
+        self.assertEqual(self.call("app", "POST", "/v1/accounts",
+                                   {"id": account, "currency": "EUR"}).status, 201)
+        self.assertEqual(self.call("viewer", "GET", "/v1/accounts/" + account).status, 200)
+        for path in ("/metrics", "/v1/verify"):
+            self.assert_problem(self.call("app", "GET", path), 403, "forbidden")
+            self.assertEqual(self.call("ops", "GET", path).status, 200)
+
+    def test_prefixes_refuse_a_batch_with_one_foreign_account_and_apply_nothing(self):
+        mine, other = uid("shop:a"), uid("other:a")
+        self.assertEqual(self.call("shop", "POST", "/v1/accounts",
+                                   {"id": mine, "currency": "EUR"}).status, 201)
+        self.assert_problem(self.call("shop", "POST", "/v1/accounts",
+                                      {"id": other, "currency": "EUR"}), 403, "forbidden")
+        self.assertEqual(self.call("app", "POST", "/v1/accounts",
+                                   {"id": other, "currency": "EUR", "min_balance": None}).status,
+                         201)
+        first = uid("t")
+        batch = {"atomic": False, "transfers": [
+            {"id": first, "from": mine, "to": mine.replace("shop:", "fee:"), "amount": 1},
+            {"id": uid("t"), "from": other, "to": mine, "amount": 5}]}
+        self.assert_problem(self.call("shop", "POST", "/v1/transfers", batch), 403, "forbidden")
+        self.assertEqual(self.call("ops", "GET", "/v1/transfers/" + first).status, 404)
+        self.assertEqual(self.call("ops", "GET", "/v1/accounts/" + mine).json()["version"], 1)
+        # Reads: the token's own accounts only; a transfer when one side is its own.
+        self.assert_problem(self.call("shop", "GET", "/v1/accounts/" + other), 403, "forbidden")
+        self.assert_problem(self.call("shop", "GET", "/v1/accounts/%s/history" % other), 403,
+                            "forbidden")
+        self.assert_problem(self.call("shop", "GET", "/v1/holds"), 403, "forbidden")
+        self.assertEqual(self.call("shop", "GET", "/v1/holds?account=" + mine).status, 200)
+        into_mine, elsewhere = uid("t"), uid("t")
+        self.assertEqual(self.call("app", "POST", "/v1/transfers",
+                                   {"id": into_mine, "from": other, "to": mine,
+                                    "amount": 3}).status, 201)
+        self.assertEqual(self.call("app", "POST", "/v1/accounts",
+                                   {"id": elsewhere, "currency": "EUR"}).status, 201)
+        outside = uid("t")
+        self.assertEqual(self.call("app", "POST", "/v1/transfers",
+                                   {"id": outside, "from": other, "to": elsewhere,
+                                    "amount": 1}).status, 201)
+        self.assertEqual(self.call("shop", "GET", "/v1/transfers/" + into_mine).status, 200)
+        self.assert_problem(self.call("shop", "GET", "/v1/transfers/" + outside), 403,
+                            "forbidden")
+        # A hold's accounts are known only once applied: a prefix token may not post or void.
+        self.assert_problem(self.call("shop", "POST", "/v1/holds/h/void", {"id": uid("v")}), 403,
+                            "forbidden")
+
+    def test_the_cli_sends_the_token(self):
+        account = uid("cli")
+        self.assertEqual(self.call("app", "POST", "/v1/accounts",
+                                   {"id": account, "currency": "EUR"}).status, 201)
+        url = "http://127.0.0.1:%d" % self.server.port
+        refused = coffer("--server", url, "account", "get", account)
+        self.assertEqual(refused.returncode, 1, refused.stderr)
+        given = coffer("--server", url, "--token", self.secrets["viewer"], "account", "get",
+                       account)
+        self.assertEqual(given.returncode, 0, given.stderr)
+        env = dict(os.environ, COFFER_TOKEN=self.secrets["viewer"])
+        from_env = coffer("--server", url, "account", "get", account, env=env)
+        self.assertEqual(from_env.returncode, 0, from_env.stderr)
+
+    def test_zz_sighup_revokes_and_a_bad_file_keeps_the_tokens(self):
+        self.assertEqual(self.call("viewer", "GET", "/v1/holds").status, 200)
+        run = coffer("token", "revoke", "--name", "viewer", "--file", self.path)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.server.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10 * SLOW
+        while self.call("viewer", "GET", "/v1/holds").status != 401:
+            self.assertLess(time.monotonic(), deadline, "the revoked token still works")
+            time.sleep(0.05)
+        with open(self.path) as f:
+            good = f.read()
+        with open(self.path, "w") as f:
+            f.write("not a tokens file\n")
+        self.server.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10 * SLOW
+        while "keeping the tokens in force" not in self.server.stderr():
+            self.assertLess(time.monotonic(), deadline, self.server.stderr())
+            time.sleep(0.05)
+        self.assertEqual(self.call("app", "GET", "/v1/holds").status, 200)
+        with open(self.path, "w") as f:
+            f.write(good)
+
+
+class Browsers(ServerTestCase):
+
+    server_options = {"args": ["--allow-origin", "https://good.example",
+                               "--allow-host", "ledger.internal"]}
+
+    def test_a_foreign_origin_is_refused_and_nothing_applied(self):
+        account = uid("o")
+        for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+            r = self.client.post("/v1/accounts", {"id": account, "currency": "EUR"},
+                                 headers={"Origin": "http://evil.example",
+                                          "Content-Type": content_type})
+            self.assert_problem(r, 403, "forbidden")
+        self.assertEqual(self.client.get("/v1/accounts/" + account).status, 404)
+        r = self.client.post("/v1/accounts", {"id": account, "currency": "EUR"},
+                             headers={"Origin": "https://good.example"})
+        self.assertEqual(r.status, 201, r)
+
+    def test_a_foreign_host_is_refused_without_tokens(self):
+        port = self.server.port
+        for host, status in ((b"evil.example", 403), (b"evil.example:%d" % port, 403),
+                             (b"localhost:%d" % port, 400), (b"127.0.0.1", 400),
+                             (b"ledger.internal:%d" % port, 400)):
+            request = (b"POST /v1/accounts HTTP/1.1\r\nHost: " + host +
+                       b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+            self.assertEqual(raw_request(port, request)[0], status, host)
+
+    def test_curl_from_a_terminal_still_works(self):
+        account = uid("c")
+        run = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-d",
+                              '{"id":"%s","currency":"EUR"}' % account,
+                              "http://127.0.0.1:%d/v1/accounts" % self.server.port],
+                             capture_output=True, text=True, timeout=30 * SLOW)
+        self.assertEqual(run.stdout, "201", run.stderr)
+
+    def test_a_non_loopback_listen_needs_tokens(self):
+        run = coffer("serve", "--listen", "0.0.0.0:0", "--data", "/nonexistent/never-opened")
+        self.assertEqual(run.returncode, 2)
+        self.assertIn("--tokens", run.stderr)
+
+
+class Framing(ServerTestCase):
+
+    def smuggle(self, headers):
+        """A request with `headers` whose body is a second request: answered 400, the
+        connection closed, and the second request never run."""
+        hidden = uid("smuggled")
+        second = ('POST /v1/accounts HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n%s'
+                  % (len('{"id":"%s","currency":"EUR"}' % hidden),
+                     '{"id":"%s","currency":"EUR"}' % hidden))
+        body = "0\r\n\r\n" + second
+        data = ("POST /v1/accounts HTTP/1.1\r\nHost: localhost\r\n%s\r\n%s"
+                % (headers.format(len(body)), body)).encode()
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=10 * SLOW) as s:
+            s.sendall(data)
+            status, answer_headers, answer = read_response(s)
+            self.assertEqual(status, 400, answer)
+            self.assertEqual(answer_headers.get("content-type"), "application/problem+json")
+            self.assertEqual(answer_headers.get("connection"), "close")
+            s.settimeout(5 * SLOW)
+            self.assertEqual(s.recv(65536), b"", "the connection stayed open")
+        self.assertEqual(self.client.get("/v1/accounts/" + hidden).status, 404)
+
+    def test_transfer_encoding_with_content_length(self):
+        self.smuggle("Transfer-Encoding: chunked\r\nContent-Length: {0}\r\n")
+
+    def test_two_content_lengths_even_equal(self):
+        self.smuggle("Content-Length: {0}\r\nContent-Length: {0}\r\n")
+
+    def test_a_transfer_encoding_other_than_chunked(self):
+        self.smuggle("Transfer-Encoding: gzip, chunked\r\n")
+
+    def test_http_1_1_without_host_is_a_problem_json_400(self):
+        status, headers, body = raw_request(self.server.port,
+                                            b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        self.assertEqual(status, 400, body)
+        self.assertEqual(json.loads(body)["code"], "invalid_argument")
+
+    def test_nul_in_a_path_is_refused_not_cut(self):
+        self.create_account("a")
+        r = self.client.get("/v1/accounts/a%00b")
+        self.assert_problem(r, 400, "invalid_field", field="/id")
+
+    def test_nul_in_metadata_is_refused(self):
+        r = self.client.post("/v1/accounts", {"id": uid("m"), "currency": "EUR",
+                                              "metadata": {"note": "a\u0000b"}})
+        self.assert_problem(r, 400, "invalid_field", field="/metadata")
+        r = self.client.post("/v1/accounts", {"id": uid("m"), "currency": "EUR",
+                                              "metadata": {"note": "a\\u0000b"}})
+        self.assertEqual(r.status, 201, r)
+
+
+class Starving(ServerTestCase):
+
+    PER_CLIENT = 8
+    IN_FLIGHT = 64 * 1024
+    server_options = {"args": ["--max-connections-per-client", str(PER_CLIENT),
+                               "--max-body-bytes-in-flight", str(IN_FLIGHT)], "timeout": 30}
+
+    def trickler(self, source, count, stop):
+        sockets = []
+        for _ in range(count):
+            s = socket.socket()
+            s.bind((source, 0))
+            s.connect(("127.0.0.1", self.server.port))
+            s.sendall(b"GET /healthz HTTP/1.1\r\n")
+            sockets.append(s)
+
+        def trickle():
+            while not stop.is_set():
+                for s in sockets:
+                    try:
+                        s.sendall(b"X")
+                    except OSError:
+                        pass
+                stop.wait(0.5)
+            for s in sockets:
+                s.close()
+        thread = threading.Thread(target=trickle)
+        thread.start()
+        return thread
+
+    def test_a_slowloris_does_not_stop_the_others(self):
+        stop = threading.Event()
+        threads = [self.trickler("127.0.0.%d" % (10 + i), self.PER_CLIENT, stop)
+                   for i in range(10)]  # 80 connections trickling a header
+        try:
+            slowest = 0.0
+            for _ in range(20):
+                started = time.monotonic()
+                self.assertEqual(self.client.get("/healthz").status, 200)
+                slowest = max(slowest, time.monotonic() - started)
+                time.sleep(0.1)
+            self.assertLess(slowest, 0.5 * SLOW)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+
+    def test_connections_past_the_per_address_limit_are_closed(self):
+        held = [socket.create_connection(("127.0.0.1", self.server.port),
+                                         source_address=("127.0.0.2", 0))
+                for _ in range(self.PER_CLIENT)]
+        try:
+            time.sleep(0.2)
+            with socket.create_connection(("127.0.0.1", self.server.port),
+                                          source_address=("127.0.0.2", 0)) as extra:
+                extra.settimeout(5 * SLOW)
+                try:
+                    extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                    answer = extra.recv(100)
+                except ConnectionResetError:
+                    answer = b""
+                self.assertEqual(answer, b"")
+            self.assertEqual(self.client.get("/healthz").status, 200)
+        finally:
+            for s in held:
+                s.close()
+
+    def test_body_bytes_in_flight_are_bounded(self):
+        port = self.server.port
+        big = self.IN_FLIGHT - 1000
+        with socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW) as holder:
+            holder.sendall(b"POST /v1/accounts HTTP/1.1\r\nHost: localhost\r\nContent-Length: "
+                           b"%d\r\n\r\n" % big + b" " * (big - 1))
+            time.sleep(0.3 * SLOW)
+            body = b'{"id":"%s","currency":"EUR"}' % uid("f").encode() + b" " * 4000
+            request = (b"POST /v1/accounts HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n"
+                       b"Connection: close\r\n\r\n" % len(body)) + body
+            status, headers, answer = raw_request(port, request)
+            self.assertEqual(status, 503, answer)
+            self.assertEqual(json.loads(answer)["code"], "overloaded")
+            self.assertEqual(headers.get("retry-after"), "1")
+            holder.sendall(b"}")
+            self.assertEqual(read_response(holder)[0], 400)
+        self.assertEqual(raw_request(port, request)[0], 201)
+
+
+if __name__ == "__main__":
+    unittest.main()
