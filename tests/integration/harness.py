@@ -9,6 +9,8 @@ any still running when the interpreter exits are killed (SIGKILL, by pid).
 
 The binary is $COFFER_BINARY (CMake sets it), else build/coffer next to this tree.
 Set COFFER_KEEP_DATA=1 to keep the temporary directories for inspection.
+Set COFFER_SPEC_RECORD=FILE to append every exchange a `Client` makes to FILE, one JSON line
+each, for tests/spec/check_exchanges.py to hold against docs/openapi.yaml.
 """
 
 import atexit
@@ -332,6 +334,29 @@ def tail(text, lines=40):
 
 # ---- HTTP client ---------------------------------------------------------------------------------
 
+_record_path = os.environ.get("COFFER_SPEC_RECORD")
+_record_lock = threading.Lock()
+
+
+def record_exchange(method, path, headers, data, response):
+    """Appends one exchange to $COFFER_SPEC_RECORD (when set) as a JSON line. Bodies are kept
+    as text so that the checker reads their integers exactly, beyond 2^53 too."""
+    if not _record_path:
+        return
+    line = json.dumps({
+        "method": method, "target": path,
+        "request_headers": {name.lower(): value for name, value in headers.items()},
+        # An oversized body is refused unread (413): its bytes would only fill the file.
+        "request_body": None if data is None or len(data) > BODY_MAX
+        else data.decode("utf-8", "replace"),
+        "status": response.status,
+        "response_headers": [[name.lower(), value] for name, value in response.headers.items()],
+        "response_body": response.body.decode("utf-8", "replace"),
+    })
+    with _record_lock, open(_record_path, "a", encoding="utf-8") as out:
+        out.write(line + "\n")
+
+
 class Response:
     def __init__(self, status, reason, headers, body, elapsed):
         self.status = status
@@ -426,6 +451,7 @@ class Client:
             self.requests += 1
             response = Response(r.status, r.reason, r.headers, payload,
                                 time.monotonic() - started)
+            record_exchange(method, path, h, data, response)
             if r.will_close:
                 self.close()
             else:
