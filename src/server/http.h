@@ -40,6 +40,7 @@ struct request {
     char *body;
     size_t body_length;
     bool body_too_large;
+    uint64_t upload_length; /* bytes of body received, kept or not */
     uint64_t started_ns;
     bool engine_used; /* counted in server.suspended until completion */
     char *path_id;    /* the path's id, for the routes that have one */

@@ -552,6 +552,19 @@ class ApiAssertions:
             self.assertEqual(p.get(key), value, "problem %s: %r" % (key, p))
         return p
 
+    def assert_batch_failed(self, r, code):
+        """r is the 409 of an atomic batch that applied nothing, `code` its first failure's;
+        returns its results (each still a problem item or, never here, a created one)."""
+        self.assertEqual(r.status, 409, "want 409 for a failed atomic batch, got %r" % r)
+        self.assert_request_id(r)
+        self.assertEqual(r.content_type, "application/json", r)
+        body = r.json()
+        self.assertEqual((body.get("atomic"), body.get("code")), (True, code), body)
+        self.assertEqual(list(body), ["atomic", "code", "results"], body)
+        failures = [x["code"] for x in body["results"] if x["code"] != "batch_failed"]
+        self.assertEqual(failures, [code], "one item fails with its own code: %r" % body)
+        return body["results"]
+
     def assert_created(self, r, status=201):
         self.assertEqual(r.status, status, "want %d, got %r" % (status, r))
         self.assert_request_id(r)
@@ -567,11 +580,11 @@ class ApiAssertions:
         self.assertEqual(replay.json(), original.json(), "replay body differs")
         self.assert_request_id(replay)
 
-    def assert_timestamp(self, text, ns=None):
+    def assert_timestamp(self, text):
+        """text is an RFC 3339 UTC time with nine fraction digits; returns it in ns."""
         self.assertIsInstance(text, str)
         self.assertRegex(text, RFC3339_NS)
-        if ns is not None:
-            self.assertEqual(parse_rfc3339_ns(text), ns, "timestamp and _ns disagree")
+        return parse_rfc3339_ns(text)
 
 
 class ServerTestCase(unittest.TestCase, ApiAssertions):
