@@ -10,8 +10,8 @@ import threading
 import time
 import unittest
 
-from harness import (BATCH_MAX, BODY_MAX, SLOW, ServerTestCase, raw_request, read_response,
-                     uid)
+from harness import (BATCH_MAX, BODY_MAX, SLOW, Response, ServerTestCase, raw_request,
+                     read_response, record_exchange, uid)
 
 TIMEOUT = 2  # the server's --timeout, seconds
 
@@ -388,6 +388,9 @@ class Malformed(ServerTestCase):
                     text = response.read()
                 finally:
                     connection.close()
+                record_exchange("POST", "/v1/transfers", {"Content-Type": "application/json"},
+                                None, Response(response.status, response.reason, response.msg,
+                                               text, 0))  # for the spec check
                 self.assertEqual(response.status, 413, text[:300])
                 self.assertEqual(response.getheader("Connection"), "close")
                 headers = {k.lower(): v for k, v in response.getheaders()}
