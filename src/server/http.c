@@ -179,15 +179,23 @@ static bool receive(request *r, const char *data, size_t size)
         r->body_too_large = true;
         free(r->body); /* what was kept is not needed any more */
         r->body = 0;
-        r->body_length = 0;
+        r->body_length = r->body_capacity = 0;
         return true;
     }
-    char *grown = realloc(r->body, r->body_length + size + 1);
-    if (!grown) {
-        r->body_too_large = true;
-        return true;
+    if (r->body_length + size + 1 > r->body_capacity) {
+        /* Doubling: MHD hands a body over in pieces of a few KiB, and growing by each piece
+         * would copy a 4 MiB body hundreds of times. */
+        size_t capacity = r->body_capacity ? r->body_capacity : 4096;
+        while (capacity < r->body_length + size + 1)
+            capacity *= 2;
+        char *grown = realloc(r->body, capacity);
+        if (!grown) {
+            r->body_too_large = true;
+            return true;
+        }
+        r->body = grown;
+        r->body_capacity = capacity;
     }
-    r->body = grown;
     memcpy(r->body + r->body_length, data, size);
     r->body_length += size;
     r->body[r->body_length] = 0;

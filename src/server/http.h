@@ -39,6 +39,7 @@ struct request {
     char request_id[72];
     char *body;
     size_t body_length;
+    size_t body_capacity; /* allocated for body */
     bool body_too_large;
     uint64_t upload_length; /* bytes of body received, kept or not */
     uint64_t started_ns;
