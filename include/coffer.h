@@ -271,8 +271,10 @@ enum coffer_transfer_state {
 typedef struct coffer_result {
     int code;
     bool replayed;
-    uint8_t state;           /* enum coffer_transfer_state; for accounts POSTED on success */
-    const char *field;       /* invalid_field, id_reused, version_mismatch: a static JSON pointer */
+    uint8_t state; /* enum coffer_transfer_state; for accounts POSTED on success */
+    /* invalid_field, id_reused, version_mismatch: a static JSON pointer. NULL for an
+     * id_reused event that matches its record: its atomic batch mixes recorded and new ids. */
+    const char *field;
     uint64_t seq;            /* the event's seq; 0 when nothing was recorded */
     uint64_t timestamp;      /* ns since the epoch */
     int64_t amount;          /* moved, held or captured; 0 when rejected */

@@ -71,6 +71,7 @@ echo "-- 1. atomic buying"
 r="$(buy poor 1 poor-1)"
 echo "   poor (500 KRW) buys 1 share for 1,000: $(codes <<<"$r")"
 check "poor's order fails whole" "$(codes <<<"$r")" '["insufficient_balance","batch_failed"]'
+check "answered as a failure" "$(jq -c '[.status, .body.code]' <<<"$r")" '[409,"insufficient_balance"]'
 check "poor still has" "$(balance "$RUN:user:poor:krw") KRW, $(balance "$RUN:user:poor:shares") shares" "500 KRW, 0 shares"
 r="$(buy whale 8 whale-1)"
 echo "   whale buys 8 shares: $(codes <<<"$r")"

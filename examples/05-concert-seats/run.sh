@@ -76,7 +76,10 @@ check "outcomes" "$(cat "$work"/hold-?.json | jq -sc 'map("\(.status) \(.body.co
     '["1 x 201 created","4 x 409 insufficient_balance"]'
 winner="$(for fan in 1 2 3 4 5; do jq -r --arg fan "$fan" 'select(.status == 201) | $fan' "$work/hold-$fan.json"; done)"
 hold="$(cat "$work/hold-$winner.json")"
-check "the hold lasts 5 minutes (ns)" "$(jq '.body.transfer.expires_at_ns - .body.transfer.timestamp_ns' <<<"$hold")" 300000000000
+# RFC 3339 times with nanoseconds: 300 s apart to the nanosecond (same fraction digits)
+check "the hold lasts 5 minutes" "$(jq -c '.body.transfer | [.expires_at, .timestamp]
+    | map(capture("^(?<s>.*)[.](?<f>[0-9]{9})Z$"))
+    | [(map(.s + "Z" | fromdateiso8601) | .[0] - .[1]), .[0].f == .[1].f]' <<<"$hold")" '[300,true]'
 r="$(pay_and_confirm "$winner" "hold:A12:fan$winner" "order:A12:fan$winner")"
 echo "   fan $winner pays $TICKET and confirms the seat: $(codes <<<"$r")"
 check "payment and confirmation" "$(codes <<<"$r")" '["created","created"]'
@@ -106,6 +109,7 @@ sleep 1.5
 r="$(pay_and_confirm 2 hold:A13:fan2 order:A13:fan2)"
 echo "   pay + confirm: $(codes <<<"$r")"
 check "the batch fails whole" "$(codes <<<"$r")" '["batch_failed","hold_expired"]'
+check "answered as a failure" "$(jq -c '[.status, .body.code]' <<<"$r")" '[409,"hold_expired"]'
 check "fan 2 charged" $((points_before - $(balance "$RUN:fan:2:points"))) 0
 check "hold state" "$(get "/v1/transfers/$RUN:hold:A13:fan2" | jq -r .state)" expired
 check "seat A13 free again (available)" "$(get "/v1/accounts/$RUN:seat:C1:A13" | jq .available)" 1

@@ -184,11 +184,12 @@ class Shop:
             batch.append({"id": "%s:stock:%s" % (key, sku), "from": "%s:stock:%s" % (self.p, sku),
                           "to": "%s:sold:%s" % (self.p, sku), "amount": qty})
         r = self.coffer.transfers(batch, atomic=True, key=key)
-        if r.status != 200:
+        # 200: the batch applied; 409 with "results": it failed whole and applied nothing.
+        if r.status == 200:
+            return "paid", total, r
+        if r.status != 409 or not isinstance(r.body, dict) or "results" not in r.body:
             raise RuntimeError("checkout %s: HTTP %d %s" % (order_id, r.status, r.body))
         results = r.body["results"]
-        if all(x["code"] == "created" for x in results):
-            return "paid", total, r
         # In a failed atomic batch the item that failed carries its own code, the rest batch_failed.
         failed = next(i for i, x in enumerate(results) if x["code"] != "batch_failed")
         code = results[failed]["code"]

@@ -824,7 +824,7 @@ static bool atomic_prior(ledger *l, const coffer_event *events, size_t count,
             continue;
         if (existing++ == 0) {
             first_existing = i;
-            existing_field = found.difference != FIELD_NONE ? found.difference : FIELD_ID;
+            existing_field = found.difference; /* FIELD_NONE when it matches its record */
         }
         if (found.difference != FIELD_NONE && first_different == count) {
             first_different = i;
@@ -834,6 +834,8 @@ static bool atomic_prior(ledger *l, const coffer_event *events, size_t count,
     if (existing == 0)
         return false;
     if (existing < count) {
+        /* A mix of recorded and new events. When the first recorded one matches its record,
+         * nothing about it is wrong but the mix: id_reused without a field says so. */
         refuse_all(results, count, first_existing, COFFER_ID_REUSED, existing_field);
     } else if (first_different < count) {
         refuse_all(results, count, first_different, COFFER_ID_REUSED, different_field);

@@ -38,12 +38,12 @@ void encode_time(char *out, size_t size, uint64_t ns)
     snprintf(out, size, "%s.%sZ", utc_seconds((time_t)(ns / 1000000000ULL)), fraction);
 }
 
-static void set_time(json_t *object, const char *key, const char *key_ns, uint64_t ns)
+/* Times go out as RFC 3339 text only: integer nanoseconds pass 2^53, which JavaScript rounds. */
+static void set_time(json_t *object, const char *key, uint64_t ns)
 {
     char text[48];
     encode_time(text, sizeof text, ns);
     json_object_set_new(object, key, json_string(text));
-    json_object_set_new(object, key_ns, json_integer((json_int_t)ns));
 }
 
 static json_t *metadata_value(const char *text, size_t length)
@@ -103,7 +103,7 @@ static json_t *created_account(const coffer_event *e, const coffer_result *r)
                                                          : json_null());
     json_t *metadata = metadata_value(e->metadata, e->metadata_len);
     json_object_set_new(account, "metadata", metadata ? metadata : json_object());
-    set_time(account, "created_at", "created_at_ns", r->timestamp);
+    set_time(account, "created_at", r->timestamp);
     return account;
 }
 
@@ -117,14 +117,14 @@ static json_t *event_success_json(const coffer_event *e, const coffer_result *r)
     json_t *transfer =
         json_pack("{s:s, s:s, s:I, s:I}", "id", e->id, "state", encode_state_name(r->state),
                   "amount", (json_int_t)r->amount, "seq", (json_int_t)r->seq);
-    set_time(transfer, "timestamp", "timestamp_ns", r->timestamp);
+    set_time(transfer, "timestamp", r->timestamp);
     if (e->op == COFFER_OP_TRANSFER) {
         json_object_set_new(transfer, "from", json_string(e->from));
         json_object_set_new(transfer, "to", json_string(e->to));
         if (e->hold_timeout_ms) {
             json_object_set_new(transfer, "hold",
                                 json_pack("{s:I}", "timeout_ms", (json_int_t)e->hold_timeout_ms));
-            set_time(transfer, "expires_at", "expires_at_ns", r->expires_at);
+            set_time(transfer, "expires_at", r->expires_at);
         }
         if (e->flags & COFFER_FLAG_UP_TO) {
             json_object_set_new(transfer, "up_to", json_true());
@@ -178,6 +178,11 @@ static json_t *event_problem_json(const coffer_event *e, const coffer_result *r,
                  (unsigned long long)r->actual_version);
     if (r->code == COFFER_ID_REUSED && r->field)
         snprintf(detail, sizeof detail, "id %s was used with a different %s", e->id, r->field + 1);
+    if (r->code == COFFER_ID_REUSED && !r->field) /* the item matches its record: see coffer.h */
+        snprintf(detail, sizeof detail,
+                 "the atomic batch mixes recorded and new items (%s is recorded); send it all "
+                 "new, or exactly as recorded to replay it",
+                 e->id);
     json_t *problem = problem_json(r->code, coffer_code_http_status(r->code), field, detail);
     if (r->code == COFFER_INSUFFICIENT_BALANCE)
         json_object_set_new(problem, "available", json_integer(r->available));
@@ -204,7 +209,7 @@ static json_t *account_json(const coffer_account *a, int at, uint64_t at_value)
                         a->has_max ? json_integer(a->max_balance) : json_null());
     json_t *metadata = metadata_value(a->metadata, a->metadata_len);
     json_object_set_new(out, "metadata", metadata ? metadata : json_object());
-    set_time(out, "created_at", "created_at_ns", a->created_at);
+    set_time(out, "created_at", a->created_at);
     if (at != COFFER_AT_NOW) {
         json_object_set_new(out, "debits_posted", json_null());
         json_object_set_new(out, "credits_posted", json_null());
@@ -213,7 +218,7 @@ static json_t *account_json(const coffer_account *a, int at, uint64_t at_value)
         if (at == COFFER_AT_SEQ)
             json_object_set_new(where, "seq", json_integer((json_int_t)at_value));
         else
-            set_time(where, "timestamp", "timestamp_ns", at_value);
+            set_time(where, "timestamp", at_value);
         json_object_set_new(out, "at", where);
     }
     return out;
@@ -226,14 +231,14 @@ static json_t *transfer_json(const coffer_transfer *t)
     json_t *out = json_pack("{s:s, s:s, s:s, s:I, s:I}", "id", t->id, "state",
                             encode_state_name(t->state), "code", coffer_code_name(t->code),
                             "amount", (json_int_t)amount, "seq", (json_int_t)t->seq);
-    set_time(out, "timestamp", "timestamp_ns", t->timestamp);
+    set_time(out, "timestamp", t->timestamp);
     if (t->op == COFFER_OP_TRANSFER) {
         json_object_set_new(out, "from", json_string(t->from));
         json_object_set_new(out, "to", json_string(t->to));
         if (t->hold_timeout_ms) {
             json_object_set_new(out, "hold",
                                 json_pack("{s:I}", "timeout_ms", (json_int_t)t->hold_timeout_ms));
-            set_time(out, "expires_at", "expires_at_ns", t->expires_at);
+            set_time(out, "expires_at", t->expires_at);
         }
         if (t->flags & COFFER_FLAG_UP_TO) {
             json_object_set_new(out, "up_to", json_true());
@@ -290,7 +295,7 @@ static json_t *history_entry_json(const coffer_history_entry *h)
                   h->transfer_id, "kind", history_kind_name(h->kind), "delta", (json_int_t)h->delta,
                   "balance", (json_int_t)h->balance, "available", (json_int_t)h->available,
                   "version", (json_int_t)h->version);
-    set_time(out, "timestamp", "timestamp_ns", h->timestamp);
+    set_time(out, "timestamp", h->timestamp);
     return out;
 }
 
@@ -364,16 +369,40 @@ static void append_rejected_item(text_buffer *t, const coffer_event *event,
     free(text);
 }
 
-/* A list's answer: 200 with one item per event, in order. */
+/* The code an atomic batch failed with: the first item's own code that is not batch_failed
+ * (the engine gives one such item), or OK when the batch applied or was replayed. */
+static int atomic_failure(const coffer_result *results, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        if (!coffer_code_is_success(results[i].code) && results[i].code != COFFER_BATCH_FAILED)
+            return results[i].code;
+    for (size_t i = 0; i < count; i++) /* not expected: every item batch_failed */
+        if (!coffer_code_is_success(results[i].code))
+            return results[i].code;
+    return COFFER_OK;
+}
+
+/* A list's answer: one item per event, in order; 200, or 409 with the failure's code at the
+ * top level for an atomic batch that failed (it applied nothing, so a client that reads only
+ * the status must not take it for a success). */
 static void encode_batch(encoded *out, const coffer_event *events, const coffer_result *results,
                          size_t count, bool atomic)
 {
     bool accounts = events[0].op == COFFER_OP_CREATE_ACCOUNT;
+    int failure = atomic && !accounts ? atomic_failure(results, count) : COFFER_OK;
     text_buffer t = {0};
-    const char *head = accounts ? "{\"results\":["
-                       : atomic ? "{\"atomic\":true,\"results\":["
-                                : "{\"atomic\":false,\"results\":[";
-    text_append(&t, head, strlen(head));
+    if (failure != COFFER_OK) {
+        const char *name = coffer_code_name(failure);
+        const char *open = "{\"atomic\":true,\"code\":\"", *results_key = "\",\"results\":[";
+        text_append(&t, open, strlen(open));
+        text_append(&t, name, strlen(name));
+        text_append(&t, results_key, strlen(results_key));
+    } else {
+        const char *head = accounts ? "{\"results\":["
+                           : atomic ? "{\"atomic\":true,\"results\":["
+                                    : "{\"atomic\":false,\"results\":[";
+        text_append(&t, head, strlen(head));
+    }
     for (size_t i = 0; i < count && !t.failed; i++) {
         if (i)
             text_append(&t, ",", 1);
@@ -388,7 +417,8 @@ static void encode_batch(encoded *out, const coffer_event *events, const coffer_
         encode_problem(out, COFFER_OUT_OF_MEMORY, 0, 0);
         return;
     }
-    *out = (encoded){200, COFFER_OK, "application/json", false, t.bytes, t.length};
+    *out = (encoded){
+        failure != COFFER_OK ? 409 : 200, failure, "application/json", false, t.bytes, t.length};
 }
 
 void encode_write(encoded *out, const coffer_event *events, const coffer_result *results,

@@ -69,8 +69,7 @@ static void put_transfer_terms(text_buffer *t, const coffer_event *e, const coff
         put_u64(t, e->hold_timeout_ms);
         PUT(t, "},\"expires_at\":\"");
         put_time(t, r->expires_at);
-        PUT(t, "\",\"expires_at_ns\":");
-        put_u64(t, r->expires_at);
+        PUT(t, "\"");
     }
     if (e->flags & COFFER_FLAG_UP_TO) {
         PUT(t, ",\"up_to\":true,\"amount_requested\":");
@@ -93,8 +92,7 @@ bool encode_success_fast(text_buffer *t, const coffer_event *e, const coffer_res
     put_u64(t, r->seq);
     PUT(t, ",\"timestamp\":\"");
     put_time(t, r->timestamp);
-    PUT(t, "\",\"timestamp_ns\":");
-    put_u64(t, r->timestamp);
+    PUT(t, "\"");
     put_transfer_terms(t, e, r);
     PUT(t, "},\"accounts\":{\"from\":");
     put_account_after(t, e->from, &r->from);

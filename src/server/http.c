@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,7 +43,11 @@ enum MHD_Result http_send(request *r, encoded *response)
     }
     MHD_add_response_header(reply, MHD_HTTP_HEADER_CONTENT_TYPE, response->content_type);
     MHD_add_response_header(reply, "X-Request-Id", r->request_id);
-    if (atomic_load(&r->server->draining) || r->close_connection) /* let clients move on */
+    /* Draining: let clients move on rather than reuse us. An oversized upload: its answer
+     * ends the connection, which may still hold the rest of the body. A framing problem: what
+     * follows on the connection cannot be trusted. */
+    if (atomic_load(&r->server->draining) || r->close_connection ||
+        response->code == COFFER_BODY_TOO_LARGE)
         MHD_add_response_header(reply, MHD_HTTP_HEADER_CONNECTION, "close");
     if (response->replayed)
         MHD_add_response_header(reply, "Idempotent-Replayed", "true");
@@ -156,33 +161,72 @@ static request *request_new(server *s, struct MHD_Connection *connection, const 
     return r;
 }
 
-/* Appends upload data, keeping at most the limit (the rest is counted and dropped). */
-static void receive(request *r, const char *data, size_t size)
+/*
+ * An oversized body is still read, and dropped, before its 413 is sent: a client that is
+ * still sending (Python's http.client, Node's fetch) would otherwise meet a reset instead of
+ * the answer. Reading is bounded: past UPLOAD_DRAIN_MAX bytes or UPLOAD_DRAIN_NS the
+ * connection is closed without an answer, and a Content-Length beyond the bound is answered
+ * at once.
+ */
+#define UPLOAD_DRAIN_MAX ((uint64_t)64 << 20)
+#define UPLOAD_DRAIN_NS (10ULL * 1000000000ULL)
+
+/* Appends upload data, keeping at most the limit (the rest is counted and dropped). False
+ * when an oversized upload has been drained for too long: close the connection. */
+static bool receive(request *r, const char *data, size_t size)
 {
     bool takes_body = routes_take_body(r->route);
+    r->upload_length += size;
     if (r->body_too_large || !takes_body) {
         r->body_too_large |= takes_body;
-        return;
+        return r->upload_length <= UPLOAD_DRAIN_MAX && now_ns() - r->started_ns <= UPLOAD_DRAIN_NS;
     }
     if (r->body_length + size > DECODE_BODY_MAX) {
         r->body_too_large = true;
-        return;
+        guard_body_release(&r->server->guard, r->body_length); /* what it reserved so far */
+        free(r->body); /* what was kept is not needed any more */
+        r->body = 0;
+        r->body_length = r->body_capacity = 0;
+        return true;
     }
     if (r->body_overloaded || !guard_body_reserve(&r->server->guard, size,
                                                   r->server->options->body_bytes_in_flight_max)) {
-        r->body_overloaded = true;
-        return;
+        r->body_overloaded = true; /* answered 503; the rest of the body is read and dropped */
+        return true;
     }
-    char *grown = realloc(r->body, r->body_length + size + 1);
-    if (!grown) {
-        guard_body_release(&r->server->guard, size);
-        r->body_too_large = true;
-        return;
+    if (r->body_length + size + 1 > r->body_capacity) {
+        /* Doubling: MHD hands a body over in pieces of a few KiB, and growing by each piece
+         * would copy a 4 MiB body hundreds of times. */
+        size_t capacity = r->body_capacity ? r->body_capacity : 4096;
+        while (capacity < r->body_length + size + 1)
+            capacity *= 2;
+        char *grown = realloc(r->body, capacity);
+        if (!grown) {
+            guard_body_release(&r->server->guard, size);
+            r->body_too_large = true;
+            return true;
+        }
+        r->body = grown;
+        r->body_capacity = capacity;
     }
-    r->body = grown;
     memcpy(r->body + r->body_length, data, size);
     r->body_length += size;
     r->body[r->body_length] = 0;
+    return true;
+}
+
+/* On a request's first callback: true when its announced body is to be refused at once,
+ * because it is over the drain bound, or because the client waits for our word before
+ * sending it (Expect: 100-continue). A smaller announced excess is drained first. */
+static bool refuse_body_at_once(request *r)
+{
+    const char *length = http_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    unsigned long long announced = length ? strtoull(length, 0, 10) : 0;
+    if (announced <= DECODE_BODY_MAX || !routes_take_body(r->route))
+        return false;
+    r->body_too_large = true;
+    const char *expect = http_header(r, MHD_HTTP_HEADER_EXPECT);
+    return announced > UPLOAD_DRAIN_MAX || (expect && !strcasecmp(expect, "100-continue"));
 }
 
 static enum MHD_Result on_access(void *context, struct MHD_Connection *connection, const char *url,
@@ -200,18 +244,14 @@ static enum MHD_Result on_access(void *context, struct MHD_Connection *connectio
         int refused = guard_check_request(r, version, &field, &detail);
         if (refused != COFFER_OK)
             return http_problem(r, refused, field, detail);
-        const char *length = http_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (length && strtoull(length, 0, 10) > DECODE_BODY_MAX)
-            r->body_too_large = true;
-        /* Refuse an announced oversized body before it is sent; MHD then closes. */
-        if (r->body_too_large)
+        if (refuse_body_at_once(r))
             return http_problem(r, COFFER_BODY_TOO_LARGE, 0, "at most 4 MiB");
         return MHD_YES;
     }
     if (*upload_data_size) {
-        receive(r, upload_data, *upload_data_size);
+        bool keep = receive(r, upload_data, *upload_data_size);
         *upload_data_size = 0;
-        return MHD_YES;
+        return keep ? MHD_YES : MHD_NO;
     }
     if (r->state == STATE_ANSWERED)
         return routes[r->route].answer(r);

@@ -41,11 +41,13 @@ struct request {
     char request_id[72];
     char *body;
     size_t body_length;
+    size_t body_capacity; /* allocated for body */
     bool body_too_large;
-    bool body_overloaded;  /* past the bound of body bytes in flight: 503 */
-    bool close_connection; /* a framing problem: close after answering */
-    tokens *tokens;        /* the table in force when the request came (NULL: none) */
-    const token *token;    /* its token, once authenticated */
+    bool body_overloaded;   /* past the bound of body bytes in flight: 503 */
+    bool close_connection;  /* a framing problem: close after answering */
+    tokens *tokens;         /* the table in force when the request came (NULL: none) */
+    const token *token;     /* its token, once authenticated */
+    uint64_t upload_length; /* bytes of body received, kept or not */
     uint64_t started_ns;
     bool engine_used; /* counted in server.suspended until completion */
     char *path_id;    /* the path's id, for the routes that have one */

@@ -9,6 +9,8 @@ any still running when the interpreter exits are killed (SIGKILL, by pid).
 
 The binary is $COFFER_BINARY (CMake sets it), else build/coffer next to this tree.
 Set COFFER_KEEP_DATA=1 to keep the temporary directories for inspection.
+Set COFFER_SPEC_RECORD=FILE to append every exchange a `Client` makes to FILE, one JSON line
+each, for tests/spec/check_exchanges.py to hold against docs/openapi.yaml.
 """
 
 import atexit
@@ -334,6 +336,29 @@ def tail(text, lines=40):
 
 # ---- HTTP client ---------------------------------------------------------------------------------
 
+_record_path = os.environ.get("COFFER_SPEC_RECORD")
+_record_lock = threading.Lock()
+
+
+def record_exchange(method, path, headers, data, response):
+    """Appends one exchange to $COFFER_SPEC_RECORD (when set) as a JSON line. Bodies are kept
+    as text so that the checker reads their integers exactly, beyond 2^53 too."""
+    if not _record_path:
+        return
+    line = json.dumps({
+        "method": method, "target": path,
+        "request_headers": {name.lower(): value for name, value in headers.items()},
+        # An oversized body is refused unread (413): its bytes would only fill the file.
+        "request_body": None if data is None or len(data) > BODY_MAX
+        else data.decode("utf-8", "replace"),
+        "status": response.status,
+        "response_headers": [[name.lower(), value] for name, value in response.headers.items()],
+        "response_body": response.body.decode("utf-8", "replace"),
+    })
+    with _record_lock, open(_record_path, "a", encoding="utf-8") as out:
+        out.write(line + "\n")
+
+
 class Response:
     def __init__(self, status, reason, headers, body, elapsed):
         self.status = status
@@ -428,6 +453,7 @@ class Client:
             self.requests += 1
             response = Response(r.status, r.reason, r.headers, payload,
                                 time.monotonic() - started)
+            record_exchange(method, path, h, data, response)
             if r.will_close:
                 self.close()
             else:
@@ -528,6 +554,19 @@ class ApiAssertions:
             self.assertEqual(p.get(key), value, "problem %s: %r" % (key, p))
         return p
 
+    def assert_batch_failed(self, r, code):
+        """r is the 409 of an atomic batch that applied nothing, `code` its first failure's;
+        returns its results (each still a problem item or, never here, a created one)."""
+        self.assertEqual(r.status, 409, "want 409 for a failed atomic batch, got %r" % r)
+        self.assert_request_id(r)
+        self.assertEqual(r.content_type, "application/json", r)
+        body = r.json()
+        self.assertEqual((body.get("atomic"), body.get("code")), (True, code), body)
+        self.assertEqual(list(body), ["atomic", "code", "results"], body)
+        failures = [x["code"] for x in body["results"] if x["code"] != "batch_failed"]
+        self.assertEqual(failures, [code], "one item fails with its own code: %r" % body)
+        return body["results"]
+
     def assert_created(self, r, status=201):
         self.assertEqual(r.status, status, "want %d, got %r" % (status, r))
         self.assert_request_id(r)
@@ -543,11 +582,11 @@ class ApiAssertions:
         self.assertEqual(replay.json(), original.json(), "replay body differs")
         self.assert_request_id(replay)
 
-    def assert_timestamp(self, text, ns=None):
+    def assert_timestamp(self, text):
+        """text is an RFC 3339 UTC time with nine fraction digits; returns it in ns."""
         self.assertIsInstance(text, str)
         self.assertRegex(text, RFC3339_NS)
-        if ns is not None:
-            self.assertEqual(parse_rfc3339_ns(text), ns, "timestamp and _ns disagree")
+        return parse_rfc3339_ns(text)
 
 
 class ServerTestCase(unittest.TestCase, ApiAssertions):

@@ -7,7 +7,8 @@ import time
 import unittest
 import urllib.parse
 
-from harness import BATCH_MAX, INT64_MAX, SLOW, ServerTestCase, quote, run_threads, uid
+from harness import (BATCH_MAX, INT64_MAX, SLOW, ServerTestCase, parse_rfc3339_ns, quote,
+                     run_threads, uid)
 
 ACCOUNT_FIELDS = {"id", "currency", "balance", "available", "debits_posted", "credits_posted",
                   "debits_held", "credits_held", "min_balance", "max_balance", "version",
@@ -31,7 +32,7 @@ class Accounts(ServerTestCase):
         self.assertIsNone(a["max_balance"])
         self.assertEqual(a["version"], 1)
         self.assertEqual(a["metadata"], {"name": "Kim", "tier": [1, 2]})
-        self.assert_timestamp(a["created_at"], a.get("created_at_ns"))
+        self.assert_timestamp(a["created_at"])
         self.assertIsInstance(a["created_seq"], int)
         self.assertGreater(a["created_seq"], 0)
         # GET gives the same object
@@ -183,9 +184,7 @@ class History(ServerTestCase):
         seqs = [e["seq"] for e in entries]
         self.assertEqual(seqs, sorted(seqs))
         self.assertEqual(len(set(seqs)), len(seqs))
-        for e in entries:
-            self.assert_timestamp(e["timestamp"], e["timestamp_ns"])
-        stamps = [e["timestamp_ns"] for e in entries]
+        stamps = [self.assert_timestamp(e["timestamp"]) for e in entries]
         self.assertEqual(stamps, sorted(set(stamps)))
         # the credit side
         b_entries = self.history(b).json()["entries"]
@@ -250,8 +249,7 @@ class History(ServerTestCase):
                     self.assertIsNone(past["credits_held"])
                     self.assertEqual(past["id"], account_id)
                     if at == e["timestamp"]:
-                        self.assertEqual(past["at"], {"timestamp": e["timestamp"],
-                                                      "timestamp_ns": e["timestamp_ns"]})
+                        self.assertEqual(past["at"], {"timestamp": e["timestamp"]})
                     else:
                         self.assertEqual(past["at"], {"seq": e["seq"]})
         # between two changes: the state after the earlier one
@@ -297,7 +295,7 @@ class Transfers(ServerTestCase):
         self.assertEqual((t["id"], t["from"], t["to"], t["amount"], t["state"]),
                          (tid, self.a, self.b, 500, "posted"))
         self.assertIsInstance(t["seq"], int)
-        self.assert_timestamp(t["timestamp"], t["timestamp_ns"])
+        self.assert_timestamp(t["timestamp"])
         self.assertEqual(body["accounts"]["from"],
                          {"id": self.a, "balance": 9500, "available": 9500, "version": 3})
         self.assertEqual(body["accounts"]["to"],
@@ -306,9 +304,9 @@ class Transfers(ServerTestCase):
         self.assertEqual(got.status, 200, got)
         g = got.json()
         self.assertEqual((g["id"], g["from"], g["to"], g["amount"], g["state"], g["code"],
-                          g["seq"], g["timestamp_ns"]),
+                          g["seq"], g["timestamp"]),
                          (tid, self.a, self.b, 500, "posted", "created", t["seq"],
-                          t["timestamp_ns"]))
+                          t["timestamp"]))
         self.assertEqual(g.get("metadata"), {"order": 7})
         a = self.get_account(self.a)
         self.assertEqual((a["balance"], a["debits_posted"], a["credits_posted"], a["version"]),
@@ -526,8 +524,8 @@ class Holds(ServerTestCase):
         t = body["transfer"]
         self.assertEqual((t["state"], t["amount"]), ("pending", 300))
         self.assertEqual(t["hold"], {"timeout_ms": 600000})
-        self.assert_timestamp(t["expires_at"], t["expires_at_ns"])
-        self.assertEqual(t["expires_at_ns"], t["timestamp_ns"] + 600000 * 1000000)
+        self.assertEqual(self.assert_timestamp(t["expires_at"]),
+                         self.assert_timestamp(t["timestamp"]) + 600000 * 1000000)
         self.assertEqual(body["accounts"]["from"]["available"], 700)
         self.assertEqual(body["accounts"]["from"]["balance"], 1000)
         a = self.get_account(self.a)
@@ -676,7 +674,7 @@ class Holds(ServerTestCase):
         hid, body = self.hold(250, timeout_ms=300)
         before = self.get_account(self.a)
         self.assertEqual(before["debits_held"], 250)
-        expires_ns = body["transfer"]["expires_at_ns"]
+        expires_ns = parse_rfc3339_ns(body["transfer"]["expires_at"])
         deadline = time.monotonic() + 10 * SLOW
         state = None
         while time.monotonic() < deadline:
@@ -693,7 +691,7 @@ class Holds(ServerTestCase):
         last = self.history(self.a).json()["entries"][-1]
         self.assertEqual((last["kind"], last["transfer_id"], abs(last["delta"])),
                          ("expired", hid, 250))
-        self.assertGreaterEqual(last["timestamp_ns"], expires_ns)
+        self.assertGreaterEqual(parse_rfc3339_ns(last["timestamp"]), expires_ns)
         self.assertEqual(self.history(self.b).json()["entries"][-1]["kind"], "expired")
         # too late to post or void
         self.assert_problem(self.post(hid), 409, "hold_expired", field="/post")
@@ -707,7 +705,7 @@ class Holds(ServerTestCase):
         outcomes = set()
         for _ in range(5):
             hid, body = self.hold(1, timeout_ms=50)
-            wait = body["transfer"]["expires_at_ns"] / 1e9 - time.time()
+            wait = parse_rfc3339_ns(body["transfer"]["expires_at"]) / 1e9 - time.time()
             if wait > 0:
                 time.sleep(wait)
             r = self.post(hid)
@@ -731,12 +729,12 @@ class Holds(ServerTestCase):
         self.assertEqual([h["id"] for h in holds], want)
         for h in holds:
             self.assertEqual((h["state"], h["code"]), ("pending", "created"))
-            self.assert_timestamp(h["expires_at"], h["expires_at_ns"])
+            self.assert_timestamp(h["expires_at"])
         r = self.client.get("/v1/holds?account=%s&limit=2" % quote(a))
         self.assertEqual([h["id"] for h in r.json()["holds"]], want[:2])
         # without account: every pending hold, soonest first
         everything = self.client.get("/v1/holds?limit=1000").json()["holds"]
-        ends = [h["expires_at_ns"] for h in everything]
+        ends = [parse_rfc3339_ns(h["expires_at"]) for h in everything]
         self.assertEqual(ends, sorted(ends))
         self.assertTrue(set(want) | {other} <= {h["id"] for h in everything})
         # resolving removes from the list
@@ -748,6 +746,48 @@ class Holds(ServerTestCase):
             self.assert_problem(r, 400, "invalid_field", field="/limit")
         self.assert_problem(self.client.get("/v1/holds?account=" + uid("nobody")), 404,
                             "account_not_found")
+
+
+class Times(ServerTestCase):
+
+    def test_times_are_rfc3339_text_only(self):
+        # Every time the API writes is RFC 3339 UTC text with nine fraction digits, and no
+        # integer nanoseconds (beyond 2^53: JavaScript rounds them), in every shape that has one.
+        src = self.funded_account(1000)
+        dst = self.create_account()["id"]
+        hid = uid("th")
+        hold = self.assert_created(self.transfer({"id": hid, "from": src, "to": dst,
+                                                   "amount": 10, "hold": {"timeout_ms": 60000}}))
+        entries = self.history(src).json()["entries"]
+        at = entries[-1]["timestamp"]
+        bodies = [hold, self.get_account(src), self.get_transfer(hid).json(),
+                  self.client.get("/v1/holds?account=" + quote(src)).json(),
+                  self.history(src).json(),
+                  self.client.get("/v1/accounts/%s?at=%s" % (quote(src), at)).json(),
+                  self.client.get("/v1/accounts/%s?at=%d" % (quote(src), entries[-1]["seq"])).json(),
+                  self.create_account()]
+        times = []
+        for body in bodies:
+            for where, key, value in walk(body):
+                self.assertFalse(key.endswith("_ns"), "%s/%s in %r" % (where, key, body))
+                if isinstance(value, int) and not isinstance(value, bool):
+                    self.assertLessEqual(abs(value), 2**53 - 1, "%s/%s" % (where, key))
+                if key in ("timestamp", "created_at", "expires_at"):
+                    times.append(self.assert_timestamp(value))
+        self.assertGreaterEqual(len(times), 12)
+        self.assertEqual(bodies[5]["at"], {"timestamp": at})
+        self.assertEqual(bodies[5]["version"], entries[-1]["version"])
+
+
+def walk(value, where=""):
+    """(pointer of the parent, key, value) for every member of every object in a JSON value."""
+    if isinstance(value, dict):
+        for key, member in value.items():
+            yield where, key, member
+            yield from walk(member, where + "/" + key)
+    elif isinstance(value, list):
+        for i, member in enumerate(value):
+            yield from walk(member, "%s/%d" % (where, i))
 
 
 class Batches(ServerTestCase):
@@ -796,8 +836,7 @@ class Batches(ServerTestCase):
             {"id": ids[1], "from": src, "to": dst, "amount": 60},
             {"id": ids[2], "from": src, "to": dst, "amount": 1},
         ]})
-        self.assertEqual(r.status, 200, r)
-        results = r.json()["results"]
+        results = self.assert_batch_failed(r, "insufficient_balance")
         self.assertEqual([x["status"] for x in results], [409, 409, 409])
         self.assertEqual([x["code"] for x in results],
                          ["batch_failed", "insufficient_balance", "batch_failed"])
@@ -810,17 +849,48 @@ class Batches(ServerTestCase):
         # every id is recorded with its code
         self.assertEqual([self.get_transfer(i).json()["code"] for i in ids],
                          ["batch_failed", "insufficient_balance", "batch_failed"])
-        # a mix of old and new ids: id_reused on the first existing (field /id), rest batch_failed
-        fresh = uid("an")
+        # an exact replay of a failed batch: the same 409 and results, each marked replayed
+        replay = self.transfer({"atomic": True, "transfers": [
+            {"id": ids[0], "from": src, "to": dst, "amount": 60},
+            {"id": ids[1], "from": src, "to": dst, "amount": 60},
+            {"id": ids[2], "from": src, "to": dst, "amount": 1},
+        ]})
+        again = self.assert_batch_failed(replay, "insufficient_balance")
+        self.assertEqual([(x["code"], x.get("replayed")) for x in again],
+                         [(x["code"], True) for x in results])
+
+    def test_atomic_batch_mixing_recorded_and_new_items(self):
+        # One item replays a recorded transfer exactly, the other is new: the batch is
+        # refused (id_reused on the recorded one, batch_failed on the new one) and the problem
+        # says the mix is what is wrong, naming no field of the identical item.
+        src = self.funded_account(100)
+        dst = self.create_account()["id"]
+        old = uid("mix")
+        self.assert_created(self.transfer({"id": old, "from": src, "to": dst, "amount": 60}))
+        fresh = uid("mix")
         r = self.transfer({"atomic": True, "transfers": [
             {"id": fresh, "from": src, "to": dst, "amount": 1},
-            {"id": ids[0], "from": src, "to": dst, "amount": 60},
+            {"id": old, "from": src, "to": dst, "amount": 60},
         ]})
-        self.assertEqual(r.status, 200, r)
-        results = r.json()["results"]
-        self.assertEqual([x["code"] for x in results], ["batch_failed", "id_reused"])
-        self.assert_problem_body(results[1]["problem"], 422, "id_reused", field="/transfers/1/id")
+        results = self.assert_batch_failed(r, "id_reused")
+        self.assertEqual([(x["status"], x["code"]) for x in results],
+                         [(409, "batch_failed"), (422, "id_reused")])
+        problem = self.assert_problem_body(results[1]["problem"], 422, "id_reused", id=old)
+        self.assertNotIn("field", problem)
+        self.assertIn("mixes recorded and new items", problem["detail"])
+        self.assertNotIn("different", problem["detail"])
         self.assert_problem(self.get_transfer(fresh), 404, "transfer_not_found")
+        # the recorded item with other content: id_reused names its first differing field
+        r = self.transfer({"atomic": True, "transfers": [
+            {"id": fresh, "from": src, "to": dst, "amount": 1},
+            {"id": old, "from": src, "to": dst, "amount": 61},
+        ]})
+        results = self.assert_batch_failed(r, "id_reused")
+        problem = self.assert_problem_body(results[1]["problem"], 422, "id_reused",
+                                           field="/transfers/1/amount")
+        self.assertEqual(problem["detail"], "id %s was used with a different amount" % old)
+        self.assertEqual((self.get_account(src)["balance"], self.get_account(dst)["balance"]),
+                         (40, 60))
 
     def test_invalid_item_fails_the_whole_atomic_batch(self):
         src = self.funded_account(100)
@@ -830,8 +900,7 @@ class Batches(ServerTestCase):
             {"id": ids[0], "from": src, "to": dst, "amount": 1},
             {"id": ids[1], "from": src, "to": dst, "amount": 0},
         ]})
-        self.assertEqual(r.status, 200, r)
-        results = r.json()["results"]
+        results = self.assert_batch_failed(r, "invalid_field")
         self.assertEqual([(x["status"], x["code"]) for x in results],
                          [(409, "batch_failed"), (400, "invalid_field")])
         self.assert_problem_body(results[1]["problem"], 400, "invalid_field",
@@ -844,7 +913,7 @@ class Batches(ServerTestCase):
             {"id": dup, "from": src, "to": dst, "amount": 1},
             {"id": dup, "from": src, "to": dst, "amount": 1},
         ]})
-        self.assertEqual(r.status, 200, r)
+        self.assert_batch_failed(r, "invalid_field")
         self.assertEqual([x["code"] for x in r.json()["results"]],
                          ["batch_failed", "invalid_field"])
         self.assert_problem_body(r.json()["results"][1]["problem"], 400, "invalid_field",
@@ -890,7 +959,7 @@ class Batches(ServerTestCase):
             {"id": pay_fail, "from": wallet, "to": shop, "amount": 2000},
             {"id": confirm_fail, "post": seat_hold},
         ]})
-        self.assertEqual(r.status, 200, r)
+        self.assert_batch_failed(r, "insufficient_balance")
         self.assertEqual([x["code"] for x in r.json()["results"]],
                          ["insufficient_balance", "batch_failed"])
         self.assertEqual(self.get_transfer(seat_hold).json()["state"], "pending")
@@ -912,11 +981,13 @@ class Batches(ServerTestCase):
         # void inside a batch, and a batch that posts an already-posted hold
         r = self.transfer({"atomic": True, "transfers": [
             {"id": uid("again"), "post": seat_hold}]})
+        self.assert_batch_failed(r, "hold_already_posted")
         self.assertEqual(r.json()["results"][0]["code"], "hold_already_posted")
         h2 = uid("h2")
         self.assert_created(self.transfer({"id": h2, "from": wallet, "to": shop, "amount": 100,
                                            "hold": {"timeout_ms": 300000}}))
         r = self.transfer({"atomic": True, "transfers": [{"id": uid("v"), "void": h2}]})
+        self.assertEqual(r.status, 200, r)
         self.assertEqual(r.json()["results"][0]["code"], "created")
         self.assertEqual(self.get_transfer(h2).json()["state"], "voided")
         # partial post inside a batch

@@ -4,7 +4,7 @@ import collections
 import time
 import unittest
 
-from harness import SLOW, ServerTestCase, quote, run_threads, uid
+from harness import SLOW, ServerTestCase, parse_rfc3339_ns, quote, run_threads, uid
 
 CLIENTS = 64
 
@@ -261,7 +261,7 @@ class ExpiryRace(ServerTestCase):
             r = self.transfer({"id": hid, "from": pool, "to": user, "amount": 1,
                                "hold": {"timeout_ms": 1500}})
             self.assertEqual(r.status, 201, r)
-            holds.append((hid, r.json()["transfer"]["expires_at_ns"]))
+            holds.append((hid, parse_rfc3339_ns(r.json()["transfer"]["expires_at"])))
 
         def worker(i):
             hid, expires_ns = holds[i]
@@ -283,7 +283,7 @@ class ExpiryRace(ServerTestCase):
             hid, expires_ns = holds[i]
             if status == 201:
                 posted += 1
-                self.assertLess(body["transfer"]["timestamp_ns"], expires_ns,
+                self.assertLess(parse_rfc3339_ns(body["transfer"]["timestamp"]), expires_ns,
                                 "a post at or after expires_at succeeded")
             else:
                 self.assertEqual((status, body["code"]), (409, "hold_expired"), body)

@@ -8,7 +8,8 @@ import threading
 import time
 import unittest
 
-from harness import (BATCH_MAX, SLOW, ApiAssertions, Server, coffer_binary, quote, tail, uid)
+from harness import (BATCH_MAX, SLOW, ApiAssertions, Server, coffer_binary, parse_rfc3339_ns,
+                     quote, tail, uid)
 
 
 class LifecycleCase(unittest.TestCase, ApiAssertions):
@@ -181,7 +182,8 @@ class Restart(LifecycleCase):
         client = server.client()
         nxt = self.xfer(client, {"id": uid(), "from": a, "to": b, "amount": 1}).json()
         self.assertGreater(nxt["transfer"]["seq"], last["transfer"]["seq"])
-        self.assertGreater(nxt["transfer"]["timestamp_ns"], last["transfer"]["timestamp_ns"])
+        self.assertGreater(parse_rfc3339_ns(nxt["transfer"]["timestamp"]),
+                           parse_rfc3339_ns(last["transfer"]["timestamp"]))
         self.assertEqual(nxt["accounts"]["to"]["version"], last["accounts"]["to"]["version"] + 1)
         r = client.get("/v1/accounts/%s/history" % b)
         seqs = [e["seq"] for e in r.json()["entries"]]
@@ -197,7 +199,7 @@ class Restart(LifecycleCase):
         hold = uid("hold")
         r = self.xfer(client, {"id": hold, "from": a, "to": b, "amount": 70,
                                "hold": {"timeout_ms": 1000}})
-        expires_ns = r.json()["transfer"]["expires_at_ns"]
+        expires_ns = parse_rfc3339_ns(r.json()["transfer"]["expires_at"])
         client.close()
         server.stop()
         while time.time_ns() < expires_ns + 200_000_000:

@@ -2,6 +2,7 @@
 fields, oversized bodies and batches, unknown routes and methods, slow and idle clients. After all
 of it the server is healthy and the ledger unchanged (test_zz_* runs last)."""
 
+import http.client
 import json
 import select
 import socket
@@ -9,8 +10,8 @@ import threading
 import time
 import unittest
 
-from harness import (BATCH_MAX, BODY_MAX, SLOW, ServerTestCase, raw_request, read_response,
-                     uid)
+from harness import (BATCH_MAX, BODY_MAX, SLOW, Response, ServerTestCase, raw_request,
+                     read_response, record_exchange, uid)
 
 TIMEOUT = 2  # the server's --timeout, seconds
 
@@ -367,6 +368,34 @@ class Malformed(ServerTestCase):
         self.assertEqual(len(data), BODY_MAX)
         r = self.send("/v1/accounts", data)
         self.assertEqual(self.assert_created(r)["id"], account_id)
+
+    def test_body_too_large_read_by_http_client(self):
+        # Python's http.client (like Node's fetch) sends the whole body before it reads: the
+        # server reads and drops the rest of the upload, then answers 413 and closes, so the
+        # client sees the problem, not a reset. Once with Content-Length, once chunked.
+        payload = b'{"id": "' + b"a" * (5 << 20) + b'"}'
+        for chunked in (False, True):
+            with self.subTest(chunked=chunked):
+                connection = http.client.HTTPConnection("127.0.0.1", self.server.port,
+                                                        timeout=30 * SLOW)
+                try:
+                    body = payload
+                    if chunked:  # an iterable without Content-Length goes chunked
+                        body = (payload[i:i + 65536] for i in range(0, len(payload), 65536))
+                    connection.request("POST", "/v1/transfers", body=body,
+                                       headers={"Content-Type": "application/json"})
+                    response = connection.getresponse()
+                    text = response.read()
+                finally:
+                    connection.close()
+                record_exchange("POST", "/v1/transfers", {"Content-Type": "application/json"},
+                                None, Response(response.status, response.reason, response.msg,
+                                               text, 0))  # for the spec check
+                self.assertEqual(response.status, 413, text[:300])
+                self.assertEqual(response.getheader("Connection"), "close")
+                headers = {k.lower(): v for k, v in response.getheaders()}
+                self.check_raw_problem(headers, text, 413, "body_too_large")
+        self.assertEqual(self.client.get("/healthz").status, 200)
 
     def send_large(self, size, chunked=False):
         """POSTs `size` bytes of JSON-ish body over a raw socket; returns the response."""

@@ -857,7 +857,7 @@ enum batch_verdict { BATCH_NEW, BATCH_REPLAY, BATCH_CONFLICT };
 
 /* All new, an exact replay, or a conflict on the first event that is "such" in the words of
  * semantics.md: an id that exists with different content, or any existing id when others are
- * new. Its field is the first differing one, or /id for an identical id in a mix. */
+ * new. Its field is the first differing one, or none for an identical id in a mix. */
 static int batch_idempotency(ref_state *state, const coffer_event *events, size_t count,
                              size_t *failing, const char **field)
 {
@@ -878,7 +878,7 @@ static int batch_idempotency(ref_state *state, const coffer_event *events, size_
     for (size_t i = 0; i < count; i++) {
         if (prior[i] == PRIOR_DIFFERENT || (prior[i] == PRIOR_SAME && new_count > 0)) {
             *failing = i;
-            *field = prior[i] == PRIOR_DIFFERENT ? difference[i] : "/id";
+            *field = prior[i] == PRIOR_DIFFERENT ? difference[i] : NULL; /* a mix */
             return BATCH_CONFLICT;
         }
     }

@@ -2,8 +2,9 @@
  * test_codec.c — the HTTP codec: the hand-written hot-path encoding of a created transfer is
  * byte for byte what the general jansson encoder writes, as a body and as a batch item
  * (replays depend on one body), the simple decoder takes exactly the plain shapes (single and
- * batch) and then agrees with the general decoder, and decoding names the field of out-of-range
- * numbers with a JSON pointer.
+ * batch) and then agrees with the general decoder, decoding names the field of out-of-range
+ * numbers with a JSON pointer, times go out as RFC 3339 text only, and a failed atomic batch
+ * answers 409 with its failure's code (a mix of recorded and new items said as such).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -226,12 +227,114 @@ static void test_simple_decoder_takes_only_the_plain_shape(void **state)
         expect_simple(declined_batches[i], 0, false);
 }
 
+/* Times are RFC 3339 text only: no member ends in _ns, in writes and reads alike. */
+static void test_times_are_text_only(void **state)
+{
+    (void)state;
+    coffer_event hold = {.op = COFFER_OP_TRANSFER,
+                         .id = "h-1",
+                         .from = "a",
+                         .to = "b",
+                         .amount = 5,
+                         .hold_timeout_ms = 1000};
+    coffer_result held = {.code = COFFER_CREATED,
+                          .state = COFFER_STATE_PENDING,
+                          .seq = 7,
+                          .timestamp = 1795564080238899084ULL,
+                          .expires_at = 1795564081238899084ULL,
+                          .amount = 5};
+    encoded written;
+    encode_write(&written, &hold, &held, 1, false, false);
+    assert_non_null(strstr(written.body, "\"timestamp\":\"2026-11-24T23:48:00.238899084Z\""));
+    assert_non_null(strstr(written.body, "\"expires_at\":\"2026-11-24T23:48:01.238899084Z\""));
+    assert_null(strstr(written.body, "_ns"));
+    free(written.body);
+    coffer_transfer transfer = {.id = "h-1",
+                                .op = COFFER_OP_TRANSFER,
+                                .from = "a",
+                                .to = "b",
+                                .timestamp = held.timestamp,
+                                .expires_at = held.expires_at,
+                                .hold_timeout_ms = 1000};
+    encoded read;
+    encode_transfer(&read, &transfer);
+    assert_non_null(strstr(read.body, "\"expires_at\":\"2026-11-24T23:48:01.238899084Z\""));
+    assert_null(strstr(read.body, "_ns"));
+    free(read.body);
+    coffer_account account = {.id = "a", .currency = "KRW", .version = 2, .created_at = 1};
+    encode_account(&read, &account, COFFER_AT_TIMESTAMP, held.timestamp);
+    assert_non_null(strstr(read.body, "\"created_at\":\"1970-01-01T00:00:00.000000001Z\""));
+    assert_non_null(strstr(read.body, "\"at\":{\"timestamp\":\"2026-11-24T23:48:00.238899084Z\"}"));
+    assert_null(strstr(read.body, "_ns"));
+    free(read.body);
+}
+
+/* Two transfers of an atomic batch, with these results (the rest as a created transfer). */
+static encoded two_item_batch(bool atomic, int first, int second, const char *second_field)
+{
+    coffer_event events[2] = {
+        {.op = COFFER_OP_TRANSFER, .id = "t-1", .from = "a", .to = "b", .amount = 1},
+        {.op = COFFER_OP_TRANSFER, .id = "t-2", .from = "a", .to = "b", .amount = 1}};
+    coffer_result results[2] = {{.code = first, .state = COFFER_STATE_POSTED, .seq = 1},
+                                {.code = second, .state = COFFER_STATE_POSTED, .seq = 2}};
+    results[1].field = second_field;
+    encoded out;
+    encode_write(&out, events, results, 2, true, atomic);
+    return out;
+}
+
+/* A failed atomic batch is 409 with its failure's code first; anything else a batch is 200. */
+static void test_failed_atomic_batch_is_409(void **state)
+{
+    (void)state;
+    encoded failed = two_item_batch(true, COFFER_BATCH_FAILED, COFFER_INSUFFICIENT_BALANCE, 0);
+    assert_int_equal(failed.status, 409);
+    assert_int_equal(failed.code, COFFER_INSUFFICIENT_BALANCE);
+    assert_string_equal(failed.content_type, "application/json");
+    const char *head = "{\"atomic\":true,\"code\":\"insufficient_balance\",\"results\":[";
+    assert_memory_equal(failed.body, head, strlen(head));
+    free(failed.body);
+    encoded invalid = two_item_batch(true, COFFER_BATCH_FAILED, COFFER_INVALID_FIELD, "/amount");
+    assert_int_equal(invalid.status, 409);
+    assert_int_equal(invalid.code, COFFER_INVALID_FIELD);
+    assert_non_null(strstr(invalid.body, "\"field\":\"/transfers/1/amount\""));
+    free(invalid.body);
+    encoded applied = two_item_batch(true, COFFER_CREATED, COFFER_CREATED, 0);
+    assert_int_equal(applied.status, 200);
+    assert_null(strstr(applied.body, "\"atomic\":true,\"code\""));
+    free(applied.body);
+    encoded each = two_item_batch(false, COFFER_CREATED, COFFER_INSUFFICIENT_BALANCE, 0);
+    assert_int_equal(each.status, 200);
+    assert_null(strstr(each.body, "\"atomic\":false,\"code\""));
+    free(each.body);
+}
+
+/* id_reused on an item that matches its record (no field): the batch mixes recorded and new
+ * items, and the problem says so instead of naming a field that does not differ. */
+static void test_mixed_atomic_batch_says_so(void **state)
+{
+    (void)state;
+    encoded mixed = two_item_batch(true, COFFER_BATCH_FAILED, COFFER_ID_REUSED, 0);
+    assert_int_equal(mixed.status, 409);
+    assert_non_null(strstr(mixed.body, "mixes recorded and new items (t-2 is recorded)"));
+    assert_null(strstr(mixed.body, "\"field\""));
+    assert_null(strstr(mixed.body, "with a different"));
+    free(mixed.body);
+    encoded changed = two_item_batch(true, COFFER_BATCH_FAILED, COFFER_ID_REUSED, "/amount");
+    assert_non_null(strstr(changed.body, "id t-2 was used with a different amount"));
+    assert_non_null(strstr(changed.body, "\"field\":\"/transfers/1/amount\""));
+    free(changed.body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fast_encoding_matches_jansson),
         cmocka_unit_test(test_out_of_range_numbers_name_their_field),
         cmocka_unit_test(test_simple_decoder_takes_only_the_plain_shape),
+        cmocka_unit_test(test_times_are_text_only),
+        cmocka_unit_test(test_failed_atomic_batch_is_409),
+        cmocka_unit_test(test_mixed_atomic_batch_says_so),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
