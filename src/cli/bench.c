@@ -39,7 +39,7 @@ enum {
 
 static const cli_option bench_options[] = {
     {BENCH_EMBEDDED, "--embedded", NULL, "run the engine in this process"},
-    {BENCH_SERVER, "--server", "URL", "keep-alive HTTP load on a running server"},
+    {BENCH_SERVER, "--server", "URL", "keep-alive HTTP load on a running server (http:// only)"},
     {BENCH_REOPEN, "--reopen", "DIR",
      "time recovery of a data directory (e.g. one kept by\n--embedded --durable DIR --keep)"},
     {BENCH_WORKLOAD, "--workload", "NAME",

@@ -17,7 +17,9 @@
 typedef struct cli_globals {
     const char *server; /* NULL: not given */
     bool json;
-    const char *token; /* --token, else $COFFER_TOKEN; NULL: none */
+    const char *token;  /* --token, else $COFFER_TOKEN; NULL: none */
+    const char *cacert; /* --cacert, else $COFFER_CACERT: the CAs trusted for https://; NULL:
+                           the system's */
 } cli_globals;
 
 /* Every command gets its own arguments (argv[0] is its word) and the global flags. */

@@ -126,7 +126,7 @@ int client_run(const client_command *command, int argc, char **argv, const cli_g
     /* The same flag after the command wins over the one before it. */
     const char *url = line.values[OPTION_SERVER] ? line.values[OPTION_SERVER] : globals->server;
     client server;
-    status = client_open(&server, url, line.values[OPTION_JSON] || globals->json);
+    status = client_open(&server, url, globals->cacert, line.values[OPTION_JSON] || globals->json);
     server.token = globals->token ? globals->token : getenv("COFFER_TOKEN");
     if (status == CLI_GO_ON)
         status = command->run(&server, &line);

@@ -16,6 +16,7 @@
 
 #define CLIENT_DEFAULT_SERVER "http://127.0.0.1:8080"
 #define CLIENT_SERVER_ENV "COFFER_SERVER"
+#define CLIENT_CACERT_ENV "COFFER_CACERT"
 /* A history page of 1,000 entries is well under 1 MiB; 64 MiB only stops a runaway answer. */
 #define CLIENT_RESPONSE_BYTES_MAX ((size_t)64 << 20)
 #define CLIENT_URL_BYTES_MAX 4096
@@ -88,8 +89,9 @@ typedef struct client_command {
 /* ---- transport.c -------------------------------------------------------------------------- */
 
 /* The server from --server (after the command, else before it), $COFFER_SERVER or the
- * default; libcurl set up. CLI_GO_ON or an exit code. client_close() in every case. */
-int client_open(client *server, const char *url, bool json);
+ * default; libcurl set up, trusting the CAs in `cacert` (a PEM file; NULL: --cacert's default,
+ * $COFFER_CACERT, else the system's). CLI_GO_ON or an exit code. client_close() in every case. */
+int client_open(client *server, const char *url, const char *cacert, bool json);
 void client_close(client *server);
 /* Appends text; with escape, percent-encodes all but [A-Za-z0-9._~:@-]. */
 void url_append(url_builder *url, const char *text, bool escape);

@@ -527,6 +527,9 @@ int cli_bench_server(const load_arguments *arguments)
 {
     static load l;
     memset(&l, 0, sizeof l);
+    if (!strncasecmp(arguments->url, "https://", 8))
+        return cli_usage_error("bench: --server https:// is not supported: the load generator "
+                               "speaks plain HTTP only; bench a plain-HTTP listener");
     if (!parse_url(&l, arguments->url))
         return cli_usage_error("bench: --server needs http://IPV4:PORT (or localhost:PORT)");
     const char *names[] = {"uniform", "hot", "seats", "retries"};

@@ -43,7 +43,7 @@ static const command_entry commands[] = {
 };
 #define COMMANDS_COUNT (sizeof commands / sizeof *commands)
 
-enum { GLOBAL_SERVER, GLOBAL_JSON, GLOBAL_VERSION, GLOBAL_TOKEN };
+enum { GLOBAL_SERVER, GLOBAL_JSON, GLOBAL_VERSION, GLOBAL_TOKEN, GLOBAL_CACERT };
 
 static const cli_option global_options[] = {
     {GLOBAL_SERVER, "--server", "URL",
@@ -52,12 +52,15 @@ static const cli_option global_options[] = {
     {GLOBAL_JSON, "--json", NULL, "print JSON instead of text"},
     {GLOBAL_TOKEN, "--token", "TOKEN",
      "the bearer token the client commands send (default:\n$COFFER_TOKEN; see 'coffer token')"},
+    {GLOBAL_CACERT, "--cacert", "FILE",
+     "for an https:// server: trust the CA certificates (PEM) in\nFILE instead of the system's "
+     "(default: $COFFER_CACERT)"},
     {GLOBAL_VERSION, "--version", NULL, "print the version"},
 };
 
 static const cli_spec global_spec = {
     .name = "",
-    .synopsis = "[--server URL] [--token TOKEN] [--json] <command> [options]",
+    .synopsis = "[--server URL] [--token TOKEN] [--cacert FILE] [--json] <command> [options]",
     .options = global_options,
     .option_count = sizeof global_options / sizeof *global_options,
     .stops_at_operand = true,
@@ -109,6 +112,8 @@ static int check_globals(const command_entry *command, const cli_globals *global
         return cli_usage_error("%s: --server does not apply to it", command->name);
     if (globals->token && !(command->takes & TAKES_SERVER))
         return cli_usage_error("%s: --token does not apply to it", command->name);
+    if (globals->cacert && !(command->takes & TAKES_SERVER))
+        return cli_usage_error("%s: --cacert does not apply to it", command->name);
     if (globals->json && !(command->takes & TAKES_JSON))
         return cli_usage_error("%s: --json does not apply to it", command->name);
     return CLI_GO_ON;
@@ -134,7 +139,7 @@ int main(int argc, char **argv)
     if (!strcmp(word, "help"))
         return print_usage(stdout), 0;
     cli_globals globals = {parsed.values[GLOBAL_SERVER], parsed.values[GLOBAL_JSON] != NULL,
-                           parsed.values[GLOBAL_TOKEN]};
+                           parsed.values[GLOBAL_TOKEN], parsed.values[GLOBAL_CACERT]};
     for (size_t i = 0; i < COMMANDS_COUNT; i++) {
         if (strcmp(commands[i].name, word))
             continue;

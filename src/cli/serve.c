@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 #include "server/server.h"
 
 #define SERVE_LISTEN_BACKLOG 1024
+#define SERVE_PEM_BYTES_MAX ((size_t)1 << 20)
 
 enum {
     SERVE_LISTEN,
@@ -35,6 +37,8 @@ enum {
     SERVE_ALLOW_HOST,
     SERVE_MAX_CONNECTIONS_PER_CLIENT,
     SERVE_MAX_BODY_BYTES_IN_FLIGHT,
+    SERVE_TLS_CERT,
+    SERVE_TLS_KEY,
 };
 
 static const cli_option serve_options[] = {
@@ -75,6 +79,9 @@ static const cli_option serve_options[] = {
      "connections at once from one client address (default 256)"},
     {SERVE_MAX_BODY_BYTES_IN_FLIGHT, "--max-body-bytes-in-flight", "BYTES",
      "request body bytes held across all connections before 503\noverloaded (default 268435456)"},
+    {SERVE_TLS_CERT, "--tls-cert", "FILE",
+     "serve HTTPS with this PEM certificate (chain); needs --tls-key"},
+    {SERVE_TLS_KEY, "--tls-key", "FILE", "the PEM private key of --tls-cert"},
 };
 
 static const cli_spec serve_spec = {
@@ -83,8 +90,9 @@ static const cli_spec serve_spec = {
     .description =
         "Serves the HTTP/JSON API (docs/api.md). The address is bound before the data directory\n"
         "is opened: a busy port fails at once and leaves the directory alone. Once bound, the\n"
-        "server's URL is printed on stdout as one line (http://HOST:PORT, with the port picked\n"
-        "for :0); connections wait in the backlog until recovery is done, and GET /readyz\n"
+        "server's URL is printed on stdout as one line (http://HOST:PORT, https:// with\n"
+        "--tls-cert, with the port picked for :0); connections wait in the backlog until recovery "
+        "is done, and GET /readyz\n"
         "tells when it is.\n",
     .options = serve_options,
     .option_count = sizeof serve_options / sizeof *serve_options,
@@ -134,6 +142,55 @@ static int listen_socket(const struct sockaddr_in *address, server_options *opti
     }
     options->port = ntohs(bound.sin_port);
     return fd;
+}
+
+/* The whole of a PEM file named by `flag`, which must hold `marker` ("CERTIFICATE",
+ * "PRIVATE KEY"); NULL after the usage line naming the file. Kept for the life of the server. */
+static char *read_pem(const char *flag, const char *path, const char *marker)
+{
+    FILE *file = fopen(path, "rb");
+    if (!file) {
+        cli_usage(&serve_spec, "%s %s: %s", flag, path, strerror(errno));
+        return NULL;
+    }
+    char *text = malloc(SERVE_PEM_BYTES_MAX + 1);
+    size_t length = text ? fread(text, 1, SERVE_PEM_BYTES_MAX + 1, file) : 0;
+    bool failed = ferror(file) != 0;
+    fclose(file);
+    const char *problem = !text                          ? "out of memory"
+                          : failed                       ? "cannot be read"
+                          : length > SERVE_PEM_BYTES_MAX ? "is larger than 1 MiB"
+                                                         : NULL;
+    if (!problem) {
+        text[length] = 0;
+        if (!strstr(text, "-----BEGIN ") || !strstr(text, marker))
+            problem = !strcmp(marker, "CERTIFICATE") ? "holds no PEM certificate"
+                                                     : "holds no PEM private key";
+    }
+    if (problem) {
+        cli_usage(&serve_spec, "%s %s: %s", flag, path, problem);
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+/* --tls-cert and --tls-key come together; both files are read now, so that a wrong path is
+ * told before anything is bound or opened. */
+static bool tls_values(const cli_parsed *parsed, server_options *options)
+{
+    const char *certificate = parsed->values[SERVE_TLS_CERT], *key = parsed->values[SERVE_TLS_KEY];
+    if (!certificate && !key)
+        return true;
+    if (!certificate || !key) {
+        cli_usage(&serve_spec, "%s needs %s too", certificate ? "--tls-cert" : "--tls-key",
+                  certificate ? "--tls-key" : "--tls-cert");
+        return false;
+    }
+    options->tls_certificate_pem = read_pem("--tls-cert", certificate, "CERTIFICATE");
+    options->tls_key_pem =
+        options->tls_certificate_pem ? read_pem("--tls-key", key, "PRIVATE KEY") : NULL;
+    return options->tls_key_pem != NULL;
 }
 
 /* Without tokens anyone who reaches the port can move money: only loopback, unless told. */
@@ -204,7 +261,7 @@ static bool serve_values(const cli_parsed *parsed, server_options *options,
     options->queue_events_max = (uint32_t)queue;
     options->log_requests = parsed->values[SERVE_LOG_REQUESTS] != NULL;
     options->accept_data_loss = parsed->values[SERVE_ACCEPT_DATA_LOSS] != NULL;
-    return security_values(parsed, options, address);
+    return tls_values(parsed, options) && security_values(parsed, options, address);
 }
 
 int cli_serve(int argc, char **argv, const cli_globals *globals)
@@ -224,7 +281,8 @@ int cli_serve(int argc, char **argv, const cli_globals *globals)
     options.listen_fd = listen_socket(&address, &options);
     if (options.listen_fd < 0)
         return CLI_EXIT_ERROR;
-    printf("http://%s:%u\n", options.host, options.port);
+    printf("%s://%s:%u\n", options.tls_certificate_pem ? "https" : "http", options.host,
+           options.port);
     fflush(stdout);
     return server_run(&options);
 }

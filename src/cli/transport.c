@@ -2,9 +2,11 @@
  * transport.c — the client commands' HTTP: one libcurl handle per command, URLs built with
  * escaping, answers read whole (bounded), and a clear word when no answer came at all.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "cli/client.h"
 #include "coffer.h"
@@ -141,7 +143,21 @@ static int client_set_server(client *server, const char *url)
     return CLI_GO_ON;
 }
 
-int client_open(client *server, const char *url, bool json)
+/* The CA file for https://: checked now, so that a wrong path is a usage error rather than a
+ * failed connection. */
+static int client_set_cacert(client *server, const char *cacert)
+{
+    if (!cacert)
+        cacert = getenv(CLIENT_CACERT_ENV);
+    if (!cacert || !*cacert)
+        return CLI_GO_ON;
+    if (access(cacert, R_OK) != 0)
+        return cli_usage_error("--cacert %s: %s", cacert, strerror(errno));
+    curl_easy_setopt(server->curl, CURLOPT_CAINFO, cacert);
+    return CLI_GO_ON;
+}
+
+int client_open(client *server, const char *url, const char *cacert, bool json)
 {
     *server = (client){0};
     if (!url)
@@ -154,6 +170,8 @@ int client_open(client *server, const char *url, bool json)
         return CLI_EXIT_ERROR;
     }
     int status = client_set_server(server, url);
+    if (status == CLI_GO_ON)
+        status = client_set_cacert(server, cacert);
     if (status != CLI_GO_ON)
         return status;
     CURL *curl = server->curl;
@@ -200,7 +218,10 @@ static int report_transport_error(client *server, const url_builder *url, CURLco
     long sent_bytes = 0;
     curl_easy_getinfo(server->curl, CURLINFO_REQUEST_SIZE, &sent_bytes);
     fprintf(stderr, "coffer: cannot reach the server at %s: %s\n", server->server, why);
-    if (sent_bytes > 0 && server->retry_hint[0])
+    if (result == CURLE_PEER_FAILED_VERIFICATION || result == CURLE_SSL_CACERT_BADFILE)
+        fprintf(stderr, "coffer: the server's certificate is not trusted: name its CA (or the "
+                        "certificate itself) with --cacert FILE or " CLIENT_CACERT_ENV ".\n");
+    else if (sent_bytes > 0 && server->retry_hint[0])
         fprintf(stderr,
                 "coffer: the request was sent but not answered, so it may or may not "
                 "have been applied; %s\n",

@@ -349,19 +349,29 @@ static struct MHD_Daemon *start_daemon(server *s, const struct sockaddr_in *addr
     /* A socket bound by the caller (coffer serve binds before opening the data) is used as
      * is; otherwise the daemon binds `address`. */
     int listen_fd = s->options->listen_fd;
-    struct MHD_OptionItem pool[] = {
-        listen_fd >= 0 ? (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, listen_fd, NULL}
-                       : (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, (void *)address},
-        {s->options->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
-         (intptr_t)s->options->threads, NULL},
-        {MHD_OPTION_END, 0, NULL},
-    };
+    struct MHD_OptionItem items[5];
+    size_t count = 0;
+    items[count++] = listen_fd >= 0
+                         ? (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, listen_fd, NULL}
+                         : (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, (void *)address};
+    if (s->options->threads > 1)
+        items[count++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE,
+                                                 (intptr_t)s->options->threads, NULL};
+    /* TLS is GnuTLS inside libmicrohttpd; the key and certificate go in as PEM text. */
+    if (s->options->tls_certificate_pem) {
+        flags |= MHD_USE_TLS;
+        items[count++] =
+            (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)s->options->tls_key_pem};
+        items[count++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0,
+                                                 (void *)s->options->tls_certificate_pem};
+    }
+    items[count] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     return MHD_start_daemon(
         flags, s->options->port, 0, 0, on_access, s, MHD_OPTION_CONNECTION_LIMIT,
         s->options->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, s->options->timeout_seconds,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->options->max_connections_per_client,
         MHD_OPTION_UNESCAPE_CALLBACK, guard_unescape, NULL, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, s, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, MHD_OPTION_ARRAY, pool,
+        on_completed, s, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, MHD_OPTION_ARRAY, items,
         MHD_OPTION_END);
 }
 
@@ -405,14 +415,20 @@ int server_run(const server_options *options)
         return 1;
     s.daemon = start_daemon(&s, &address);
     if (!s.daemon) {
-        fprintf(stderr, "coffer: cannot listen on %s:%u: %s\n", options->host, options->port,
-                strerror(errno));
+        if (options->tls_certificate_pem)
+            fprintf(stderr,
+                    "coffer: cannot serve HTTPS on %s:%u: --tls-cert or --tls-key was "
+                    "refused (the lines above say why)\n",
+                    options->host, options->port);
+        else
+            fprintf(stderr, "coffer: cannot listen on %s:%u: %s\n", options->host, options->port,
+                    strerror(errno));
         coffer_close(s.db);
         return 1;
     }
-    fprintf(stderr, "coffer: serving on http://%s:%u with data in %s%s\n", options->host,
-            options->port, options->data_dir,
-            options->fsync_never ? " (fsync never: NOT DURABLE)" : "");
+    fprintf(stderr, "coffer: serving on %s://%s:%u with data in %s%s\n",
+            options->tls_certificate_pem ? "https" : "http", options->host, options->port,
+            options->data_dir, options->fsync_never ? " (fsync never: NOT DURABLE)" : "");
     int received = 0;
     while (sigwait(&signals, &received) == 0 && received == SIGHUP)
         guard_reload(&s.guard);

@@ -33,6 +33,9 @@ typedef struct server_options {
     bool metrics_open;                   /* GET /metrics without a token */
     unsigned max_connections_per_client; /* per client address */
     size_t body_bytes_in_flight_max;     /* request body bytes held across all connections */
+    /* TLS: both PEM texts (read from --tls-cert and --tls-key), or both NULL for plain HTTP. */
+    const char *tls_certificate_pem;
+    const char *tls_key_pem;
 } server_options;
 
 void server_options_init(server_options *options);
