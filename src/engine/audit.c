@@ -5,7 +5,8 @@
  * verify: (1) the hash chain of every record from the first; (2) a full replay into fresh
  * state; (3) the newest snapshot compared with the replay at the snapshot's seq; (4) what
  * recovery would build (snapshot + log after it) compared with the full replay; (5) every
- * invariant of the replayed state.
+ * invariant of the replayed state. Records are read through the log interface (log/log.h), the
+ * local log opened for reading.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,8 +18,8 @@
 #include "engine/engine.h"
 #include "engine/replay.h"
 #include "log/checkpoint.h"
+#include "log/log.h"
 #include "log/snapshot.h"
-#include "log/wal.h"
 
 /* A store with its core, rebuilt from files. */
 typedef struct rebuilt {
@@ -194,16 +195,20 @@ static void hex(char *out, const uint8_t *bytes, size_t length)
 static void check_recovery(const char *dir, rebuilt *snapshot, const rebuilt *full,
                            const uint8_t *snapshot_hash, coffer_dir_report *report)
 {
-    wal_scan_options options = {
-        .skip_through = report->snapshot_seq, .skip_hash = snapshot_hash, .read_only = true};
-    wal_scan_result scan;
-    int code = wal_scan(dir, &options, tail_replay_record, snapshot, &scan);
+    durable_log reader = {0};
+    int code = local_log_open_read(&reader, dir, 0);
+    if (code == COFFER_OK)
+        code = log_read_from(&reader, report->snapshot_seq, snapshot_hash, tail_replay_record,
+                             snapshot);
     if (code != COFFER_OK) {
+        const char *error = reader.ops ? local_log_last_read(&reader)->error : "";
         snprintf(report->snapshot_error, sizeof report->snapshot_error,
                  "recovery from the snapshot fails: %.900s",
-                 scan.error[0] ? scan.error : snapshot->replayer.problem);
+                 error[0] ? error : snapshot->replayer.problem);
+        log_close(&reader, false);
         return;
     }
+    log_close(&reader, false);
     report->recovery_matches = !stores_differ(
         &full->store, &snapshot->store, report->snapshot_error, sizeof report->snapshot_error);
 }
@@ -228,15 +233,17 @@ static int verify_dir(const char *dir, const coffer_options *limits, progress_fo
                                 report->snapshot_error, sizeof report->snapshot_error);
     report->snapshot_seq = meta.tip.last_seq;
 
-    wal_scan_options scan_options = {.read_only = true, .from_start = true};
-    if (forward->progress) {
-        scan_options.progress = forward_progress;
-        scan_options.progress_context = forward;
-    }
+    local_log_read_options read_options = {forward->progress ? forward_progress : 0, forward};
     full_replay run = {&full, report->snapshot_found ? &snapshot : 0, meta.tip.last_seq, report,
                        false};
-    wal_scan_result scan;
-    code = wal_scan(dir, &scan_options, full_replay_record, &run, &scan);
+    durable_log reader = {0};
+    wal_scan_result scan = {0};
+    code = local_log_open_read(&reader, dir, &read_options);
+    if (code == COFFER_OK) {
+        code = log_read_from(&reader, 0, 0, full_replay_record, &run);
+        scan = *local_log_last_read(&reader);
+        log_close(&reader, false);
+    }
     report->chain_ok = code == COFFER_OK;
     if (!report->chain_ok && scan.error[0])
         snprintf(report->chain_error, sizeof report->chain_error, "%s", scan.error);
@@ -346,13 +353,15 @@ int coffer_dump_dir(const char *dir, coffer_log_entry_fn visit, void *context, c
     if (error_size)
         error[0] = 0;
     dump_state state = {visit, context, 0, 0, 0, 0, {0}};
-    wal_scan_options options = {.read_only = true, .from_start = true};
-    wal_scan_result scan;
-    int code = wal_scan(dir, &options, dump_record, &state, &scan);
+    durable_log reader = {0};
+    int code = local_log_open_read(&reader, dir, 0);
+    if (code != COFFER_OK)
+        return code;
+    code = log_read_from(&reader, 0, 0, dump_record, &state);
     record_scratch_free(&state.scratch);
-    if (state.stopped)
-        return state.stopped;
-    if (code != COFFER_OK && error_size)
-        snprintf(error, error_size, "%s", scan.error[0] ? scan.error : "a record does not parse");
-    return code;
+    const char *read_error = local_log_last_read(&reader)->error;
+    if (!state.stopped && code != COFFER_OK && error_size)
+        snprintf(error, error_size, "%s", read_error[0] ? read_error : "a record does not parse");
+    log_close(&reader, false);
+    return state.stopped ? state.stopped : code;
 }

@@ -320,35 +320,30 @@ static void snapshot_at_close(coffer *db)
 
 /* ---- recovery ------------------------------------------------------------------------------ */
 
+/* What acknowledged records missing can take to say: one line each. */
+#define RECOVERY_DAMAGE_BYTES 8192
+
 typedef struct recovery {
     coffer *db;
     replayer replayer;
-    wal_tip checkpoint; /* the acknowledged position found beside the log */
-    bool checkpoint_found;
-    bool checkpoint_reached; /* a replayed record ended at the checkpoint's seq */
-    uint8_t hash_at_checkpoint[RECORD_HASH_BYTES];
-    char damage[8192]; /* acknowledged records missing, one line each */
-    int damage_count;
 } recovery;
 
+/* Replays each record the log hands over after the snapshot. */
 static int recover_record(const uint8_t *bytes, const record_header *header, uint32_t segment,
                           uint64_t offset, void *context)
 {
     recovery *r = context;
     coffer *db = r->db;
-    int code = replay_record(&r->replayer, bytes, header);
+    replayer *replay = &r->replayer;
+    int code = replay_record(replay, bytes, header);
     if (code != COFFER_OK) {
         engine_log(db, "recovery: log segment %u offset %llu: %s (%s)", segment,
-                   (unsigned long long)offset, r->replayer.problem, coffer_code_name(code));
+                   (unsigned long long)offset, replay->problem, coffer_code_name(code));
         return code;
     }
     if (header->last_seq > db->last_seq) {
-        db->last_seq = r->replayer.last_seq;
-        db->last_timestamp = r->replayer.last_timestamp;
-    }
-    if (r->checkpoint_found && header->last_seq == r->checkpoint.last_seq) {
-        r->checkpoint_reached = true;
-        memcpy(r->hash_at_checkpoint, header->hash, RECORD_HASH_BYTES);
+        db->last_seq = replay->last_seq;
+        db->last_timestamp = replay->last_timestamp;
     }
     return 0;
 }
@@ -373,34 +368,6 @@ static int recover_snapshot(coffer *db, snapshot_meta *meta, bool *found)
     return COFFER_OK;
 }
 
-static void damage_add(recovery *r, const char *line)
-{
-    size_t used = strlen(r->damage);
-    snprintf(r->damage + used, sizeof r->damage - used, "%s%s", used ? "\n" : "", line);
-    r->damage_count++;
-}
-
-/* What the checkpoint and the manifest say is missing from the scanned log. A data directory
- * from before they existed has neither; one without the other was damaged. */
-static void recover_damage(recovery *r, const wal_scan_result *scan, uint64_t covered_through,
-                           bool manifest_found)
-{
-    const char *dir = r->db->dir;
-    char line[2048];
-    if (manifest_found && !r->checkpoint_found && !r->damage_count) {
-        snprintf(line, sizeof line, "%.700s/checkpoint is missing (the manifest is there)", dir);
-        damage_add(r, line);
-    }
-    if (r->checkpoint_found && !manifest_found) {
-        snprintf(line, sizeof line, "%.700s/manifest is missing (the checkpoint is there)", dir);
-        damage_add(r, line);
-    }
-    if (r->checkpoint_found &&
-        !checkpoint_check(dir, &r->checkpoint, scan, covered_through,
-                          r->checkpoint_reached ? r->hash_at_checkpoint : 0, line, sizeof line))
-        damage_add(r, line);
-}
-
 /* Appends the accepted loss to DIR/data-loss.log, so it stays on record after the log lines. */
 static void damage_record(coffer *db, const char *damage)
 {
@@ -418,76 +385,63 @@ static void damage_record(coffer *db, const char *damage)
     fclose(file);
 }
 
-static void damage_log(coffer *db, const recovery *r, const char *verdict)
+/* Logs each line of `damage` after `verdict`. */
+static void damage_log(coffer *db, const char *damage, const char *verdict)
 {
-    char lines[sizeof r->damage];
-    memcpy(lines, r->damage, sizeof lines);
+    char lines[RECOVERY_DAMAGE_BYTES];
+    snprintf(lines, sizeof lines, "%s", damage);
     for (char *line = strtok(lines, "\n"); line; line = strtok(0, "\n"))
         engine_log(db, "%s: %s", verdict, line);
 }
 
 /* Refuses the open when acknowledged records are missing, unless the options accept it. */
-static int damage_verdict(coffer *db, const recovery *r)
+static int damage_verdict(coffer *db, const char *damage, int damage_count)
 {
-    if (r->damage_count == 0)
+    if (damage_count == 0)
         return COFFER_OK;
     if (!db->options.accept_data_loss) {
-        damage_log(db, r, "recovery refused");
+        damage_log(db, damage, "recovery refused");
         engine_log(db, "recovery refused: acknowledged records are missing; put the files back, "
                        "or open with accept_data_loss (coffer serve --accept-data-loss) to "
                        "start without them");
         return COFFER_STORAGE_FAILED;
     }
-    damage_log(db, r, "DATA LOSS ACCEPTED");
-    damage_record(db, r->damage);
+    damage_log(db, damage, "DATA LOSS ACCEPTED");
+    damage_record(db, damage);
     return COFFER_OK;
 }
 
-/* Reads the checkpoint and checks the manifest, before the log is scanned. */
-static void recover_files(recovery *r, bool *manifest_found)
+/* Replays the log after the snapshot through `reader` (the local log opened for reading: a
+ * damaged tail is cut only once it is known not to hold acknowledged records, when the log is
+ * opened for writing, so a refused open leaves the evidence in place). */
+static int recover_log(coffer *db, durable_log *reader, const snapshot_meta *meta, bool found)
 {
-    char problems[sizeof r->damage];
-    if (manifest_check(r->db->dir, manifest_found, problems, sizeof problems) > 0)
-        damage_add(r, problems);
-    if (checkpoint_read(r->db->dir, &r->checkpoint, &r->checkpoint_found, problems,
-                        sizeof problems) != COFFER_OK)
-        damage_add(r, problems);
-}
-
-static int recover(coffer *db, wal_scan_result *scan)
-{
-    snapshot_meta meta = {0};
-    bool found = false, manifest_found = false;
-    int code = recover_snapshot(db, &meta, &found);
-    if (code != COFFER_OK)
-        return code;
-    recovery *r = calloc(1, sizeof *r);
-    if (!r)
-        return COFFER_OUT_OF_MEMORY;
-    r->db = db;
-    recover_files(r, &manifest_found);
-    code = replayer_init(&r->replayer, &db->store, &db->ledger);
-    if (code != COFFER_OK) {
-        free(r);
-        return code;
-    }
-    /* Read-only: a damaged tail is cut only once it is known not to hold acknowledged records
-     * (wal_start cuts it), so a refused open leaves the evidence in place. */
-    wal_scan_options options = {.read_only = true};
-    if (found) {
-        options.skip_through = meta.tip.last_seq;
-        options.skip_hash = meta.tip.hash;
-    }
-    code = wal_scan(db->dir, &options, recover_record, r, scan);
-    replayer_free(&r->replayer);
+    recovery r = {db, {0}};
+    int code = replayer_init(&r.replayer, &db->store, &db->ledger);
+    if (code == COFFER_OK)
+        code = log_read_from(reader, found ? meta->tip.last_seq : 0, found ? meta->tip.hash : 0,
+                             recover_record, &r);
+    replayer_free(&r.replayer);
+    const wal_scan_result *scan = local_log_last_read(reader);
+    char damage[RECOVERY_DAMAGE_BYTES];
+    int damage_count = local_log_damage(reader, damage, sizeof damage);
     if (code == COFFER_STORAGE_FAILED && scan->error[0]) {
         engine_log(db, "recovery refused: %s", scan->error);
-        damage_log(db, r, "recovery refused"); /* a missing segment, say, explains it */
+        damage_log(db, damage, "recovery refused"); /* a missing segment, say, explains it */
     }
-    if (code == COFFER_OK) {
-        recover_damage(r, scan, found ? meta.tip.last_seq : 0, manifest_found);
-        code = damage_verdict(db, r);
-    }
+    if (code == COFFER_OK)
+        code = damage_verdict(db, damage, damage_count);
+    return code;
+}
+
+static int recover(coffer *db, durable_log *reader)
+{
+    snapshot_meta meta = {0};
+    bool found = false;
+    int code = recover_snapshot(db, &meta, &found);
+    if (code == COFFER_OK)
+        code = recover_log(db, reader, &meta, found);
+    const wal_scan_result *scan = local_log_last_read(reader);
     if (code == COFFER_OK && found && scan->tip.last_seq < meta.tip.last_seq) {
         char path[4096];
         wal_segment_path(path, sizeof path, db->dir, scan->last_segment);
@@ -498,10 +452,9 @@ static int recover(coffer *db, wal_scan_result *scan)
                    (unsigned long long)scan->end_offset, (unsigned long long)meta.tip.last_seq);
         code = COFFER_STORAGE_FAILED;
     }
-    if (code == COFFER_OK && !r->checkpoint_found && !manifest_found && scan->last_segment)
+    if (code == COFFER_OK && !local_log_has_files(reader) && scan->last_segment)
         engine_log(db, "recovery: no checkpoint or manifest yet (a data directory from an "
                        "earlier version): starting them");
-    free(r);
     return code;
 }
 
@@ -544,9 +497,16 @@ int durability_open(coffer *db, const char *dir)
     if (!db->dir)
         return COFFER_OUT_OF_MEMORY;
     int code = lock_directory(db);
-    wal_scan_result scan;
+    /* Recovery reads the log; once it is known good, the log is opened for writing after it. */
+    durable_log reader = {0};
+    wal_scan_result scan = {0};
     if (code == COFFER_OK)
-        code = recover(db, &scan);
+        code = local_log_open_read(&reader, dir, 0);
+    if (code == COFFER_OK) {
+        code = recover(db, &reader);
+        scan = *local_log_last_read(&reader);
+    }
+    log_close(&reader, false);
     if (code == COFFER_OK) {
         local_log_options options = {db->options.io, db->options.segment_bytes_max,
                                      !db->options.fsync_never, log_clock_ns(db)};

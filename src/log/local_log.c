@@ -1,6 +1,8 @@
 /*
  * local_log.c — the log as segment files in the data directory (log/wal.c), with the checkpoint
- * and the manifest beside them (log/checkpoint.c): the first implementation of log.h.
+ * and the manifest beside them (log/checkpoint.c): the first implementation of log.h. Opened for
+ * writing it owns the files; opened for reading (recovery, verify, dump) it only reads them,
+ * and tells what the checkpoint and the manifest say is missing from what it read.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -20,12 +22,28 @@ typedef struct local_log {
     uint64_t checkpoint_at_ns; /* when the checkpoint last moved */
     bool sync;
     bool manifest_failed;
+    bool read_only;
+    /* Reading: what the last read found, and the files beside the log as they were opened. */
+    wal_scan_result last_read;
+    uint64_t read_after_seq;
+    bool read_done;
+    wal_tip checkpoint_tip; /* the acknowledged position found beside the log */
+    bool checkpoint_found, manifest_found;
+    bool checkpoint_reached; /* a record read ended at the checkpoint's seq */
+    uint8_t hash_at_checkpoint[RECORD_HASH_BYTES];
+    char files_damage[8192]; /* what the manifest and checkpoint files say, one line each */
+    int files_damage_count;
+    local_log_read_options read_options;
+    wal_record_fn visit; /* the reader's, while a read is under way */
+    void *visit_context;
 } local_log;
 
 static int local_append(void *state, const uint8_t *bytes, size_t length, const wal_tip *before,
                         const wal_tip *after)
 {
     local_log *l = state;
+    if (l->read_only)
+        return COFFER_STORAGE_FAILED;
     COFFER_ASSERT(before->last_seq == l->appended.last_seq && after->last_seq > before->last_seq);
     uint32_t segment = l->wal.segment;
     int code = wal_append(&l->wal, bytes, length, before);
@@ -44,6 +62,8 @@ static int local_append(void *state, const uint8_t *bytes, size_t length, const 
 static int local_sync(void *state)
 {
     local_log *l = state;
+    if (l->read_only)
+        return COFFER_STORAGE_FAILED;
     int code = l->sync ? wal_sync(&l->wal) : COFFER_OK;
     if (code == COFFER_OK)
         l->durable = l->appended;
@@ -56,7 +76,7 @@ static int local_tick(void *state, uint64_t now_ns, uint64_t *wake_ns)
 {
     local_log *l = state;
     *wake_ns = 0;
-    if (l->durable.last_seq == l->checkpoint.written.last_seq)
+    if (l->read_only || l->durable.last_seq == l->checkpoint.written.last_seq)
         return COFFER_OK;
     uint64_t due_ns = l->checkpoint_at_ns + CHECKPOINT_INTERVAL_NS;
     if (now_ns < due_ns) {
@@ -67,17 +87,43 @@ static int local_tick(void *state, uint64_t now_ns, uint64_t *wake_ns)
     return checkpoint_write(&l->checkpoint, &l->durable, l->sync);
 }
 
-static int local_read_from(void *state, uint64_t after_seq, wal_record_fn visit, void *context)
+/* Notes the hash of the record that ends at the checkpoint's seq, then hands the record on. */
+static int read_record(const uint8_t *bytes, const record_header *header, uint32_t segment,
+                       uint64_t offset, void *context)
+{
+    local_log *l = context;
+    if (l->checkpoint_found && header->last_seq == l->checkpoint_tip.last_seq) {
+        l->checkpoint_reached = true;
+        memcpy(l->hash_at_checkpoint, header->hash, RECORD_HASH_BYTES);
+    }
+    return l->visit ? l->visit(bytes, header, segment, offset, l->visit_context) : 0;
+}
+
+/* A scan that never truncates: a torn tail is cut only when the log is opened for writing,
+ * once the caller knows it holds nothing acknowledged. */
+static int local_read_from(void *state, uint64_t after_seq, const uint8_t *after_hash,
+                           wal_record_fn visit, void *context)
 {
     local_log *l = state;
-    wal_scan_options options = {.skip_through = after_seq, .read_only = true};
-    wal_scan_result result;
-    return wal_scan(l->dir, &options, visit, context, &result);
+    wal_scan_options options = {.skip_through = after_seq,
+                                .skip_hash = after_hash,
+                                .read_only = true,
+                                .progress = l->read_options.progress,
+                                .progress_context = l->read_options.progress_context};
+    l->visit = visit;
+    l->visit_context = context;
+    l->checkpoint_reached = false;
+    int code = wal_scan(l->dir, &options, read_record, l, &l->last_read);
+    l->visit = 0;
+    l->read_after_seq = after_seq;
+    l->read_done = code == COFFER_OK;
+    return code;
 }
 
 static void local_tail(const void *state, wal_tip *tip)
 {
-    *tip = ((const local_log *)state)->durable;
+    const local_log *l = state;
+    *tip = l->read_only ? l->last_read.tip : l->durable;
 }
 
 static void local_describe_failure(const void *state, char *what, size_t what_size, char *outcome,
@@ -103,11 +149,13 @@ static void local_describe_failure(const void *state, char *what, size_t what_si
 static void local_close(void *state, bool clean)
 {
     local_log *l = state;
-    if (clean && !l->wal.failed && l->durable.last_seq != l->checkpoint.written.last_seq &&
+    if (clean && !l->read_only && !l->wal.failed &&
+        l->durable.last_seq != l->checkpoint.written.last_seq &&
         checkpoint_write(&l->checkpoint, &l->durable, l->sync) != COFFER_OK)
         fprintf(stderr, "coffer: cannot write %s/checkpoint at close: %s\n", l->dir,
                 strerror(errno));
-    checkpoint_close(&l->checkpoint);
+    if (!l->read_only)
+        checkpoint_close(&l->checkpoint);
     if (l->wal.dir)
         wal_stop(&l->wal);
     free(l->dir);
@@ -148,4 +196,73 @@ int local_log_open(durable_log *log, const char *dir, const wal_scan_result *sca
     }
     *log = (durable_log){&local_ops, l};
     return COFFER_OK;
+}
+
+/* ---- reading ------------------------------------------------------------------------------- */
+
+static void damage_add(char *lines, size_t size, int *count, const char *line)
+{
+    size_t used = strlen(lines);
+    snprintf(lines + used, size - used, "%s%s", used ? "\n" : "", line);
+    (*count)++;
+}
+
+int local_log_open_read(durable_log *log, const char *dir, const local_log_read_options *options)
+{
+    local_log *l = calloc(1, sizeof *l);
+    if (!l || !(l->dir = strdup(dir))) {
+        free(l);
+        return COFFER_OUT_OF_MEMORY;
+    }
+    l->read_only = true;
+    l->checkpoint.fd = -1;
+    l->wal.fd = l->wal.dir_fd = -1;
+    if (options)
+        l->read_options = *options;
+    char problems[sizeof l->files_damage];
+    if (manifest_check(dir, &l->manifest_found, problems, sizeof problems) > 0)
+        damage_add(l->files_damage, sizeof l->files_damage, &l->files_damage_count, problems);
+    if (checkpoint_read(dir, &l->checkpoint_tip, &l->checkpoint_found, problems, sizeof problems) !=
+        COFFER_OK)
+        damage_add(l->files_damage, sizeof l->files_damage, &l->files_damage_count, problems);
+    *log = (durable_log){&local_ops, l};
+    return COFFER_OK;
+}
+
+const wal_scan_result *local_log_last_read(const durable_log *log)
+{
+    COFFER_ASSERT(log->ops == &local_ops);
+    return &((const local_log *)log->state)->last_read;
+}
+
+bool local_log_has_files(const durable_log *log)
+{
+    const local_log *l = log->state;
+    return l->checkpoint_found || l->manifest_found;
+}
+
+/* A data directory from before the checkpoint and the manifest existed has neither; one
+ * without the other was damaged. After a whole read, the log must reach the checkpoint. */
+int local_log_damage(const durable_log *log, char *lines, size_t size)
+{
+    COFFER_ASSERT(log->ops == &local_ops);
+    const local_log *l = log->state;
+    int count = l->files_damage_count;
+    snprintf(lines, size, "%s", l->files_damage);
+    if (!l->read_done)
+        return count;
+    char line[2048];
+    if (l->manifest_found && !l->checkpoint_found && !count) {
+        snprintf(line, sizeof line, "%.700s/checkpoint is missing (the manifest is there)", l->dir);
+        damage_add(lines, size, &count, line);
+    }
+    if (l->checkpoint_found && !l->manifest_found) {
+        snprintf(line, sizeof line, "%.700s/manifest is missing (the checkpoint is there)", l->dir);
+        damage_add(lines, size, &count, line);
+    }
+    if (l->checkpoint_found &&
+        !checkpoint_check(l->dir, &l->checkpoint_tip, &l->last_read, l->read_after_seq,
+                          l->checkpoint_reached ? l->hash_at_checkpoint : 0, line, sizeof line))
+        damage_add(lines, size, &count, line);
+    return count;
 }

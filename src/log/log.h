@@ -25,8 +25,14 @@ typedef struct log_ops {
      * advancing the local checkpoint. Sets *wake_ns to how soon it wants the next call (0:
      * only after the next round). */
     int (*tick)(void *state, uint64_t now_ns, uint64_t *wake_ns);
-    /* Calls `visit` for every record with seq > after_seq, in order, checking the chain. */
-    int (*read_from)(void *state, uint64_t after_seq, wal_record_fn visit, void *context);
+    /* Calls `visit` for every record that ends after `after_seq` (a record holding after_seq
+     * and later seqs is visited whole), in order, checking the chain to the tail. `after_hash`
+     * (or NULL): the chain hash at after_seq, such as a snapshot's; the record ending there must
+     * have it, so what was saved elsewhere joins the log only where the chain agrees. Returns
+     * COFFER_OK, STORAGE_FAILED for a damaged or missing record (never skipped), or the code
+     * `visit` stopped with. */
+    int (*read_from)(void *state, uint64_t after_seq, const uint8_t *after_hash,
+                     wal_record_fn visit, void *context);
     /* The durable tail: the last record's seq, timestamp and hash. */
     void (*tail)(const void *state, wal_tip *tip);
     /* A sticky failure: what failed and where, and what the log could do about it (whether
@@ -59,10 +65,10 @@ static inline int log_tick(durable_log *log, uint64_t now_ns, uint64_t *wake_ns)
     return log->ops->tick(log->state, now_ns, wake_ns);
 }
 
-static inline int log_read_from(durable_log *log, uint64_t after_seq, wal_record_fn visit,
-                                void *context)
+static inline int log_read_from(durable_log *log, uint64_t after_seq, const uint8_t *after_hash,
+                                wal_record_fn visit, void *context)
 {
-    return log->ops->read_from(log->state, after_seq, visit, context);
+    return log->ops->read_from(log->state, after_seq, after_hash, visit, context);
 }
 
 static inline void log_tail(const durable_log *log, wal_tip *tip)
@@ -97,5 +103,31 @@ typedef struct local_log_options {
 
 int local_log_open(durable_log *log, const char *dir, const wal_scan_result *scan,
                    const local_log_options *options, char *error, size_t error_size);
+
+/* The local log opened for reading only: log_read_from and log_tail work (the tail is where the
+ * last read ended); appends and syncs are refused; nothing in `dir` is written or cut, so the
+ * directory may belong to a running engine. Reads DIR/checkpoint and checks DIR/manifest at
+ * once (local_log_damage reports what they say). `options` NULL: no progress reports. */
+typedef struct local_log_read_options {
+    void (*progress)(uint64_t done_bytes, uint64_t total_bytes, void *context);
+    void *progress_context;
+} local_log_read_options;
+
+int local_log_open_read(durable_log *log, const char *dir, const local_log_read_options *options);
+
+/* What the last read of a local log found: the tail, the records and segments it read, a torn
+ * tail's bytes (reported, not cut), and on failure the error naming the file and offset. A
+ * recovery passes it to local_log_open to continue the log. */
+const wal_scan_result *local_log_last_read(const durable_log *log);
+
+/* Whether the checkpoint or the manifest was found beside the log (a data directory from an
+ * earlier version has neither). */
+bool local_log_has_files(const durable_log *log);
+
+/* Acknowledged records missing, by the checkpoint and the manifest of a log opened for reading:
+ * one line each (naming the file, its seqs and sizes) into `lines`; returns how many. Before a
+ * successful read, only the problems of the two files themselves; after one, also whether the
+ * log reached the checkpoint (and through the same hash, when the read passed it). */
+int local_log_damage(const durable_log *log, char *lines, size_t size);
 
 #endif
