@@ -193,6 +193,17 @@ static bool tls_values(const cli_parsed *parsed, server_options *options)
     return options->tls_key_pem != NULL;
 }
 
+/* Frees what tls_values read; the key's bytes are wiped first. */
+static void tls_free(server_options *options)
+{
+    char *key = (char *)options->tls_key_pem, *certificate = (char *)options->tls_certificate_pem;
+    if (key)
+        explicit_bzero(key, strlen(key));
+    free(key);
+    free(certificate);
+    options->tls_key_pem = options->tls_certificate_pem = NULL;
+}
+
 /* Without tokens anyone who reaches the port can move money: only loopback, unless told. */
 static bool security_values(const cli_parsed *parsed, server_options *options,
                             const struct sockaddr_in *address)
@@ -276,13 +287,19 @@ int cli_serve(int argc, char **argv, const cli_globals *globals)
     server_options options;
     server_options_init(&options);
     struct sockaddr_in address;
-    if (!serve_values(&parsed, &options, &address))
+    if (!serve_values(&parsed, &options, &address)) {
+        tls_free(&options);
         return CLI_EXIT_USAGE;
+    }
     options.listen_fd = listen_socket(&address, &options);
-    if (options.listen_fd < 0)
+    if (options.listen_fd < 0) {
+        tls_free(&options);
         return CLI_EXIT_ERROR;
+    }
     printf("%s://%s:%u\n", options.tls_certificate_pem ? "https" : "http", options.host,
            options.port);
     fflush(stdout);
-    return server_run(&options);
+    status = server_run(&options);
+    tls_free(&options);
+    return status;
 }

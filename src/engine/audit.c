@@ -80,8 +80,9 @@ static bool holds_differ(const store *a, const store *b, char *out, size_t size)
 {
     size_t a_count, b_count;
     store_hold_ref *a_holds = pending_holds(a, &a_count), *b_holds = pending_holds(b, &b_count);
-    bool differ = !a_holds || !b_holds || a_count != b_count ||
-                  (a_count && memcmp(a_holds, b_holds, a_count * sizeof *a_holds) != 0);
+    bool differ = !a_holds || !b_holds || a_count != b_count;
+    for (size_t i = 0; !differ && i < a_count; i++)
+        differ = snapshot_records_differ(SNAPSHOT_HOLDS, &a_holds[i], &b_holds[i]);
     if (differ)
         snprintf(out, size, "pending holds by expiry: %zu against %zu, or in another order",
                  a_count, b_count);
@@ -98,16 +99,17 @@ static bool stores_differ(const store *a, const store *b, char *out, size_t size
         const void *left, *right;
         uint64_t left_count, right_count;
         size_t record_size;
+        int snapshot_table; /* compared field by field; -1: bytes (the arena) */
     } tables[] = {
         {"accounts", a->accounts, b->accounts, a->accounts_count, b->accounts_count,
-         sizeof(store_account)},
+         sizeof(store_account), SNAPSHOT_ACCOUNTS},
         {"transfers", a->transfers, b->transfers, a->transfers_count, b->transfers_count,
-         sizeof(store_transfer)},
+         sizeof(store_transfer), SNAPSHOT_TRANSFERS},
         {"history", a->history, b->history, a->history_count, b->history_count,
-         sizeof(store_history)},
+         sizeof(store_history), SNAPSHOT_HISTORY},
         {"expiries", a->expiries, b->expiries, a->expiries_count, b->expiries_count,
-         sizeof(store_expiry)},
-        {"ids and metadata", a->arena, b->arena, a->arena_used, b->arena_used, 1},
+         sizeof(store_expiry), SNAPSHOT_EXPIRIES},
+        {"ids and metadata", a->arena, b->arena, a->arena_used, b->arena_used, 1, -1},
     };
     for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
         if (tables[t].left_count != tables[t].right_count) {
@@ -118,8 +120,11 @@ static bool stores_differ(const store *a, const store *b, char *out, size_t size
         }
         for (uint64_t i = 0; i < tables[t].left_count; i++) {
             size_t at = (size_t)i * tables[t].record_size;
-            if (memcmp((const char *)tables[t].left + at, (const char *)tables[t].right + at,
-                       tables[t].record_size) == 0)
+            const char *left = (const char *)tables[t].left + at;
+            const char *right = (const char *)tables[t].right + at;
+            if (tables[t].snapshot_table >= 0
+                    ? !snapshot_records_differ(tables[t].snapshot_table, left, right)
+                    : memcmp(left, right, tables[t].record_size) == 0)
                 continue;
             if (t == 0)
                 snprintf(out, size, "account %.64s differs", a->accounts[i].id);

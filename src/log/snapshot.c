@@ -149,6 +149,18 @@ static const snapshot_table tables[SNAPSHOT_TABLES] = {
     TABLE(hold_fields, store_hold_ref, 16),    {0, 0, 1, 1},
 };
 
+bool snapshot_records_differ(int table, const void *left, const void *right)
+{
+    COFFER_ASSERT(table >= SNAPSHOT_ACCOUNTS && table <= SNAPSHOT_HOLDS && tables[table].fields);
+    const uint8_t *a = left, *b = right;
+    for (size_t i = 0; i < tables[table].field_count; i++) {
+        const snapshot_field *field = &tables[table].fields[i];
+        if (memcmp(a + field->offset, b + field->offset, field->size) != 0)
+            return true;
+    }
+    return false;
+}
+
 /* Bytes per record on disk in `version`. */
 static uint32_t record_size(const snapshot_table *table, uint32_t version)
 {

@@ -47,4 +47,18 @@ int snapshot_load(store *s, const char *path, snapshot_meta *meta, char *error, 
 /* Removes all but the newest `keep` snapshots (and stray temp files). */
 void snapshot_prune(const char *dir, unsigned keep);
 
+/* The tables whose records a snapshot lists field by field. */
+enum snapshot_table_id {
+    SNAPSHOT_ACCOUNTS = 0,
+    SNAPSHOT_TRANSFERS = 1,
+    SNAPSHOT_HISTORY = 2,
+    SNAPSHOT_EXPIRIES = 3,
+    SNAPSHOT_HOLDS = 4,
+};
+
+/* Whether two in-memory records of `table` differ in any field a snapshot keeps. Padding
+ * between fields is not compared: it is not state, and a record loaded from a snapshot has
+ * it zeroed while one built in memory may not. */
+bool snapshot_records_differ(int table, const void *left, const void *right);
+
 #endif

@@ -1755,6 +1755,7 @@ static void test_only_segment_lost_refused(void **state)
     const char *named = path;
     assert_logged(d, "DATA LOSS ACCEPTED", named, NULL, 0);
     assert_not_recorded(d->db, "fund");
+    saved_free(&pristine);
 }
 
 /* ---------------------------------------------------------------------------------------- */
