@@ -394,7 +394,12 @@ typedef struct coffer_verify_report {
 } coffer_verify_report;
 
 /* Checks the invariants on live state: per currency balances sum to zero, every account
- * within its limits, held totals equal the sum of pending holds, every id has one outcome. */
+ * within its limits, held totals equal the sum of pending holds, every id has one outcome.
+ * The scan does not stop writes: the engine forks between two batches and a child process
+ * scans that copy-on-write image. One check runs at a time; a call made while one runs joins
+ * it and gets its report, which may describe a state a few batches older than the call.
+ * Checks are paced so the writer spends at most 1% of its time forking for them: a call may
+ * wait up to 10 s for its turn. */
 COFFER_API int coffer_verify(coffer *db, coffer_verify_report *out);
 
 #define COFFER_HISTOGRAM_BUCKETS 16
@@ -518,10 +523,11 @@ COFFER_API int coffer_dump_dir(const char *dir, coffer_log_entry_fn visit, void 
  *    job->status set to what the blocking call would have returned and the outputs filled.
  *    Any other return (invalid_argument, batch_too_large, overloaded, shutting_down) means
  *    the job was not queued and on_done is never called.
- *  - on_done runs on an engine thread (the writer, or the log thread once a batch is durable),
- *    outside the engine's locks. It must be short and must not block; it must not call a
- *    blocking coffer function (the engine would wait for itself). It may start other _async
- *    calls, and it may free or reuse the job: the engine no longer touches it.
+ *  - on_done runs on an engine thread (the writer, the log thread once a batch is durable,
+ *    the verify thread for coffer_verify_async), outside the engine's locks. It must be short
+ *    and must not block; it must not call a blocking coffer function (the engine would wait
+ *    for itself). It may start other _async calls, and it may free or reuse the job: the
+ *    engine no longer touches it.
  *  - No call, blocking or not, may run concurrently with coffer_close(); the caller must wait
  *    for every on_done before closing.                                                        */
 

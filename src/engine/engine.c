@@ -465,8 +465,10 @@ int coffer_open(const char *dir, const coffer_options *options, coffer **db_out)
     }
     pthread_mutex_init(&db->mutex, 0);
     pthread_cond_init(&db->wake, 0);
+    engine_verify_init(db);
     prefault_start(&db->prefault); /* optional: without it the writer faults pages itself */
     if (pthread_create(&db->writer, 0, writer_main, db) != 0) {
+        engine_verify_stop(db);
         prefault_stop(&db->prefault);
         durability_close(db);
         engine_free(db);
@@ -480,6 +482,7 @@ void coffer_close(coffer *db)
 {
     if (!db)
         return;
+    engine_verify_stop(db); /* before the writer: a running check waits for it */
     pthread_mutex_lock(&db->mutex);
     db->stopping = true;
     pthread_cond_signal(&db->wake);

@@ -61,6 +61,28 @@ typedef struct engine_ticket {
     uint64_t seq_base, ts0;
 } engine_ticket;
 
+/* The live verify (verify.c): a thread that runs one full check at a time, in a child the
+ * writer forks, for every caller waiting on it. A store of at most this many accounts and
+ * transfers together is scanned on the writer instead: about a millisecond, less than a fork. */
+#define ENGINE_VERIFY_INLINE_RECORDS_MAX 16384
+/* The writer's part of a check (the fork, or the small scan) stalls every write: the next check
+ * waits until the writer has spent at most this share of its time on checks, and at most
+ * ENGINE_VERIFY_REST_MAX_NS. */
+#define ENGINE_VERIFY_WRITER_PERCENT 1
+#define ENGINE_VERIFY_REST_MAX_NS (10ull * 1000 * 1000 * 1000)
+
+typedef struct engine_verify {
+    pthread_mutex_t mutex;
+    pthread_cond_t wake; /* the verify thread waits here for callers */
+    pthread_t thread;
+    bool thread_started; /* by the first call */
+    bool stopping;
+    engine_request *waiters;     /* callers' requests, answered by the next report */
+    uint64_t runs;               /* full checks done */
+    uint64_t forks;              /* of those, scanned in a child (the others on the writer) */
+    uint64_t inline_records_max; /* ENGINE_VERIFY_INLINE_RECORDS_MAX; tests lower it to fork */
+} engine_verify;
+
 struct coffer {
     store store;
     ledger ledger;
@@ -110,6 +132,8 @@ struct coffer {
     uint64_t snapshot_seq; /* the tip the running or last snapshot covers */
     uint64_t snapshots_taken;
     uint64_t snapshot_taken_at_s; /* CLOCK_MONOTONIC seconds of the last scheduled snapshot */
+
+    engine_verify verify;
 };
 
 /* Reads, as engine_read_fn: each runs on the writer between batches, for a job. */
@@ -142,9 +166,8 @@ struct holds_read {
     coffer_transfer *out;
     size_t *count_out; /* how many holds were filled */
 };
-int engine_holds_read(coffer *db, void *context);  /* struct holds_read */
-int engine_stats_read(coffer *db, void *context);  /* coffer_stats */
-int engine_verify_read(coffer *db, void *context); /* coffer_verify_report */
+int engine_holds_read(coffer *db, void *context); /* struct holds_read */
+int engine_stats_read(coffer *db, void *context); /* coffer_stats */
 
 /* What the engine keeps in a coffer_job's reserved words: the queued request and the
  * arguments of a read, which must live as long as the job. engine.c checks that it fits. */
@@ -195,7 +218,10 @@ void engine_log(coffer *db, const char *format, ...) __attribute__((format(print
 void engine_release(coffer *db, engine_request *requests, int failure);
 
 /* verify.c: the invariant check on any store (live or rebuilt offline), and a way to add a
- * problem line to a report. */
+ * problem line to a report. engine_verify_init before the first coffer_verify call;
+ * engine_verify_stop joins the verify thread (none may be waiting). */
+void engine_verify_init(coffer *db);
+void engine_verify_stop(coffer *db);
 int engine_verify_store(const store *s, coffer_verify_report *report);
 void engine_problem(coffer_verify_report *report, const char *format, ...)
     __attribute__((format(printf, 2, 3)));
