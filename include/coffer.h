@@ -10,9 +10,11 @@
  * The one exception is coffer_close(): no call on the same handle may run concurrently with it
  * or start after it. Stop (and join) every thread that uses the handle first.
  *
- * A durable engine forks the process that embeds it: the writer thread takes a periodic
- * snapshot by fork()ing a child that writes the state it inherited and exits, while the
- * writer goes on (the last snapshot, in coffer_close(), is written without a fork). So:
+ * The engine forks the process that embeds it. A durable engine takes its periodic snapshots
+ * by fork()ing a child that writes the state it inherited and exits, while the writer goes on
+ * (the last snapshot, in coffer_close(), is written without a fork); and any engine, durable or
+ * not, runs coffer_verify() on a ledger of more than 16,384 accounts and transfers in a forked
+ * child that scans its image and reports through a pipe. So:
  *  - the child shares the host's memory copy-on-write: every page the host changes while the
  *    snapshot is written gets copied, up to the size of the whole process in the worst case;
  *  - only the forking thread exists in the child; it runs engine code only, which allocates
@@ -395,8 +397,9 @@ typedef struct coffer_verify_report {
 
 /* Checks the invariants on live state: per currency balances sum to zero, every account
  * within its limits, held totals equal the sum of pending holds, every id has one outcome.
- * The scan does not stop writes: the engine forks between two batches and a child process
- * scans that copy-on-write image. One check runs at a time; a call made while one runs joins
+ * The scan does not stop writes: the writer forks between two requests (a state in which
+ * every earlier request has been applied whole) and a child process scans that copy-on-write
+ * image. One check runs at a time; a call made while one runs joins
  * it and gets its report, which may describe a state a few batches older than the call.
  * Checks are paced so the writer spends at most 1% of its time forking for them: a call may
  * wait up to 10 s for its turn. */
@@ -521,8 +524,9 @@ COFFER_API int coffer_dump_dir(const char *dir, coffer_log_entry_fn visit, void 
  *    is called. The engine allocates nothing per job: it keeps its state in reserved_.
  *  - Returns COFFER_OK when the job was queued: on_done is then called exactly once, with
  *    job->status set to what the blocking call would have returned and the outputs filled.
- *    Any other return (invalid_argument, batch_too_large, overloaded, shutting_down) means
- *    the job was not queued and on_done is never called.
+ *    Any other return (invalid_argument, batch_too_large, overloaded, shutting_down, and for
+ *    coffer_verify_async internal when its thread cannot be started) means the job was not
+ *    queued and on_done is never called.
  *  - on_done runs on an engine thread (the writer, the log thread once a batch is durable,
  *    the verify thread for coffer_verify_async), outside the engine's locks. It must be short
  *    and must not block; it must not call a blocking coffer function (the engine would wait

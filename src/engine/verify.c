@@ -115,20 +115,35 @@ static void check_transfers(const store *s, __int128 *held, coffer_verify_report
                        (unsigned long long)pending, (unsigned long long)s->holds_pending);
 }
 
-int engine_verify_store(const store *s, coffer_verify_report *report)
+/* Room for the held totals a scan adds up: two per account. */
+static __int128 *held_totals_new(const store *s)
+{
+    return calloc(2 * s->accounts_count + 2, sizeof(__int128));
+}
+
+/* The scan itself, into `held` (zeroed, from held_totals_new): allocates nothing, so that a
+ * forked child can run it whatever allocator the host process uses. */
+static void verify_scan(const store *s, __int128 *held, coffer_verify_report *report)
 {
     memset(report, 0, sizeof *report);
-    __int128 *held = calloc(2 * s->accounts_count + 2, sizeof *held);
-    if (!held)
-        return COFFER_OUT_OF_MEMORY;
     check_currencies(s, report);
     check_transfers(s, held, report);
     for (uint64_t i = 0; i < s->accounts_count; i++)
         check_account(s, i, held, report);
-    free(held);
     report->accounts_checked = s->accounts_count;
     report->transfers_checked = s->transfers_count;
     report->ok = report->problem_count == 0;
+}
+
+int engine_verify_store(const store *s, coffer_verify_report *report)
+{
+    __int128 *held = held_totals_new(s);
+    if (!held) {
+        memset(report, 0, sizeof *report);
+        return COFFER_OUT_OF_MEMORY;
+    }
+    verify_scan(s, held, report);
+    free(held);
     return COFFER_OK;
 }
 
@@ -182,12 +197,17 @@ static void write_all(int fd, const void *bytes, size_t length)
     }
 }
 
-/* In the child: only the scan, a write and _exit (no atexit handlers, no stdio flush). */
-static void verify_child(const store *s, int report_fd)
+/* In the child: only the scan, a write and _exit (no atexit handlers, no stdio flush, no
+ * allocation: `held` was allocated before the fork). The data directory's lock is let go, so
+ * that a parent that dies mid-scan can be restarted at once. */
+static void verify_child(coffer *db, __int128 *held, int report_fd)
 {
+    if (db->lock_fd >= 0)
+        close(db->lock_fd);
     verify_message message;
     memset(&message, 0, sizeof message);
-    message.status = engine_verify_store(s, &message.report);
+    message.status = COFFER_OK;
+    verify_scan(&db->store, held, &message.report);
     write_all(report_fd, &message, sizeof message);
     _exit(0);
 }
@@ -200,16 +220,22 @@ static int verify_fork_or_scan(coffer *db, verify_fork *forked)
     const store *s = &db->store;
     if (s->accounts_count + s->transfers_count <= db->verify.inline_records_max)
         return engine_verify_store(s, forked->report);
+    /* Zeroed pages mapped lazily: cheap here, and the child writes its own copies. */
+    __int128 *held = held_totals_new(s);
+    if (!held)
+        return COFFER_OUT_OF_MEMORY;
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) {
         engine_log(db, "verify: pipe failed: %s", strerror(errno));
+        free(held);
         return COFFER_INTERNAL;
     }
     pid_t child = fork();
     if (child == 0) {
         close(fds[0]);
-        verify_child(&db->store, fds[1]);
+        verify_child(db, held, fds[1]);
     }
+    free(held);
     close(fds[1]); /* the read end sees end-of-file once the child exits */
     if (child < 0) {
         engine_log(db, "verify: fork failed: %s", strerror(errno));

@@ -95,7 +95,8 @@ static const char *framing_problem(request *r, const char *version)
         return "a Transfer-Encoding other than one 'chunked'";
     if (counts.host > 1)
         return "more than one Host";
-    if (!counts.host && !strcmp(version, MHD_HTTP_VERSION_1_1))
+    /* Every HTTP/1.x but 1.0 requires Host (MHD takes 1.2 and up as 1.1). */
+    if (!counts.host && strcmp(version, MHD_HTTP_VERSION_1_0) != 0)
         return "HTTP/1.1 without Host";
     return NULL;
 }

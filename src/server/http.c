@@ -191,8 +191,10 @@ static bool receive(request *r, const char *data, size_t size)
     }
     if (r->body_overloaded || !guard_body_reserve(&r->server->guard, size,
                                                   r->server->options->body_bytes_in_flight_max)) {
-        r->body_overloaded = true; /* answered 503; the rest of the body is read and dropped */
-        return true;
+        /* Answered 503; the rest of the body is read and dropped, within the drain's bounds
+         * (a body that stays small could otherwise trickle on for ever). */
+        r->body_overloaded = true;
+        return r->upload_length <= UPLOAD_DRAIN_MAX && now_ns() - r->started_ns <= UPLOAD_DRAIN_NS;
     }
     if (r->body_length + size + 1 > r->body_capacity) {
         /* Doubling: MHD hands a body over in pieces of a few KiB, and growing by each piece

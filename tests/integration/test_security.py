@@ -241,6 +241,13 @@ class Framing(ServerTestCase):
         self.assertEqual(status, 400, body)
         self.assertEqual(json.loads(body)["code"], "invalid_argument")
 
+    def test_a_later_http_1_minor_without_host_is_refused_too(self):
+        # libmicrohttpd serves HTTP/1.2 and up as 1.1: they need a Host all the same.
+        status, headers, body = raw_request(self.server.port,
+                                            b"GET /healthz HTTP/1.2\r\nConnection: close\r\n\r\n")
+        self.assertEqual(status, 400, body)
+        self.assertEqual(json.loads(body)["code"], "invalid_argument")
+
     def test_nul_in_a_path_is_refused_not_cut(self):
         self.create_account("a")
         r = self.client.get("/v1/accounts/a%00b")
