@@ -78,8 +78,6 @@ typedef struct engine_verify {
     bool thread_started; /* by the first call */
     bool stopping;
     engine_request *waiters;     /* callers' requests, answered by the next report */
-    uint64_t runs;               /* full checks done */
-    uint64_t forks;              /* of those, scanned in a child (the others on the writer) */
     uint64_t inline_records_max; /* ENGINE_VERIFY_INLINE_RECORDS_MAX; tests lower it to fork */
 } engine_verify;
 

@@ -244,9 +244,6 @@ static int verify_fork_or_scan(coffer *db, verify_fork *forked)
     }
     forked->child = child;
     forked->report_fd = fds[0];
-    pthread_mutex_lock(&db->verify.mutex);
-    db->verify.forks++;
-    pthread_mutex_unlock(&db->verify.mutex);
     return COFFER_OK;
 }
 
@@ -339,7 +336,6 @@ static void *verify_main(void *argument)
         pthread_mutex_lock(&verify->mutex);
         engine_request *answered = verify->waiters; /* those who came during the run join it */
         verify->waiters = 0;
-        verify->runs++;
         pthread_mutex_unlock(&verify->mutex);
         for (engine_request *request = answered; request; request = request->next) {
             request->status = status;

@@ -224,6 +224,10 @@ class Server:
                               % (state, self.proc.returncode, tail(log)))
         raise ServerError("coffer serve could not bind a port")
 
+    def connection(self, timeout):
+        """A new connection to the server (a subclass may make it HTTPS)."""
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
     def wait_ready(self, timeout):
         """'ready', 'exited' or 'timeout'."""
         deadline = time.monotonic() + timeout
@@ -232,7 +236,7 @@ class Server:
                 self._forget()
                 return "exited"
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn = self.connection(2)
                 try:
                     conn.request("GET", "/readyz")
                     r = conn.getresponse()

@@ -49,27 +49,9 @@ class TlsServer(Server):
         super().__init__(args=["--tls-cert", certificate, "--tls-key", key], **kw)
         self.context = ssl.create_default_context(cafile=certificate)
 
-    def wait_ready(self, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self._forget()
-                return "exited"
-            try:
-                conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=2,
-                                                   context=self.context)
-                try:
-                    conn.request("GET", "/readyz")
-                    r = conn.getresponse()
-                    body = r.read()
-                finally:
-                    conn.close()
-                if r.status == 200 and json.loads(body).get("status") == "ready":
-                    return "ready"
-            except (OSError, http.client.HTTPException, ValueError):
-                pass
-            time.sleep(0.05)
-        return "timeout"
+    def connection(self, timeout):
+        return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout,
+                                           context=self.context)
 
 
 class Tls(unittest.TestCase):
