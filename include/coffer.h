@@ -79,6 +79,7 @@ COFFER_API const char *coffer_version(void);
     X(CURRENCY_MISMATCH, currency_mismatch, 22, 422, "the accounts have different currencies")     \
     X(SAME_ACCOUNT, same_account, 23, 422, "from and to are the same account")                     \
     X(TRANSFER_NOT_FOUND, transfer_not_found, 24, 404, "the transfer does not exist")              \
+    X(WEBHOOK_NOT_FOUND, webhook_not_found, 25, 404, "the webhook does not exist")                 \
     X(ID_REUSED, id_reused, 30, 422, "the id was already used with different content")             \
     X(REQUEST_IN_PROGRESS, request_in_progress, 31, 409, "a request with this id is in progress")  \
     X(INSUFFICIENT_BALANCE, insufficient_balance, 40, 409,                                         \
@@ -99,7 +100,8 @@ COFFER_API const char *coffer_version(void);
     X(OUT_OF_MEMORY, out_of_memory, 54, 503, "memory could not be allocated")                      \
     X(INTERNAL, internal, 55, 500, "internal error")                                               \
     X(UNAUTHORIZED, unauthorized, 56, 401, "a valid bearer token is required")                     \
-    X(FORBIDDEN, forbidden, 57, 403, "the token, origin or host does not allow this request")
+    X(FORBIDDEN, forbidden, 57, 403, "the token, origin or host does not allow this request")      \
+    X(NOT_SUPPORTED, not_supported, 58, 501, "this engine keeps no log: it has no change feed")
 
 enum coffer_code {
 #define COFFER_CODE_ENUM(NAME, name, value, http, message) COFFER_##NAME = value,
@@ -108,7 +110,7 @@ enum coffer_code {
 };
 
 /* One past the largest code value: arrays indexed by code have this many slots. */
-#define COFFER_CODE_LIMIT 58
+#define COFFER_CODE_LIMIT 59
 
 /* A static string describing `code` ("unknown code" for a value outside the table). */
 COFFER_API const char *coffer_strerror(int code);

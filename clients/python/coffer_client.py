@@ -27,7 +27,7 @@ CODES = {
     "body_too_large": (13, 413), "invalid_argument": (14, 400), "route_not_found": (15, 404),
     "method_not_allowed": (16, 405),
     "account_not_found": (20, 422), "hold_not_found": (21, 422), "currency_mismatch": (22, 422),
-    "same_account": (23, 422), "transfer_not_found": (24, 404),
+    "same_account": (23, 422), "transfer_not_found": (24, 404), "webhook_not_found": (25, 404),
     "id_reused": (30, 422), "request_in_progress": (31, 409),
     "insufficient_balance": (40, 409), "exceeds_max_balance": (41, 409),
     "version_mismatch": (42, 409), "hold_expired": (43, 409), "hold_already_posted": (44, 409),
@@ -35,7 +35,7 @@ CODES = {
     "overflow": (48, 409),
     "overloaded": (50, 503), "storage_failed": (51, 503), "shutting_down": (52, 503),
     "capacity_exceeded": (53, 503), "out_of_memory": (54, 503), "internal": (55, 500),
-    "unauthorized": (56, 401), "forbidden": (57, 403),
+    "unauthorized": (56, 401), "forbidden": (57, 403), "not_supported": (58, 501),
 }
 # Service codes after which the same request may succeed later or on another instance.
 RETRYABLE_CODES = frozenset({"overloaded", "shutting_down", "no_leader"})

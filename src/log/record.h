@@ -96,6 +96,11 @@ typedef struct record_entry {
     size_t count;         /* events in `events` */
     coffer_event *events; /* RECORD_EVENT: one; RECORD_ATOMIC: count */
     const char *hold_id;  /* RECORD_EXPIRE */
+    /* Format 2: each event's outcome (count of them; one for RECORD_EXPIRE, whose event is the
+     * expiry itself), result.seq 0 for an event that recorded nothing; NULL in a format 1
+     * record. */
+    coffer_result *results;
+    const char *submitted_by; /* format 2: the submitter's name, or NULL */
 } record_entry;
 
 /* Scratch space for decoding: holds the events and NUL-terminated copies of strings. */
