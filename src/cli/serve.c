@@ -39,6 +39,8 @@ enum {
     SERVE_MAX_BODY_BYTES_IN_FLIGHT,
     SERVE_TLS_CERT,
     SERVE_TLS_KEY,
+    SERVE_SSE_KEEPALIVE_MS,
+    SERVE_SSE_STALL_SECONDS,
 };
 
 static const cli_option serve_options[] = {
@@ -82,6 +84,12 @@ static const cli_option serve_options[] = {
     {SERVE_TLS_CERT, "--tls-cert", "FILE",
      "serve HTTPS with this PEM certificate (chain); needs --tls-key"},
     {SERVE_TLS_KEY, "--tls-key", "FILE", "the PEM private key of --tls-cert"},
+    {SERVE_SSE_KEEPALIVE_MS, "--sse-keepalive-ms", "MS",
+     "event streams (GET /v1/events): a keep-alive comment after\nthis long without a change "
+     "(default 15000)"},
+    {SERVE_SSE_STALL_SECONDS, "--sse-stall-seconds", "S",
+     "cut off an event stream whose client reads nothing for this\nlong (default 60; more than "
+     "the keep-alive)"},
 };
 
 static const cli_spec serve_spec = {
@@ -232,6 +240,23 @@ static bool security_values(const cli_parsed *parsed, server_options *options,
     return true;
 }
 
+/* The event stream bounds: a keep-alive must come well within the stall bound, or an idle
+ * stream would look stalled. */
+static bool stream_values(const cli_parsed *parsed, server_options *options)
+{
+    uint64_t keep_alive_ms = options->sse_keepalive_ms, stall_seconds = options->sse_stall_seconds;
+    if (!cli_value_u64(&serve_spec, parsed, SERVE_SSE_KEEPALIVE_MS, 10, 3600000, &keep_alive_ms) ||
+        !cli_value_u64(&serve_spec, parsed, SERVE_SSE_STALL_SECONDS, 1, 3600, &stall_seconds))
+        return false;
+    if (keep_alive_ms >= stall_seconds * 1000) {
+        cli_usage(&serve_spec, "--sse-keepalive-ms must be less than --sse-stall-seconds");
+        return false;
+    }
+    options->sse_keepalive_ms = (unsigned)keep_alive_ms;
+    options->sse_stall_seconds = (unsigned)stall_seconds;
+    return true;
+}
+
 /* The parsed values into server options; false after the usage line. */
 static bool serve_values(const cli_parsed *parsed, server_options *options,
                          struct sockaddr_in *address)
@@ -272,7 +297,8 @@ static bool serve_values(const cli_parsed *parsed, server_options *options,
     options->queue_events_max = (uint32_t)queue;
     options->log_requests = parsed->values[SERVE_LOG_REQUESTS] != NULL;
     options->accept_data_loss = parsed->values[SERVE_ACCEPT_DATA_LOSS] != NULL;
-    return tls_values(parsed, options) && security_values(parsed, options, address);
+    return stream_values(parsed, options) && tls_values(parsed, options) &&
+           security_values(parsed, options, address);
 }
 
 int cli_serve(int argc, char **argv, const cli_globals *globals)

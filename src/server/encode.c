@@ -557,3 +557,42 @@ json_t *encode_change_json(const coffer_change *change)
     }
     return out;
 }
+
+void encode_events(encoded *out, const coffer_change *changes, size_t count, uint64_t next_after,
+                   uint64_t durable_seq)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; i < count; i++)
+        json_array_append_new(list, encode_change_json(&changes[i]));
+    finish_json(out, 200, COFFER_OK,
+                json_pack("{s:o, s:I, s:I}", "events", list, "next_after", (json_int_t)next_after,
+                          "durable_seq", (json_int_t)durable_seq),
+                false);
+}
+
+/* A JSON value on one line (compact JSON escapes every newline), appended as an SSE data
+ * field. */
+static void append_data_line(text_buffer *t, json_t *value)
+{
+    char *data = value ? json_dumps(value, JSON_COMPACT | JSON_PRESERVE_ORDER) : 0;
+    json_decref(value);
+    if (!data) {
+        t->failed = true;
+        return;
+    }
+    text_printf(t, "data: %s\n\n", data);
+    free(data);
+}
+
+void encode_change_frame(text_buffer *t, const coffer_change *change)
+{
+    text_printf(t, "id: %llu\nevent: %s\n", (unsigned long long)change->seq,
+                coffer_change_type_name(change->type));
+    append_data_line(t, encode_change_json(change));
+}
+
+void encode_problem_frame(text_buffer *t, int code, const char *detail)
+{
+    text_printf(t, "event: error\n");
+    append_data_line(t, problem_json(code, coffer_code_http_status(code), 0, detail));
+}

@@ -64,6 +64,13 @@ bool encode_success_fast(text_buffer *t, const coffer_event *event, const coffer
  * transfer with both accounts after it, as a write's answer shows them. Needs <jansson.h>. */
 typedef struct json_t json_t;
 json_t *encode_change_json(const coffer_change *change);
+/* A page of the feed: {"events": [...], "next_after", "durable_seq"}. */
+void encode_events(encoded *out, const coffer_change *changes, size_t count, uint64_t next_after,
+                   uint64_t durable_seq);
+/* One change as a Server-Sent Event ("id: SEQ", "event: TYPE", "data: JSON" and a blank line),
+ * and a problem as an "error" event, appended to `t`. */
+void encode_change_frame(text_buffer *t, const coffer_change *change);
+void encode_problem_frame(text_buffer *t, int code, const char *detail);
 
 /* Shared by the two success encoders. */
 const char *encode_state_name(int state);

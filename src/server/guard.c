@@ -176,11 +176,15 @@ static const char *account_problem(request *r)
     case ROUTE_HISTORY:
         return token_allows_account(t, r->path_id) ? NULL
                                                    : "the account is outside the token's prefixes";
-    case ROUTE_HOLDS: {
+    case ROUTE_HOLDS:
+    case ROUTE_EVENTS: {
         const char *account = http_query(r, "account");
-        return account && token_allows_account(t, account)
-                   ? NULL
-                   : "a token limited to account prefixes must list the holds of one of its "
+        if (account && token_allows_account(t, account))
+            return NULL;
+        return r->route == ROUTE_HOLDS
+                   ? "a token limited to account prefixes must list the holds of one of its "
+                     "accounts (?account=)"
+                   : "a token limited to account prefixes must read the changes of one of its "
                      "accounts (?account=)";
     }
     case ROUTE_HOLD_POST:

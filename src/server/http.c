@@ -22,7 +22,7 @@
 
 #include "server/routes.h"
 
-static uint64_t now_ns(void)
+uint64_t http_now_ns(void)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
@@ -59,13 +59,17 @@ enum MHD_Result http_send(request *r, encoded *response)
         MHD_add_response_header(reply, MHD_HTTP_HEADER_ALLOW, routes_methods(r->route));
     enum MHD_Result queued = MHD_queue_response(r->connection, response->status, reply);
     MHD_destroy_response(reply);
-    metrics_request(&r->server->metrics, r->route, response->code, response->status,
-                    now_ns() - r->started_ns);
+    http_count(r, response->status, response->code);
+    return queued;
+}
+
+void http_count(request *r, unsigned status, int code)
+{
+    metrics_request(&r->server->metrics, r->route, code, status, http_now_ns() - r->started_ns);
     if (r->server->options->log_requests)
         fprintf(stderr, "coffer: request %s %s %u %s %.3f ms\n", r->request_id,
-                routes_name(r->route), response->status, coffer_code_name(response->code),
-                (double)(now_ns() - r->started_ns) / 1e6);
-    return queued;
+                routes_name(r->route), status, coffer_code_name(code),
+                (double)(http_now_ns() - r->started_ns) / 1e6);
 }
 
 enum MHD_Result http_problem(request *r, int code, const char *field, const char *detail)
@@ -153,7 +157,7 @@ static request *request_new(server *s, struct MHD_Connection *connection, const 
         return 0;
     r->server = s;
     r->connection = connection;
-    r->started_ns = now_ns();
+    r->started_ns = http_now_ns();
     r->route = routes_find(url, &r->path_id);
     r->state = STATE_RECEIVING;
     assign_request_id(s, r);
@@ -179,7 +183,8 @@ static bool receive(request *r, const char *data, size_t size)
     r->upload_length += size;
     if (r->body_too_large || !takes_body) {
         r->body_too_large |= takes_body;
-        return r->upload_length <= UPLOAD_DRAIN_MAX && now_ns() - r->started_ns <= UPLOAD_DRAIN_NS;
+        return r->upload_length <= UPLOAD_DRAIN_MAX &&
+               http_now_ns() - r->started_ns <= UPLOAD_DRAIN_NS;
     }
     if (r->body_length + size > DECODE_BODY_MAX) {
         r->body_too_large = true;
@@ -194,7 +199,8 @@ static bool receive(request *r, const char *data, size_t size)
         /* Answered 503; the rest of the body is read and dropped, within the drain's bounds
          * (a body that stays small could otherwise trickle on for ever). */
         r->body_overloaded = true;
-        return r->upload_length <= UPLOAD_DRAIN_MAX && now_ns() - r->started_ns <= UPLOAD_DRAIN_NS;
+        return r->upload_length <= UPLOAD_DRAIN_MAX &&
+               http_now_ns() - r->started_ns <= UPLOAD_DRAIN_NS;
     }
     if (r->body_length + size + 1 > r->body_capacity) {
         /* Doubling: MHD hands a body over in pieces of a few KiB, and growing by each piece
@@ -269,11 +275,11 @@ static void on_completed(void *context, struct MHD_Connection *connection, void 
                          enum MHD_RequestTerminationCode reason)
 {
     (void)connection;
-    (void)reason;
     server *s = context;
     request *r = *request_context;
     if (!r)
         return;
+    feed_request_done(r, reason);
     decode_batch_free(&r->batch);
     free(r->results);
     free(r->history);
@@ -315,6 +321,8 @@ void server_options_init(server_options *options)
     options->snapshot_every_seconds = 3600;
     options->max_connections_per_client = 256;
     options->body_bytes_in_flight_max = (size_t)256 << 20;
+    options->sse_keepalive_ms = 15000;
+    options->sse_stall_seconds = 60;
 }
 
 static bool listen_address(const server_options *options, struct sockaddr_in *address)
@@ -387,9 +395,11 @@ static void drain(server *s)
     MHD_socket listener = MHD_quiesce_daemon(s->daemon);
     if (listener != MHD_INVALID_SOCKET)
         close(listener);
+    feed_hub_drain(&s->feed);
     while (atomic_load(&s->suspended) > 0)
         usleep(5000);
     MHD_stop_daemon(s->daemon);
+    feed_hub_stop(&s->feed);
 }
 
 int server_run(const server_options *options)
@@ -406,7 +416,7 @@ int server_run(const server_options *options)
     }
     static server s;
     s.options = options;
-    snprintf(s.id_prefix, sizeof s.id_prefix, "%x", (unsigned)(now_ns() ^ (uint64_t)getpid()));
+    snprintf(s.id_prefix, sizeof s.id_prefix, "%x", (unsigned)(http_now_ns() ^ (uint64_t)getpid()));
     metrics_init(&s.metrics);
     char error[512];
     if (!guard_open(&s.guard, options->tokens_path, error, sizeof error)) {
@@ -415,8 +425,14 @@ int server_run(const server_options *options)
     }
     if (open_engine(options, &s.db) != COFFER_OK)
         return 1;
+    if (!feed_hub_start(&s.feed, &s)) {
+        fprintf(stderr, "coffer: cannot start the change feed's thread\n");
+        coffer_close(s.db);
+        return 1;
+    }
     s.daemon = start_daemon(&s, &address);
     if (!s.daemon) {
+        feed_hub_stop(&s.feed);
         if (options->tls_certificate_pem)
             fprintf(stderr,
                     "coffer: cannot serve HTTPS on %s:%u: --tls-cert or --tls-key was "

@@ -14,6 +14,7 @@
 #include "coffer.h"
 #include "server/decode.h"
 #include "server/encode.h"
+#include "server/feed_http.h"
 #include "server/guard.h"
 #include "server/metrics.h"
 #include "server/server.h"
@@ -28,6 +29,7 @@ typedef struct server {
     atomic_int suspended; /* of those, requests handed to the engine and not yet completed */
     atomic_bool draining;
     guard guard;
+    feed_hub feed;
     char id_prefix[16];
 } server;
 
@@ -51,6 +53,9 @@ struct request {
     uint64_t started_ns;
     bool engine_used; /* counted in server.suspended until completion */
     char *path_id;    /* the path's id, for the routes that have one */
+    /* The change feed (feed_http.c). */
+    struct feed_poll *feed_poll; /* a page or long-poll of GET /v1/events */
+    bool streaming;              /* answered with an event stream */
     /* Writes. */
     decode_batch batch;
     coffer_result *results;
@@ -81,6 +86,10 @@ const char *http_query(request *r, const char *name);
 void http_suspend(request *r);
 enum MHD_Result http_started(request *r, int code);
 
+/* Monotonic nanoseconds. */
+uint64_t http_now_ns(void);
+/* Counts an answer in the metrics (and logs it with --log-requests). */
+void http_count(request *r, unsigned status, int code);
 /* Sends a response (its body is taken) and counts it. */
 enum MHD_Result http_send(request *r, encoded *response);
 /* Sends encode_problem(code, field, detail). */

@@ -138,12 +138,35 @@ static void render_engine(text_buffer *t, const coffer_stats *s)
                      16, 1e-6, (double)s->fsync_us_total / 1e6);
 }
 
+static void render_feed(text_buffer *t, const metrics *m)
+{
+    text_printf(t,
+                "# HELP coffer_feed_events_read_total Changes answered by GET /v1/events, in pages "
+                "and streams.\n# TYPE coffer_feed_events_read_total counter\n"
+                "coffer_feed_events_read_total %llu\n",
+                (unsigned long long)atomic_load(&m->feed_events_read));
+    text_printf(t,
+                "# HELP coffer_feed_streams Event streams open.\n# TYPE coffer_feed_streams "
+                "gauge\ncoffer_feed_streams %d\n",
+                atomic_load(&m->feed_streams));
+    text_printf(t,
+                "# HELP coffer_feed_waiters Long-polls waiting for a change.\n# TYPE "
+                "coffer_feed_waiters gauge\ncoffer_feed_waiters %zu\n",
+                atomic_load(&m->feed_waiters));
+    text_printf(t,
+                "# HELP coffer_feed_streams_cut_total Event streams ended because their client "
+                "read too slowly.\n# TYPE coffer_feed_streams_cut_total counter\n"
+                "coffer_feed_streams_cut_total %llu\n",
+                (unsigned long long)atomic_load(&m->feed_streams_cut));
+}
+
 char *metrics_render(const metrics *m, coffer *db, const coffer_stats *stats, size_t *length)
 {
     text_buffer t = {0};
     render_requests(&t, m);
     render_results(&t, db);
     render_engine(&t, stats);
+    render_feed(&t, m);
     if (t.failed) {
         free(t.bytes);
         return 0;

@@ -20,6 +20,11 @@ typedef struct metrics {
     atomic_uint_fast64_t requests[ROUTE_COUNT][COFFER_CODE_LIMIT];
     atomic_uint_fast64_t latency[METRICS_LATENCY_BUCKETS + 1]; /* the last: above all bounds */
     atomic_uint_fast64_t latency_sum_us;
+    /* The change feed (feed_http.c). */
+    atomic_uint_fast64_t feed_events_read; /* changes answered in pages and streams */
+    atomic_int feed_streams;               /* event streams open */
+    atomic_size_t feed_waiters;            /* long-polls waiting */
+    atomic_uint_fast64_t feed_streams_cut; /* streams ended because their client was too slow */
 } metrics;
 
 void metrics_init(metrics *m);

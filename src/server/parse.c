@@ -69,3 +69,19 @@ bool parse_at(const char *text, int *at, uint64_t *at_value)
     *at = COFFER_AT_TIMESTAMP;
     return true;
 }
+
+bool parse_change_types(const char *text, uint32_t *types)
+{
+    *types = 0;
+    for (const char *at = text;;) {
+        const char *comma = strchr(at, ',');
+        size_t length = comma ? (size_t)(comma - at) : strlen(at);
+        int type = coffer_change_type_parse(at, length);
+        if (type == 0)
+            return false;
+        *types |= COFFER_CHANGE_BIT(type);
+        if (!comma)
+            return true;
+        at = comma + 1;
+    }
+}

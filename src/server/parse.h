@@ -19,4 +19,8 @@ bool parse_time(const char *text, uint64_t *out);
  * (COFFER_AT_TIMESTAMP). False when it is neither. */
 bool parse_at(const char *text, int *at, uint64_t *at_value);
 
+/* A comma-separated list of change type names ("hold.posted,hold.expired") to their
+ * COFFER_CHANGE_BIT()s. False on an empty list, an empty item or an unknown name. */
+bool parse_change_types(const char *text, uint32_t *types);
+
 #endif

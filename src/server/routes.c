@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "server/feed_http.h"
 #include "server/handlers.h"
 
 const route_spec routes[ROUTE_COUNT] = {
@@ -26,6 +27,7 @@ const route_spec routes[ROUTE_COUNT] = {
     [ROUTE_HOLD_VOID] = {"/v1/holds/", "/void", true, "POST", "void_hold", handle_hold_void,
                          answer_write},
     [ROUTE_HOLDS] = {"/v1/holds", 0, false, "GET", "list_holds", handle_holds, answer_holds},
+    [ROUTE_EVENTS] = {"/v1/events", 0, false, "GET", "list_events", handle_events, answer_events},
     [ROUTE_VERIFY] = {"/v1/verify", 0, false, "GET", "verify", handle_verify, answer_verify},
     [ROUTE_METRICS] = {"/metrics", 0, false, "GET", "metrics", handle_metrics, answer_metrics},
     [ROUTE_HEALTH] = {"/healthz", 0, false, "GET", "healthz", handle_health, 0},

@@ -19,6 +19,7 @@ enum route {
     ROUTE_HOLD_POST, /* POST /v1/holds/{id}/post */
     ROUTE_HOLD_VOID, /* POST /v1/holds/{id}/void */
     ROUTE_HOLDS,     /* GET /v1/holds */
+    ROUTE_EVENTS,    /* GET /v1/events */
     ROUTE_VERIFY,    /* GET /v1/verify */
     ROUTE_METRICS,   /* GET /metrics */
     ROUTE_HEALTH,    /* GET /healthz */

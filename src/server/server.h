@@ -33,6 +33,10 @@ typedef struct server_options {
     bool metrics_open;                   /* GET /metrics without a token */
     unsigned max_connections_per_client; /* per client address */
     size_t body_bytes_in_flight_max;     /* request body bytes held across all connections */
+    /* Event streams of GET /v1/events: a keep-alive comment after this long without a change,
+     * and a stream whose client takes nothing for this long is cut off. */
+    unsigned sse_keepalive_ms;
+    unsigned sse_stall_seconds;
     /* TLS: both PEM texts (read from --tls-cert and --tls-key), or both NULL for plain HTTP. */
     const char *tls_certificate_pem;
     const char *tls_key_pem;

@@ -2,7 +2,8 @@
  * fuzz_parse.c — libFuzzer target for the query and time parsers (src/server/parse.c): any
  * bytes as a query value. An accepted number is within its bounds and written only then; an
  * accepted `at` is a seq only for digits and otherwise the time parse_time reads; and any
- * time the server writes (encode_time) parses back to the same nanosecond.
+ * time the server writes (encode_time) parses back to the same nanosecond; an accepted list
+ * of change types holds only known types.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -37,6 +38,18 @@ static void check_at(const char *text)
         abort();
 }
 
+/* An accepted list of change types names at least one type and only known ones. */
+static void check_types(const char *text)
+{
+    uint32_t types = 0;
+    if (!parse_change_types(text, &types))
+        return;
+    uint32_t known =
+        COFFER_CHANGE_DEFAULT_TYPES | COFFER_CHANGE_BIT(COFFER_CHANGE_TRANSFER_REJECTED);
+    if (types == 0 || (types & ~known) != 0)
+        abort();
+}
+
 /* The first 8 bytes as a time below 2^62 ns (year 2116): written, then read back. */
 static void check_round_trip(const uint8_t *data, size_t size)
 {
@@ -65,6 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_number(text, 0, UINT64_MAX);
     check_number(text, 1, 1000);
     check_at(text);
+    check_types(text);
     uint64_t ns;
     (void)parse_time(text, &ns);
     check_round_trip(data, size);

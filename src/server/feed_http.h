@@ -1,0 +1,67 @@
+/*
+ * feed_http.h — GET /v1/events over HTTP: pages of the change feed, long-polls and
+ * Server-Sent Event streams. One "feed waiter" thread resumes the suspended requests and
+ * streams when the durable seq moves or their deadline comes, so no network thread ever blocks
+ * waiting; idle feed readers are pooled by position so sequential paging does not seek.
+ */
+#ifndef COFFER_SERVER_FEED_HTTP_H
+#define COFFER_SERVER_FEED_HTTP_H
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "coffer.h"
+
+/* Bounds: long-polls waiting at once, streams open at once, idle readers kept, and the
+ * longest long-poll wait. Past the first two, 503 overloaded. */
+#define FEED_WAITERS_MAX 1024
+#define FEED_STREAMS_MAX 256
+#define FEED_READERS_IDLE_MAX 16
+#define FEED_WAIT_MS_MAX 30000
+
+typedef struct request request; /* http.h */
+typedef struct server server;   /* http.h */
+
+/* A suspended long-poll or stream, until the waiter thread resumes it. */
+typedef struct feed_waiter {
+    struct MHD_Connection *connection;
+    request *poll;        /* the long-poll's request; NULL for a stream */
+    uint64_t after;       /* resumed once the durable seq is above this ... */
+    uint64_t deadline_ns; /* ... or at this monotonic time */
+} feed_waiter;
+
+typedef struct feed_reader_slot {
+    coffer_feed *feed;
+    uint64_t next_after; /* where its last read ended: reading on from here needs no seek */
+} feed_reader_slot;
+
+typedef struct feed_hub {
+    server *server;
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t lock; /* guards everything below */
+    pthread_cond_t wake;  /* the waiter thread sleeps on it while nothing waits */
+    bool stopping;        /* draining: nothing new waits, everything waiting is resumed */
+    bool stopped;         /* the waiter thread ends */
+    feed_waiter *waiting[FEED_WAITERS_MAX + FEED_STREAMS_MAX];
+    size_t waiting_count;
+    size_t polls_waiting;
+    feed_reader_slot idle[FEED_READERS_IDLE_MAX]; /* oldest first */
+    size_t idle_count;
+} feed_hub;
+
+/* Starts the waiter thread; false when it cannot. */
+bool feed_hub_start(feed_hub *hub, server *s);
+/* Draining: resumes everything that waits; long-polls answer what they have, streams end. */
+void feed_hub_drain(feed_hub *hub);
+/* After the daemon stopped: ends the thread and closes the idle readers. */
+void feed_hub_stop(feed_hub *hub);
+
+/* The route GET /v1/events (routes.c) and its completion (http.c's on_completed). */
+enum MHD_Result handle_events(request *r);
+enum MHD_Result answer_events(request *r);
+void feed_request_done(request *r, enum MHD_RequestTerminationCode reason);
+
+#endif
