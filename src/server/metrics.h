@@ -25,6 +25,7 @@ typedef struct metrics {
     atomic_int feed_streams;               /* event streams open */
     atomic_size_t feed_waiters;            /* long-polls waiting */
     atomic_uint_fast64_t feed_streams_cut; /* streams ended because their client was too slow */
+    atomic_uint_fast64_t deadline_closed;  /* connections shut for a missed receive deadline */
 } metrics;
 
 void metrics_init(metrics *m);
