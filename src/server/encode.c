@@ -561,13 +561,29 @@ json_t *encode_change_json(const coffer_change *change)
 void encode_events(encoded *out, const coffer_change *changes, size_t count, uint64_t next_after,
                    uint64_t durable_seq)
 {
-    json_t *list = json_array();
-    for (size_t i = 0; i < count; i++)
-        json_array_append_new(list, encode_change_json(&changes[i]));
-    finish_json(out, 200, COFFER_OK,
-                json_pack("{s:o, s:I, s:I}", "events", list, "next_after", (json_int_t)next_after,
-                          "durable_seq", (json_int_t)durable_seq),
-                false);
+    /* Written change by change, each tree freed at once: a page of 1,000 changes built as one
+     * tree would hold hundreds of thousands of small allocations until the end. */
+    text_buffer t = {0};
+    text_append(&t, "{\"events\":[", 11);
+    for (size_t i = 0; i < count; i++) {
+        json_t *change = encode_change_json(&changes[i]);
+        char *text = change ? json_dumps(change, JSON_COMPACT | JSON_PRESERVE_ORDER) : 0;
+        json_decref(change);
+        if (!text) {
+            t.failed = true;
+            break;
+        }
+        text_printf(&t, "%s%s", i ? "," : "", text);
+        free(text);
+    }
+    text_printf(&t, "],\"next_after\":%llu,\"durable_seq\":%llu}", (unsigned long long)next_after,
+                (unsigned long long)durable_seq);
+    if (t.failed) {
+        free(t.bytes);
+        encode_problem(out, COFFER_OUT_OF_MEMORY, 0, 0);
+        return;
+    }
+    *out = (encoded){200, COFFER_OK, "application/json", false, t.bytes, t.length};
 }
 
 /* A JSON value on one line (compact JSON escapes every newline), appended as an SSE data
