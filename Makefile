@@ -9,7 +9,7 @@ CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOFFER_WERROR=ON
 FORMAT_DIRS := $(wildcard include src tests bench)
 
 .DEFAULT_GOAL := all
-.PHONY: all deps build build-asan format-check test soak bench bench-http bench-feed bench-peers run format clean
+.PHONY: all deps build build-asan format-check test soak bench bench-http bench-feed bench-events bench-peers run format clean
 
 all: build
 
@@ -57,6 +57,11 @@ bench-http: build
 # log, interleaved, then one consumer reading a 10-million-transfer log from the start.
 bench-feed: build
 	scripts/bench-feed 3 2000000 10000000
+
+# The change feed over HTTP (docs/benchmarks.md): one consumer paging GET /v1/events over a
+# 1-million-transfer log, then the server's writer alone and with one event stream.
+bench-events: build
+	scripts/bench-events 3 10 1000000
 
 # coffer against PostgreSQL and Redis on this machine in one run (docs/benchmarks-peers.md):
 # installs and starts both on loopback, durable, runs every workload at 1, 8 and 64 clients,
