@@ -103,7 +103,8 @@ void record_buffer_free(record_buffer *buffer);
 
 /* Encoding, in order: begin, then entries, then finish (which fills length, hash). Each event
  * is written with its outcome (the result the core gave it); `submitted_by` is a name of at
- * most COFFER_SUBMITTER_MAX bytes, or NULL / "" for none (declared once per record). */
+ * most COFFER_SUBMITTER_MAX bytes, or NULL / "" for none (declared once per record: the
+ * string must stay as it is until record_finish). */
 void record_begin(record_buffer *out, uint64_t seq_base, uint64_t ts0,
                   const uint8_t previous_hash[RECORD_HASH_BYTES]);
 void record_add_expire(record_buffer *out, uint64_t seq, const char *hold_id, size_t hold_len,
