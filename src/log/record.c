@@ -212,10 +212,12 @@ static unsigned outcome_flags(const coffer_result *r)
     return flags;
 }
 
+/* available is written as what it lacks of the balance (the held amount): one byte for an
+ * account without holds. Wrapping arithmetic keeps any pair of values exact. */
 static void put_after(record_buffer *out, const coffer_account_after *after)
 {
     put_varint(out, zigzag(after->balance));
-    put_varint(out, zigzag(after->available));
+    put_varint(out, zigzag((int64_t)((uint64_t)after->balance - (uint64_t)after->available)));
     put_varint(out, after->version);
 }
 
@@ -506,7 +508,8 @@ static coffer_account_after take_after(reader *r)
 {
     coffer_account_after after;
     after.balance = unzigzag(take_varint(r));
-    after.available = unzigzag(take_varint(r));
+    uint64_t held = (uint64_t)unzigzag(take_varint(r));
+    after.available = (int64_t)((uint64_t)after.balance - held);
     after.version = take_varint(r);
     return after;
 }

@@ -29,11 +29,11 @@
  * followed by the strings (id, currency | from, to | hold) and the metadata.
  * Outcome: varint flags (OUTCOME_*), u8 code, u8 state, then the fields the flags name, in the
  * order of the flags: zigzag varint amount; varint expires_at; from and to after the event
- * (each zigzag balance, zigzag available, varint version); the hold's accounts (u8 from_len,
- * u8 to_len, the ids); zigzag available and varint actual_version (rejections); u8 length and
- * the field's JSON pointer. A recorded outcome's seq is the event's, its timestamp the
- * event's; one that recorded nothing (a position of a failed atomic batch) has neither.
- * Varints are LEB128, at most 10 bytes; zigzag maps signed to unsigned (0, -1, 1, -2, ...).
+ * (each zigzag balance, zigzag balance - available, varint version); the hold's accounts (u8
+ * from_len, u8 to_len, the ids); zigzag available and varint actual_version (rejections); u8 length
+ * and the field's JSON pointer. A recorded outcome's seq is the event's, its timestamp the event's;
+ * one that recorded nothing (a position of a failed atomic batch) has neither. Varints are LEB128,
+ * at most 10 bytes; zigzag maps signed to unsigned (0, -1, 1, -2, ...).
  */
 #ifndef COFFER_LOG_RECORD_H
 #define COFFER_LOG_RECORD_H

@@ -232,8 +232,8 @@ static void tamper_last_outcome(const fixture *f)
     uint32_t length;
     memcpy(&length, bytes + last + 8, 4);
     /* The outcome ends the record: flags, code, state, amount (zigzag 10 = 20), then from
-     * (-100, -100, 11) and to (100, 100, 11), 2 + 2 + 1 bytes each. */
-    size_t amount = last + length - 32 - 10 - 1;
+     * (balance -100, none held, version 11) and to (100, none held, 11), 2 + 1 + 1 bytes each. */
+    size_t amount = last + length - 32 - 8 - 1;
     assert_int_equal(bytes[amount - 3], 0x1b); /* recorded, amount, from, to */
     assert_int_equal(bytes[amount], 20);
     bytes[amount] = 22; /* 11 */
