@@ -5,12 +5,25 @@
  */
 #include "server/handlers.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "server/http.h"
 #include "server/parse.h"
 
 /* ---- writes -------------------------------------------------------------------------------- */
+
+_Static_assert(TOKEN_NAME_MAX <= COFFER_SUBMITTER_MAX, "a token's name must fit the log's");
+
+/* The authenticated token's name, copied into the request for the engine; NULL without
+ * tokens. */
+static const char *submitter(request *r)
+{
+    if (!r->token)
+        return NULL;
+    snprintf(r->submitted_by, sizeof r->submitted_by, "%s", r->token->name);
+    return r->submitted_by;
+}
 
 static enum MHD_Result start_write(request *r, int decoded, const decode_error *error)
 {
@@ -23,8 +36,9 @@ static enum MHD_Result start_write(request *r, int decoded, const decode_error *
     if (!r->results)
         return http_problem(r, COFFER_OUT_OF_MEMORY, 0, 0);
     http_suspend(r);
-    return http_started(r, coffer_submit_async(r->server->db, &r->job, r->batch.events,
-                                               r->batch.count, r->batch.atomic, r->results));
+    return http_started(r, coffer_submit_as_async(r->server->db, &r->job, submitter(r),
+                                                  r->batch.events, r->batch.count, r->batch.atomic,
+                                                  r->results));
 }
 
 enum MHD_Result handle_create_accounts(request *r)

@@ -55,6 +55,9 @@ struct request {
     /* Writes. */
     decode_batch batch;
     coffer_result *results;
+    /* The token's name, logged with the batch: a copy, so it lives until the engine answers
+     * whatever the token table does meanwhile. */
+    char submitted_by[COFFER_SUBMITTER_MAX + 1];
     /* Reads. */
     int at; /* the account read: now, at a seq or at a time */
     uint64_t at_value;
