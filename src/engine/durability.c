@@ -127,6 +127,7 @@ static int tickets_write(coffer *db, size_t first, size_t count)
         wal_tip durable;
         log_tail(&db->log, &durable);
         atomic_store(&db->durable_seq, durable.last_seq);
+        feed_notify(db);
     }
     return code;
 }
@@ -527,6 +528,7 @@ int durability_open(coffer *db, const char *dir)
     db->snapshot_taken_at_s = clock_monotonic_ns() / 1000000000u;
     if (db->options.fsync_never)
         engine_log(db, "WARNING: fsync is off; acknowledged events can be lost in a crash");
+    feed_init(db);
     pthread_mutex_init(&db->log_mutex, 0);
     pthread_cond_init(&db->log_wake, 0);
     pthread_cond_init(&db->log_space, 0);
@@ -543,6 +545,7 @@ void durability_close(coffer *db)
     if (!db->dir)
         return;
     bool clean = db->log_started;
+    feed_stop(db);
     if (db->log_started) {
         pthread_mutex_lock(&db->log_mutex);
         db->log_stopping = true;
@@ -561,6 +564,7 @@ void durability_close(coffer *db)
         free(db->tickets[i].expiries);
     record_buffer_free(&db->record);
     record_scratch_free(&db->scratch);
+    feed_destroy(db);
     if (db->lock_fd >= 0)
         close(db->lock_fd); /* releases the lock */
     db->lock_fd = -1;

@@ -132,6 +132,13 @@ struct coffer {
     uint64_t snapshot_taken_at_s; /* CLOCK_MONOTONIC seconds of the last scheduled snapshot */
 
     engine_verify verify;
+
+    /* The change feed's waiters (feed.c): the log thread wakes them after a sync. */
+    pthread_mutex_t feed_mutex;
+    pthread_cond_t feed_wake;
+    atomic_uint feed_waiters;
+    bool feed_closing;
+    bool feed_ready;
 };
 
 /* Reads, as engine_read_fn: each runs on the writer between batches, for a job. */
@@ -223,6 +230,13 @@ void engine_verify_stop(coffer *db);
 int engine_verify_store(const store *s, coffer_verify_report *report);
 void engine_problem(coffer_verify_report *report, const char *format, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* feed.c: the waiters of coffer_feed_wait. feed_init with the log; feed_notify after the
+ * durable seq moved; feed_stop releases every waiter for good (at close); feed_destroy. */
+void feed_init(coffer *db);
+void feed_notify(coffer *db);
+void feed_stop(coffer *db);
+void feed_destroy(coffer *db);
 
 /* durability.c */
 int durability_open(coffer *db, const char *dir);

@@ -212,13 +212,13 @@ static int read_header(const uint8_t *bytes, size_t available, record_header *he
     if (version != RECORD_VERSION || header->length < RECORD_HEADER_BYTES + RECORD_HASH_BYTES ||
         header->length > RECORD_BYTES_MAX)
         return RECORD_BAD_LENGTH;
-    if (available < header->length)
-        return RECORD_SHORT;
     memcpy(&header->entries, bytes + 12, 4);
     memcpy(&header->seq_base, bytes + 16, 8);
     memcpy(&header->ts0, bytes + 24, 8);
     memcpy(&header->last_seq, bytes + 32, 8);
     memcpy(header->previous_hash, bytes + 40, RECORD_HASH_BYTES);
+    if (available < header->length)
+        return RECORD_SHORT; /* the fixed fields above are filled: a reader may pass over it */
     memcpy(header->hash, bytes + header->length - RECORD_HASH_BYTES, RECORD_HASH_BYTES);
     return RECORD_OK;
 }
@@ -439,4 +439,9 @@ int record_each(const uint8_t *bytes, const record_header *header, record_scratc
         }
     }
     return r.at == r.end ? RECORD_OK : RECORD_BAD_PAYLOAD;
+}
+
+int record_peek(const uint8_t *bytes, size_t available, record_header *header)
+{
+    return read_header(bytes, available, header);
 }

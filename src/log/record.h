@@ -83,6 +83,11 @@ const char *record_status_name(int status);
 /* Checks the header and hash of the record at bytes[0..available) and fills *header.
  * Does not parse the entries (record_each does). */
 int record_check(const uint8_t *bytes, size_t available, record_header *header);
+/* Reads the header of the record at bytes[0..available) without checking its hash: its
+ * length, seqs and both hashes, for a reader that only passes over it. RECORD_OK, or what the
+ * header gets wrong, or RECORD_SHORT when fewer than `length` bytes are there (with at least
+ * RECORD_HEADER_BYTES, every field but `hash` is filled then). */
+int record_peek(const uint8_t *bytes, size_t available, record_header *header);
 /* For a record just finished with `hash`: checks the header reads back (length, hash in place)
  * without hashing again, for the pair check before writing. */
 int record_check_fresh(const uint8_t *bytes, size_t length, const uint8_t hash[RECORD_HASH_BYTES],

@@ -87,6 +87,12 @@ static bool header_decode(const uint8_t *bytes, size_t available, uint32_t segme
     return true;
 }
 
+bool wal_segment_header_decode(const uint8_t *bytes, size_t available, uint32_t segment,
+                               wal_tip *before)
+{
+    return header_decode(bytes, available, segment, before);
+}
+
 /* ---- scanning ------------------------------------------------------------------------------ */
 
 static int compare_u32(const void *a, const void *b)

@@ -103,6 +103,11 @@ typedef struct wal_segment_info {
  * STORAGE_FAILED (unreadable directory, out of memory). */
 int wal_segments(const char *dir, wal_segment_info **out, size_t *count);
 
+/* Reads segment `segment`'s header (WAL_SEGMENT_HEADER_BYTES at the file's start): false
+ * when it is damaged or names another segment; else the chain before the segment. */
+bool wal_segment_header_decode(const uint8_t *bytes, size_t available, uint32_t segment,
+                               wal_tip *before);
+
 /* The file name of a segment: DIR/log-NNNNNNNNNN.cfl into `out`. */
 void wal_segment_path(char *out, size_t size, const char *dir, uint32_t segment);
 

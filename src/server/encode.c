@@ -107,6 +107,12 @@ static json_t *created_account(const coffer_event *e, const coffer_result *r)
     return account;
 }
 
+/* The key that names the hold an event resolves. */
+static const char *hold_op_name(int op)
+{
+    return op == COFFER_OP_POST ? "post" : op == COFFER_OP_VOID ? "void" : "expire";
+}
+
 static json_t *event_success_json(const coffer_event *e, const coffer_result *r)
 {
     json_t *out = json_pack("{s:s}", "code", "created");
@@ -131,8 +137,7 @@ static json_t *event_success_json(const coffer_event *e, const coffer_result *r)
             json_object_set_new(transfer, "amount_requested", json_integer(e->amount));
         }
     } else {
-        json_object_set_new(transfer, e->op == COFFER_OP_POST ? "post" : "void",
-                            json_string(e->hold_id));
+        json_object_set_new(transfer, hold_op_name(e->op), json_string(e->hold_id));
         json_object_set_new(transfer, "from", json_string(r->hold_from));
         json_object_set_new(transfer, "to", json_string(r->hold_to));
     }
@@ -508,4 +513,47 @@ void encode_verify(encoded *out, const coffer_verify_report *report)
 void encode_probe(encoded *out, const char *word)
 {
     finish_json(out, 200, COFFER_OK, json_pack("{s:s}", "status", word), false);
+}
+
+/* ---- the change feed ----------------------------------------------------------------------- */
+
+/* What a refused event asked for, with the code it was refused with (nothing moved). */
+static json_t *rejected_transfer_json(const coffer_event *e, const coffer_result *r)
+{
+    json_t *transfer = json_pack("{s:s, s:s, s:s, s:I, s:I}", "id", e->id, "state", "rejected",
+                                 "code", coffer_code_name(r->code), "amount", (json_int_t)e->amount,
+                                 "seq", (json_int_t)r->seq);
+    set_time(transfer, "timestamp", r->timestamp);
+    if (e->op == COFFER_OP_TRANSFER) {
+        json_object_set_new(transfer, "from", json_string(e->from));
+        json_object_set_new(transfer, "to", json_string(e->to));
+    } else {
+        json_object_set_new(transfer, hold_op_name(e->op), json_string(e->hold_id));
+    }
+    json_t *metadata = metadata_value(e->metadata, e->metadata_len);
+    if (metadata)
+        json_object_set_new(transfer, "metadata", metadata);
+    return transfer;
+}
+
+json_t *encode_change_json(const coffer_change *change)
+{
+    const coffer_event *e = &change->event;
+    const coffer_result *r = &change->result;
+    json_t *out = json_pack("{s:I}", "seq", (json_int_t)change->seq);
+    set_time(out, "timestamp", change->timestamp);
+    json_object_set_new(out, "type", json_string(coffer_change_type_name(change->type)));
+    json_object_set_new(out, "submitted_by",
+                        change->submitted_by ? json_string(change->submitted_by) : json_null());
+    if (change->type == COFFER_CHANGE_ACCOUNT_CREATED) {
+        json_object_set_new(out, "account", created_account(e, r));
+    } else if (change->type == COFFER_CHANGE_TRANSFER_REJECTED) {
+        json_object_set_new(out, "transfer", rejected_transfer_json(e, r));
+    } else {
+        json_t *success = event_success_json(e, r);
+        json_object_set(out, "transfer", json_object_get(success, "transfer"));
+        json_object_set(out, "accounts", json_object_get(success, "accounts"));
+        json_decref(success);
+    }
+    return out;
 }

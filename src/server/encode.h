@@ -60,6 +60,11 @@ void encode_success(text_buffer *t, const coffer_event *event, const coffer_resu
 bool encode_success_fast(text_buffer *t, const coffer_event *event, const coffer_result *result,
                          bool item);
 
+/* One change of the feed as JSON: seq, timestamp, type, submitted_by, and the account or the
+ * transfer with both accounts after it, as a write's answer shows them. Needs <jansson.h>. */
+typedef struct json_t json_t;
+json_t *encode_change_json(const coffer_change *change);
+
 /* Shared by the two success encoders. */
 const char *encode_state_name(int state);
 /* The HTTP status a result answers with: 201 for success and its replay, else the code's. */

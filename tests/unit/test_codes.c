@@ -40,6 +40,7 @@ static const expected_status family_statuses[] = {
     {"currency_mismatch", 422},
     {"same_account", 422},
     {"transfer_not_found", 404},
+    {"webhook_not_found", 404},
     {"id_reused", 422},
     {"request_in_progress", 409},
     {"insufficient_balance", 409},
@@ -59,6 +60,7 @@ static const expected_status family_statuses[] = {
     {"internal", 500},
     {"unauthorized", 401},
     {"forbidden", 403},
+    {"not_supported", 501},
 };
 #define FAMILY_STATUS_COUNT (sizeof(family_statuses) / sizeof(family_statuses[0]))
 
@@ -123,7 +125,7 @@ static void test_statuses_follow_families(void **state)
 static void test_unknown_values(void **state)
 {
     (void)state;
-    const int unknown[] = {-1, 3, 9, 17, 19, 25, 32, 49, COFFER_CODE_LIMIT, 1000, INT_MAX, INT_MIN};
+    const int unknown[] = {-1, 3, 9, 17, 19, 26, 32, 49, COFFER_CODE_LIMIT, 1000, INT_MAX, INT_MIN};
     for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
         assert_null(coffer_code_name(unknown[i]));
         assert_non_null(coffer_strerror(unknown[i]));

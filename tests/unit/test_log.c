@@ -3,7 +3,9 @@
  * log_append and made durable with log_sync read back through log_read_from in order and byte
  * for byte, from the first seq, from inside a record, from the tail and across segments; a read
  * from a joining position checks its hash; a damaged record in the middle stops the read there
- * and is reported, never skipped. Each test runs in its own temporary directory.
+ * and is reported, never skipped. The cursor (log/cursor.h) the change feed reads through gives
+ * the same records from any seq, goes on where it stopped, never passes the durable seq it is
+ * given, and reports a damaged record. Each test runs in its own temporary directory.
  */
 #include <fcntl.h>
 #include <setjmp.h>
@@ -18,6 +20,7 @@
 #include <cmocka.h>
 
 #include "files.h"
+#include "log/cursor.h"
 #include "log/log.h"
 #include "log/record.h"
 
@@ -251,6 +254,90 @@ static void test_damaged_record_reported(void **state)
     log_close(&reader, true);
 }
 
+/* Stops after `stop_after` records (0: never), as a feed page that is full does. */
+typedef struct cursor_visit {
+    visited seen;
+    size_t stop_after;
+} cursor_visit;
+
+static int visit_until(const uint8_t *bytes, const record_header *header, uint32_t segment,
+                       uint64_t offset, void *context)
+{
+    cursor_visit *v = context;
+    if (v->stop_after && v->seen.count == v->stop_after)
+        return COFFER_EXISTS; /* any non-zero code */
+    return visit_record(bytes, header, segment, offset, &v->seen);
+}
+
+static int cursor_read(fixture *f, log_cursor *cursor, uint64_t after_seq, uint64_t durable_seq,
+                       size_t stop_after, cursor_visit *v)
+{
+    *v = (cursor_visit){.seen = {.f = f, .in_order = true}, .stop_after = stop_after};
+    char error[1024];
+    return log_cursor_read(cursor, after_seq, durable_seq, SIZE_MAX, visit_until, v, error,
+                           sizeof error);
+}
+
+static void test_cursor_reads_on_from_any_seq(void **state)
+{
+    fixture *f = *state;
+    log_fill(f, SMALL_SEGMENT);
+    log_cursor *cursor;
+    assert_int_equal(log_cursor_open(f->dir, &cursor), COFFER_OK);
+    uint64_t tail = f->tips[RECORDS].last_seq;
+    cursor_visit v;
+    /* Page by page: 7 records at a time, each page after the last seq of the one before. */
+    uint64_t after = 0;
+    size_t total = 0;
+    for (int page = 0; page < 10 && after < tail; page++) {
+        int code = cursor_read(f, cursor, after, tail, 7, &v);
+        assert_true(code == COFFER_OK || code == COFFER_EXISTS);
+        assert_int_equal(v.seen.first, total);
+        assert_true(v.seen.in_order);
+        total += v.seen.count;
+        after = f->tips[total].last_seq;
+    }
+    assert_int_equal(total, RECORDS);
+    /* A jump back, into the middle of a record (20 holds three seqs) in an earlier segment. */
+    assert_int_equal(cursor_read(f, cursor, f->tips[20].last_seq + 1, tail, 0, &v), COFFER_OK);
+    assert_int_equal(v.seen.first, 20);
+    assert_int_equal(v.seen.count, RECORDS - 20);
+    assert_true(v.seen.in_order);
+    /* Nothing past the durable seq it is given, then the rest once it moves. */
+    assert_int_equal(cursor_read(f, cursor, 0, f->tips[25].last_seq, 0, &v), COFFER_OK);
+    assert_int_equal(v.seen.count, 25);
+    assert_int_equal(cursor_read(f, cursor, f->tips[25].last_seq, tail, 0, &v), COFFER_OK);
+    assert_int_equal(v.seen.first, 25);
+    assert_int_equal(v.seen.count, RECORDS - 25);
+    assert_int_equal(cursor_read(f, cursor, tail, tail, 0, &v), COFFER_OK);
+    assert_int_equal(v.seen.count, 0);
+    log_cursor_close(cursor);
+}
+
+static void test_cursor_reports_a_damaged_record(void **state)
+{
+    fixture *f = *state;
+    log_fill(f, 0);
+    record_damage(f, 17);
+    log_cursor *cursor;
+    assert_int_equal(log_cursor_open(f->dir, &cursor), COFFER_OK);
+    cursor_visit v = {0};
+    char error[1024];
+    v.seen = (visited){.f = f, .in_order = true};
+    assert_int_equal(log_cursor_read(cursor, 0, f->tips[RECORDS].last_seq, SIZE_MAX, visit_until,
+                                     &v, error, sizeof error),
+                     COFFER_STORAGE_FAILED);
+    assert_int_equal(v.seen.count, 17);
+    assert_non_null(strstr(error, "segment 1, offset"));
+    /* Asked again from past it, the cursor finds the damage again rather than skipping it. */
+    v.seen = (visited){.f = f, .in_order = true};
+    assert_int_equal(log_cursor_read(cursor, f->tips[17].last_seq, f->tips[RECORDS].last_seq,
+                                     SIZE_MAX, visit_until, &v, error, sizeof error),
+                     COFFER_STORAGE_FAILED);
+    assert_int_equal(v.seen.count, 0);
+    log_cursor_close(cursor);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -260,6 +347,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_across_segments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_checks_the_joining_hash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_record_reported, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cursor_reads_on_from_any_seq, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cursor_reports_a_damaged_record, setup, teardown),
     };
     return cmocka_run_group_tests(tests, 0, 0);
 }

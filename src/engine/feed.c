@@ -1,0 +1,331 @@
+/*
+ * feed.c — the change feed (coffer_feed_*): every change the log holds, read from the log on
+ * the reader's own thread through a log cursor, never from the writer's state, and only up to
+ * the durable seq. Each recorded event becomes one change, typed by its op and its outcome
+ * (format 2 records carry both). Waiters for the next change sleep on a condition the log
+ * thread signals after a sync, only when someone waits.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/engine.h"
+#include "log/cursor.h"
+
+/* A read stops after this many events or this many bytes of log, selected or not, so a
+ * filter that matches nothing cannot make one call read the whole log. */
+#define FEED_SCAN_EVENTS_MAX 65536
+#define FEED_SCAN_BYTES_MAX (8u << 20)
+/* The visitors' "page full": stop, and read from here next time. */
+#define FEED_PAGE_FULL 1
+#define FEED_SUBMITTER_MAX 64
+
+/* The strings of one change, copied out of the record (the scratch is reused per record). */
+typedef struct feed_strings {
+    char id[COFFER_TRANSFER_ID_MAX + 1];
+    char currency[COFFER_CURRENCY_MAX + 1];
+    char from[COFFER_ACCOUNT_ID_MAX + 1];
+    char to[COFFER_ACCOUNT_ID_MAX + 1];
+    char hold_id[COFFER_TRANSFER_ID_MAX + 1];
+    char submitted_by[FEED_SUBMITTER_MAX + 1];
+    char metadata[COFFER_METADATA_MAX + 1];
+} feed_strings;
+
+struct coffer_feed {
+    coffer *db;
+    log_cursor *cursor;
+    record_scratch scratch;
+    feed_strings *strings;
+    size_t strings_capacity;
+};
+
+/* One call of coffer_feed_read. */
+typedef struct feed_page {
+    coffer_feed *feed;
+    uint64_t after_seq;
+    uint32_t types;
+    const char *account;
+    coffer_change *out;
+    size_t max, count, scanned;
+    uint64_t next_after;
+    const record_header *header; /* of the record being read */
+} feed_page;
+
+static const char *const type_names[COFFER_CHANGE_TYPE_LIMIT] = {
+    [COFFER_CHANGE_ACCOUNT_CREATED] = "account.created",
+    [COFFER_CHANGE_TRANSFER_POSTED] = "transfer.posted",
+    [COFFER_CHANGE_HOLD_CREATED] = "hold.created",
+    [COFFER_CHANGE_HOLD_POSTED] = "hold.posted",
+    [COFFER_CHANGE_HOLD_VOIDED] = "hold.voided",
+    [COFFER_CHANGE_HOLD_EXPIRED] = "hold.expired",
+    [COFFER_CHANGE_TRANSFER_REJECTED] = "transfer.rejected",
+};
+
+const char *coffer_change_type_name(int type)
+{
+    return type > 0 && type < COFFER_CHANGE_TYPE_LIMIT ? type_names[type] : 0;
+}
+
+int coffer_change_type_parse(const char *name, size_t length)
+{
+    for (int type = 1; name && type < COFFER_CHANGE_TYPE_LIMIT; type++)
+        if (strlen(type_names[type]) == length && memcmp(type_names[type], name, length) == 0)
+            return type;
+    return 0;
+}
+
+/* The change a recorded event makes, or 0 for none (a position that recorded nothing, or a
+ * refused account creation, which changes no transfer). */
+static int change_type(const coffer_event *event, const coffer_result *result)
+{
+    if (result->seq == 0)
+        return 0;
+    if (!coffer_code_is_success(result->code))
+        return event->op == COFFER_OP_CREATE_ACCOUNT ? 0 : COFFER_CHANGE_TRANSFER_REJECTED;
+    switch (event->op) {
+    case COFFER_OP_CREATE_ACCOUNT:
+        return COFFER_CHANGE_ACCOUNT_CREATED;
+    case COFFER_OP_TRANSFER:
+        return event->hold_timeout_ms ? COFFER_CHANGE_HOLD_CREATED : COFFER_CHANGE_TRANSFER_POSTED;
+    case COFFER_OP_POST:
+        return COFFER_CHANGE_HOLD_POSTED;
+    case COFFER_OP_VOID:
+        return COFFER_CHANGE_HOLD_VOIDED;
+    case COFFER_OP_EXPIRE:
+        return COFFER_CHANGE_HOLD_EXPIRED;
+    default:
+        return 0;
+    }
+}
+
+static bool same(const char *a, const char *b)
+{
+    return a && b && strcmp(a, b) == 0;
+}
+
+static bool touches(const coffer_event *event, const coffer_result *result, const char *account)
+{
+    if (event->op == COFFER_OP_CREATE_ACCOUNT)
+        return same(event->id, account);
+    return same(event->from, account) || same(event->to, account) ||
+           same(result->hold_from, account) || same(result->hold_to, account);
+}
+
+/* Copies `text` (or NULL) into `into`, which has room for the longest such string. */
+static const char *keep(char *into, size_t size, const char *text, size_t length)
+{
+    if (!text)
+        return 0;
+    if (length >= size)
+        length = size - 1; /* cannot happen for a record that decoded: the limits are checked */
+    memcpy(into, text, length);
+    into[length] = 0;
+    return into;
+}
+
+static void change_fill(feed_page *page, uint64_t seq, int type, const coffer_event *event,
+                        const coffer_result *result, const char *submitted_by)
+{
+    coffer_change *change = &page->out[page->count];
+    feed_strings *s = &page->feed->strings[page->count];
+    change->seq = seq;
+    change->timestamp = page->header->ts0 + (seq - page->header->seq_base);
+    change->type = type;
+    change->event = *event;
+    change->result = *result;
+    coffer_event *e = &change->event;
+    e->id = keep(s->id, sizeof s->id, event->id, event->id ? strlen(event->id) : 0);
+    e->currency = keep(s->currency, sizeof s->currency, event->currency,
+                       event->currency ? strlen(event->currency) : 0);
+    e->from = keep(s->from, sizeof s->from, event->from, event->from ? strlen(event->from) : 0);
+    e->to = keep(s->to, sizeof s->to, event->to, event->to ? strlen(event->to) : 0);
+    e->hold_id = keep(s->hold_id, sizeof s->hold_id, event->hold_id,
+                      event->hold_id ? strlen(event->hold_id) : 0);
+    e->metadata = keep(s->metadata, sizeof s->metadata, event->metadata, event->metadata_len);
+    change->submitted_by = keep(s->submitted_by, sizeof s->submitted_by, submitted_by,
+                                submitted_by ? strlen(submitted_by) : 0);
+    page->count++;
+}
+
+/* One event position of a record: a change when it made one the filter selects. */
+static int feed_event(feed_page *page, uint64_t seq, const coffer_event *event,
+                      const coffer_result *result, const char *submitted_by)
+{
+    if (seq <= page->after_seq)
+        return 0;
+    if (page->count == page->max || page->scanned == FEED_SCAN_EVENTS_MAX)
+        return FEED_PAGE_FULL;
+    page->scanned++;
+    page->next_after = seq;
+    int type = result ? change_type(event, result) : 0; /* format 1: no outcome, no change */
+    if (type && (page->types & COFFER_CHANGE_BIT(type)) &&
+        (!page->account || touches(event, result, page->account)))
+        change_fill(page, seq, type, event, result, submitted_by);
+    return 0;
+}
+
+static int feed_entry(const record_entry *entry, void *context)
+{
+    feed_page *page = context;
+    if (entry->kind == RECORD_EXPIRE) {
+        coffer_event expiry = {
+            .op = COFFER_OP_EXPIRE, .id = entry->hold_id, .hold_id = entry->hold_id};
+        return feed_event(page, entry->seq, &expiry, entry->results, entry->submitted_by);
+    }
+    for (size_t i = 0; i < entry->count; i++) {
+        const coffer_result *result = entry->results ? &entry->results[i] : 0;
+        int code = feed_event(page, entry->seq + i, &entry->events[i], result, entry->submitted_by);
+        if (code != 0)
+            return code;
+    }
+    return 0;
+}
+
+static int feed_record(const uint8_t *bytes, const record_header *header, uint32_t segment,
+                       uint64_t offset, void *context)
+{
+    (void)segment;
+    (void)offset;
+    feed_page *page = context;
+    page->header = header;
+    int status = record_each(bytes, header, &page->feed->scratch, feed_entry, page);
+    if (status == -FEED_PAGE_FULL)
+        return FEED_PAGE_FULL;
+    if (status != RECORD_OK)
+        return COFFER_STORAGE_FAILED;
+    if (header->last_seq > page->next_after)
+        page->next_after = header->last_seq;
+    return 0;
+}
+
+int coffer_feed_open(coffer *db, coffer_feed **out)
+{
+    if (!db || !out)
+        return COFFER_INVALID_ARGUMENT;
+    *out = 0;
+    if (!db->dir)
+        return COFFER_NOT_SUPPORTED;
+    coffer_feed *feed = calloc(1, sizeof *feed);
+    if (!feed)
+        return COFFER_OUT_OF_MEMORY;
+    feed->db = db;
+    int code = log_cursor_open(db->dir, &feed->cursor);
+    if (code != COFFER_OK) {
+        free(feed);
+        return code;
+    }
+    *out = feed;
+    return COFFER_OK;
+}
+
+void coffer_feed_close(coffer_feed *feed)
+{
+    if (!feed)
+        return;
+    log_cursor_close(feed->cursor);
+    record_scratch_free(&feed->scratch);
+    free(feed->strings);
+    free(feed);
+}
+
+int coffer_feed_read(coffer_feed *feed, uint64_t after_seq, const coffer_feed_filter *filter,
+                     coffer_change *out, size_t max, size_t *count, uint64_t *next_after)
+{
+    if (!feed || !out || max == 0 || !count || !next_after)
+        return COFFER_INVALID_ARGUMENT;
+    *count = 0;
+    *next_after = after_seq;
+    if (max > feed->strings_capacity) {
+        feed_strings *grown = realloc(feed->strings, max * sizeof *grown);
+        if (!grown)
+            return COFFER_OUT_OF_MEMORY;
+        feed->strings = grown;
+        feed->strings_capacity = max;
+    }
+    feed_page page = {
+        .feed = feed,
+        .after_seq = after_seq,
+        .types = filter && filter->types ? filter->types : COFFER_CHANGE_DEFAULT_TYPES,
+        .account = filter ? filter->account : 0,
+        .out = out,
+        .max = max,
+        .next_after = after_seq,
+    };
+    char error[1024];
+    uint64_t durable = atomic_load(&feed->db->durable_seq);
+    int code = log_cursor_read(feed->cursor, after_seq, durable, FEED_SCAN_BYTES_MAX, feed_record,
+                               &page, error, sizeof error);
+    if (code != COFFER_OK && code != FEED_PAGE_FULL) {
+        if (code == COFFER_STORAGE_FAILED)
+            engine_log(feed->db, "change feed: %s", error);
+        return code;
+    }
+    *count = page.count;
+    *next_after = page.next_after;
+    return COFFER_OK;
+}
+
+uint64_t coffer_durable_seq(coffer *db)
+{
+    return db && db->dir ? atomic_load(&db->durable_seq) : 0;
+}
+
+void feed_init(coffer *db)
+{
+    pthread_mutex_init(&db->feed_mutex, 0);
+    pthread_condattr_t attributes;
+    pthread_condattr_init(&attributes);
+    pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC);
+    pthread_cond_init(&db->feed_wake, &attributes);
+    pthread_condattr_destroy(&attributes);
+    db->feed_ready = true;
+}
+
+void feed_notify(coffer *db)
+{
+    if (atomic_load(&db->feed_waiters) == 0)
+        return;
+    pthread_mutex_lock(&db->feed_mutex);
+    pthread_cond_broadcast(&db->feed_wake);
+    pthread_mutex_unlock(&db->feed_mutex);
+}
+
+void feed_stop(coffer *db)
+{
+    if (!db->feed_ready)
+        return;
+    pthread_mutex_lock(&db->feed_mutex);
+    db->feed_closing = true;
+    pthread_cond_broadcast(&db->feed_wake);
+    pthread_mutex_unlock(&db->feed_mutex);
+}
+
+void feed_destroy(coffer *db)
+{
+    if (!db->feed_ready)
+        return;
+    pthread_cond_destroy(&db->feed_wake);
+    pthread_mutex_destroy(&db->feed_mutex);
+    db->feed_ready = false;
+}
+
+uint64_t coffer_feed_wait(coffer *db, uint64_t after_seq, uint64_t timeout_ms)
+{
+    if (!db || !db->dir || !db->feed_ready)
+        return 0;
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    uint64_t nanoseconds = (uint64_t)deadline.tv_nsec + (timeout_ms % 1000) * 1000000u;
+    deadline.tv_sec += (time_t)(timeout_ms / 1000 + nanoseconds / 1000000000u);
+    deadline.tv_nsec = (long)(nanoseconds % 1000000000u);
+    pthread_mutex_lock(&db->feed_mutex);
+    atomic_fetch_add(&db->feed_waiters, 1);
+    /* The log thread stores durable_seq before it looks at feed_waiters, and this thread
+     * counts itself before it looks at durable_seq: one of the two sees the other. */
+    int status = 0;
+    while (atomic_load(&db->durable_seq) <= after_seq && !db->feed_closing && status == 0)
+        status = pthread_cond_timedwait(&db->feed_wake, &db->feed_mutex, &deadline);
+    atomic_fetch_sub(&db->feed_waiters, 1);
+    pthread_mutex_unlock(&db->feed_mutex);
+    return atomic_load(&db->durable_seq);
+}
