@@ -16,7 +16,6 @@
 
 #include "coffer.h"
 #include "server/encode.h"
-#include "server/feed_pending.h"
 
 #define WEBHOOKS_MAX 64
 #define WEBHOOK_URL_MAX 2048
