@@ -30,6 +30,7 @@ typedef struct server {
     atomic_bool draining;
     guard guard;
     webhooks *webhooks;
+    struct deadlines *deadlines; /* the receive deadlines' watcher */
     char id_prefix[16];
 } server;
 
