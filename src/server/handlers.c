@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "server/http.h"
 #include "server/parse.h"
@@ -196,7 +197,8 @@ static void encode_verify_of(encoded *out, request *r)
 static void encode_metrics_of(encoded *out, request *r)
 {
     size_t length = 0;
-    char *text = metrics_render(&r->server->metrics, r->server->db, &r->stats, &length);
+    char *text =
+        metrics_render(&r->server->metrics, r->server->db, &r->stats, r->server->webhooks, &length);
     encode_text(out, "text/plain; version=0.0.4", text, length);
 }
 
@@ -231,6 +233,35 @@ enum MHD_Result answer_verify(request *r)
 enum MHD_Result answer_metrics(request *r)
 {
     return answer_read(r, encode_metrics_of);
+}
+
+/* ---- webhooks (webhooks.c answers at once: the registry is the server's, not the engine's) - */
+
+enum MHD_Result handle_webhooks(request *r)
+{
+    encoded response;
+    if (!strcmp(r->method, "POST"))
+        webhooks_create(r->server->webhooks, r->body, r->body_length, &response);
+    else
+        webhooks_list(r->server->webhooks, &response);
+    return http_send(r, &response);
+}
+
+enum MHD_Result handle_webhook(request *r)
+{
+    encoded response;
+    if (!strcmp(r->method, "DELETE"))
+        webhooks_delete(r->server->webhooks, r->path_id, &response);
+    else
+        webhooks_get(r->server->webhooks, r->path_id, &response);
+    return http_send(r, &response);
+}
+
+enum MHD_Result handle_webhook_enable(request *r)
+{
+    encoded response;
+    webhooks_enable(r->server->webhooks, r->path_id, &response);
+    return http_send(r, &response);
 }
 
 /* ---- probes -------------------------------------------------------------------------------- */

@@ -17,6 +17,7 @@
 #include "server/guard.h"
 #include "server/metrics.h"
 #include "server/server.h"
+#include "server/webhooks.h"
 
 typedef struct server {
     coffer *db;
@@ -28,6 +29,7 @@ typedef struct server {
     atomic_int suspended; /* of those, requests handed to the engine and not yet completed */
     atomic_bool draining;
     guard guard;
+    webhooks *webhooks;
     struct deadlines *deadlines; /* the receive deadlines' watcher */
     char id_prefix[16];
 } server;
@@ -39,6 +41,7 @@ struct request {
     struct MHD_Connection *connection;
     enum request_state state;
     int route;
+    const char *method; /* MHD's, valid until completion */
     char request_id[72];
     char *body;
     size_t body_length;
