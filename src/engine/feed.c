@@ -155,7 +155,7 @@ static int feed_event(feed_page *page, uint64_t seq, const coffer_event *event,
     if (seq <= page->after_seq)
         return 0;
     if (page->count == page->max || page->scanned == FEED_SCAN_EVENTS_MAX)
-        return -FEED_PAGE_FULL; /* record_each hands a visitor's negative value back as is */
+        return FEED_PAGE_FULL;
     page->scanned++;
     page->next_after = seq;
     int type = result ? change_type(event, result) : 0; /* format 1: no outcome, no change */
