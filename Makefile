@@ -9,7 +9,7 @@ CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOFFER_WERROR=ON
 FORMAT_DIRS := $(wildcard include src tests bench)
 
 .DEFAULT_GOAL := all
-.PHONY: all deps build build-asan format-check test soak bench bench-http bench-feed bench-peers run format clean
+.PHONY: all deps build build-asan format-check test soak bench bench-http bench-feed bench-webhooks bench-peers run format clean
 
 all: build
 
@@ -57,6 +57,11 @@ bench-http: build
 # log, interleaved, then one consumer reading a 10-million-transfer log from the start.
 bench-feed: build
 	scripts/bench-feed 3 2000000 10000000
+
+# Webhooks (docs/benchmarks.md): the served writer with and without a webhook attached, and the
+# rate it delivers at to a local receiver that answers at once.
+bench-webhooks: build
+	scripts/bench-webhooks 10 3
 
 # coffer against PostgreSQL and Redis on this machine in one run (docs/benchmarks-peers.md):
 # installs and starts both on loopback, durable, runs every workload at 1, 8 and 64 clients,
