@@ -9,7 +9,7 @@ CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOFFER_WERROR=ON
 FORMAT_DIRS := $(wildcard include src tests bench)
 
 .DEFAULT_GOAL := all
-.PHONY: all deps build build-asan format-check test soak bench bench-http bench-feed bench-events bench-peers run format clean
+.PHONY: all deps build build-asan format-check test soak bench bench-http bench-feed bench-events bench-webhooks bench-peers run format clean
 
 all: build
 
@@ -62,6 +62,11 @@ bench-feed: build
 # 1-million-transfer log, then the server's writer alone and with one event stream.
 bench-events: build
 	scripts/bench-events 3 10 1000000
+
+# Webhooks (docs/benchmarks.md): the served writer with and without a webhook attached, and the
+# rate it delivers at to a local receiver that answers at once.
+bench-webhooks: build
+	scripts/bench-webhooks 10 3
 
 # coffer against PostgreSQL and Redis on this machine in one run (docs/benchmarks-peers.md):
 # installs and starts both on loopback, durable, runs every workload at 1, 8 and 64 clients,

@@ -505,6 +505,12 @@ typedef struct coffer_log_entry {
     /* The event as it was submitted. An expiry written by the engine has op COFFER_OP_EXPIRE
      * and only hold_id set; the strings an op does not use are NULL. */
     const coffer_event *event;
+    /* What the event did, as its result reported it (an expiry: code ok, state expired, the
+     * released amount, the hold's accounts after it); seq 0 for a position of an atomic batch
+     * that recorded nothing. NULL for a record written before outcomes were logged. */
+    const coffer_result *outcome;
+    /* The principal the event was submitted on behalf of (coffer_submit_as_async), or NULL. */
+    const char *submitted_by;
 } coffer_log_entry;
 
 /* Returns 0 to go on; anything else stops the dump, which returns that value. */
@@ -551,6 +557,14 @@ struct coffer_job {
  * is called; a batch the log could not make durable reports storage_failed. */
 COFFER_API int coffer_submit_async(coffer *db, coffer_job *job, const coffer_event *events,
                                    size_t count, bool atomic, coffer_result *results);
+/* coffer_submit_async() on behalf of a named principal (an API token's name, at most
+ * COFFER_SUBMITTER_MAX bytes, no NUL; NULL or "" for none). The name is written to the log
+ * with the batch's events and appears in the change feed and coffer_dump_dir(). The string
+ * must stay alive until on_done, like the events. */
+#define COFFER_SUBMITTER_MAX 64
+COFFER_API int coffer_submit_as_async(coffer *db, coffer_job *job, const char *submitted_by,
+                                      const coffer_event *events, size_t count, bool atomic,
+                                      coffer_result *results);
 /* coffer_account_get() without waiting. */
 COFFER_API int coffer_account_get_async(coffer *db, coffer_job *job, const char *id, int at,
                                         uint64_t at_value, coffer_account *out);

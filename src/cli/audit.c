@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "cli/options.h"
 #include "coffer.h"
+#include "server/encode.h"
 
 enum { VERIFY_JSON };
 
@@ -41,7 +42,11 @@ static const cli_spec dump_spec = {
         "Prints every logged event as one JSON object per line, in seq order: seq, timestamp\n"
         "(ns since the epoch), segment and offset of its record, op and the event's fields;\n"
         "metadata as the JSON object it was given as. The events of an atomic batch carry\n"
-        "\"atomic\": {\"first_seq\", \"events\"}.\n",
+        "\"atomic\": {\"first_seq\", \"events\"}. \"submitted_by\" names the token that\n"
+        "submitted the event (null: none) and \"outcome\" says what it did: code, state,\n"
+        "amount, both accounts after it; \"recorded\": false for a position of a failed atomic\n"
+        "batch that recorded nothing. Records written before outcomes were logged have\n"
+        "neither.\n",
     .operand_name = "a data directory (coffer dump DIR)",
     .operands_min = 1,
     .operands_max = 1,
@@ -223,6 +228,40 @@ static void add_event_fields(json_t *line, const coffer_event *e)
         json_object_set_new(line, "metadata", metadata_value(e));
 }
 
+static json_t *after_json(const coffer_account_after *after)
+{
+    return json_pack("{sI sI sI}", "balance", (json_int_t)after->balance, "available",
+                     (json_int_t)after->available, "version", (json_int_t)after->version);
+}
+
+/* What the event did, with only the fields its outcome has. */
+static json_t *outcome_json(const coffer_result *r)
+{
+    json_t *out = json_pack("{ss ss}", "code",
+                            coffer_code_name(r->code) ? coffer_code_name(r->code) : "unknown",
+                            "state", encode_state_name(r->state));
+    if (r->seq == 0)
+        json_object_set_new(out, "recorded", json_false());
+    if (r->amount)
+        json_object_set_new(out, "amount", json_integer(r->amount));
+    if (r->expires_at)
+        json_object_set_new(out, "expires_at", json_integer((json_int_t)r->expires_at));
+    if (r->from.version)
+        json_object_set_new(out, "from", after_json(&r->from));
+    if (r->to.version)
+        json_object_set_new(out, "to", after_json(&r->to));
+    if (r->hold_from[0] || r->hold_to[0])
+        json_object_set_new(out, "hold",
+                            json_pack("{ss ss}", "from", r->hold_from, "to", r->hold_to));
+    if (r->available)
+        json_object_set_new(out, "available", json_integer(r->available));
+    if (r->actual_version)
+        json_object_set_new(out, "actual_version", json_integer((json_int_t)r->actual_version));
+    if (r->field)
+        json_object_set_new(out, "field", json_string(r->field));
+    return out;
+}
+
 /* One line per event; a failed write stops the dump (a closed pipe, a full disk). */
 static int print_log_entry(const coffer_log_entry *entry, void *context)
 {
@@ -237,6 +276,11 @@ static int print_log_entry(const coffer_log_entry *entry, void *context)
                             json_pack("{sI sI}", "first_seq", (json_int_t)entry->atomic_first_seq,
                                       "events", (json_int_t)entry->atomic_events));
     add_event_fields(line, entry->event);
+    if (entry->outcome) {
+        json_object_set_new(line, "submitted_by",
+                            entry->submitted_by ? json_string(entry->submitted_by) : json_null());
+        json_object_set_new(line, "outcome", outcome_json(entry->outcome));
+    }
     int failed =
         json_dumpf(line, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER) != 0 || putchar('\n') == EOF;
     json_decref(line);

@@ -43,6 +43,8 @@ enum {
     SERVE_TLS_KEY,
     SERVE_SSE_KEEPALIVE_MS,
     SERVE_SSE_STALL_SECONDS,
+    SERVE_WEBHOOK_TIMEOUT,
+    SERVE_WEBHOOK_MAX_FAILURES,
 };
 
 static const cli_option serve_options[] = {
@@ -97,6 +99,11 @@ static const cli_option serve_options[] = {
     {SERVE_SSE_STALL_SECONDS, "--sse-stall-seconds", "S",
      "cut off an event stream whose client reads nothing for this\nlong (default 60; more than "
      "the keep-alive)"},
+    {SERVE_WEBHOOK_TIMEOUT, "--webhook-timeout-ms", "MS",
+     "a webhook delivery attempt (connect and exchange) fails after\nthis (default 10000)"},
+    {SERVE_WEBHOOK_MAX_FAILURES, "--webhook-max-failures", "N",
+     "consecutive failed attempts before a webhook is marked failing\n(default 10; POST "
+     "/v1/webhooks/{id}/enable resumes it)"},
 };
 
 static const cli_spec serve_spec = {
@@ -288,7 +295,8 @@ static bool serve_values(const cli_parsed *parsed, server_options *options,
     uint64_t threads = options->threads, connections = options->max_connections,
              timeout = options->timeout_seconds, queue = options->queue_events_max,
              header_timeout = options->header_timeout_seconds,
-             body_timeout = options->body_timeout_seconds;
+             body_timeout = options->body_timeout_seconds,
+             webhook_failures = options->webhook_max_failures;
     if (!cli_value_choice(&serve_spec, parsed, SERVE_FSYNC, fsync_modes, &fsync_mode) ||
         !cli_value_u64(&serve_spec, parsed, SERVE_THREADS, 1, 64, &threads) ||
         !cli_value_u64(&serve_spec, parsed, SERVE_MAX_CONNECTIONS, 1, 100000, &connections) ||
@@ -299,8 +307,13 @@ static bool serve_values(const cli_parsed *parsed, server_options *options,
         !cli_value_u64(&serve_spec, parsed, SERVE_SNAPSHOT_EVERY, 0, UINT64_MAX,
                        &options->snapshot_every_events) ||
         !cli_value_u64(&serve_spec, parsed, SERVE_SNAPSHOT_SECONDS, 0, 100000000,
-                       &options->snapshot_every_seconds))
+                       &options->snapshot_every_seconds) ||
+        !cli_value_u64(&serve_spec, parsed, SERVE_WEBHOOK_TIMEOUT, 10, 600000,
+                       &options->webhook_timeout_ms) ||
+        !cli_value_u64(&serve_spec, parsed, SERVE_WEBHOOK_MAX_FAILURES, 1, 1000000,
+                       &webhook_failures))
         return false;
+    options->webhook_max_failures = (uint32_t)webhook_failures;
     options->fsync_never = fsync_mode == 1;
     options->threads = (unsigned)threads;
     options->max_connections = (unsigned)connections;

@@ -679,7 +679,8 @@ static int apply_resolution(ledger *l, const coffer_event *e, uint64_t seq, uint
     return COFFER_CREATED;
 }
 
-void ledger_expire(ledger *l, uint32_t hold_index, uint64_t seq, uint64_t timestamp)
+void ledger_expire(ledger *l, uint32_t hold_index, uint64_t seq, uint64_t timestamp,
+                   coffer_result *result)
 {
     store *s = l->store;
     COFFER_ASSERT(!l->atomic);
@@ -691,6 +692,14 @@ void ledger_expire(ledger *l, uint32_t hold_index, uint64_t seq, uint64_t timest
     store_expiry_append(s, seq, timestamp, hold_index);
     account_changed(l, hold->from, seq, hold_index, COFFER_HISTORY_EXPIRED, true);
     account_changed(l, hold->to, seq, hold_index, COFFER_HISTORY_EXPIRED, false);
+    memset(result, 0, sizeof *result);
+    result->code = COFFER_OK;
+    result->state = COFFER_STATE_EXPIRED;
+    result->seq = seq;
+    result->timestamp = timestamp;
+    result->amount = hold->amount;
+    result->expires_at = hold->expires_at;
+    result_hold_accounts(s, hold, result);
 }
 
 static int apply_new(ledger *l, const coffer_event *e, uint64_t seq, uint64_t timestamp,

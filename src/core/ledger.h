@@ -85,8 +85,11 @@ void ledger_needs_add(ledger_needs *needs, const coffer_event *events, size_t co
 void ledger_apply(ledger *l, const coffer_event *events, size_t count, bool atomic, uint64_t seq0,
                   uint64_t ts0, coffer_result *results);
 
-/* Expires a pending hold (the engine's sweep decides which and when). */
-void ledger_expire(ledger *l, uint32_t hold, uint64_t seq, uint64_t timestamp);
+/* Expires a pending hold (the engine's sweep decides which and when). Fills *result as a post
+ * or void reports itself: code ok, state expired, seq, timestamp, the released amount, the
+ * hold's expires_at, both accounts after the release and their ids (hold_from, hold_to). */
+void ledger_expire(ledger *l, uint32_t hold, uint64_t seq, uint64_t timestamp,
+                   coffer_result *result);
 
 /* The account's state right after `seq` (balance, available, version); zero and version 1 if
  * it had no change by then. */

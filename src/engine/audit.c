@@ -319,6 +319,8 @@ static int dump_entry(const record_entry *entry, void *context)
             .timestamp = state->header->ts0 + (seq - state->header->seq_base),
             .segment = state->segment,
             .offset = state->offset,
+            .outcome = entry->results ? &entry->results[i] : 0,
+            .submitted_by = entry->submitted_by,
         };
         coffer_event expiry = {.op = COFFER_OP_EXPIRE, .hold_id = entry->hold_id};
         if (entry->kind == RECORD_EXPIRE) {

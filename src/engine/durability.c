@@ -39,9 +39,11 @@ static uint64_t ticket_encode(coffer *db, const engine_ticket *ticket)
     uint64_t last_seq = 0;
     record_begin(out, ticket->seq_base, ticket->ts0, db->tip.hash);
     for (size_t i = 0; i < ticket->expiries_count; i++) {
-        const store_transfer *hold = &s->transfers[ticket->expiries[i].hold];
-        record_add_expire(out, ticket->expiries[i].seq, store_transfer_id(s, hold), hold->id_len);
-        last_seq = ticket->expiries[i].seq;
+        const engine_expiry *expiry = &ticket->expiries[i];
+        const store_transfer *hold = &s->transfers[expiry->hold];
+        record_add_expire(out, expiry->result.seq, store_transfer_id(s, hold), hold->id_len,
+                          &expiry->result);
+        last_seq = expiry->result.seq;
     }
     for (const engine_request *request = ticket->requests; request; request = request->next) {
         if (!request->events || request->status != COFFER_OK)
@@ -53,7 +55,8 @@ static uint64_t ticket_encode(coffer *db, const engine_ticket *ticket)
             /* The entry spans every position of the submission, recorded or not (an account
              * in a failed batch records nothing but still has its seq). */
             if (recorded) {
-                record_add_atomic(out, request->seq0, request->events, request->count);
+                record_add_atomic(out, request->seq0, request->events, request->results,
+                                  request->count, request->submitted_by);
                 last_seq = request->seq0 + request->count - 1;
             }
             continue;
@@ -61,7 +64,8 @@ static uint64_t ticket_encode(coffer *db, const engine_ticket *ticket)
         for (size_t i = 0; i < request->count; i++) {
             if (!result_recorded(&request->results[i]))
                 continue;
-            record_add_event(out, request->results[i].seq, &request->events[i]);
+            record_add_event(out, request->results[i].seq, &request->events[i],
+                             &request->results[i], request->submitted_by);
             last_seq = request->results[i].seq;
         }
     }

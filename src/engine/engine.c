@@ -70,21 +70,24 @@ static int options_copy(coffer_options *into, const coffer_options *given)
 
 /* ---- the batch ----------------------------------------------------------------------------- */
 
-/* Notes an expiry in the batch's ticket, for the log. False when the list cannot grow. */
-static bool ticket_note_expiry(engine_ticket *ticket, uint32_t hold, uint64_t seq)
+/* Where the next expiry's outcome goes: a new entry of the batch's ticket, for the log, or
+ * `unlogged` without a log. NULL when the ticket's list cannot grow. */
+static coffer_result *ticket_expiry_outcome(engine_ticket *ticket, uint32_t hold,
+                                            coffer_result *unlogged)
 {
     if (!ticket)
-        return true;
+        return unlogged;
     if (ticket->expiries_count == ticket->expiries_capacity) {
         size_t capacity = ticket->expiries_capacity ? 2 * ticket->expiries_capacity : 256;
         engine_expiry *grown = realloc(ticket->expiries, capacity * sizeof *grown);
         if (!grown)
-            return false;
+            return 0;
         ticket->expiries = grown;
         ticket->expiries_capacity = capacity;
     }
-    ticket->expiries[ticket->expiries_count++] = (engine_expiry){hold, seq};
-    return true;
+    engine_expiry *expiry = &ticket->expiries[ticket->expiries_count++];
+    expiry->hold = hold;
+    return &expiry->result;
 }
 
 /* Expires every pending hold due at ts0: one event each at the front of the batch, soonest
@@ -106,10 +109,12 @@ static int sweep_expired(coffer *db, engine_ticket *ticket, uint64_t ts0, uint64
                 store_hold_pop(s); /* posted or voided since */
                 continue;
             }
-            if (!ticket_note_expiry(ticket, due.transfer, *seq))
+            coffer_result unlogged;
+            coffer_result *outcome = ticket_expiry_outcome(ticket, due.transfer, &unlogged);
+            if (!outcome)
                 return COFFER_OUT_OF_MEMORY;
             store_hold_pop(s);
-            ledger_expire(&db->ledger, due.transfer, (*seq)++, (*timestamp)++);
+            ledger_expire(&db->ledger, due.transfer, (*seq)++, (*timestamp)++, outcome);
             swept++;
         }
     }
@@ -391,14 +396,18 @@ int engine_start(coffer *db, coffer_job *job)
 /* ---- public API ---------------------------------------------------------------------------- */
 
 /* Checks a submission and starts it as `job` (see engine_start). */
-static int submit_start(coffer *db, coffer_job *job, const coffer_event *events, size_t count,
-                        bool atomic, coffer_result *results)
+static int submit_start(coffer *db, coffer_job *job, const char *submitted_by,
+                        const coffer_event *events, size_t count, bool atomic,
+                        coffer_result *results)
 {
     if (!db || !events || !results || count == 0)
+        return COFFER_INVALID_ARGUMENT;
+    if (submitted_by && strnlen(submitted_by, COFFER_SUBMITTER_MAX + 1) > COFFER_SUBMITTER_MAX)
         return COFFER_INVALID_ARGUMENT;
     if (count > COFFER_BATCH_EVENTS_MAX)
         return COFFER_BATCH_TOO_LARGE;
     engine_request *request = engine_job_request(job, 0, 0);
+    request->submitted_by = submitted_by && submitted_by[0] ? submitted_by : 0;
     request->events = events;
     request->count = count;
     request->atomic = atomic;
@@ -410,15 +419,22 @@ int coffer_submit(coffer *db, const coffer_event *events, size_t count, bool ato
                   coffer_result *results)
 {
     coffer_job job = {.on_done = 0};
-    return submit_start(db, &job, events, count, atomic, results);
+    return submit_start(db, &job, 0, events, count, atomic, results);
 }
 
 int coffer_submit_async(coffer *db, coffer_job *job, const coffer_event *events, size_t count,
                         bool atomic, coffer_result *results)
 {
+    return coffer_submit_as_async(db, job, 0, events, count, atomic, results);
+}
+
+int coffer_submit_as_async(coffer *db, coffer_job *job, const char *submitted_by,
+                           const coffer_event *events, size_t count, bool atomic,
+                           coffer_result *results)
+{
     if (!engine_job_usable(job))
         return COFFER_INVALID_ARGUMENT;
-    return submit_start(db, job, events, count, atomic, results);
+    return submit_start(db, job, submitted_by, events, count, atomic, results);
 }
 
 int coffer_health(coffer *db)

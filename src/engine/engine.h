@@ -32,6 +32,7 @@ typedef int (*engine_read_fn)(coffer *db, void *context);
 struct engine_request {
     engine_request *next;
     const coffer_event *events; /* a submission; NULL for a read */
+    const char *submitted_by;   /* a submission's principal, for the log; NULL: none */
     size_t count;
     bool atomic;
     uint64_t seq0; /* the seq of the submission's first event */
@@ -48,9 +49,10 @@ struct engine_request {
     pthread_cond_t done_cond;
 };
 
+/* An expiry the sweep applied, with its outcome (seq included), for the log. */
 typedef struct engine_expiry {
     uint32_t hold;
-    uint64_t seq;
+    coffer_result result;
 } engine_expiry;
 
 /* One applied batch on its way to disk: its requests are answered once it is durable. */

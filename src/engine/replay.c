@@ -33,6 +33,24 @@ static bool result_recorded(const coffer_result *result)
     return result->seq != 0 && !result->replayed;
 }
 
+/* A format 2 record says what each event did: the replay must do the same, or the log and the
+ * code disagree (a tampered record, or a core that is no longer deterministic). */
+static int outcome_check(replayer *r, const record_entry *entry, size_t position,
+                         const coffer_result *computed)
+{
+    if (!entry->results)
+        return 0;
+    const char *difference = record_outcome_difference(&entry->results[position], computed);
+    if (!difference)
+        return 0;
+    const char *id = entry->kind == RECORD_EXPIRE ? entry->hold_id : entry->events[position].id;
+    snprintf(r->problem, sizeof r->problem,
+             "%s %.128s at seq %llu replays with another outcome than the logged one (%s)",
+             entry->kind == RECORD_EXPIRE ? "expiry of hold" : "event", id,
+             (unsigned long long)(entry->seq + position), difference);
+    return -1;
+}
+
 static int replay_expire(replayer *r, const record_entry *entry, uint64_t timestamp)
 {
     store *s = r->store;
@@ -45,8 +63,8 @@ static int replay_expire(replayer *r, const record_entry *entry, uint64_t timest
                  entry->hold_id, (unsigned long long)entry->seq);
         return -1;
     }
-    ledger_expire(r->ledger, hold, entry->seq, timestamp);
-    return 0;
+    ledger_expire(r->ledger, hold, entry->seq, timestamp, &r->results[0]);
+    return outcome_check(r, entry, 0, &r->results[0]);
 }
 
 static int replay_entry(const record_entry *entry, void *context)
@@ -65,6 +83,9 @@ static int replay_entry(const record_entry *entry, void *context)
                  entry->events[0].id, (unsigned long long)entry->seq);
         return -1;
     }
+    for (size_t i = 0; i < entry->count; i++)
+        if (outcome_check(r, entry, i, &r->results[i]) != 0)
+            return -1;
     return 0;
 }
 

@@ -159,6 +159,9 @@ static int route_scope(const server_options *options, int route)
     case ROUTE_METRICS:
         return options->metrics_open ? 0 : TOKEN_SCOPE_ADMIN;
     case ROUTE_VERIFY:
+    case ROUTE_WEBHOOKS:
+    case ROUTE_WEBHOOK:
+    case ROUTE_WEBHOOK_ENABLE:
         return TOKEN_SCOPE_ADMIN;
     default:
         return routes_take_body(route) ? TOKEN_SCOPE_WRITE : TOKEN_SCOPE_READ;

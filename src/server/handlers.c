@@ -5,12 +5,26 @@
  */
 #include "server/handlers.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "server/http.h"
 #include "server/parse.h"
 
 /* ---- writes -------------------------------------------------------------------------------- */
+
+_Static_assert(TOKEN_NAME_MAX <= COFFER_SUBMITTER_MAX, "a token's name must fit the log's");
+
+/* The authenticated token's name, copied into the request for the engine; NULL without
+ * tokens. */
+static const char *submitter(request *r)
+{
+    if (!r->token)
+        return NULL;
+    snprintf(r->submitted_by, sizeof r->submitted_by, "%s", r->token->name);
+    return r->submitted_by;
+}
 
 static enum MHD_Result start_write(request *r, int decoded, const decode_error *error)
 {
@@ -23,8 +37,9 @@ static enum MHD_Result start_write(request *r, int decoded, const decode_error *
     if (!r->results)
         return http_problem(r, COFFER_OUT_OF_MEMORY, 0, 0);
     http_suspend(r);
-    return http_started(r, coffer_submit_async(r->server->db, &r->job, r->batch.events,
-                                               r->batch.count, r->batch.atomic, r->results));
+    return http_started(r, coffer_submit_as_async(r->server->db, &r->job, submitter(r),
+                                                  r->batch.events, r->batch.count, r->batch.atomic,
+                                                  r->results));
 }
 
 enum MHD_Result handle_create_accounts(request *r)
@@ -182,7 +197,8 @@ static void encode_verify_of(encoded *out, request *r)
 static void encode_metrics_of(encoded *out, request *r)
 {
     size_t length = 0;
-    char *text = metrics_render(&r->server->metrics, r->server->db, &r->stats, &length);
+    char *text =
+        metrics_render(&r->server->metrics, r->server->db, &r->stats, r->server->webhooks, &length);
     encode_text(out, "text/plain; version=0.0.4", text, length);
 }
 
@@ -217,6 +233,35 @@ enum MHD_Result answer_verify(request *r)
 enum MHD_Result answer_metrics(request *r)
 {
     return answer_read(r, encode_metrics_of);
+}
+
+/* ---- webhooks (webhooks.c answers at once: the registry is the server's, not the engine's) - */
+
+enum MHD_Result handle_webhooks(request *r)
+{
+    encoded response;
+    if (!strcmp(r->method, "POST"))
+        webhooks_create(r->server->webhooks, r->body, r->body_length, &response);
+    else
+        webhooks_list(r->server->webhooks, &response);
+    return http_send(r, &response);
+}
+
+enum MHD_Result handle_webhook(request *r)
+{
+    encoded response;
+    if (!strcmp(r->method, "DELETE"))
+        webhooks_delete(r->server->webhooks, r->path_id, &response);
+    else
+        webhooks_get(r->server->webhooks, r->path_id, &response);
+    return http_send(r, &response);
+}
+
+enum MHD_Result handle_webhook_enable(request *r)
+{
+    encoded response;
+    webhooks_enable(r->server->webhooks, r->path_id, &response);
+    return http_send(r, &response);
 }
 
 /* ---- probes -------------------------------------------------------------------------------- */

@@ -151,7 +151,8 @@ static void assign_request_id(server *s, request *r)
              (unsigned long long)atomic_fetch_add(&s->request_counter, 1));
 }
 
-static request *request_new(server *s, struct MHD_Connection *connection, const char *url)
+static request *request_new(server *s, struct MHD_Connection *connection, const char *url,
+                            const char *method)
 {
     request *r = calloc(1, sizeof *r);
     if (!r)
@@ -160,6 +161,7 @@ static request *request_new(server *s, struct MHD_Connection *connection, const 
     r->connection = connection;
     r->started_ns = http_now_ns();
     r->route = routes_find(url, &r->path_id);
+    r->method = method;
     r->state = STATE_RECEIVING;
     assign_request_id(s, r);
     atomic_fetch_add(&s->active, 1);
@@ -245,7 +247,7 @@ static enum MHD_Result on_access(void *context, struct MHD_Connection *connectio
     server *s = context;
     request *r = *request_context;
     if (!r) {
-        r = request_new(s, connection, url);
+        r = request_new(s, connection, url, method);
         if (!r)
             return MHD_NO;
         *request_context = r;
@@ -328,6 +330,10 @@ void server_options_init(server_options *options)
     options->body_bytes_in_flight_max = (size_t)256 << 20;
     options->sse_keepalive_ms = 15000;
     options->sse_stall_seconds = 60;
+    webhooks_options defaults;
+    webhooks_options_init(&defaults);
+    options->webhook_timeout_ms = defaults.timeout_ms;
+    options->webhook_max_failures = defaults.max_failures;
 }
 
 static bool listen_address(const server_options *options, struct sockaddr_in *address)
@@ -353,6 +359,22 @@ static int open_engine(const server_options *options, coffer **db)
         fprintf(stderr, "coffer: cannot open %s (%s; the lines above say why)\n", options->data_dir,
                 coffer_code_name(code));
     return code;
+}
+
+/* DATA_DIR/webhooks.json, and delivery started; false (after saying why) when it is damaged. */
+static bool open_webhooks(server *s)
+{
+    webhooks_options options;
+    webhooks_options_init(&options);
+    options.timeout_ms = s->options->webhook_timeout_ms;
+    options.max_failures = s->options->webhook_max_failures;
+    char error[512];
+    if (!webhooks_open(s->db, s->options->data_dir, &options, &s->webhooks, error, sizeof error)) {
+        fprintf(stderr, "coffer: %s\n", error);
+        return false;
+    }
+    webhooks_start(s->webhooks);
+    return true;
 }
 
 static struct MHD_Daemon *start_daemon(server *s, const struct sockaddr_in *address)
@@ -439,8 +461,14 @@ int server_run(const server_options *options)
         deadlines_stop(s.deadlines);
         return 1;
     }
+    if (!open_webhooks(&s)) {
+        coffer_close(s.db);
+        deadlines_stop(s.deadlines);
+        return 1;
+    }
     if (!feed_hub_start(&s.feed, &s)) {
         fprintf(stderr, "coffer: cannot start the change feed's thread\n");
+        webhooks_close(s.webhooks);
         coffer_close(s.db);
         deadlines_stop(s.deadlines);
         return 1;
@@ -456,6 +484,7 @@ int server_run(const server_options *options)
         else
             fprintf(stderr, "coffer: cannot listen on %s:%u: %s\n", options->host, options->port,
                     strerror(errno));
+        webhooks_close(s.webhooks);
         coffer_close(s.db);
         deadlines_stop(s.deadlines);
         return 1;
@@ -468,6 +497,7 @@ int server_run(const server_options *options)
         guard_reload(&s.guard);
     fprintf(stderr, "coffer: %s received: draining\n", received == SIGTERM ? "SIGTERM" : "SIGINT");
     drain(&s);
+    webhooks_close(s.webhooks); /* its threads read the feed: before the engine closes */
     deadlines_stop(s.deadlines);
     coffer_close(s.db);
     guard_close(&s.guard);

@@ -18,6 +18,7 @@
 #include "server/guard.h"
 #include "server/metrics.h"
 #include "server/server.h"
+#include "server/webhooks.h"
 
 typedef struct server {
     coffer *db;
@@ -29,6 +30,7 @@ typedef struct server {
     atomic_int suspended; /* of those, requests handed to the engine and not yet completed */
     atomic_bool draining;
     guard guard;
+    webhooks *webhooks;
     struct deadlines *deadlines; /* the receive deadlines' watcher */
     feed_hub feed;
     char id_prefix[16];
@@ -41,6 +43,7 @@ struct request {
     struct MHD_Connection *connection;
     enum request_state state;
     int route;
+    const char *method; /* MHD's, valid until completion */
     char request_id[72];
     char *body;
     size_t body_length;
@@ -60,6 +63,9 @@ struct request {
     /* Writes. */
     decode_batch batch;
     coffer_result *results;
+    /* The token's name, logged with the batch: a copy, so it lives until the engine answers
+     * whatever the token table does meanwhile. */
+    char submitted_by[COFFER_SUBMITTER_MAX + 1];
     /* Reads. */
     int at; /* the account read: now, at a seq or at a time */
     uint64_t at_value;

@@ -160,7 +160,68 @@ static void render_feed(text_buffer *t, const metrics *m)
                 (unsigned long long)atomic_load(&m->feed_streams_cut));
 }
 
-char *metrics_render(const metrics *m, coffer *db, const coffer_stats *stats, size_t *length)
+/* One gauge or counter per webhook, labelled with its id (ids need no escaping: their bytes
+ * are [A-Za-z0-9._:@/-]). */
+static void render_webhook_figure(text_buffer *t, const char *name, const char *type,
+                                  const char *help, const webhook_status *all, size_t count,
+                                  double (*figure)(const webhook_status *status))
+{
+    text_printf(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    for (size_t i = 0; i < count; i++)
+        text_printf(t, "%s{webhook=\"%s\"} %.15g\n", name, all[i].id, figure(&all[i]));
+}
+
+static double deliveries_of(const webhook_status *s)
+{
+    return (double)s->deliveries;
+}
+
+static double failures_of(const webhook_status *s)
+{
+    return (double)s->failures_total;
+}
+
+static double lag_events_of(const webhook_status *s)
+{
+    return (double)s->lag_events;
+}
+
+static double lag_seconds_of(const webhook_status *s)
+{
+    return s->lag_seconds;
+}
+
+static double failing_of(const webhook_status *s)
+{
+    return s->failing ? 1 : 0;
+}
+
+static void render_webhooks(text_buffer *t, webhooks *hooks)
+{
+    webhook_status *all = hooks ? malloc(WEBHOOKS_MAX * sizeof *all) : 0;
+    size_t count = all ? webhooks_status_all(hooks, all, WEBHOOKS_MAX) : 0;
+    if (count) {
+        render_webhook_figure(t, "coffer_webhook_deliveries_total", "counter",
+                              "Changes delivered (2xx) since start, by webhook.", all, count,
+                              deliveries_of);
+        render_webhook_figure(t, "coffer_webhook_failures_total", "counter",
+                              "Failed delivery attempts since start, by webhook.", all, count,
+                              failures_of);
+        render_webhook_figure(t, "coffer_webhook_lag_events", "gauge",
+                              "Durable changes after the webhook's cursor.", all, count,
+                              lag_events_of);
+        render_webhook_figure(t, "coffer_webhook_lag_seconds", "gauge",
+                              "Age of the oldest change not yet delivered (0 when caught up).", all,
+                              count, lag_seconds_of);
+        render_webhook_figure(t, "coffer_webhook_failing", "gauge",
+                              "1 when the webhook stopped after too many failures (enable it).",
+                              all, count, failing_of);
+    }
+    free(all);
+}
+
+char *metrics_render(const metrics *m, coffer *db, const coffer_stats *stats, webhooks *hooks,
+                     size_t *length)
 {
     text_buffer t = {0};
     render_requests(&t, m);
@@ -173,6 +234,7 @@ char *metrics_render(const metrics *m, coffer *db, const coffer_stats *stats, si
                 "coffer_http_deadline_closed_total %llu\n",
                 (unsigned long long)atomic_load(&m->deadline_closed));
     render_feed(&t, m);
+    render_webhooks(&t, hooks);
     if (t.failed) {
         free(t.bytes);
         return 0;

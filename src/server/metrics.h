@@ -1,7 +1,7 @@
 /*
  * metrics.h — the Prometheus text of GET /metrics: requests by route and code,
- * request latency, and the engine's own figures (batch sizes, fsync latency, queue depth,
- * holds, results by code).
+ * request latency, the engine's own figures (batch sizes, fsync latency, queue depth,
+ * holds, results by code) and each webhook's deliveries, failures and lag.
  */
 #ifndef COFFER_SERVER_METRICS_H
 #define COFFER_SERVER_METRICS_H
@@ -13,6 +13,7 @@
 
 #include "coffer.h"
 #include "server/routes.h"
+#include "server/webhooks.h"
 
 #define METRICS_LATENCY_BUCKETS 12
 
@@ -31,6 +32,7 @@ typedef struct metrics {
 void metrics_init(metrics *m);
 void metrics_request(metrics *m, int route, int code, unsigned status, uint64_t latency_ns);
 /* The exposition text (malloc'd; *length set), or NULL when out of memory. */
-char *metrics_render(const metrics *m, coffer *db, const coffer_stats *stats, size_t *length);
+char *metrics_render(const metrics *m, coffer *db, const coffer_stats *stats, webhooks *hooks,
+                     size_t *length);
 
 #endif

@@ -32,6 +32,10 @@ const route_spec routes[ROUTE_COUNT] = {
     [ROUTE_METRICS] = {"/metrics", 0, false, "GET", "metrics", handle_metrics, answer_metrics},
     [ROUTE_HEALTH] = {"/healthz", 0, false, "GET", "healthz", handle_health, 0},
     [ROUTE_READY] = {"/readyz", 0, false, "GET", "readyz", handle_ready, 0},
+    [ROUTE_WEBHOOKS] = {"/v1/webhooks", 0, false, "GET, POST", "webhooks", handle_webhooks, 0},
+    [ROUTE_WEBHOOK] = {"/v1/webhooks/", 0, true, "GET, DELETE", "webhook", handle_webhook, 0},
+    [ROUTE_WEBHOOK_ENABLE] = {"/v1/webhooks/", "/enable", true, "POST", "enable_webhook",
+                              handle_webhook_enable, 0},
 };
 
 /* The id between a prefix and an optional suffix of the path, copied. NULL if empty. */
@@ -75,13 +79,22 @@ const char *routes_methods(int route)
     return route > 0 && route < ROUTE_COUNT ? routes[route].method : "";
 }
 
+/* Whether the route's list of methods ("GET, POST") holds `method`. */
+static bool listed(int route, const char *method)
+{
+    size_t length = strlen(method);
+    for (const char *at = routes_methods(route); length && (at = strstr(at, method)); at += length)
+        if ((at == routes_methods(route) || at[-1] == ' ') && (at[length] == ',' || !at[length]))
+            return true;
+    return false;
+}
+
 bool routes_allows(int route, const char *method)
 {
-    const char *allowed = routes_methods(route);
-    return !strcmp(method, allowed) || (!strcmp(allowed, "GET") && !strcmp(method, "HEAD"));
+    return listed(route, method) || (!strcmp(method, "HEAD") && listed(route, "GET"));
 }
 
 bool routes_take_body(int route)
 {
-    return !strcmp(routes_methods(route), "POST");
+    return listed(route, "POST");
 }

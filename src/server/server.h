@@ -42,6 +42,9 @@ typedef struct server_options {
     /* TLS: both PEM texts (read from --tls-cert and --tls-key), or both NULL for plain HTTP. */
     const char *tls_certificate_pem;
     const char *tls_key_pem;
+    /* Webhooks (webhooks.h). */
+    uint64_t webhook_timeout_ms;   /* per delivery attempt */
+    uint32_t webhook_max_failures; /* consecutive failures before a webhook is marked failing */
 } server_options;
 
 void server_options_init(server_options *options);

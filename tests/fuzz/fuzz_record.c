@@ -1,8 +1,10 @@
 /*
  * fuzz_record.c — the log record decoder (log/record.h) against hostile bytes. Each input is
  * tried twice: as a whole record (record_check, then record_each when the hash matches), and
- * as the payload of a record built around it with a correct hash, so the entry parser is
- * reached on every input. Every decoded entry is encoded again and must decode the same.
+ * as the payload of a record built around it with a correct hash (once for each format), so
+ * the entry parser is reached on every input. Every decoded entry is encoded again (in the
+ * current format) and must decode the same: its events, and its outcomes and submitter when
+ * the record had them.
  *
  * Payload inputs: u8 entries, u64 seq_base, u64 last_seq (little-endian), then the entries.
  * With clang this is a libFuzzer target. Built with FUZZ_DRIVER (gcc) it has a main() that
@@ -33,6 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* Reused across inputs: reachable, so never reported as leaks. */
 static record_scratch scratch, scratch_again;
 static record_buffer encoded;
+static coffer_result no_outcomes[COFFER_BATCH_EVENTS_MAX]; /* a format 1 entry, written again */
 
 typedef struct walk {
     const record_header *header;
@@ -79,12 +82,32 @@ static void check_same_event(const coffer_event *a, const coffer_event *b)
     FUZZ_CHECK(a->metadata_len == 0 || memcmp(a->metadata, b->metadata, a->metadata_len) == 0);
 }
 
+static bool same_after(const coffer_account_after *a, const coffer_account_after *b)
+{
+    return a->balance == b->balance && a->available == b->available && a->version == b->version;
+}
+
+static void check_same_outcome(const coffer_result *a, const coffer_result *b)
+{
+    FUZZ_CHECK(a->code == b->code && a->state == b->state && a->replayed == b->replayed);
+    FUZZ_CHECK(a->seq == b->seq && a->timestamp == b->timestamp);
+    FUZZ_CHECK(a->amount == b->amount && a->expires_at == b->expires_at);
+    FUZZ_CHECK(same_after(&a->from, &b->from) && same_after(&a->to, &b->to));
+    FUZZ_CHECK(strcmp(a->hold_from, b->hold_from) == 0 && strcmp(a->hold_to, b->hold_to) == 0);
+    FUZZ_CHECK(a->available == b->available && a->actual_version == b->actual_version);
+    FUZZ_CHECK(same_text(a->field, b->field));
+    FUZZ_CHECK(record_outcome_difference(a, b) == NULL);
+}
+
 /* The second decoding of an entry, compared with the first. */
 static int compare_entry(const record_entry *again, void *context)
 {
     const record_entry *first = context;
     FUZZ_CHECK(again->kind == first->kind && again->seq == first->seq);
     FUZZ_CHECK(again->count == first->count);
+    FUZZ_CHECK(again->results != NULL && same_text(again->submitted_by, first->submitted_by));
+    for (size_t i = 0; first->results && i < first->count; i++)
+        check_same_outcome(&first->results[i], &again->results[i]);
     if (first->kind == RECORD_EXPIRE) {
         FUZZ_CHECK(same_text(again->hold_id, first->hold_id));
         return 0;
@@ -94,18 +117,23 @@ static int compare_entry(const record_entry *again, void *context)
     return 0;
 }
 
-/* Encodes one decoded entry as a record of its own and decodes it again. */
-static void round_trip(const record_entry *entry)
+/* Encodes one decoded entry as a record of its own (at the same timestamps) and decodes it
+ * again. A format 1 entry has no outcomes: it is written with positions that recorded
+ * nothing, except the first, which every entry needs. */
+static void round_trip(const record_header *source, const record_entry *entry)
 {
     static const uint8_t no_hash[RECORD_HASH_BYTES];
     uint8_t hash[RECORD_HASH_BYTES];
-    record_begin(&encoded, entry->seq, 0, no_hash);
+    coffer_result *outcomes = entry->results ? entry->results : no_outcomes;
+    no_outcomes[0].seq = entry->seq;
+    record_begin(&encoded, entry->seq, source->ts0 + (entry->seq - source->seq_base), no_hash);
     if (entry->kind == RECORD_EXPIRE)
-        record_add_expire(&encoded, entry->seq, entry->hold_id, strlen(entry->hold_id));
+        record_add_expire(&encoded, entry->seq, entry->hold_id, strlen(entry->hold_id), outcomes);
     else if (entry->kind == RECORD_EVENT)
-        record_add_event(&encoded, entry->seq, &entry->events[0]);
+        record_add_event(&encoded, entry->seq, &entry->events[0], outcomes, entry->submitted_by);
     else
-        record_add_atomic(&encoded, entry->seq, entry->events, entry->count);
+        record_add_atomic(&encoded, entry->seq, entry->events, outcomes, entry->count,
+                          entry->submitted_by);
     FUZZ_CHECK(record_finish(&encoded, entry->seq + entry->count - 1, hash));
     record_header header;
     FUZZ_CHECK(record_check(encoded.bytes, encoded.length, &header) == RECORD_OK);
@@ -132,7 +160,19 @@ static int visit_entry(const record_entry *entry, void *context)
         for (size_t i = 0; i < entry->count; i++)
             touch_event(w, &entry->events[i]);
     }
-    round_trip(entry);
+    FUZZ_CHECK((entry->results != NULL) == (w->header->version >= 2));
+    for (size_t i = 0; entry->results && i < entry->count; i++) {
+        const coffer_result *result = &entry->results[i];
+        FUZZ_CHECK(result->seq == 0 || result->seq == entry->seq + i);
+        FUZZ_CHECK(strlen(result->hold_from) <= COFFER_ACCOUNT_ID_MAX);
+        w->checksum += (uint64_t)result->code + result->state + (uint64_t)result->amount +
+                       result->from.version + result->to.version + result->timestamp;
+    }
+    if (entry->submitted_by) {
+        FUZZ_CHECK(strlen(entry->submitted_by) <= COFFER_SUBMITTER_MAX);
+        w->checksum += strlen(entry->submitted_by);
+    }
+    round_trip(w->header, entry);
     return 0;
 }
 
@@ -149,9 +189,9 @@ static void decode(const uint8_t *bytes, size_t size)
     FUZZ_CHECK(status == RECORD_OK || status == RECORD_BAD_PAYLOAD);
 }
 
-/* Builds a record whose payload is the input after its prefix, with a correct hash (the
- * layout of record.h, written out here so the payload can be anything). */
-static void decode_as_payload(const uint8_t *data, size_t size)
+/* Builds a record of format `version` whose payload is the input after its prefix, with a
+ * correct hash (the layout of record.h, written out here so the payload can be anything). */
+static void decode_as_payload(const uint8_t *data, size_t size, uint16_t version)
 {
     uint8_t prefix[PAYLOAD_PREFIX_BYTES] = {0};
     memcpy(prefix, data, size < sizeof prefix ? size : sizeof prefix);
@@ -162,7 +202,7 @@ static void decode_as_payload(const uint8_t *data, size_t size)
     uint8_t *record = malloc(length); /* exact size, so ASan sees any overread */
     FUZZ_CHECK(record != NULL);
     uint32_t magic = RECORD_MAGIC, entries = prefix[0];
-    uint16_t version = RECORD_VERSION, reserved = 0;
+    uint16_t reserved = 0;
     uint64_t ts0 = 1700000000000000000ULL, last_seq;
     memcpy(&last_seq, prefix + 9, 8);
     memcpy(record, &magic, 4);
@@ -190,7 +230,8 @@ static void decode_as_payload(const uint8_t *data, size_t size)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     decode(data, size);
-    decode_as_payload(data, size);
+    for (uint16_t version = 1; version <= RECORD_VERSION; version++)
+        decode_as_payload(data, size, version);
     return 0;
 }
 
@@ -254,34 +295,89 @@ static int write_seeds(const char *dir)
                          .expect_to_version = 2};
     coffer_event post = {.op = COFFER_OP_POST, .id = "p1", .hold_id = "h1", .amount = 10};
     coffer_event void_hold = {.op = COFFER_OP_VOID, .id = "v1", .hold_id = "h2"};
-    coffer_event atomic[3] = {
-        {.op = COFFER_OP_TRANSFER, .id = "a-1", .from = "alice", .to = "bob", .amount = 5},
-        {.op = COFFER_OP_TRANSFER,
-         .id = "a-2",
-         .from = "bob",
-         .to = "carol",
-         .amount = 5,
-         .flags = COFFER_FLAG_UP_TO},
-        {.op = COFFER_OP_CREATE_ACCOUNT,
-         .id = "carol",
-         .currency = "EUR",
-         .flags = COFFER_FLAG_MIN_UNBOUNDED,
-         .min_balance = -7}};
+    coffer_event atomic[3] = {{.op = COFFER_OP_TRANSFER,
+                               .id = "a-1",
+                               .from = "alice",
+                               .to = "bob",
+                               .amount = 5,
+                               .flags = COFFER_FLAG_EXPECT_FROM,
+                               .expect_from_version = 11},
+                              {.op = COFFER_OP_TRANSFER,
+                               .id = "a-2",
+                               .from = "bob",
+                               .to = "carol",
+                               .amount = 5,
+                               .flags = COFFER_FLAG_UP_TO},
+                              {.op = COFFER_OP_CREATE_ACCOUNT,
+                               .id = "carol",
+                               .currency = "EUR",
+                               .flags = COFFER_FLAG_MIN_UNBOUNDED,
+                               .min_balance = -7}};
+
+    /* Outcomes as the core reports them, with every optional field somewhere. */
+    coffer_result created = {
+        .code = COFFER_CREATED, .state = COFFER_STATE_POSTED, .seq = 1, .from = {0, 0, 1}};
+    coffer_result held = {.code = COFFER_CREATED,
+                          .state = COFFER_STATE_PENDING,
+                          .seq = 10,
+                          .amount = 30,
+                          .expires_at = ts0 + 60000000000ULL,
+                          .from = {-70, -100, 4},
+                          .to = {20, 20, 3}};
+    coffer_result posted = {.code = COFFER_CREATED,
+                            .state = COFFER_STATE_POSTED,
+                            .seq = 12,
+                            .amount = 10,
+                            .from = {-80, -80, 5},
+                            .to = {30, 30, 4},
+                            .hold_from = "alice",
+                            .hold_to = "bob"};
+    coffer_result not_found = {
+        .code = COFFER_HOLD_NOT_FOUND, .state = COFFER_STATE_REJECTED, .seq = 13, .field = "/void"};
+    coffer_event too_much = {
+        .op = COFFER_OP_TRANSFER, .id = "t-9", .from = "alice", .to = "bob", .amount = 1000};
+    coffer_result refused = {.code = COFFER_INSUFFICIENT_BALANCE,
+                             .state = COFFER_STATE_REJECTED,
+                             .seq = 14,
+                             .available = 7,
+                             .from = {7, 7, 2} /* not kept: a rejection changed nothing */};
+    coffer_result expired = {.code = COFFER_OK,
+                             .state = COFFER_STATE_EXPIRED,
+                             .seq = 100,
+                             .amount = 25,
+                             .expires_at = ts0 - 1,
+                             .from = {0, 0, 9},
+                             .to = {1, 1, 9},
+                             .hold_from = "alice",
+                             .hold_to = "bob"};
+    coffer_result expired_later = expired;
+    expired_later.seq = 101;
+    /* A failed atomic batch: its transfers are recorded as rejected, its account records
+     * nothing (seq 0). */
+    coffer_result atomic_outcomes[3] = {
+        {.code = COFFER_VERSION_MISMATCH,
+         .state = COFFER_STATE_REJECTED,
+         .seq = 102,
+         .actual_version = 12,
+         .field = "/expect_from_version"},
+        {.code = COFFER_BATCH_FAILED, .state = COFFER_STATE_REJECTED, .seq = 103},
+        {.code = COFFER_BATCH_FAILED, .state = COFFER_STATE_REJECTED}};
 
     record_begin(&record, 1, ts0, previous);
-    record_add_event(&record, 1, &account);
+    record_add_event(&record, 1, &account, &created, "admin");
     write_seed(dir, 1, &record, 1);
 
     record_begin(&record, 10, ts0, previous);
-    record_add_event(&record, 10, &hold);
-    record_add_event(&record, 12, &post);
-    record_add_event(&record, 13, &void_hold);
-    write_seed(dir, 2, &record, 13);
+    record_add_event(&record, 10, &hold, &held, "shop");
+    record_add_event(&record, 12, &post, &posted, "shop");
+    record_add_event(&record, 13, &void_hold, &not_found, "deposit-bot");
+    record_add_event(&record, 14, &too_much, &refused, "shop");
+    write_seed(dir, 2, &record, 14);
 
     record_begin(&record, 100, ts0, previous);
-    record_add_expire(&record, 100, "h2", 2);
-    record_add_expire(&record, 101, "h3", 2);
-    record_add_atomic(&record, 102, atomic, 3);
+    record_add_expire(&record, 100, "h2", 2, &expired);
+    record_add_expire(&record, 101, "h3", 2, &expired_later);
+    record_add_atomic(&record, 102, atomic, atomic_outcomes, 3, NULL);
     write_seed(dir, 3, &record, 104);
 
     char long_id[COFFER_TRANSFER_ID_MAX + 1], long_account[COFFER_ACCOUNT_ID_MAX + 1];
@@ -300,8 +396,17 @@ static int write_seeds(const char *dir)
                           .amount = INT64_MAX,
                           .metadata = metadata,
                           .metadata_len = sizeof metadata};
+    char long_name[COFFER_SUBMITTER_MAX + 1];
+    memset(long_name, 'z', COFFER_SUBMITTER_MAX);
+    long_name[COFFER_SUBMITTER_MAX] = 0;
+    coffer_result moved = {.code = COFFER_CREATED,
+                           .state = COFFER_STATE_POSTED,
+                           .seq = 1000,
+                           .amount = INT64_MAX,
+                           .from = {INT64_MIN, INT64_MIN, UINT64_MAX},
+                           .to = {INT64_MAX, INT64_MAX, UINT64_MAX}};
     record_begin(&record, 1000, ts0, previous);
-    record_add_event(&record, 1000, &large);
+    record_add_event(&record, 1000, &large, &moved, long_name);
     write_seed(dir, 4, &record, 1000);
     record_buffer_free(&record);
     return 0;

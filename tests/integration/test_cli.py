@@ -173,6 +173,37 @@ class DumpTest(unittest.TestCase):
         finally:
             server.cleanup()
 
+    def test_dump_prints_each_outcome(self):
+        server = Server(fsync="never")
+        try:
+            server.start()
+            client = server.client()
+            for body in ({"id": "bank", "currency": "KRW", "min_balance": None},
+                         {"id": "kim", "currency": "KRW"}):
+                self.assertEqual(client.post("/v1/accounts", body).status, 201)
+            pay = {"id": "pay-1", "from": "bank", "to": "kim", "amount": 700}
+            self.assertEqual(client.post("/v1/transfers", pay).status, 201)
+            refused = {"id": "pay-2", "from": "kim", "to": "bank", "amount": 900}
+            self.assertEqual(client.post("/v1/transfers", refused).status, 409)
+            client.close()
+            server.stop()
+            status, out, err = run("dump", server.data_dir)
+            self.assertEqual(status, 0, err)
+            lines = {line["id"]: line for line in map(json.loads, out.splitlines())}
+            self.assertEqual(lines["kim"]["outcome"],
+                             {"code": "created", "state": "posted",
+                              "from": {"balance": 0, "available": 0, "version": 1}})
+            self.assertIsNone(lines["pay-1"]["submitted_by"])  # no --tokens
+            self.assertEqual(lines["pay-1"]["outcome"],
+                             {"code": "created", "state": "posted", "amount": 700,
+                              "from": {"balance": -700, "available": -700, "version": 2},
+                              "to": {"balance": 700, "available": 700, "version": 2}})
+            self.assertEqual(lines["pay-2"]["outcome"],
+                             {"code": "insufficient_balance", "state": "rejected",
+                              "available": 700})
+        finally:
+            server.cleanup()
+
 
 if __name__ == "__main__":
     unittest.main()

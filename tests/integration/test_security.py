@@ -127,6 +127,27 @@ class Tokens(unittest.TestCase, ApiAssertions):
         self.assert_problem(self.call("shop", "POST", "/v1/holds/h/void", {"id": uid("v")}), 403,
                             "forbidden")
 
+    def test_the_log_names_the_token_of_each_write(self):
+        mine, other = uid("shop:n"), uid("other:n")
+        self.assertEqual(self.call("shop", "POST", "/v1/accounts",
+                                   {"id": mine, "currency": "EUR"}).status, 201)
+        self.assertEqual(self.call("app", "POST", "/v1/accounts",
+                                   {"id": other, "currency": "EUR", "min_balance": None}).status,
+                         201)
+        paid = uid("t")
+        self.assertEqual(self.call("ops", "POST", "/v1/transfers",
+                                   {"id": paid, "from": other, "to": mine, "amount": 4}).status,
+                         201)
+        # Acknowledged writes are durable: `coffer dump` reads them beside the running server.
+        run = coffer("dump", self.server.data_dir)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        lines = {line["id"]: line for line in map(json.loads, run.stdout.splitlines())}
+        self.assertEqual(lines[mine]["submitted_by"], "shop")
+        self.assertEqual(lines[other]["submitted_by"], "app")
+        self.assertEqual(lines[paid]["submitted_by"], "ops")
+        self.assertEqual(lines[paid]["outcome"]["amount"], 4)
+        self.assertEqual(lines[paid]["outcome"]["to"]["balance"], 4)
+
     def test_the_cli_sends_the_token(self):
         account = uid("cli")
         self.assertEqual(self.call("app", "POST", "/v1/accounts",

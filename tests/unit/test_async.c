@@ -129,8 +129,15 @@ static void test_refused_calls_never_call_on_done(void **state)
     assert_int_equal(coffer_submit_async(ledger->db, &no_callback, &event, 1, false, &result),
                      COFFER_INVALID_ARGUMENT);
     assert_int_equal(coffer_stats_get_async(ledger->db, NULL, 0), COFFER_INVALID_ARGUMENT);
+    char too_long[COFFER_SUBMITTER_MAX + 2];
+    memset(too_long, 'n', sizeof too_long - 1);
+    too_long[sizeof too_long - 1] = 0;
+    assert_int_equal(coffer_submit_as_async(ledger->db, &job, too_long, &event, 1, false, &result),
+                     COFFER_INVALID_ARGUMENT);
     /* A job that was queued afterwards is the first and only one answered. */
-    assert_int_equal(coffer_submit_async(ledger->db, &job, &event, 1, false, &result), COFFER_OK);
+    too_long[COFFER_SUBMITTER_MAX] = 0; /* at the limit: accepted */
+    assert_int_equal(coffer_submit_as_async(ledger->db, &job, too_long, &event, 1, false, &result),
+                     COFFER_OK);
     wait_for(&w, 1);
     assert_int_equal(w.done, 1);
     assert_int_equal(result.code, COFFER_CREATED);

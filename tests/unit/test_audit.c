@@ -2,7 +2,8 @@
  * test_audit.c — damaged and tampered data directories: a flipped bit in a snapshot is skipped
  * by recovery (the log still has everything) and reported by coffer verify; a tampered log
  * record breaks the hash chain; a snapshot whose balance was edited and whose hash was
- * recomputed loads, but verify's replay shows it differs.
+ * recomputed loads, but verify's replay shows it differs; a logged outcome edited and re-sealed
+ * keeps the chain but fails the replay of recovery and of verify.
  */
 #include <fcntl.h>
 #include <setjmp.h>
@@ -199,6 +200,71 @@ static void test_edited_balance_is_found_by_replay(void **state)
     assert_non_null(strstr(report.snapshot_error, "account alice differs"));
 }
 
+static void remove_in(const fixture *f, const char *pattern)
+{
+    char command[256];
+    snprintf(command, sizeof command, "rm -f %s/%s", f->dir, pattern);
+    assert_int_equal(system(command), 0);
+}
+
+/* Edits the amount in the outcome of the log's last record (pay-9, which moved 10 and left
+ * bank at -100 and alice at 100, both at version 11) and re-seals the record's hash. It is the
+ * last record, so no later one names its hash; without the snapshot, checkpoint and manifest
+ * (which do), the directory reads as one from before they existed and replays from seq 1. */
+static void tamper_last_outcome(const fixture *f)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/log-0000000001.cfl", f->dir);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    struct stat info;
+    assert_int_equal(fstat(fd, &info), 0);
+    size_t size = (size_t)info.st_size, at = 64, last = 0;
+    uint8_t *bytes = malloc(size);
+    assert_int_equal(pread(fd, bytes, size, 0), (ssize_t)size);
+    while (at < size) {
+        uint32_t length;
+        memcpy(&length, bytes + at + 8, 4);
+        last = at;
+        at += length;
+    }
+    assert_int_equal(at, size);
+    uint32_t length;
+    memcpy(&length, bytes + last + 8, 4);
+    /* The outcome ends the record: flags, code, state, amount (zigzag 10 = 20), then from
+     * (balance -100, none held, version 11) and to (100, none held, 11), 2 + 1 + 1 bytes each. */
+    size_t amount = last + length - 32 - 8 - 1;
+    assert_int_equal(bytes[amount - 3], 0x1b); /* recorded, amount, from, to */
+    assert_int_equal(bytes[amount], 20);
+    bytes[amount] = 22; /* 11 */
+    crypto_generichash(bytes + last + length - 32, 32, bytes + last, length - 32, NULL, 0);
+    assert_int_equal(pwrite(fd, bytes + last, length, (off_t)last), (ssize_t)length);
+    free(bytes);
+    close(fd);
+    remove_in(f, "snapshot-*");
+    remove_in(f, "checkpoint");
+    remove_in(f, "manifest");
+}
+
+static void test_tampered_outcome_fails_the_replay(void **state)
+{
+    fixture *f = *state;
+    tamper_last_outcome(f);
+    coffer_dir_report report = verify(f);
+    assert_false(report.ok);
+    assert_false(report.chain_ok);
+    assert_non_null(strstr(report.chain_error, "event pay-9 at seq 12 replays with another "
+                                               "outcome than the logged one (amount)"));
+    coffer_options options;
+    coffer_options_init(&options);
+    options.log = capture_log;
+    options.log_context = f;
+    coffer *db = NULL;
+    assert_int_equal(coffer_open(f->dir, &options, &db), COFFER_STORAGE_FAILED);
+    assert_null(db);
+    assert_non_null(strstr(f->log, "pay-9 at seq 12"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -207,6 +273,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_tampered_record_breaks_the_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_edited_balance_is_found_by_replay, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tampered_outcome_fails_the_replay, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -58,7 +58,9 @@ static void record_build(fixture *f, size_t i)
         char hold_id[32];
         int length =
             snprintf(hold_id, sizeof hold_id, "hold-%llu", (unsigned long long)(first + k));
-        record_add_expire(out, first + k, hold_id, (size_t)length);
+        coffer_result expired = {
+            .code = COFFER_OK, .state = COFFER_STATE_EXPIRED, .seq = first + k};
+        record_add_expire(out, first + k, hold_id, (size_t)length, &expired);
     }
     wal_tip *after = &f->tips[i + 1];
     after->last_seq = first + events - 1;

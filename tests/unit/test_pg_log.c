@@ -179,7 +179,8 @@ static void build_record(const chain *from, uint32_t events, record_buffer *out,
     for (uint32_t index = 0; index < events; index++) {
         char hold_id[32];
         int length = snprintf(hold_id, sizeof(hold_id), "hold-%" PRIu64, first + index);
-        record_add_expire(out, first + index, hold_id, (size_t)length);
+        coffer_result expired = {.state = COFFER_STATE_EXPIRED, .seq = first + index};
+        record_add_expire(out, first + index, hold_id, (size_t)length, &expired);
     }
     assert_true(record_finish(out, first + events - 1, hash));
 }

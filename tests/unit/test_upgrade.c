@@ -3,8 +3,11 @@
  * tests/data/v1/ was made by the code before snapshots had explicit fields (snapshot format 1,
  * the tables as their structs lay them out); its ledger is read back three ways (its newest
  * snapshot, an older snapshot plus the log, the log alone) and after a reopen in today's format.
+ * Its log is in record format 1: today's records (format 2) are appended after it, and the mix
+ * replays, verifies and dumps.
  */
 #include <libgen.h>
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include "files.h"
@@ -191,12 +194,146 @@ static void test_v1_log_alone(void **state)
     upgrade_check(&u, NULL);
 }
 
+/* ---- format 1 records followed by format 2 ------------------------------------------------- */
+
+typedef struct submitted {
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    bool done;
+} submitted;
+
+static void submit_done(coffer_job *job)
+{
+    submitted *s = job->context;
+    pthread_mutex_lock(&s->mutex);
+    s->done = true;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mutex);
+}
+
+/* One event through coffer_submit_as_async(), waited for. */
+static void submit_as(coffer *db, const char *submitted_by, const coffer_event *event,
+                      coffer_result *result)
+{
+    submitted s = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
+    coffer_job job = {.on_done = submit_done, .context = &s};
+    assert_int_equal(coffer_submit_as_async(db, &job, submitted_by, event, 1, false, result),
+                     COFFER_OK);
+    pthread_mutex_lock(&s.mutex);
+    while (!s.done)
+        pthread_cond_wait(&s.cond, &s.mutex);
+    pthread_mutex_unlock(&s.mutex);
+    assert_int_equal(job.status, COFFER_OK);
+}
+
+/* What coffer_dump_dir() showed of the log. */
+typedef struct dumped {
+    uint64_t format_1, format_2; /* events without and with an outcome */
+    bool order_ok;               /* no event without an outcome after one with */
+    coffer_result expiry, transfer;
+    bool expiry_seen, transfer_seen;
+    char transfer_submitter[COFFER_SUBMITTER_MAX + 1];
+    bool expiry_has_submitter;
+} dumped;
+
+static int dump_visit(const coffer_log_entry *entry, void *context)
+{
+    dumped *d = context;
+    if (!entry->outcome) {
+        d->format_1++;
+        d->order_ok &= d->format_2 == 0;
+        return 0;
+    }
+    d->format_2++;
+    if (entry->event->op == COFFER_OP_EXPIRE && strcmp(entry->event->hold_id, "hold-1") == 0) {
+        d->expiry = *entry->outcome;
+        d->expiry_seen = true;
+        d->expiry_has_submitter = entry->submitted_by != NULL;
+    }
+    if (entry->event->op == COFFER_OP_TRANSFER && strcmp(entry->event->id, "after-upgrade") == 0) {
+        d->transfer = *entry->outcome;
+        d->transfer_seen = true;
+        snprintf(d->transfer_submitter, sizeof d->transfer_submitter, "%s",
+                 entry->submitted_by ? entry->submitted_by : "(none)");
+    }
+    return 0;
+}
+
+static void remove_snapshots(const char *dir)
+{
+    DIR *listing = opendir(dir);
+    assert_non_null(listing);
+    struct dirent *item;
+    while ((item = readdir(listing))) {
+        if (strncmp(item->d_name, "snapshot-", 9) != 0)
+            continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, item->d_name);
+        assert_int_equal(unlink(path), 0);
+    }
+    closedir(listing);
+}
+
+static void test_v1_log_continues_in_format_2(void **state)
+{
+    (void)state;
+    static const char *const skip[] = {SNAPSHOT_NEW, SNAPSHOT_OLD};
+    upgrade u;
+    upgrade_prepare(&u, skip, 2);
+    coffer *db = upgrade_open(&u);
+    assert_v1_ledger(db);
+    /* A day later: the next batch first expires hold-1 (user:4 -> bank, 300), then applies. */
+    u.clock_ns += 24ULL * 3600 * 1000000000ULL;
+    coffer_event transfer = {.op = COFFER_OP_TRANSFER,
+                             .id = "after-upgrade",
+                             .from = "user:1",
+                             .to = "user:2",
+                             .amount = 5};
+    coffer_result result;
+    submit_as(db, "shop", &transfer, &result);
+    assert_int_equal(result.code, COFFER_CREATED);
+    coffer_close(db);
+
+    /* The whole log again, format 1 then 2, each format 2 outcome checked on replay. */
+    remove_snapshots(u.dir);
+    db = upgrade_open(&u);
+    assert_string_equal(u.loaded, "");
+    assert_transfer(db, "hold-1", COFFER_CREATED, COFFER_STATE_EXPIRED, 300);
+    assert_transfer(db, "after-upgrade", COFFER_CREATED, COFFER_STATE_POSTED, 5);
+    coffer_close(db);
+
+    coffer_dir_report report;
+    assert_int_equal(coffer_verify_dir(u.dir, NULL, NULL, NULL, &report), COFFER_OK);
+    assert_true(report.ok);
+
+    dumped d = {.order_ok = true};
+    char error[256];
+    assert_int_equal(coffer_dump_dir(u.dir, dump_visit, &d, error, sizeof error), COFFER_OK);
+    assert_true(d.order_ok);
+    assert_true(d.format_1 > 0 && d.format_2 >= 2);
+    assert_true(d.expiry_seen && d.transfer_seen);
+    assert_int_equal(d.expiry.state, COFFER_STATE_EXPIRED);
+    assert_int_equal(d.expiry.amount, 300);
+    assert_string_equal(d.expiry.hold_from, "user:4");
+    assert_int_equal(d.expiry.from.available, 4992); /* 300 no longer held */
+    assert_false(d.expiry_has_submitter);
+    assert_string_equal(d.transfer_submitter, "shop");
+    assert_int_equal(d.transfer.code, COFFER_CREATED);
+    assert_int_equal(d.transfer.amount, 5);
+    assert_int_equal(d.transfer.from.balance, 1980);
+    assert_int_equal(d.transfer.to.balance, 3004);
+    assert_int_equal(d.transfer.seq, result.seq);
+    assert_int_equal(d.transfer.timestamp, result.timestamp);
+    remove_tree(u.dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_v1_newest_snapshot),
         cmocka_unit_test(test_v1_older_snapshot_and_log),
         cmocka_unit_test(test_v1_log_alone),
+        cmocka_unit_test(test_v1_log_continues_in_format_2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,325 @@
+/*
+ * test_webhooks.c — webhooks without a network: the signature against the Standard Webhooks
+ * test vector and one computed apart (Python's hmac), secrets, the retry schedule, what a
+ * webhook may be, the registry's answers and bound, and its file across a reopen or damage.
+ */
+#define _GNU_SOURCE
+#include "support.h"
+
+#include <ftw.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "server/webhooks.h"
+
+/* ---- signing ------------------------------------------------------------------------------- */
+
+static void signs_the_standard_webhooks_test_vector(void **state)
+{
+    (void)state;
+    /* The vector every Standard Webhooks library checks (its reference implementations). */
+    uint8_t secret[WEBHOOK_SECRET_BYTES_MAX];
+    size_t length = 0;
+    assert_true(webhook_secret_parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", secret, &length));
+    assert_int_equal(length, 24);
+    const char *body = "{\"test\": 2432232314}";
+    char signature[WEBHOOK_SIGNATURE_MAX];
+    webhook_sign(secret, length, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body, strlen(body),
+                 signature);
+    assert_string_equal(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+}
+
+static void signs_a_body_of_ours_as_python_does(void **state)
+{
+    (void)state;
+    /* hmac.new(bytes(range(64)), b"evt_17.1796593953." + body, hashlib.sha256), base64. */
+    uint8_t secret[64];
+    for (size_t i = 0; i < sizeof secret; i++)
+        secret[i] = (uint8_t)i;
+    const char *body = "{\"type\":\"transfer.posted\",\"timestamp\":\"2026-12-06T21:52:33."
+                       "123456789Z\",\"data\":{\"seq\":17}}";
+    char signature[WEBHOOK_SIGNATURE_MAX];
+    webhook_sign(secret, sizeof secret, "evt_17", 1796593953, body, strlen(body), signature);
+    assert_string_equal(signature, "v1,/oUfaJiex4BBmCBKLy734GCNw+B5ohnu8tmwj5Ojtic=");
+    /* One byte more of body: another signature. */
+    webhook_sign(secret, sizeof secret, "evt_17", 1796593953, body, strlen(body) - 1, signature);
+    assert_string_not_equal(signature, "v1,/oUfaJiex4BBmCBKLy734GCNw+B5ohnu8tmwj5Ojtic=");
+}
+
+static void secrets_are_24_to_64_bytes_of_padded_base64(void **state)
+{
+    (void)state;
+    uint8_t secret[WEBHOOK_SECRET_BYTES_MAX], bytes[65];
+    size_t length = 0;
+    char text[WEBHOOK_SECRET_TEXT_MAX + 1];
+    for (size_t i = 0; i < sizeof bytes; i++)
+        bytes[i] = (uint8_t)(i * 7);
+    webhook_secret_format(bytes, 64, text);
+    /* Python: "whsec_" + base64.b64encode(bytes(i * 7 % 256 for i in range(64))). */
+    assert_string_equal(text, "whsec_AAcOFRwjKjE4P0ZNVFtiaXB3foWMk5qhqK+2vcTL0tng5+71/"
+                              "AMKERgfJi00O0JJUFdeZWxzeoGIj5adpKuyuQ==");
+    assert_true(webhook_secret_parse(text, secret, &length));
+    assert_int_equal(length, 64);
+    assert_memory_equal(secret, bytes, 64);
+    char longer[WEBHOOK_SECRET_TEXT_MAX + 8];
+    webhook_secret_format(bytes, 23, text); /* too short */
+    assert_false(webhook_secret_parse(text, secret, &length));
+    webhook_secret_format(bytes, 24, text);
+    assert_true(webhook_secret_parse(text, secret, &length));
+    assert_false(webhook_secret_parse(text + 6, secret, &length)); /* no prefix */
+    snprintf(longer, sizeof longer, "%s!", text);                  /* not base64 */
+    assert_false(webhook_secret_parse(longer, secret, &length));
+    assert_false(webhook_secret_parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaS", secret, &length));
+}
+
+/* ---- retries ------------------------------------------------------------------------------- */
+
+static void backoff_doubles_to_its_cap_with_full_jitter(void **state)
+{
+    (void)state;
+    webhooks_options options;
+    webhooks_options_init(&options);
+    const uint64_t bounds[] = {500, 1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000};
+    for (size_t i = 0; i < sizeof bounds / sizeof *bounds; i++)
+        assert_int_equal(webhook_backoff_bound_ms(&options, i + 1), bounds[i]);
+    assert_int_equal(webhook_backoff_bound_ms(&options, 1000000), 60000);
+    /* Uniform over [0, bound]: never above it, and spread (not one value, not all low). */
+    uint64_t lowest = UINT64_MAX, highest = 0;
+    for (int i = 0; i < 2000; i++) {
+        uint64_t delay = webhook_backoff_ms(&options, 3);
+        assert_true(delay <= 2000);
+        lowest = delay < lowest ? delay : lowest;
+        highest = delay > highest ? delay : highest;
+    }
+    assert_true(lowest < 200);
+    assert_true(highest > 1800);
+}
+
+/* ---- what a webhook may be ----------------------------------------------------------------- */
+
+static int decode_text(const char *text, webhook_config *config, const char **field)
+{
+    static const char *const allowed[] = {"id", "url", "types", "account", "secret", 0};
+    json_t *object = json_loads(text, 0, 0);
+    assert_non_null(object);
+    const char *detail = 0;
+    *field = 0;
+    int code = webhook_config_decode(object, allowed, config, field, &detail);
+    json_decref(object);
+    return code;
+}
+
+static void refused(const char *text, const char *expected_field)
+{
+    webhook_config config;
+    const char *field;
+    assert_int_equal(decode_text(text, &config, &field), COFFER_INVALID_FIELD);
+    assert_string_equal(field, expected_field);
+}
+
+static void checks_what_a_webhook_may_be(void **state)
+{
+    (void)state;
+    webhook_config config;
+    const char *field;
+    assert_int_equal(decode_text("{\"id\": \"shop:orders\", \"url\": \"https://example.com/h\", "
+                                 "\"types\": [\"hold.posted\", \"transfer.rejected\"], "
+                                 "\"account\": \"shop/1\"}",
+                                 &config, &field),
+                     COFFER_OK);
+    assert_string_equal(config.id, "shop:orders");
+    assert_int_equal(config.types, COFFER_CHANGE_BIT(COFFER_CHANGE_HOLD_POSTED) |
+                                       COFFER_CHANGE_BIT(COFFER_CHANGE_TRANSFER_REJECTED));
+    assert_string_equal(config.account, "shop/1");
+    assert_int_equal(config.secret_length, 0);
+    assert_int_equal(decode_text("{\"id\": \"a\", \"url\": \"http://h\"}", &config, &field),
+                     COFFER_OK);
+    assert_int_equal(config.types, COFFER_CHANGE_DEFAULT_TYPES);
+    refused("{\"url\": \"http://h\"}", "/id");
+    refused("{\"id\": \"a b\", \"url\": \"http://h\"}", "/id");
+    refused("{\"id\": \"a\", \"url\": \"ftp://h\"}", "/url");
+    refused("{\"id\": \"a\", \"url\": \"http://h x\"}", "/url");
+    refused("{\"id\": \"a\", \"url\": \"http://h\", \"types\": []}", "/types");
+    refused("{\"id\": \"a\", \"url\": \"http://h\", \"types\": [\"transfer\"]}", "/types");
+    refused("{\"id\": \"a\", \"url\": \"http://h\", \"account\": \"\"}", "/account");
+    refused("{\"id\": \"a\", \"url\": \"http://h\", \"secret\": \"whsec_AAAA\"}", "/secret");
+    refused("{\"id\": \"a\", \"url\": \"http://h\", \"retries\": 3}", "/retries");
+    char text[WEBHOOK_URL_MAX + 64];
+    int length = snprintf(text, sizeof text, "{\"id\": \"a\", \"url\": \"http://");
+    memset(text + length, 'h', WEBHOOK_URL_MAX - 7);
+    snprintf(text + length + WEBHOOK_URL_MAX - 7, 8, "\"}");
+    assert_int_equal(decode_text(text, &config, &field), COFFER_OK); /* 2048 bytes */
+    memset(text + length, 'h', WEBHOOK_URL_MAX - 6);
+    snprintf(text + length + WEBHOOK_URL_MAX - 6, 8, "\"}");
+    refused(text, "/url"); /* 2049 */
+}
+
+/* ---- the registry and its file ------------------------------------------------------------- */
+
+typedef struct fixture {
+    char dir[64];
+    coffer *db;
+    webhooks *hooks;
+} fixture;
+
+static int remove_entry(const char *path, const struct stat *info, int flag, struct FTW *walk)
+{
+    (void)info, (void)flag, (void)walk;
+    return remove(path);
+}
+
+static void fixture_open(fixture *f)
+{
+    webhooks_options options;
+    webhooks_options_init(&options);
+    char error[512] = "";
+    assert_true(webhooks_open(f->db, f->dir, &options, &f->hooks, error, sizeof error));
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/coffer-webhooks-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    coffer_options options;
+    coffer_options_init(&options);
+    options.fsync_never = true;
+    assert_int_equal(coffer_open(f->dir, &options, &f->db), COFFER_OK);
+    fixture_open(f);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    webhooks_close(f->hooks);
+    coffer_close(f->db);
+    nftw(f->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+/* The answer to `call`, its status checked; its body parsed (NULL for an empty one). */
+static json_t *answered(encoded *response, unsigned status)
+{
+    assert_non_null(response->body);
+    assert_int_equal(response->status, status);
+    json_t *body = response->length ? json_loads(response->body, 0, 0) : 0;
+    free(response->body);
+    return body;
+}
+
+static json_t *create(fixture *f, const char *text, unsigned status, bool replayed)
+{
+    encoded response;
+    webhooks_create(f->hooks, text, strlen(text), &response);
+    assert_int_equal(response.replayed, replayed);
+    return answered(&response, status);
+}
+
+static void answers_create_replay_conflict_and_delete(void **state)
+{
+    fixture *f = *state;
+    const char *body = "{\"id\": \"w1\", \"url\": \"http://127.0.0.1:9/h\"}";
+    json_t *created = create(f, body, 201, false);
+    const char *secret = json_string_value(json_object_get(created, "secret"));
+    assert_non_null(secret);
+    uint8_t bytes[WEBHOOK_SECRET_BYTES_MAX];
+    size_t length;
+    assert_true(webhook_secret_parse(secret, bytes, &length));
+    assert_int_equal(length, WEBHOOK_SECRET_BYTES_GENERATED);
+    assert_string_equal(json_string_value(json_object_get(created, "state")), "active");
+    json_t *again = create(f, body, 200, true); /* the same: a replay, without the secret */
+    assert_null(json_object_get(again, "secret"));
+    json_t *other =
+        create(f, "{\"id\": \"w1\", \"url\": \"http://127.0.0.1:9/other\"}", 422, false);
+    assert_string_equal(json_string_value(json_object_get(other, "code")), "id_reused");
+    char with_secret[256];
+    snprintf(with_secret, sizeof with_secret,
+             "{\"id\": \"w1\", \"url\": \"http://127.0.0.1:9/h\", \"secret\": \"%s\"}", secret);
+    json_decref(create(f, with_secret, 200, true));
+    encoded response;
+    webhooks_delete(f->hooks, "w1", &response);
+    assert_null(answered(&response, 204));
+    webhooks_delete(f->hooks, "w1", &response);
+    json_t *missing = answered(&response, 404);
+    assert_string_equal(json_string_value(json_object_get(missing, "code")), "webhook_not_found");
+    json_decref(missing);
+    json_decref(other);
+    json_decref(again);
+    json_decref(created);
+}
+
+static void holds_at_most_64(void **state)
+{
+    fixture *f = *state;
+    char body[128];
+    for (int i = 0; i < WEBHOOKS_MAX; i++) {
+        snprintf(body, sizeof body, "{\"id\": \"w%d\", \"url\": \"http://127.0.0.1:9/\"}", i);
+        json_decref(create(f, body, 201, false));
+    }
+    json_t *full =
+        create(f, "{\"id\": \"one-more\", \"url\": \"http://127.0.0.1:9/\"}", 503, false);
+    assert_string_equal(json_string_value(json_object_get(full, "code")), "capacity_exceeded");
+    assert_non_null(strstr(json_string_value(json_object_get(full, "detail")), "64"));
+    json_decref(full);
+    /* A replay of one that exists is still answered. */
+    json_decref(create(f, "{\"id\": \"w7\", \"url\": \"http://127.0.0.1:9/\"}", 200, true));
+}
+
+static void file_survives_a_reopen_and_damage_is_refused(void **state)
+{
+    fixture *f = *state;
+    json_t *created = create(f,
+                             "{\"id\": \"kept\", \"url\": \"https://example.com/x\", \"types\": "
+                             "[\"hold.expired\"], \"account\": \"a1\"}",
+                             201, false);
+    char secret[WEBHOOK_SECRET_TEXT_MAX + 1];
+    snprintf(secret, sizeof secret, "%s", json_string_value(json_object_get(created, "secret")));
+    json_decref(created);
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", f->dir, WEBHOOKS_FILE);
+    struct stat info;
+    assert_int_equal(stat(path, &info), 0);
+    assert_int_equal(info.st_mode & 0777, 0600); /* it holds the secrets */
+    webhooks_close(f->hooks);
+    fixture_open(f);
+    webhook_status status[2];
+    assert_int_equal(webhooks_status_all(f->hooks, status, 2), 1);
+    assert_string_equal(status[0].id, "kept");
+    assert_string_equal(status[0].account, "a1");
+    assert_int_equal(status[0].types, COFFER_CHANGE_BIT(COFFER_CHANGE_HOLD_EXPIRED));
+    char replay[256]; /* the secret was kept: the same body with it is a replay */
+    snprintf(replay, sizeof replay,
+             "{\"id\": \"kept\", \"url\": \"https://example.com/x\", \"types\": "
+             "[\"hold.expired\"], \"account\": \"a1\", \"secret\": \"%s\"}",
+             secret);
+    json_decref(create(f, replay, 200, true));
+    webhooks_close(f->hooks);
+    f->hooks = 0;
+    assert_int_equal(truncate(path, 40), 0); /* cut short, as a torn copy would be */
+    webhooks_options options;
+    webhooks_options_init(&options);
+    char error[512] = "";
+    assert_false(webhooks_open(f->db, f->dir, &options, &f->hooks, error, sizeof error));
+    assert_null(f->hooks);
+    assert_non_null(strstr(error, path));
+    assert_non_null(strstr(error, "damaged"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(signs_the_standard_webhooks_test_vector),
+        cmocka_unit_test(signs_a_body_of_ours_as_python_does),
+        cmocka_unit_test(secrets_are_24_to_64_bytes_of_padded_base64),
+        cmocka_unit_test(backoff_doubles_to_its_cap_with_full_jitter),
+        cmocka_unit_test(checks_what_a_webhook_may_be),
+        cmocka_unit_test_setup_teardown(answers_create_replay_conflict_and_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(holds_at_most_64, setup, teardown),
+        cmocka_unit_test_setup_teardown(file_survives_a_reopen_and_damage_is_refused, setup,
+                                        teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
