@@ -35,6 +35,7 @@
 #define BLOCKING_TIMEOUT_S 60 /* a setup request or the final check that gets no answer */
 #define TOKEN_BYTES_MAX 1024
 #define REASON_BYTES 512
+#define ADDRESSES_MAX 8
 
 enum workload { LOAD_UNIFORM, LOAD_HOT, LOAD_SEATS, LOAD_RETRIES };
 
@@ -50,8 +51,10 @@ typedef struct connection {
 
 typedef struct load {
     const char *url;
-    struct sockaddr_storage address;
-    socklen_t address_length;
+    struct sockaddr_storage addresses[ADDRESSES_MAX]; /* the host's, in getaddrinfo's order */
+    socklen_t address_lengths[ADDRESSES_MAX];
+    size_t address_count, address_chosen; /* chosen: the one that accepted, once known */
+    bool chosen;
     char host_header[300];                    /* the URL's HOST[:PORT] */
     char authorization[TOKEN_BYTES_MAX + 32]; /* the header line with the token, or "" */
     bool https;
@@ -89,27 +92,44 @@ static uint64_t next_random(load *l)
 
 /* ---- connections ------------------------------------------------------------------------ */
 
-/* A TCP connection to the server (connecting still, when not blocking) under a plain or TLS
- * stream. False with the reason. */
-static bool connect_stream(const load *l, stream *s, bool blocking, char *why, size_t why_size)
+/* A socket connected (or connecting, when not blocking) to the server: the first time (the
+first setup request, blocking), to the first of its addresses that accepts, as localhost may
+name ::1 and 127.0.0.1 with the server listening on one. -1 with errno. */
+static int connect_socket(load *l, bool blocking)
+{
+    size_t first = l->chosen ? l->address_chosen : 0;
+    size_t end = l->chosen ? first + 1 : l->address_count;
+    for (size_t i = first; i < end; i++) {
+        int fd = socket(l->addresses[i].ss_family, SOCK_STREAM | (blocking ? 0 : SOCK_NONBLOCK), 0);
+        if (fd < 0)
+            return -1;
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (blocking) { /* a blocked read or write then says STREAM_AGAIN */
+            struct timeval timeout = {BLOCKING_TIMEOUT_S, 0};
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+        }
+        if (connect(fd, (const struct sockaddr *)&l->addresses[i], l->address_lengths[i]) == 0 ||
+            errno == EINPROGRESS) {
+            l->chosen = true;
+            l->address_chosen = i;
+            return fd;
+        }
+        int error = errno;
+        close(fd);
+        errno = error;
+    }
+    return -1;
+}
+
+/* A connection to the server under a plain or TLS stream. False with the reason. */
+static bool connect_stream(load *l, stream *s, bool blocking, char *why, size_t why_size)
 {
     *s = (stream){.fd = -1};
-    int fd = socket(l->address.ss_family, SOCK_STREAM | (blocking ? 0 : SOCK_NONBLOCK), 0);
+    int fd = connect_socket(l, blocking);
     if (fd < 0) {
-        snprintf(why, why_size, "socket: %s", strerror(errno));
-        return false;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (blocking) { /* a blocked read or write then says STREAM_AGAIN */
-        struct timeval timeout = {BLOCKING_TIMEOUT_S, 0};
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
-    }
-    if (connect(fd, (const struct sockaddr *)&l->address, l->address_length) != 0 &&
-        errno != EINPROGRESS) {
         snprintf(why, why_size, "%s", strerror(errno));
-        close(fd);
         return false;
     }
     if (!stream_open(s, fd, l->https ? &l->tls : NULL)) {
@@ -199,7 +219,7 @@ static size_t receive_blocking(stream *s, char *response, size_t *body_start)
 
 /* One request on a fresh connection: the response body (malloc'd) and its status; NULL with
  * the reason in `why` when no answer came. */
-static char *request_blocking(const load *l, const char *method, const char *path, const char *body,
+static char *request_blocking(load *l, const char *method, const char *path, const char *body,
                               int *status, char *why, size_t why_size)
 {
     size_t size = (body ? strlen(body) : 0) + 512 + sizeof l->authorization;
@@ -251,7 +271,7 @@ static void report_setup_failure(const load *l, const char *path, int status, co
         fprintf(stderr, "coffer bench: setup %s failed (%d): %.300s\n", path, status, body);
 }
 
-static bool request_ok(const load *l, const char *path, const char *body)
+static bool request_ok(load *l, const char *path, const char *body)
 {
     int status;
     char why[REASON_BYTES];
@@ -577,7 +597,7 @@ static const char *workload_name(enum workload w)
  * then reported unchecked rather than failed. */
 enum verify_outcome { VERIFY_OK, VERIFY_FAILED, VERIFY_NOT_ALLOWED };
 
-static enum verify_outcome verify(const load *l)
+static enum verify_outcome verify(load *l)
 {
     int status;
     char why[REASON_BYTES];
@@ -695,8 +715,7 @@ static bool parse_url(load *l, const char *url, char host[256], char port[8])
     return true;
 }
 
-/* The first address of the host that accepts a connection (localhost may name ::1 and
- * 127.0.0.1, and a server listen on only one). False with the reason. */
+/* The host's addresses; which one accepts is learnt by the first connection. */
 static bool resolve(load *l, const char *host, const char *port, char *why, size_t why_size)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *found;
@@ -705,22 +724,14 @@ static bool resolve(load *l, const char *host, const char *port, char *why, size
         snprintf(why, why_size, "%s: %s", host, gai_strerror(status));
         return false;
     }
-    snprintf(why, why_size, "%s: no address", host);
-    for (struct addrinfo *at = found; at; at = at->ai_next) {
-        int fd = socket(at->ai_family, SOCK_STREAM, 0);
-        bool connected = fd >= 0 && connect(fd, at->ai_addr, at->ai_addrlen) == 0;
-        if (!connected)
-            snprintf(why, why_size, "%s", strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        if (connected) {
-            memcpy(&l->address, at->ai_addr, at->ai_addrlen);
-            l->address_length = at->ai_addrlen;
-            break;
+    for (struct addrinfo *at = found; at && l->address_count < ADDRESSES_MAX; at = at->ai_next)
+        if (at->ai_addrlen <= sizeof l->addresses[0]) {
+            memcpy(&l->addresses[l->address_count], at->ai_addr, at->ai_addrlen);
+            l->address_lengths[l->address_count++] = at->ai_addrlen;
         }
-    }
     freeaddrinfo(found);
-    return l->address_length > 0;
+    snprintf(why, why_size, "%s: no address", host);
+    return l->address_count > 0;
 }
 
 /* The server, its trust for https:// and the token: CLI_GO_ON or an exit code. */
