@@ -55,8 +55,11 @@ typedef struct load {
     socklen_t address_lengths[ADDRESSES_MAX];
     size_t address_count, address_chosen; /* chosen: the one that accepted, once known */
     bool chosen;
-    char host_header[300];                    /* the URL's HOST[:PORT] */
-    char authorization[TOKEN_BYTES_MAX + 32]; /* the header line with the token, or "" */
+    char host_header[256]; /* the URL's HOST[:PORT] */
+    bool token_given;
+    /* Host, Authorization (with a token) and Content-Type: the same on every request, so
+     * formatted once. */
+    char headers[TOKEN_BYTES_MAX + 512];
     bool https;
     tls_client tls;
     enum workload workload;
@@ -158,11 +161,8 @@ static size_t format_request(const load *l, char *out, size_t size, const char *
                              const char *path, const char *body)
 {
     size_t body_length = body ? strlen(body) : 0;
-    int length =
-        snprintf(out, size,
-                 "%s %s HTTP/1.1\r\nHost: %s\r\n%sContent-Type: application/json\r\n"
-                 "Content-Length: %zu\r\n\r\n%s",
-                 method, path, l->host_header, l->authorization, body_length, body ? body : "");
+    int length = snprintf(out, size, "%s %s HTTP/1.1\r\n%sContent-Length: %zu\r\n\r\n%s", method,
+                          path, l->headers, body_length, body ? body : "");
     return length > 0 && (size_t)length < size ? (size_t)length : 0;
 }
 
@@ -222,7 +222,7 @@ static size_t receive_blocking(stream *s, char *response, size_t *body_start)
 static char *request_blocking(load *l, const char *method, const char *path, const char *body,
                               int *status, char *why, size_t why_size)
 {
-    size_t size = (body ? strlen(body) : 0) + 512 + sizeof l->authorization;
+    size_t size = (body ? strlen(body) : 0) + 512 + sizeof l->headers;
     char *text = malloc(size), *response = malloc(RESPONSE_MAX + 1);
     size_t length = text ? format_request(l, text, size, method, path, body) : 0;
     size_t body_start = 0, total = 0;
@@ -256,7 +256,7 @@ static void report_setup_failure(const load *l, const char *path, int status, co
 {
     if (!body)
         fprintf(stderr, "coffer bench: cannot reach the server at %s: %s\n", l->url, why);
-    else if (status == 401 && l->authorization[0])
+    else if (status == 401 && l->token_given)
         fprintf(stderr, "coffer bench: the server does not accept the token given (401 "
                         "unauthorized): check --token TOKEN or COFFER_TOKEN\n");
     else if (status == 401)
@@ -746,8 +746,10 @@ static int connect_options(load *l, const load_arguments *arguments)
     if (token && (strlen(token) > TOKEN_BYTES_MAX || strpbrk(token, "\r\n") || !*token))
         return cli_usage_error("bench: the token must be one line of at most %d bytes",
                                TOKEN_BYTES_MAX);
-    if (token)
-        snprintf(l->authorization, sizeof l->authorization, "Authorization: Bearer %s\r\n", token);
+    l->token_given = token != NULL;
+    snprintf(l->headers, sizeof l->headers, "Host: %s\r\n%s%s%sContent-Type: application/json\r\n",
+             l->host_header, token ? "Authorization: Bearer " : "", token ? token : "",
+             token ? "\r\n" : "");
     const char *cacert = arguments->cacert && *arguments->cacert ? arguments->cacert : NULL;
     if (l->https && cacert && access(cacert, R_OK) != 0)
         return cli_usage_error("--cacert %s: %s", cacert, strerror(errno));
