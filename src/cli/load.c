@@ -6,9 +6,7 @@
  * invariants through /v1/verify.
  */
 #define _GNU_SOURCE /* memmem */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -96,8 +94,8 @@ static uint64_t next_random(load *l)
 /* ---- connections ------------------------------------------------------------------------ */
 
 /* A socket connected (or connecting, when not blocking) to the server: the first time (the
-first setup request, blocking), to the first of its addresses that accepts, as localhost may
-name ::1 and 127.0.0.1 with the server listening on one. -1 with errno. */
+ * first setup request, blocking), to the first of its addresses that accepts, as localhost may
+ * name ::1 and 127.0.0.1 with the server listening on one. -1 with errno. */
 static int connect_socket(load *l, bool blocking)
 {
     size_t first = l->chosen ? l->address_chosen : 0;
@@ -593,10 +591,11 @@ static const char *workload_name(enum workload w)
     return names[w];
 }
 
-/* The final check; a token without the admin scope may not ask for it (403), and the run is
- * then reported unchecked rather than failed. */
+/* A token without the admin scope may not ask for /v1/verify (403): the run is then reported
+ * unchecked rather than failed, since the load itself ran. */
 enum verify_outcome { VERIFY_OK, VERIFY_FAILED, VERIFY_NOT_ALLOWED };
 
+/* The final check of the invariants, through the API. */
 static enum verify_outcome verify(load *l)
 {
     int status;
