@@ -37,12 +37,15 @@ enum {
     BENCH_DURATION,
     BENCH_SEATS,
     BENCH_CONSUMERS,
+    BENCH_TOKEN,
+    BENCH_CACERT,
     BENCH_OPTION_COUNT
 };
 
 static const cli_option bench_options[] = {
     {BENCH_EMBEDDED, "--embedded", NULL, "run the engine in this process"},
-    {BENCH_SERVER, "--server", "URL", "keep-alive HTTP load on a running server (http:// only)"},
+    {BENCH_SERVER, "--server", "URL",
+     "keep-alive HTTP load on a running server (http:// or\nhttps://)"},
     {BENCH_REOPEN, "--reopen", "DIR",
      "time recovery of a data directory (e.g. one kept by\n--embedded --durable DIR --keep)"},
     {BENCH_FEED, "--feed", "DIR",
@@ -71,6 +74,12 @@ static const cli_option bench_options[] = {
     {BENCH_CONSUMERS, "--consumers", "N",
      "--embedded --durable: change feed consumers following the log\nwhile it is written "
      "(default 0)"},
+    {BENCH_TOKEN, "--token", "TOKEN",
+     "--server: the bearer token sent with every request (default:\n$COFFER_TOKEN); the "
+     "write scope, admin for the final /v1/verify"},
+    {BENCH_CACERT, "--cacert", "FILE",
+     "--server https://: trust the CA certificates (PEM) in FILE\ninstead of the system's "
+     "(default: $COFFER_CACERT)"},
 };
 
 static const cli_spec bench_spec = {
@@ -96,7 +105,7 @@ static const cli_spec bench_spec = {
 #define BENCH_SERVER_TAKES                                                                         \
     (BENCH_BIT(BENCH_WORKLOAD) | BENCH_BIT(BENCH_ACCOUNTS) | BENCH_BIT(BENCH_BATCH) |              \
      BENCH_BIT(BENCH_SEED) | BENCH_BIT(BENCH_CONNECTIONS) | BENCH_BIT(BENCH_DURATION) |            \
-     BENCH_BIT(BENCH_SEATS))
+     BENCH_BIT(BENCH_SEATS) | BENCH_BIT(BENCH_TOKEN) | BENCH_BIT(BENCH_CACERT))
 
 enum workload { WORKLOAD_UNIFORM, WORKLOAD_HOT };
 
@@ -425,10 +434,26 @@ static int bench_reopen(const char *dir)
     return 0;
 }
 
-static int bench_server(const cli_parsed *parsed)
+/* The flag after the command, else the one before it, else the environment. */
+static const char *flag_or_default(const char *after, const char *before, const char *variable)
+{
+    return after ? after : before ? before : getenv(variable);
+}
+
+static int bench_server(const cli_parsed *parsed, const cli_globals *globals)
 {
     load_arguments arguments = {
-        parsed->values[BENCH_SERVER], "uniform", 100000, 10000, 64, 10, 1, 1};
+        .url = parsed->values[BENCH_SERVER],
+        .workload = "uniform",
+        .token = flag_or_default(parsed->values[BENCH_TOKEN], globals->token, "COFFER_TOKEN"),
+        .cacert = flag_or_default(parsed->values[BENCH_CACERT], globals->cacert, "COFFER_CACERT"),
+        .accounts = 100000,
+        .seats = 10000,
+        .connections = 64,
+        .duration_s = 10,
+        .batch = 1,
+        .seed = 1,
+    };
     static const char *const workloads[] = {"uniform", "hot", "seats", "retries", NULL};
     int workload = 0;
     if (!cli_value_choice(&bench_spec, parsed, BENCH_WORKLOAD, workloads, &workload) ||
@@ -479,7 +504,7 @@ int cli_bench(int argc, char **argv, const cli_globals *globals)
     if (status != CLI_GO_ON)
         return status;
     if (mode == BENCH_SERVER)
-        return bench_server(&parsed);
+        return bench_server(&parsed, globals);
     if (mode == BENCH_REOPEN)
         return bench_reopen(parsed.values[BENCH_REOPEN]);
     if (mode == BENCH_FEED)

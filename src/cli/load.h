@@ -9,6 +9,8 @@
 typedef struct load_arguments {
     const char *url;
     const char *workload; /* uniform, hot, seats, retries */
+    const char *token;    /* sent as Authorization: Bearer; NULL: none */
+    const char *cacert;   /* for https://: the trusted CAs (PEM); NULL: the system's */
     uint64_t accounts, seats, connections, duration_s, batch, seed;
 } load_arguments;
 

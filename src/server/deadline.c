@@ -124,7 +124,9 @@ static unsigned enforce(deadlines *d, uint64_t now)
     for (watched *w = d->list; w; w = w->next) {
         int phase = atomic_load(&w->phase);
         uint64_t bound = phase == WAIT_HEADERS ? d->header_ns : phase == WAIT_BODY ? d->body_ns : 0;
-        if (bound == 0 || now - atomic_load(&w->since_ns) <= bound || w->fd < 0)
+        /* A phase entered after `now` was read is not late (and now - since would wrap). */
+        uint64_t since = atomic_load(&w->since_ns);
+        if (bound == 0 || since >= now || now - since <= bound || w->fd < 0)
             continue;
         if (!atomic_compare_exchange_strong(&w->phase, &phase, SHUT))
             continue; /* it moved on meanwhile */

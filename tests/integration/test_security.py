@@ -1,4 +1,5 @@
-"""Security: bearer tokens (scopes, account prefixes, SIGHUP revocation, the CLI's --token),
+"""Security: bearer tokens (scopes, account prefixes, SIGHUP revocation, the CLI's and
+`coffer bench`'s --token),
 browsers (Origin, Host), HTTP framing that could smuggle a request (raw sockets), and clients that
 would starve the others (per-address connection limit, body bytes in flight)."""
 
@@ -161,6 +162,40 @@ class Tokens(unittest.TestCase, ApiAssertions):
         env = dict(os.environ, COFFER_TOKEN=self.secrets["viewer"])
         from_env = coffer("--server", url, "account", "get", account, env=env)
         self.assertEqual(from_env.returncode, 0, from_env.stderr)
+
+    def bench(self, *args, env=None):
+        url = "http://127.0.0.1:%d" % self.server.port
+        return coffer("bench", "--server", url, "--accounts", "10", "--duration", "1",
+                      "--connections", "2", *args, env=env)
+
+    def test_bench_sends_the_token_with_every_request(self):
+        ran = self.bench("--token", self.secrets["app"])
+        self.assertEqual(ran.returncode, 0, ran.stderr)
+        result = json.loads(ran.stdout.splitlines()[-1])
+        self.assertGreater(result["codes"]["created"], 0)
+        self.assertEqual(result["codes"]["created"], result["transfers"])
+        # /v1/verify takes the admin scope: a write token's run is reported unchecked.
+        self.assertIsNone(result["verify_ok"])
+        self.assertIn("/v1/verify not checked: the token may not call it (403 forbidden",
+                      ran.stderr)
+        env = dict(os.environ, COFFER_TOKEN=self.secrets["ops"])
+        ran = self.bench(env=env)
+        self.assertEqual(ran.returncode, 0, ran.stderr)
+        self.assertIs(json.loads(ran.stdout.splitlines()[-1])["verify_ok"], True)
+
+    def test_bench_without_a_usable_token_stops_at_setup(self):
+        env = {k: v for k, v in os.environ.items() if k != "COFFER_TOKEN"}
+        refused = self.bench(env=env)
+        self.assertEqual(refused.returncode, 1, refused.stderr)
+        self.assertIn("coffer bench: the server asks for a token (401 unauthorized): give one "
+                      "with --token TOKEN or COFFER_TOKEN", refused.stderr)
+        self.assertEqual(refused.stdout, "")
+        refused = self.bench("--token", "cft_" + "0" * 64)
+        self.assertEqual(refused.returncode, 1, refused.stderr)
+        self.assertIn("does not accept the token given (401 unauthorized)", refused.stderr)
+        refused = self.bench("--token", self.secrets["viewer"])
+        self.assertEqual(refused.returncode, 1, refused.stderr)
+        self.assertIn("(403 forbidden): it needs the write or admin scope", refused.stderr)
 
     def test_zz_sighup_revokes_and_a_bad_file_keeps_the_tokens(self):
         self.assertEqual(self.call("viewer", "GET", "/v1/holds").status, 200)

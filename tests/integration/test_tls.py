@@ -1,6 +1,7 @@
 """TLS: `coffer serve --tls-cert --tls-key` with a throwaway self-signed certificate made here
-(openssl), reached by curl and the CLI with --cacert; plain HTTP to the TLS port gets no HTTP
-answer; a certificate that is not trusted, and flags or files that are wrong, are refused."""
+(openssl), reached by curl, the CLI and `coffer bench --server https://` with --cacert; plain
+HTTP to the TLS port gets no HTTP answer; a certificate that is not trusted, and flags or files
+that are wrong, are refused."""
 
 import http.client
 import json
@@ -143,10 +144,56 @@ class Tls(unittest.TestCase):
         self.assertEqual(refused.stderr, "coffer: --cacert %s: No such file or directory\n"
                          % missing)
 
-    def test_bench_refuses_https_with_a_reason(self):
-        refused = self.coffer("bench", "--server", self.url, "--duration", "1")
+    def bench(self, *args, duration="1", connections="2", env=None):
+        return self.coffer("bench", "--server", self.url, "--accounts", "100", "--duration",
+                           duration, "--connections", connections, *args, env=env)
+
+    def test_bench_with_cacert_runs_the_load_over_tls(self):
+        ran = self.bench("--cacert", self.certificate, duration="2", connections="4")
+        self.assertEqual(ran.returncode, 0, ran.stderr)
+        result = json.loads(ran.stdout.splitlines()[-1])
+        self.assertIs(result["tls"], True)
+        self.assertEqual(result["connections"], 4)
+        self.assertGreater(result["codes"]["created"], 0)
+        self.assertEqual(result["codes"]["created"], result["transfers"])
+        self.assertEqual(result["connection_failures"], 0)
+        self.assertIs(result["verify_ok"], True)  # /v1/verify over TLS too
+        self.assertIn("4 connections over TLS", ran.stdout)
+
+    def test_bench_takes_the_cacert_from_before_the_command_and_the_environment(self):
+        before = self.coffer("--cacert", self.certificate, "bench", "--server", self.url,
+                             "--accounts", "10", "--duration", "1", "--connections", "1")
+        self.assertEqual(before.returncode, 0, before.stderr)
+        env = client_environment()
+        env["COFFER_CACERT"] = self.certificate
+        from_env = self.bench(env=env)
+        self.assertEqual(from_env.returncode, 0, from_env.stderr)
+
+    def test_bench_without_cacert_says_the_certificate_is_not_trusted(self):
+        refused = self.bench()
+        self.assertEqual(refused.returncode, 1, refused.stderr)
+        self.assertIn("cannot reach the server at %s: the server's certificate is not trusted "
+                      "(The certificate is NOT trusted. The certificate issuer is unknown.)"
+                      % self.url, refused.stderr)
+        self.assertIn("--cacert FILE or COFFER_CACERT", refused.stderr)
+        self.assertEqual(refused.stdout, "")
+
+    def test_bench_refuses_another_certificate_and_a_missing_cacert_file(self):
+        other, _ = make_certificate(self.tmp, "other-bench")
+        refused = self.bench("--cacert", other)
+        self.assertEqual(refused.returncode, 1, refused.stderr)
+        self.assertIn("certificate is not trusted", refused.stderr)
+        missing = os.path.join(self.tmp, "missing.pem")
+        refused = self.bench("--cacert", missing)
         self.assertEqual(refused.returncode, 2, refused.stderr)
-        self.assertIn("https:// is not supported", refused.stderr)
+        self.assertEqual(refused.stderr, "coffer: --cacert %s: No such file or directory\n"
+                         % missing)
+
+    def test_bench_over_plain_http_to_the_tls_port_fails(self):
+        refused = self.coffer("bench", "--server", self.url.replace("https:", "http:"),
+                              "--accounts", "10", "--duration", "1")
+        self.assertEqual(refused.returncode, 1, refused.stderr)
+        self.assertIn("cannot reach the server", refused.stderr)
 
     def test_cacert_does_not_apply_to_offline_commands(self):
         refused = self.coffer("--cacert", self.certificate, "codes")
