@@ -231,6 +231,51 @@ class ClientAgainstServer(unittest.TestCase):
             client.verify()
 
 
+class VerifyWebhook(unittest.TestCase):
+    """verify_webhook against the example of the Standard Webhooks specification (its signature
+    also checked with `openssl dgst -sha256 -mac HMAC`), and every way a delivery is refused."""
+
+    SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    BODY = b'{"test": 2432232314}'
+    SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    SENT_AT = 1614265330
+
+    def headers(self, **changes):
+        headers = {"webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                   "webhook-timestamp": str(self.SENT_AT), "webhook-signature": self.SIGNATURE}
+        headers.update({name.replace("_", "-"): value for name, value in changes.items()})
+        return {name: value for name, value in headers.items() if value is not None}
+
+    def verify(self, headers, body=BODY, now=SENT_AT + 10, secret=SECRET):
+        return coffer_client.verify_webhook(secret, headers, body, now=now)
+
+    def test_the_specifications_example_verifies(self):
+        self.assertEqual(self.verify(self.headers()), {"test": 2432232314})
+        upper = {name.title(): value for name, value in self.headers().items()}
+        self.assertEqual(self.verify(upper, body=self.BODY.decode()), {"test": 2432232314})
+        rotated = self.headers(webhook_signature="v1,bm90IGl0 " + self.SIGNATURE)
+        self.assertEqual(self.verify(rotated), {"test": 2432232314})
+
+    def test_every_change_is_refused(self):
+        refused = [
+            (self.headers(), b'{"test": 2432232315}', self.SENT_AT),  # the body
+            (self.headers(webhook_id="msg_other"), self.BODY, self.SENT_AT),
+            (self.headers(webhook_timestamp=str(self.SENT_AT + 1)), self.BODY, self.SENT_AT),
+            (self.headers(webhook_signature="v2," + self.SIGNATURE[3:]), self.BODY, self.SENT_AT),
+            (self.headers(webhook_signature=None), self.BODY, self.SENT_AT),
+            (self.headers(webhook_id=None), self.BODY, self.SENT_AT),
+            (self.headers(webhook_timestamp="1e9"), self.BODY, self.SENT_AT),
+            (self.headers(), self.BODY, self.SENT_AT + 301),  # too old
+            (self.headers(), self.BODY, self.SENT_AT - 301),  # from the future
+        ]
+        for headers, body, now in refused:
+            with self.assertRaises(coffer_client.WebhookVerificationError, msg=(headers, now)):
+                self.verify(headers, body=body, now=now)
+        with self.assertRaises(coffer_client.WebhookVerificationError):
+            self.verify(self.headers(), secret="whsec_" + "A" * 32)
+        self.assertEqual(self.verify(self.headers(), now=self.SENT_AT + 300), {"test": 2432232314})
+
+
 class CodeTable(unittest.TestCase):
     def test_codes_match_include_coffer_h(self):
         with open(os.path.join(REPO, "include", "coffer.h"), encoding="utf-8") as header:

@@ -8,6 +8,7 @@ import { parseJsonExact, stringifyJsonExact } from "./json.js";
 import { ConnectionFailedError, errorFor } from "./errors.js";
 
 export * from "./errors.js";
+export * from "./webhooks.js";
 export { CODES, type Code } from "./generated/codes.js";
 export { parseJsonExact, stringifyJsonExact } from "./json.js";
 export type { components, paths };

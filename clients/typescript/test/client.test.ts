@@ -5,7 +5,8 @@ import { readFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { after, before, test } from "node:test";
 import { BatchFailedError, CODES, CofferClient, ConflictError, NotFoundError,
-  UnprocessableError, parseJsonExact, stringifyJsonExact } from "../src/index.js";
+  UnprocessableError, WebhookVerificationError, parseJsonExact, stringifyJsonExact,
+  verifyWebhook } from "../src/index.js";
 import { freePort, startServer, type RunningServer } from "./server.js";
 
 let server: RunningServer;
@@ -77,6 +78,51 @@ test("the code table is COFFER_CODE_MAP", () => {
   const names = [...header.matchAll(/X\(\s*[A-Z_]+,\s*(\w+),\s*(\d+),\s*(\d+),/g)]
     .map(([, name, value, status]) => `${name}=${value}/${status}`);
   assert.deepEqual(Object.entries(CODES).map(([name, row]) => `${name}=${row.value}/${row.status}`), names);
+});
+
+// -- verifyWebhook, against the example of the Standard Webhooks specification (its signature also
+// checked with `openssl dgst -sha256 -mac HMAC`)
+
+const SPEC = {
+  secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+  body: '{"test": 2432232314}',
+  sentAt: 1614265330,
+  headers: (changes: Record<string, string | undefined> = {}) => Object.fromEntries(Object.entries({
+    "webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek", "webhook-timestamp": "1614265330",
+    "webhook-signature": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=", ...changes,
+  }).filter(([, value]) => value !== undefined)) as Record<string, string>,
+};
+
+test("verifyWebhook accepts the specification's example", () => {
+  const now = SPEC.sentAt + 10;
+  assert.deepEqual(verifyWebhook(SPEC.secret, SPEC.headers(), SPEC.body, { now }), { test: 2432232314 });
+  assert.deepEqual(verifyWebhook(SPEC.secret, new Headers(SPEC.headers()), Buffer.from(SPEC.body), { now }),
+    { test: 2432232314 });
+  const rotated = SPEC.headers({ "webhook-signature": "v1,bm90IGl0 " + SPEC.headers()["webhook-signature"] });
+  assert.deepEqual(verifyWebhook(SPEC.secret, rotated, SPEC.body, { now }), { test: 2432232314 });
+  assert.deepEqual(verifyWebhook(SPEC.secret, SPEC.headers(), SPEC.body, { now: SPEC.sentAt - 300 }),
+    { test: 2432232314 });
+});
+
+test("verifyWebhook refuses every change", () => {
+  const signature = SPEC.headers()["webhook-signature"];
+  const refused: [Record<string, string>, string, number][] = [
+    [SPEC.headers(), '{"test": 2432232315}', SPEC.sentAt],
+    [SPEC.headers({ "webhook-id": "msg_other" }), SPEC.body, SPEC.sentAt],
+    [SPEC.headers({ "webhook-timestamp": String(SPEC.sentAt + 1) }), SPEC.body, SPEC.sentAt],
+    [SPEC.headers({ "webhook-signature": "v2," + signature.slice(3) }), SPEC.body, SPEC.sentAt],
+    [SPEC.headers({ "webhook-signature": undefined }), SPEC.body, SPEC.sentAt],
+    [SPEC.headers({ "webhook-id": undefined }), SPEC.body, SPEC.sentAt],
+    [SPEC.headers({ "webhook-timestamp": "1e9" }), SPEC.body, SPEC.sentAt],
+    [SPEC.headers(), SPEC.body, SPEC.sentAt + 301],
+    [SPEC.headers(), SPEC.body, SPEC.sentAt - 301],
+  ];
+  for (const [headers, body, now] of refused) {
+    assert.throws(() => verifyWebhook(SPEC.secret, headers, body, { now }), WebhookVerificationError,
+      JSON.stringify(headers));
+  }
+  assert.throws(() => verifyWebhook("whsec_" + "A".repeat(32), SPEC.headers(), SPEC.body, { now: SPEC.sentAt }),
+    WebhookVerificationError);
 });
 
 // -- a stub in front of the real server
