@@ -25,6 +25,8 @@ enum {
     SERVE_THREADS,
     SERVE_MAX_CONNECTIONS,
     SERVE_TIMEOUT,
+    SERVE_HEADER_TIMEOUT,
+    SERVE_BODY_TIMEOUT,
     SERVE_QUEUE_EVENTS,
     SERVE_SNAPSHOT_EVERY,
     SERVE_SNAPSHOT_SECONDS,
@@ -54,6 +56,11 @@ static const cli_option serve_options[] = {
     {SERVE_MAX_CONNECTIONS, "--max-connections", "N", "connections at once (default 1024)"},
     {SERVE_TIMEOUT, "--timeout", "SECONDS",
      "close idle or slow connections after this (default 30)"},
+    {SERVE_HEADER_TIMEOUT, "--header-timeout", "SECONDS",
+     "a request's headers must arrive within this of the connection\nbeing ready for them "
+     "(accepted, or the last answer sent;\ndefault 30), however slowly they trickle"},
+    {SERVE_BODY_TIMEOUT, "--body-timeout", "SECONDS",
+     "a request's body must arrive within this of its headers\n(default 60)"},
     {SERVE_QUEUE_EVENTS, "--queue-events", "N",
      "events waiting for the writer before 503 overloaded\n(default 65536)"},
     {SERVE_SNAPSHOT_EVERY, "--snapshot-every", "N",
@@ -254,11 +261,15 @@ static bool serve_values(const cli_parsed *parsed, server_options *options,
     static const char *const fsync_modes[] = {"always", "never", NULL};
     int fsync_mode = 0;
     uint64_t threads = options->threads, connections = options->max_connections,
-             timeout = options->timeout_seconds, queue = options->queue_events_max;
+             timeout = options->timeout_seconds, queue = options->queue_events_max,
+             header_timeout = options->header_timeout_seconds,
+             body_timeout = options->body_timeout_seconds;
     if (!cli_value_choice(&serve_spec, parsed, SERVE_FSYNC, fsync_modes, &fsync_mode) ||
         !cli_value_u64(&serve_spec, parsed, SERVE_THREADS, 1, 64, &threads) ||
         !cli_value_u64(&serve_spec, parsed, SERVE_MAX_CONNECTIONS, 1, 100000, &connections) ||
         !cli_value_u64(&serve_spec, parsed, SERVE_TIMEOUT, 1, 3600, &timeout) ||
+        !cli_value_u64(&serve_spec, parsed, SERVE_HEADER_TIMEOUT, 1, 3600, &header_timeout) ||
+        !cli_value_u64(&serve_spec, parsed, SERVE_BODY_TIMEOUT, 1, 3600, &body_timeout) ||
         !cli_value_u64(&serve_spec, parsed, SERVE_QUEUE_EVENTS, 8190, 100000000, &queue) ||
         !cli_value_u64(&serve_spec, parsed, SERVE_SNAPSHOT_EVERY, 0, UINT64_MAX,
                        &options->snapshot_every_events) ||
@@ -269,6 +280,8 @@ static bool serve_values(const cli_parsed *parsed, server_options *options,
     options->threads = (unsigned)threads;
     options->max_connections = (unsigned)connections;
     options->timeout_seconds = (unsigned)timeout;
+    options->header_timeout_seconds = (unsigned)header_timeout;
+    options->body_timeout_seconds = (unsigned)body_timeout;
     options->queue_events_max = (uint32_t)queue;
     options->log_requests = parsed->values[SERVE_LOG_REQUESTS] != NULL;
     options->accept_data_loss = parsed->values[SERVE_ACCEPT_DATA_LOSS] != NULL;

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "server/deadline.h"
 #include "server/routes.h"
 
 static uint64_t now_ns(void)
@@ -242,6 +243,7 @@ static enum MHD_Result on_access(void *context, struct MHD_Connection *connectio
         if (!r)
             return MHD_NO;
         *request_context = r;
+        deadlines_headers_received(connection);
         const char *field, *detail;
         int refused = guard_check_request(r, version, &field, &detail);
         if (refused != COFFER_OK)
@@ -259,6 +261,7 @@ static enum MHD_Result on_access(void *context, struct MHD_Connection *connectio
         return routes[r->route].answer(r);
     if (r->state != STATE_RECEIVING)
         return MHD_YES;
+    deadlines_body_received(connection);
     /* Draining: new requests on open connections are refused; in-flight ones finish. */
     if (atomic_load(&s->draining) && r->route != ROUTE_HEALTH)
         return http_problem(r, COFFER_SHUTTING_DOWN, 0, "the server is stopping");
@@ -268,9 +271,9 @@ static enum MHD_Result on_access(void *context, struct MHD_Connection *connectio
 static void on_completed(void *context, struct MHD_Connection *connection, void **request_context,
                          enum MHD_RequestTerminationCode reason)
 {
-    (void)connection;
     (void)reason;
     server *s = context;
+    deadlines_answered(connection);
     request *r = *request_context;
     if (!r)
         return;
@@ -310,6 +313,8 @@ void server_options_init(server_options *options)
     options->threads = 1; /* on 2 cores the writer and the log thread need the other one */
     options->max_connections = 1024;
     options->timeout_seconds = 30;
+    options->header_timeout_seconds = 30;
+    options->body_timeout_seconds = 60;
     options->queue_events_max = 64 * 1024;
     options->snapshot_every_events = 10 * 1000 * 1000;
     options->snapshot_every_seconds = 3600;
@@ -373,8 +378,8 @@ static struct MHD_Daemon *start_daemon(server *s, const struct sockaddr_in *addr
         s->options->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, s->options->timeout_seconds,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->options->max_connections_per_client,
         MHD_OPTION_UNESCAPE_CALLBACK, guard_unescape, NULL, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, s, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, MHD_OPTION_ARRAY, items,
-        MHD_OPTION_END);
+        on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, deadlines_notify, s->deadlines,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, MHD_OPTION_ARRAY, items, MHD_OPTION_END);
 }
 
 /* Stop accepting, refuse new requests on open connections (503 shutting_down), wait until
@@ -413,8 +418,17 @@ int server_run(const server_options *options)
         fprintf(stderr, "coffer: --tokens: %s\n", error);
         return 1;
     }
-    if (open_engine(options, &s.db) != COFFER_OK)
+    s.deadlines =
+        deadlines_start(options->header_timeout_seconds * 1000000000ull,
+                        options->body_timeout_seconds * 1000000000ull, &s.metrics.deadline_closed);
+    if (!s.deadlines) {
+        fprintf(stderr, "coffer: cannot start the thread that enforces receive deadlines\n");
         return 1;
+    }
+    if (open_engine(options, &s.db) != COFFER_OK) {
+        deadlines_stop(s.deadlines);
+        return 1;
+    }
     s.daemon = start_daemon(&s, &address);
     if (!s.daemon) {
         if (options->tls_certificate_pem)
@@ -426,6 +440,7 @@ int server_run(const server_options *options)
             fprintf(stderr, "coffer: cannot listen on %s:%u: %s\n", options->host, options->port,
                     strerror(errno));
         coffer_close(s.db);
+        deadlines_stop(s.deadlines);
         return 1;
     }
     fprintf(stderr, "coffer: serving on %s://%s:%u with data in %s%s\n",
@@ -436,6 +451,7 @@ int server_run(const server_options *options)
         guard_reload(&s.guard);
     fprintf(stderr, "coffer: %s received: draining\n", received == SIGTERM ? "SIGTERM" : "SIGINT");
     drain(&s);
+    deadlines_stop(s.deadlines);
     coffer_close(s.db);
     guard_close(&s.guard);
     fprintf(stderr, "coffer: stopped cleanly\n");

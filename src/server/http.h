@@ -28,6 +28,7 @@ typedef struct server {
     atomic_int suspended; /* of those, requests handed to the engine and not yet completed */
     atomic_bool draining;
     guard guard;
+    struct deadlines *deadlines; /* the receive deadlines' watcher */
     char id_prefix[16];
 } server;
 

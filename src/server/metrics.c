@@ -144,6 +144,12 @@ char *metrics_render(const metrics *m, coffer *db, const coffer_stats *stats, si
     render_requests(&t, m);
     render_results(&t, db);
     render_engine(&t, stats);
+    text_printf(&t,
+                "# HELP coffer_http_deadline_closed_total Connections closed because a request's "
+                "headers or body did not arrive in time.\n"
+                "# TYPE coffer_http_deadline_closed_total counter\n"
+                "coffer_http_deadline_closed_total %llu\n",
+                (unsigned long long)atomic_load(&m->deadline_closed));
     if (t.failed) {
         free(t.bytes);
         return 0;

@@ -20,6 +20,7 @@ typedef struct metrics {
     atomic_uint_fast64_t requests[ROUTE_COUNT][COFFER_CODE_LIMIT];
     atomic_uint_fast64_t latency[METRICS_LATENCY_BUCKETS + 1]; /* the last: above all bounds */
     atomic_uint_fast64_t latency_sum_us;
+    atomic_uint_fast64_t deadline_closed; /* connections shut for a missed receive deadline */
 } metrics;
 
 void metrics_init(metrics *m);

@@ -20,7 +20,9 @@ typedef struct server_options {
     bool fsync_never;
     unsigned threads; /* network threads */
     unsigned max_connections;
-    unsigned timeout_seconds; /* idle or slow connections are closed after this */
+    unsigned timeout_seconds;        /* idle or slow connections are closed after this */
+    unsigned header_timeout_seconds; /* a request's headers must arrive within this */
+    unsigned body_timeout_seconds;   /* and its body within this of its headers */
     uint32_t queue_events_max;
     uint64_t snapshot_every_events;
     uint64_t snapshot_every_seconds;

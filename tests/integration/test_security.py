@@ -348,5 +348,63 @@ class Starving(ServerTestCase):
         self.assertEqual(raw_request(port, request)[0], 201)
 
 
+class Deadlines(ServerTestCase):
+    """A request's headers and body must arrive within their deadlines however slowly they
+    trickle: libmicrohttpd's idle timeout never fires on such a client."""
+
+    server_options = {"args": ["--header-timeout", "1", "--body-timeout", "2"],
+                      "timeout": 30}
+
+    def trickle_until_closed(self, first, limit):
+        """Sends `first`, then a byte every 100 ms; the seconds until the server closed."""
+        with socket.create_connection(("127.0.0.1", self.server.port)) as s:
+            s.sendall(first)
+            started = time.monotonic()
+            s.settimeout(0.1)
+            while time.monotonic() - started < limit:
+                try:
+                    s.sendall(b"X")
+                    if s.recv(4096) == b"":
+                        return time.monotonic() - started
+                except socket.timeout:
+                    continue
+                except OSError:  # reset or broken pipe: closed too
+                    return time.monotonic() - started
+            return None
+
+    def closed_total(self):
+        """The metric, read on a connection of its own that the server closes after answering
+        (the harness's kept connection would be cut too once idle past the deadline)."""
+        self.client.close()
+        _, _, body = raw_request(self.server.port, b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n"
+                                 b"Connection: close\r\n\r\n")
+        metrics = body.decode()
+        line = [l for l in metrics.splitlines()
+                if l.startswith("coffer_http_deadline_closed_total ")]
+        return int(line[0].split()[1])
+
+    def test_trickled_headers_are_cut_at_their_deadline(self):
+        before = self.closed_total()
+        after = self.trickle_until_closed(b"GET /healthz HTTP/1.1\r\nX-Slow: ", 10 * SLOW)
+        self.assertIsNotNone(after, "a trickle of headers was never cut")
+        self.assertGreaterEqual(after, 0.9)
+        self.assertEqual(self.closed_total(), before + 1)
+
+    def test_a_trickled_body_is_cut_at_its_deadline(self):
+        head = (b"POST /v1/accounts HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n"
+                b"\r\n")
+        after = self.trickle_until_closed(head, 15 * SLOW)
+        self.assertIsNotNone(after, "a trickled body was never cut")
+        self.assertGreaterEqual(after, 1.9)
+
+    def test_prompt_requests_on_a_kept_connection_are_not_cut(self):
+        request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=5 * SLOW) as s:
+            for _ in range(4):  # 4 x 0.6 s: longer than one deadline, each request in time
+                s.sendall(request)
+                self.assertEqual(read_response(s)[0], 200)
+                time.sleep(0.6)
+
+
 if __name__ == "__main__":
     unittest.main()
