@@ -252,7 +252,7 @@ class Client:
                 self.next_base()
                 continue
             if status == 307 and headers.get("location"):
-                redirect_base = self.follow(headers["location"], target)
+                redirect_base = self.follow_redirect(headers["location"], target)
                 last_error = None
                 continue
             answer = parse(payload)
@@ -291,7 +291,7 @@ class Client:
         finally:
             connection.close()
 
-    def follow(self, location, target):
+    def follow_redirect(self, location, target):
         """The base URL of a 307's Location; it becomes the one to use from now on."""
         base = location[:-len(target)] if location.endswith(target) else location
         base = base.rstrip("/")

@@ -2,6 +2,7 @@
 // HMAC-SHA256 with the secret's bytes over "<webhook-id>.<webhook-timestamp>.<body>", a
 // timestamp close to now, and a constant-time comparison. Pure: no I/O, the clock injectable.
 import { createHmac, timingSafeEqual } from "node:crypto";
+import type { Change } from "./feed.js";
 import { parseJsonExact } from "./json.js";
 
 /** A delivery that is not from the server: a missing header, a stale timestamp, no matching
@@ -14,7 +15,7 @@ export class WebhookVerificationError extends Error {
 export interface WebhookPayload {
   type: string;
   timestamp: string;
-  data: { seq: number | bigint; type: string; [field: string]: unknown };
+  data: Change;
 }
 
 export type WebhookHeaders =
