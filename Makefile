@@ -9,7 +9,7 @@ CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOFFER_WERROR=ON
 FORMAT_DIRS := $(wildcard include src tests bench)
 
 .DEFAULT_GOAL := all
-.PHONY: all deps build build-asan format-check test soak bench bench-http bench-peers run format clean
+.PHONY: all deps build build-asan format-check test soak bench bench-http bench-feed bench-peers run format clean
 
 all: build
 
@@ -52,6 +52,11 @@ bench: build
 # HTTP targets (docs/benchmarks.md) on a real durable server: every workload, batched, and wrk.
 bench-http: build
 	scripts/bench-http 10 3
+
+# The change feed (docs/benchmarks.md): the writer with and without a consumer following the
+# log, interleaved, then one consumer reading a 10-million-transfer log from the start.
+bench-feed: build
+	scripts/bench-feed 3 2000000 10000000
 
 # coffer against PostgreSQL and Redis on this machine in one run (docs/benchmarks-peers.md):
 # installs and starts both on loopback, durable, runs every workload at 1, 8 and 64 clients,

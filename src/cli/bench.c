@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/feed_bench.h"
 #include "cli/load.h"
 #include "cli/options.h"
 #include "coffer.h"
@@ -22,6 +23,7 @@ enum {
     BENCH_EMBEDDED,
     BENCH_SERVER,
     BENCH_REOPEN,
+    BENCH_FEED,
     BENCH_WORKLOAD,
     BENCH_ACCOUNTS,
     BENCH_TRANSFERS,
@@ -34,6 +36,7 @@ enum {
     BENCH_CONNECTIONS,
     BENCH_DURATION,
     BENCH_SEATS,
+    BENCH_CONSUMERS,
     BENCH_OPTION_COUNT
 };
 
@@ -42,6 +45,8 @@ static const cli_option bench_options[] = {
     {BENCH_SERVER, "--server", "URL", "keep-alive HTTP load on a running server (http:// only)"},
     {BENCH_REOPEN, "--reopen", "DIR",
      "time recovery of a data directory (e.g. one kept by\n--embedded --durable DIR --keep)"},
+    {BENCH_FEED, "--feed", "DIR",
+     "read a data directory's whole change feed once, from the start,\nand time it"},
     {BENCH_WORKLOAD, "--workload", "NAME",
      "uniform: random pairs of accounts; hot: every transfer debits\none account; with "
      "--server also seats (holds on N seats that\nexpire after 1 s) and retries (a third of "
@@ -63,11 +68,14 @@ static const cli_option bench_options[] = {
     {BENCH_CONNECTIONS, "--connections", "C", "--server: connections (default 64)"},
     {BENCH_DURATION, "--duration", "S", "--server: seconds of load (default 10)"},
     {BENCH_SEATS, "--seats", "N", "--server with seats: seats (default 10000)"},
+    {BENCH_CONSUMERS, "--consumers", "N",
+     "--embedded --durable: change feed consumers following the log\nwhile it is written "
+     "(default 0)"},
 };
 
 static const cli_spec bench_spec = {
     .name = "bench",
-    .synopsis = "--embedded | --server URL | --reopen DIR [options]",
+    .synopsis = "--embedded | --server URL | --reopen DIR | --feed DIR [options]",
     .description =
         "--embedded drives the engine in-process with batches of generated transfers from a few\n"
         "submitter threads, then checks the invariants; without --durable it runs in memory.\n"
@@ -83,7 +91,8 @@ static const cli_spec bench_spec = {
 #define BENCH_EMBEDDED_TAKES                                                                       \
     (BENCH_BIT(BENCH_WORKLOAD) | BENCH_BIT(BENCH_ACCOUNTS) | BENCH_BIT(BENCH_TRANSFERS) |          \
      BENCH_BIT(BENCH_BATCH) | BENCH_BIT(BENCH_SUBMITTERS) | BENCH_BIT(BENCH_SEED) |                \
-     BENCH_BIT(BENCH_DURABLE) | BENCH_BIT(BENCH_FSYNC) | BENCH_BIT(BENCH_KEEP))
+     BENCH_BIT(BENCH_DURABLE) | BENCH_BIT(BENCH_FSYNC) | BENCH_BIT(BENCH_KEEP) |                   \
+     BENCH_BIT(BENCH_CONSUMERS))
 #define BENCH_SERVER_TAKES                                                                         \
     (BENCH_BIT(BENCH_WORKLOAD) | BENCH_BIT(BENCH_ACCOUNTS) | BENCH_BIT(BENCH_BATCH) |              \
      BENCH_BIT(BENCH_SEED) | BENCH_BIT(BENCH_CONNECTIONS) | BENCH_BIT(BENCH_DURATION) |            \
@@ -94,7 +103,7 @@ enum workload { WORKLOAD_UNIFORM, WORKLOAD_HOT };
 typedef struct bench {
     coffer *db;
     enum workload workload;
-    uint64_t accounts, transfers, batch, submitters, seed;
+    uint64_t accounts, transfers, batch, submitters, seed, consumers;
     const char *durable_dir;
     bool fsync_never, keep;
     char (*account_ids)[24];
@@ -283,9 +292,14 @@ static bool bench_embedded_values(bench *run, const cli_parsed *parsed)
         cli_value_u64(&bench_spec, parsed, BENCH_BATCH, 1, COFFER_BATCH_EVENTS_MAX, &run->batch) &&
         cli_value_u64(&bench_spec, parsed, BENCH_SUBMITTERS, 1, 64, &run->submitters) &&
         cli_value_u64(&bench_spec, parsed, BENCH_SEED, 0, UINT64_MAX, &run->seed) &&
+        cli_value_u64(&bench_spec, parsed, BENCH_CONSUMERS, 0, 16, &run->consumers) &&
         cli_value_choice(&bench_spec, parsed, BENCH_FSYNC, fsync_modes, &fsync_mode);
     if (ok && parsed->values[BENCH_DURABLE] && !parsed->values[BENCH_DURABLE][0]) {
         cli_usage(&bench_spec, "--durable needs a directory");
+        ok = false;
+    }
+    if (ok && run->consumers && !parsed->values[BENCH_DURABLE]) {
+        cli_usage(&bench_spec, "--consumers needs --durable: the feed is read from the log");
         ok = false;
     }
     run->workload = (enum workload)workload;
@@ -316,12 +330,12 @@ static void bench_report(const bench *run, double seconds, uint64_t rss_before, 
     for (uint32_t i = 0; i < verify->problem_count && i < COFFER_VERIFY_PROBLEMS_MAX; i++)
         printf("    %s\n", verify->problems[i]);
     printf("{\"mode\":\"%s\",\"workload\":\"%s\",\"accounts\":%" PRIu64 ",\"batch\":%" PRIu64
-           ",\"submitters\":%" PRIu64 ",\"transfers\":%" PRIu64
+           ",\"submitters\":%" PRIu64 ",\"consumers\":%" PRIu64 ",\"transfers\":%" PRIu64
            ",\"seconds\":%.6f,\"transfers_per_second\":%.0f,\"rss_bytes_per_transfer\":%.1f,"
            "\"fsyncs\":%" PRIu64 ",\"verify_ok\":%s,\"errors\":{",
-           mode, workload, run->accounts, run->batch, run->submitters, run->transfers, seconds,
-           rate, (double)(rss_after - rss_before) / (double)run->transfers, fsyncs,
-           verify->ok ? "true" : "false");
+           mode, workload, run->accounts, run->batch, run->submitters, run->consumers,
+           run->transfers, seconds, rate, (double)(rss_after - rss_before) / (double)run->transfers,
+           fsyncs, verify->ok ? "true" : "false");
     const char *separator = "";
     for (int code = 0; code < COFFER_CODE_LIMIT; code++) {
         uint64_t count = atomic_load(&run->codes[code]);
@@ -347,6 +361,9 @@ static int bench_run(bench *run)
     }
     if (!threads)
         return 1;
+    feed_consumers *consumers = 0;
+    if (run->consumers && !(consumers = feed_consumers_start(run->db, (unsigned)run->consumers)))
+        return 1;
     uint64_t rss_before = rss_bytes();
     double start = now_seconds();
     for (uint64_t i = 0; i < run->submitters; i++)
@@ -354,6 +371,15 @@ static int bench_run(bench *run)
     for (uint64_t i = 0; i < run->submitters; i++)
         pthread_join(threads[i], 0);
     double seconds = now_seconds() - start;
+    if (consumers) {
+        uint64_t changes;
+        double catch_up;
+        if (feed_consumers_stop(consumers, &changes, &catch_up) != COFFER_OK)
+            return 1;
+        printf("  feed: %" PRIu64 " consumer(s) followed the log; each read %" PRIu64
+               " changes and caught up %.3f s after the last write\n",
+               run->consumers, changes, catch_up);
+    }
     uint64_t rss_after = rss_bytes();
     coffer_verify_report verify;
     int status = coffer_verify(run->db, &verify);
@@ -422,14 +448,14 @@ static int bench_server(const cli_parsed *parsed)
 static int bench_mode(const cli_parsed *parsed, int *mode)
 {
     int modes = 0;
-    for (int id = BENCH_EMBEDDED; id <= BENCH_REOPEN; id++)
+    for (int id = BENCH_EMBEDDED; id <= BENCH_FEED; id++)
         if (parsed->values[id]) {
             *mode = id;
             modes++;
         }
     if (modes != 1)
-        return cli_usage(&bench_spec, "one of --embedded, --server URL or --reopen DIR (try "
-                                      "'coffer bench --help')");
+        return cli_usage(&bench_spec, "one of --embedded, --server URL, --reopen DIR or --feed DIR "
+                                      "(try 'coffer bench --help')");
     unsigned takes = *mode == BENCH_EMBEDDED ? BENCH_EMBEDDED_TAKES
                      : *mode == BENCH_SERVER ? BENCH_SERVER_TAKES
                                              : 0;
@@ -448,7 +474,7 @@ int cli_bench(int argc, char **argv, const cli_globals *globals)
         return status;
     if (globals->server && !parsed.values[BENCH_SERVER])
         parsed.values[BENCH_SERVER] = globals->server;
-    int mode;
+    int mode = BENCH_EMBEDDED;
     status = bench_mode(&parsed, &mode);
     if (status != CLI_GO_ON)
         return status;
@@ -456,6 +482,8 @@ int cli_bench(int argc, char **argv, const cli_globals *globals)
         return bench_server(&parsed);
     if (mode == BENCH_REOPEN)
         return bench_reopen(parsed.values[BENCH_REOPEN]);
+    if (mode == BENCH_FEED)
+        return cli_bench_feed(parsed.values[BENCH_FEED]);
     static bench run;
     run = (bench){
         .accounts = 100000, .transfers = 10000000, .batch = 8190, .submitters = 2, .seed = 1};

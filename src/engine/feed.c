@@ -16,8 +16,9 @@
  * filter that matches nothing cannot make one call read the whole log. */
 #define FEED_SCAN_EVENTS_MAX 65536
 #define FEED_SCAN_BYTES_MAX (8u << 20)
-/* The visitors' "page full": stop, and read from here next time. */
-#define FEED_PAGE_FULL 1
+/* The visitors' "page full": stop, and read from here next time. Apart from every record
+ * status and coffer code, since record_each and the cursor hand it back as it is. */
+#define FEED_PAGE_FULL 1000
 #define FEED_SUBMITTER_MAX 64
 
 /* The strings of one change, copied out of the record (the scratch is reused per record). */
@@ -189,7 +190,7 @@ static int feed_record(const uint8_t *bytes, const record_header *header, uint32
     feed_page *page = context;
     page->header = header;
     int status = record_each(bytes, header, &page->feed->scratch, feed_entry, page);
-    if (status == -FEED_PAGE_FULL)
+    if (status == FEED_PAGE_FULL)
         return FEED_PAGE_FULL;
     if (status != RECORD_OK)
         return COFFER_STORAGE_FAILED;

@@ -424,7 +424,7 @@ int record_each(const uint8_t *bytes, const record_header *header, record_scratc
     reader r = {bytes + RECORD_HEADER_BYTES, bytes + header->length - RECORD_HASH_BYTES, false};
     uint64_t next_seq = header->seq_base; /* seqs rise through the record, within its range */
     for (uint32_t i = 0; i < header->entries; i++) {
-        record_entry entry;
+        record_entry entry = {0};
         int status = parse_entry(&r, scratch, &entry);
         if (status != RECORD_OK)
             return status;

@@ -119,7 +119,7 @@ typedef struct record_scratch {
 void record_scratch_free(record_scratch *scratch);
 
 /* Calls visit() for each entry of a checked record, in order. Returns RECORD_OK, the status of
- * a malformed payload, or the first non-zero value visit() returns (as a negative number). */
+ * a malformed payload, or the first non-zero value visit() returns, as it is. */
 typedef int (*record_visit_fn)(const record_entry *entry, void *context);
 int record_each(const uint8_t *bytes, const record_header *header, record_scratch *scratch,
                 record_visit_fn visit, void *context);
