@@ -214,9 +214,10 @@ static int report_refusal(client *server, const response *answer)
 {
     bool json = server->json;
     server->json = false;
+    /* No printer: this is a refusal, or a 2xx without a JSON page (an error too). */
     int status = client_finish(server, answer, NULL, NULL);
     server->json = json;
-    return status == 0 ? CLI_EXIT_ERROR : status; /* a 2xx without a JSON object */
+    return status;
 }
 
 static int events_run(client *server, const cli_parsed *line)
