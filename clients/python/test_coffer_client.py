@@ -5,9 +5,11 @@ server, a follower that redirects to the leader, a base URL where nothing listen
 import http.client
 import http.server
 import os
+import queue
 import re
 import sys
 import threading
+import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -162,6 +164,59 @@ class ClientAgainstServer(unittest.TestCase):
         self.client.create_account(seat, "KRW")
         self.assertEqual(self.client.get_account(seat)["id"], seat)
         self.assertEqual(self.client.history(seat)["entries"], [])
+
+    # -- the change feed and webhooks
+
+    def test_events_pages_and_follow_wakes_on_the_next_change(self):
+        start = self.client.events(limit=1)["durable_seq"]
+        account = self.funded(300)
+        page = self.client.events(after=start, account=account)
+        self.assertEqual([change["type"] for change in page["events"]],
+                         ["account.created", "transfer.posted"])
+        self.assertEqual(page["events"][1]["accounts"]["to"]["balance"], 300)
+        only = self.client.events(after=start, types=["transfer.posted"], account=account)
+        self.assertEqual([change["seq"] for change in only["events"]], [page["events"][1]["seq"]])
+        changes = Client(self.url, timeout=10).follow(after=page["next_after"], account=account,
+                                                      wait_ms=5000)
+        threading.Timer(0.3, self.client.transfer, ("bank", account, 9)).start()
+        began = time.monotonic()
+        change = next(changes)
+        self.assertEqual((change["type"], change["transfer"]["amount"]), ("transfer.posted", 9))
+        self.assertLess(time.monotonic() - began, 4)  # woken by the write, not the 5 s wait
+
+    def test_webhooks_deliver_signed_changes(self):
+        deliveries = queue.Queue()
+
+        def receive(handler, method):
+            body = handler.rfile.read(int(handler.headers["Content-Length"]))
+            deliveries.put((dict(handler.headers), body))
+            handler.send_response(204)
+            handler.end_headers()
+
+        receiver = Stub(receive)
+        self.addCleanup(receiver.close)
+        hook, secret = uid("hook"), "whsec_" + "c2VjcmV0IG9mIHRoZSB0ZXN0IHdlYmhvb2sh"
+        created = self.client.create_webhook(hook, receiver.url + "/in",
+                                             types=["transfer.posted"], secret=secret)
+        self.assertEqual((created["id"], created["secret"]), (hook, secret))
+        self.assertIn(hook, [item["id"] for item in self.client.webhooks()["webhooks"]])
+        account = self.funded(0)
+        self.client.transfer("bank", account, 41)
+        headers, body = deliveries.get(timeout=30)
+        payload = coffer_client.verify_webhook(secret, headers, body)
+        self.assertEqual((payload["type"], payload["data"]["transfer"]["to"],
+                          payload["data"]["accounts"]["to"]["balance"]),
+                         ("transfer.posted", account, 41))
+        self.assertEqual(headers["webhook-id"], "evt_%d" % payload["data"]["seq"])
+        with self.assertRaises(coffer_client.WebhookVerificationError):
+            coffer_client.verify_webhook("whsec_" + "b3RoZXIgc2VjcmV0IG9mIDI0IGJ5dGVz", headers,
+                                         body)
+        self.assertEqual(self.client.enable_webhook(hook)["state"], "active")
+        self.assertEqual(self.client.get_webhook(hook)["id"], hook)
+        self.client.delete_webhook(hook)
+        with self.assertRaises(NotFoundError) as caught:
+            self.client.get_webhook(hook)
+        self.assertEqual(caught.exception.code, "webhook_not_found")
 
     # -- retries and redirects, with stubs in front of the real server
 

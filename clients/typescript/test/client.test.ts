@@ -80,6 +80,52 @@ test("the code table is COFFER_CODE_MAP", () => {
   assert.deepEqual(Object.entries(CODES).map(([name, row]) => `${name}=${row.value}/${row.status}`), names);
 });
 
+test("events pages and follow wakes on the next change", async () => {
+  const start = (await client.events({ limit: 1 })).durable_seq;
+  const account = await funded(300);
+  const page = await client.events({ after: start, account });
+  assert.deepEqual(page.events.map((change) => change.type), ["account.created", "transfer.posted"]);
+  assert.equal(page.events[1].accounts?.to.balance, 300);
+  const only = await client.events({ after: start, account, types: ["transfer.posted"] });
+  assert.deepEqual(only.events.map((change) => change.seq), [page.events[1].seq]);
+  const changes = client.follow({ after: page.next_after, account, waitMs: 5000 });
+  setTimeout(() => void client.transfer({ from: "bank", to: account, amount: 9 }), 300);
+  const began = Date.now();
+  const { value } = await changes.next();
+  assert.equal(value?.transfer?.amount, 9);
+  assert.ok(Date.now() - began < 4000, "woken by the write, not the 5 s wait");
+  await changes.return(undefined);
+});
+
+test("webhooks deliver signed changes, and the calls manage them", async () => {
+  const deliveries: { headers: Record<string, string | string[] | undefined>; body: Buffer }[] = [];
+  const receiver = await stub(async (request, body, response) => {
+    deliveries.push({ headers: request.headers, body });
+    response.writeHead(204).end();
+  });
+  const id = uid("hook");
+  const secret = "whsec_" + Buffer.from("secret of the TypeScript test").toString("base64");
+  const created = await client.createWebhook({ id, url: receiver.url + "/in", types: ["transfer.posted"], secret });
+  assert.deepEqual([created.id, created.secret], [id, secret]);
+  assert.ok((await client.webhooks()).some((hook) => hook.id === id));
+  const account = await funded(0);
+  await client.transfer({ from: "bank", to: account, amount: 41 });
+  for (let waited = 0; deliveries.length === 0 && waited < 30_000; waited += 50) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  receiver.close();
+  const payload = verifyWebhook(secret, deliveries[0].headers, deliveries[0].body);
+  assert.deepEqual([payload.type, payload.data.accounts?.to.balance], ["transfer.posted", 41]);
+  assert.equal(deliveries[0].headers["webhook-id"], `evt_${payload.data.seq}`);
+  assert.throws(() => verifyWebhook("whsec_" + Buffer.from("another secret, 24 bytes").toString("base64"),
+    deliveries[0].headers, deliveries[0].body), WebhookVerificationError);
+  assert.equal((await client.enableWebhook(id)).state, "active");
+  assert.equal((await client.getWebhook(id)).id, id);
+  await client.deleteWebhook(id);
+  await assert.rejects(client.getWebhook(id), (error: unknown) =>
+    error instanceof NotFoundError && error.code === "webhook_not_found");
+});
+
 // -- verifyWebhook, against the example of the Standard Webhooks specification (its signature also
 // checked with `openssl dgst -sha256 -mac HMAC`)
 
