@@ -10,8 +10,15 @@ server answers is raised as a CofferError subclass chosen by its code's family.
     client = Client(["http://127.0.0.1:8080"])
     client.create_account("user:42", "KRW")
     client.transfer("bank", "user:42", 5000, id="deposit-1")
+    for change in client.follow(after=0):   # every change, in seq order, as it happens
+        print(change["seq"], change["type"])
+
+verify_webhook() checks a webhook delivery's Standard Webhooks signature.
 """
 
+import base64
+import hashlib
+import hmac
 import http.client
 import json
 import random
@@ -172,6 +179,58 @@ class Client:
     def verify(self):
         return self.request("GET", "/v1/verify")
 
+    # -- the change feed
+
+    def events(self, after=0, limit=None, types=None, account=None, wait_ms=None):
+        """One page of changes after seq `after`, oldest first: {"events": [...], "next_after",
+        "durable_seq"}. `types` is a list of type names (default: all but transfer.rejected);
+        with `wait_ms` the server holds the request until a newer change is durable or the
+        time is up (keep it under the client's timeout)."""
+        query = {"after": after}
+        for name, value in (("limit", limit), ("account", account), ("wait_ms", wait_ms)):
+            if value is not None:
+                query[name] = value
+        if types is not None:
+            query["types"] = types if isinstance(types, str) else ",".join(types)
+        return self.request("GET", "/v1/events", query=query)
+
+    def follow(self, after=0, types=None, account=None, limit=None, wait_ms=25000):
+        """Every change after `after`, forever, each once and in seq order, long-polling when
+        there is none. After ConnectionFailed, start again with after= the last seq seen."""
+        if wait_ms / 1000 >= self.timeout:
+            raise ValueError("wait_ms must be under the client's timeout")
+        while True:
+            page = self.events(after, limit, types, account, wait_ms)
+            for change in page["events"]:
+                yield change
+            after = page["next_after"]
+
+    # -- webhooks (an admin token's calls)
+
+    def create_webhook(self, id, url, types=None, account=None, secret=None, after=None):
+        """Registers a webhook; the answer carries its secret (generated when not given), and
+        only this answer does. The same id and content again is a replay."""
+        body = {"id": id, "url": url}
+        for name, value in (("types", types), ("account", account), ("secret", secret),
+                            ("after", after)):
+            if value is not None:
+                body[name] = list(value) if name == "types" else value
+        return self.request("POST", "/v1/webhooks", body)
+
+    def webhooks(self):
+        return self.request("GET", "/v1/webhooks")
+
+    def get_webhook(self, id):
+        """Its state ("active" or "failing"), cursor, lag, failures and last error."""
+        return self.request("GET", "/v1/webhooks/" + segment(id))
+
+    def delete_webhook(self, id):
+        self.request("DELETE", "/v1/webhooks/" + segment(id))
+
+    def enable_webhook(self, id):
+        """Resumes a failing webhook from its cursor."""
+        return self.request("POST", "/v1/webhooks/%s/enable" % segment(id), {})
+
     # -- one request, with retries and redirects
 
     def request(self, method, path, body=None, query=None):
@@ -193,7 +252,7 @@ class Client:
                 self.next_base()
                 continue
             if status == 307 and headers.get("location"):
-                redirect_base = self.follow(headers["location"], target)
+                redirect_base = self.follow_redirect(headers["location"], target)
                 last_error = None
                 continue
             answer = parse(payload)
@@ -232,7 +291,7 @@ class Client:
         finally:
             connection.close()
 
-    def follow(self, location, target):
+    def follow_redirect(self, location, target):
         """The base URL of a 307's Location; it becomes the one to use from now on."""
         base = location[:-len(target)] if location.endswith(target) else location
         base = base.rstrip("/")
@@ -249,6 +308,44 @@ class Client:
         delay *= 0.5 + random.random() / 2  # jitter: retries of many clients spread out
         wait = getattr(last_error, "retry_after", None)
         time.sleep(max(delay, wait) if wait is not None else delay)
+
+
+class WebhookVerificationError(Exception):
+    """A delivery that is not from the server: a missing header, a timestamp too far from now,
+    or no signature that matches."""
+
+
+def verify_webhook(secret, headers, body, tolerance_s=300, now=None):
+    """Checks a webhook delivery as Standard Webhooks signs it and returns its parsed payload
+    ({"type", "timestamp", "data": the change}); raises WebhookVerificationError otherwise.
+
+    `secret` is "whsec_<base64>"; `headers` any mapping (names in any case); `body` the raw
+    bytes as received (parse only after checking). The signature is base64 HMAC-SHA256 with the
+    secret's bytes over "<webhook-id>.<webhook-timestamp>.<body>"; webhook-signature may list
+    several ("v1,<sig> v1,<sig>", while a secret is rotated), one match is enough. The
+    timestamp must be within `tolerance_s` of `now` (a replayed old delivery is refused).
+    De-duplicate on webhook-id: a delivery may come more than once."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    message_id = lowered.get("webhook-id")
+    timestamp = lowered.get("webhook-timestamp")
+    signatures = lowered.get("webhook-signature")
+    if not message_id or not timestamp or not signatures:
+        raise WebhookVerificationError("missing webhook-id, webhook-timestamp or signature")
+    if not (timestamp.isascii() and timestamp.isdigit()):
+        raise WebhookVerificationError("webhook-timestamp is not a number of seconds")
+    if abs((time.time() if now is None else now) - int(timestamp)) > tolerance_s:
+        raise WebhookVerificationError("webhook-timestamp is too far from now")
+    if not secret.startswith("whsec_"):
+        raise ValueError("a webhook secret starts with whsec_")
+    key = base64.b64decode(secret[len("whsec_"):])
+    body = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    signed = message_id.encode("utf-8") + b"." + timestamp.encode("ascii") + b"." + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode("ascii")
+    for signature in signatures.split():
+        version, _, value = signature.partition(",")
+        if version == "v1" and hmac.compare_digest(value.encode(), expected.encode()):
+            return json.loads(body.decode("utf-8"))
+    raise WebhookVerificationError("no matching signature")
 
 
 def new_id():

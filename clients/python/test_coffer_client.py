@@ -5,9 +5,11 @@ server, a follower that redirects to the leader, a base URL where nothing listen
 import http.client
 import http.server
 import os
+import queue
 import re
 import sys
 import threading
+import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -163,6 +165,59 @@ class ClientAgainstServer(unittest.TestCase):
         self.assertEqual(self.client.get_account(seat)["id"], seat)
         self.assertEqual(self.client.history(seat)["entries"], [])
 
+    # -- the change feed and webhooks
+
+    def test_events_pages_and_follow_wakes_on_the_next_change(self):
+        start = self.client.events(limit=1)["durable_seq"]
+        account = self.funded(300)
+        page = self.client.events(after=start, account=account)
+        self.assertEqual([change["type"] for change in page["events"]],
+                         ["account.created", "transfer.posted"])
+        self.assertEqual(page["events"][1]["accounts"]["to"]["balance"], 300)
+        only = self.client.events(after=start, types=["transfer.posted"], account=account)
+        self.assertEqual([change["seq"] for change in only["events"]], [page["events"][1]["seq"]])
+        changes = Client(self.url, timeout=10).follow(after=page["next_after"], account=account,
+                                                      wait_ms=5000)
+        threading.Timer(0.3, self.client.transfer, ("bank", account, 9)).start()
+        began = time.monotonic()
+        change = next(changes)
+        self.assertEqual((change["type"], change["transfer"]["amount"]), ("transfer.posted", 9))
+        self.assertLess(time.monotonic() - began, 4)  # woken by the write, not the 5 s wait
+
+    def test_webhooks_deliver_signed_changes(self):
+        deliveries = queue.Queue()
+
+        def receive(handler, method):
+            body = handler.rfile.read(int(handler.headers["Content-Length"]))
+            deliveries.put((dict(handler.headers), body))
+            handler.send_response(204)
+            handler.end_headers()
+
+        receiver = Stub(receive)
+        self.addCleanup(receiver.close)
+        hook, secret = uid("hook"), "whsec_" + "c2VjcmV0IG9mIHRoZSB0ZXN0IHdlYmhvb2sh"
+        created = self.client.create_webhook(hook, receiver.url + "/in",
+                                             types=["transfer.posted"], secret=secret)
+        self.assertEqual((created["id"], created["secret"]), (hook, secret))
+        self.assertIn(hook, [item["id"] for item in self.client.webhooks()["webhooks"]])
+        account = self.funded(0)
+        self.client.transfer("bank", account, 41)
+        headers, body = deliveries.get(timeout=30)
+        payload = coffer_client.verify_webhook(secret, headers, body)
+        self.assertEqual((payload["type"], payload["data"]["transfer"]["to"],
+                          payload["data"]["accounts"]["to"]["balance"]),
+                         ("transfer.posted", account, 41))
+        self.assertEqual(headers["webhook-id"], "evt_%d" % payload["data"]["seq"])
+        with self.assertRaises(coffer_client.WebhookVerificationError):
+            coffer_client.verify_webhook("whsec_" + "b3RoZXIgc2VjcmV0IG9mIDI0IGJ5dGVz", headers,
+                                         body)
+        self.assertEqual(self.client.enable_webhook(hook)["state"], "active")
+        self.assertEqual(self.client.get_webhook(hook)["id"], hook)
+        self.client.delete_webhook(hook)
+        with self.assertRaises(NotFoundError) as caught:
+            self.client.get_webhook(hook)
+        self.assertEqual(caught.exception.code, "webhook_not_found")
+
     # -- retries and redirects, with stubs in front of the real server
 
     def test_a_lost_answer_is_retried_with_the_same_id(self):
@@ -229,6 +284,51 @@ class ClientAgainstServer(unittest.TestCase):
         client = Client("http://127.0.0.1:%d" % free_port(), attempts=2, backoff=0.01)
         with self.assertRaises(coffer_client.ConnectionFailed):
             client.verify()
+
+
+class VerifyWebhook(unittest.TestCase):
+    """verify_webhook against the example of the Standard Webhooks specification (its signature
+    also checked with `openssl dgst -sha256 -mac HMAC`), and every way a delivery is refused."""
+
+    SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    BODY = b'{"test": 2432232314}'
+    SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    SENT_AT = 1614265330
+
+    def headers(self, **changes):
+        headers = {"webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                   "webhook-timestamp": str(self.SENT_AT), "webhook-signature": self.SIGNATURE}
+        headers.update({name.replace("_", "-"): value for name, value in changes.items()})
+        return {name: value for name, value in headers.items() if value is not None}
+
+    def verify(self, headers, body=BODY, now=SENT_AT + 10, secret=SECRET):
+        return coffer_client.verify_webhook(secret, headers, body, now=now)
+
+    def test_the_specifications_example_verifies(self):
+        self.assertEqual(self.verify(self.headers()), {"test": 2432232314})
+        upper = {name.title(): value for name, value in self.headers().items()}
+        self.assertEqual(self.verify(upper, body=self.BODY.decode()), {"test": 2432232314})
+        rotated = self.headers(webhook_signature="v1,bm90IGl0 " + self.SIGNATURE)
+        self.assertEqual(self.verify(rotated), {"test": 2432232314})
+
+    def test_every_change_is_refused(self):
+        refused = [
+            (self.headers(), b'{"test": 2432232315}', self.SENT_AT),  # the body
+            (self.headers(webhook_id="msg_other"), self.BODY, self.SENT_AT),
+            (self.headers(webhook_timestamp=str(self.SENT_AT + 1)), self.BODY, self.SENT_AT),
+            (self.headers(webhook_signature="v2," + self.SIGNATURE[3:]), self.BODY, self.SENT_AT),
+            (self.headers(webhook_signature=None), self.BODY, self.SENT_AT),
+            (self.headers(webhook_id=None), self.BODY, self.SENT_AT),
+            (self.headers(webhook_timestamp="1e9"), self.BODY, self.SENT_AT),
+            (self.headers(), self.BODY, self.SENT_AT + 301),  # too old
+            (self.headers(), self.BODY, self.SENT_AT - 301),  # from the future
+        ]
+        for headers, body, now in refused:
+            with self.assertRaises(coffer_client.WebhookVerificationError, msg=(headers, now)):
+                self.verify(headers, body=body, now=now)
+        with self.assertRaises(coffer_client.WebhookVerificationError):
+            self.verify(self.headers(), secret="whsec_" + "A" * 32)
+        self.assertEqual(self.verify(self.headers(), now=self.SENT_AT + 300), {"test": 2432232314})
 
 
 class CodeTable(unittest.TestCase):

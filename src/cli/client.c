@@ -13,6 +13,7 @@
 const cli_option client_common_options[CLIENT_COMMON_COUNT] = {
     {OPTION_SERVER, "--server", "URL",
      "the server (default: $" CLIENT_SERVER_ENV ", else " CLIENT_DEFAULT_SERVER ")"},
+    {OPTION_TOKEN, "--token", "TOKEN", "the bearer token to send (default: $COFFER_TOKEN)"},
     {OPTION_JSON, "--json", NULL, "print the server's JSON instead of text"},
 };
 
@@ -127,7 +128,9 @@ int client_run(const client_command *command, int argc, char **argv, const cli_g
     const char *url = line.values[OPTION_SERVER] ? line.values[OPTION_SERVER] : globals->server;
     client server;
     status = client_open(&server, url, globals->cacert, line.values[OPTION_JSON] || globals->json);
-    server.token = globals->token ? globals->token : getenv("COFFER_TOKEN");
+    server.token = line.values[OPTION_TOKEN] ? line.values[OPTION_TOKEN]
+                   : globals->token          ? globals->token
+                                             : getenv("COFFER_TOKEN");
     if (status == CLI_GO_ON)
         status = command->run(&server, &line);
     client_close(&server);

@@ -46,11 +46,18 @@ enum client_option {
     OPTION_EXPECT_TO_VERSION,
     OPTION_UP_TO,
     OPTION_ACCOUNT,
+    OPTION_TOKEN,
+    OPTION_FOLLOW,
+    OPTION_TYPES,
 };
 
-/* --server and --json, listed in every client command's spec as its `common` options. */
+/* --server, --token and --json, listed in every client command's spec as its `common` options. */
 extern const cli_option client_common_options[];
-#define CLIENT_COMMON_COUNT 2
+#define CLIENT_COMMON_COUNT 3
+
+/* client_call's answer when the command's own libcurl progress function aborted the request
+ * (`coffer events --follow` on SIGINT or SIGTERM): nothing is printed. */
+#define CLIENT_CALL_STOPPED (-2)
 
 typedef struct client {
     CURL *curl;
@@ -100,8 +107,8 @@ void url_start(url_builder *url, const client *server, const char *path);
 /* Adds "?name=value" or "&name=value" (value escaped); nothing when value is NULL. */
 void url_query(url_builder *url, const char *name, const char *value);
 /* Sends one request (a body makes it a POST) and reads the whole answer. CLI_GO_ON when an
- * HTTP answer arrived, of any status; else the exit code, with the reason printed. The caller
- * frees the response. */
+ * HTTP answer arrived, of any status; CLIENT_CALL_STOPPED when the command aborted it; else
+ * the exit code, with the reason printed. The caller frees the response. */
 int client_call(client *server, const url_builder *url, const char *body,
                 const char *idempotency_key, response *answer);
 void response_free(response *answer);

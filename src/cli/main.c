@@ -30,6 +30,8 @@ static const command_entry commands[] = {
     {"hold", "post (capture), void or list pending holds", cli_hold, TAKES_SERVER | TAKES_JSON},
     {"health", "ask a server whether it is ready (exit 0 ready, 1 not)", cli_health,
      TAKES_SERVER | TAKES_JSON},
+    {"events", "print a server's changes in order, one per line; --follow waits\nfor new ones",
+     cli_events, TAKES_SERVER | TAKES_JSON},
     {"bench", "run the engine in-process (--embedded) or a server (--server URL) under load",
      cli_bench, TAKES_SERVER},
     {"verify",

@@ -270,6 +270,8 @@ int client_call(client *server, const url_builder *url, const char *body,
     CURLcode result = headers ? curl_easy_perform(curl) : CURLE_OUT_OF_MEMORY;
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
     curl_slist_free_all(headers);
+    if (result == CURLE_ABORTED_BY_CALLBACK)
+        return CLIENT_CALL_STOPPED;
     if (result != CURLE_OK)
         return report_transport_error(server, url, result, answer);
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &answer->status);

@@ -7,12 +7,14 @@ by pid) on 127.0.0.1 and stopped by pid.
 
 import json
 import os
+import queue
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -24,6 +26,47 @@ def run(*args, timeout=30):
     done = subprocess.run([coffer_binary()] + list(args), capture_output=True, text=True,
                           timeout=timeout * SLOW, stdin=subprocess.DEVNULL)
     return done.returncode, done.stdout, done.stderr
+
+
+class Follower:
+    """`coffer events --follow --json ...` in the background; its lines read with a deadline, so
+    that a follower that hangs fails the test instead of blocking it."""
+
+    def __init__(self, test, *args):
+        self.proc = subprocess.Popen([coffer_binary(), "events", "--json", "--follow"] + list(args),
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        test.addCleanup(self.kill)
+        self.lines = queue.Queue()
+        threading.Thread(target=self.read, daemon=True).start()
+
+    def read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)  # end of output
+
+    def next_change(self, timeout=10):
+        line = self.lines.get(timeout=timeout * SLOW)
+        if line is None:
+            raise AssertionError("coffer events ended (exit %r): %s"
+                                 % (self.proc.wait(), self.proc.stderr.read()))
+        return json.loads(line)
+
+    def stop(self):
+        """SIGTERM; returns (exit status, what it printed after, its stderr)."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=10 * SLOW)
+        rest = []
+        while (line := self.lines.get(timeout=10)) is not None:
+            rest.append(line)
+        return self.proc.returncode, "".join(rest), self.proc.stderr.read()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
 
 
 class ClientCommandsTest(ServerTestCase):
@@ -74,7 +117,7 @@ class ClientCommandsTest(ServerTestCase):
     def test_every_command_prints_help(self):
         for command in (["codes"], ["serve"], ["dump"], ["verify"], ["bench"], ["account"],
                         ["account", "create"], ["transfer"], ["transfer", "get"], ["hold"],
-                        ["hold", "post"], ["health"], []):
+                        ["hold", "post"], ["health"], ["events"], []):
             status, out, err = run(*(command + ["--help"]))
             self.assertEqual(status, 0, (command, err))
             self.assertTrue(out.startswith("usage: coffer" + "".join(" " + w for w in command)),
@@ -86,6 +129,147 @@ class ClientCommandsTest(ServerTestCase):
         self.assertEqual(status, 0)
         self.assertRegex(out, r"^coffer \d+\.\d+\.\d+\n$")
         self.assertEqual(run("version")[1], out)
+
+
+class EventsCommandTest(ServerTestCase):
+    """`coffer events`: the feed as lines (readable or --json), filters, and --follow."""
+
+    def url(self):
+        return "http://127.0.0.1:%d" % self.server.port
+
+    def feed(self, after, **filters):
+        """Every change after `after` as GET /v1/events pages them, up to the durable seq."""
+        changes = []
+        while True:
+            query = "&".join("%s=%s" % item for item in dict(filters, after=after).items())
+            r = self.client.get("/v1/events?" + query)
+            self.assertEqual(r.status, 200, r)
+            page = r.json()
+            changes += page["events"]
+            after = page["next_after"]
+            if after >= page["durable_seq"]:
+                return changes
+
+    def durable_seq(self):
+        r = self.client.get("/v1/events?after=0&limit=1")
+        self.assertEqual(r.status, 200, r)
+        return r.json()["durable_seq"]
+
+    def pair(self):
+        """Two fresh accounts, alice funded with 1,500, and the seq before all of it."""
+        self.issuer()  # created before `start`, once for the class
+        start = self.durable_seq()
+        alice, bob = self.create_account(uid("alice"))["id"], self.create_account(uid("bob"))["id"]
+        self.fund(alice, 1500)
+        return start, alice, bob
+
+    def test_json_lines_are_the_servers_changes_in_order(self):
+        start, alice, bob = self.pair()
+        self.transfer({"id": uid("t"), "from": alice, "to": bob, "amount": 500})
+        status, out, err = run("events", "--server", self.url(), "--json", "--after", str(start),
+                               "--limit", "2")
+        self.assertEqual((status, err), (0, ""))
+        lines = [json.loads(line) for line in out.splitlines()]
+        self.assertEqual(lines, self.feed(start))  # three pages of 2, all of them
+        self.assertEqual([list(line) for line in lines], [list(c) for c in self.feed(start)])
+        self.assertEqual([line["type"] for line in lines],
+                         ["account.created", "account.created", "transfer.posted",
+                          "transfer.posted"])
+        self.assertEqual(lines[-1]["accounts"]["to"]["balance"], 500)
+
+    def test_readable_lines_say_who_moved_what_and_the_balances_after(self):
+        start, alice, bob = self.pair()
+        hold = uid("h")
+        self.assertEqual(self.transfer({"id": hold, "from": alice, "to": bob, "amount": 200,
+                                        "hold": {"timeout_ms": 60000}}).status, 201)
+        status, out, err = run("--server", self.url(), "events", "--after", str(start),
+                               "--account", alice)
+        self.assertEqual((status, err), (0, ""))
+        when = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+        a, b, h = re.escape(alice), re.escape(bob), re.escape(hold)
+        expected = [r"account\.created %s KRW" % a,
+                    r"transfer\.posted \S+ issuer:KRW -> %s 1500 \(issuer:KRW -\d+, %s 1500\)"
+                    % (a, a),
+                    r"hold\.created %s %s -> %s 200 \(%s 1500 available 1300, %s 0\)"
+                    % (h, a, b, a, b)]
+        lines = out.splitlines()
+        self.assertEqual(len(lines), len(expected), out)
+        for line, pattern in zip(lines, expected):
+            self.assertRegex(line, r"^#\d+ %s %s$" % (when, pattern))
+
+    def test_after_and_types_narrow_the_lines(self):
+        start, alice, bob = self.pair()
+        transfer = self.transfer({"id": uid("t"), "from": alice, "to": bob, "amount": 1}).json()
+        self.assertIn("transfer", transfer)
+        seq = transfer["transfer"]["seq"]
+        self.transfer({"id": uid("t"), "from": alice, "to": bob, "amount": 2})
+        status, out, _ = run("events", "--server", self.url(), "--json", "--after", str(seq),
+                             "--account", bob)
+        self.assertEqual(status, 0)
+        self.assertEqual([json.loads(line)["transfer"]["amount"] for line in out.splitlines()],
+                         [2])
+        status, out, _ = run("events", "--server", self.url(), "--json", "--after", str(start),
+                             "--types", "account.created", "--account", bob)
+        self.assertEqual(status, 0)
+        self.assertEqual([json.loads(line)["account"]["id"] for line in out.splitlines()], [bob])
+
+    def test_a_refusal_is_on_stderr_only_with_exit_1(self):
+        for flags in ([], ["--json"]):
+            status, out, err = run("events", "--server", self.url(), "--types", "nope", *flags)
+            self.assertEqual((status, out), (1, ""), flags)
+            self.assertRegex(err, r"^error: invalid_\w+: ", flags)
+        status, _, err = run("events", "--server", self.url(), "--limit", "0")
+        self.assertEqual(status, 2, err)
+
+    def test_follow_prints_the_next_write_and_exits_0_on_sigterm(self):
+        _, alice, bob = self.pair()
+        follower = Follower(self, "--server", self.url(), "--after", str(self.durable_seq()),
+                            "--account", bob)
+        time.sleep(0.3)  # it is waiting in a long-poll by now
+        written = time.monotonic()
+        self.assertEqual(self.transfer({"id": uid("t"), "from": alice, "to": bob,
+                                        "amount": 7}).status, 201)
+        line = follower.next_change()
+        woke_s = time.monotonic() - written
+        self.assertEqual((line["type"], line["transfer"]["amount"]), ("transfer.posted", 7))
+        self.assertLess(woke_s, 5 * SLOW)  # the long-poll woke on the write, not its 25 s end
+        stopping = time.monotonic()
+        self.assertEqual(follower.stop(), (0, "", ""))
+        self.assertLess(time.monotonic() - stopping, 3 * SLOW)
+
+
+class EventsFollowRestartTest(unittest.TestCase):
+    def test_follow_resumes_after_a_server_restart_without_a_gap_or_a_repeat(self):
+        server = Server(fsync="never")
+        self.addCleanup(server.cleanup)
+        server.start()
+        client = server.client()
+        self.addCleanup(client.close)
+        for account in ("a", "b"):
+            self.assertEqual(client.post("/v1/accounts", {"id": account, "currency": "KRW",
+                                                          "min_balance": None}).status, 201)
+        follower = Follower(self, "--server", "http://127.0.0.1:%d" % server.port,
+                            "--types", "transfer.posted")
+
+        def pay(amount):
+            r = client.post("/v1/transfers", {"id": "t%d" % amount, "from": "a", "to": "b",
+                                              "amount": amount})
+            self.assertEqual(r.status, 201, r)
+
+        pay(1)
+        self.assertEqual(follower.next_change()["transfer"]["amount"], 1)
+        server.stop()
+        time.sleep(0.5)  # the follower finds no server and backs off
+        server.spawn(port=server.port)
+        self.assertEqual(server.wait_ready(30 * SLOW), "ready")
+        client.close()
+        pay(2)
+        pay(3)
+        amounts = [follower.next_change(timeout=30)["transfer"]["amount"] for _ in "23"]
+        self.assertEqual(amounts, [2, 3])
+        status, rest, err = follower.stop()
+        self.assertEqual((status, rest), (0, ""))
+        self.assertIn("retrying in", err)  # it did lose the server for a while
 
 
 class ServeTest(unittest.TestCase):

@@ -6,8 +6,11 @@ import createClient, { type Client } from "openapi-fetch";
 import type { components, paths } from "./generated/schema.js";
 import { parseJsonExact, stringifyJsonExact } from "./json.js";
 import { ConnectionFailedError, errorFor } from "./errors.js";
+import type { Change, EventsPage, EventsQuery, Webhook, WebhookCreate } from "./feed.js";
 
 export * from "./errors.js";
+export * from "./webhooks.js";
+export type * from "./feed.js";
 export { CODES, type Code } from "./generated/codes.js";
 export { parseJsonExact, stringifyJsonExact } from "./json.js";
 export type { components, paths };
@@ -118,6 +121,66 @@ export class CofferClient {
     return this.unwrap(this.api.GET("/v1/verify", {}));
   }
 
+  // -- the change feed
+
+  /** One page of changes after `query.after`, oldest first. */
+  events(query: EventsQuery = {}): Promise<EventsPage> {
+    const parameters: Record<string, string> = { after: String(query.after ?? 0) };
+    if (query.limit !== undefined) parameters.limit = String(query.limit);
+    if (query.types !== undefined) parameters.types = query.types.join(",");
+    if (query.account !== undefined) parameters.account = query.account;
+    if (query.waitMs !== undefined) parameters.wait_ms = String(query.waitMs);
+    return this.call("GET", "/v1/events?" + new URLSearchParams(parameters)) as Promise<EventsPage>;
+  }
+
+  /** Every change after `query.after`, each once and in seq order, long-polling (waitMs,
+   *  default 25000) when there is none. After a ConnectionFailedError, start again after the
+   *  last seq seen. */
+  async *follow(query: EventsQuery = {}): AsyncGenerator<Change> {
+    let after = query.after ?? 0;
+    for (;;) {
+      const page = await this.events({ ...query, after, waitMs: query.waitMs ?? 25_000 });
+      yield* page.events;
+      after = page.next_after;
+    }
+  }
+
+  // -- webhooks (an admin token's calls)
+
+  /** Registers a webhook; its answer carries the secret, and only this answer does. */
+  createWebhook(body: WebhookCreate): Promise<Webhook> {
+    return this.call("POST", "/v1/webhooks", body) as Promise<Webhook>;
+  }
+
+  async webhooks(): Promise<Webhook[]> {
+    return ((await this.call("GET", "/v1/webhooks")) as { webhooks: Webhook[] }).webhooks;
+  }
+
+  getWebhook(id: string): Promise<Webhook> {
+    return this.call("GET", "/v1/webhooks/" + encodeURIComponent(id)) as Promise<Webhook>;
+  }
+
+  async deleteWebhook(id: string): Promise<void> {
+    await this.call("DELETE", "/v1/webhooks/" + encodeURIComponent(id));
+  }
+
+  /** Resumes a failing webhook from its cursor. */
+  enableWebhook(id: string): Promise<Webhook> {
+    return this.call("POST", `/v1/webhooks/${encodeURIComponent(id)}/enable`, {}) as Promise<Webhook>;
+  }
+
+  /** A request outside the generated paths, with the same retries; throws typed errors. */
+  private async call(method: string, target: string, body?: unknown): Promise<unknown> {
+    const headers: Record<string, string> = { Accept: "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const response = await this.send(new Request(PLACEHOLDER + target, {
+      method, headers, body: body === undefined ? undefined : stringifyJsonExact(body) }));
+    const text = await response.text();
+    const answer = text ? parseJsonExact(text) : undefined;
+    if (!response.ok) throw errorFor(response.status, answer ?? {});
+    return answer;
+  }
+
   private async unwrap<T>(call: Promise<{ data?: T; error?: unknown; response: Response }>): Promise<T> {
     const { data, error, response } = await call;
     if (!response.ok) throw errorFor(response.status, error);
@@ -150,11 +213,13 @@ export class CofferClient {
       const location = response.headers.get("location");
       if (response.status === 307 && location) {
         await response.body?.cancel();
-        redirected = this.follow(location, target);
+        redirected = this.followRedirect(location, target);
         continue;
       }
       const text = await response.text();
-      const answer = new ExactResponse(text, { status: response.status, headers: response.headers });
+      // A 204 (DELETE) may not carry a body, not even an empty one.
+      const answer = new ExactResponse(text === "" ? null : text,
+        { status: response.status, headers: response.headers });
       if (response.status !== 503) return answer;
       const code = (parseJsonExact(text || "{}") as { code?: string }).code ?? "";
       if (!RETRYABLE.has(code)) return answer;
@@ -168,7 +233,7 @@ export class CofferClient {
   }
 
   /** The base URL of a 307's Location, used from now on. */
-  private follow(location: string, target: string): string {
+  private followRedirect(location: string, target: string): string {
     const base = (location.endsWith(target) ? location.slice(0, -target.length) : location)
       .replace(/\/+$/, "");
     if (!this.baseUrls.includes(base)) this.baseUrls.push(base);

@@ -5,7 +5,8 @@ import { readFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { after, before, test } from "node:test";
 import { BatchFailedError, CODES, CofferClient, ConflictError, NotFoundError,
-  UnprocessableError, parseJsonExact, stringifyJsonExact } from "../src/index.js";
+  UnprocessableError, WebhookVerificationError, parseJsonExact, stringifyJsonExact,
+  verifyWebhook } from "../src/index.js";
 import { freePort, startServer, type RunningServer } from "./server.js";
 
 let server: RunningServer;
@@ -77,6 +78,97 @@ test("the code table is COFFER_CODE_MAP", () => {
   const names = [...header.matchAll(/X\(\s*[A-Z_]+,\s*(\w+),\s*(\d+),\s*(\d+),/g)]
     .map(([, name, value, status]) => `${name}=${value}/${status}`);
   assert.deepEqual(Object.entries(CODES).map(([name, row]) => `${name}=${row.value}/${row.status}`), names);
+});
+
+test("events pages and follow wakes on the next change", async () => {
+  const start = (await client.events({ limit: 1 })).durable_seq;
+  const account = await funded(300);
+  const page = await client.events({ after: start, account });
+  assert.deepEqual(page.events.map((change) => change.type), ["account.created", "transfer.posted"]);
+  assert.equal(page.events[1].accounts?.to.balance, 300);
+  const only = await client.events({ after: start, account, types: ["transfer.posted"] });
+  assert.deepEqual(only.events.map((change) => change.seq), [page.events[1].seq]);
+  const changes = client.follow({ after: page.next_after, account, waitMs: 5000 });
+  setTimeout(() => void client.transfer({ from: "bank", to: account, amount: 9 }), 300);
+  const began = Date.now();
+  const { value } = await changes.next();
+  assert.equal(value?.transfer?.amount, 9);
+  assert.ok(Date.now() - began < 4000, "woken by the write, not the 5 s wait");
+  await changes.return(undefined);
+});
+
+test("webhooks deliver signed changes, and the calls manage them", async () => {
+  const deliveries: { headers: Record<string, string | string[] | undefined>; body: Buffer }[] = [];
+  const receiver = await stub(async (request, body, response) => {
+    deliveries.push({ headers: request.headers, body });
+    response.writeHead(204).end();
+  });
+  const id = uid("hook");
+  const secret = "whsec_" + Buffer.from("secret of the TypeScript test").toString("base64");
+  const created = await client.createWebhook({ id, url: receiver.url + "/in", types: ["transfer.posted"], secret });
+  assert.deepEqual([created.id, created.secret], [id, secret]);
+  assert.ok((await client.webhooks()).some((hook) => hook.id === id));
+  const account = await funded(0);
+  await client.transfer({ from: "bank", to: account, amount: 41 });
+  for (let waited = 0; deliveries.length === 0 && waited < 30_000; waited += 50) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  receiver.close();
+  const payload = verifyWebhook(secret, deliveries[0].headers, deliveries[0].body);
+  assert.deepEqual([payload.type, payload.data.accounts?.to.balance], ["transfer.posted", 41]);
+  assert.equal(deliveries[0].headers["webhook-id"], `evt_${payload.data.seq}`);
+  assert.throws(() => verifyWebhook("whsec_" + Buffer.from("another secret, 24 bytes").toString("base64"),
+    deliveries[0].headers, deliveries[0].body), WebhookVerificationError);
+  assert.equal((await client.enableWebhook(id)).state, "active");
+  assert.equal((await client.getWebhook(id)).id, id);
+  await client.deleteWebhook(id);
+  await assert.rejects(client.getWebhook(id), (error: unknown) =>
+    error instanceof NotFoundError && error.code === "webhook_not_found");
+});
+
+// -- verifyWebhook, against the example of the Standard Webhooks specification (its signature also
+// checked with `openssl dgst -sha256 -mac HMAC`)
+
+const SPEC = {
+  secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+  body: '{"test": 2432232314}',
+  sentAt: 1614265330,
+  headers: (changes: Record<string, string | undefined> = {}) => Object.fromEntries(Object.entries({
+    "webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek", "webhook-timestamp": "1614265330",
+    "webhook-signature": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=", ...changes,
+  }).filter(([, value]) => value !== undefined)) as Record<string, string>,
+};
+
+test("verifyWebhook accepts the specification's example", () => {
+  const now = SPEC.sentAt + 10;
+  assert.deepEqual(verifyWebhook(SPEC.secret, SPEC.headers(), SPEC.body, { now }), { test: 2432232314 });
+  assert.deepEqual(verifyWebhook(SPEC.secret, new Headers(SPEC.headers()), Buffer.from(SPEC.body), { now }),
+    { test: 2432232314 });
+  const rotated = SPEC.headers({ "webhook-signature": "v1,bm90IGl0 " + SPEC.headers()["webhook-signature"] });
+  assert.deepEqual(verifyWebhook(SPEC.secret, rotated, SPEC.body, { now }), { test: 2432232314 });
+  assert.deepEqual(verifyWebhook(SPEC.secret, SPEC.headers(), SPEC.body, { now: SPEC.sentAt - 300 }),
+    { test: 2432232314 });
+});
+
+test("verifyWebhook refuses every change", () => {
+  const signature = SPEC.headers()["webhook-signature"];
+  const refused: [Record<string, string>, string, number][] = [
+    [SPEC.headers(), '{"test": 2432232315}', SPEC.sentAt],
+    [SPEC.headers({ "webhook-id": "msg_other" }), SPEC.body, SPEC.sentAt],
+    [SPEC.headers({ "webhook-timestamp": String(SPEC.sentAt + 1) }), SPEC.body, SPEC.sentAt],
+    [SPEC.headers({ "webhook-signature": "v2," + signature.slice(3) }), SPEC.body, SPEC.sentAt],
+    [SPEC.headers({ "webhook-signature": undefined }), SPEC.body, SPEC.sentAt],
+    [SPEC.headers({ "webhook-id": undefined }), SPEC.body, SPEC.sentAt],
+    [SPEC.headers({ "webhook-timestamp": "1e9" }), SPEC.body, SPEC.sentAt],
+    [SPEC.headers(), SPEC.body, SPEC.sentAt + 301],
+    [SPEC.headers(), SPEC.body, SPEC.sentAt - 301],
+  ];
+  for (const [headers, body, now] of refused) {
+    assert.throws(() => verifyWebhook(SPEC.secret, headers, body, { now }), WebhookVerificationError,
+      JSON.stringify(headers));
+  }
+  assert.throws(() => verifyWebhook("whsec_" + "A".repeat(32), SPEC.headers(), SPEC.body, { now: SPEC.sentAt }),
+    WebhookVerificationError);
 });
 
 // -- a stub in front of the real server
