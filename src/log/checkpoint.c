@@ -356,7 +356,7 @@ int log_files_check(const char *dir, const wal_scan_result *scan, char *problems
     char line[2048];
     if (checkpoint_read(dir, &tip, &checkpoint_found, line, sizeof line) != COFFER_OK)
         problem_add(found_problems, sizeof found_problems, &count, "%s", line);
-    else if (checkpoint_found && !manifest_found)
+    else if (checkpoint_found && !manifest_found && tip.last_seq != scan->tip.last_seq)
         problem_add(found_problems, sizeof found_problems, &count, "%.700s/manifest is missing",
                     dir);
     else if (!checkpoint_found && manifest_found)

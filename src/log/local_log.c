@@ -182,14 +182,16 @@ int local_log_open(durable_log *log, const char *dir, const wal_scan_result *sca
     if (code != COFFER_OK)
         snprintf(error, error_size, "cannot start the log in %.700s: %s", dir,
                  strerror(l->wal.error ? l->wal.error : errno));
-    /* The log is known good from here on: list its segments and checkpoint its tail, so the
-     * next open can tell whether anything acknowledged went missing. */
-    if (code == COFFER_OK)
-        code = manifest_write(dir, error, error_size);
+    /* The log is known good from here on: checkpoint its tail and list its segments, so the
+     * next open can tell whether anything acknowledged went missing. The checkpoint first: a
+     * crash between the two leaves a checkpoint at the log's very tail and no manifest, which
+     * the next open tells from damage (see local_log_damage). */
     if (code == COFFER_OK && checkpoint_open(&l->checkpoint, dir, &scan->tip) != COFFER_OK) {
         snprintf(error, error_size, "cannot write %.700s/checkpoint: %s", dir, strerror(errno));
         code = COFFER_STORAGE_FAILED;
     }
+    if (code == COFFER_OK)
+        code = manifest_write(dir, error, error_size);
     if (code != COFFER_OK) {
         local_close(l, false);
         return code;
@@ -256,7 +258,10 @@ int local_log_damage(const durable_log *log, char *lines, size_t size)
         snprintf(line, sizeof line, "%.700s/checkpoint is missing (the manifest is there)", l->dir);
         damage_add(lines, size, &count, line);
     }
-    if (l->checkpoint_found && !l->manifest_found) {
+    /* Without a manifest, a checkpoint at the log's very tail is an open that stopped between
+     * writing the two (nothing was appended after it); the chain check below still holds. */
+    if (l->checkpoint_found && !l->manifest_found &&
+        l->checkpoint_tip.last_seq != l->last_read.tip.last_seq) {
         snprintf(line, sizeof line, "%.700s/manifest is missing (the checkpoint is there)", l->dir);
         damage_add(lines, size, &count, line);
     }

@@ -1641,6 +1641,41 @@ static void test_checkpoint_catches_up_when_idle(void **state)
     durable_close(d);
 }
 
+static void add_other_account(durable *d)
+{
+    coffer_event other = account_event("other", "USD");
+    coffer_result result;
+    expect_int(coffer_submit(d->db, &other, 1, false, &result), COFFER_OK);
+    expect_int(result.code, COFFER_CREATED);
+}
+
+/* An open writes the checkpoint, then the manifest. Stopped between the two (here: a clean
+ * close, whose checkpoint is the log's tail, and the manifest deleted), the next open finds a
+ * checkpoint at the very tail and nothing missing: it opens, and writes the manifest again.
+ * With the checkpoint behind the tail, a missing manifest is still damage. */
+static void test_open_stopped_before_the_manifest_is_no_damage(void **state)
+{
+    durable *d = *state;
+    durable_open(d);
+    coffer_event bank = account_event("bank", "USD");
+    coffer_result result;
+    assert_int_equal(coffer_submit(d->db, &bank, 1, false, &result), COFFER_OK);
+    durable_close(d);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/manifest", d->dir);
+    assert_int_equal(unlink(path), 0);
+    durable_open(d);
+    assert_int_equal(access(path, F_OK), 0);
+    coffer_account account;
+    assert_int_equal(coffer_account_get(d->db, "bank", COFFER_AT_NOW, 0, &account), COFFER_OK);
+    durable_close(d);
+    /* Behind the tail: a write the checkpoint has not caught up with (its clock does not move),
+     * then a crash. */
+    run_then_crash(d, add_other_account);
+    assert_int_equal(unlink(path), 0);
+    assert_open_refused(d, path, "manifest");
+}
+
 /* After a crash whose checkpoint covers the whole log, cutting the log anywhere in its last
  * three records, or flipping a byte of the last one, loses acknowledged records: the open
  * refuses, naming the segment, and leaves it as it was. accept_data_loss opens anyway. */
@@ -1814,6 +1849,7 @@ int main(int argc, char **argv)
         DURABLE_TEST(test_sync_failure_batch_cut_back),
         DURABLE_TEST(test_replay_reserves_what_records_need),
         DURABLE_TEST(test_checkpoint_catches_up_when_idle),
+        DURABLE_TEST(test_open_stopped_before_the_manifest_is_no_damage),
         DURABLE_TEST(test_acknowledged_tail_damage_refused),
         DURABLE_TEST(test_lost_segments_refused),
         DURABLE_TEST(test_only_segment_lost_refused),
