@@ -32,10 +32,22 @@ typedef struct feed_strings {
     char metadata[COFFER_METADATA_MAX + 1];
 } feed_strings;
 
+/* The entries of the record read last, decoded once: a reader that stopped inside a record
+ * (a full page) goes on from them instead of decoding it again. They point into `scratch`. */
+typedef struct feed_record_cache {
+    bool valid;
+    uint32_t segment;
+    uint64_t offset;
+    record_header header;
+    record_entry *entries;
+    size_t count, capacity;
+} feed_record_cache;
+
 struct coffer_feed {
     coffer *db;
     log_cursor *cursor;
     record_scratch scratch;
+    feed_record_cache record;
     feed_strings *strings;
     size_t strings_capacity;
 };
@@ -182,18 +194,60 @@ static int feed_entry(const record_entry *entry, void *context)
     return 0;
 }
 
+static int keep_entry(const record_entry *entry, void *context)
+{
+    feed_record_cache *cache = context;
+    if (cache->count == cache->capacity) {
+        size_t capacity = cache->capacity ? 2 * cache->capacity : 64;
+        record_entry *grown = realloc(cache->entries, capacity * sizeof *grown);
+        if (!grown)
+            return COFFER_OUT_OF_MEMORY;
+        cache->entries = grown;
+        cache->capacity = capacity;
+    }
+    cache->entries[cache->count++] = *entry;
+    return 0;
+}
+
+/* Decodes the record at (segment, offset) into the cache, unless it is there already. */
+static int record_cached(coffer_feed *feed, const uint8_t *bytes, const record_header *header,
+                         uint32_t segment, uint64_t offset)
+{
+    feed_record_cache *cache = &feed->record;
+    if (cache->valid && cache->segment == segment && cache->offset == offset)
+        return COFFER_OK;
+    cache->valid = false;
+    cache->count = 0;
+    int status = record_each(bytes, header, &feed->scratch, keep_entry, cache);
+    if (status == COFFER_OUT_OF_MEMORY)
+        return status;
+    if (status != RECORD_OK)
+        return COFFER_STORAGE_FAILED;
+    cache->valid = true;
+    cache->segment = segment;
+    cache->offset = offset;
+    cache->header = *header;
+    return COFFER_OK;
+}
+
 static int feed_record(const uint8_t *bytes, const record_header *header, uint32_t segment,
                        uint64_t offset, void *context)
 {
-    (void)segment;
-    (void)offset;
     feed_page *page = context;
-    page->header = header;
-    int status = record_each(bytes, header, &page->feed->scratch, feed_entry, page);
-    if (status == FEED_PAGE_FULL)
-        return FEED_PAGE_FULL;
-    if (status != RECORD_OK)
-        return COFFER_STORAGE_FAILED;
+    feed_record_cache *cache = &page->feed->record;
+    int code = record_cached(page->feed, bytes, header, segment, offset);
+    if (code != COFFER_OK)
+        return code;
+    page->header = &cache->header;
+    for (size_t i = 0; i < cache->count; i++) {
+        const record_entry *entry = &cache->entries[i];
+        uint64_t last = entry->seq + (entry->count ? entry->count - 1 : 0);
+        if (last <= page->after_seq)
+            continue; /* read by an earlier page */
+        code = feed_entry(entry, page);
+        if (code != 0)
+            return code;
+    }
     if (header->last_seq > page->next_after)
         page->next_after = header->last_seq;
     return 0;
@@ -225,6 +279,7 @@ void coffer_feed_close(coffer_feed *feed)
         return;
     log_cursor_close(feed->cursor);
     record_scratch_free(&feed->scratch);
+    free(feed->record.entries);
     free(feed->strings);
     free(feed);
 }

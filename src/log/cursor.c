@@ -21,6 +21,10 @@ struct log_cursor {
     uint64_t offset;       /* of the next record in the segment */
     uint64_t position_seq; /* every record before `offset` ends at or before this seq */
     uint8_t previous_hash[RECORD_HASH_BYTES]; /* what the record at `offset` must link to */
+    /* The last record hashed: a reader that stopped inside it reads it again, unhashed. */
+    bool hashed;
+    uint32_t hashed_segment;
+    uint64_t hashed_offset;
     uint8_t *window; /* bytes [window_start, window_start + window_length) of the file */
     uint64_t window_start;
     size_t window_length, window_capacity;
@@ -184,13 +188,18 @@ int log_cursor_read(log_cursor *cursor, uint64_t after_seq, uint64_t durable_seq
         if (!bytes)
             return cursor_error(cursor, error, error_size, "a durable record is cut short");
         bool wanted = header.last_seq > after_seq;
-        status = wanted ? record_check(bytes, header.length, &header)
-                        : record_peek(bytes, header.length, &header);
+        bool hashed = cursor->hashed && cursor->hashed_segment == cursor->segment &&
+                      cursor->hashed_offset == cursor->offset;
+        status = wanted && !hashed ? record_check(bytes, header.length, &header)
+                                   : record_peek(bytes, header.length, &header);
         if (status != RECORD_OK)
             return cursor_error(cursor, error, error_size, record_status_name(status));
         if (memcmp(header.previous_hash, cursor->previous_hash, RECORD_HASH_BYTES) != 0)
             return cursor_error(cursor, error, error_size, "the hash chain is broken");
         if (wanted) {
+            cursor->hashed = true;
+            cursor->hashed_segment = cursor->segment;
+            cursor->hashed_offset = cursor->offset;
             code = visit(bytes, &header, cursor->segment, cursor->offset, context);
             if (code != 0)
                 break; /* the visitor may want this record again: stay before it */

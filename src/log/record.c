@@ -568,11 +568,18 @@ void record_scratch_free(record_scratch *scratch)
     memset(scratch, 0, sizeof *scratch);
 }
 
-/* Every string of a record is shorter than the record, and every event takes at least 8 of
- * its bytes, so these bounds make the decoder allocation-free after one reserve. */
-static bool scratch_reserve(record_scratch *scratch, size_t record_length)
+/* A record's events all stay decoded until the next record (an entry's events and outcomes
+ * follow the previous entry's, and each string is copied once). Every event has its own seq in
+ * the record's range and takes at least 8 of its bytes; every string is shorter than the
+ * record: so these bounds make the decoder allocation-free after one reserve. */
+static bool scratch_reserve(record_scratch *scratch, const record_header *header)
 {
+    size_t record_length = header->length;
+    uint64_t span =
+        header->last_seq >= header->seq_base ? header->last_seq - header->seq_base + 1 : 1;
     size_t events = record_length / 8 + 1, strings = 2 * record_length + 64;
+    if (span < events)
+        events = (size_t)span;
     if (events > scratch->events_capacity) {
         coffer_event *grown = realloc(scratch->events, events * sizeof *grown);
         if (!grown)
@@ -580,10 +587,8 @@ static bool scratch_reserve(record_scratch *scratch, size_t record_length)
         scratch->events = grown;
         scratch->events_capacity = events;
     }
-    /* One entry's outcomes: at most a batch's events, each at least 3 bytes of the record. */
-    size_t results = record_length / 3 + 1;
-    if (results > COFFER_BATCH_EVENTS_MAX)
-        results = COFFER_BATCH_EVENTS_MAX;
+    /* One outcome per event. */
+    size_t results = events;
     if (results > scratch->results_capacity) {
         coffer_result *grown = realloc(scratch->results, results * sizeof *grown);
         if (!grown)
@@ -606,55 +611,51 @@ static bool scratch_reserve(record_scratch *scratch, size_t record_length)
 typedef struct entry_context {
     const record_header *header;
     record_scratch *scratch;
-    const uint8_t *submitter_names[RECORD_SUBMITTERS_MAX + 1];
-    uint8_t submitter_lengths[RECORD_SUBMITTERS_MAX + 1];
+    size_t strings_used, events_used, results_used;    /* by the entries decoded so far */
+    const char *submitters[RECORD_SUBMITTERS_MAX + 1]; /* copies in the scratch strings */
 } entry_context;
 
 /* RECORD_SUBMITTER: declares (or declares again) what an index stands for. */
 static int take_submitter(reader *r, entry_context *context)
 {
     uint8_t index = take_u8(r), length = take_u8(r);
-    const uint8_t *name = take(r, length);
-    if (!name || index == 0 || length == 0 || length > COFFER_SUBMITTER_MAX)
+    if (index == 0 || length == 0 || length > COFFER_SUBMITTER_MAX)
         return RECORD_BAD_PAYLOAD;
-    context->submitter_names[index] = name;
-    context->submitter_lengths[index] = length;
-    return RECORD_OK;
+    context->submitters[index] = take_string(r, context->scratch, &context->strings_used, length);
+    return context->submitters[index] ? RECORD_OK : RECORD_BAD_PAYLOAD;
 }
 
-/* A format 2 entry's submitter index, as a C string in the scratch space. */
-static bool take_submitted_by(reader *r, entry_context *context, size_t *used, record_entry *entry)
+/* A format 2 entry's submitter index: the name declared for it. */
+static bool take_submitted_by(reader *r, entry_context *context, record_entry *entry)
 {
     uint8_t index = take_u8(r);
     if (index == 0)
         return true;
-    if (!context->submitter_names[index])
-        return false;
-    reader name = {context->submitter_names[index],
-                   context->submitter_names[index] + context->submitter_lengths[index], false};
-    entry->submitted_by =
-        take_string(&name, context->scratch, used, context->submitter_lengths[index]);
+    entry->submitted_by = context->submitters[index];
     return entry->submitted_by != 0;
 }
 
 /* The events (and in format 2 their outcomes) of a RECORD_EVENT or RECORD_ATOMIC entry. */
-static int take_events(reader *r, entry_context *context, size_t *used, record_entry *entry)
+static int take_events(reader *r, entry_context *context, record_entry *entry)
 {
     record_scratch *scratch = context->scratch;
+    size_t *used = &context->strings_used;
     bool outcomes = context->header->version >= 2;
-    if (outcomes && !take_submitted_by(r, context, used, entry))
+    if (outcomes && !take_submitted_by(r, context, entry))
         return RECORD_BAD_PAYLOAD;
     entry->count = entry->kind == RECORD_ATOMIC ? take_u32(r) : 1;
     if (entry->count == 0 || entry->count > COFFER_BATCH_EVENTS_MAX ||
-        entry->count > scratch->events_capacity ||
-        (outcomes && entry->count > scratch->results_capacity))
+        entry->count > scratch->events_capacity - context->events_used ||
+        (outcomes && entry->count > scratch->results_capacity - context->results_used))
         return RECORD_BAD_PAYLOAD;
-    entry->events = scratch->events;
-    entry->results = outcomes ? scratch->results : 0;
+    entry->events = scratch->events + context->events_used;
+    entry->results = outcomes ? scratch->results + context->results_used : 0;
+    context->events_used += entry->count;
+    context->results_used += outcomes ? entry->count : 0;
     for (size_t i = 0; i < entry->count; i++) {
-        if (!take_event(r, scratch, used, &scratch->events[i]))
+        if (!take_event(r, scratch, used, &entry->events[i]))
             return RECORD_BAD_PAYLOAD;
-        if (outcomes && !take_outcome(r, scratch, used, &scratch->results[i]))
+        if (outcomes && !take_outcome(r, scratch, used, &entry->results[i]))
             return RECORD_BAD_PAYLOAD;
     }
     return RECORD_OK;
@@ -664,7 +665,6 @@ static int take_events(reader *r, entry_context *context, size_t *used, record_e
  * entry only updates the context. */
 static int parse_entry(reader *r, entry_context *context, record_entry *entry)
 {
-    size_t used = 0;
     memset(entry, 0, sizeof *entry);
     entry->kind = take_u8(r);
     bool outcomes = context->header->version >= 2;
@@ -673,15 +673,17 @@ static int parse_entry(reader *r, entry_context *context, record_entry *entry)
     entry->seq = take_u64(r);
     if (entry->kind == RECORD_EXPIRE) {
         size_t length = take_u8(r);
-        entry->hold_id = take_string(r, context->scratch, &used, length);
+        entry->hold_id = take_string(r, context->scratch, &context->strings_used, length);
         entry->count = 1;
         if (outcomes) {
-            entry->results = context->scratch->results;
-            if (!take_outcome(r, context->scratch, &used, &entry->results[0]))
+            if (context->results_used == context->scratch->results_capacity)
+                return RECORD_BAD_PAYLOAD;
+            entry->results = context->scratch->results + context->results_used++;
+            if (!take_outcome(r, context->scratch, &context->strings_used, &entry->results[0]))
                 return RECORD_BAD_PAYLOAD;
         }
     } else if (entry->kind == RECORD_EVENT || entry->kind == RECORD_ATOMIC) {
-        int status = take_events(r, context, &used, entry);
+        int status = take_events(r, context, entry);
         if (status != RECORD_OK)
             return status;
     } else {
@@ -713,7 +715,7 @@ static bool outcomes_stamp(const record_header *header, record_entry *entry)
 int record_each(const uint8_t *bytes, const record_header *header, record_scratch *scratch,
                 record_visit_fn visit, void *context)
 {
-    if (!scratch_reserve(scratch, header->length))
+    if (!scratch_reserve(scratch, header))
         return RECORD_BAD_PAYLOAD;
     reader r = {bytes + RECORD_HEADER_BYTES, bytes + header->length - RECORD_HASH_BYTES, false};
     entry_context entries = {.header = header, .scratch = scratch};

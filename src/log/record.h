@@ -169,7 +169,9 @@ typedef struct record_scratch {
 
 void record_scratch_free(record_scratch *scratch);
 
-/* Calls visit() for each entry of a checked record, in order. Returns RECORD_OK, the status of
+/* Calls visit() for each entry of a checked record, in order. What every entry points to (its
+ * events, outcomes and strings) stays valid until the next call with the same scratch, so a
+ * caller may keep a record's entries and go back to them. Returns RECORD_OK, the status of
  * a malformed payload, or the first non-zero value visit() returns, as it is. */
 typedef int (*record_visit_fn)(const record_entry *entry, void *context);
 int record_each(const uint8_t *bytes, const record_header *header, record_scratch *scratch,
