@@ -107,8 +107,7 @@ static int take_metadata(decoder *d, json_t *object, coffer_event *event)
     return COFFER_OK;
 }
 
-/* Every key of `object` must be in `allowed` (NULL-terminated). */
-static int only_known(decoder *d, json_t *object, const char *const *allowed)
+const char *decode_unknown_key(json_t *object, const char *const *allowed)
 {
     const char *key;
     json_t *value;
@@ -118,13 +117,21 @@ static int only_known(decoder *d, json_t *object, const char *const *allowed)
         bool known = false;
         for (const char *const *name = allowed; *name && !known; name++)
             known = !strcmp(key, *name);
-        if (!known) {
-            char field[DECODE_FIELD_MAX / 2];
-            snprintf(field, sizeof field, "/%.40s", key);
-            return fail(d, COFFER_INVALID_FIELD, field, "unknown field");
-        }
+        if (!known)
+            return key;
     }
-    return COFFER_OK;
+    return 0;
+}
+
+/* Every key of `object` must be in `allowed` (NULL-terminated). */
+static int only_known(decoder *d, json_t *object, const char *const *allowed)
+{
+    const char *key = decode_unknown_key(object, allowed);
+    if (!key)
+        return COFFER_OK;
+    char field[DECODE_FIELD_MAX / 2];
+    snprintf(field, sizeof field, "/%.40s", key);
+    return fail(d, COFFER_INVALID_FIELD, field, "unknown field");
 }
 
 /* The JSON pointer of the value at `position` in a body that is valid JSON up to there: a

@@ -36,6 +36,9 @@ typedef struct decode_error {
 } decode_error;
 
 /* POST /v1/accounts: one account or {"accounts": [...]}. */
+/* The first key of `object` not in `allowed` (NULL-terminated), or NULL. */
+const char *decode_unknown_key(json_t *object, const char *const *allowed);
+
 int decode_accounts(const char *body, size_t length, decode_batch *out, decode_error *error);
 /* POST /v1/transfers: one transfer or {"atomic": b, "transfers": [...]}. `key` is the
  * Idempotency-Key header (single transfers only), NULL when absent. */

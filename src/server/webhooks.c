@@ -12,6 +12,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "server/decode.h"
+
 void webhooks_options_init(webhooks_options *options)
 {
     *options = (webhooks_options){
@@ -138,21 +140,12 @@ static int decode_types(json_t *object, webhook_config *config, const char **fie
 static int only_allowed(json_t *object, const char *const *allowed, const char **field,
                         const char **detail)
 {
-    const char *key;
-    json_t *value;
-    json_object_foreach(object, key, value)
-    {
-        (void)value;
-        bool known = false;
-        for (const char *const *name = allowed; *name && !known; name++)
-            known = !strcmp(key, *name);
-        if (!known) {
-            static _Thread_local char pointer[48];
-            snprintf(pointer, sizeof pointer, "/%.40s", key);
-            return refuse(field, detail, pointer, "unknown field");
-        }
-    }
-    return COFFER_OK;
+    const char *key = decode_unknown_key(object, allowed);
+    if (!key)
+        return COFFER_OK;
+    static _Thread_local char pointer[48];
+    snprintf(pointer, sizeof pointer, "/%.40s", key);
+    return refuse(field, detail, pointer, "unknown field");
 }
 
 int webhook_config_decode(json_t *object, const char *const *allowed, webhook_config *config,
