@@ -558,23 +558,32 @@ json_t *encode_change_json(const coffer_change *change)
     return out;
 }
 
+void encode_change_text(text_buffer *t, const coffer_change *change)
+{
+    if (encode_change_fast(t, change))
+        return;
+    json_t *tree = encode_change_json(change);
+    char *text = tree ? json_dumps(tree, JSON_COMPACT | JSON_PRESERVE_ORDER) : 0;
+    json_decref(tree);
+    if (!text) {
+        t->failed = true;
+        return;
+    }
+    text_append(t, text, strlen(text));
+    free(text);
+}
+
 void encode_events(encoded *out, const coffer_change *changes, size_t count, uint64_t next_after,
                    uint64_t durable_seq)
 {
-    /* Written change by change, each tree freed at once: a page of 1,000 changes built as one
-     * tree would hold hundreds of thousands of small allocations until the end. */
+    /* Written change by change (a tree, when one is needed, freed at once: a page of 1,000
+     * changes built as one tree would hold hundreds of thousands of small allocations). */
     text_buffer t = {0};
     text_append(&t, "{\"events\":[", 11);
-    for (size_t i = 0; i < count; i++) {
-        json_t *change = encode_change_json(&changes[i]);
-        char *text = change ? json_dumps(change, JSON_COMPACT | JSON_PRESERVE_ORDER) : 0;
-        json_decref(change);
-        if (!text) {
-            t.failed = true;
-            break;
-        }
-        text_printf(&t, "%s%s", i ? "," : "", text);
-        free(text);
+    for (size_t i = 0; i < count && !t.failed; i++) {
+        if (i)
+            text_append(&t, ",", 1);
+        encode_change_text(&t, &changes[i]);
     }
     text_printf(&t, "],\"next_after\":%llu,\"durable_seq\":%llu}", (unsigned long long)next_after,
                 (unsigned long long)durable_seq);
@@ -602,9 +611,10 @@ static void append_data_line(text_buffer *t, json_t *value)
 
 void encode_change_frame(text_buffer *t, const coffer_change *change)
 {
-    text_printf(t, "id: %llu\nevent: %s\n", (unsigned long long)change->seq,
+    text_printf(t, "id: %llu\nevent: %s\ndata: ", (unsigned long long)change->seq,
                 coffer_change_type_name(change->type));
-    append_data_line(t, encode_change_json(change));
+    encode_change_text(t, change); /* compact JSON: one line */
+    text_append(t, "\n\n", 2);
 }
 
 void encode_problem_frame(text_buffer *t, int code, const char *detail)

@@ -64,6 +64,11 @@ bool encode_success_fast(text_buffer *t, const coffer_event *event, const coffer
  * transfer with both accounts after it, as a write's answer shows them. Needs <jansson.h>. */
 typedef struct json_t json_t;
 json_t *encode_change_json(const coffer_change *change);
+/* The same as compact text appended to `t`: encode_change_fast's when it takes the change (a
+ * transfer posted or a hold created, without metadata: byte for byte the tree's text), else the
+ * tree's. */
+void encode_change_text(text_buffer *t, const coffer_change *change);
+bool encode_change_fast(text_buffer *t, const coffer_change *change);
 /* A page of the feed: {"events": [...], "next_after", "durable_seq"}. */
 void encode_events(encoded *out, const coffer_change *changes, size_t count, uint64_t next_after,
                    uint64_t durable_seq);

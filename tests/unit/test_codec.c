@@ -1,6 +1,7 @@
 /*
- * test_codec.c — the HTTP codec: the hand-written hot-path encoding of a created transfer is
- * byte for byte what the general jansson encoder writes, as a body and as a batch item
+ * test_codec.c — the HTTP codec: the hand-written hot-path encoding of a created transfer (and
+ * of the feed's commonest changes) is byte for byte what the general jansson encoder writes,
+ * as a body and as a batch item
  * (replays depend on one body), the simple decoder takes exactly the plain shapes (single and
  * batch) and then agrees with the general decoder, decoding names the field of out-of-range
  * numbers with a JSON pointer, times go out as RFC 3339 text only, and a failed atomic batch
@@ -80,6 +81,62 @@ static void test_fast_encoding_matches_jansson(void **state)
     replayed.code = COFFER_EXISTS;
     replayed.replayed = true;
     assert_same_text(&plain, &replayed);
+}
+
+/* A change's fast text against the tree's compact text (or that the fast one declines). */
+static void assert_same_change(const coffer_change *change, bool taken)
+{
+    text_buffer fast = {0};
+    assert_int_equal(encode_change_fast(&fast, change), taken);
+    if (!taken) {
+        assert_int_equal(fast.length, 0);
+        return;
+    }
+    json_t *tree = encode_change_json(change);
+    char *general = json_dumps(tree, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(tree);
+    assert_false(fast.failed);
+    assert_string_equal(fast.bytes, general);
+    free(general);
+    free(fast.bytes);
+}
+
+static void test_fast_change_encoding_matches_jansson(void **state)
+{
+    (void)state;
+    coffer_change change = {
+        .seq = 41,
+        .timestamp = 1795564080238899084ULL,
+        .type = COFFER_CHANGE_TRANSFER_POSTED,
+        .event = {.op = COFFER_OP_TRANSFER, .id = "t-1", .from = "a", .to = "b/2", .amount = 7},
+        .result = {.code = COFFER_CREATED,
+                   .state = COFFER_STATE_POSTED,
+                   .seq = 41,
+                   .timestamp = 1795564080238899084ULL,
+                   .amount = 7,
+                   .from = {-7, -9, 4},
+                   .to = {7, 7, 2}},
+    };
+    assert_same_change(&change, true);
+    change.submitted_by = "shop";
+    assert_same_change(&change, true);
+    change.type = COFFER_CHANGE_HOLD_CREATED;
+    change.event.hold_timeout_ms = 1000;
+    change.result.state = COFFER_STATE_PENDING;
+    change.result.expires_at = change.result.timestamp + 1000000000ULL;
+    change.event.flags = COFFER_FLAG_UP_TO;
+    assert_same_change(&change, true);
+    /* Declined: a name JSON must escape (the C API takes any), metadata, other types. */
+    change.submitted_by = "say \"hi\"";
+    assert_same_change(&change, false);
+    change.submitted_by = 0;
+    change.event.metadata = "{}";
+    change.event.metadata_len = 2;
+    assert_same_change(&change, false);
+    change.event.metadata = 0;
+    change.event.metadata_len = 0;
+    change.type = COFFER_CHANGE_TRANSFER_REJECTED;
+    assert_same_change(&change, false);
 }
 
 static void expect_field(const char *body, const char *code_field)
@@ -330,6 +387,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fast_encoding_matches_jansson),
+        cmocka_unit_test(test_fast_change_encoding_matches_jansson),
         cmocka_unit_test(test_out_of_range_numbers_name_their_field),
         cmocka_unit_test(test_simple_decoder_takes_only_the_plain_shape),
         cmocka_unit_test(test_times_are_text_only),
