@@ -60,6 +60,7 @@ typedef struct feed_page {
     const char *account;
     coffer_change *out;
     size_t max, count, scanned;
+    size_t kept; /* out[0..kept) have their strings in the feed's slots */
     uint64_t next_after;
     const record_header *header; /* of the record being read */
 } feed_page;
@@ -139,25 +140,36 @@ static const char *keep(char *into, size_t size, const char *text, size_t length
 static void change_fill(feed_page *page, uint64_t seq, int type, const coffer_event *event,
                         const coffer_result *result, const char *submitted_by)
 {
+    /* Its strings stay in the decoded record until the page moves to another record. */
     coffer_change *change = &page->out[page->count];
-    feed_strings *s = &page->feed->strings[page->count];
     change->seq = seq;
     change->timestamp = page->header->ts0 + (seq - page->header->seq_base);
     change->type = type;
     change->event = *event;
     change->result = *result;
-    coffer_event *e = &change->event;
-    e->id = keep(s->id, sizeof s->id, event->id, event->id ? strlen(event->id) : 0);
-    e->currency = keep(s->currency, sizeof s->currency, event->currency,
-                       event->currency ? strlen(event->currency) : 0);
-    e->from = keep(s->from, sizeof s->from, event->from, event->from ? strlen(event->from) : 0);
-    e->to = keep(s->to, sizeof s->to, event->to, event->to ? strlen(event->to) : 0);
-    e->hold_id = keep(s->hold_id, sizeof s->hold_id, event->hold_id,
-                      event->hold_id ? strlen(event->hold_id) : 0);
-    e->metadata = keep(s->metadata, sizeof s->metadata, event->metadata, event->metadata_len);
-    change->submitted_by = keep(s->submitted_by, sizeof s->submitted_by, submitted_by,
-                                submitted_by ? strlen(submitted_by) : 0);
+    change->submitted_by = submitted_by;
     page->count++;
+}
+
+/* Copies the strings of the changes that still point into the decoded record into their
+ * slots: before another record is decoded over it. */
+static void page_keep_strings(feed_page *page)
+{
+    for (; page->kept < page->count; page->kept++) {
+        coffer_event *e = &page->out[page->kept].event;
+        feed_strings *s = &page->feed->strings[page->kept];
+        e->id = keep(s->id, sizeof s->id, e->id, e->id ? strlen(e->id) : 0);
+        e->currency = keep(s->currency, sizeof s->currency, e->currency,
+                           e->currency ? strlen(e->currency) : 0);
+        e->from = keep(s->from, sizeof s->from, e->from, e->from ? strlen(e->from) : 0);
+        e->to = keep(s->to, sizeof s->to, e->to, e->to ? strlen(e->to) : 0);
+        e->hold_id =
+            keep(s->hold_id, sizeof s->hold_id, e->hold_id, e->hold_id ? strlen(e->hold_id) : 0);
+        e->metadata = keep(s->metadata, sizeof s->metadata, e->metadata, e->metadata_len);
+        const char *by = page->out[page->kept].submitted_by;
+        page->out[page->kept].submitted_by =
+            keep(s->submitted_by, sizeof s->submitted_by, by, by ? strlen(by) : 0);
+    }
 }
 
 /* One event position of a record: a change when it made one the filter selects. */
@@ -210,12 +222,14 @@ static int keep_entry(const record_entry *entry, void *context)
 }
 
 /* Decodes the record at (segment, offset) into the cache, unless it is there already. */
-static int record_cached(coffer_feed *feed, const uint8_t *bytes, const record_header *header,
+static int record_cached(feed_page *page, const uint8_t *bytes, const record_header *header,
                          uint32_t segment, uint64_t offset)
 {
+    coffer_feed *feed = page->feed;
     feed_record_cache *cache = &feed->record;
     if (cache->valid && cache->segment == segment && cache->offset == offset)
         return COFFER_OK;
+    page_keep_strings(page); /* the decode below reuses the scratch they point into */
     cache->valid = false;
     cache->count = 0;
     int status = record_each(bytes, header, &feed->scratch, keep_entry, cache);
@@ -235,7 +249,7 @@ static int feed_record(const uint8_t *bytes, const record_header *header, uint32
 {
     feed_page *page = context;
     feed_record_cache *cache = &page->feed->record;
-    int code = record_cached(page->feed, bytes, header, segment, offset);
+    int code = record_cached(page, bytes, header, segment, offset);
     if (code != COFFER_OK)
         return code;
     page->header = &cache->header;
