@@ -65,14 +65,22 @@ uint64_t webhook_backoff_ms(const webhooks_options *options, uint64_t failures)
 
 char *webhook_body(const coffer_change *change, size_t *length)
 {
+    /* {"type", "timestamp", "data": the change}: the type's name and a time need no escaping,
+     * and the change is written as the feed writes it (without a tree when it can be). */
     char timestamp[48];
     encode_time(timestamp, sizeof timestamp, change->timestamp);
-    json_t *body = json_pack("{s:s, s:s, s:o}", "type", coffer_change_type_name(change->type),
-                             "timestamp", timestamp, "data", encode_change_json(change));
-    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : 0;
-    json_decref(body);
-    *length = text ? strlen(text) : 0;
-    return text;
+    text_buffer t = {0};
+    text_printf(&t, "{\"type\":\"%s\",\"timestamp\":\"%s\",\"data\":",
+                coffer_change_type_name(change->type), timestamp);
+    encode_change_text(&t, change);
+    text_append(&t, "}", 1);
+    if (t.failed) {
+        free(t.bytes);
+        *length = 0;
+        return 0;
+    }
+    *length = t.length;
+    return t.bytes;
 }
 
 /* ---- waiting ------------------------------------------------------------------------------- */

@@ -308,10 +308,49 @@ static void file_survives_a_reopen_and_damage_is_refused(void **state)
     assert_non_null(strstr(error, "damaged"));
 }
 
+/* The body is {"type", "timestamp", "data"} with the change as the feed writes it: the same
+ * JSON as a tree of it, whichever way the change is written. */
+static void the_body_is_the_change_in_an_envelope(void **state)
+{
+    (void)state;
+    coffer_change change = {
+        .seq = 9,
+        .timestamp = 1795564080238899084ULL,
+        .type = COFFER_CHANGE_TRANSFER_POSTED,
+        .submitted_by = "shop",
+        .event = {.op = COFFER_OP_TRANSFER, .id = "t-9", .from = "a", .to = "b", .amount = 3},
+        .result = {.code = COFFER_CREATED,
+                   .state = COFFER_STATE_POSTED,
+                   .seq = 9,
+                   .timestamp = 1795564080238899084ULL,
+                   .amount = 3,
+                   .from = {-3, -3, 2},
+                   .to = {3, 3, 2}},
+    };
+    for (int with_metadata = 0; with_metadata < 2; with_metadata++) {
+        change.event.metadata = with_metadata ? "{\"k\":\"v\"}" : 0;
+        change.event.metadata_len = with_metadata ? 9 : 0;
+        size_t length;
+        char *body = webhook_body(&change, &length);
+        assert_non_null(body);
+        json_t *parsed = json_loadb(body, length, 0, 0);
+        assert_non_null(parsed);
+        char timestamp[48];
+        encode_time(timestamp, sizeof timestamp, change.timestamp);
+        json_t *expected = json_pack("{s:s, s:s, s:o}", "type", "transfer.posted", "timestamp",
+                                     timestamp, "data", encode_change_json(&change));
+        assert_true(json_equal(parsed, expected));
+        json_decref(parsed);
+        json_decref(expected);
+        free(body);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(signs_the_standard_webhooks_test_vector),
+        cmocka_unit_test(the_body_is_the_change_in_an_envelope),
         cmocka_unit_test(signs_a_body_of_ours_as_python_does),
         cmocka_unit_test(secrets_are_24_to_64_bytes_of_padded_base64),
         cmocka_unit_test(backoff_doubles_to_its_cap_with_full_jitter),
