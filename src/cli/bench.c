@@ -39,6 +39,7 @@ enum {
     BENCH_CONSUMERS,
     BENCH_TOKEN,
     BENCH_CACERT,
+    BENCH_CONSUMER_NICE,
     BENCH_OPTION_COUNT
 };
 
@@ -80,6 +81,9 @@ static const cli_option bench_options[] = {
     {BENCH_CACERT, "--cacert", "FILE",
      "--server https://: trust the CA certificates (PEM) in FILE\ninstead of the system's "
      "(default: $COFFER_CACERT)"},
+    {BENCH_CONSUMER_NICE, "--consumer-nice", "N",
+     "run the --consumers at this nice value, 0-19 (default 0): on\nbusy cores they then lag "
+     "and catch up rather than slow the writer"},
 };
 
 static const cli_spec bench_spec = {
@@ -101,7 +105,7 @@ static const cli_spec bench_spec = {
     (BENCH_BIT(BENCH_WORKLOAD) | BENCH_BIT(BENCH_ACCOUNTS) | BENCH_BIT(BENCH_TRANSFERS) |          \
      BENCH_BIT(BENCH_BATCH) | BENCH_BIT(BENCH_SUBMITTERS) | BENCH_BIT(BENCH_SEED) |                \
      BENCH_BIT(BENCH_DURABLE) | BENCH_BIT(BENCH_FSYNC) | BENCH_BIT(BENCH_KEEP) |                   \
-     BENCH_BIT(BENCH_CONSUMERS))
+     BENCH_BIT(BENCH_CONSUMERS) | BENCH_BIT(BENCH_CONSUMER_NICE))
 #define BENCH_SERVER_TAKES                                                                         \
     (BENCH_BIT(BENCH_WORKLOAD) | BENCH_BIT(BENCH_ACCOUNTS) | BENCH_BIT(BENCH_BATCH) |              \
      BENCH_BIT(BENCH_SEED) | BENCH_BIT(BENCH_CONNECTIONS) | BENCH_BIT(BENCH_DURATION) |            \
@@ -112,7 +116,7 @@ enum workload { WORKLOAD_UNIFORM, WORKLOAD_HOT };
 typedef struct bench {
     coffer *db;
     enum workload workload;
-    uint64_t accounts, transfers, batch, submitters, seed, consumers;
+    uint64_t accounts, transfers, batch, submitters, seed, consumers, consumer_nice;
     const char *durable_dir;
     bool fsync_never, keep;
     char (*account_ids)[24];
@@ -302,6 +306,7 @@ static bool bench_embedded_values(bench *run, const cli_parsed *parsed)
         cli_value_u64(&bench_spec, parsed, BENCH_SUBMITTERS, 1, 64, &run->submitters) &&
         cli_value_u64(&bench_spec, parsed, BENCH_SEED, 0, UINT64_MAX, &run->seed) &&
         cli_value_u64(&bench_spec, parsed, BENCH_CONSUMERS, 0, 16, &run->consumers) &&
+        cli_value_u64(&bench_spec, parsed, BENCH_CONSUMER_NICE, 0, 19, &run->consumer_nice) &&
         cli_value_choice(&bench_spec, parsed, BENCH_FSYNC, fsync_modes, &fsync_mode);
     if (ok && parsed->values[BENCH_DURABLE] && !parsed->values[BENCH_DURABLE][0]) {
         cli_usage(&bench_spec, "--durable needs a directory");
@@ -371,7 +376,8 @@ static int bench_run(bench *run)
     if (!threads)
         return 1;
     feed_consumers *consumers = 0;
-    if (run->consumers && !(consumers = feed_consumers_start(run->db, (unsigned)run->consumers)))
+    if (run->consumers && !(consumers = feed_consumers_start(run->db, (unsigned)run->consumers,
+                                                             (int)run->consumer_nice)))
         return 1;
     uint64_t rss_before = rss_bytes();
     double start = now_seconds();
@@ -385,9 +391,9 @@ static int bench_run(bench *run)
         double catch_up;
         if (feed_consumers_stop(consumers, &changes, &catch_up) != COFFER_OK)
             return 1;
-        printf("  feed: %" PRIu64 " consumer(s) followed the log; each read %" PRIu64
-               " changes and caught up %.3f s after the last write\n",
-               run->consumers, changes, catch_up);
+        printf("  feed: %" PRIu64 " consumer(s) at nice %" PRIu64 " followed the log; each read "
+               "%" PRIu64 " changes and caught up %.3f s after the last write\n",
+               run->consumers, run->consumer_nice, changes, catch_up);
     }
     uint64_t rss_after = rss_bytes();
     coffer_verify_report verify;

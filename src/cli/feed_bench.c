@@ -11,12 +11,16 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #define FEED_BENCH_PAGE 1000
 
 typedef struct consumer {
     coffer *db;
+    int nice;
     pthread_t thread;
     atomic_bool stopping; /* stop once caught up with `until` */
     _Atomic uint64_t until;
@@ -64,6 +68,9 @@ static int feed_drain(coffer *db, coffer_feed *feed, coffer_change *page, uint64
 static void *consume(void *argument)
 {
     consumer *self = argument;
+    /* Linux keeps a nice value per thread: this one only. */
+    if (self->nice && setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), self->nice) != 0)
+        perror("coffer bench: setpriority");
     coffer_change *page = calloc(FEED_BENCH_PAGE, sizeof *page);
     coffer_feed *feed = 0;
     self->status = page ? coffer_feed_open(self->db, &feed) : COFFER_OUT_OF_MEMORY;
@@ -75,7 +82,7 @@ static void *consume(void *argument)
     return 0;
 }
 
-feed_consumers *feed_consumers_start(coffer *db, unsigned count)
+feed_consumers *feed_consumers_start(coffer *db, unsigned count, int nice)
 {
     feed_consumers *c = calloc(1, sizeof *c);
     if (!c || !(c->threads = calloc(count ? count : 1, sizeof *c->threads))) {
@@ -84,6 +91,7 @@ feed_consumers *feed_consumers_start(coffer *db, unsigned count)
     }
     for (unsigned i = 0; i < count; i++) {
         c->threads[i].db = db;
+        c->threads[i].nice = nice;
         if (pthread_create(&c->threads[i].thread, 0, consume, &c->threads[i]) != 0) {
             feed_consumers_stop(c, &(uint64_t){0}, &(double){0});
             return 0;

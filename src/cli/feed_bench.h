@@ -12,9 +12,10 @@
 
 typedef struct feed_consumers feed_consumers;
 
-/* Starts `count` threads, each reading the feed of `db` from the start and following it. NULL
- * when one could not be started (an engine without a directory has no feed). */
-feed_consumers *feed_consumers_start(coffer *db, unsigned count);
+/* Starts `count` threads at nice value `nice`, each reading the feed of `db` from the start
+ * and following it. NULL when one could not be started (an engine without a directory has no
+ * feed). */
+feed_consumers *feed_consumers_start(coffer *db, unsigned count, int nice);
 /* Lets them catch up to the durable seq, stops them, frees them. *changes: what the first one
  * read in all; *catch_up_seconds: how long the slowest took to catch up after this call. */
 int feed_consumers_stop(feed_consumers *consumers, uint64_t *changes, double *catch_up_seconds);
