@@ -321,13 +321,13 @@ int coffer_feed_read(coffer_feed *feed, uint64_t after_seq, const coffer_feed_fi
         .max = max,
         .next_after = after_seq,
     };
-    char error[1024];
+    char error[1024] = ""; /* the cursor's reason; none when a record did not decode */
     uint64_t durable = atomic_load(&feed->db->durable_seq);
     int code = log_cursor_read(feed->cursor, after_seq, durable, FEED_SCAN_BYTES_MAX, feed_record,
                                &page, error, sizeof error);
     if (code != COFFER_OK && code != FEED_PAGE_FULL) {
         if (code == COFFER_STORAGE_FAILED)
-            engine_log(feed->db, "change feed: %s", error);
+            engine_log(feed->db, "change feed: %s", error[0] ? error : "a record does not decode");
         return code;
     }
     *count = page.count;
