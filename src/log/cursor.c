@@ -88,28 +88,36 @@ static const uint8_t *cursor_bytes(log_cursor *cursor, uint64_t offset, size_t l
     return cursor->window_length >= length ? cursor->window : 0;
 }
 
-/* Opens segment `number` and reads its header; *exists false when there is no such file. */
+/* Opens segment `number` and reads its header. *exists false when there is no such file, or
+ * when its header is not all there yet: the writer creates a segment, then writes and syncs its
+ * header before any record, so a reader may find it empty for a moment. */
 static int segment_enter(log_cursor *cursor, uint32_t number, wal_tip *before, bool *exists,
                          char *error, size_t error_size)
 {
     char path[4096];
     wal_segment_path(path, sizeof path, cursor->dir, number);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    *exists = fd >= 0;
+    *exists = false;
     if (fd < 0)
         return errno == ENOENT ? COFFER_OK
                                : cursor_error(cursor, error, error_size, strerror(errno));
+    uint8_t header[WAL_SEGMENT_HEADER_BYTES];
+    ssize_t got = pread(fd, header, sizeof header, 0);
+    if (got >= 0 && (size_t)got < sizeof header) {
+        close(fd);
+        return COFFER_OK;
+    }
+    if (got < 0 || !wal_segment_header_decode(header, sizeof header, number, before)) {
+        close(fd);
+        return cursor_error(cursor, error, error_size, "bad segment header");
+    }
     if (cursor->fd >= 0)
         close(cursor->fd);
     cursor->fd = fd;
     cursor->segment = number;
-    cursor->offset = 0;
-    cursor->window_length = 0;
-    bool failed = false;
-    const uint8_t *header = cursor_bytes(cursor, 0, WAL_SEGMENT_HEADER_BYTES, &failed);
-    if (!header || !wal_segment_header_decode(header, WAL_SEGMENT_HEADER_BYTES, number, before))
-        return cursor_error(cursor, error, error_size, "bad segment header");
     cursor->offset = WAL_SEGMENT_HEADER_BYTES;
+    cursor->window_length = 0;
+    *exists = true;
     return COFFER_OK;
 }
 

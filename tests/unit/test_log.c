@@ -316,6 +316,33 @@ static void test_cursor_reads_on_from_any_seq(void **state)
     log_cursor_close(cursor);
 }
 
+/* The writer creates a segment, then writes its header: a reader at the end of the segment
+ * before finds the next one empty or with part of its header, which is not yet there rather
+ * than damage; a whole header that does not decode is damage. */
+static void test_cursor_waits_for_a_segment_being_created(void **state)
+{
+    fixture *f = *state;
+    log_fill(f, 0);
+    char path[4096];
+    wal_segment_path(path, sizeof path, f->dir, 2);
+    log_cursor *cursor;
+    assert_int_equal(log_cursor_open(f->dir, &cursor), COFFER_OK);
+    uint64_t tail = f->tips[RECORDS].last_seq;
+    cursor_visit v;
+    static const uint8_t garbage[WAL_SEGMENT_HEADER_BYTES] = {'C', 'O', 'F', 'F', 'E', 'R'};
+    size_t lengths[] = {0, 10, WAL_SEGMENT_HEADER_BYTES};
+    for (size_t i = 0; i < 3; i++) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, garbage, lengths[i]), (ssize_t)lengths[i]);
+        close(fd);
+        int code = cursor_read(f, cursor, 0, tail, 0, &v);
+        assert_int_equal(code, i < 2 ? COFFER_OK : COFFER_STORAGE_FAILED);
+        assert_int_equal(v.seen.count, RECORDS);
+    }
+    log_cursor_close(cursor);
+}
+
 static void test_cursor_reports_a_damaged_record(void **state)
 {
     fixture *f = *state;
@@ -351,6 +378,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_damaged_record_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cursor_reads_on_from_any_seq, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cursor_reports_a_damaged_record, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cursor_waits_for_a_segment_being_created, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, 0, 0);
 }
