@@ -19,7 +19,6 @@
 /* The visitors' "page full": stop, and read from here next time. Apart from every record
  * status and coffer code, since record_each and the cursor hand it back as it is. */
 #define FEED_PAGE_FULL 1000
-#define FEED_SUBMITTER_MAX 64
 
 /* The strings of one change, copied out of the record (the scratch is reused per record). */
 typedef struct feed_strings {
@@ -28,7 +27,7 @@ typedef struct feed_strings {
     char from[COFFER_ACCOUNT_ID_MAX + 1];
     char to[COFFER_ACCOUNT_ID_MAX + 1];
     char hold_id[COFFER_TRANSFER_ID_MAX + 1];
-    char submitted_by[FEED_SUBMITTER_MAX + 1];
+    char submitted_by[COFFER_SUBMITTER_MAX + 1];
     char metadata[COFFER_METADATA_MAX + 1];
 } feed_strings;
 

@@ -593,15 +593,38 @@ class ApiAssertions:
         return parse_rfc3339_ns(text)
 
 
+def issue_tokens(server, tokens):
+    """Creates `tokens` ((name, scope, account prefixes or None), ...) with `coffer token create`
+    in a file of the server's and makes it serve them: (the file's path, {name: secret})."""
+    path = os.path.join(server.tmp, "tokens")
+    secrets = {}
+    for name, scope, accounts in tokens:
+        run = subprocess.run([coffer_binary(), "token", "create", "--name", name, "--scope", scope,
+                              "--file", path, "--json"]
+                             + (["--accounts", accounts] if accounts else []),
+                             capture_output=True, text=True, timeout=30 * SLOW)
+        assert run.returncode == 0, run.stderr
+        created = json.loads(run.stdout)
+        assert created["name"] == name and created["scope"] == scope, created
+        secrets[name] = created["token"]
+    server.args += ["--tokens", path]
+    return path, secrets
+
+
 class ServerTestCase(unittest.TestCase, ApiAssertions):
-    """One server per TestCase class; stopped with SIGTERM (exit 0 checked) at the end."""
+    """One server per TestCase class; stopped with SIGTERM (exit 0 checked) at the end. With
+    `tokens` ((name, scope, account prefixes or None), ...) it serves them: their file is
+    cls.tokens_path and their secrets cls.secrets by name."""
 
     server_options = {}
+    tokens = ()
 
     @classmethod
     def setUpClass(cls):
         cls.server = Server(**cls.server_options)
         try:
+            if cls.tokens:
+                cls.tokens_path, cls.secrets = issue_tokens(cls.server, cls.tokens)
             cls.server.start()
         except BaseException:
             cls.server.cleanup()

@@ -10,13 +10,12 @@ import os
 import random
 import re
 import socket
-import subprocess
 import threading
 import time
 import unittest
 import urllib.parse
 
-from harness import (SLOW, ApiAssertions, Server, ServerTestCase, coffer_binary, quote, uid)
+from harness import SLOW, ServerTestCase, quote, uid
 
 TYPES = ["account.created", "transfer.posted", "hold.created", "hold.posted", "hold.voided",
          "hold.expired", "transfer.rejected"]
@@ -466,34 +465,11 @@ class SlowConsumer(ServerTestCase, FeedReading):
             stream.close()
 
 
-class Scopes(unittest.TestCase, ApiAssertions, FeedReading):
+class Scopes(ServerTestCase, FeedReading):
     """With --tokens: the read scope reads the feed; a token limited to account prefixes only
     with account= inside them."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.server = Server()
-        path = os.path.join(cls.server.tmp, "tokens")
-        cls.secrets = {}
-        for name, scope, accounts in (("app", "write", None), ("viewer", "read", None),
-                                      ("shop", "read", "shop:")):
-            run = subprocess.run([coffer_binary(), "token", "create", "--name", name, "--scope",
-                                  scope, "--file", path, "--json"]
-                                 + (["--accounts", accounts] if accounts else []),
-                                 capture_output=True, text=True, timeout=30 * SLOW)
-            assert run.returncode == 0, run.stderr
-            cls.secrets[name] = json.loads(run.stdout)["token"]
-        cls.server.args += ["--tokens", path]
-        cls.server.start()
-        cls.client = cls.server.client()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.client.close()
-        try:
-            cls.server.stop()
-        finally:
-            cls.server.cleanup()
+    tokens = (("app", "write", None), ("viewer", "read", None), ("shop", "read", "shop:"))
 
     def call(self, name, path, body=None):
         headers = {"Authorization": "Bearer " + self.secrets[name]} if name else {}

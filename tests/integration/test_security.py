@@ -13,8 +13,7 @@ import threading
 import time
 import unittest
 
-from harness import (SLOW, ApiAssertions, Client, Server, ServerTestCase, coffer_binary,
-                     raw_request, read_response, uid)
+from harness import SLOW, ServerTestCase, coffer_binary, raw_request, read_response, uid
 
 
 def coffer(*args, env=None):
@@ -22,46 +21,23 @@ def coffer(*args, env=None):
                           timeout=30 * SLOW, env=env)
 
 
-class Tokens(unittest.TestCase, ApiAssertions):
+class Tokens(ServerTestCase):
 
-    @classmethod
-    def setUpClass(cls):
-        cls.server = Server()
-        cls.path = os.path.join(cls.server.tmp, "tokens")
-        cls.secrets = {}
-        for name, scope, accounts in (("ops", "admin", None), ("app", "write", None),
-                                      ("shop", "write", "shop:,fee:"), ("viewer", "read", None)):
-            args = ["token", "create", "--name", name, "--scope", scope, "--file", cls.path,
-                    "--json"] + (["--accounts", accounts] if accounts else [])
-            run = coffer(*args)
-            assert run.returncode == 0, run.stderr
-            created = json.loads(run.stdout)
-            assert created["name"] == name and created["scope"] == scope, created
-            cls.secrets[name] = created["token"]
-        cls.server.args += ["--tokens", cls.path]
-        cls.server.start()
-        cls.client = cls.server.client()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.client.close()
-        try:
-            cls.server.stop()
-        finally:
-            cls.server.cleanup()
+    tokens = (("ops", "admin", None), ("app", "write", None), ("shop", "write", "shop:,fee:"),
+              ("viewer", "read", None))
 
     def call(self, name, method, path, body=None):
         headers = {"Authorization": "Bearer " + self.secrets[name]} if name else {}
         return self.client.request(method, path, body=body, headers=headers)
 
     def test_the_file_holds_hashes_only_with_mode_0600(self):
-        with open(self.path) as f:
+        with open(self.tokens_path) as f:
             text = f.read()
         self.assertTrue(text.startswith("coffer-tokens 1\n"))
         for secret in self.secrets.values():
             self.assertNotIn(secret, text)
-        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
-        listed = json.loads(coffer("token", "list", "--file", self.path, "--json").stdout)
+        self.assertEqual(stat.S_IMODE(os.stat(self.tokens_path).st_mode), 0o600)
+        listed = json.loads(coffer("token", "list", "--file", self.tokens_path, "--json").stdout)
         self.assertEqual(sorted(t["name"] for t in listed["tokens"]),
                          ["app", "ops", "shop", "viewer"])
 
@@ -199,16 +175,16 @@ class Tokens(unittest.TestCase, ApiAssertions):
 
     def test_zz_sighup_revokes_and_a_bad_file_keeps_the_tokens(self):
         self.assertEqual(self.call("viewer", "GET", "/v1/holds").status, 200)
-        run = coffer("token", "revoke", "--name", "viewer", "--file", self.path)
+        run = coffer("token", "revoke", "--name", "viewer", "--file", self.tokens_path)
         self.assertEqual(run.returncode, 0, run.stderr)
         self.server.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10 * SLOW
         while self.call("viewer", "GET", "/v1/holds").status != 401:
             self.assertLess(time.monotonic(), deadline, "the revoked token still works")
             time.sleep(0.05)
-        with open(self.path) as f:
+        with open(self.tokens_path) as f:
             good = f.read()
-        with open(self.path, "w") as f:
+        with open(self.tokens_path, "w") as f:
             f.write("not a tokens file\n")
         self.server.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10 * SLOW
@@ -216,7 +192,7 @@ class Tokens(unittest.TestCase, ApiAssertions):
             self.assertLess(time.monotonic(), deadline, self.server.stderr())
             time.sleep(0.05)
         self.assertEqual(self.call("app", "GET", "/v1/holds").status, 200)
-        with open(self.path, "w") as f:
+        with open(self.tokens_path, "w") as f:
             f.write(good)
 
 
