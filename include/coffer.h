@@ -74,6 +74,9 @@ COFFER_API const char *coffer_version(void);
     X(INVALID_ARGUMENT, invalid_argument, 14, 400, "an argument of the call is invalid")           \
     X(ROUTE_NOT_FOUND, route_not_found, 15, 404, "no such endpoint")                               \
     X(METHOD_NOT_ALLOWED, method_not_allowed, 16, 405, "the endpoint does not take this method")   \
+    X(URI_TOO_LONG, uri_too_long, 17, 414, "the request target is longer than the limit")          \
+    X(HEADERS_TOO_LARGE, headers_too_large, 18, 431,                                               \
+      "the request line and headers are larger than the limit")                                    \
     X(ACCOUNT_NOT_FOUND, account_not_found, 20, 422, "the account does not exist")                 \
     X(HOLD_NOT_FOUND, hold_not_found, 21, 422, "the hold does not exist")                          \
     X(CURRENCY_MISMATCH, currency_mismatch, 22, 422, "the accounts have different currencies")     \

@@ -32,7 +32,7 @@ CODES = {
     "ok": (0, 200), "created": (1, 201), "exists": (2, 200),
     "invalid_json": (10, 400), "invalid_field": (11, 400), "batch_too_large": (12, 400),
     "body_too_large": (13, 413), "invalid_argument": (14, 400), "route_not_found": (15, 404),
-    "method_not_allowed": (16, 405),
+    "method_not_allowed": (16, 405), "uri_too_long": (17, 414), "headers_too_large": (18, 431),
     "account_not_found": (20, 422), "hold_not_found": (21, 422), "currency_mismatch": (22, 422),
     "same_account": (23, 422), "transfer_not_found": (24, 404), "webhook_not_found": (25, 404),
     "id_reused": (30, 422), "request_in_progress": (31, 409),

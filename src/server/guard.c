@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "server/head.h"
 #include "server/http.h"
 #include "server/routes.h"
 
@@ -222,9 +223,13 @@ int guard_check_request(request *r, const char *version, const char **field, con
 {
     const server_options *options = r->server->options;
     *field = NULL;
-    if ((*detail = framing_problem(r, version))) {
+    /* What follows a head that breaks the rules cannot be trusted: closed after the answer. */
+    int refused = head_check(r->connection, &r->target, r->method, version, detail);
+    if (refused == COFFER_OK && (*detail = framing_problem(r, version)))
+        refused = COFFER_INVALID_ARGUMENT;
+    if (refused != COFFER_OK) {
         r->close_connection = true;
-        return COFFER_INVALID_ARGUMENT;
+        return refused;
     }
     if (r->path_id && strstr(r->path_id, "%00")) { /* the unescaper keeps %00 as is */
         *field = "/id";

@@ -151,12 +151,22 @@ static void assign_request_id(server *s, request *r)
              (unsigned long long)atomic_fetch_add(&s->request_counter, 1));
 }
 
-static request *request_new(server *s, struct MHD_Connection *connection, const char *url,
-                            const char *method)
+/* MHD_OPTION_URI_LOG_CALLBACK: the one moment the request target is seen as sent, before MHD
+ * unescapes it and cuts the query off. The request's context starts here; on_access completes
+ * it. */
+static void *on_request_line(void *context, const char *uri, struct MHD_Connection *connection)
 {
+    (void)context;
+    (void)connection;
     request *r = calloc(1, sizeof *r);
-    if (!r)
-        return 0;
+    if (r)
+        head_target_seen(&r->target, uri);
+    return r;
+}
+
+static void request_start(request *r, server *s, struct MHD_Connection *connection, const char *url,
+                          const char *method)
+{
     r->server = s;
     r->connection = connection;
     r->started_ns = http_now_ns();
@@ -165,7 +175,6 @@ static request *request_new(server *s, struct MHD_Connection *connection, const 
     r->state = STATE_RECEIVING;
     assign_request_id(s, r);
     atomic_fetch_add(&s->active, 1);
-    return r;
 }
 
 /*
@@ -246,11 +255,10 @@ static enum MHD_Result on_access(void *context, struct MHD_Connection *connectio
 {
     server *s = context;
     request *r = *request_context;
-    if (!r) {
-        r = request_new(s, connection, url, method);
-        if (!r)
-            return MHD_NO;
-        *request_context = r;
+    if (!r)
+        return MHD_NO; /* on_request_line could not allocate it */
+    if (!r->server) {
+        request_start(r, s, connection, url, method);
         deadlines_headers_received(connection);
         const char *field, *detail;
         int refused = guard_check_request(r, version, &field, &detail);
@@ -282,8 +290,11 @@ static void on_completed(void *context, struct MHD_Connection *connection, void 
     server *s = context;
     deadlines_answered(connection);
     request *r = *request_context;
-    if (!r)
+    *request_context = 0;
+    if (!r || !r->server) { /* MHD ended it before its head was whole */
+        free(r);
         return;
+    }
     feed_request_done(r, reason);
     decode_batch_free(&r->batch);
     free(r->results);
@@ -296,7 +307,6 @@ static void on_completed(void *context, struct MHD_Connection *connection, void 
     if (r->engine_used)
         atomic_fetch_sub(&s->suspended, 1);
     free(r);
-    *request_context = 0;
     atomic_fetch_sub(&s->active, 1);
 }
 
@@ -407,8 +417,10 @@ static struct MHD_Daemon *start_daemon(server *s, const struct sockaddr_in *addr
         flags, s->options->port, 0, 0, on_access, s, MHD_OPTION_CONNECTION_LIMIT,
         s->options->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, s->options->timeout_seconds,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->options->max_connections_per_client,
-        MHD_OPTION_UNESCAPE_CALLBACK, guard_unescape, NULL, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, deadlines_notify, s->deadlines,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HEAD_CONNECTION_MEMORY,
+        MHD_OPTION_URI_LOG_CALLBACK, on_request_line, NULL, MHD_OPTION_UNESCAPE_CALLBACK,
+        guard_unescape, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, deadlines_notify, s->deadlines,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, MHD_OPTION_ARRAY, items, MHD_OPTION_END);
 }
 

@@ -16,6 +16,7 @@
 #include "server/encode.h"
 #include "server/feed_http.h"
 #include "server/guard.h"
+#include "server/head.h"
 #include "server/metrics.h"
 #include "server/server.h"
 #include "server/webhooks.h"
@@ -44,6 +45,7 @@ struct request {
     enum request_state state;
     int route;
     const char *method; /* MHD's, valid until completion */
+    head_target target; /* the request target as sent */
     char request_id[72];
     char *body;
     size_t body_length;

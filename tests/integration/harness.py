@@ -46,6 +46,8 @@ CODES = {
     "invalid_argument": (14, 400, "an argument of the call is invalid"),
     "route_not_found": (15, 404, "no such endpoint"),
     "method_not_allowed": (16, 405, "the endpoint does not take this method"),
+    "uri_too_long": (17, 414, "the request target is longer than the limit"),
+    "headers_too_large": (18, 431, "the request line and headers are larger than the limit"),
     "account_not_found": (20, 422, "the account does not exist"),
     "hold_not_found": (21, 422, "the hold does not exist"),
     "currency_mismatch": (22, 422, "the accounts have different currencies"),

@@ -35,6 +35,8 @@ static const expected_status family_statuses[] = {
     {"invalid_argument", 400},
     {"route_not_found", 404},
     {"method_not_allowed", 405},
+    {"uri_too_long", 414},
+    {"headers_too_large", 431},
     {"account_not_found", 422},
     {"hold_not_found", 422},
     {"currency_mismatch", 422},
@@ -125,7 +127,7 @@ static void test_statuses_follow_families(void **state)
 static void test_unknown_values(void **state)
 {
     (void)state;
-    const int unknown[] = {-1, 3, 9, 17, 19, 26, 32, 49, COFFER_CODE_LIMIT, 1000, INT_MAX, INT_MIN};
+    const int unknown[] = {-1, 3, 8, 9, 19, 26, 32, 49, COFFER_CODE_LIMIT, 1000, INT_MAX, INT_MIN};
     for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
         assert_null(coffer_code_name(unknown[i]));
         assert_non_null(coffer_strerror(unknown[i]));
