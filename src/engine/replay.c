@@ -77,9 +77,8 @@ static int replay_entry(const record_entry *entry, void *context)
     if (entry->kind == RECORD_EXPIRE)
         return replay_expire(r, entry, timestamp);
     bool atomic = entry->kind == RECORD_ATOMIC;
-    if (entry->submitted_by &&
-        store_submitter_room(r->store, entry->submitted_by, strlen(entry->submitted_by)) !=
-            COFFER_OK) {
+    if (entry->submitted_by && store_submitter_room(r->store, entry->submitted_by,
+                                                    strlen(entry->submitted_by)) != COFFER_OK) {
         snprintf(r->problem, sizeof r->problem,
                  "event %.128s at seq %llu names one submitter more than the %d kept",
                  entry->events[0].id, (unsigned long long)entry->seq, STORE_SUBMITTERS_MAX);
@@ -200,7 +199,7 @@ int replay_submitters(store *s, const char *dir, uint64_t snapshot_seq, char *pr
         code = log_read_from(&reader, 0, 0, fill_record, &fill);
     if (code != COFFER_OK)
         snprintf(problem, problem_size, "the submitters of the snapshot's transfers: %s",
-                 fill.full                ? "more distinct names than the store keeps"
+                 fill.full ? "more distinct names than the store keeps"
                  : reader.ops && local_log_last_read(&reader)->error[0]
                      ? local_log_last_read(&reader)->error
                      : "a log record does not decode");

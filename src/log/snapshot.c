@@ -51,11 +51,11 @@ enum {
     HEADER_TIP_HASH = 32,
     HEADER_LAST_SEQ = 64,
     HEADER_LAST_TIMESTAMP = 72,
-    HEADER_COUNTS = 80,         /* u64 per table: records (arena: bytes) */
-    HEADER_HOLDS_PENDING = 128, /* u64 */
-    HEADER_RECORD_SIZES = 136,  /* u32 per table: bytes per record on disk */
-    HEADER_LAYOUT = 160,        /* version 2: u64, a fingerprint of the field lists below */
-    HEADER_COUNTS_MORE = 168,   /* version 3: u64 per table past the first six */
+    HEADER_COUNTS = 80,             /* u64 per table: records (arena: bytes) */
+    HEADER_HOLDS_PENDING = 128,     /* u64 */
+    HEADER_RECORD_SIZES = 136,      /* u32 per table: bytes per record on disk */
+    HEADER_LAYOUT = 160,            /* version 2: u64, a fingerprint of the field lists below */
+    HEADER_COUNTS_MORE = 168,       /* version 3: u64 per table past the first six */
     HEADER_RECORD_SIZES_MORE = 232, /* version 3: u32 per table past the first six */
 };
 
@@ -132,14 +132,22 @@ static const snapshot_field account_fields[] = {
 };
 
 static const snapshot_field transfer_fields[] = {
-    UNSIGNED(store_transfer, seq, 8, 0),         UNSIGNED(store_transfer, timestamp, 8, 8),
-    SIGNED(store_transfer, amount, 8, 16),       SIGNED(store_transfer, amount_requested, 8, 24),
-    UNSIGNED(store_transfer, expires_at, 8, 32), UNSIGNED(store_transfer, id_offset, 8, 40),
-    UNSIGNED(store_transfer, aux_offset, 8, 48), UNSIGNED(store_transfer, from, 4, 56),
-    UNSIGNED(store_transfer, to, 4, 60),         UNSIGNED(store_transfer, link, 4, 64),
-    UNSIGNED(store_transfer, code, 2, 68),       UNSIGNED(store_transfer, id_len, 1, 70),
-    UNSIGNED(store_transfer, op, 1, 71),         UNSIGNED(store_transfer, state, 1, 72),
-    UNSIGNED(store_transfer, flags, 1, 73),      UNSIGNED(store_transfer, field, 1, 74),
+    UNSIGNED(store_transfer, seq, 8, 0),
+    UNSIGNED(store_transfer, timestamp, 8, 8),
+    SIGNED(store_transfer, amount, 8, 16),
+    SIGNED(store_transfer, amount_requested, 8, 24),
+    UNSIGNED(store_transfer, expires_at, 8, 32),
+    UNSIGNED(store_transfer, id_offset, 8, 40),
+    UNSIGNED(store_transfer, aux_offset, 8, 48),
+    UNSIGNED(store_transfer, from, 4, 56),
+    UNSIGNED(store_transfer, to, 4, 60),
+    UNSIGNED(store_transfer, link, 4, 64),
+    UNSIGNED(store_transfer, code, 2, 68),
+    UNSIGNED(store_transfer, id_len, 1, 70),
+    UNSIGNED(store_transfer, op, 1, 71),
+    UNSIGNED(store_transfer, state, 1, 72),
+    UNSIGNED(store_transfer, flags, 1, 73),
+    UNSIGNED(store_transfer, field, 1, 74),
     UNSIGNED_SINCE(store_transfer, submitter, 2, SNAPSHOT_VERSION_SUBMITTERS),
 };
 
@@ -719,7 +727,8 @@ static int load_tables(int fd, store *s, const uint8_t *header, uint32_t version
     table_views(s, views);
     bool ok = true;
     for (int t = 0; ok && t < SNAPSHOT_TABLES; t++)
-        ok = !table_in(&tables[t], version) || read_table(fd, &hash, &tables[t], version, &views[t]);
+        ok =
+            !table_in(&tables[t], version) || read_table(fd, &hash, &tables[t], version, &views[t]);
     uint8_t digest[RECORD_HASH_BYTES], stored[RECORD_HASH_BYTES];
     ok = ok && crypto_generichash_final(&hash, digest, sizeof digest) == 0 &&
          read_all(fd, stored, sizeof stored) && sodium_memcmp(digest, stored, sizeof digest) == 0;

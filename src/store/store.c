@@ -346,7 +346,8 @@ uint16_t store_submitter_find(const store *s, const char *name, size_t length)
 {
     COFFER_ASSERT(length >= 1 && length <= COFFER_SUBMITTER_MAX);
     index_keys keys = {s, INDEX_SUBMITTERS};
-    uint32_t record = index_find(&s->submitter_index, &keys, name, length, store_hash(name, length));
+    uint32_t record =
+        index_find(&s->submitter_index, &keys, name, length, store_hash(name, length));
     return record == STORE_NONE ? 0 : (uint16_t)(record + 1);
 }
 
@@ -585,8 +586,8 @@ void store_hold_pop(store *s)
 
 store_mark store_mark_get(const store *s)
 {
-    return (store_mark){s->accounts_count, s->transfers_count, s->history_count,
-                        s->expiries_count, s->arena_used,      s->holds_pending,
+    return (store_mark){s->accounts_count,  s->transfers_count, s->history_count,
+                        s->expiries_count,  s->arena_used,      s->holds_pending,
                         s->submitters_count};
 }
 
@@ -639,8 +640,8 @@ int store_restore_begin(store *s, const store_counts *counts)
         store_reserve(s, counts->accounts, counts->transfers, counts->history, counts->arena_used,
                       counts->holds > counts->expiries ? counts->holds : counts->expiries);
     if (code == COFFER_OK &&
-        !table_reserve(&s->regions[REGION_SUBMITTERS], 0, counts->submitters,
-                       sizeof *s->submitters, &s->submitters_capacity, &s->ahead))
+        !table_reserve(&s->regions[REGION_SUBMITTERS], 0, counts->submitters, sizeof *s->submitters,
+                       &s->submitters_capacity, &s->ahead))
         code = COFFER_CAPACITY_EXCEEDED;
     if (code != COFFER_OK)
         return code;
@@ -727,8 +728,8 @@ static bool transfer_ok(const store *s, const store_transfer *t)
            span_ok(t->id_offset, t->id_len, s->arena_used) && aux_ok(s, t) &&
            index_ok(t->from, s->accounts_count) && index_ok(t->to, s->accounts_count) &&
            index_ok(t->link, s->transfers_count) && t->submitter <= s->submitters_count &&
-           t->op >= COFFER_OP_CREATE_ACCOUNT &&
-           t->op <= COFFER_OP_VOID && t->state <= COFFER_STATE_REJECTED &&
+           t->op >= COFFER_OP_CREATE_ACCOUNT && t->op <= COFFER_OP_VOID &&
+           t->state <= COFFER_STATE_REJECTED &&
            (t->state == COFFER_STATE_REJECTED || (t->from != STORE_NONE && t->to != STORE_NONE));
 }
 

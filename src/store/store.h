@@ -3,9 +3,9 @@
  * arena for ids and metadata, per-account history, pending holds by expiry, and expiries.
  *
  * Growth happens only in store_reserve() (and store_submitter_room()), which the engine calls
- * before a batch; the core then appends without allocating. Rollback of an atomic batch truncates the tables back to a mark.
- * Records refer to each other by uint32 index (STORE_NONE for none), never by pointer, because
- * tables move when they grow.
+ * before a batch; the core then appends without allocating. Rollback of an atomic batch truncates
+ * the tables back to a mark. Records refer to each other by uint32 index (STORE_NONE for none),
+ * never by pointer, because tables move when they grow.
  */
 #ifndef COFFER_STORE_H
 #define COFFER_STORE_H
