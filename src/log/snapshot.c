@@ -54,7 +54,7 @@ enum {
     HEADER_COUNTS = 80,             /* u64 per table: records (arena: bytes) */
     HEADER_HOLDS_PENDING = 128,     /* u64 */
     HEADER_RECORD_SIZES = 136,      /* u32 per table: bytes per record on disk */
-    HEADER_LAYOUT = 160,            /* version 2: u64, a fingerprint of the field lists below */
+    HEADER_LAYOUT = 160,            /* versions 2, 3: u64, a fingerprint of the field lists */
     HEADER_COUNTS_MORE = 168,       /* version 3: u64 per table past the first six */
     HEADER_RECORD_SIZES_MORE = 232, /* version 3: u32 per table past the first six */
 };
@@ -74,7 +74,7 @@ static uint32_t header_record_size_at(int table)
 }
 
 /*
- * One field of a record. On disk (version 2) a record is its fields in list order, each
+ * One field of a record. On disk (versions 2 and 3) a record is its fields in list order, each
  * `width` bytes, little-endian, no padding; version 1 had them at `raw_offset` of the struct
  * as it was then. In memory the member is at `offset` with `size` bytes, so a reordered
  * member is still found and a resized one is converted (or refused when a value does not fit).
