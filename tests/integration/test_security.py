@@ -485,6 +485,10 @@ class Submitters(unittest.TestCase):
         self.assertEqual(self.submitters(expected), expected)
         holds = self.call("alice", "GET", "/v1/holds?account=" + user).json()["holds"]
         self.assertEqual([(h["id"], h["submitted_by"]) for h in holds], [(held, "bob")])
+        shown = coffer("--server", "http://127.0.0.1:%d" % self.server.port, "--token",
+                       self.secrets["alice"], "transfer", "get", held)
+        self.assertEqual(shown.returncode, 0, shown.stderr)
+        self.assertIn(", by bob)", shown.stdout)
 
         self.server.kill()  # no snapshot at close: recovery replays the log
         self.server.start()
