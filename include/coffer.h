@@ -131,6 +131,8 @@ COFFER_API bool coffer_code_is_success(int code);
 #define COFFER_CURRENCY_MAX 12
 #define COFFER_METADATA_MAX 1024
 #define COFFER_HOLD_TIMEOUT_MS_MAX (366ULL * 24 * 3600 * 1000)
+/* A submitter's name (coffer_submit_as_async): at most this many bytes. */
+#define COFFER_SUBMITTER_MAX 64
 
 typedef struct coffer coffer; /* the opaque engine handle */
 
@@ -381,6 +383,10 @@ typedef struct coffer_transfer {
     uint64_t expect_to_version;
     uint32_t metadata_len;
     char metadata[COFFER_METADATA_MAX + 1];
+    /* The name the batch that recorded it was submitted under (coffer_submit_as_async; over
+     * HTTP the token's name), "" for none. Added after 0.1.0, at the end: coffer_transfer has
+     * no size field, so a program built against headers without it must be rebuilt. */
+    char submitted_by[COFFER_SUBMITTER_MAX + 1];
 } coffer_transfer;
 
 /* The transfer (or post/void) with this id and its outcome; transfer_not_found if none. */
@@ -563,8 +569,9 @@ COFFER_API int coffer_submit_async(coffer *db, coffer_job *job, const coffer_eve
 /* coffer_submit_async() on behalf of a named principal (an API token's name, at most
  * COFFER_SUBMITTER_MAX bytes, no NUL; NULL or "" for none). The name is written to the log
  * with the batch's events and appears in the change feed and coffer_dump_dir(). The string
- * must stay alive until on_done, like the events. */
-#define COFFER_SUBMITTER_MAX 64
+ * must stay alive until on_done, like the events. Every transfer the batch records keeps the
+ * name (coffer_transfer.submitted_by). The engine keeps up to 65,535 distinct names; a batch
+ * under a new name past that is refused whole with capacity_exceeded (on_done gets it). */
 COFFER_API int coffer_submit_as_async(coffer *db, coffer_job *job, const char *submitted_by,
                                       const coffer_event *events, size_t count, bool atomic,
                                       coffer_result *results);

@@ -196,6 +196,8 @@ void print_transfer_summary(const json_t *transfer)
         printf(", seq %s", field_text(transfer, "seq", false, "?", number));
     if (state && !strcmp(state, "pending") && text_field(transfer, "expires_at"))
         printf(", expires %s", text_field(transfer, "expires_at"));
+    if (text_field(transfer, "submitted_by"))
+        printf(", by %s", text_field(transfer, "submitted_by"));
     putchar(')');
 }
 

@@ -184,6 +184,16 @@ typedef struct resolved {
     uint32_t from, to, hold;
 } resolved;
 
+/* The submission's submitter, added to the store's names with its first recorded transfer: a
+ * submission that records no transfer leaves the names as they were, as its replay does, so
+ * the live store and a replay of its log number them alike. */
+static uint16_t submitter_index(ledger *l)
+{
+    if (l->submitter_name && !l->submitter)
+        l->submitter = store_submitter_intern(l->store, l->submitter_name, l->submitter_length);
+    return l->submitter;
+}
+
 /* Records an event's id with its content; names that did not resolve go to the aux record. */
 static uint32_t record_transfer(ledger *l, const coffer_event *event, const resolved *refs,
                                 uint64_t seq, uint64_t timestamp)
@@ -201,6 +211,7 @@ static uint32_t record_transfer(ledger *l, const coffer_event *event, const reso
     transfer->from = refs->from;
     transfer->to = refs->to;
     transfer->link = refs->hold;
+    transfer->submitter = submitter_index(l);
     if (event->op == COFFER_OP_TRANSFER && event->hold_timeout_ms > 0)
         transfer->expires_at = timestamp + event->hold_timeout_ms * 1000000ULL;
 
@@ -874,6 +885,7 @@ static void atomic_fail(ledger *l, const coffer_event *events, size_t count, siz
     coffer_result reason = results[failed];
     undo_all(l, mark);
     l->atomic = false;
+    l->submitter = 0; /* a name the batch added is gone with it; the rejections add it again */
     for (size_t i = 0; i < count; i++) {
         if (i == failed) {
             results[i] = reason;
@@ -1001,12 +1013,16 @@ static void apply_independent(ledger *l, const coffer_event *events, size_t coun
     }
 }
 
-void ledger_apply(ledger *l, const coffer_event *events, size_t count, bool atomic, uint64_t seq0,
-                  uint64_t ts0, coffer_result *results)
+void ledger_apply(ledger *l, const coffer_event *events, size_t count, bool atomic,
+                  const char *submitted_by, uint64_t seq0, uint64_t ts0, coffer_result *results)
 {
     COFFER_ASSERT(count > 0 && count <= COFFER_BATCH_EVENTS_MAX);
     COFFER_ASSERT(!l->atomic);
     l->generation++; /* the memo forgets the previous submission's strings */
+    l->submitter_name = submitted_by && submitted_by[0] ? submitted_by : 0;
+    l->submitter_length = l->submitter_name ? strlen(l->submitter_name) : 0;
+    l->submitter = 0;
+    COFFER_ASSERT(l->submitter_length <= COFFER_SUBMITTER_MAX);
     if (atomic)
         apply_atomic(l, events, count, seq0, ts0, results);
     else

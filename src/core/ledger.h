@@ -65,6 +65,11 @@ typedef struct ledger {
     uint64_t *seen; /* a scratch set to find repeated ids inside one atomic submission */
     size_t seen_mask;
     bool atomic;
+    /* The submission's submitter (NULL: none) and its index in the store's names, found or
+     * added with its first recorded transfer (0 until then). */
+    const char *submitter_name;
+    size_t submitter_length;
+    uint16_t submitter;
     uint64_t generation;
     ledger_memo memo[LEDGER_MEMO_SIZE];
 } ledger;
@@ -80,10 +85,12 @@ void ledger_needs_add(ledger_needs *needs, const coffer_event *events, size_t co
 
 /*
  * Applies one submission: event i gets seq0 + i and ts0 + i. Fills results[0..count).
- * `atomic`: all or none (docs/semantics.md "Atomic batches").
+ * `atomic`: all or none (docs/semantics.md "Atomic batches"). `submitted_by` (NULL or "":
+ * none) is kept with every transfer the submission records; when it names one, the caller
+ * has made room for it with store_submitter_room().
  */
-void ledger_apply(ledger *l, const coffer_event *events, size_t count, bool atomic, uint64_t seq0,
-                  uint64_t ts0, coffer_result *results);
+void ledger_apply(ledger *l, const coffer_event *events, size_t count, bool atomic,
+                  const char *submitted_by, uint64_t seq0, uint64_t ts0, coffer_result *results);
 
 /* Expires a pending hold (the engine's sweep decides which and when). Fills *result as a post
  * or void reports itself: code ok, state expired, seq, timestamp, the released amount, the

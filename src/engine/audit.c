@@ -110,6 +110,8 @@ static bool stores_differ(const store *a, const store *b, char *out, size_t size
         {"expiries", a->expiries, b->expiries, a->expiries_count, b->expiries_count,
          sizeof(store_expiry), SNAPSHOT_EXPIRIES},
         {"ids and metadata", a->arena, b->arena, a->arena_used, b->arena_used, 1, -1},
+        {"submitters", a->submitters, b->submitters, a->submitters_count, b->submitters_count,
+         sizeof(store_submitter), SNAPSHOT_SUBMITTERS},
     };
     for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
         if (tables[t].left_count != tables[t].right_count) {
@@ -236,6 +238,9 @@ static int verify_dir(const char *dir, const coffer_options *limits, progress_fo
     snapshot_meta meta = {0};
     code = snapshot_load_latest(&snapshot.store, dir, &meta, &report->snapshot_found,
                                 report->snapshot_error, sizeof report->snapshot_error);
+    if (code == COFFER_OK && report->snapshot_found && !meta.submitters_kept)
+        code = replay_submitters(&snapshot.store, dir, meta.tip.last_seq, report->snapshot_error,
+                                 sizeof report->snapshot_error);
     report->snapshot_seq = meta.tip.last_seq;
 
     local_log_read_options read_options = {forward->progress ? forward_progress : 0, forward};

@@ -370,7 +370,13 @@ static int recover_snapshot(coffer *db, snapshot_meta *meta, bool *found)
         engine_log(db, "recovery: snapshot at seq %llu loaded",
                    (unsigned long long)meta->tip.last_seq);
     }
-    return COFFER_OK;
+    if (*found && !meta->submitters_kept) {
+        char problem[1024];
+        code = replay_submitters(&db->store, db->dir, meta->tip.last_seq, problem, sizeof problem);
+        engine_log(db, "recovery: the snapshot is of a format that kept no submitters: %s",
+                   code == COFFER_OK ? "taken from the log" : problem);
+    }
+    return code;
 }
 
 /* Appends the accepted loss to DIR/data-loss.log, so it stays on record after the log lines. */

@@ -133,6 +133,16 @@ static int reserve_batch(coffer *db, engine_request *batch)
     return code;
 }
 
+/* Room for the name a submission is made under, which its transfers keep: COFFER_OK, or
+ * capacity_exceeded for a new name past STORE_SUBMITTERS_MAX (that submission alone is
+ * refused; names already known go on working). */
+static int submitter_room(coffer *db, const engine_request *request)
+{
+    if (!request->submitted_by)
+        return COFFER_OK;
+    return store_submitter_room(&db->store, request->submitted_by, strlen(request->submitted_by));
+}
+
 static void apply_batch(coffer *db, engine_request *batch, engine_ticket *ticket)
 {
     uint64_t clock = db->options.clock_ns(db->options.clock_context);
@@ -164,9 +174,12 @@ static void apply_batch(coffer *db, engine_request *batch, engine_ticket *ticket
             request->status = request->read(db, request->context);
             continue;
         }
+        request->status = submitter_room(db, request);
+        if (request->status != COFFER_OK)
+            continue;
         request->seq0 = seq;
-        ledger_apply(&db->ledger, request->events, request->count, request->atomic, seq, timestamp,
-                     request->results);
+        ledger_apply(&db->ledger, request->events, request->count, request->atomic,
+                     request->submitted_by, seq, timestamp, request->results);
         seq += request->count;
         timestamp += request->count;
         for (size_t i = 0; i < request->count; i++) {

@@ -231,6 +231,10 @@ static void transfer_fill(const store *s, uint32_t index, coffer_transfer *out)
         out->metadata_len = aux->metadata_len;
         memcpy(out->metadata, aux + 1, aux->metadata_len);
     }
+    size_t submitter_length;
+    const char *submitter = store_submitter_name(s, t->submitter, &submitter_length);
+    if (submitter)
+        copy_name(out->submitted_by, sizeof out->submitted_by, submitter, submitter_length);
 }
 
 int engine_transfer_read(coffer *db, void *context)

@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/check.h"
+#include "log/log.h"
+
 int replayer_init(replayer *r, store *s, ledger *l)
 {
     memset(r, 0, sizeof *r);
@@ -74,7 +77,15 @@ static int replay_entry(const record_entry *entry, void *context)
     if (entry->kind == RECORD_EXPIRE)
         return replay_expire(r, entry, timestamp);
     bool atomic = entry->kind == RECORD_ATOMIC;
-    ledger_apply(r->ledger, entry->events, entry->count, atomic, entry->seq, timestamp, r->results);
+    if (entry->submitted_by && store_submitter_room(r->store, entry->submitted_by,
+                                                    strlen(entry->submitted_by)) != COFFER_OK) {
+        snprintf(r->problem, sizeof r->problem,
+                 "event %.128s at seq %llu names one submitter more than the %d kept",
+                 entry->events[0].id, (unsigned long long)entry->seq, STORE_SUBMITTERS_MAX);
+        return -1;
+    }
+    ledger_apply(r->ledger, entry->events, entry->count, atomic, entry->submitted_by, entry->seq,
+                 timestamp, r->results);
     bool recorded = false;
     for (size_t i = 0; i < entry->count; i++)
         recorded |= result_recorded(&r->results[i]) && r->results[i].seq == entry->seq + i;
@@ -127,4 +138,73 @@ int replay_record(replayer *r, const uint8_t *bytes, const record_header *header
     r->last_seq = header->last_seq;
     r->last_timestamp = entry_timestamp(header, header->last_seq);
     return COFFER_OK;
+}
+
+/* ---- submitters of an old snapshot --------------------------------------------------------- */
+
+typedef struct submitters_fill {
+    store *store;
+    uint64_t snapshot_seq;
+    record_scratch scratch;
+    bool full; /* a new name past STORE_SUBMITTERS_MAX */
+} submitters_fill;
+
+static int fill_entry(const record_entry *entry, void *context)
+{
+    submitters_fill *fill = context;
+    store *s = fill->store;
+    if (entry->kind == RECORD_EXPIRE || !entry->submitted_by)
+        return 0;
+    size_t name_length = strlen(entry->submitted_by);
+    for (size_t i = 0; i < entry->count && entry->seq + i <= fill->snapshot_seq; i++) {
+        const char *id = entry->events[i].id;
+        if (entry->events[i].op == COFFER_OP_CREATE_ACCOUNT || !id)
+            continue;
+        size_t length = strlen(id);
+        uint32_t index = store_transfer_find(s, id, length, store_hash(id, length));
+        /* Only the record that recorded the transfer names its submitter. */
+        if (index == STORE_NONE || s->transfers[index].seq != entry->seq + i)
+            continue;
+        if (store_submitter_room(s, entry->submitted_by, name_length) != COFFER_OK) {
+            fill->full = true;
+            return -1;
+        }
+        s->transfers[index].submitter = store_submitter_intern(s, entry->submitted_by, name_length);
+    }
+    return 0;
+}
+
+static int fill_record(const uint8_t *bytes, const record_header *header, uint32_t segment,
+                       uint64_t offset, void *context)
+{
+    (void)segment;
+    (void)offset;
+    submitters_fill *fill = context;
+    if (header->seq_base > fill->snapshot_seq)
+        return 0; /* after the snapshot: recovery replays it */
+    int status = record_each(bytes, header, &fill->scratch, fill_entry, fill);
+    if (fill->full)
+        return COFFER_CAPACITY_EXCEEDED;
+    return status == RECORD_OK ? 0 : COFFER_STORAGE_FAILED;
+}
+
+int replay_submitters(store *s, const char *dir, uint64_t snapshot_seq, char *problem,
+                      size_t problem_size)
+{
+    COFFER_ASSERT(s->submitters_count == 0);
+    submitters_fill fill = {s, snapshot_seq, {0}, false};
+    durable_log reader = {0};
+    int code = local_log_open_read(&reader, dir, 0);
+    if (code == COFFER_OK)
+        code = log_read_from(&reader, 0, 0, fill_record, &fill);
+    if (code != COFFER_OK)
+        snprintf(problem, problem_size, "the submitters of the snapshot's transfers: %s",
+                 fill.full ? "more distinct names than the store keeps"
+                 : reader.ops && local_log_last_read(&reader)->error[0]
+                     ? local_log_last_read(&reader)->error
+                     : "a log record does not decode");
+    if (reader.ops)
+        log_close(&reader, false);
+    record_scratch_free(&fill.scratch);
+    return code;
 }

@@ -28,4 +28,11 @@ void replayer_free(replayer *r);
  * STORAGE_FAILED when the record does not replay (r->problem says why). */
 int replay_record(replayer *r, const uint8_t *bytes, const record_header *header);
 
+/* A store loaded from a snapshot that kept no submitters (format 2) gets them from the log:
+ * each transfer up to `snapshot_seq` that a record names a submitter for takes it, and the
+ * names are numbered in log order, as a full replay numbers them. Reads the local log of
+ * `dir`. COFFER_OK, or the code that stopped it with `problem` set. */
+int replay_submitters(store *s, const char *dir, uint64_t snapshot_seq, char *problem,
+                      size_t problem_size);
+
 #endif

@@ -20,12 +20,14 @@
 
 #include "coffer.h"
 
-#define SNAPSHOT_VERSION 2
-#define SNAPSHOT_VERSION_RAW 1 /* the tables as the structs lay them out in memory */
+#define SNAPSHOT_VERSION 3
+#define SNAPSHOT_VERSION_SUBMITTERS 3 /* the first to keep who submitted each transfer */
+#define SNAPSHOT_VERSION_RAW 1        /* the tables as the structs lay them out in memory */
 #define SNAPSHOT_ALIGN 4096
 #define SNAPSHOT_HEADER_BYTES 4096
-#define SNAPSHOT_TABLES 6
-#define SNAPSHOT_ARENA 5 /* the table of raw bytes */
+#define SNAPSHOT_TABLES 7
+#define SNAPSHOT_TABLES_FIRST 6 /* versions 1 and 2 had no submitters table */
+#define SNAPSHOT_ARENA 5        /* the table of raw bytes */
 #define SNAPSHOT_BUFFER_BYTES (1u << 20)
 
 /* Field values are copied as little-endian integers with memcpy. */
@@ -49,17 +51,35 @@ enum {
     HEADER_TIP_HASH = 32,
     HEADER_LAST_SEQ = 64,
     HEADER_LAST_TIMESTAMP = 72,
-    HEADER_COUNTS = 80,         /* u64 per table: records (arena: bytes) */
-    HEADER_HOLDS_PENDING = 128, /* u64 */
-    HEADER_RECORD_SIZES = 136,  /* u32 per table: bytes per record on disk */
-    HEADER_LAYOUT = 160,        /* version 2: u64, a fingerprint of the field lists below */
+    HEADER_COUNTS = 80,             /* u64 per table: records (arena: bytes) */
+    HEADER_HOLDS_PENDING = 128,     /* u64 */
+    HEADER_RECORD_SIZES = 136,      /* u32 per table: bytes per record on disk */
+    HEADER_LAYOUT = 160,            /* versions 2, 3: u64, a fingerprint of the field lists */
+    HEADER_COUNTS_MORE = 168,       /* version 3: u64 per table past the first six */
+    HEADER_RECORD_SIZES_MORE = 232, /* version 3: u32 per table past the first six */
 };
 
+static uint32_t header_counts_at(int table)
+{
+    return table < SNAPSHOT_TABLES_FIRST
+               ? HEADER_COUNTS + 8 * (uint32_t)table
+               : HEADER_COUNTS_MORE + 8 * (uint32_t)(table - SNAPSHOT_TABLES_FIRST);
+}
+
+static uint32_t header_record_size_at(int table)
+{
+    return table < SNAPSHOT_TABLES_FIRST
+               ? HEADER_RECORD_SIZES + 4 * (uint32_t)table
+               : HEADER_RECORD_SIZES_MORE + 4 * (uint32_t)(table - SNAPSHOT_TABLES_FIRST);
+}
+
 /*
- * One field of a record. On disk (version 2) a record is its fields in list order, each
+ * One field of a record. On disk (versions 2 and 3) a record is its fields in list order, each
  * `width` bytes, little-endian, no padding; version 1 had them at `raw_offset` of the struct
  * as it was then. In memory the member is at `offset` with `size` bytes, so a reordered
  * member is still found and a resized one is converted (or refused when a value does not fit).
+ * A field added by a later version comes last in its list and names that version in `since`
+ * (0: in every version); files of earlier versions do not hold it and it reads as zero.
  */
 typedef struct snapshot_field {
     const char *name;
@@ -67,7 +87,13 @@ typedef struct snapshot_field {
     uint16_t raw_offset;
     uint8_t width;
     bool is_signed, is_bytes;
+    uint8_t since;
 } snapshot_field;
+
+static bool field_in(const snapshot_field *field, uint32_t version)
+{
+    return field->since <= version;
+}
 
 #define FIELD_OF(type, member, width, raw_offset, is_signed, is_bytes)                             \
     {                                                                                              \
@@ -77,6 +103,10 @@ typedef struct snapshot_field {
 #define UNSIGNED(type, member, width, raw_offset) FIELD_OF(type, member, width, raw_offset, 0, 0)
 #define SIGNED(type, member, width, raw_offset) FIELD_OF(type, member, width, raw_offset, 1, 0)
 #define BYTES(type, member, width, raw_offset) FIELD_OF(type, member, width, raw_offset, 0, 1)
+#define UNSIGNED_SINCE(type, member, width, since)                                                 \
+    {                                                                                              \
+#member, offsetof(type, member), sizeof(((type *)0)->member), 0, width, 0, 0, since        \
+    }
 
 static const snapshot_field account_fields[] = {
     BYTES(store_account, id, 64, 0),
@@ -102,14 +132,23 @@ static const snapshot_field account_fields[] = {
 };
 
 static const snapshot_field transfer_fields[] = {
-    UNSIGNED(store_transfer, seq, 8, 0),         UNSIGNED(store_transfer, timestamp, 8, 8),
-    SIGNED(store_transfer, amount, 8, 16),       SIGNED(store_transfer, amount_requested, 8, 24),
-    UNSIGNED(store_transfer, expires_at, 8, 32), UNSIGNED(store_transfer, id_offset, 8, 40),
-    UNSIGNED(store_transfer, aux_offset, 8, 48), UNSIGNED(store_transfer, from, 4, 56),
-    UNSIGNED(store_transfer, to, 4, 60),         UNSIGNED(store_transfer, link, 4, 64),
-    UNSIGNED(store_transfer, code, 2, 68),       UNSIGNED(store_transfer, id_len, 1, 70),
-    UNSIGNED(store_transfer, op, 1, 71),         UNSIGNED(store_transfer, state, 1, 72),
-    UNSIGNED(store_transfer, flags, 1, 73),      UNSIGNED(store_transfer, field, 1, 74),
+    UNSIGNED(store_transfer, seq, 8, 0),
+    UNSIGNED(store_transfer, timestamp, 8, 8),
+    SIGNED(store_transfer, amount, 8, 16),
+    SIGNED(store_transfer, amount_requested, 8, 24),
+    UNSIGNED(store_transfer, expires_at, 8, 32),
+    UNSIGNED(store_transfer, id_offset, 8, 40),
+    UNSIGNED(store_transfer, aux_offset, 8, 48),
+    UNSIGNED(store_transfer, from, 4, 56),
+    UNSIGNED(store_transfer, to, 4, 60),
+    UNSIGNED(store_transfer, link, 4, 64),
+    UNSIGNED(store_transfer, code, 2, 68),
+    UNSIGNED(store_transfer, id_len, 1, 70),
+    UNSIGNED(store_transfer, op, 1, 71),
+    UNSIGNED(store_transfer, state, 1, 72),
+    UNSIGNED(store_transfer, flags, 1, 73),
+    UNSIGNED(store_transfer, field, 1, 74),
+    UNSIGNED_SINCE(store_transfer, submitter, 2, SNAPSHOT_VERSION_SUBMITTERS),
 };
 
 static const snapshot_field history_fields[] = {
@@ -131,27 +170,42 @@ static const snapshot_field hold_fields[] = {
     UNSIGNED(store_hold_ref, transfer, 4, 8),
 };
 
+static const snapshot_field submitter_fields[] = {
+    BYTES(store_submitter, name, COFFER_SUBMITTER_MAX, 0),
+    UNSIGNED(store_submitter, length, 1, 0),
+};
+
 typedef struct snapshot_table {
     const snapshot_field *fields; /* NULL: the arena, raw bytes */
     size_t field_count;
     uint32_t memory_size; /* bytes per record in memory */
     uint32_t raw_size;    /* bytes per record in version 1 */
+    uint32_t since;       /* the first version with this table (0: every version) */
 } snapshot_table;
 
-#define TABLE(fields, type, raw_size)                                                              \
+#define TABLE(fields, type, raw_size, since)                                                       \
     {                                                                                              \
-        fields, sizeof fields / sizeof fields[0], sizeof(type), raw_size                           \
+        fields, sizeof fields / sizeof fields[0], sizeof(type), raw_size, since                    \
     }
 
 static const snapshot_table tables[SNAPSHOT_TABLES] = {
-    TABLE(account_fields, store_account, 192), TABLE(transfer_fields, store_transfer, 80),
-    TABLE(history_fields, store_history, 48),  TABLE(expiry_fields, store_expiry, 24),
-    TABLE(hold_fields, store_hold_ref, 16),    {0, 0, 1, 1},
+    TABLE(account_fields, store_account, 192, 0),
+    TABLE(transfer_fields, store_transfer, 80, 0),
+    TABLE(history_fields, store_history, 48, 0),
+    TABLE(expiry_fields, store_expiry, 24, 0),
+    TABLE(hold_fields, store_hold_ref, 16, 0),
+    {0, 0, 1, 1, 0},
+    TABLE(submitter_fields, store_submitter, 0, SNAPSHOT_VERSION_SUBMITTERS),
 };
+
+static bool table_in(const snapshot_table *table, uint32_t version)
+{
+    return table->since <= version;
+}
 
 bool snapshot_records_differ(int table, const void *left, const void *right)
 {
-    COFFER_ASSERT(table >= SNAPSHOT_ACCOUNTS && table <= SNAPSHOT_HOLDS && tables[table].fields);
+    COFFER_ASSERT(table >= SNAPSHOT_ACCOUNTS && table < SNAPSHOT_TABLES && tables[table].fields);
     const uint8_t *a = left, *b = right;
     for (size_t i = 0; i < tables[table].field_count; i++) {
         const snapshot_field *field = &tables[table].fields[i];
@@ -168,19 +222,22 @@ static uint32_t record_size(const snapshot_table *table, uint32_t version)
         return table->raw_size;
     uint32_t size = 0;
     for (size_t i = 0; i < table->field_count; i++)
-        size += table->fields[i].width;
+        size += field_in(&table->fields[i], version) ? table->fields[i].width : 0;
     return size;
 }
 
-/* A fingerprint of every field list (names, widths, kinds): a version 2 file written by a build
- * whose lists differ is refused instead of misread, which forces a new version with the change. */
-static uint64_t layout_fingerprint(void)
+/* A fingerprint of the field lists of `version` (names, widths, kinds): a file written by a
+ * build whose lists differ is refused instead of misread, which forces a new version with the
+ * change. */
+static uint64_t layout_fingerprint(uint32_t version)
 {
     crypto_generichash_state hash;
     crypto_generichash_init(&hash, 0, 0, sizeof(uint64_t));
     for (int t = 0; t < SNAPSHOT_TABLES; t++)
-        for (size_t i = 0; i < tables[t].field_count; i++) {
+        for (size_t i = 0; table_in(&tables[t], version) && i < tables[t].field_count; i++) {
             const snapshot_field *field = &tables[t].fields[i];
+            if (!field_in(field, version))
+                continue;
             uint8_t kind[3] = {field->width, field->is_signed, field->is_bytes};
             crypto_generichash_update(&hash, (const uint8_t *)field->name, strlen(field->name) + 1);
             crypto_generichash_update(&hash, kind, sizeof kind);
@@ -284,7 +341,8 @@ typedef struct table_runs {
     copy_run runs[SNAPSHOT_RUNS_MAX];
 } table_runs;
 
-static void runs_build(const snapshot_table *table, table_runs *out)
+/* The runs of records as `version` lays them out (the fields it holds). */
+static void runs_build(const snapshot_table *table, uint32_t version, table_runs *out)
 {
     COFFER_ASSERT(table->field_count <= SNAPSHOT_RUNS_MAX);
     out->usable = true;
@@ -292,6 +350,8 @@ static void runs_build(const snapshot_table *table, table_runs *out)
     uint16_t file_offset = 0;
     for (size_t i = 0; i < table->field_count; i++) {
         const snapshot_field *field = &table->fields[i];
+        if (!field_in(field, version))
+            continue;
         if (field->size != field->width) {
             out->usable = false;
             return;
@@ -334,6 +394,8 @@ static bool record_decode(const snapshot_table *table, const table_runs *runs, u
     bool ok = true;
     for (size_t i = 0; i < table->field_count; i++) {
         const snapshot_field *field = &table->fields[i];
+        if (!field_in(field, version))
+            continue; /* added later: zero, as memset left it */
         ok &= field_decode(field, in + (version == SNAPSHOT_VERSION_RAW ? field->raw_offset : at),
                            record);
         at += field->width;
@@ -354,6 +416,7 @@ static void table_views(const store *s, table_view views[SNAPSHOT_TABLES])
     views[3] = (table_view){(uint8_t *)s->expiries, s->expiries_count};
     views[4] = (table_view){(uint8_t *)s->holds, s->holds_count};
     views[5] = (table_view){(uint8_t *)s->arena, s->arena_used};
+    views[6] = (table_view){(uint8_t *)s->submitters, s->submitters_count};
 }
 
 static uint64_t aligned(uint64_t value)
@@ -462,7 +525,7 @@ static void output_table(output *out, const snapshot_table *table, const table_v
     } else {
         uint32_t size = record_size(table, SNAPSHOT_VERSION);
         table_runs runs;
-        runs_build(table, &runs);
+        runs_build(table, SNAPSHOT_VERSION, &runs);
         for (uint64_t i = 0; i < view->count; i++)
             record_encode(table, &runs, view->bytes + i * table->memory_size,
                           output_reserve(out, size));
@@ -484,11 +547,11 @@ static void header_encode(uint8_t *header, const store *s, const snapshot_meta *
     table_view views[SNAPSHOT_TABLES];
     table_views(s, views);
     for (int t = 0; t < SNAPSHOT_TABLES; t++) {
-        put_u64(header + HEADER_COUNTS + 8 * t, views[t].count);
-        put_u32(header + HEADER_RECORD_SIZES + 4 * t, record_size(&tables[t], SNAPSHOT_VERSION));
+        put_u64(header + header_counts_at(t), views[t].count);
+        put_u32(header + header_record_size_at(t), record_size(&tables[t], SNAPSHOT_VERSION));
     }
     put_u64(header + HEADER_HOLDS_PENDING, s->holds_pending);
-    put_u64(header + HEADER_LAYOUT, layout_fingerprint());
+    put_u64(header + HEADER_LAYOUT, layout_fingerprint(SNAPSHOT_VERSION));
 }
 
 static int write_failed(char *error, size_t error_size, const char *path, const char *what)
@@ -588,18 +651,22 @@ static const char *header_decode(const uint8_t *header, uint64_t file_size, head
     out->version = get_u32(header + HEADER_VERSION);
     if (memcmp(header + HEADER_MAGIC, snapshot_magic, sizeof snapshot_magic) != 0)
         return "not a snapshot (bad magic)";
-    if (out->version != SNAPSHOT_VERSION && out->version != SNAPSHOT_VERSION_RAW)
+    if (out->version < SNAPSHOT_VERSION_RAW || out->version > SNAPSHOT_VERSION)
         return "a format version this build does not read";
     if (get_u32(header + HEADER_BYTES) != SNAPSHOT_HEADER_BYTES)
         return "bad header size";
-    if (out->version == SNAPSHOT_VERSION && get_u64(header + HEADER_LAYOUT) != layout_fingerprint())
-        return "records laid out differently from this build's version 2 (a format change "
-               "without a new version)";
+    if (out->version != SNAPSHOT_VERSION_RAW &&
+        get_u64(header + HEADER_LAYOUT) != layout_fingerprint(out->version))
+        return "records laid out differently from what this build reads for the file's version "
+               "(a format change without a new version)";
     uint64_t expected = SNAPSHOT_HEADER_BYTES + RECORD_HASH_BYTES;
     for (int t = 0; t < SNAPSHOT_TABLES; t++) {
+        out->counts[t] = 0;
+        if (!table_in(&tables[t], out->version))
+            continue;
         uint32_t size = record_size(&tables[t], out->version);
-        out->counts[t] = get_u64(header + HEADER_COUNTS + 8 * t);
-        if (get_u32(header + HEADER_RECORD_SIZES + 4 * t) != size)
+        out->counts[t] = get_u64(header + header_counts_at(t));
+        if (get_u32(header + header_record_size_at(t)) != size)
             return "record sizes differ from the format version's";
         if (out->counts[t] > (1ull << 40))
             return "a table count out of range";
@@ -613,6 +680,7 @@ static const char *header_decode(const uint8_t *header, uint64_t file_size, head
     out->meta.last_seq = get_u64(header + HEADER_LAST_SEQ);
     out->meta.last_timestamp = get_u64(header + HEADER_LAST_TIMESTAMP);
     out->holds_pending = get_u64(header + HEADER_HOLDS_PENDING);
+    out->meta.submitters_kept = out->version >= SNAPSHOT_VERSION_SUBMITTERS;
     return 0;
 }
 
@@ -628,7 +696,7 @@ static bool read_table(int fd, crypto_generichash_state *hash, const snapshot_ta
         return read_hashed(fd, hash, view->bytes, length) && read_hashed(fd, hash, buffer, padding);
     uint64_t per_chunk = SNAPSHOT_BUFFER_BYTES / size;
     table_runs runs;
-    runs_build(table, &runs);
+    runs_build(table, version, &runs);
     for (uint64_t done = 0; done < view->count;) {
         uint64_t records = view->count - done < per_chunk ? view->count - done : per_chunk;
         if (!read_hashed(fd, hash, buffer, records * size))
@@ -659,7 +727,8 @@ static int load_tables(int fd, store *s, const uint8_t *header, uint32_t version
     table_views(s, views);
     bool ok = true;
     for (int t = 0; ok && t < SNAPSHOT_TABLES; t++)
-        ok = read_table(fd, &hash, &tables[t], version, &views[t]);
+        ok =
+            !table_in(&tables[t], version) || read_table(fd, &hash, &tables[t], version, &views[t]);
     uint8_t digest[RECORD_HASH_BYTES], stored[RECORD_HASH_BYTES];
     ok = ok && crypto_generichash_final(&hash, digest, sizeof digest) == 0 &&
          read_all(fd, stored, sizeof stored) && sodium_memcmp(digest, stored, sizeof digest) == 0;
@@ -683,7 +752,7 @@ int snapshot_load(store *s, const char *path, snapshot_meta *meta, char *error, 
     if (code == COFFER_OK) {
         const uint64_t *c = fields.counts;
         store_counts counts = {
-            c[0], c[1], c[2], c[3], c[4], c[SNAPSHOT_ARENA], fields.holds_pending};
+            c[0], c[1], c[2], c[3], c[4], c[SNAPSHOT_ARENA], fields.holds_pending, c[6]};
         code = store_restore_begin(s, &counts);
         if (code != COFFER_OK)
             snprintf(error, error_size, "snapshot %.700s: larger than the configured limits", path);

@@ -272,6 +272,9 @@ static json_t *transfer_json(const coffer_transfer *t)
     json_t *metadata = metadata_value(t->metadata, t->metadata_len);
     if (metadata)
         json_object_set_new(out, "metadata", metadata);
+    /* Always there, null for none, as in the change feed. */
+    json_object_set_new(out, "submitted_by",
+                        t->submitted_by[0] ? json_string(t->submitted_by) : json_null());
     return out;
 }
 

@@ -27,7 +27,9 @@ enum {
     REGION_HISTORY,
     REGION_EXPIRIES,
     REGION_HOLDS,
-    REGION_ARENA
+    REGION_ARENA,
+    REGION_SUBMITTERS,
+    REGION_COUNT
 };
 
 uint64_t store_hash(const char *bytes, size_t length)
@@ -53,18 +55,26 @@ uint64_t store_hash(const char *bytes, size_t length)
 
 /* ---- id indexes ---------------------------------------------------------------------------- */
 
-/* How an index reaches the id of a record: accounts keep it inline, transfers in the arena. */
+/* How an index reaches the key of a record: accounts and submitters keep it inline, transfers
+ * in the arena. */
+enum index_kind { INDEX_ACCOUNTS, INDEX_TRANSFERS, INDEX_SUBMITTERS };
+
 typedef struct index_keys {
     const store *s;
-    bool accounts;
+    enum index_kind kind;
 } index_keys;
 
 static const char *key_of(const index_keys *keys, uint32_t record, size_t *length)
 {
-    if (keys->accounts) {
+    if (keys->kind == INDEX_ACCOUNTS) {
         const store_account *account = &keys->s->accounts[record];
         *length = account->id_len;
         return account->id;
+    }
+    if (keys->kind == INDEX_SUBMITTERS) {
+        const store_submitter *submitter = &keys->s->submitters[record];
+        *length = submitter->length;
+        return submitter->name;
     }
     const store_transfer *transfer = &keys->s->transfers[record];
     *length = transfer->id_len;
@@ -195,16 +205,19 @@ int store_init(store *s, const store_limits *limits)
     uint64_t transfers = limits->transfers_max, accounts = limits->accounts_max;
     /* Every record (transfer, post or void) writes at most two history entries and every
      * expiry two more; each hold is in the heap and expires at most once. */
-    uint64_t sizes[6] = {
+    uint64_t sizes[REGION_COUNT] = {
         [REGION_ACCOUNTS] = accounts * sizeof(store_account),
         [REGION_TRANSFERS] = transfers * sizeof(store_transfer),
         [REGION_HISTORY] = 4 * transfers * sizeof(store_history),
         [REGION_EXPIRIES] = transfers * sizeof(store_expiry),
         [REGION_HOLDS] = transfers * sizeof(store_hold_ref),
         [REGION_ARENA] = 64 + transfers * ARENA_PER_TRANSFER + accounts * ARENA_PER_ACCOUNT,
+        [REGION_SUBMITTERS] = STORE_SUBMITTERS_MAX * sizeof(store_submitter),
     };
-    bool ok = index_init(&s->account_index, accounts) && index_init(&s->transfer_index, transfers);
-    for (int i = 0; ok && i < 6; i++)
+    bool ok = index_init(&s->account_index, accounts) &&
+              index_init(&s->transfer_index, transfers) &&
+              index_init(&s->submitter_index, STORE_SUBMITTERS_MAX);
+    for (int i = 0; ok && i < REGION_COUNT; i++)
         ok = region_reserve(&s->regions[i], sizes[i]);
     if (!ok) {
         store_free(s);
@@ -216,6 +229,7 @@ int store_init(store *s, const store_limits *limits)
     s->expiries = (store_expiry *)s->regions[REGION_EXPIRIES].base;
     s->holds = (store_hold_ref *)s->regions[REGION_HOLDS].base;
     s->arena = s->regions[REGION_ARENA].base;
+    s->submitters = (store_submitter *)s->regions[REGION_SUBMITTERS].base;
     int code = store_reserve(s, 0, 0, 0, 64, 0);
     s->arena_used = 8; /* offset 0 means "none" */
     return code;
@@ -223,10 +237,11 @@ int store_init(store *s, const store_limits *limits)
 
 void store_free(store *s)
 {
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < REGION_COUNT; i++)
         region_release(&s->regions[i]);
     index_release(&s->account_index);
     index_release(&s->transfer_index);
+    index_release(&s->submitter_index);
     memset(s, 0, sizeof *s);
 }
 
@@ -260,11 +275,11 @@ int store_reserve(store *s, uint64_t accounts, uint64_t transfers, uint64_t hist
      * one means the worst case of a table was reached (e.g. every id at the maximum length). */
     if (!ok)
         return COFFER_CAPACITY_EXCEEDED;
-    index_keys keys = {s, true};
+    index_keys keys = {s, INDEX_ACCOUNTS};
     int code = index_reserve(&s->account_index, &keys, s->accounts_count, accounts, &s->ahead);
     if (code != COFFER_OK)
         return code;
-    keys = (index_keys){s, false};
+    keys = (index_keys){s, INDEX_TRANSFERS};
     return index_reserve(&s->transfer_index, &keys, s->transfers_count, transfers, &s->ahead);
 }
 
@@ -272,13 +287,13 @@ int store_reserve(store *s, uint64_t accounts, uint64_t transfers, uint64_t hist
 
 uint32_t store_account_find(const store *s, const char *id, size_t id_len, uint64_t hash)
 {
-    index_keys keys = {s, true};
+    index_keys keys = {s, INDEX_ACCOUNTS};
     return index_find(&s->account_index, &keys, id, id_len, hash);
 }
 
 uint32_t store_transfer_find(const store *s, const char *id, size_t id_len, uint64_t hash)
 {
-    index_keys keys = {s, false};
+    index_keys keys = {s, INDEX_TRANSFERS};
     return index_find(&s->transfer_index, &keys, id, id_len, hash);
 }
 
@@ -323,6 +338,57 @@ uint32_t store_transfer_append(store *s, const char *id, size_t id_len, uint64_t
     transfer->from = transfer->to = transfer->link = STORE_NONE;
     index_insert(&s->transfer_index, hash, index);
     return index;
+}
+
+/* ---- submitters ---------------------------------------------------------------------------- */
+
+uint16_t store_submitter_find(const store *s, const char *name, size_t length)
+{
+    COFFER_ASSERT(length >= 1 && length <= COFFER_SUBMITTER_MAX);
+    index_keys keys = {s, INDEX_SUBMITTERS};
+    uint32_t record =
+        index_find(&s->submitter_index, &keys, name, length, store_hash(name, length));
+    return record == STORE_NONE ? 0 : (uint16_t)(record + 1);
+}
+
+int store_submitter_room(store *s, const char *name, size_t length)
+{
+    if (store_submitter_find(s, name, length))
+        return COFFER_OK;
+    if (s->submitters_count >= STORE_SUBMITTERS_MAX)
+        return COFFER_CAPACITY_EXCEEDED;
+    if (!table_reserve(&s->regions[REGION_SUBMITTERS], s->submitters_count, 1,
+                       sizeof *s->submitters, &s->submitters_capacity, 0))
+        return COFFER_OUT_OF_MEMORY;
+    index_keys keys = {s, INDEX_SUBMITTERS};
+    return index_reserve(&s->submitter_index, &keys, s->submitters_count, 1, 0);
+}
+
+uint16_t store_submitter_intern(store *s, const char *name, size_t length)
+{
+    uint16_t known = store_submitter_find(s, name, length);
+    if (known)
+        return known;
+    COFFER_ASSERT(s->submitters_count < s->submitters_capacity);
+    COFFER_ASSERT(s->submitters_count < STORE_SUBMITTERS_MAX);
+    uint32_t record = (uint32_t)s->submitters_count++;
+    store_submitter *submitter = &s->submitters[record];
+    memset(submitter, 0, sizeof *submitter);
+    memcpy(submitter->name, name, length);
+    submitter->length = (uint8_t)length;
+    index_insert(&s->submitter_index, store_hash(name, length), record);
+    return (uint16_t)(record + 1);
+}
+
+const char *store_submitter_name(const store *s, uint16_t index, size_t *length)
+{
+    COFFER_ASSERT(index <= s->submitters_count);
+    if (index == 0) {
+        *length = 0;
+        return 0;
+    }
+    *length = s->submitters[index - 1].length;
+    return s->submitters[index - 1].name;
 }
 
 /* ---- history ------------------------------------------------------------------------------- */
@@ -520,8 +586,9 @@ void store_hold_pop(store *s)
 
 store_mark store_mark_get(const store *s)
 {
-    return (store_mark){s->accounts_count, s->transfers_count, s->history_count,
-                        s->expiries_count, s->arena_used,      s->holds_pending};
+    return (store_mark){s->accounts_count,  s->transfers_count, s->history_count,
+                        s->expiries_count,  s->arena_used,      s->holds_pending,
+                        s->submitters_count};
 }
 
 void store_rollback(store *s, const store_mark *mark)
@@ -542,6 +609,13 @@ void store_rollback(store *s, const store_mark *mark)
                             store_hash(store_account_id(s, account), account->id_len), index);
         s->accounts_count--;
     }
+    while (s->submitters_count > mark->submitters_count) {
+        uint32_t index = (uint32_t)(s->submitters_count - 1);
+        const store_submitter *submitter = &s->submitters[index];
+        index_remove_newest(&s->submitter_index, store_hash(submitter->name, submitter->length),
+                            index);
+        s->submitters_count--;
+    }
     s->expiries_count = mark->expiries_count;
     s->arena_used = mark->arena_used;
     s->holds_pending = mark->holds_pending;
@@ -553,19 +627,25 @@ store_counts store_counts_get(const store *s)
 {
     return (store_counts){s->accounts_count, s->transfers_count, s->history_count,
                           s->expiries_count, s->holds_count,     s->arena_used,
-                          s->holds_pending};
+                          s->holds_pending,  s->submitters_count};
 }
 
 int store_restore_begin(store *s, const store_counts *counts)
 {
     COFFER_ASSERT(s->accounts_count == 0 && s->transfers_count == 0);
-    if (counts->accounts > s->limits.accounts_max || counts->transfers > s->limits.transfers_max)
+    if (counts->accounts > s->limits.accounts_max || counts->transfers > s->limits.transfers_max ||
+        counts->submitters > STORE_SUBMITTERS_MAX)
         return COFFER_CAPACITY_EXCEEDED;
     int code =
         store_reserve(s, counts->accounts, counts->transfers, counts->history, counts->arena_used,
                       counts->holds > counts->expiries ? counts->holds : counts->expiries);
+    if (code == COFFER_OK &&
+        !table_reserve(&s->regions[REGION_SUBMITTERS], 0, counts->submitters, sizeof *s->submitters,
+                       &s->submitters_capacity, &s->ahead))
+        code = COFFER_CAPACITY_EXCEEDED;
     if (code != COFFER_OK)
         return code;
+    s->submitters_count = counts->submitters;
     s->accounts_count = counts->accounts;
     s->transfers_count = counts->transfers;
     s->history_count = counts->history;
@@ -598,11 +678,14 @@ static int index_rebuild(store_index *index, const index_keys *keys, uint64_t re
 
 int store_restore_finish(store *s)
 {
-    index_keys account_keys = {s, true}, transfer_keys = {s, false};
+    index_keys account_keys = {s, INDEX_ACCOUNTS}, transfer_keys = {s, INDEX_TRANSFERS};
+    index_keys submitter_keys = {s, INDEX_SUBMITTERS};
     int code = index_rebuild(&s->account_index, &account_keys, s->accounts_count, &s->ahead);
-    if (code != COFFER_OK)
-        return code;
-    return index_rebuild(&s->transfer_index, &transfer_keys, s->transfers_count, &s->ahead);
+    if (code == COFFER_OK)
+        code = index_rebuild(&s->transfer_index, &transfer_keys, s->transfers_count, &s->ahead);
+    if (code == COFFER_OK)
+        code = index_rebuild(&s->submitter_index, &submitter_keys, s->submitters_count, &s->ahead);
+    return code;
 }
 
 /* ---- checking restored tables -------------------------------------------------------------- */
@@ -644,8 +727,9 @@ static bool transfer_ok(const store *s, const store_transfer *t)
     return t->id_len >= 1 && t->id_len <= COFFER_TRANSFER_ID_MAX &&
            span_ok(t->id_offset, t->id_len, s->arena_used) && aux_ok(s, t) &&
            index_ok(t->from, s->accounts_count) && index_ok(t->to, s->accounts_count) &&
-           index_ok(t->link, s->transfers_count) && t->op >= COFFER_OP_CREATE_ACCOUNT &&
-           t->op <= COFFER_OP_VOID && t->state <= COFFER_STATE_REJECTED &&
+           index_ok(t->link, s->transfers_count) && t->submitter <= s->submitters_count &&
+           t->op >= COFFER_OP_CREATE_ACCOUNT && t->op <= COFFER_OP_VOID &&
+           t->state <= COFFER_STATE_REJECTED &&
            (t->state == COFFER_STATE_REJECTED || (t->from != STORE_NONE && t->to != STORE_NONE));
 }
 
@@ -674,6 +758,9 @@ bool store_check_references(const store *s)
             return false;
     for (uint64_t i = 0; i < s->holds_count; i++)
         if (s->holds[i].transfer >= s->transfers_count)
+            return false;
+    for (uint64_t i = 0; i < s->submitters_count; i++)
+        if (s->submitters[i].length < 1 || s->submitters[i].length > COFFER_SUBMITTER_MAX)
             return false;
     return true;
 }

@@ -2,10 +2,10 @@
  * store.h — the in-memory tables the core applies to: accounts and transfers by id, a byte
  * arena for ids and metadata, per-account history, pending holds by expiry, and expiries.
  *
- * Growth happens only in store_reserve(), which the engine calls before a batch; the core then
- * appends without allocating. Rollback of an atomic batch truncates the tables back to a mark.
- * Records refer to each other by uint32 index (STORE_NONE for none), never by pointer, because
- * tables move when they grow.
+ * Growth happens only in store_reserve() (and store_submitter_room()), which the engine calls
+ * before a batch; the core then appends without allocating. Rollback of an atomic batch truncates
+ * the tables back to a mark. Records refer to each other by uint32 index (STORE_NONE for none),
+ * never by pointer, because tables move when they grow.
  */
 #ifndef COFFER_STORE_H
 #define COFFER_STORE_H
@@ -67,7 +67,24 @@ typedef struct store_transfer {
     uint8_t state; /* enum coffer_transfer_state */
     uint8_t flags; /* COFFER_FLAG_UP_TO and the EXPECT flags */
     uint8_t field; /* a rejection's field, an index into ledger's field names */
+    /* Who submitted it: an index into the submitters table, 0 for none. It sits in what was
+     * padding, so naming the submitter costs a transfer no memory. */
+    uint16_t submitter;
 } store_transfer;
+
+_Static_assert(sizeof(store_transfer) == 80, "store_transfer grew: it is held per transfer");
+
+/*
+ * The distinct names batches were submitted under (API tokens' names, or what an embedding
+ * program passed to coffer_submit_as_async), each kept once: store_transfer.submitter is
+ * index + 1 into this table. There are few of them (one per token), so the bound is the
+ * uint16_t's; a new name past it is refused with capacity_exceeded (see store_submitter_room).
+ */
+#define STORE_SUBMITTERS_MAX 65535
+typedef struct store_submitter {
+    char name[COFFER_SUBMITTER_MAX];
+    uint8_t length; /* 1..COFFER_SUBMITTER_MAX */
+} store_submitter;
 
 /*
  * Rarely present parts of a transfer, kept out of the hot record: expected versions, metadata,
@@ -147,8 +164,12 @@ typedef struct store {
     uint64_t arena_used, arena_capacity;
     store_index account_index;
     store_index transfer_index;
-    /* The regions under accounts, transfers, history, expiries, holds and the arena. */
-    store_region regions[6];
+    store_submitter *submitters; /* submitter index i is submitters[i - 1] */
+    uint64_t submitters_count, submitters_capacity;
+    store_index submitter_index;
+    /* The regions under accounts, transfers, history, expiries, holds, the arena and the
+     * submitters. */
+    store_region regions[7];
     /* Ranges the last store_reserve() asks the engine to populate ahead of use. */
     store_ranges ahead;
 } store;
@@ -156,7 +177,7 @@ typedef struct store {
 /* A position the tables can be truncated back to (rollback of an atomic batch). */
 typedef struct store_mark {
     uint64_t accounts_count, transfers_count, history_count, expiries_count, arena_used;
-    uint64_t holds_pending;
+    uint64_t holds_pending, submitters_count;
 } store_mark;
 
 int store_init(store *s, const store_limits *limits);
@@ -195,6 +216,18 @@ int64_t store_history_delta(const store *s, const store_history *entry);
 
 void store_expiry_append(store *s, uint64_t seq, uint64_t timestamp, uint32_t hold);
 
+/* The index of a submitter's name (`length` bytes, 1..COFFER_SUBMITTER_MAX), or 0 when it has
+ * none yet. */
+uint16_t store_submitter_find(const store *s, const char *name, size_t length);
+/* Makes room so that store_submitter_intern() of this name cannot fail: COFFER_OK when it is
+ * known or there is room for one more, CAPACITY_EXCEEDED when it is new and the table holds
+ * STORE_SUBMITTERS_MAX names. Called before applying each submission that names one. */
+int store_submitter_room(store *s, const char *name, size_t length);
+/* The name's index, adding it when new (room made by store_submitter_room). */
+uint16_t store_submitter_intern(store *s, const char *name, size_t length);
+/* The name of submitter `index` (1..submitters_count) and its length; NULL for 0. */
+const char *store_submitter_name(const store *s, uint16_t index, size_t *length);
+
 void store_hold_push(store *s, uint64_t expires_at, uint32_t transfer);
 /* The soonest entry of the heap, or false when empty. Entries may be stale (not pending). */
 bool store_hold_peek(const store *s, store_hold_ref *out);
@@ -203,11 +236,12 @@ void store_hold_pop(store *s);
 /* The sizes of every table, for snapshots. */
 typedef struct store_counts {
     uint64_t accounts, transfers, history, expiries, holds, arena_used, holds_pending;
+    uint64_t submitters;
 } store_counts;
 
 store_counts store_counts_get(const store *s);
 /* Restoring from a snapshot: _begin makes an empty store's tables the given sizes (their bytes
- * are then copied in by the caller), _finish rebuilds the id indexes. COFFER_OK, or
+ * are then copied in by the caller), _finish rebuilds the id and name indexes. COFFER_OK, or
  * CAPACITY_EXCEEDED when the counts do not fit the configured limits. */
 int store_restore_begin(store *s, const store_counts *counts);
 int store_restore_finish(store *s);

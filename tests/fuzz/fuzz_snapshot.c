@@ -71,7 +71,7 @@ static void as_tables(const uint8_t *data, size_t size)
     store_counts counts = {data[0] % 8,  data[1] % 8,
                            data[2] % 16, data[3] % 4,
                            data[4] % 4,  8 + (uint64_t)(data[5] | (data[6] << 8)) % 4096,
-                           data[7] % 4};
+                           data[7] % 4,  (uint64_t)(data[7] >> 4) % 4};
     if (store_restore_begin(&s, &counts) != COFFER_OK)
         abort();
     struct {
@@ -84,6 +84,7 @@ static void as_tables(const uint8_t *data, size_t size)
         {s.expiries, counts.expiries * sizeof *s.expiries},
         {s.holds, counts.holds * sizeof *s.holds},
         {s.arena, counts.arena_used},
+        {s.submitters, counts.submitters * sizeof *s.submitters},
     };
     size_t at = 8;
     for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)

@@ -14,7 +14,8 @@ import threading
 import time
 import unittest
 
-from harness import SLOW, ServerTestCase, coffer_binary, raw_request, read_response, uid
+from harness import (SLOW, Server, ServerTestCase, coffer_binary, issue_tokens, raw_request,
+                     read_response, uid)
 
 
 def coffer(*args, env=None):
@@ -555,6 +556,87 @@ class Deadlines(ServerTestCase):
                 s.sendall(request)
                 self.assertEqual(read_response(s)[0], 200)
                 time.sleep(0.6)
+
+
+class Submitters(unittest.TestCase):
+    """GET /v1/transfers/{id} names the token whose request recorded the transfer, and the name
+    survives a restart that replays the log and one that loads a snapshot."""
+
+    def setUp(self):
+        self.server = Server()
+        self.addCleanup(self.server.cleanup)
+        _, self.secrets = issue_tokens(self.server, (("alice", "write", None),
+                                                     ("bob", "write", None)))
+        self.server.start()
+
+    def call(self, name, method, path, body=None):
+        client = self.server.client()
+        try:
+            return client.request(method, path, body=body,
+                                  headers={"Authorization": "Bearer " + self.secrets[name]})
+        finally:
+            client.close()
+
+    def submitters(self, ids):
+        found = {}
+        for transfer_id in ids:
+            r = self.call("bob", "GET", "/v1/transfers/" + transfer_id)
+            self.assertEqual(r.status, 200, r)
+            found[transfer_id] = r.json()["submitted_by"]
+        return found
+
+    def test_a_transfer_names_its_token_across_restarts(self):
+        bank, user = uid("bank"), uid("user")
+        for account in ({"id": bank, "currency": "KRW", "min_balance": None},
+                        {"id": user, "currency": "KRW"}):
+            self.assertEqual(self.call("alice", "POST", "/v1/accounts", account).status, 201)
+        paid, held, refused, batch = uid("paid"), uid("held"), uid("refused"), uid("batch")
+        writes = [("alice", {"id": paid, "from": bank, "to": user, "amount": 5}),
+                  ("bob", {"id": held, "from": bank, "to": user, "amount": 2,
+                           "hold": {"timeout_ms": 3600000}}),
+                  ("alice", {"id": refused, "from": user, "to": bank, "amount": 10 ** 9})]
+        for name, body in writes:
+            self.assertIn(self.call(name, "POST", "/v1/transfers", body).status, (201, 409))
+        self.assertEqual(self.call("bob", "POST", "/v1/transfers", {
+            "atomic": True, "transfers": [{"id": batch, "from": bank, "to": user, "amount": 1}]
+        }).status, 200)
+        expected = {paid: "alice", held: "bob", refused: "alice", batch: "bob"}
+        self.assertEqual(self.submitters(expected), expected)
+        holds = self.call("alice", "GET", "/v1/holds?account=" + user).json()["holds"]
+        self.assertEqual([(h["id"], h["submitted_by"]) for h in holds], [(held, "bob")])
+        shown = coffer("--server", "http://127.0.0.1:%d" % self.server.port, "--token",
+                       self.secrets["alice"], "transfer", "get", held)
+        self.assertEqual(shown.returncode, 0, shown.stderr)
+        self.assertIn(", by bob)", shown.stdout)
+
+        self.server.kill()  # no snapshot at close: recovery replays the log
+        self.server.start()
+        self.assertNotIn("snapshot at seq", self.server.stderr(run=-1))
+        self.assertEqual(self.submitters(expected), expected)
+
+        self.server.restart()  # the SIGTERM wrote a snapshot, which this start loads
+        self.assertRegex(self.server.stderr(run=-1), r"snapshot at seq \d+ loaded")
+        self.assertEqual(self.submitters(expected), expected)
+        self.server.stop()
+        run = subprocess.run([coffer_binary(), "verify", self.server.data_dir],
+                             capture_output=True, text=True, timeout=120 * SLOW)
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+
+    def test_without_tokens_submitted_by_is_null(self):
+        server = Server()
+        self.addCleanup(server.cleanup)
+        server.start()
+        client = server.client()
+        self.addCleanup(client.close)
+        bank, user, paid = uid("bank"), uid("user"), uid("paid")
+        for account in ({"id": bank, "currency": "KRW", "min_balance": None},
+                        {"id": user, "currency": "KRW"}):
+            self.assertEqual(client.post("/v1/accounts", account).status, 201)
+        self.assertEqual(client.post("/v1/transfers", {"id": paid, "from": bank, "to": user,
+                                                       "amount": 3}).status, 201)
+        body = client.get("/v1/transfers/" + paid).json()
+        self.assertIn("submitted_by", body)
+        self.assertIsNone(body["submitted_by"])
 
 
 if __name__ == "__main__":

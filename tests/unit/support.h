@@ -6,6 +6,8 @@
 #ifndef COFFER_TESTS_UNIT_SUPPORT_H
 #define COFFER_TESTS_UNIT_SUPPORT_H
 
+#include <pthread.h>
+
 /* cmocka needs these before its own header. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -342,6 +344,46 @@ static inline void verify_ok(coffer *db)
     }
     assert_int_equal(report.problem_count, 0);
     assert_true(report.ok);
+}
+
+/* ---- submitting under a name (coffer_submit_as_async, waited for) -------------------------- */
+
+typedef struct submitted {
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    bool done;
+} submitted;
+
+static inline void submit_done(coffer_job *job)
+{
+    submitted *s = job->context;
+    pthread_mutex_lock(&s->mutex);
+    s->done = true;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mutex);
+}
+
+/* Submits `count` events under `submitted_by` and waits: the job's status (OK when every
+ * event has its result). */
+static inline int submit_batch_as(coffer *db, const char *submitted_by, const coffer_event *events,
+                                  size_t count, bool atomic, coffer_result *results)
+{
+    submitted s = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
+    coffer_job job = {.on_done = submit_done, .context = &s};
+    assert_int_equal(coffer_submit_as_async(db, &job, submitted_by, events, count, atomic, results),
+                     COFFER_OK);
+    pthread_mutex_lock(&s.mutex);
+    while (!s.done)
+        pthread_cond_wait(&s.cond, &s.mutex);
+    pthread_mutex_unlock(&s.mutex);
+    return job.status;
+}
+
+/* One event under `submitted_by`, which the engine must take. */
+static inline void submit_as(coffer *db, const char *submitted_by, const coffer_event *event,
+                             coffer_result *result)
+{
+    assert_int_equal(submit_batch_as(db, submitted_by, event, 1, false, result), COFFER_OK);
 }
 
 #endif /* COFFER_TESTS_UNIT_SUPPORT_H */

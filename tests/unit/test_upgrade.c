@@ -4,7 +4,9 @@
  * the tables as their structs lay them out); its ledger is read back three ways (its newest
  * snapshot, an older snapshot plus the log, the log alone) and after a reopen in today's format.
  * Its log is in record format 1: today's records (format 2) are appended after it, and the mix
- * replays, verifies and dumps.
+ * replays, verifies and dumps. tests/data/v2/ was made by the code before snapshots kept who
+ * submitted each transfer (snapshot format 2, record format 2): its transfers get their
+ * submitters back from the log, whichever snapshot recovery starts from.
  */
 #include <libgen.h>
 #include <pthread.h>
@@ -63,12 +65,14 @@ static void copy_file(const char *from, const char *to)
     assert_int_equal(fclose(out), 0);
 }
 
-/* Copies tests/data/v1 into a fresh temp directory, leaving out the files named in `skip`. */
-static void upgrade_prepare(upgrade *u, const char *const *skip, size_t skip_count)
+/* Copies tests/data/`version` into a fresh temp directory, leaving out the files named in
+ * `skip`. */
+static void upgrade_prepare_from(upgrade *u, const char *version, const char *const *skip,
+                                 size_t skip_count)
 {
     char source[4096], here[4096];
     snprintf(here, sizeof here, "%s", __FILE__);
-    snprintf(source, sizeof source, "%s/../data/v1", dirname(here));
+    snprintf(source, sizeof source, "%s/../data/%s", dirname(here), version);
     snprintf(u->dir, sizeof u->dir, "/tmp/coffer-upgrade-XXXXXX");
     assert_non_null(mkdtemp(u->dir));
     u->clock_ns = TEST_CLOCK_START_NS + 2000000000ULL; /* after the last event, before expiries */
@@ -87,6 +91,11 @@ static void upgrade_prepare(upgrade *u, const char *const *skip, size_t skip_cou
         copy_file(from, to);
     }
     closedir(listing);
+}
+
+static void upgrade_prepare(upgrade *u, const char *const *skip, size_t skip_count)
+{
+    upgrade_prepare_from(u, "v1", skip, skip_count);
 }
 
 static coffer *upgrade_open(upgrade *u)
@@ -196,36 +205,6 @@ static void test_v1_log_alone(void **state)
 
 /* ---- format 1 records followed by format 2 ------------------------------------------------- */
 
-typedef struct submitted {
-    pthread_mutex_t mutex;
-    pthread_cond_t cond;
-    bool done;
-} submitted;
-
-static void submit_done(coffer_job *job)
-{
-    submitted *s = job->context;
-    pthread_mutex_lock(&s->mutex);
-    s->done = true;
-    pthread_cond_broadcast(&s->cond);
-    pthread_mutex_unlock(&s->mutex);
-}
-
-/* One event through coffer_submit_as_async(), waited for. */
-static void submit_as(coffer *db, const char *submitted_by, const coffer_event *event,
-                      coffer_result *result)
-{
-    submitted s = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
-    coffer_job job = {.on_done = submit_done, .context = &s};
-    assert_int_equal(coffer_submit_as_async(db, &job, submitted_by, event, 1, false, result),
-                     COFFER_OK);
-    pthread_mutex_lock(&s.mutex);
-    while (!s.done)
-        pthread_cond_wait(&s.cond, &s.mutex);
-    pthread_mutex_unlock(&s.mutex);
-    assert_int_equal(job.status, COFFER_OK);
-}
-
 /* What coffer_dump_dir() showed of the log. */
 typedef struct dumped {
     uint64_t format_1, format_2; /* events without and with an outcome */
@@ -327,6 +306,81 @@ static void test_v1_log_continues_in_format_2(void **state)
     remove_tree(u.dir);
 }
 
+/* ---- snapshot format 2: submitters from the log -------------------------------------------- */
+
+/* tests/data/v2: accounts created under "admin", then deposit-1 (alice), deposit-2 (no name),
+ * the atomic pay-1 and pay-2 (bob) and the rejected too-much (alice) before the snapshot at
+ * seq 8; after-snapshot (carol) and after-snapshot-2 (alice) before the one at seq 10. */
+static const char *const v2_submitters[][2] = {
+    {"deposit-1", "alice"},
+    {"deposit-2", ""},
+    {"pay-1", "bob"},
+    {"pay-2", "bob"},
+    {"too-much", "alice"},
+    {"after-snapshot", "carol"},
+    {"after-snapshot-2", "alice"},
+};
+
+static void assert_v2_submitters(coffer *db)
+{
+    for (size_t i = 0; i < sizeof v2_submitters / sizeof v2_submitters[0]; i++) {
+        coffer_transfer transfer;
+        assert_int_equal(coffer_transfer_get(db, v2_submitters[i][0], &transfer), COFFER_OK);
+        assert_string_equal(transfer.submitted_by, v2_submitters[i][1]);
+    }
+    assert_int_equal(balance_of(db, "user:1"), 1000 - 100 + 50 + 10 + 7);
+}
+
+/* Opens the v2 copy from `snapshot`, checks it and verifies the directory; then a write under
+ * a new name and a close write a format 3 snapshot, and the reopen from it checks again. */
+static void upgrade_check_v2(upgrade *u, const char *snapshot)
+{
+    coffer *db = upgrade_open(u);
+    assert_non_null(strstr(u->loaded, snapshot));
+    assert_v2_submitters(db);
+    coffer_close(db);
+    coffer_dir_report report;
+    assert_int_equal(coffer_verify_dir(u->dir, NULL, NULL, NULL, &report), COFFER_OK);
+    assert_true(report.ok);
+    assert_true(report.snapshot_matches);
+
+    db = upgrade_open(u);
+    coffer_event transfer = {.op = COFFER_OP_TRANSFER,
+                             .id = "after-upgrade",
+                             .from = "bank",
+                             .to = "user:2",
+                             .amount = 1};
+    coffer_result result;
+    submit_as(db, "dave", &transfer, &result);
+    assert_int_equal(result.code, COFFER_CREATED);
+    coffer_close(db);
+    db = upgrade_open(u);
+    assert_non_null(strstr(u->loaded, "snapshot at seq 11 loaded"));
+    assert_v2_submitters(db);
+    assert_string_equal(transfer_get(db, "after-upgrade").submitted_by, "dave");
+    coffer_close(db);
+    assert_int_equal(coffer_verify_dir(u->dir, NULL, NULL, NULL, &report), COFFER_OK);
+    assert_true(report.ok);
+    remove_tree(u->dir);
+}
+
+static void test_v2_newest_snapshot(void **state)
+{
+    (void)state;
+    upgrade u;
+    upgrade_prepare_from(&u, "v2", NULL, 0);
+    upgrade_check_v2(&u, "snapshot at seq 10 loaded");
+}
+
+static void test_v2_older_snapshot_and_log(void **state)
+{
+    (void)state;
+    static const char *const skip[] = {"snapshot-00000000000000000010.cfs"};
+    upgrade u;
+    upgrade_prepare_from(&u, "v2", skip, 1);
+    upgrade_check_v2(&u, "snapshot at seq 8 loaded");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -334,6 +388,8 @@ int main(void)
         cmocka_unit_test(test_v1_older_snapshot_and_log),
         cmocka_unit_test(test_v1_log_alone),
         cmocka_unit_test(test_v1_log_continues_in_format_2),
+        cmocka_unit_test(test_v2_newest_snapshot),
+        cmocka_unit_test(test_v2_older_snapshot_and_log),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
