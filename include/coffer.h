@@ -384,8 +384,8 @@ typedef struct coffer_transfer {
     uint32_t metadata_len;
     char metadata[COFFER_METADATA_MAX + 1];
     /* The name the batch that recorded it was submitted under (coffer_submit_as_async; over
-     * HTTP the token's name), "" for none. Added after 0.1.0, at the end: coffer_transfer has
-     * no size field, so a program built against headers without it must be rebuilt. */
+     * HTTP the token's name), "" for none. Added in 0.2.0: coffer_transfer has no size field, so
+     * it grew with a new soname (libcoffer.so.1) and programs built against 0.1 are rebuilt. */
     char submitted_by[COFFER_SUBMITTER_MAX + 1];
 } coffer_transfer;
 
