@@ -9,8 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/check.h"
 #include "server/http.h"
 #include "server/parse.h"
+#include "server/routes.h"
 
 /* ---- writes -------------------------------------------------------------------------------- */
 
@@ -26,62 +28,106 @@ static const char *submitter(request *r)
     return r->submitted_by;
 }
 
-static enum MHD_Result start_write(request *r, int decoded, const decode_error *error)
+/* Decodes the body of the request's route into r->batch. */
+static int decode_write(request *r, decode_error *error)
 {
-    if (decoded != COFFER_OK)
-        return http_problem(r, error->code, error->field, error->detail);
+    switch (r->route) {
+    case ROUTE_ACCOUNTS:
+        return decode_accounts(r->body, r->body_length, &r->batch, error);
+    case ROUTE_TRANSFERS:
+        return decode_transfers(r->body, r->body_length, r->idempotency_key, &r->batch, error);
+    case ROUTE_HOLD_POST:
+    case ROUTE_HOLD_VOID:
+        return decode_resolution(r->body, r->body_length,
+                                 r->route == ROUTE_HOLD_POST ? COFFER_OP_POST : COFFER_OP_VOID,
+                                 r->path_id, r->idempotency_key, &r->batch, error);
+    }
+    COFFER_UNREACHABLE();
+    return COFFER_INTERNAL;
+}
+
+/* Decodes the write, checks it against the token and makes room for its results. False with
+ * the answer in *problem when it is refused. On a network thread or a bulk worker. */
+static bool write_prepare(request *r, encoded *problem)
+{
+    decode_error error;
+    int code = decode_write(r, &error);
+    if (code != COFFER_OK) {
+        encode_problem(problem, error.code, error.field, error.detail);
+        return false;
+    }
     const char *refused;
-    if (guard_check_events(r, &refused) != COFFER_OK)
-        return http_problem(r, COFFER_FORBIDDEN, 0, refused);
+    if (guard_check_events(r, &refused) != COFFER_OK) {
+        encode_problem(problem, COFFER_FORBIDDEN, 0, refused);
+        return false;
+    }
     r->results = calloc(r->batch.count, sizeof *r->results);
-    if (!r->results)
-        return http_problem(r, COFFER_OUT_OF_MEMORY, 0, 0);
+    if (!r->results) {
+        encode_problem(problem, COFFER_OUT_OF_MEMORY, 0, 0);
+        return false;
+    }
+    return true;
+}
+
+static int write_submit(request *r)
+{
+    return coffer_submit_as_async(r->server->db, &r->job, submitter(r), r->batch.events,
+                                  r->batch.count, r->batch.atomic, r->results);
+}
+
+/* The engine's answer to a write, or the problem it failed with. */
+static void write_answer(request *r, encoded *response)
+{
+    if (r->job.status != COFFER_OK)
+        encode_problem(response, r->job.status, 0, 0);
+    else
+        encode_write(response, r->batch.events, r->results, r->batch.count, r->batch.batch,
+                     r->batch.atomic);
+}
+
+/* A large body's start, on a bulk worker (its connection is suspended already). */
+static bool write_start_bulk(request *r, encoded *problem)
+{
+    if (!write_prepare(r, problem))
+        return false;
+    int code = write_submit(r);
+    if (code == COFFER_OK)
+        return true; /* the engine's now: r is not touched again here */
+    r->job.status = code;
+    encode_problem(problem, code, 0, 0);
+    return false;
+}
+
+/* Every write route: a large body goes to the bulk workers, so the network thread does not
+ * spend milliseconds on it while its other connections wait. */
+static enum MHD_Result start_write(request *r)
+{
+    r->idempotency_key = http_header(r, "Idempotency-Key");
+    if (bulk_takes(r)) {
+        if (bulk_submit(r->server->bulk, r, write_start_bulk, write_answer))
+            return MHD_YES;
+        return http_problem(r, COFFER_OVERLOADED, 0, "too many large bodies waiting to be decoded");
+    }
+    encoded problem;
+    if (!write_prepare(r, &problem))
+        return http_send(r, &problem);
     http_suspend(r);
-    return http_started(r, coffer_submit_as_async(r->server->db, &r->job, submitter(r),
-                                                  r->batch.events, r->batch.count, r->batch.atomic,
-                                                  r->results));
+    return http_started(r, write_submit(r));
 }
 
-enum MHD_Result handle_create_accounts(request *r)
+enum MHD_Result handle_write(request *r)
 {
-    decode_error error;
-    int code = decode_accounts(r->body, r->body_length, &r->batch, &error);
-    return start_write(r, code, &error);
-}
-
-enum MHD_Result handle_transfers(request *r)
-{
-    decode_error error;
-    int code = decode_transfers(r->body, r->body_length, http_header(r, "Idempotency-Key"),
-                                &r->batch, &error);
-    return start_write(r, code, &error);
-}
-
-static enum MHD_Result start_resolution(request *r, int op)
-{
-    decode_error error;
-    int code = decode_resolution(r->body, r->body_length, op, r->path_id,
-                                 http_header(r, "Idempotency-Key"), &r->batch, &error);
-    return start_write(r, code, &error);
-}
-
-enum MHD_Result handle_hold_post(request *r)
-{
-    return start_resolution(r, COFFER_OP_POST);
-}
-
-enum MHD_Result handle_hold_void(request *r)
-{
-    return start_resolution(r, COFFER_OP_VOID);
+    return start_write(r);
 }
 
 enum MHD_Result answer_write(request *r)
 {
-    if (r->job.status != COFFER_OK)
-        return http_problem(r, r->job.status, 0, 0);
+    if (r->bulk.answered) { /* encoded by a bulk worker */
+        r->bulk.answered = false;
+        return http_send(r, &r->bulk.response);
+    }
     encoded response;
-    encode_write(&response, r->batch.events, r->results, r->batch.count, r->batch.batch,
-                 r->batch.atomic);
+    write_answer(r, &response);
     return http_send(r, &response);
 }
 

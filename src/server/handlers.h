@@ -10,10 +10,8 @@
 
 typedef struct request request; /* http.h */
 
-enum MHD_Result handle_create_accounts(request *r);
-enum MHD_Result handle_transfers(request *r);
-enum MHD_Result handle_hold_post(request *r);
-enum MHD_Result handle_hold_void(request *r);
+/* Every write route (accounts, transfers, posting and voiding holds). */
+enum MHD_Result handle_write(request *r);
 enum MHD_Result handle_account(request *r);
 enum MHD_Result handle_history(request *r);
 enum MHD_Result handle_transfer(request *r);
