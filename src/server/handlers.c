@@ -131,6 +131,65 @@ enum MHD_Result answer_write(request *r)
     return http_send(r, &response);
 }
 
+/* ---- writes whose answer was lost ----------------------------------------------------------- */
+
+/* What a connection's end was, for the log. */
+static const char *termination_name(enum MHD_RequestTerminationCode reason)
+{
+    switch (reason) {
+    case MHD_REQUEST_TERMINATED_WITH_ERROR:
+        return "the connection failed while the answer was sent";
+    case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED:
+        return "the connection timed out";
+    case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN:
+        return "the server stopped";
+    case MHD_REQUEST_TERMINATED_READ_ERROR:
+    case MHD_REQUEST_TERMINATED_CLIENT_ABORT:
+        return "the client closed the connection";
+    default:
+        return "the connection ended";
+    }
+}
+
+/* An id for the log: its bytes outside printable ASCII become '?' (a refused event's id may
+ * hold anything), at most `size` - 1 of them; "(none)" for no id. */
+static void loggable(char *out, size_t size, const char *text)
+{
+    size_t length = 0;
+    for (; text && text[length] && length + 1 < size; length++)
+        out[length] = text[length] > ' ' && text[length] < 127 ? text[length] : '?';
+    out[length] = 0;
+    if (!length)
+        snprintf(out, size, "(none)");
+}
+
+void write_completed(request *r, enum MHD_RequestTerminationCode reason)
+{
+    if (r->bulk.answered) /* encoded, never sent */
+        free(r->bulk.response.body);
+    r->bulk.answered = false;
+    /* Decided: the engine answered the write, so its outcome is in the log, durable. */
+    bool decided = r->results && r->state == STATE_ANSWERED && r->job.status == COFFER_OK;
+    if (reason == MHD_REQUEST_TERMINATED_COMPLETED_OK || !decided)
+        return;
+    atomic_fetch_add(&r->server->metrics.writes_undelivered, 1);
+    char first[COFFER_TRANSFER_ID_MAX + 1], last[COFFER_TRANSFER_ID_MAX + 1];
+    char path_id[COFFER_TRANSFER_ID_MAX + 1], events[2 * COFFER_TRANSFER_ID_MAX + 64];
+    loggable(first, sizeof first, r->batch.events[0].id);
+    loggable(last, sizeof last, r->batch.events[r->batch.count - 1].id);
+    loggable(path_id, sizeof path_id, r->path_id);
+    if (r->batch.count == 1)
+        snprintf(events, sizeof events, "1 event, id %s", first);
+    else
+        snprintf(events, sizeof events, "%zu events, ids %s .. %s", r->batch.count, first, last);
+    const route_spec *route = &routes[r->route];
+    fprintf(stderr,
+            "coffer: request %s %s %s%s%s applied but its answer was not delivered (%s): %s; "
+            "a retry with the same ids answers the outcome\n",
+            r->request_id, r->method, route->path, r->path_id ? path_id : "",
+            route->suffix ? route->suffix : "", termination_name(reason), events);
+}
+
 /* ---- reads --------------------------------------------------------------------------------- */
 
 /* A query parameter that must be a whole number in [min, max]; `fallback` when absent. */

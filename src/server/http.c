@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "server/deadline.h"
+#include "server/handlers.h"
 #include "server/routes.h"
 
 uint64_t http_now_ns(void)
@@ -285,8 +286,7 @@ static void on_completed(void *context, struct MHD_Connection *connection, void 
     if (!r)
         return;
     feed_request_done(r, reason);
-    if (r->bulk.answered) /* encoded, never sent */
-        free(r->bulk.response.body);
+    write_completed(r, reason);
     decode_batch_free(&r->batch);
     free(r->results);
     free(r->history);
