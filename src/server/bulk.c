@@ -8,6 +8,8 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "base/check.h"
 #include "server/http.h"
@@ -84,6 +86,9 @@ static void work(request *r, bool answering)
 static void *worker_main(void *argument)
 {
     pthread_setname_np(pthread_self(), "coffer-bulk"); /* as ps, top and perf show it */
+    /* Below the threads that serve small requests (network, writer, log): on busy cores a
+     * batch's decoding waits for them, not they for it. Linux sets nice per thread. */
+    setpriority(PRIO_PROCESS, (id_t)gettid(), BULK_NICE);
     bulk_pool *pool = argument;
     pthread_mutex_lock(&pool->mutex);
     for (;;) {

@@ -18,6 +18,8 @@
 /* Workers: decoding is the network threads' heaviest work, and the machine's other cores
  * run the writer and the log thread. */
 #define BULK_WORKERS 2
+/* The workers' nice value (0 is the others'). */
+#define BULK_NICE 5
 /* Requests waiting for a worker to decode them; past it, 503 overloaded. Each also holds its
  * body, which the bound of body bytes in flight counts. */
 #define BULK_WAITING_MAX 64
