@@ -9,8 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/check.h"
 #include "server/http.h"
 #include "server/parse.h"
+#include "server/routes.h"
 
 /* ---- writes -------------------------------------------------------------------------------- */
 
@@ -26,63 +28,166 @@ static const char *submitter(request *r)
     return r->submitted_by;
 }
 
-static enum MHD_Result start_write(request *r, int decoded, const decode_error *error)
+/* Decodes the body of the request's route into r->batch. */
+static int decode_write(request *r, decode_error *error)
 {
-    if (decoded != COFFER_OK)
-        return http_problem(r, error->code, error->field, error->detail);
+    switch (r->route) {
+    case ROUTE_ACCOUNTS:
+        return decode_accounts(r->body, r->body_length, &r->batch, error);
+    case ROUTE_TRANSFERS:
+        return decode_transfers(r->body, r->body_length, r->idempotency_key, &r->batch, error);
+    case ROUTE_HOLD_POST:
+    case ROUTE_HOLD_VOID:
+        return decode_resolution(r->body, r->body_length,
+                                 r->route == ROUTE_HOLD_POST ? COFFER_OP_POST : COFFER_OP_VOID,
+                                 r->path_id, r->idempotency_key, &r->batch, error);
+    }
+    COFFER_UNREACHABLE();
+    return COFFER_INTERNAL;
+}
+
+/* Decodes the write, checks it against the token and makes room for its results. False with
+ * the answer in *problem when it is refused. On a network thread or a bulk worker. */
+static bool write_prepare(request *r, encoded *problem)
+{
+    decode_error error;
+    int code = decode_write(r, &error);
+    if (code != COFFER_OK) {
+        encode_problem(problem, error.code, error.field, error.detail);
+        return false;
+    }
     const char *refused;
-    if (guard_check_events(r, &refused) != COFFER_OK)
-        return http_problem(r, COFFER_FORBIDDEN, 0, refused);
+    if (guard_check_events(r, &refused) != COFFER_OK) {
+        encode_problem(problem, COFFER_FORBIDDEN, 0, refused);
+        return false;
+    }
     r->results = calloc(r->batch.count, sizeof *r->results);
-    if (!r->results)
-        return http_problem(r, COFFER_OUT_OF_MEMORY, 0, 0);
+    if (!r->results) {
+        encode_problem(problem, COFFER_OUT_OF_MEMORY, 0, 0);
+        return false;
+    }
+    return true;
+}
+
+static int write_submit(request *r)
+{
+    return coffer_submit_as_async(r->server->db, &r->job, submitter(r), r->batch.events,
+                                  r->batch.count, r->batch.atomic, r->results);
+}
+
+/* The engine's answer to a write, or the problem it failed with. */
+static void write_answer(request *r, encoded *response)
+{
+    if (r->job.status != COFFER_OK)
+        encode_problem(response, r->job.status, 0, 0);
+    else
+        encode_write(response, r->batch.events, r->results, r->batch.count, r->batch.batch,
+                     r->batch.atomic);
+}
+
+/* A large body's start, on a bulk worker (its connection is suspended already). */
+static bool write_start_bulk(request *r, encoded *problem)
+{
+    if (!write_prepare(r, problem))
+        return false;
+    int code = write_submit(r);
+    if (code == COFFER_OK)
+        return true; /* the engine's now: r is not touched again here */
+    r->job.status = code;
+    encode_problem(problem, code, 0, 0);
+    return false;
+}
+
+/* Every write route: a large body goes to the bulk workers, so the network thread does not
+ * spend milliseconds on it while its other connections wait. */
+static enum MHD_Result start_write(request *r)
+{
+    r->idempotency_key = http_header(r, "Idempotency-Key");
+    if (bulk_takes(r)) {
+        if (bulk_submit(r->server->bulk, r, write_start_bulk, write_answer))
+            return MHD_YES;
+        return http_problem(r, COFFER_OVERLOADED, 0, "too many large bodies waiting to be decoded");
+    }
+    encoded problem;
+    if (!write_prepare(r, &problem))
+        return http_send(r, &problem);
     http_suspend(r);
-    return http_started(r, coffer_submit_as_async(r->server->db, &r->job, submitter(r),
-                                                  r->batch.events, r->batch.count, r->batch.atomic,
-                                                  r->results));
+    return http_started(r, write_submit(r));
 }
 
-enum MHD_Result handle_create_accounts(request *r)
+enum MHD_Result handle_write(request *r)
 {
-    decode_error error;
-    int code = decode_accounts(r->body, r->body_length, &r->batch, &error);
-    return start_write(r, code, &error);
-}
-
-enum MHD_Result handle_transfers(request *r)
-{
-    decode_error error;
-    int code = decode_transfers(r->body, r->body_length, http_header(r, "Idempotency-Key"),
-                                &r->batch, &error);
-    return start_write(r, code, &error);
-}
-
-static enum MHD_Result start_resolution(request *r, int op)
-{
-    decode_error error;
-    int code = decode_resolution(r->body, r->body_length, op, r->path_id,
-                                 http_header(r, "Idempotency-Key"), &r->batch, &error);
-    return start_write(r, code, &error);
-}
-
-enum MHD_Result handle_hold_post(request *r)
-{
-    return start_resolution(r, COFFER_OP_POST);
-}
-
-enum MHD_Result handle_hold_void(request *r)
-{
-    return start_resolution(r, COFFER_OP_VOID);
+    return start_write(r);
 }
 
 enum MHD_Result answer_write(request *r)
 {
-    if (r->job.status != COFFER_OK)
-        return http_problem(r, r->job.status, 0, 0);
+    if (r->bulk.answered) { /* encoded by a bulk worker */
+        r->bulk.answered = false;
+        return http_send(r, &r->bulk.response);
+    }
     encoded response;
-    encode_write(&response, r->batch.events, r->results, r->batch.count, r->batch.batch,
-                 r->batch.atomic);
+    write_answer(r, &response);
     return http_send(r, &response);
+}
+
+/* ---- writes whose answer was lost ----------------------------------------------------------- */
+
+/* What a connection's end was, for the log. */
+static const char *termination_name(enum MHD_RequestTerminationCode reason)
+{
+    switch (reason) {
+    case MHD_REQUEST_TERMINATED_WITH_ERROR:
+        return "the connection failed while the answer was sent";
+    case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED:
+        return "the connection timed out";
+    case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN:
+        return "the server stopped";
+    case MHD_REQUEST_TERMINATED_READ_ERROR:
+    case MHD_REQUEST_TERMINATED_CLIENT_ABORT:
+        return "the client closed the connection";
+    default:
+        return "the connection ended";
+    }
+}
+
+/* An id for the log: its bytes outside printable ASCII become '?' (a refused event's id may
+ * hold anything), at most `size` - 1 of them; "(none)" for no id. */
+static void loggable(char *out, size_t size, const char *text)
+{
+    size_t length = 0;
+    for (; text && text[length] && length + 1 < size; length++)
+        out[length] = text[length] > ' ' && text[length] < 127 ? text[length] : '?';
+    out[length] = 0;
+    if (!length)
+        snprintf(out, size, "(none)");
+}
+
+void write_completed(request *r, enum MHD_RequestTerminationCode reason)
+{
+    if (r->bulk.answered) /* encoded, never sent */
+        free(r->bulk.response.body);
+    r->bulk.answered = false;
+    /* Decided: the engine answered the write, so its outcome is in the log, durable. */
+    bool decided = r->results && r->state == STATE_ANSWERED && r->job.status == COFFER_OK;
+    if (reason == MHD_REQUEST_TERMINATED_COMPLETED_OK || !decided)
+        return;
+    atomic_fetch_add(&r->server->metrics.writes_undelivered, 1);
+    char first[COFFER_TRANSFER_ID_MAX + 1], last[COFFER_TRANSFER_ID_MAX + 1];
+    char path_id[COFFER_TRANSFER_ID_MAX + 1], events[2 * COFFER_TRANSFER_ID_MAX + 64];
+    loggable(first, sizeof first, r->batch.events[0].id);
+    loggable(last, sizeof last, r->batch.events[r->batch.count - 1].id);
+    loggable(path_id, sizeof path_id, r->path_id);
+    if (r->batch.count == 1)
+        snprintf(events, sizeof events, "1 event, id %s", first);
+    else
+        snprintf(events, sizeof events, "%zu events, ids %s .. %s", r->batch.count, first, last);
+    const route_spec *route = &routes[r->route];
+    fprintf(stderr,
+            "coffer: request %s %s %s%s%s applied but its answer was not delivered (%s): %s; "
+            "a retry with the same ids answers the outcome\n",
+            r->request_id, r->method, route->path, r->path_id ? path_id : "",
+            route->suffix ? route->suffix : "", termination_name(reason), events);
 }
 
 /* ---- reads --------------------------------------------------------------------------------- */

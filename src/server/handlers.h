@@ -10,10 +10,8 @@
 
 typedef struct request request; /* http.h */
 
-enum MHD_Result handle_create_accounts(request *r);
-enum MHD_Result handle_transfers(request *r);
-enum MHD_Result handle_hold_post(request *r);
-enum MHD_Result handle_hold_void(request *r);
+/* Every write route (accounts, transfers, posting and voiding holds). */
+enum MHD_Result handle_write(request *r);
 enum MHD_Result handle_account(request *r);
 enum MHD_Result handle_history(request *r);
 enum MHD_Result handle_transfer(request *r);
@@ -27,6 +25,9 @@ enum MHD_Result handle_webhook(request *r);
 enum MHD_Result handle_webhook_enable(request *r);
 
 enum MHD_Result answer_write(request *r);
+/* A request's end (http.c's completion notice): a write the engine applied whose answer did
+ * not reach the client is logged and counted, since its client cannot know the outcome. */
+void write_completed(request *r, enum MHD_RequestTerminationCode reason);
 enum MHD_Result answer_account(request *r);
 enum MHD_Result answer_history(request *r);
 enum MHD_Result answer_transfer(request *r);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "server/deadline.h"
+#include "server/handlers.h"
 #include "server/routes.h"
 
 uint64_t http_now_ns(void)
@@ -296,6 +297,7 @@ static void on_completed(void *context, struct MHD_Connection *connection, void 
         return;
     }
     feed_request_done(r, reason);
+    write_completed(r, reason);
     decode_batch_free(&r->batch);
     free(r->results);
     free(r->history);
@@ -485,8 +487,10 @@ int server_run(const server_options *options)
         deadlines_stop(s.deadlines);
         return 1;
     }
+    s.bulk = bulk_open(); /* without it (no threads), large bodies are decoded where they arrive */
     s.daemon = start_daemon(&s, &address);
     if (!s.daemon) {
+        bulk_close(s.bulk);
         feed_hub_stop(&s.feed);
         if (options->tls_certificate_pem)
             fprintf(stderr,
@@ -509,6 +513,7 @@ int server_run(const server_options *options)
         guard_reload(&s.guard);
     fprintf(stderr, "coffer: %s received: draining\n", received == SIGTERM ? "SIGTERM" : "SIGINT");
     drain(&s);
+    bulk_close(s.bulk);         /* after the drain: every request it was handed is answered */
     webhooks_close(s.webhooks); /* its threads read the feed: before the engine closes */
     deadlines_stop(s.deadlines);
     coffer_close(s.db);

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "coffer.h"
+#include "server/bulk.h"
 #include "server/decode.h"
 #include "server/encode.h"
 #include "server/feed_http.h"
@@ -34,6 +35,7 @@ typedef struct server {
     webhooks *webhooks;
     struct deadlines *deadlines; /* the receive deadlines' watcher */
     feed_hub feed;
+    bulk_pool *bulk; /* large write bodies (bulk.h) */
     char id_prefix[16];
 } server;
 
@@ -68,6 +70,8 @@ struct request {
     /* The token's name, logged with the batch: a copy, so it lives until the engine answers
      * whatever the token table does meanwhile. */
     char submitted_by[COFFER_SUBMITTER_MAX + 1];
+    const char *idempotency_key; /* MHD's header value, looked up on the network thread */
+    bulk_item bulk;              /* a large body's trip through the workers */
     /* Reads. */
     int at; /* the account read: now, at a seq or at a time */
     uint64_t at_value;

@@ -233,6 +233,12 @@ char *metrics_render(const metrics *m, coffer *db, const coffer_stats *stats, we
                 "# TYPE coffer_http_deadline_closed_total counter\n"
                 "coffer_http_deadline_closed_total %llu\n",
                 (unsigned long long)atomic_load(&m->deadline_closed));
+    text_printf(&t,
+                "# HELP coffer_http_writes_undelivered_total Writes applied whose answer did "
+                "not reach the client (the connection ended first; logged).\n"
+                "# TYPE coffer_http_writes_undelivered_total counter\n"
+                "coffer_http_writes_undelivered_total %llu\n",
+                (unsigned long long)atomic_load(&m->writes_undelivered));
     render_feed(&t, m);
     render_webhooks(&t, hooks);
     if (t.failed) {

@@ -27,6 +27,8 @@ typedef struct metrics {
     atomic_size_t feed_waiters;            /* long-polls waiting */
     atomic_uint_fast64_t feed_streams_cut; /* streams ended because their client was too slow */
     atomic_uint_fast64_t deadline_closed;  /* connections shut for a missed receive deadline */
+    /* Writes applied whose answer did not reach the client (handlers.c's write_completed). */
+    atomic_uint_fast64_t writes_undelivered;
 } metrics;
 
 void metrics_init(metrics *m);
