@@ -77,6 +77,11 @@ enum MHD_Result handle_hold_void(request *r)
 
 enum MHD_Result answer_write(request *r)
 {
+    if (r->job.status == COFFER_CAPACITY_EXCEEDED) {
+        char detail[192]; /* which limit was reached, and what the ledger holds */
+        coffer_capacity_detail(r->server->db, detail, sizeof detail);
+        return http_problem(r, r->job.status, 0, detail);
+    }
     if (r->job.status != COFFER_OK)
         return http_problem(r, r->job.status, 0, 0);
     encoded response;
