@@ -70,7 +70,7 @@ static const cli_option serve_options[] = {
     {SERVE_QUEUE_EVENTS, "--queue-events", "N",
      "events waiting for the writer before 503 overloaded\n(default 65536)"},
     {SERVE_MEMORY_MAX, "--memory-max", "SIZE",
-     "memory budget of the ledger's tables, with a K, M or G suffix\n(e.g. 48M, 2G; 16M to 4T; "
+     "memory budget of the ledger's tables, with a K, M, G or T suffix\n(e.g. 48M, 2G; 16M to 4T; "
      "default half of the machine's memory).\nWhen reached, writes get 503 capacity_exceeded "
      "and reads go\non; see docs/operations.md"},
     {SERVE_SNAPSHOT_EVERY, "--snapshot-every", "N",
