@@ -84,7 +84,8 @@ void region_look_ahead(store_region *region, uint64_t used, uint64_t target, sto
     /* Refill when half the window is used up, so announcements come in large pieces. */
     if (region->announced >= target + lookahead / 2)
         return;
-    uint64_t window = target + lookahead;
+    /* Rounded down to a step, so that the commit's rounding up adds no step of its own. */
+    uint64_t window = (target + lookahead) / REGION_STEP * REGION_STEP;
     if (window > region->reserved)
         window = region->reserved;
     /* Near the budget the window shrinks to what is left of it, down to nothing. */
