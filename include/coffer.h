@@ -133,6 +133,10 @@ COFFER_API bool coffer_code_is_success(int code);
 #define COFFER_HOLD_TIMEOUT_MS_MAX (366ULL * 24 * 3600 * 1000)
 /* A submitter's name (coffer_submit_as_async): at most this many bytes. */
 #define COFFER_SUBMITTER_MAX 64
+/* The bounds of coffer_options.memory_bytes_max: an empty ledger commits a few 2 MiB steps,
+ * and each table reserves address space up to the budget (a process has 128 TiB). */
+#define COFFER_MEMORY_BYTES_MIN (16ULL << 20)
+#define COFFER_MEMORY_BYTES_MAX (4ULL << 40)
 
 typedef struct coffer coffer; /* the opaque engine handle */
 
@@ -154,9 +158,13 @@ typedef struct coffer_io {
  * take their defaults). A field added later treats 0 as its default.
  */
 typedef struct coffer_options {
-    size_t size;               /* sizeof(coffer_options) as this program knows it: set by init */
-    uint32_t accounts_max;     /* capacity; capacity_exceeded beyond it */
-    uint32_t transfers_max;    /* ids with a recorded outcome, successes and rejections */
+    size_t size; /* sizeof(coffer_options) as this program knows it: set by init */
+    /* Optional caps below what the memory budget allows (capacity_exceeded beyond them):
+     * accounts, and ids with a recorded outcome (successes and rejections). 0, the default:
+     * no cap but the budget and 4,294,967,294 records per table (records refer to each other
+     * by 32-bit index). */
+    uint32_t accounts_max;
+    uint32_t transfers_max;
     uint32_t queue_events_max; /* events waiting for the writer; overloaded beyond it */
     /* The engine's clock in ns since the epoch; NULL means the wall clock. Tests inject one.
      * Whatever it returns, event timestamps never go back. With the wall clock the engine
@@ -183,6 +191,12 @@ typedef struct coffer_options {
      * the files, offsets and seqs. true: it opens anyway, and the loss is logged and appended
      * to DIR/data-loss.log. */
     bool accept_data_loss;
+    /* The memory budget: bytes the in-memory tables and id indexes may hold together, from
+     * COFFER_MEMORY_BYTES_MIN to _MAX (16 MiB to 4 TiB). Reaching it refuses writes with
+     * capacity_exceeded (nothing applied; reads go on). 0, the default: half of the machine's
+     * memory, or of the cgroup's limit when that is lower, within the same bounds. A durable
+     * open logs the budget and what it holds. */
+    uint64_t memory_bytes_max;
 } coffer_options;
 
 /* Fills the first `size_bytes` of `options` with the defaults and sets options->size; does
@@ -204,8 +218,10 @@ static inline void coffer_options_init(coffer_options *options)
  * open fails with COFFER_STORAGE_FAILED, the log line naming the file and offset.
  * `options` NULL: the defaults. invalid_argument when options->size is not set (no
  * coffer_options_init) or names a larger struct whose fields unknown to this library are not
- * all zero, and for out-of-range capacities. `options` is copied: the caller may free it.
- * On success *db_out owns a running engine that coffer_close() must release.
+ * all zero, and for out-of-range capacities or memory budget. capacity_exceeded when the
+ * snapshot or log holds more than the memory budget allows (open with a larger one). `options` is
+ * copied: the caller may free it. On success *db_out owns a running engine that coffer_close() must
+ * release.
  */
 COFFER_API int coffer_open(const char *dir, const coffer_options *options, coffer **db_out);
 /* Stops the writer after the queued events are applied and frees everything. NULL is a no-op.
@@ -300,11 +316,14 @@ typedef struct coffer_result {
  * Applies `count` events (1..COFFER_BATCH_EVENTS_MAX) in order and blocks until they are
  * applied (and durable, for a durable engine). `atomic`: all succeed or none is applied.
  * Fills results[0..count). Returns OK when every event got a result (look at each code),
- * or a service code (overloaded, shutting_down, batch_too_large, invalid_argument) when none
- * was applied. storage_failed means the log could not make the batch durable: it is not
- * acknowledged, the engine refuses everything after it, and it tries to cut the log back so
- * the batch cannot reappear (its log line says whether it could); if it could not, the
- * outcome is unknown until a restart, where a retry with the same ids tells.
+ * or a service code (overloaded, shutting_down, batch_too_large, invalid_argument,
+ * capacity_exceeded, out_of_memory) when none was applied. capacity_exceeded: the memory
+ * budget (or a table's record limit) leaves no room for the submission's worst case;
+ * coffer_capacity_detail() says which limit and how much the ledger holds. storage_failed
+ * means the log could not make the batch durable: it is not acknowledged, the engine refuses
+ * everything after it, and it tries to cut the log back so the batch cannot reappear (its
+ * log line says whether it could); if it could not, the outcome is unknown until a restart,
+ * where a retry with the same ids tells.
  */
 COFFER_API int coffer_submit(coffer *db, const coffer_event *events, size_t count, bool atomic,
                              coffer_result *results);
@@ -437,6 +456,10 @@ typedef struct coffer_stats {
     uint64_t fsync_us_total;
     uint64_t durable_seq; /* the last seq known durable */
     bool storage_failed;  /* a write or sync failed: writes are refused until restart */
+    /* What the in-memory tables and id indexes commit now, and the budget they grow within
+     * (coffer_options.memory_bytes_max as resolved at open). */
+    uint64_t memory_used_bytes;
+    uint64_t memory_budget_bytes;
 } coffer_stats;
 
 /* Fills the first `size_bytes` of *out (zeroes what this library does not know). Call it
@@ -447,6 +470,12 @@ static inline int coffer_stats_get(coffer *db, coffer_stats *out)
 {
     return coffer_stats_get_sized(db, out, sizeof *out);
 }
+
+/* Why the most recent submission refused with capacity_exceeded was refused, as one line
+ * naming the limit ("memory budget of 48 MiB reached: 1200 accounts, 190000 transfers held");
+ * "" when none was. Writes at most `size` bytes into `out`, NUL-terminated. Callable at any
+ * time from any thread. COFFER_OK, or invalid_argument for NULLs or size 0. */
+COFFER_API int coffer_capacity_detail(coffer *db, char *out, size_t size);
 
 /* Results by code since open: counts[code] for every code below `count` (0 for values outside
  * the table). A count of COFFER_CODE_LIMIT covers every code this header knows; codes added

@@ -13,6 +13,7 @@
 
 #include "cli/cli.h"
 #include "cli/options.h"
+#include "server/parse.h"
 #include "server/server.h"
 
 #define SERVE_LISTEN_BACKLOG 1024
@@ -45,6 +46,7 @@ enum {
     SERVE_SSE_STALL_SECONDS,
     SERVE_WEBHOOK_TIMEOUT,
     SERVE_WEBHOOK_MAX_FAILURES,
+    SERVE_MEMORY_MAX,
 };
 
 static const cli_option serve_options[] = {
@@ -67,6 +69,10 @@ static const cli_option serve_options[] = {
      "a request's body must arrive within this of its headers\n(default 60)"},
     {SERVE_QUEUE_EVENTS, "--queue-events", "N",
      "events waiting for the writer before 503 overloaded\n(default 65536)"},
+    {SERVE_MEMORY_MAX, "--memory-max", "SIZE",
+     "memory budget of the ledger's tables, with a K, M, G or T suffix\n(e.g. 48M, 2G; 16M to 4T; "
+     "default half of the machine's memory).\nWhen reached, writes get 503 capacity_exceeded "
+     "and reads go\non; see docs/operations.md"},
     {SERVE_SNAPSHOT_EVERY, "--snapshot-every", "N",
      "snapshot after N recorded events (default 10000000; 0: off)"},
     {SERVE_SNAPSHOT_SECONDS, "--snapshot-seconds", "S",
@@ -271,6 +277,20 @@ static bool stream_values(const cli_parsed *parsed, server_options *options)
     return true;
 }
 
+/* --memory-max SIZE, within the engine's bounds. */
+static bool memory_value(const cli_parsed *parsed, server_options *options)
+{
+    const char *text = parsed->values[SERVE_MEMORY_MAX];
+    if (!text || parse_size(text, COFFER_MEMORY_BYTES_MIN, COFFER_MEMORY_BYTES_MAX,
+                            &options->memory_bytes_max))
+        return true;
+    cli_usage(&serve_spec,
+              "--memory-max needs a size from 16M to 4T, digits with an optional K, M, G or T "
+              "(like 48M or 2G), not '%s'",
+              text);
+    return false;
+}
+
 /* The parsed values into server options; false after the usage line. */
 static bool serve_values(const cli_parsed *parsed, server_options *options,
                          struct sockaddr_in *address)
@@ -323,8 +343,8 @@ static bool serve_values(const cli_parsed *parsed, server_options *options,
     options->queue_events_max = (uint32_t)queue;
     options->log_requests = parsed->values[SERVE_LOG_REQUESTS] != NULL;
     options->accept_data_loss = parsed->values[SERVE_ACCEPT_DATA_LOSS] != NULL;
-    return stream_values(parsed, options) && tls_values(parsed, options) &&
-           security_values(parsed, options, address);
+    return memory_value(parsed, options) && stream_values(parsed, options) &&
+           tls_values(parsed, options) && security_values(parsed, options, address);
 }
 
 int cli_serve(int argc, char **argv, const cli_globals *globals)

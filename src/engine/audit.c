@@ -32,12 +32,15 @@ typedef struct rebuilt {
 static int rebuilt_init(rebuilt *r, const coffer_options *limits)
 {
     memset(r, 0, sizeof *r);
-    coffer_options defaults;
-    coffer_options_init(&defaults);
-    if (!limits)
-        limits = &defaults;
-    store_limits capacities = {limits->accounts_max, limits->transfers_max};
-    int code = store_init(&r->store, &capacities);
+    /* The caller's struct may be older and shorter: only the part it knows is read. */
+    coffer_options options;
+    coffer_options_init(&options);
+    if (limits)
+        memcpy(&options, limits, limits->size < sizeof options ? limits->size : sizeof options);
+    store_limits capacities;
+    int code = engine_store_limits(&options, &capacities, 0);
+    if (code == COFFER_OK)
+        code = store_init(&r->store, &capacities);
     if (code == COFFER_OK)
         code = ledger_init(&r->ledger, &r->store);
     if (code == COFFER_OK)

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sysinfo.h>
 #include <time.h>
 
 #include "base/check.h"
@@ -37,10 +38,9 @@ void coffer_options_init_sized(coffer_options *options, size_t size_bytes)
 {
     if (!options || size_bytes < OPTIONS_SIZE_MIN)
         return;
+    /* accounts_max, transfers_max and memory_bytes_max stay 0: the memory budget's default
+     * decides, at open, from the machine it runs on. */
     coffer_options defaults = {.size = sizeof defaults};
-    /* About 60 GiB of transfers would not fit in 24 GiB; these leave room for the OS. */
-    defaults.accounts_max = 10u * 1000 * 1000;
-    defaults.transfers_max = 64u * 1000 * 1000;
     defaults.queue_events_max = 64u * 1024;
     defaults.clock_ns = wall_clock_ns;
     /* A caller built with newer headers has fields this library does not know: zero = their
@@ -66,6 +66,114 @@ static int options_copy(coffer_options *into, const coffer_options *given)
     memcpy(into, given, given->size < sizeof *into ? given->size : sizeof *into);
     into->size = sizeof *into;
     return COFFER_OK;
+}
+
+/* ---- the memory budget -------------------------------------------------------------------- */
+
+/* The cgroup v2 memory limit of this process, or 0 when there is none (or it is unreadable). */
+static uint64_t cgroup_memory_limit(void)
+{
+    FILE *file = fopen("/sys/fs/cgroup/memory.max", "r");
+    if (!file)
+        return 0;
+    unsigned long long limit = 0;
+    if (fscanf(file, "%llu", &limit) != 1) /* "max": no limit */
+        limit = 0;
+    fclose(file);
+    return limit;
+}
+
+/* Half of the machine's memory, or of the cgroup's limit when lower: the other half is for the
+ * kernel, the page cache the log and snapshots go through, and the process's other memory. */
+static uint64_t memory_budget_default(void)
+{
+    struct sysinfo info;
+    uint64_t total = sysinfo(&info) == 0 ? (uint64_t)info.totalram * info.mem_unit : 0;
+    uint64_t cgroup = cgroup_memory_limit();
+    if (cgroup && (total == 0 || cgroup < total))
+        total = cgroup;
+    uint64_t budget = total / 2;
+    if (budget < STORE_MEMORY_MIN)
+        budget = STORE_MEMORY_MIN;
+    return budget > STORE_MEMORY_MAX ? STORE_MEMORY_MAX : budget;
+}
+
+int engine_store_limits(const coffer_options *options, store_limits *out, bool *defaulted)
+{
+    uint64_t memory = options->memory_bytes_max;
+    if (defaulted)
+        *defaulted = memory == 0;
+    if (memory == 0)
+        memory = memory_budget_default();
+    if (memory < STORE_MEMORY_MIN || memory > STORE_MEMORY_MAX ||
+        options->accounts_max > STORE_RECORDS_MAX || options->transfers_max > STORE_RECORDS_MAX)
+        return COFFER_INVALID_ARGUMENT;
+    out->accounts_max = options->accounts_max ? options->accounts_max : STORE_RECORDS_MAX;
+    out->transfers_max = options->transfers_max ? options->transfers_max : STORE_RECORDS_MAX;
+    out->memory_max = memory;
+    return COFFER_OK;
+}
+
+/* "48 MiB", "1.5 GiB": a size as people give it. */
+static void format_bytes(uint64_t bytes, char *out, size_t size)
+{
+    static const char *const units[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+    int unit = 0;
+    uint64_t scale = 1;
+    while (unit < 4 && bytes >= scale * 1024) {
+        scale *= 1024;
+        unit++;
+    }
+    if (bytes % scale == 0)
+        snprintf(out, size, "%llu %s", (unsigned long long)(bytes / scale), units[unit]);
+    else
+        snprintf(out, size, "%.1f %s", (double)bytes / (double)scale, units[unit]);
+}
+
+/* Notes why a submission is refused for room, for coffer_capacity_detail (writer thread). */
+static void capacity_note(coffer *db)
+{
+    const store *s = &db->store;
+    char limit[96], budget[32];
+    format_bytes(s->limits.memory_max, budget, sizeof budget);
+    if (s->refusal == STORE_REFUSAL_TABLE)
+        snprintf(limit, sizeof limit, "the table of %s is at its record limit", s->refusal_table);
+    else if (s->refusal == STORE_REFUSAL_KERNEL)
+        snprintf(limit, sizeof limit, "the kernel refused memory within the budget of %s", budget);
+    else
+        snprintf(limit, sizeof limit, "memory budget of %s reached", budget);
+    pthread_mutex_lock(&db->mutex);
+    snprintf(db->capacity_detail, sizeof db->capacity_detail,
+             "%s: %llu accounts, %llu transfers held", limit, (unsigned long long)s->accounts_count,
+             (unsigned long long)s->transfers_count);
+    pthread_mutex_unlock(&db->mutex);
+}
+
+int coffer_capacity_detail(coffer *db, char *out, size_t size)
+{
+    if (!db || !out || size == 0)
+        return COFFER_INVALID_ARGUMENT;
+    pthread_mutex_lock(&db->mutex);
+    snprintf(out, size, "%s", db->capacity_detail);
+    pthread_mutex_unlock(&db->mutex);
+    return COFFER_OK;
+}
+
+/* The budget at open, and what it holds once recovered: operators size it from this line. */
+static void memory_log(coffer *db, bool defaulted)
+{
+    const store *s = &db->store;
+    char budget[32], used[32];
+    format_bytes(s->limits.memory_max, budget, sizeof budget);
+    format_bytes(s->budget.used, used, sizeof used);
+    uint64_t accounts, transfers;
+    store_capacity_estimate(s->limits.memory_max, &accounts, &transfers);
+    engine_log(db,
+               "memory budget %s (%s): room for about %llu transfers or %llu accounts; "
+               "%s in use by %llu accounts, %llu transfers",
+               budget, defaulted ? "default: half of the machine's memory" : "as configured",
+               (unsigned long long)transfers, (unsigned long long)accounts, used,
+               (unsigned long long)s->accounts_count, (unsigned long long)s->transfers_count);
 }
 
 /* ---- the batch ----------------------------------------------------------------------------- */
@@ -101,6 +209,8 @@ static int sweep_expired(coffer *db, engine_ticket *ticket, uint64_t ts0, uint64
         int code =
             store_reserve(s, 0, 0, 2 * ENGINE_EXPIRIES_PER_RESERVE, 0, ENGINE_EXPIRIES_PER_RESERVE);
         prefault_post(&db->prefault, &s->ahead);
+        if (code == COFFER_CAPACITY_EXCEEDED)
+            capacity_note(db);
         if (code != COFFER_OK)
             return code;
         for (uint64_t swept = 0; swept < ENGINE_EXPIRIES_PER_RESERVE && store_hold_peek(s, &due) &&
@@ -130,6 +240,8 @@ static int reserve_batch(coffer *db, engine_request *batch)
     int code = store_reserve(&db->store, needs.accounts, needs.transfers, needs.history,
                              needs.arena_bytes, needs.holds);
     prefault_post(&db->prefault, &db->store.ahead);
+    if (code == COFFER_CAPACITY_EXCEEDED)
+        capacity_note(db);
     return code;
 }
 
@@ -477,17 +589,21 @@ int coffer_open(const char *dir, const coffer_options *options, coffer **db_out)
     if (!db->options.clock_ns)
         db->options.clock_ns = wall_clock_ns;
     db->lock_fd = -1;
-    if (copied != COFFER_OK || db->options.accounts_max == 0 || db->options.transfers_max == 0 ||
-        db->options.queue_events_max < COFFER_BATCH_EVENTS_MAX) {
+    store_limits limits;
+    bool defaulted;
+    if (copied != COFFER_OK || db->options.queue_events_max < COFFER_BATCH_EVENTS_MAX ||
+        engine_store_limits(&db->options, &limits, &defaulted) != COFFER_OK) {
         free(db);
         return COFFER_INVALID_ARGUMENT;
     }
-    store_limits limits = {db->options.accounts_max, db->options.transfers_max};
     int code = store_init(&db->store, &limits);
     if (code == COFFER_OK)
         code = ledger_init(&db->ledger, &db->store);
     if (code == COFFER_OK && dir)
         code = durability_open(db, dir); /* recovers, starts the log */
+    /* Also when recovery ran out of room: the line says how far it got. */
+    if (dir && (code == COFFER_OK || code == COFFER_CAPACITY_EXCEEDED))
+        memory_log(db, defaulted);
     if (code != COFFER_OK) {
         engine_free(db);
         return code;

@@ -141,6 +141,10 @@ struct coffer {
     atomic_uint feed_waiters;
     bool feed_closing;
     bool feed_ready;
+
+    /* Why the last submission refused for room was refused (coffer_capacity_detail): written
+     * by the writer and read by callers, both under `mutex`. */
+    char capacity_detail[192];
 };
 
 /* Reads, as engine_read_fn: each runs on the writer between batches, for a job. */
@@ -220,6 +224,12 @@ static inline int engine_bucket(uint64_t value, uint64_t base)
 
 /* Writes one line to the engine's log (options.log, or stderr). */
 void engine_log(coffer *db, const char *format, ...) __attribute__((format(printf, 2, 3)));
+
+/* The store's limits for `options` (coffer_options_init'ed): the caps, or the record limit
+ * where they are 0, and the memory budget, or its default where it is 0. COFFER_OK, or
+ * INVALID_ARGUMENT for a value out of range. `*defaulted` tells whether the budget is the
+ * default (may be NULL). */
+int engine_store_limits(const coffer_options *options, store_limits *out, bool *defaulted);
 
 /* Releases answered requests: wakes the callers that wait, and calls the jobs' on_done. */
 void engine_release(coffer *db, engine_request *requests, int failure);

@@ -78,7 +78,11 @@ static int write_submit(request *r)
 /* The engine's answer to a write, or the problem it failed with. */
 static void write_answer(request *r, encoded *response)
 {
-    if (r->job.status != COFFER_OK)
+    if (r->job.status == COFFER_CAPACITY_EXCEEDED) {
+        char detail[192]; /* which limit was reached, and what the ledger holds */
+        coffer_capacity_detail(r->server->db, detail, sizeof detail);
+        encode_problem(response, r->job.status, 0, detail);
+    } else if (r->job.status != COFFER_OK)
         encode_problem(response, r->job.status, 0, 0);
     else
         encode_write(response, r->batch.events, r->results, r->batch.count, r->batch.batch,

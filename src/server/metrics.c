@@ -132,6 +132,15 @@ static void render_engine(text_buffer *t, const coffer_stats *s)
                 "# HELP coffer_storage_failed 1 after a failed log write or sync (writes and reads "
                 "refused).\n# TYPE coffer_storage_failed gauge\ncoffer_storage_failed %d\n",
                 s->storage_failed ? 1 : 0);
+    text_printf(t,
+                "# HELP coffer_memory_used_bytes What the in-memory tables and id indexes "
+                "commit.\n# TYPE coffer_memory_used_bytes gauge\ncoffer_memory_used_bytes %llu\n",
+                (unsigned long long)s->memory_used_bytes);
+    text_printf(t,
+                "# HELP coffer_memory_budget_bytes The memory budget (--memory-max); writes get "
+                "capacity_exceeded when it is reached.\n# TYPE coffer_memory_budget_bytes "
+                "gauge\ncoffer_memory_budget_bytes %llu\n",
+                (unsigned long long)s->memory_budget_bytes);
     render_histogram(t, "coffer_batch_events", "Events per applied batch.", s->batch_events, 1, 1,
                      (double)s->batch_events_total);
     render_histogram(t, "coffer_fsync_duration_seconds", "Duration of each log fsync.", s->fsync_us,

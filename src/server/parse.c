@@ -25,6 +25,33 @@ bool parse_number(const char *text, uint64_t min, uint64_t max, uint64_t *out)
     return true;
 }
 
+bool parse_size(const char *text, uint64_t min, uint64_t max, uint64_t *out)
+{
+    static const char suffixes[] = "KMGTkmgt";
+    size_t digits = strspn(text, "0123456789");
+    if (digits == 0)
+        return false;
+    const char *suffix = text[digits] ? strchr(suffixes, text[digits]) : 0;
+    if (text[digits] && (!suffix || text[digits + 1]))
+        return false;
+    uint64_t value = 0;
+    for (size_t i = 0; i < digits; i++) {
+        uint64_t digit = (uint64_t)(text[i] - '0');
+        if (value > (UINT64_MAX - digit) / 10)
+            return false;
+        value = value * 10 + digit;
+    }
+    for (int shift = suffix ? (int)(suffix - suffixes) % 4 + 1 : 0; shift > 0; shift--) {
+        if (value > UINT64_MAX / 1024)
+            return false;
+        value *= 1024;
+    }
+    if (value < min || value > max)
+        return false;
+    *out = value;
+    return true;
+}
+
 bool parse_time(const char *text, uint64_t *out)
 {
     struct tm parts = {0};

@@ -12,6 +12,10 @@
 /* A whole decimal number in [min, max] (no sign, no space); false on anything else. */
 bool parse_number(const char *text, uint64_t min, uint64_t max, uint64_t *out);
 
+/* A size in bytes: digits with an optional K, M, G or T (powers of 1024; "48M", "2g"), in
+ * [min, max]. False on anything else (no sign, space, fraction or "B"), leaving *out alone. */
+bool parse_size(const char *text, uint64_t min, uint64_t max, uint64_t *out);
+
 /* RFC 3339 UTC ("2026-11-24T23:38:00Z", optional fraction up to ns) to ns since the epoch. */
 bool parse_time(const char *text, uint64_t *out);
 

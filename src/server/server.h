@@ -26,8 +26,9 @@ typedef struct server_options {
     uint32_t queue_events_max;
     uint64_t snapshot_every_events;
     uint64_t snapshot_every_seconds;
-    bool log_requests;     /* one stderr line per request */
-    bool accept_data_loss; /* open even when acknowledged records are missing (recorded) */
+    bool log_requests;         /* one stderr line per request */
+    bool accept_data_loss;     /* open even when acknowledged records are missing (recorded) */
+    uint64_t memory_bytes_max; /* --memory-max: the engine's memory budget; 0: its default */
     /* Security (guard.c). */
     const char *tokens_path;             /* --tokens: NULL, no authentication */
     const char *allow_origins;           /* comma-separated Origin values a browser may send */

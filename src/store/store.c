@@ -27,9 +27,7 @@ enum {
     REGION_HISTORY,
     REGION_EXPIRIES,
     REGION_HOLDS,
-    REGION_ARENA,
-    REGION_SUBMITTERS,
-    REGION_COUNT
+    REGION_ARENA
 };
 
 uint64_t store_hash(const char *bytes, size_t length)
@@ -131,46 +129,52 @@ static void index_remove_newest(store_index *index, uint64_t hash, uint32_t reco
     }
 }
 
-static bool index_init(store_index *index, uint64_t records_max)
+/* Slots for `records` at most INDEX_LOAD_PERCENT full: a power of two. */
+static uint64_t index_slots_for(uint64_t records)
+{
+    uint64_t slots = INDEX_MIN_SLOTS;
+    while (records * 100 > slots * INDEX_LOAD_PERCENT)
+        slots *= 2;
+    return slots;
+}
+
+/* Reserves room for the slots of `records_max` records, or of what the budget can hold. */
+static bool index_init(store_index *index, uint64_t records_max, region_budget *budget)
 {
     memset(index, 0, sizeof *index);
-    uint64_t slots_max = INDEX_MIN_SLOTS;
-    while (records_max * 100 > slots_max * INDEX_LOAD_PERCENT)
-        slots_max *= 2;
-    if (!region_reserve(&index->regions[0], slots_max * sizeof(uint64_t)) ||
-        !region_reserve(&index->regions[1], slots_max * sizeof(uint64_t)))
+    uint64_t bytes = index_slots_for(records_max) * sizeof(uint64_t), affordable = REGION_STEP;
+    while (affordable < budget->max)
+        affordable *= 2;
+    if (bytes > affordable)
+        bytes = affordable;
+    if (!region_reserve(&index->regions[0], bytes) || !region_reserve(&index->regions[1], bytes))
         return false;
-    if (!region_ensure(&index->regions[0], 0, INDEX_MIN_SLOTS * sizeof(uint64_t), 0))
+    if (region_ensure(&index->regions[0], INDEX_MIN_SLOTS * sizeof(uint64_t), budget) != REGION_OK)
         return false;
     index->slots = (uint64_t *)index->regions[0].base;
     index->mask = INDEX_MIN_SLOTS - 1;
     return true;
 }
 
-static void index_release(store_index *index)
+static void index_release(store_index *index, region_budget *budget)
 {
-    region_release(&index->regions[0]);
-    region_release(&index->regions[1]);
+    region_release(&index->regions[0], budget);
+    region_release(&index->regions[1], budget);
     memset(index, 0, sizeof *index);
 }
 
-/* Grows (rehashing into the spare region) when `more` records would pass the load limit, and
- * announces the spare's next size for populating once the table is INDEX_PREPARE_PERCENT full. */
-static int index_reserve(store_index *index, const index_keys *keys, uint64_t records,
-                         uint64_t more, store_ranges *ahead)
+/* Grows (rehashing into the spare region) when `more` records would pass the load limit. */
+static region_status index_reserve(store_index *index, const index_keys *keys, uint64_t records,
+                                   uint64_t more, region_budget *budget)
 {
     uint64_t slots = index->mask + 1, needed = index->count + more;
+    if (needed * 100 <= slots * INDEX_LOAD_PERCENT)
+        return REGION_OK;
+    uint64_t grown = index_slots_for(needed);
     store_region *spare = &index->regions[1 - index->current];
-    if (needed * 100 <= slots * INDEX_LOAD_PERCENT) {
-        if (needed * 100 > slots * INDEX_PREPARE_PERCENT)
-            region_ensure(spare, 0, 2 * slots * sizeof(uint64_t), ahead);
-        return COFFER_OK;
-    }
-    uint64_t grown = slots * 2;
-    while (needed * 100 > grown * INDEX_LOAD_PERCENT)
-        grown *= 2;
-    if (!region_ensure(spare, 0, grown * sizeof(uint64_t), ahead))
-        return COFFER_CAPACITY_EXCEEDED;
+    region_status status = region_ensure(spare, grown * sizeof(uint64_t), budget);
+    if (status != REGION_OK)
+        return status;
     uint64_t *fresh = (uint64_t *)spare->base;
     /* In record order, so ids are read sequentially; each slot is prefetched a few records
      * ahead of its insert, so the random writes overlap. */
@@ -188,37 +192,62 @@ static int index_reserve(store_index *index, const index_keys *keys, uint64_t re
             __builtin_prefetch(&fresh[hashes[record % AHEAD] & (grown - 1)], 1);
         }
     }
-    /* The old table's pages go back to the kernel and read as zero when it is next the spare. */
-    region_discard(&index->regions[index->current], slots * sizeof(uint64_t));
+    /* The old table's pages go back to the kernel (and the budget); they read as zero when it
+     * is next the spare. */
+    region_trim(&index->regions[index->current], 0, budget);
     index->current = 1 - index->current;
     index->slots = fresh;
     index->mask = grown - 1;
-    return COFFER_OK;
+    return REGION_OK;
+}
+
+/* Once the table is INDEX_PREPARE_PERCENT full, commits the spare region at the next size and
+ * announces it for populating, so the rehash does not fault. A bonus, like look-ahead. */
+static void index_look_ahead(store_index *index, store_ranges *ahead, region_budget *budget)
+{
+    uint64_t slots = index->mask + 1;
+    if (index->count * 100 <= slots * INDEX_PREPARE_PERCENT)
+        return;
+    store_region *spare = &index->regions[1 - index->current];
+    uint64_t bytes = 2 * slots * sizeof(uint64_t);
+    if (region_ensure(spare, bytes, budget) == REGION_OK)
+        region_look_ahead(spare, 0, bytes, ahead, budget);
 }
 
 /* ---- lifecycle ----------------------------------------------------------------------------- */
 
+static uint64_t smaller(uint64_t a, uint64_t b)
+{
+    return a < b ? a : b;
+}
+
 int store_init(store *s, const store_limits *limits)
 {
     memset(s, 0, sizeof *s);
+    if (limits->accounts_max == 0 || limits->accounts_max > STORE_RECORDS_MAX ||
+        limits->transfers_max == 0 || limits->transfers_max > STORE_RECORDS_MAX ||
+        limits->memory_max < STORE_MEMORY_MIN || limits->memory_max > STORE_MEMORY_MAX)
+        return COFFER_INVALID_ARGUMENT;
     s->limits = *limits;
+    s->budget.max = limits->memory_max;
     uint64_t transfers = limits->transfers_max, accounts = limits->accounts_max;
     /* Every record (transfer, post or void) writes at most two history entries and every
-     * expiry two more; each hold is in the heap and expires at most once. */
-    uint64_t sizes[REGION_COUNT] = {
+     * expiry two more; each hold is in the heap and expires at most once. No table can commit
+     * more than the budget, so none reserves more address space than that. */
+    uint64_t sizes[6] = {
         [REGION_ACCOUNTS] = accounts * sizeof(store_account),
         [REGION_TRANSFERS] = transfers * sizeof(store_transfer),
-        [REGION_HISTORY] = 4 * transfers * sizeof(store_history),
+        [REGION_HISTORY] = smaller(4 * transfers, STORE_RECORDS_MAX) * sizeof(store_history),
         [REGION_EXPIRIES] = transfers * sizeof(store_expiry),
         [REGION_HOLDS] = transfers * sizeof(store_hold_ref),
         [REGION_ARENA] = 64 + transfers * ARENA_PER_TRANSFER + accounts * ARENA_PER_ACCOUNT,
-        [REGION_SUBMITTERS] = STORE_SUBMITTERS_MAX * sizeof(store_submitter),
     };
-    bool ok = index_init(&s->account_index, accounts) &&
-              index_init(&s->transfer_index, transfers) &&
-              index_init(&s->submitter_index, STORE_SUBMITTERS_MAX);
-    for (int i = 0; ok && i < REGION_COUNT; i++)
-        ok = region_reserve(&s->regions[i], sizes[i]);
+    bool ok = index_init(&s->account_index, accounts, &s->budget) &&
+              index_init(&s->transfer_index, transfers, &s->budget) &&
+              index_init(&s->submitter_index, STORE_SUBMITTERS_MAX, &s->budget) &&
+              region_reserve(&s->submitters_region, STORE_SUBMITTERS_MAX * sizeof(store_submitter));
+    for (int i = 0; ok && i < 6; i++)
+        ok = region_reserve(&s->regions[i], smaller(sizes[i], limits->memory_max));
     if (!ok) {
         store_free(s);
         return COFFER_OUT_OF_MEMORY;
@@ -229,7 +258,7 @@ int store_init(store *s, const store_limits *limits)
     s->expiries = (store_expiry *)s->regions[REGION_EXPIRIES].base;
     s->holds = (store_hold_ref *)s->regions[REGION_HOLDS].base;
     s->arena = s->regions[REGION_ARENA].base;
-    s->submitters = (store_submitter *)s->regions[REGION_SUBMITTERS].base;
+    s->submitters = (store_submitter *)s->submitters_region.base;
     int code = store_reserve(s, 0, 0, 0, 64, 0);
     s->arena_used = 8; /* offset 0 means "none" */
     return code;
@@ -237,50 +266,122 @@ int store_init(store *s, const store_limits *limits)
 
 void store_free(store *s)
 {
-    for (int i = 0; i < REGION_COUNT; i++)
-        region_release(&s->regions[i]);
-    index_release(&s->account_index);
-    index_release(&s->transfer_index);
-    index_release(&s->submitter_index);
+    for (int i = 0; i < 6; i++)
+        region_release(&s->regions[i], &s->budget);
+    index_release(&s->account_index, &s->budget);
+    index_release(&s->transfer_index, &s->budget);
+    region_release(&s->submitters_region, &s->budget);
+    index_release(&s->submitter_index, &s->budget);
+    COFFER_ASSERT(s->budget.used == 0);
     memset(s, 0, sizeof *s);
 }
 
-/* Commits room for `more` records of `size` bytes after `count`; updates the capacity. */
-static bool table_reserve(store_region *region, uint64_t count, uint64_t more, size_t size,
-                          uint64_t *capacity, store_ranges *ahead)
+void store_capacity_estimate(uint64_t memory_bytes, uint64_t *accounts, uint64_t *transfers)
 {
-    if (!region_ensure(region, count * size, more * size, ahead))
-        return false;
-    *capacity = region->committed / size;
-    return true;
+    /* An index slot is 8 bytes at 35% to 70% load, and twice that while it grows: about 24
+     * bytes a record. Each region also keeps up to a step committed ahead of use. */
+    uint64_t usable = memory_bytes > REGION_STEP ? memory_bytes - REGION_STEP : 0;
+    uint64_t per_transfer = sizeof(store_transfer) + 2 * sizeof(store_history) + 32 + 24;
+    uint64_t per_account = sizeof(store_account) + 24;
+    *transfers = usable / per_transfer;
+    *accounts = usable / per_account;
+    if (*transfers > STORE_RECORDS_MAX)
+        *transfers = STORE_RECORDS_MAX;
+    if (*accounts > STORE_RECORDS_MAX)
+        *accounts = STORE_RECORDS_MAX;
+}
+
+/* What each table region must hold after a reservation: in use now, and in use after. */
+typedef struct table_need {
+    uint64_t used, target;
+    size_t record_size;
+    uint64_t *capacity;
+} table_need;
+
+static const char *const table_names[6] = {
+    [REGION_ACCOUNTS] = "accounts",       [REGION_TRANSFERS] = "transfers",
+    [REGION_HISTORY] = "history entries", [REGION_EXPIRIES] = "expiries",
+    [REGION_HOLDS] = "pending holds",     [REGION_ARENA] = "id and metadata bytes",
+};
+
+/* Commits what the tables and indexes need, looking ahead nowhere. On failure *table is the
+ * table that could not grow. */
+static region_status reserve_needs(store *s, const table_need needs[6], uint64_t accounts,
+                                   uint64_t transfers, const char **table)
+{
+    for (int i = 0; i < 6; i++) {
+        region_status status = region_ensure(&s->regions[i], needs[i].target, &s->budget);
+        if (status != REGION_OK) {
+            *table = table_names[i];
+            return status;
+        }
+    }
+    index_keys keys = {s, INDEX_ACCOUNTS};
+    region_status status =
+        index_reserve(&s->account_index, &keys, s->accounts_count, accounts, &s->budget);
+    *table = table_names[REGION_ACCOUNTS];
+    if (status != REGION_OK)
+        return status;
+    keys = (index_keys){s, INDEX_TRANSFERS};
+    *table = table_names[REGION_TRANSFERS];
+    return index_reserve(&s->transfer_index, &keys, s->transfers_count, transfers, &s->budget);
+}
+
+/* Gives back everything committed beyond what is in use: look-ahead windows and prepared
+ * spare indexes. Only when the budget is short, since they are then committed again. */
+static void trim_to_use(store *s, const table_need needs[6])
+{
+    for (int i = 0; i < 6; i++)
+        region_trim(&s->regions[i], needs[i].used, &s->budget);
+    store_index *indexes[2] = {&s->account_index, &s->transfer_index};
+    for (int i = 0; i < 2; i++)
+        region_trim(&indexes[i]->regions[1 - indexes[i]->current], 0, &s->budget);
+}
+
+static int refuse(store *s, region_status status, const char *table)
+{
+    s->ahead.count = 0;
+    s->refusal = status == REGION_OVER_BUDGET ? STORE_REFUSAL_MEMORY
+                 : status == REGION_FULL      ? STORE_REFUSAL_TABLE
+                                              : STORE_REFUSAL_KERNEL;
+    s->refusal_table = status == REGION_FULL ? table : 0;
+    return status == REGION_REFUSED ? COFFER_OUT_OF_MEMORY : COFFER_CAPACITY_EXCEEDED;
 }
 
 int store_reserve(store *s, uint64_t accounts, uint64_t transfers, uint64_t history,
                   uint64_t arena_bytes, uint64_t holds)
 {
     s->ahead.count = 0;
-    bool ok = table_reserve(&s->regions[REGION_ACCOUNTS], s->accounts_count, accounts,
-                            sizeof *s->accounts, &s->accounts_capacity, &s->ahead) &&
-              table_reserve(&s->regions[REGION_TRANSFERS], s->transfers_count, transfers,
-                            sizeof *s->transfers, &s->transfers_capacity, &s->ahead) &&
-              table_reserve(&s->regions[REGION_HISTORY], s->history_count, history,
-                            sizeof *s->history, &s->history_capacity, &s->ahead) &&
-              table_reserve(&s->regions[REGION_EXPIRIES], s->expiries_count, holds,
-                            sizeof *s->expiries, &s->expiries_capacity, &s->ahead) &&
-              table_reserve(&s->regions[REGION_HOLDS], s->holds_count, holds, sizeof *s->holds,
-                            &s->holds_capacity, &s->ahead) &&
-              table_reserve(&s->regions[REGION_ARENA], s->arena_used, arena_bytes + 8, 1,
-                            &s->arena_capacity, &s->ahead);
-    /* The regions are sized by the limits, which the core enforces per event; running out of
-     * one means the worst case of a table was reached (e.g. every id at the maximum length). */
-    if (!ok)
-        return COFFER_CAPACITY_EXCEEDED;
-    index_keys keys = {s, INDEX_ACCOUNTS};
-    int code = index_reserve(&s->account_index, &keys, s->accounts_count, accounts, &s->ahead);
-    if (code != COFFER_OK)
-        return code;
-    keys = (index_keys){s, INDEX_TRANSFERS};
-    return index_reserve(&s->transfer_index, &keys, s->transfers_count, transfers, &s->ahead);
+    table_need needs[6] = {
+        [REGION_ACCOUNTS] = {s->accounts_count, accounts, sizeof *s->accounts,
+                             &s->accounts_capacity},
+        [REGION_TRANSFERS] = {s->transfers_count, transfers, sizeof *s->transfers,
+                              &s->transfers_capacity},
+        [REGION_HISTORY] = {s->history_count, history, sizeof *s->history, &s->history_capacity},
+        [REGION_EXPIRIES] = {s->expiries_count, holds, sizeof *s->expiries, &s->expiries_capacity},
+        [REGION_HOLDS] = {s->holds_count, holds, sizeof *s->holds, &s->holds_capacity},
+        [REGION_ARENA] = {s->arena_used, arena_bytes + 8, 1, &s->arena_capacity},
+    };
+    for (int i = 0; i < 6; i++) {
+        needs[i].used *= needs[i].record_size;
+        needs[i].target = needs[i].used + needs[i].target * needs[i].record_size;
+    }
+    const char *table = 0;
+    region_status status = reserve_needs(s, needs, accounts, transfers, &table);
+    if (status == REGION_OVER_BUDGET) {
+        trim_to_use(s, needs);
+        status = reserve_needs(s, needs, accounts, transfers, &table);
+    }
+    if (status != REGION_OK)
+        return refuse(s, status, table);
+    s->refusal = STORE_REFUSAL_NONE;
+    for (int i = 0; i < 6; i++) {
+        region_look_ahead(&s->regions[i], needs[i].used, needs[i].target, &s->ahead, &s->budget);
+        *needs[i].capacity = s->regions[i].committed / needs[i].record_size;
+    }
+    index_look_ahead(&s->account_index, &s->ahead, &s->budget);
+    index_look_ahead(&s->transfer_index, &s->ahead, &s->budget);
+    return COFFER_OK;
 }
 
 /* ---- records ------------------------------------------------------------------------------- */
@@ -355,13 +456,21 @@ int store_submitter_room(store *s, const char *name, size_t length)
 {
     if (store_submitter_find(s, name, length))
         return COFFER_OK;
-    if (s->submitters_count >= STORE_SUBMITTERS_MAX)
+    if (s->submitters_count >= STORE_SUBMITTERS_MAX) {
+        s->refusal = STORE_REFUSAL_TABLE;
+        s->refusal_table = "submitter names";
         return COFFER_CAPACITY_EXCEEDED;
-    if (!table_reserve(&s->regions[REGION_SUBMITTERS], s->submitters_count, 1,
-                       sizeof *s->submitters, &s->submitters_capacity, 0))
-        return COFFER_OUT_OF_MEMORY;
-    index_keys keys = {s, INDEX_SUBMITTERS};
-    return index_reserve(&s->submitter_index, &keys, s->submitters_count, 1, 0);
+    }
+    region_status status = region_ensure(
+        &s->submitters_region, (s->submitters_count + 1) * sizeof *s->submitters, &s->budget);
+    if (status == REGION_OK) {
+        index_keys keys = {s, INDEX_SUBMITTERS};
+        status = index_reserve(&s->submitter_index, &keys, s->submitters_count, 1, &s->budget);
+    }
+    if (status != REGION_OK)
+        return refuse(s, status, "submitter names");
+    s->submitters_capacity = s->submitters_region.committed / sizeof *s->submitters;
+    return COFFER_OK;
 }
 
 uint16_t store_submitter_intern(store *s, const char *name, size_t length)
@@ -633,18 +742,26 @@ store_counts store_counts_get(const store *s)
 int store_restore_begin(store *s, const store_counts *counts)
 {
     COFFER_ASSERT(s->accounts_count == 0 && s->transfers_count == 0);
-    if (counts->accounts > s->limits.accounts_max || counts->transfers > s->limits.transfers_max ||
-        counts->submitters > STORE_SUBMITTERS_MAX)
+    if (counts->accounts > s->limits.accounts_max || counts->transfers > s->limits.transfers_max) {
+        s->refusal = STORE_REFUSAL_TABLE;
+        s->refusal_table = counts->accounts > s->limits.accounts_max ? "accounts" : "transfers";
         return COFFER_CAPACITY_EXCEEDED;
+    }
+    if (counts->submitters > STORE_SUBMITTERS_MAX) {
+        s->refusal = STORE_REFUSAL_TABLE;
+        s->refusal_table = "submitter names";
+        return COFFER_CAPACITY_EXCEEDED;
+    }
     int code =
         store_reserve(s, counts->accounts, counts->transfers, counts->history, counts->arena_used,
                       counts->holds > counts->expiries ? counts->holds : counts->expiries);
-    if (code == COFFER_OK &&
-        !table_reserve(&s->regions[REGION_SUBMITTERS], 0, counts->submitters, sizeof *s->submitters,
-                       &s->submitters_capacity, &s->ahead))
-        code = COFFER_CAPACITY_EXCEEDED;
     if (code != COFFER_OK)
         return code;
+    region_status status = region_ensure(&s->submitters_region,
+                                         counts->submitters * sizeof *s->submitters, &s->budget);
+    if (status != REGION_OK)
+        return refuse(s, status, "submitter names");
+    s->submitters_capacity = s->submitters_region.committed / sizeof *s->submitters;
     s->submitters_count = counts->submitters;
     s->accounts_count = counts->accounts;
     s->transfers_count = counts->transfers;
@@ -656,15 +773,21 @@ int store_restore_begin(store *s, const store_counts *counts)
     return COFFER_OK;
 }
 
+static const char *const index_names[] = {
+    [INDEX_ACCOUNTS] = "accounts",
+    [INDEX_TRANSFERS] = "transfers",
+    [INDEX_SUBMITTERS] = "submitter names",
+};
+
 /* Indexes the first `records` records of an empty index. */
-static int index_rebuild(store_index *index, const index_keys *keys, uint64_t records,
-                         store_ranges *ahead)
+static int index_rebuild(store *s, store_index *index, const index_keys *keys, uint64_t records)
 {
     COFFER_ASSERT(index->count == 0);
     if (records * 100 > (index->mask + 1) * INDEX_LOAD_PERCENT) {
-        int code = index_reserve(index, keys, records, records, ahead); /* rehashes them all */
-        if (code != COFFER_OK)
-            return code;
+        /* Rehashes them all. */
+        region_status status = index_reserve(index, keys, records, records, &s->budget);
+        if (status != REGION_OK)
+            return refuse(s, status, index_names[keys->kind]);
         index->count = records;
         return COFFER_OK;
     }
@@ -680,11 +803,11 @@ int store_restore_finish(store *s)
 {
     index_keys account_keys = {s, INDEX_ACCOUNTS}, transfer_keys = {s, INDEX_TRANSFERS};
     index_keys submitter_keys = {s, INDEX_SUBMITTERS};
-    int code = index_rebuild(&s->account_index, &account_keys, s->accounts_count, &s->ahead);
+    int code = index_rebuild(s, &s->account_index, &account_keys, s->accounts_count);
     if (code == COFFER_OK)
-        code = index_rebuild(&s->transfer_index, &transfer_keys, s->transfers_count, &s->ahead);
+        code = index_rebuild(s, &s->transfer_index, &transfer_keys, s->transfers_count);
     if (code == COFFER_OK)
-        code = index_rebuild(&s->submitter_index, &submitter_keys, s->submitters_count, &s->ahead);
+        code = index_rebuild(s, &s->submitter_index, &submitter_keys, s->submitters_count);
     return code;
 }
 

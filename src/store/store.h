@@ -142,10 +142,28 @@ typedef struct store_index {
     int current; /* which region holds slots */
 } store_index;
 
+/* Records refer to each other by uint32 index and STORE_NONE is UINT32_MAX, so no table holds
+ * more records than this, whatever the memory budget. */
+#define STORE_RECORDS_MAX (UINT32_MAX - 1)
+/* The memory budget's bounds (see coffer.h). */
+#define STORE_MEMORY_MIN COFFER_MEMORY_BYTES_MIN
+#define STORE_MEMORY_MAX COFFER_MEMORY_BYTES_MAX
+
 typedef struct store_limits {
-    uint32_t accounts_max;
-    uint32_t transfers_max;
+    uint32_t accounts_max;  /* records, 1..STORE_RECORDS_MAX (the core checks them per event) */
+    uint32_t transfers_max; /* records with an outcome, 1..STORE_RECORDS_MAX */
+    /* Bytes the tables and id indexes may commit together, STORE_MEMORY_MIN..STORE_MEMORY_MAX:
+     * store_reserve() refuses growth past it. */
+    uint64_t memory_max;
 } store_limits;
+
+/* Which limit the last refused store_reserve() hit. */
+typedef enum store_refusal {
+    STORE_REFUSAL_NONE = 0,
+    STORE_REFUSAL_MEMORY, /* the memory budget */
+    STORE_REFUSAL_TABLE,  /* a table's record limit (refusal_table names it) */
+    STORE_REFUSAL_KERNEL, /* the kernel would not commit memory */
+} store_refusal;
 
 typedef struct store {
     store_limits limits;
@@ -164,12 +182,16 @@ typedef struct store {
     uint64_t arena_used, arena_capacity;
     store_index account_index;
     store_index transfer_index;
+    /* The regions under accounts, transfers, history, expiries, holds and the arena. */
+    store_region regions[6];
     store_submitter *submitters; /* submitter index i is submitters[i - 1] */
     uint64_t submitters_count, submitters_capacity;
     store_index submitter_index;
-    /* The regions under accounts, transfers, history, expiries, holds, the arena and the
-     * submitters. */
-    store_region regions[7];
+    store_region submitters_region; /* under the submitters, charged to the budget too */
+    /* What every region above and the indexes' commit together, against limits.memory_max. */
+    region_budget budget;
+    store_refusal refusal;
+    const char *refusal_table; /* STORE_REFUSAL_TABLE: "transfers", "history entries", ... */
     /* Ranges the last store_reserve() asks the engine to populate ahead of use. */
     store_ranges ahead;
 } store;
@@ -180,14 +202,22 @@ typedef struct store_mark {
     uint64_t holds_pending, submitters_count;
 } store_mark;
 
+/* COFFER_OK; INVALID_ARGUMENT for limits out of their ranges; OUT_OF_MEMORY when address space
+ * cannot be reserved. */
 int store_init(store *s, const store_limits *limits);
 void store_free(store *s);
 
 /* Makes room so that the next appends of up to these counts cannot fail. COFFER_OK, or
- * COFFER_OUT_OF_MEMORY / CAPACITY_EXCEEDED with nothing changed. The limits themselves are
- * checked by the core per event; this only commits memory. Fills s->ahead. */
+ * CAPACITY_EXCEEDED (the memory budget or a table's record limit: s->refusal says which) or
+ * OUT_OF_MEMORY (the kernel refused), with no record changed. Once it has succeeded for a
+ * batch, the core's own per-event checks of accounts_max and transfers_max are the only
+ * capacity checks left on the batch's path. Fills s->ahead. */
 int store_reserve(store *s, uint64_t accounts, uint64_t transfers, uint64_t history,
                   uint64_t arena_bytes, uint64_t holds);
+
+/* Roughly how many transfers (of 32-byte ids, between accounts that exist), or else accounts,
+ * fit in `memory_bytes`: for the operator's sizing, not a limit. */
+void store_capacity_estimate(uint64_t memory_bytes, uint64_t *accounts, uint64_t *transfers);
 
 uint64_t store_hash(const char *bytes, size_t length);
 
@@ -242,7 +272,7 @@ typedef struct store_counts {
 store_counts store_counts_get(const store *s);
 /* Restoring from a snapshot: _begin makes an empty store's tables the given sizes (their bytes
  * are then copied in by the caller), _finish rebuilds the id and name indexes. COFFER_OK, or
- * CAPACITY_EXCEEDED when the counts do not fit the configured limits. */
+ * CAPACITY_EXCEEDED when the counts do not fit the configured limits or memory budget. */
 int store_restore_begin(store *s, const store_counts *counts);
 int store_restore_finish(store *s);
 /* After restoring: every reference a record holds (ids and metadata in the arena, indexes of

@@ -3,7 +3,8 @@
  * bytes as a query value. An accepted number is within its bounds and written only then; an
  * accepted `at` is a seq only for digits and otherwise the time parse_time reads; and any
  * time the server writes (encode_time) parses back to the same nanosecond; an accepted list
- * of change types holds only known types.
+ * of change types holds only known types; an accepted size (--memory-max) is the number its
+ * digits and suffix say, within its bounds.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -50,6 +51,30 @@ static void check_types(const char *text)
         abort();
 }
 
+/* An accepted size is its digits times 1024 to the power its suffix says (computed here in
+ * 128 bits, so an overflow the parser missed shows), and within bounds. */
+static void check_size(const char *text, uint64_t min, uint64_t max)
+{
+    uint64_t value = 7777;
+    bool accepted = parse_size(text, min, max, &value);
+    if (!accepted) {
+        if (value != 7777)
+            abort(); /* a refused size must leave the output alone */
+        return;
+    }
+    unsigned __int128 expected = 0;
+    size_t i = 0;
+    for (; text[i] >= '0' && text[i] <= '9'; i++)
+        expected = expected * 10 + (unsigned)(text[i] - '0');
+    const char *suffixes = "KMGT", *suffix = text[i] ? strchr(suffixes, text[i] & ~0x20) : 0;
+    if (i == 0 || (text[i] && (!suffix || text[i + 1])))
+        abort(); /* accepted something that is not digits and one suffix */
+    for (int shift = suffix ? (int)(suffix - suffixes) + 1 : 0; shift > 0; shift--)
+        expected *= 1024;
+    if (expected != value || value < min || value > max)
+        abort();
+}
+
 /* The first 8 bytes as a time below 2^62 ns (year 2116): written, then read back. */
 static void check_round_trip(const uint8_t *data, size_t size)
 {
@@ -79,6 +104,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_number(text, 1, 1000);
     check_at(text);
     check_types(text);
+    check_size(text, 0, UINT64_MAX);
+    check_size(text, COFFER_MEMORY_BYTES_MIN, COFFER_MEMORY_BYTES_MAX);
     uint64_t ns;
     (void)parse_time(text, &ns);
     check_round_trip(data, size);

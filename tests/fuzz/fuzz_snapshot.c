@@ -20,7 +20,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const store_limits limits = {64, 64};
+static const store_limits limits = {64, 64, STORE_MEMORY_MIN};
 static char dir[64];
 
 static void ensure_dir(void)

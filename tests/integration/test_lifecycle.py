@@ -1,5 +1,6 @@
 """Process lifecycle: SIGTERM drains in-flight requests and exits 0; a restart keeps everything
-(accounts, transfers, holds, history, idempotent replays); snapshots; the data dir lock."""
+(accounts, transfers, holds, history, idempotent replays); snapshots; the data dir lock; the
+memory budget (--memory-max) reached, and raised by a restart."""
 
 import http.client
 import signal
@@ -448,8 +449,86 @@ class Shutdown(LifecycleCase):
         self.assertEqual(proc.returncode, 0)
         help_text = proc.stdout.decode()
         for flag in ("--listen", "--data", "--fsync", "--queue-events", "--max-connections",
-                     "--timeout", "--snapshot-every"):
+                     "--timeout", "--snapshot-every", "--memory-max"):
             self.assertIn(flag, help_text)
+
+
+class MemoryBudget(LifecycleCase):
+    """A server whose --memory-max is small enough to fill in a second."""
+
+    def fill(self, client, prefix):
+        """Batches of 1000 transfers until one is refused; returns (refusal, transfers made)."""
+        made = 0
+        for batch in range(500):
+            body = {"transfers": [{"id": "%s-%d-%d" % (prefix, batch, i), "from": "bank",
+                                   "to": "shop", "amount": 1} for i in range(1000)]}
+            r = client.post("/v1/transfers", body)
+            if r.status == 503:
+                return r, made
+            self.assertEqual(r.status, 200, r)
+            made += 1000
+        self.fail("500,000 transfers fit in a 16 MiB budget")
+
+    def metric(self, client, name):
+        r = client.get("/metrics")
+        self.assertEqual(r.status, 200, r)
+        for line in r.body.decode().splitlines():
+            if line.startswith(name + " "):
+                return int(line.split()[1])
+        self.fail("no %s in /metrics" % name)
+
+    def test_budget_reached_then_raised(self):
+        server = self.new_server(args=["--memory-max", "16M"], fsync="never")
+        self.assertRegex(server.stderr(), r"memory budget 16 MiB \(as configured\)")
+        client = server.client()
+        self.create(client, "bank", min_balance=None)
+        self.create(client, "shop")
+        refused, made = self.fill(client, "first")
+        self.assertGreater(made, 40000)
+        self.assertEqual(refused.json()["code"], "capacity_exceeded")
+        self.assertEqual(refused.json()["detail"],
+                         "memory budget of 16 MiB reached: 2 accounts, %d transfers held" % made)
+        self.assertEqual(self.metric(client, "coffer_memory_budget_bytes"), 16 << 20)
+        used = self.metric(client, "coffer_memory_used_bytes")
+        self.assertLessEqual(used, 16 << 20)
+        self.assertGreater(used, 15 << 20)
+        # Nothing of the refused batch was applied; reads go on.
+        self.assertEqual(client.get("/v1/transfers/first-0-0").status, 200)
+        missing = client.get("/v1/transfers/" + refused_id(made))
+        self.assertEqual(missing.status, 404, missing)
+        self.assertEqual(client.get("/v1/accounts/shop").json()["balance"], made)
+        # Room is checked for a whole submission: an atomic batch as large is refused whole.
+        r = client.post("/v1/transfers", {"atomic": True, "transfers": [
+            {"id": "atomic-%d" % i, "from": "bank", "to": "shop", "amount": 1}
+            for i in range(1000)]})
+        self.assertEqual(r.status, 503, r)
+        self.assertEqual(r.json()["code"], "capacity_exceeded")
+        self.assertEqual(client.get("/v1/transfers/atomic-0").status, 404)
+        self.assertEqual(client.get("/v1/accounts/shop").json()["balance"], made)
+        client.close()
+        # A restart with a larger budget takes writes again.
+        server.args[server.args.index("16M")] = "32M"
+        server.restart()
+        client = server.client()
+        self.assertEqual(client.get("/v1/accounts/shop").json()["balance"], made)
+        self.xfer(client, {"id": "after-restart", "from": "bank", "to": "shop", "amount": 5})
+        self.assertEqual(client.get("/v1/accounts/shop").json()["balance"], made + 5)
+        self.assertEqual(self.metric(client, "coffer_memory_budget_bytes"), 32 << 20)
+        client.close()
+
+    def test_bad_sizes_exit_2(self):
+        for size in ("48MB", "1M", "5T", "-48M", "4.5G", ""):
+            with self.subTest(size=size):
+                proc = subprocess.run([coffer_binary(), "serve", "--memory-max", size],
+                                      capture_output=True, timeout=10 * SLOW,
+                                      stdin=subprocess.DEVNULL)
+                self.assertEqual(proc.returncode, 2, proc)
+                self.assertIn(b"--memory-max needs a size from 16M to 4T", proc.stderr)
+
+
+def refused_id(made):
+    """The id of the first transfer of the batch refused after `made` transfers."""
+    return "first-%d-0" % (made // 1000)
 
 
 if __name__ == "__main__":

@@ -81,7 +81,8 @@ static void test_a_newer_callers_unknown_fields_must_be_zero(void **state)
     coffer_options *options = (coffer_options *)buffer;
     coffer_options_init_sized(options, sizeof buffer);
     assert_int_equal(options->size, sizeof buffer);
-    assert_int_equal(options->accounts_max, 10u * 1000 * 1000);
+    assert_int_equal(options->queue_events_max, 64u * 1024);
+    assert_int_equal(options->memory_bytes_max, 0); /* decided at open, from the machine */
     assert_int_equal(open_with(options), COFFER_OK);
     buffer[sizeof buffer - 1] = 1;
     assert_int_equal(open_with(options), COFFER_INVALID_ARGUMENT);
