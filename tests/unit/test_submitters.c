@@ -17,7 +17,7 @@ static int store_setup(void **state)
 {
     store *s = calloc(1, sizeof *s);
     assert_non_null(s);
-    store_limits limits = {16, 16};
+    store_limits limits = {16, 16, STORE_MEMORY_MIN};
     assert_int_equal(store_init(s, &limits), COFFER_OK);
     *state = s;
     return 0;
