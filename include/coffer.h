@@ -178,6 +178,10 @@ typedef struct coffer_options {
      * the files, offsets and seqs. true: it opens anyway, and the loss is logged and appended
      * to DIR/data-loss.log. */
     bool accept_data_loss;
+    /* true: a durable engine keeps no on-disk index (DATA/index, derived from the log: every
+     * transfer by id, every history entry). false (the default): a thread keeps it behind the
+     * log, rebuilding it at open when it is missing or does not match the log. */
+    bool index_off;
 } coffer_options;
 
 /* Fills the first `size_bytes` of `options` with the defaults and sets options->size; does
@@ -428,6 +432,15 @@ typedef struct coffer_stats {
     uint64_t fsync_us_total;
     uint64_t durable_seq; /* the last seq known durable */
     bool storage_failed;  /* a write or sync failed: writes are refused until restart */
+    /* The on-disk index: on (a durable engine without index_off, whose index has not failed),
+     * the last seq it applied, the last it flushed (what a crash keeps), the records and seqs
+     * it applied since open, and the time its writes took (microseconds). */
+    bool index_on;
+    uint64_t index_applied_seq;
+    uint64_t index_flushed_seq;
+    uint64_t index_records;
+    uint64_t index_events;
+    uint64_t index_write_us_total;
 } coffer_stats;
 
 /* Fills the first `size_bytes` of *out (zeroes what this library does not know). Call it
@@ -468,6 +481,15 @@ typedef struct coffer_dir_report {
     char snapshot_error[1024];
     /* Every invariant of the replayed state. */
     coffer_verify_report invariants;
+    /* The on-disk index (DIR/index), as far as it was flushed: its applied seq ends a record of
+     * this log with the same hash, and every transfer and history entry up to it is there with
+     * the log's outcome, nothing else. A missing index (index_found false) is not damage and
+     * leaves `ok` alone: the next open builds it. index_error says what is wrong or missing. */
+    bool index_found;
+    bool index_ok;
+    uint64_t index_applied_seq;
+    uint64_t index_covers_from_seq; /* the first seq it derives (format-1 records have none) */
+    char index_error[1024];
 } coffer_dir_report;
 
 /* Called during coffer_verify_dir() from the calling thread: `stage` ("log") with done of

@@ -355,6 +355,7 @@ int engine_stats_read(coffer *db, void *context)
     out->fsync_us_total = atomic_load(&db->fsync_us_total);
     out->durable_seq = db->dir ? atomic_load(&db->durable_seq) : db->last_seq;
     out->storage_failed = atomic_load(&db->storage_failed);
+    indexer_stats(db, out);
     pthread_mutex_lock(&db->mutex); /* the queue belongs to the callers' side of the lock */
     out->queue_events = db->queue_events;
     pthread_mutex_unlock(&db->mutex);

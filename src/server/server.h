@@ -28,6 +28,7 @@ typedef struct server_options {
     uint64_t snapshot_every_seconds;
     bool log_requests;     /* one stderr line per request */
     bool accept_data_loss; /* open even when acknowledged records are missing (recorded) */
+    bool index_off;        /* keep no on-disk index (coffer serve --index off) */
     /* Security (guard.c). */
     const char *tokens_path;             /* --tokens: NULL, no authentication */
     const char *allow_origins;           /* comma-separated Origin values a browser may send */
