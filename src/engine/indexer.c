@@ -215,7 +215,8 @@ static void *indexer_main(void *argument)
         engine_log(db, "index: stopped at seq %llu: %s",
                    (unsigned long long)index_position_get(indexer->index).applied_seq,
                    indexer->error);
-    else if (indexer_flush(indexer) != COFFER_OK)
+    else if (index_position_get(indexer->index).applied_seq != indexer->applied_at_flush &&
+             indexer_flush(indexer) != COFFER_OK)
         engine_log(db, "index: the last flush failed: %s", indexer->error);
     return 0;
 }

@@ -169,7 +169,8 @@ void index_close(index_db *index)
 {
     if (!index)
         return;
-    if (!index->read_only && !index->failed) {
+    bool unflushed = index->position.applied_seq != index->flushed.applied_seq;
+    if (!index->read_only && !index->failed && unflushed) {
         char error[256];
         index_flush(index, error, sizeof error); /* a failure costs a replay at the next open */
     }
