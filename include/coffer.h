@@ -197,6 +197,10 @@ typedef struct coffer_options {
      * memory, or of the cgroup's limit when that is lower, within the same bounds. A durable
      * open logs the budget and what it holds. */
     uint64_t memory_bytes_max;
+    /* true: a durable engine keeps no on-disk index (DATA/index, derived from the log: every
+     * transfer by id, every history entry). false (the default): a thread keeps it behind the
+     * log, rebuilding it at open when it is missing or does not match the log. */
+    bool index_off;
 } coffer_options;
 
 /* Fills the first `size_bytes` of `options` with the defaults and sets options->size; does
@@ -460,6 +464,15 @@ typedef struct coffer_stats {
      * (coffer_options.memory_bytes_max as resolved at open). */
     uint64_t memory_used_bytes;
     uint64_t memory_budget_bytes;
+    /* The on-disk index: on (a durable engine without index_off, whose index has not failed),
+     * the last seq it applied, the last it flushed (what a crash keeps), the records and seqs
+     * it applied since open, and the time its writes took (microseconds). */
+    bool index_on;
+    uint64_t index_applied_seq;
+    uint64_t index_flushed_seq;
+    uint64_t index_records;
+    uint64_t index_events;
+    uint64_t index_write_us_total;
 } coffer_stats;
 
 /* Fills the first `size_bytes` of *out (zeroes what this library does not know). Call it
@@ -506,6 +519,15 @@ typedef struct coffer_dir_report {
     char snapshot_error[1024];
     /* Every invariant of the replayed state. */
     coffer_verify_report invariants;
+    /* The on-disk index (DIR/index), as far as it was flushed: its applied seq ends a record of
+     * this log with the same hash, and every transfer and history entry up to it is there with
+     * the log's outcome, nothing else. A missing index (index_found false) is not damage and
+     * leaves `ok` alone: the next open builds it. index_error says what is wrong or missing. */
+    bool index_found;
+    bool index_ok;
+    uint64_t index_applied_seq;
+    uint64_t index_covers_from_seq; /* the first seq it derives (format-1 records have none) */
+    char index_error[1024];
 } coffer_dir_report;
 
 /* Called during coffer_verify_dir() from the calling thread: `stage` ("log") with done of

@@ -93,6 +93,16 @@ static void print_human(const char *dir, const coffer_dir_report *r)
            r->invariants.ok ? "all hold" : "VIOLATED");
     for (uint32_t i = 0; i < r->invariants.problem_count && i < COFFER_VERIFY_PROBLEMS_MAX; i++)
         printf("    %s\n", r->invariants.problems[i]);
+    /* A missing index is a warning (the next start builds it), a damaged one a problem. */
+    if (!r->index_found)
+        printf("  index: missing (warning: coffer serve builds it from the log)\n    %s\n",
+               r->index_error);
+    else if (r->index_ok)
+        printf("  index: up to seq %llu (from seq %llu), matches the log\n",
+               (unsigned long long)r->index_applied_seq,
+               (unsigned long long)r->index_covers_from_seq);
+    else
+        printf("  index: DAMAGED: %s\n", r->index_error);
 }
 
 static void json_text(const char *text)
@@ -129,7 +139,12 @@ static void print_json(const coffer_dir_report *r)
             putchar(',');
         json_text(r->invariants.problems[i]);
     }
-    printf("]}}\n");
+    printf("]},\"index\":{\"found\":%s,\"ok\":%s,\"applied_seq\":%llu,\"covers_from_seq\":%llu,"
+           "\"error\":",
+           r->index_found ? "true" : "false", r->index_ok ? "true" : "false",
+           (unsigned long long)r->index_applied_seq, (unsigned long long)r->index_covers_from_seq);
+    json_text(r->index_error);
+    printf("}}\n");
 }
 
 int cli_verify(int argc, char **argv, const cli_globals *globals)

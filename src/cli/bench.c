@@ -40,6 +40,7 @@ enum {
     BENCH_TOKEN,
     BENCH_CACERT,
     BENCH_CONSUMER_NICE,
+    BENCH_INDEX,
     BENCH_OPTION_COUNT
 };
 
@@ -84,6 +85,9 @@ static const cli_option bench_options[] = {
     {BENCH_CONSUMER_NICE, "--consumer-nice", "N",
      "run the --consumers at this nice value, 0-19 (default 0): on\nbusy cores they then lag "
      "and catch up rather than slow the writer"},
+    {BENCH_INDEX, "--index", "on|off",
+     "with --durable: keep the on-disk index (default on); at the end\nits lag and the time it "
+     "takes to catch up are printed"},
 };
 
 static const cli_spec bench_spec = {
@@ -105,7 +109,7 @@ static const cli_spec bench_spec = {
     (BENCH_BIT(BENCH_WORKLOAD) | BENCH_BIT(BENCH_ACCOUNTS) | BENCH_BIT(BENCH_TRANSFERS) |          \
      BENCH_BIT(BENCH_BATCH) | BENCH_BIT(BENCH_SUBMITTERS) | BENCH_BIT(BENCH_SEED) |                \
      BENCH_BIT(BENCH_DURABLE) | BENCH_BIT(BENCH_FSYNC) | BENCH_BIT(BENCH_KEEP) |                   \
-     BENCH_BIT(BENCH_CONSUMERS) | BENCH_BIT(BENCH_CONSUMER_NICE))
+     BENCH_BIT(BENCH_CONSUMERS) | BENCH_BIT(BENCH_CONSUMER_NICE) | BENCH_BIT(BENCH_INDEX))
 #define BENCH_SERVER_TAKES                                                                         \
     (BENCH_BIT(BENCH_WORKLOAD) | BENCH_BIT(BENCH_ACCOUNTS) | BENCH_BIT(BENCH_BATCH) |              \
      BENCH_BIT(BENCH_SEED) | BENCH_BIT(BENCH_CONNECTIONS) | BENCH_BIT(BENCH_DURATION) |            \
@@ -118,7 +122,7 @@ typedef struct bench {
     enum workload workload;
     uint64_t accounts, transfers, batch, submitters, seed, consumers, consumer_nice;
     const char *durable_dir;
-    bool fsync_never, keep;
+    bool fsync_never, keep, index_off;
     char (*account_ids)[24];
     atomic_uint_fast64_t next_batch;
     atomic_uint_fast64_t codes[COFFER_CODE_LIMIT];
@@ -297,7 +301,8 @@ static bool bench_embedded_values(bench *run, const cli_parsed *parsed)
 {
     static const char *const workloads[] = {"uniform", "hot", NULL};
     static const char *const fsync_modes[] = {"always", "never", NULL};
-    int workload = WORKLOAD_UNIFORM, fsync_mode = 0;
+    static const char *const index_modes[] = {"on", "off", NULL};
+    int workload = WORKLOAD_UNIFORM, fsync_mode = 0, index_mode = 0;
     bool ok =
         cli_value_choice(&bench_spec, parsed, BENCH_WORKLOAD, workloads, &workload) &&
         cli_value_u64(&bench_spec, parsed, BENCH_ACCOUNTS, 2, 5000000, &run->accounts) &&
@@ -307,7 +312,8 @@ static bool bench_embedded_values(bench *run, const cli_parsed *parsed)
         cli_value_u64(&bench_spec, parsed, BENCH_SEED, 0, UINT64_MAX, &run->seed) &&
         cli_value_u64(&bench_spec, parsed, BENCH_CONSUMERS, 0, 16, &run->consumers) &&
         cli_value_u64(&bench_spec, parsed, BENCH_CONSUMER_NICE, 0, 19, &run->consumer_nice) &&
-        cli_value_choice(&bench_spec, parsed, BENCH_FSYNC, fsync_modes, &fsync_mode);
+        cli_value_choice(&bench_spec, parsed, BENCH_FSYNC, fsync_modes, &fsync_mode) &&
+        cli_value_choice(&bench_spec, parsed, BENCH_INDEX, index_modes, &index_mode);
     if (ok && parsed->values[BENCH_DURABLE] && !parsed->values[BENCH_DURABLE][0]) {
         cli_usage(&bench_spec, "--durable needs a directory");
         ok = false;
@@ -318,6 +324,7 @@ static bool bench_embedded_values(bench *run, const cli_parsed *parsed)
     }
     run->workload = (enum workload)workload;
     run->fsync_never = fsync_mode == 1;
+    run->index_off = index_mode == 1;
     run->durable_dir = parsed->values[BENCH_DURABLE];
     run->keep = parsed->values[BENCH_KEEP] != NULL;
     return ok;
@@ -497,6 +504,29 @@ static int bench_mode(const cli_parsed *parsed, int *mode)
     return CLI_GO_ON;
 }
 
+/* After the run: how far the on-disk index was behind the log, and how long it took to catch
+ * up with nothing more written. */
+static void bench_index_report(coffer *db)
+{
+    coffer_stats stats;
+    if (coffer_stats_get(db, &stats) != COFFER_OK || !stats.index_on)
+        return;
+    uint64_t lag = stats.durable_seq - stats.index_applied_seq;
+    double start = now_seconds();
+    while (stats.index_on && stats.index_applied_seq < stats.durable_seq &&
+           coffer_stats_get(db, &stats) == COFFER_OK)
+        usleep(10000);
+    double catch_up = now_seconds() - start;
+    double writing = (double)stats.index_write_us_total / 1e6;
+    printf("  index: %" PRIu64 " events behind at the end, caught up in %.3f s; %" PRIu64
+           " records, %" PRIu64 " events indexed in %.3f s of writes (%.0f events/s)\n",
+           lag, catch_up, stats.index_records, stats.index_events, writing,
+           writing > 0 ? (double)stats.index_events / writing : 0);
+    printf("{\"mode\":\"index\",\"lag_events\":%" PRIu64 ",\"catch_up_seconds\":%.3f,"
+           "\"events\":%" PRIu64 ",\"write_seconds\":%.3f}\n",
+           lag, catch_up, stats.index_events, writing);
+}
+
 int cli_bench(int argc, char **argv, const cli_globals *globals)
 {
     cli_parsed parsed;
@@ -533,6 +563,7 @@ int cli_bench(int argc, char **argv, const cli_globals *globals)
     for (uint64_t i = 0; i < run.accounts; i++)
         format_id(run.account_ids[2 + i], 'u', i);
     options.fsync_never = run.fsync_never;
+    options.index_off = run.index_off;
     if (run.durable_dir && access(run.durable_dir, F_OK) == 0) {
         fprintf(stderr, "coffer bench: %s exists; give a new directory\n", run.durable_dir);
         return CLI_EXIT_USAGE;
@@ -551,6 +582,8 @@ int cli_bench(int argc, char **argv, const cli_globals *globals)
                "transfer)\n",
                run.accounts + 2, (double)(rss_bytes() - rss_empty) / (double)(run.accounts + 2));
         exit_code = bench_run(&run);
+        if (exit_code == 0)
+            bench_index_report(run.db);
     }
     coffer_close(run.db);
     free(run.account_ids);

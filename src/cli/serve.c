@@ -47,6 +47,7 @@ enum {
     SERVE_WEBHOOK_TIMEOUT,
     SERVE_WEBHOOK_MAX_FAILURES,
     SERVE_MEMORY_MAX,
+    SERVE_INDEX,
 };
 
 static const cli_option serve_options[] = {
@@ -110,6 +111,9 @@ static const cli_option serve_options[] = {
     {SERVE_WEBHOOK_MAX_FAILURES, "--webhook-max-failures", "N",
      "consecutive failed attempts before a webhook is marked failing\n(default 10; POST "
      "/v1/webhooks/{id}/enable resumes it)"},
+    {SERVE_INDEX, "--index", "on|off",
+     "keep the on-disk index DIR/index (default on): every transfer\nand history entry, derived "
+     "from the log behind the writer"},
 };
 
 static const cli_spec serve_spec = {
@@ -311,13 +315,15 @@ static bool serve_values(const cli_parsed *parsed, server_options *options,
     if (parsed->values[SERVE_DATA])
         options->data_dir = parsed->values[SERVE_DATA];
     static const char *const fsync_modes[] = {"always", "never", NULL};
-    int fsync_mode = 0;
+    static const char *const index_modes[] = {"on", "off", NULL};
+    int fsync_mode = 0, index_mode = 0;
     uint64_t threads = options->threads, connections = options->max_connections,
              timeout = options->timeout_seconds, queue = options->queue_events_max,
              header_timeout = options->header_timeout_seconds,
              body_timeout = options->body_timeout_seconds,
              webhook_failures = options->webhook_max_failures;
     if (!cli_value_choice(&serve_spec, parsed, SERVE_FSYNC, fsync_modes, &fsync_mode) ||
+        !cli_value_choice(&serve_spec, parsed, SERVE_INDEX, index_modes, &index_mode) ||
         !cli_value_u64(&serve_spec, parsed, SERVE_THREADS, 1, 64, &threads) ||
         !cli_value_u64(&serve_spec, parsed, SERVE_MAX_CONNECTIONS, 1, 100000, &connections) ||
         !cli_value_u64(&serve_spec, parsed, SERVE_TIMEOUT, 1, 3600, &timeout) ||
@@ -335,6 +341,7 @@ static bool serve_values(const cli_parsed *parsed, server_options *options,
         return false;
     options->webhook_max_failures = (uint32_t)webhook_failures;
     options->fsync_never = fsync_mode == 1;
+    options->index_off = index_mode == 1;
     options->threads = (unsigned)threads;
     options->max_connections = (unsigned)connections;
     options->timeout_seconds = (unsigned)timeout;

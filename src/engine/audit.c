@@ -5,8 +5,8 @@
  * verify: (1) the hash chain of every record from the first; (2) a full replay into fresh
  * state; (3) the newest snapshot compared with the replay at the snapshot's seq; (4) what
  * recovery would build (snapshot + log after it) compared with the full replay; (5) every
- * invariant of the replayed state. Records are read through the log interface (log/log.h), the
- * local log opened for reading.
+ * invariant of the replayed state; (6) the on-disk index against the log (index_audit.c). Records
+ * are read through the log interface (log/log.h), the local log opened for reading.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -278,8 +278,10 @@ static int verify_dir(const char *dir, const coffer_options *limits, progress_fo
     if (!report->snapshot_found && !report->snapshot_error[0])
         report->snapshot_matches = report->recovery_matches = true; /* recovery = full replay */
     code = engine_verify_store(&full.store, &report->invariants);
+    if (report->chain_ok)
+        engine_audit_index(dir, report);
     report->ok = report->chain_ok && report->snapshot_matches && report->recovery_matches &&
-                 report->invariants.ok;
+                 report->invariants.ok && (!report->index_found || report->index_ok);
     rebuilt_free(&snapshot);
     rebuilt_free(&full);
     return code;

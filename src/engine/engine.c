@@ -619,6 +619,7 @@ int coffer_open(const char *dir, const coffer_options *options, coffer **db_out)
         engine_free(db);
         return COFFER_INTERNAL;
     }
+    indexer_start(db); /* after the writer: the index only reads what the log holds */
     *db_out = db;
     return COFFER_OK;
 }
@@ -627,6 +628,7 @@ void coffer_close(coffer *db)
 {
     if (!db)
         return;
+    indexer_stop(db);       /* it reads the log, which durability_close closes */
     engine_verify_stop(db); /* before the writer: a running check waits for it */
     pthread_mutex_lock(&db->mutex);
     db->stopping = true;

@@ -25,6 +25,7 @@
 #define ENGINE_TICKETS_MAX 4
 
 typedef struct engine_request engine_request;
+typedef struct engine_indexer engine_indexer;
 
 /* Runs on the writer thread, between batches' events, with exclusive access to the store. */
 typedef int (*engine_read_fn)(coffer *db, void *context);
@@ -145,6 +146,8 @@ struct coffer {
     /* Why the last submission refused for room was refused (coffer_capacity_detail): written
      * by the writer and read by callers, both under `mutex`. */
     char capacity_detail[192];
+    /* The on-disk index's thread (indexer.c); NULL without a directory or with index_off. */
+    engine_indexer *indexer;
 };
 
 /* Reads, as engine_read_fn: each runs on the writer between batches, for a job. */
@@ -249,6 +252,16 @@ void feed_init(coffer *db);
 void feed_notify(coffer *db);
 void feed_stop(coffer *db);
 void feed_destroy(coffer *db);
+
+/* indexer.c: the thread that keeps DATA/index behind the log. indexer_start after the log is
+ * open (a failure is logged, and the engine runs without an index); indexer_stop before the
+ * log closes; indexer_stats fills the index's part of coffer_stats. */
+void indexer_start(coffer *db);
+void indexer_stop(coffer *db);
+void indexer_stats(const coffer *db, coffer_stats *out);
+
+/* index_audit.c: coffer_verify_dir's check of DIR/index, into the report's index fields. */
+void engine_audit_index(const char *dir, coffer_dir_report *report);
 
 /* durability.c */
 int durability_open(coffer *db, const char *dir);

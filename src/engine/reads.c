@@ -361,6 +361,7 @@ int engine_stats_read(coffer *db, void *context)
     out->storage_failed = atomic_load(&db->storage_failed);
     out->memory_used_bytes = db->store.budget.used;
     out->memory_budget_bytes = db->store.limits.memory_max;
+    indexer_stats(db, out);
     pthread_mutex_lock(&db->mutex); /* the queue belongs to the callers' side of the lock */
     out->queue_events = db->queue_events;
     pthread_mutex_unlock(&db->mutex);

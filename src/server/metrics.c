@@ -94,6 +94,28 @@ static void render_results(text_buffer *t, coffer *db)
                         (unsigned long long)counts[code]);
 }
 
+/* The on-disk index (a durable engine): how far behind the log it is and what it costs. */
+static void render_index(text_buffer *t, const coffer_stats *s)
+{
+    if (!s->index_on)
+        return;
+    uint64_t lag =
+        s->durable_seq > s->index_applied_seq ? s->durable_seq - s->index_applied_seq : 0;
+    text_printf(t,
+                "# HELP coffer_index_applied_seq The last seq the on-disk index applied.\n"
+                "# TYPE coffer_index_applied_seq gauge\ncoffer_index_applied_seq %llu\n"
+                "# HELP coffer_index_lag_events Durable seqs the on-disk index has not applied "
+                "yet.\n# TYPE coffer_index_lag_events gauge\ncoffer_index_lag_events %llu\n"
+                "# HELP coffer_index_records_total Log records the on-disk index applied since "
+                "start.\n# TYPE coffer_index_records_total counter\n"
+                "coffer_index_records_total %llu\n"
+                "# HELP coffer_index_write_seconds_total Time the on-disk index spent applying "
+                "records.\n# TYPE coffer_index_write_seconds_total counter\n"
+                "coffer_index_write_seconds_total %.6f\n",
+                (unsigned long long)s->index_applied_seq, (unsigned long long)lag,
+                (unsigned long long)s->index_records, (double)s->index_write_us_total / 1e6);
+}
+
 static void render_engine(text_buffer *t, const coffer_stats *s)
 {
     text_printf(t,
@@ -124,6 +146,7 @@ static void render_engine(text_buffer *t, const coffer_stats *s)
                 "# HELP coffer_durable_seq The last seq known durable.\n# TYPE coffer_durable_seq "
                 "gauge\ncoffer_durable_seq %llu\n",
                 (unsigned long long)s->durable_seq);
+    render_index(t, s);
     text_printf(t,
                 "# HELP coffer_fsyncs_total Log syncs since start.\n# TYPE coffer_fsyncs_total "
                 "counter\ncoffer_fsyncs_total %llu\n",

@@ -1,0 +1,283 @@
+/*
+ * indexer.c — the thread that keeps the on-disk index (src/index) behind the log: it reads
+ * durable records through its own log cursor, as the change feed does, and applies each in
+ * one batch, far from the writer and the acknowledgements. At start it checks that the index
+ * is a prefix of this log (its applied seq and that record's hash) and rebuilds it when not.
+ * The index is derived data: its failures are logged and stop the index, never the engine.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/clock.h"
+#include "engine/engine.h"
+#include "index/index.h"
+#include "log/cursor.h"
+
+/* A flush makes the applied records survive a crash: after this much log, or this long when
+ * something was applied. Between flushes RocksDB writes its memtables when they fill. */
+#define INDEXER_FLUSH_EVERY_BYTES (32u << 20)
+#define INDEXER_FLUSH_EVERY_MS 30000u
+/* One cursor read applies at most this much log before the thread looks at its stop flag. */
+#define INDEXER_READ_BYTES_MAX (8u << 20)
+/* How long the thread sleeps when the index has caught up, at most (the flush timer). */
+#define INDEXER_IDLE_WAIT_MS 1000
+
+struct engine_indexer {
+    coffer *db;
+    pthread_t thread;
+    char *path;
+    index_db *index;
+    log_cursor *cursor;
+    atomic_bool stopping;
+    atomic_bool off; /* the thread gave up (logged): nothing more is indexed until a restart */
+    _Atomic uint64_t applied_seq, flushed_seq, records, events, write_ns;
+    uint64_t bytes_since_flush, applied_at_flush;
+    uint64_t flushed_at_ms;
+    char error[1024];
+};
+
+/* ---- checking the index against the log at start --------------------------------------------- */
+
+typedef struct anchor_check {
+    uint64_t seq;
+    const uint8_t *hash;
+    bool found, matches;
+} anchor_check;
+
+static int anchor_visit(const uint8_t *bytes, const record_header *header, uint32_t segment,
+                        uint64_t offset, void *context)
+{
+    (void)bytes, (void)segment, (void)offset;
+    anchor_check *check = context;
+    check->found = header->last_seq == check->seq;
+    check->matches = check->found && memcmp(header->hash, check->hash, RECORD_HASH_BYTES) == 0;
+    return 1; /* only the first record */
+}
+
+/* Why the opened index is not a prefix of the log, or NULL when it is. */
+static const char *index_mismatch(engine_indexer *indexer, char *why, size_t why_size)
+{
+    index_position position = index_position_get(indexer->index);
+    uint64_t durable = atomic_load(&indexer->db->durable_seq);
+    if (position.applied_seq == 0)
+        return 0;
+    if (position.applied_seq > durable) {
+        snprintf(why, why_size, "it holds seqs up to %llu but the log ends at %llu",
+                 (unsigned long long)position.applied_seq, (unsigned long long)durable);
+        return why;
+    }
+    anchor_check check = {position.applied_seq, position.applied_hash, false, false};
+    char error[512] = "";
+    int code = log_cursor_read(indexer->cursor, position.applied_seq - 1, durable, RECORD_BYTES_MAX,
+                               anchor_visit, &check, error, sizeof error);
+    if (code != COFFER_OK && code != 1)
+        snprintf(why, why_size, "the log cannot be read at its seq %llu: %s",
+                 (unsigned long long)position.applied_seq, error);
+    else if (!check.found)
+        snprintf(why, why_size, "no record of the log ends at its seq %llu",
+                 (unsigned long long)position.applied_seq);
+    else if (!check.matches)
+        snprintf(why, why_size, "the log's record at seq %llu has another hash",
+                 (unsigned long long)position.applied_seq);
+    else
+        return 0;
+    return why;
+}
+
+/* Opens the index, or rebuilds it from nothing when it is missing, unreadable, of another
+ * format or not a prefix of this log; says which. false when even a new one cannot open. */
+static bool indexer_open(engine_indexer *indexer)
+{
+    coffer *db = indexer->db;
+    char why[1024] = "";
+    FILE *probe = fopen(indexer->path, "r");
+    if (!probe)
+        engine_log(db, "index: %s is missing; building it from the log", indexer->path);
+    else
+        fclose(probe);
+    int code = index_open(indexer->path, false, &indexer->index, why, sizeof why);
+    if (code == COFFER_OK && !index_mismatch(indexer, why, sizeof why))
+        return true;
+    if (code == COFFER_OUT_OF_MEMORY)
+        return false;
+    engine_log(db, "index: %s is damaged (%s); rebuilding it from the log", indexer->path, why);
+    index_close(indexer->index);
+    indexer->index = 0;
+    if (index_destroy(indexer->path) != 0) {
+        engine_log(db, "index: cannot delete %s; the index is off", indexer->path);
+        return false;
+    }
+    code = index_open(indexer->path, false, &indexer->index, why, sizeof why);
+    if (code != COFFER_OK) {
+        engine_log(db, "index: cannot create %s (%s); the index is off", indexer->path, why);
+        return false;
+    }
+    return true;
+}
+
+/* ---- following the log ------------------------------------------------------------------------
+ */
+
+static int indexer_visit(const uint8_t *bytes, const record_header *header, uint32_t segment,
+                         uint64_t offset, void *context)
+{
+    (void)segment, (void)offset;
+    engine_indexer *indexer = context;
+    uint64_t started = clock_monotonic_ns();
+    uint64_t before = index_position_get(indexer->index).applied_seq;
+    int code =
+        index_apply_record(indexer->index, bytes, header, indexer->error, sizeof indexer->error);
+    if (code != COFFER_OK)
+        return code;
+    uint64_t applied = index_position_get(indexer->index).applied_seq;
+    if (applied != before) {
+        atomic_fetch_add(&indexer->records, 1);
+        atomic_fetch_add(&indexer->events, applied - before); /* seqs, recorded or not */
+        indexer->bytes_since_flush += header->length;
+    }
+    atomic_fetch_add(&indexer->write_ns, clock_monotonic_ns() - started);
+    atomic_store(&indexer->applied_seq, applied);
+    return 0;
+}
+
+static bool indexer_flush_due(const engine_indexer *indexer, uint64_t now_ms)
+{
+    uint64_t applied = index_position_get(indexer->index).applied_seq;
+    if (applied == indexer->applied_at_flush)
+        return false;
+    return indexer->bytes_since_flush >= INDEXER_FLUSH_EVERY_BYTES ||
+           now_ms - indexer->flushed_at_ms >= INDEXER_FLUSH_EVERY_MS;
+}
+
+static int indexer_flush(engine_indexer *indexer)
+{
+    int code = index_flush(indexer->index, indexer->error, sizeof indexer->error);
+    indexer->bytes_since_flush = 0;
+    indexer->applied_at_flush = index_position_get(indexer->index).applied_seq;
+    indexer->flushed_at_ms = clock_monotonic_ns() / 1000000u;
+    if (code == COFFER_OK)
+        atomic_store(&indexer->flushed_seq, indexer->applied_at_flush);
+    return code;
+}
+
+/* Sleeps until the log has a durable seq after `applied`, a stop, or the timeout. The log
+ * thread signals feed_wake after each sync when someone counts in feed_waiters. */
+static void indexer_wait(engine_indexer *indexer, uint64_t applied, uint64_t timeout_ms)
+{
+    coffer *db = indexer->db;
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    uint64_t nanoseconds = (uint64_t)deadline.tv_nsec + timeout_ms * 1000000u;
+    deadline.tv_sec += (time_t)(nanoseconds / 1000000000u);
+    deadline.tv_nsec = (long)(nanoseconds % 1000000000u);
+    pthread_mutex_lock(&db->feed_mutex);
+    atomic_fetch_add(&db->feed_waiters, 1);
+    int status = 0;
+    while (atomic_load(&db->durable_seq) <= applied && !atomic_load(&indexer->stopping) &&
+           status == 0)
+        status = pthread_cond_timedwait(&db->feed_wake, &db->feed_mutex, &deadline);
+    atomic_fetch_sub(&db->feed_waiters, 1);
+    pthread_mutex_unlock(&db->feed_mutex);
+}
+
+static void *indexer_main(void *argument)
+{
+    engine_indexer *indexer = argument;
+    coffer *db = indexer->db;
+    if (!indexer_open(indexer)) {
+        atomic_store(&indexer->off, true);
+        return 0;
+    }
+    indexer->applied_at_flush = index_position_get(indexer->index).applied_seq;
+    atomic_store(&indexer->applied_seq, indexer->applied_at_flush);
+    atomic_store(&indexer->flushed_seq, indexer->applied_at_flush);
+    indexer->flushed_at_ms = clock_monotonic_ns() / 1000000u;
+    int code = COFFER_OK;
+    while (!atomic_load(&indexer->stopping) && code == COFFER_OK) {
+        uint64_t applied = index_position_get(indexer->index).applied_seq;
+        uint64_t durable = atomic_load(&db->durable_seq);
+        if (durable > applied) {
+            char error[1024] = "";
+            code = log_cursor_read(indexer->cursor, applied, durable, INDEXER_READ_BYTES_MAX,
+                                   indexer_visit, indexer, error, sizeof error);
+            if (code == COFFER_STORAGE_FAILED && error[0])
+                snprintf(indexer->error, sizeof indexer->error, "the log: %s", error);
+        } else {
+            indexer_wait(indexer, applied, INDEXER_IDLE_WAIT_MS);
+        }
+        if (code == COFFER_OK && indexer_flush_due(indexer, clock_monotonic_ns() / 1000000u))
+            code = indexer_flush(indexer);
+    }
+    atomic_store(&indexer->off, code != COFFER_OK);
+    if (code != COFFER_OK)
+        engine_log(db, "index: stopped at seq %llu: %s",
+                   (unsigned long long)index_position_get(indexer->index).applied_seq,
+                   indexer->error);
+    else if (index_position_get(indexer->index).applied_seq != indexer->applied_at_flush &&
+             indexer_flush(indexer) != COFFER_OK)
+        engine_log(db, "index: the last flush failed: %s", indexer->error);
+    return 0;
+}
+
+/* ---- the engine's side -------------------------------------------------------------------- */
+
+static void indexer_free(engine_indexer *indexer)
+{
+    index_close(indexer->index);
+    log_cursor_close(indexer->cursor);
+    free(indexer->path);
+    free(indexer);
+}
+
+void indexer_start(coffer *db)
+{
+    if (!db->dir || db->options.index_off)
+        return;
+    engine_indexer *indexer = calloc(1, sizeof *indexer);
+    size_t path_size = strlen(db->dir) + sizeof "/" INDEX_DIRECTORY;
+    if (indexer)
+        indexer->path = malloc(path_size);
+    if (!indexer || !indexer->path || log_cursor_open(db->dir, &indexer->cursor) != COFFER_OK) {
+        engine_log(db, "index: out of memory; the index is off");
+        if (indexer)
+            indexer_free(indexer);
+        return;
+    }
+    snprintf(indexer->path, path_size, "%s/%s", db->dir, INDEX_DIRECTORY);
+    indexer->db = db;
+    if (pthread_create(&indexer->thread, 0, indexer_main, indexer) != 0) {
+        engine_log(db, "index: cannot start its thread; the index is off");
+        indexer_free(indexer);
+        return;
+    }
+    db->indexer = indexer;
+}
+
+void indexer_stop(coffer *db)
+{
+    engine_indexer *indexer = db->indexer;
+    if (!indexer)
+        return;
+    atomic_store(&indexer->stopping, true);
+    pthread_mutex_lock(&db->feed_mutex);
+    pthread_cond_broadcast(&db->feed_wake);
+    pthread_mutex_unlock(&db->feed_mutex);
+    pthread_join(indexer->thread, 0);
+    indexer_free(indexer);
+    db->indexer = 0;
+}
+
+void indexer_stats(const coffer *db, coffer_stats *out)
+{
+    const engine_indexer *indexer = db->indexer;
+    out->index_on = indexer && !atomic_load(&indexer->off);
+    if (!indexer)
+        return;
+    out->index_applied_seq = atomic_load(&indexer->applied_seq);
+    out->index_flushed_seq = atomic_load(&indexer->flushed_seq);
+    out->index_records = atomic_load(&indexer->records);
+    out->index_events = atomic_load(&indexer->events);
+    out->index_write_us_total = atomic_load(&indexer->write_ns) / 1000u;
+}

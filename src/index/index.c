@@ -1,0 +1,421 @@
+/*
+ * index.c — the on-disk index in RocksDB (see index.h): one column family with key prefixes
+ * (derive.h), so that a flush persists transfers, history and meta together. With RocksDB's WAL
+ * off, column families would flush one by one and a crash could keep a meta newer than the data
+ * it describes; one memtable cannot.
+ */
+#define _GNU_SOURCE /* nftw */
+#include "index/index.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <rocksdb/c.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "index/derive.h"
+
+/* The meta value: u32 format, u64 applied seq, hash, u64 covers_from, u64 transfers, history. */
+#define META_BYTES (4 + 8 + RECORD_HASH_BYTES + 8 + 8 + 8)
+
+struct index_db {
+    rocksdb_t *db;
+    rocksdb_options_t *options;
+    rocksdb_block_based_table_options_t *table;
+    rocksdb_cache_t *cache;
+    rocksdb_filterpolicy_t *filter;
+    rocksdb_writeoptions_t *write_options;
+    rocksdb_readoptions_t *read_options;
+    rocksdb_flushoptions_t *flush_options;
+    rocksdb_writebatch_wi_t *batch;
+    record_scratch scratch;
+    bool read_only;
+    bool failed; /* a write failed: the handle refuses more */
+    index_position position, flushed;
+    char *error; /* the failing callback's RocksDB message, while deriving */
+};
+
+static void fail(char *error, size_t error_size, const char *what, char *message)
+{
+    snprintf(error, error_size, "%s: %s", what, message ? message : "failed");
+    free(message);
+}
+
+/* The settings the spike measured (docs/benchmarks.md), in one column family. */
+static void options_make(index_db *index)
+{
+    index->cache = rocksdb_cache_create_lru(256u << 20);
+    index->filter = rocksdb_filterpolicy_create_bloom_full(10);
+    index->table = rocksdb_block_based_options_create();
+    rocksdb_block_based_options_set_block_cache(index->table, index->cache);
+    rocksdb_block_based_options_set_filter_policy(index->table, index->filter);
+    index->options = rocksdb_options_create();
+    rocksdb_options_set_block_based_table_factory(index->options, index->table);
+    rocksdb_options_increase_parallelism(index->options, 2);
+    rocksdb_options_set_max_background_jobs(index->options, 2);
+    rocksdb_options_set_create_if_missing(index->options, 1);
+    rocksdb_options_set_write_buffer_size(index->options, 64u << 20);
+    rocksdb_options_set_max_write_buffer_number(index->options, 3);
+    rocksdb_options_set_level_compaction_dynamic_level_bytes(index->options, 1);
+    rocksdb_options_set_compression(index->options, rocksdb_lz4_compression);
+    rocksdb_options_set_max_open_files(index->options, -1);
+    rocksdb_options_set_bytes_per_sync(index->options, 1u << 20);
+    /* RocksDB's own log of its work (LOG files): kept small, it is not the ledger's. */
+    rocksdb_options_set_keep_log_file_num(index->options, 2);
+    rocksdb_options_set_max_log_file_size(index->options, 1u << 20);
+    index->write_options = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_disable_WAL(index->write_options, 1);
+    index->read_options = rocksdb_readoptions_create();
+    index->flush_options = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(index->flush_options, 1);
+}
+
+static void handle_free(index_db *index)
+{
+    if (index->db)
+        rocksdb_close(index->db);
+    if (index->batch)
+        rocksdb_writebatch_wi_destroy(index->batch);
+    rocksdb_flushoptions_destroy(index->flush_options);
+    rocksdb_readoptions_destroy(index->read_options);
+    rocksdb_writeoptions_destroy(index->write_options);
+    rocksdb_options_destroy(index->options);
+    rocksdb_block_based_options_destroy(index->table); /* frees the filter policy too */
+    rocksdb_cache_destroy(index->cache);
+    record_scratch_free(&index->scratch);
+    free(index);
+}
+
+/* Reads the meta into index->position; an index without one is empty (just created) unless
+ * it holds keys, which only a damaged index does. */
+static int meta_read(index_db *index, char *error, size_t error_size)
+{
+    char *message = 0;
+    size_t length = 0;
+    char *value = rocksdb_get(index->db, index->read_options, "M", 1, &length, &message);
+    if (message) {
+        fail(error, error_size, "reading the meta", message);
+        return COFFER_STORAGE_FAILED;
+    }
+    index_position *p = &index->position;
+    memset(p, 0, sizeof *p);
+    if (!value) {
+        rocksdb_iterator_t *iterator = rocksdb_create_iterator(index->db, index->read_options);
+        rocksdb_iter_seek_to_first(iterator);
+        bool empty = !rocksdb_iter_valid(iterator);
+        rocksdb_iter_destroy(iterator);
+        if (empty)
+            return COFFER_OK;
+        snprintf(error, error_size, "it has keys but no meta");
+        return COFFER_STORAGE_FAILED;
+    }
+    const uint8_t *bytes = (const uint8_t *)value;
+    uint32_t format =
+        bytes[0] | (uint32_t)bytes[1] << 8 | (uint32_t)bytes[2] << 16 | (uint32_t)bytes[3] << 24;
+    int code = COFFER_OK;
+    if (length != META_BYTES || format != INDEX_FORMAT_VERSION) {
+        snprintf(error, error_size, "its format is %u (%zu bytes of meta), this build reads %d",
+                 format, length, INDEX_FORMAT_VERSION);
+        code = COFFER_STORAGE_FAILED;
+    } else {
+        p->applied_seq = index_get_u64(bytes + 4);
+        memcpy(p->applied_hash, bytes + 12, RECORD_HASH_BYTES);
+        p->covers_from_seq = index_get_u64(bytes + 12 + RECORD_HASH_BYTES);
+        p->transfers = index_get_u64(bytes + 20 + RECORD_HASH_BYTES);
+        p->history = index_get_u64(bytes + 28 + RECORD_HASH_BYTES);
+    }
+    rocksdb_free(value);
+    return code;
+}
+
+int index_open(const char *path, bool read_only, index_db **out, char *error, size_t error_size)
+{
+    *out = 0;
+    struct stat status;
+    if (read_only && stat(path, &status) != 0) {
+        snprintf(error, error_size, "missing (%s: %s)", path, strerror(errno));
+        return COFFER_STORAGE_FAILED;
+    }
+    index_db *index = calloc(1, sizeof *index);
+    if (!index)
+        return COFFER_OUT_OF_MEMORY;
+    options_make(index);
+    index->read_only = read_only;
+    char *message = 0;
+    if (read_only)
+        index->db = rocksdb_open_for_read_only(index->options, path, 0, &message);
+    else
+        index->db = rocksdb_open(index->options, path, &message);
+    int code = COFFER_OK;
+    if (message) {
+        fail(error, error_size, "RocksDB cannot open it", message);
+        code = COFFER_STORAGE_FAILED;
+    }
+    if (code == COFFER_OK)
+        code = meta_read(index, error, error_size);
+    index->batch = rocksdb_writebatch_wi_create(1u << 20, 1);
+    if (code != COFFER_OK) {
+        handle_free(index);
+        return code;
+    }
+    index->flushed = index->position;
+    *out = index;
+    return COFFER_OK;
+}
+
+void index_close(index_db *index)
+{
+    if (!index)
+        return;
+    bool unflushed = index->position.applied_seq != index->flushed.applied_seq;
+    if (!index->read_only && !index->failed && unflushed) {
+        char error[256];
+        index_flush(index, error, sizeof error); /* a failure costs a replay at the next open */
+    }
+    handle_free(index);
+}
+
+static int remove_entry(const char *path, const struct stat *status, int type, struct FTW *walk)
+{
+    (void)status, (void)type, (void)walk;
+    return remove(path);
+}
+
+int index_destroy(const char *path)
+{
+    struct stat status;
+    if (lstat(path, &status) != 0)
+        return errno == ENOENT ? 0 : -1;
+    return nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+index_position index_position_get(const index_db *index)
+{
+    return index->position;
+}
+
+index_position index_position_flushed(const index_db *index)
+{
+    return index->flushed;
+}
+
+/* ---- writing ------------------------------------------------------------------------------- */
+
+static int put_transfer(void *context, const uint8_t *key, size_t key_length, const uint8_t *value,
+                        size_t value_length)
+{
+    index_db *index = context;
+    rocksdb_writebatch_wi_put(index->batch, (const char *)key, key_length, (const char *)value,
+                              value_length);
+    index->position.transfers++;
+    return 0;
+}
+
+static int put_history(void *context, const uint8_t *key, size_t key_length, const uint8_t *value,
+                       size_t value_length)
+{
+    index_db *index = context;
+    rocksdb_writebatch_wi_put(index->batch, (const char *)key, key_length, (const char *)value,
+                              value_length);
+    index->position.history++;
+    return 0;
+}
+
+/* A hold's record, read through the batch (the hold may be in this very record), rewritten
+ * with its new state. A hold the index does not have was made by a format-1 record: its
+ * outcome stays in memory only. */
+static int put_resolution(void *context, const uint8_t *key, size_t key_length, uint8_t state,
+                          int64_t captured)
+{
+    index_db *index = context;
+    size_t length = 0;
+    char *value = rocksdb_writebatch_wi_get_from_batch_and_db(
+        index->batch, index->db, index->read_options, (const char *)key, key_length, &length,
+        &index->error);
+    if (index->error)
+        return COFFER_STORAGE_FAILED;
+    if (!value)
+        return 0;
+    index_transfer unpacked;
+    int code = COFFER_OK;
+    if (index_transfer_unpack((const uint8_t *)value, length, &unpacked)) {
+        uint8_t *bytes = (uint8_t *)value;
+        bytes[TRANSFER_VALUE_STATE] = state;
+        index_put_u64(bytes + TRANSFER_VALUE_CAPTURED, (uint64_t)captured);
+        rocksdb_writebatch_wi_put(index->batch, (const char *)key, key_length, value, length);
+    } else {
+        code = COFFER_STORAGE_FAILED;
+    }
+    rocksdb_free(value);
+    return code;
+}
+
+static void meta_put(index_db *index)
+{
+    const index_position *p = &index->position;
+    uint8_t meta[META_BYTES];
+    for (int i = 0; i < 4; i++)
+        meta[i] = (uint8_t)(INDEX_FORMAT_VERSION >> (8 * i));
+    index_put_u64(meta + 4, p->applied_seq);
+    memcpy(meta + 12, p->applied_hash, RECORD_HASH_BYTES);
+    index_put_u64(meta + 12 + RECORD_HASH_BYTES, p->covers_from_seq);
+    index_put_u64(meta + 20 + RECORD_HASH_BYTES, p->transfers);
+    index_put_u64(meta + 28 + RECORD_HASH_BYTES, p->history);
+    rocksdb_writebatch_wi_put(index->batch, "M", 1, (const char *)meta, sizeof meta);
+}
+
+int index_apply_record(index_db *index, const uint8_t *bytes, const record_header *header,
+                       char *error, size_t error_size)
+{
+    if (index->read_only || index->failed) {
+        snprintf(error, error_size, "the index refuses writes after a failure");
+        return COFFER_STORAGE_FAILED;
+    }
+    if (header->last_seq <= index->position.applied_seq)
+        return COFFER_OK;
+    index_position before = index->position;
+    rocksdb_writebatch_wi_clear(index->batch);
+    index_sink sink = {put_transfer, put_history, put_resolution, index};
+    index->error = 0;
+    int code = index_derive_record(bytes, header, &index->scratch, &sink);
+    if (code != RECORD_OK) {
+        index->position = before;
+        index->failed = true;
+        if (index->error)
+            fail(error, error_size, "reading a hold", index->error);
+        else
+            snprintf(error, error_size, "the record ending at seq %llu: %s",
+                     (unsigned long long)header->last_seq,
+                     code == COFFER_STORAGE_FAILED ? "a hold's value is damaged"
+                                                   : record_status_name(code));
+        index->error = 0;
+        return code == COFFER_OUT_OF_MEMORY ? code : COFFER_STORAGE_FAILED;
+    }
+    index->position.applied_seq = header->last_seq;
+    memcpy(index->position.applied_hash, header->hash, RECORD_HASH_BYTES);
+    if (index->position.covers_from_seq == 0 && header->version >= 2)
+        index->position.covers_from_seq = header->seq_base;
+    meta_put(index);
+    char *message = 0;
+    rocksdb_write_writebatch_wi(index->db, index->write_options, index->batch, &message);
+    if (message) {
+        index->position = before;
+        index->failed = true;
+        fail(error, error_size, "writing a batch", message);
+        return COFFER_STORAGE_FAILED;
+    }
+    return COFFER_OK;
+}
+
+int index_flush(index_db *index, char *error, size_t error_size)
+{
+    if (index->read_only)
+        return COFFER_OK;
+    char *message = 0;
+    rocksdb_flush(index->db, index->flush_options, &message);
+    if (message) {
+        fail(error, error_size, "flushing", message);
+        return COFFER_STORAGE_FAILED;
+    }
+    index->flushed = index->position;
+    return COFFER_OK;
+}
+
+/* ---- reading ------------------------------------------------------------------------------- */
+
+int index_read_value(index_db *index, const uint8_t *key, size_t key_length, uint8_t *value,
+                     size_t capacity, size_t *length)
+{
+    char *message = 0;
+    rocksdb_pinnableslice_t *slice =
+        rocksdb_get_pinned(index->db, index->read_options, (const char *)key, key_length, &message);
+    if (message) {
+        free(message);
+        return COFFER_STORAGE_FAILED;
+    }
+    if (!slice)
+        return COFFER_TRANSFER_NOT_FOUND;
+    const char *bytes = rocksdb_pinnableslice_value(slice, length);
+    int code = *length <= capacity ? COFFER_OK : COFFER_STORAGE_FAILED;
+    if (code == COFFER_OK)
+        memcpy(value, bytes, *length);
+    rocksdb_pinnableslice_destroy(slice);
+    return code;
+}
+
+int index_get_transfer(index_db *index, const char *id, size_t id_len, index_transfer *out)
+{
+    if (id_len > COFFER_TRANSFER_ID_MAX)
+        return COFFER_TRANSFER_NOT_FOUND;
+    uint8_t key[TRANSFER_KEY_MAX], value[TRANSFER_VALUE_MAX];
+    size_t key_length = index_transfer_key(key, id, id_len), length = 0;
+    int code = index_read_value(index, key, key_length, value, sizeof value, &length);
+    if (code != COFFER_OK)
+        return code;
+    if (!index_transfer_unpack(value, length, out))
+        return COFFER_STORAGE_FAILED;
+    memcpy(out->transfer.id, id, id_len);
+    out->transfer.id[id_len] = 0;
+    return COFFER_OK;
+}
+
+int index_history_page(index_db *index, const char *account_id, uint64_t after_seq, size_t limit,
+                       coffer_history_entry *entries, size_t *count_out)
+{
+    *count_out = 0;
+    size_t account_len = strnlen(account_id, COFFER_ACCOUNT_ID_MAX + 1);
+    if (account_len > COFFER_ACCOUNT_ID_MAX || after_seq == UINT64_MAX)
+        return COFFER_OK;
+    uint8_t start[HISTORY_KEY_MAX];
+    size_t start_length = index_history_key(start, account_id, account_len, after_seq + 1, 0);
+    size_t prefix = 2 + account_len;
+    rocksdb_iterator_t *iterator = rocksdb_create_iterator(index->db, index->read_options);
+    int code = COFFER_OK;
+    rocksdb_iter_seek(iterator, (const char *)start, start_length);
+    for (; rocksdb_iter_valid(iterator) && *count_out < limit; rocksdb_iter_next(iterator)) {
+        size_t key_length, length;
+        const uint8_t *key = (const uint8_t *)rocksdb_iter_key(iterator, &key_length);
+        if (key_length < prefix || memcmp(key, start, prefix) != 0)
+            break;
+        const uint8_t *value = (const uint8_t *)rocksdb_iter_value(iterator, &length);
+        if (!index_history_unpack(key, key_length, value, length, &entries[*count_out])) {
+            code = COFFER_STORAGE_FAILED;
+            break;
+        }
+        ++*count_out;
+    }
+    char *message = 0;
+    rocksdb_iter_get_error(iterator, &message);
+    if (message) {
+        free(message);
+        code = COFFER_STORAGE_FAILED;
+    }
+    rocksdb_iter_destroy(iterator);
+    return code;
+}
+
+int index_scan(index_db *index, uint8_t prefix, index_scan_fn visit, void *context)
+{
+    rocksdb_iterator_t *iterator = rocksdb_create_iterator(index->db, index->read_options);
+    char first = (char)prefix;
+    int code = COFFER_OK;
+    rocksdb_iter_seek(iterator, &first, 1);
+    for (; code == COFFER_OK && rocksdb_iter_valid(iterator); rocksdb_iter_next(iterator)) {
+        size_t key_length, length;
+        const uint8_t *key = (const uint8_t *)rocksdb_iter_key(iterator, &key_length);
+        if (key_length == 0 || key[0] != prefix)
+            break;
+        const uint8_t *value = (const uint8_t *)rocksdb_iter_value(iterator, &length);
+        code = visit(context, key, key_length, value, length);
+    }
+    char *message = 0;
+    rocksdb_iter_get_error(iterator, &message);
+    if (message) {
+        free(message);
+        code = COFFER_STORAGE_FAILED;
+    }
+    rocksdb_iter_destroy(iterator);
+    return code;
+}

@@ -1,0 +1,105 @@
+/*
+ * index.h — the on-disk index: every transfer's outcome by id and every history entry by
+ * (account, seq), derived from the log's records alone and kept in RocksDB (DATA/index/). It is
+ * written behind the writer and may lag; its meta (format, applied seq and that record's hash)
+ * is written in the same batch as each record's data, so the index always equals what a
+ * prefix of the log derives. RocksDB's own WAL is off: the log is the truth, and after a crash
+ * the index replays the log from its last flush.
+ */
+#ifndef COFFER_INDEX_INDEX_H
+#define COFFER_INDEX_INDEX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "coffer.h"
+#include "log/record.h"
+
+/* The layout of keys and values; an index of another format is rebuilt, not read. */
+#define INDEX_FORMAT_VERSION 1
+/* The subdirectory of the data directory that holds the index. */
+#define INDEX_DIRECTORY "index"
+
+typedef struct index_db index_db;
+
+/* Where the index stands: the last record it applied (seq and hash; 0 and zeroes when empty)
+ * and the first seq of the first format-2 record it saw (0: none yet). Format-1 records carry
+ * no outcomes, so the index holds nothing of the seqs before covers_from_seq. */
+typedef struct index_position {
+    uint64_t applied_seq;
+    uint8_t applied_hash[RECORD_HASH_BYTES];
+    uint64_t covers_from_seq;
+    uint64_t transfers; /* transfer records written (a hold's update does not count) */
+    uint64_t history;   /* history entries written */
+} index_position;
+
+/* A transfer as the index keeps it: what coffer_transfer_get answers, and what a replay of the
+ * id needs besides (a rejection's explaining figures and field, an applied event's after-states).
+ */
+typedef struct index_transfer {
+    coffer_transfer transfer;
+    int64_t available;                         /* insufficient_balance */
+    uint64_t actual_version;                   /* version_mismatch */
+    char field[64];                            /* a rejection's JSON pointer, "" for none */
+    coffer_account_after from_after, to_after; /* an applied event: its accounts after it */
+} index_transfer;
+
+/*
+ * Opens the index at `path`: for writing (created when missing), or `read_only` (verify,
+ * beside a running engine; a missing directory is then an error saying "missing").
+ * COFFER_OK, out_of_memory, or storage_failed with the reason in `error` (RocksDB's message, a
+ * meta of another format version, keys without a meta). *out owns the handle until index_close.
+ */
+int index_open(const char *path, bool read_only, index_db **out, char *error, size_t error_size);
+/* Flushes (unless read-only) and closes. NULL is a no-op. */
+void index_close(index_db *index);
+/* Deletes the index directory at `path` and everything in it (a rebuild). 0 or -1 (errno). */
+int index_destroy(const char *path);
+
+/* Where the index stands after the records applied so far (in memory until the next flush). */
+index_position index_position_get(const index_db *index);
+/* Where the index stood at its last flush: what survives a crash. */
+index_position index_position_flushed(const index_db *index);
+
+/*
+ * Applies one checked log record (bytes and header from record_check or a log cursor): its
+ * transfers, its history entries, the holds it resolves, and the meta, in one atomic write.
+ * A record at or before the applied seq is skipped. COFFER_OK, out_of_memory, or storage_failed
+ * with the reason in `error` (the handle then refuses further writes).
+ */
+int index_apply_record(index_db *index, const uint8_t *bytes, const record_header *header,
+                       char *error, size_t error_size);
+/* Makes everything applied durable (RocksDB's memtable written and synced). */
+int index_flush(index_db *index, char *error, size_t error_size);
+
+/* The transfer with this id: COFFER_OK, transfer_not_found, or storage_failed. */
+int index_get_transfer(index_db *index, const char *id, size_t id_len, index_transfer *out);
+/* Up to `limit` history entries of `account_id` with seq > after_seq, oldest first, into
+ * entries; *count_out gets how many. COFFER_OK or storage_failed. */
+int index_history_page(index_db *index, const char *account_id, uint64_t after_seq, size_t limit,
+                       coffer_history_entry *entries, size_t *count_out);
+
+/*
+ * Checks the index against the log records given in order (every record of the log up to the
+ * index's applied seq): each record's transfers and history entries present with the same
+ * content, each resolved hold in its resolved state, and then (index_check_finish) that the
+ * index holds nothing else and every unresolved hold is pending. The first difference found
+ * goes to `error`; false then.
+ */
+typedef struct index_check index_check;
+int index_check_begin(index_db *index, index_check **out);
+bool index_check_record(index_check *check, const uint8_t *bytes, const record_header *header,
+                        char *error, size_t error_size);
+bool index_check_finish(index_check *check, char *error, size_t error_size);
+void index_check_free(index_check *check);
+
+/* For check.c: one raw value (COFFER_OK, transfer_not_found, storage_failed), and every key
+ * with a given first byte in order, until `visit` returns non-zero. */
+int index_read_value(index_db *index, const uint8_t *key, size_t key_length, uint8_t *value,
+                     size_t capacity, size_t *length);
+typedef int (*index_scan_fn)(void *context, const uint8_t *key, size_t key_length,
+                             const uint8_t *value, size_t length);
+int index_scan(index_db *index, uint8_t prefix, index_scan_fn visit, void *context);
+
+#endif

@@ -1,0 +1,446 @@
+/*
+ * test_index.c — the on-disk index (src/index, src/engine/indexer.c) after the model test's
+ * random streams: every transfer and history entry the engine answers from memory is in the
+ * index with the same content; a kill -9 resumes from the last flush and ends byte for byte
+ * where a rebuild from the log ends; a deleted, damaged or foreign index is rebuilt with a log
+ * line; coffer verify finds a tampered entry.
+ */
+#include "unit/support.h"
+
+#include <pthread.h>
+#include <rocksdb/c.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include "files.h"
+#include "index/derive.h"
+#include "index/index.h"
+#include "model/generator.h"
+#include "model/reference.h"
+
+#define WORKLOAD_EVENTS 3000
+#define HISTORY_PAGE 64
+
+/* A data directory fed by a model stream, and the engine's log lines. */
+typedef struct workload {
+    char dir[64];
+    char index_path[96];
+    ref_ledger *reference;
+    gen *generator;
+    uint64_t clock_ns;
+    pthread_mutex_t log_mutex;
+    char log[8192];
+} workload;
+
+static uint64_t workload_clock(void *context)
+{
+    return __atomic_load_n((uint64_t *)context, __ATOMIC_ACQUIRE);
+}
+
+static void workload_log(void *context, const char *line)
+{
+    workload *w = context;
+    pthread_mutex_lock(&w->log_mutex);
+    size_t used = strlen(w->log);
+    snprintf(w->log + used, sizeof w->log - used, "%s\n", line);
+    pthread_mutex_unlock(&w->log_mutex);
+}
+
+static workload *workload_create(uint64_t seed)
+{
+    workload *w = calloc(1, sizeof *w);
+    assert_non_null(w);
+    snprintf(w->dir, sizeof w->dir, "/tmp/coffer-index-XXXXXX");
+    assert_non_null(mkdtemp(w->dir));
+    snprintf(w->index_path, sizeof w->index_path, "%s/%s", w->dir, INDEX_DIRECTORY);
+    w->reference = ref_create(WORKLOAD_EVENTS + 64);
+    w->generator = gen_create(seed, WORKLOAD_EVENTS + 64, w->reference);
+    w->clock_ns = TEST_CLOCK_START_NS + seed % 1000;
+    pthread_mutex_init(&w->log_mutex, 0);
+    return w;
+}
+
+static void workload_free(workload *w)
+{
+    gen_destroy(w->generator);
+    ref_destroy(w->reference);
+    remove_tree(w->dir);
+    pthread_mutex_destroy(&w->log_mutex);
+    free(w);
+}
+
+static coffer *workload_open(workload *w, bool index_off)
+{
+    coffer_options options;
+    coffer_options_init(&options);
+    options.clock_ns = workload_clock;
+    options.clock_context = &w->clock_ns;
+    options.log = workload_log;
+    options.log_context = w;
+    options.index_off = index_off;
+    options.fsync_never = true; /* no machine crash here: kill -9 keeps the page cache */
+    coffer *db = 0;
+    pthread_mutex_lock(&w->log_mutex);
+    w->log[0] = 0; /* before the open: its index thread may log at once */
+    pthread_mutex_unlock(&w->log_mutex);
+    assert_int_equal(coffer_open(w->dir, &options, &db), COFFER_OK);
+    return db;
+}
+
+/* Submits `events` more events of the stream (the reference follows, for the generator). */
+static void workload_run(workload *w, coffer *db, size_t events)
+{
+    for (size_t done = 0; done < events;) {
+        coffer_event batch[GEN_BATCH_MAX];
+        coffer_result results[GEN_BATCH_MAX], expected[GEN_BATCH_MAX];
+        __atomic_store_n(&w->clock_ns, gen_next_clock(w->generator, w->clock_ns), __ATOMIC_RELEASE);
+        bool atomic = false;
+        size_t count = gen_next_batch(w->generator, batch, &atomic);
+        assert_int_equal(coffer_submit(db, batch, count, atomic, results), COFFER_OK);
+        ref_submit(w->reference, batch, count, atomic, w->clock_ns, expected);
+        done += count;
+    }
+}
+
+/* Waits (at most a minute) until the index has applied every durable seq. */
+static void index_caught_up(coffer *db)
+{
+    for (int waited_ms = 0; waited_ms < 60000; waited_ms++) {
+        coffer_stats stats;
+        assert_int_equal(coffer_stats_get(db, &stats), COFFER_OK);
+        assert_true(stats.index_on);
+        if (stats.index_applied_seq == stats.durable_seq)
+            return;
+        usleep(1000);
+    }
+    fail_msg("the index did not catch up");
+}
+
+/* ---- the index answers what memory answers ---------------------------------------------- */
+
+static void transfer_equal(const coffer_transfer *memory, const coffer_transfer *disk)
+{
+    assert_string_equal(disk->id, memory->id);
+    assert_int_equal(disk->op, memory->op);
+    assert_int_equal(disk->state, memory->state);
+    assert_int_equal(disk->flags, memory->flags);
+    assert_int_equal(disk->code, memory->code);
+    assert_string_equal(disk->from, memory->from);
+    assert_string_equal(disk->to, memory->to);
+    assert_string_equal(disk->hold_id, memory->hold_id);
+    assert_int_equal(disk->amount, memory->amount);
+    assert_int_equal(disk->amount_requested, memory->amount_requested);
+    assert_int_equal(disk->seq, memory->seq);
+    assert_int_equal(disk->timestamp, memory->timestamp);
+    assert_int_equal(disk->hold_timeout_ms, memory->hold_timeout_ms);
+    assert_int_equal(disk->expires_at, memory->expires_at);
+    assert_int_equal(disk->captured, memory->captured);
+    /* Without its flag an expected version means nothing (nor is it shown): the index keeps 0,
+     * memory keeps whatever the caller passed when the record has an aux part. */
+    if (memory->flags & COFFER_FLAG_EXPECT_FROM)
+        assert_int_equal(disk->expect_from_version, memory->expect_from_version);
+    else
+        assert_int_equal(disk->expect_from_version, 0);
+    if (memory->flags & COFFER_FLAG_EXPECT_TO)
+        assert_int_equal(disk->expect_to_version, memory->expect_to_version);
+    else
+        assert_int_equal(disk->expect_to_version, 0);
+    assert_int_equal(disk->metadata_len, memory->metadata_len);
+    assert_memory_equal(disk->metadata, memory->metadata, memory->metadata_len);
+}
+
+static void history_equal(const coffer_history_entry *memory, const coffer_history_entry *disk)
+{
+    assert_int_equal(disk->seq, memory->seq);
+    assert_int_equal(disk->timestamp, memory->timestamp);
+    assert_string_equal(disk->transfer_id, memory->transfer_id);
+    assert_int_equal(disk->kind, memory->kind);
+    assert_int_equal(disk->delta, memory->delta);
+    assert_int_equal(disk->balance, memory->balance);
+    assert_int_equal(disk->available, memory->available);
+    assert_int_equal(disk->version, memory->version);
+}
+
+/* Every history entry of `account`, page by page, from memory and from the index. */
+static size_t compare_history(coffer *db, index_db *index, const char *account)
+{
+    coffer_history_entry memory[HISTORY_PAGE], disk[HISTORY_PAGE];
+    size_t total = 0;
+    for (uint64_t after = 0;;) {
+        size_t memory_count = 0, disk_count = 0;
+        int code = coffer_history(db, account, after, HISTORY_PAGE, memory, &memory_count);
+        assert_int_equal(index_history_page(index, account, after, HISTORY_PAGE, disk, &disk_count),
+                         COFFER_OK);
+        if (code == COFFER_ACCOUNT_NOT_FOUND)
+            memory_count = 0;
+        assert_int_equal(disk_count, memory_count);
+        for (size_t i = 0; i < memory_count; i++)
+            history_equal(&memory[i], &disk[i]);
+        total += memory_count;
+        if (memory_count < HISTORY_PAGE)
+            return total;
+        after = memory[memory_count - 1].seq;
+    }
+}
+
+/* Reopens the directory without an index (memory rebuilt from the log) and compares. */
+static void compare_with_memory(workload *w)
+{
+    coffer *db = workload_open(w, true);
+    index_db *index = 0;
+    char error[512];
+    assert_int_equal(index_open(w->index_path, false, &index, error, sizeof error), COFFER_OK);
+    size_t transfers = 0, history = 0;
+    for (size_t i = 0; i < gen_transfer_count(w->generator); i++) {
+        const char *id = gen_transfer_id(w->generator, i);
+        coffer_transfer memory;
+        index_transfer disk;
+        int expected = coffer_transfer_get(db, id, &memory);
+        assert_int_equal(index_get_transfer(index, id, strlen(id), &disk), expected);
+        if (expected == COFFER_OK) {
+            transfer_equal(&memory, &disk.transfer);
+            transfers++;
+        }
+    }
+    for (size_t i = 0; i < gen_account_count(w->generator); i++)
+        history += compare_history(db, index, gen_account_id(w->generator, i));
+    assert_true(transfers > WORKLOAD_EVENTS / 4); /* the stream recorded plenty */
+    assert_true(history > WORKLOAD_EVENTS / 4);
+    index_close(index);
+    coffer_close(db);
+}
+
+static void index_matches_memory(void **state)
+{
+    (void)state;
+    for (uint64_t seed = 1; seed <= 3; seed++) {
+        workload *w = workload_create(seed);
+        coffer *db = workload_open(w, false);
+        workload_run(w, db, WORKLOAD_EVENTS / 2);
+        coffer_close(db); /* the index may lag here: the next open goes on */
+        db = workload_open(w, false);
+        workload_run(w, db, WORKLOAD_EVENTS / 2);
+        index_caught_up(db);
+        coffer_close(db);
+        compare_with_memory(w);
+        workload_free(w);
+    }
+}
+
+/* ---- crash, rebuild, verify ---------------------------------------------------------------- */
+
+static int hash_entry(void *context, const uint8_t *key, size_t key_length, const uint8_t *value,
+                      size_t length)
+{
+    uint64_t *hash = context;
+    for (size_t i = 0; i < key_length; i++)
+        *hash = (*hash ^ key[i]) * 0x100000001b3ull;
+    for (size_t i = 0; i < length; i++)
+        *hash = (*hash ^ value[i]) * 0x100000001b3ull;
+    return 0;
+}
+
+/* A digest of every key and value of the closed index, and its applied seq. */
+static uint64_t index_digest(const workload *w, uint64_t *applied_seq)
+{
+    index_db *index = 0;
+    char error[512];
+    assert_int_equal(index_open(w->index_path, false, &index, error, sizeof error), COFFER_OK);
+    uint64_t hash = 0xcbf29ce484222325ull;
+    const uint8_t prefixes[] = {INDEX_KEY_HISTORY, INDEX_KEY_META, INDEX_KEY_TRANSFER};
+    for (size_t i = 0; i < sizeof prefixes; i++)
+        assert_int_equal(index_scan(index, prefixes[i], hash_entry, &hash), COFFER_OK);
+    *applied_seq = index_position_get(index).applied_seq;
+    index_close(index);
+    return hash;
+}
+
+/* Opens with the index on, lets it catch up, closes: the log lines stay in w->log. */
+static uint64_t reopen_and_catch_up(workload *w)
+{
+    coffer *db = workload_open(w, false);
+    index_caught_up(db);
+    uint64_t durable = coffer_durable_seq(db);
+    coffer_close(db);
+    return durable;
+}
+
+static void log_has(workload *w, const char *text)
+{
+    if (!strstr(w->log, text)) {
+        print_error("log lines:\n%s\nexpected: %s\n", w->log, text);
+        fail();
+    }
+}
+
+/* The child: a first half flushed by a clean close, a second half applied but not flushed
+ * (a flush comes after 32 MiB of log or 30 s), then kill -9. */
+static void crash_child(workload *w)
+{
+    coffer *db = workload_open(w, false);
+    workload_run(w, db, WORKLOAD_EVENTS / 2);
+    index_caught_up(db);
+    coffer_close(db);
+    db = workload_open(w, false);
+    workload_run(w, db, WORKLOAD_EVENTS / 2);
+    index_caught_up(db);
+    coffer_stats stats;
+    assert_int_equal(coffer_stats_get(db, &stats), COFFER_OK);
+    assert_true(stats.index_flushed_seq < stats.index_applied_seq);
+    raise(SIGKILL);
+}
+
+static void kill_resumes_from_checkpoint(void **state)
+{
+    (void)state;
+    workload *w = workload_create(7);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0)
+        crash_child(w);
+    int status = 0;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+
+    uint64_t checkpoint = 0;
+    index_digest(w, &checkpoint);
+    uint64_t log_tail = reopen_and_catch_up(w);
+    assert_true(checkpoint > 0 && checkpoint < log_tail); /* it had to replay the second half */
+    assert_null(strstr(w->log, "rebuilding"));
+    uint64_t resumed_seq = 0, rebuilt_seq = 0;
+    uint64_t resumed = index_digest(w, &resumed_seq);
+    assert_int_equal(resumed_seq, log_tail);
+
+    remove_tree(w->index_path);
+    reopen_and_catch_up(w);
+    log_has(w, "is missing; building it from the log");
+    assert_int_equal(index_digest(w, &rebuilt_seq), resumed);
+    assert_int_equal(rebuilt_seq, log_tail);
+    workload_free(w);
+}
+
+/* Overwrites the start of every file of the index with zeroes (MANIFEST, CURRENT, tables). */
+static void index_damage(const workload *w)
+{
+    char command[256];
+    snprintf(command, sizeof command,
+             "for f in %s/*; do dd if=/dev/zero of=$f bs=64 count=1 conv=notrunc 2>/dev/null; "
+             "done",
+             w->index_path);
+    assert_int_equal(system(command), 0);
+}
+
+static void damaged_or_foreign_index_is_rebuilt(void **state)
+{
+    (void)state;
+    workload *w = workload_create(11), *other = workload_create(12);
+    coffer *db = workload_open(w, false);
+    workload_run(w, db, WORKLOAD_EVENTS / 3);
+    coffer_close(db);
+    uint64_t good_seq = 0;
+    uint64_t good = (reopen_and_catch_up(w), index_digest(w, &good_seq));
+
+    index_damage(w);
+    reopen_and_catch_up(w);
+    log_has(w, "is damaged");
+    uint64_t seq = 0;
+    assert_int_equal(index_digest(w, &seq), good);
+
+    /* Another ledger's index: its applied record is not in this log. */
+    db = workload_open(other, false);
+    workload_run(other, db, WORKLOAD_EVENTS / 3 + 200);
+    index_caught_up(db);
+    coffer_close(db);
+    remove_tree(w->index_path);
+    char command[256];
+    snprintf(command, sizeof command, "cp -r %s %s", other->index_path, w->index_path);
+    assert_int_equal(system(command), 0);
+    reopen_and_catch_up(w);
+    log_has(w, "rebuilding it from the log");
+    assert_int_equal(index_digest(w, &seq), good);
+    assert_int_equal(seq, good_seq);
+    workload_free(other);
+    workload_free(w);
+}
+
+/* Rewrites the first transfer the index holds with another amount. */
+static int tamper_first(void *context, const uint8_t *key, size_t key_length, const uint8_t *value,
+                        size_t length)
+{
+    uint8_t *copy = context;
+    copy[0] = (uint8_t)key_length;
+    memcpy(copy + 1, key, key_length);
+    copy[1 + key_length] = (uint8_t)length;
+    memcpy(copy + 2 + key_length, value, length);
+    return 1;
+}
+
+/* Writes one raw value into the closed index, as an attacker with the files could. */
+static void index_tamper(const char *path, const uint8_t *key, size_t key_length,
+                         const uint8_t *value, size_t length)
+{
+    rocksdb_options_t *options = rocksdb_options_create();
+    char *error = 0;
+    rocksdb_t *db = rocksdb_open(options, path, &error);
+    assert_null(error);
+    rocksdb_writeoptions_t *write = rocksdb_writeoptions_create();
+    rocksdb_put(db, write, (const char *)key, key_length, (const char *)value, length, &error);
+    assert_null(error);
+    rocksdb_flushoptions_t *flush = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(flush, 1);
+    rocksdb_flush(db, flush, &error);
+    assert_null(error);
+    rocksdb_flushoptions_destroy(flush);
+    rocksdb_writeoptions_destroy(write);
+    rocksdb_close(db);
+    rocksdb_options_destroy(options);
+}
+
+static void verify_reports_index(void **state)
+{
+    (void)state;
+    workload *w = workload_create(21);
+    coffer *db = workload_open(w, false);
+    workload_run(w, db, WORKLOAD_EVENTS / 3);
+    index_caught_up(db);
+    coffer_close(db);
+    coffer_dir_report report;
+    assert_int_equal(coffer_verify_dir(w->dir, 0, 0, 0, &report), COFFER_OK);
+    assert_true(report.ok && report.index_found && report.index_ok);
+    assert_int_equal(report.index_applied_seq, report.last_seq);
+
+    /* One transfer's amount changed behind the log's back. */
+    uint8_t entry[512];
+    index_db *index = 0;
+    char error[512];
+    assert_int_equal(index_open(w->index_path, false, &index, error, sizeof error), COFFER_OK);
+    assert_int_equal(index_scan(index, INDEX_KEY_TRANSFER, tamper_first, entry), 1);
+    index_close(index);
+    size_t key_length = entry[0], length = entry[1 + key_length];
+    uint8_t *value = entry + 2 + key_length;
+    value[32] ^= 1; /* the amount */
+    index_tamper(w->index_path, entry + 1, key_length, value, length);
+    assert_int_equal(coffer_verify_dir(w->dir, 0, 0, 0, &report), COFFER_OK);
+    assert_false(report.ok);
+    assert_true(report.index_found && !report.index_ok);
+    assert_non_null(strstr(report.index_error, "differs from the log"));
+
+    remove_tree(w->index_path);
+    assert_int_equal(coffer_verify_dir(w->dir, 0, 0, 0, &report), COFFER_OK);
+    assert_true(report.ok && !report.index_found);
+    assert_non_null(strstr(report.index_error, "missing"));
+    workload_free(w);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        /* First: its child forks before this process has used RocksDB, whose thread pool
+         * is process-wide and does not survive a fork. */
+        cmocka_unit_test(kill_resumes_from_checkpoint),
+        cmocka_unit_test(index_matches_memory),
+        cmocka_unit_test(damaged_or_foreign_index_is_rebuilt),
+        cmocka_unit_test(verify_reports_index),
+    };
+    return cmocka_run_group_tests(tests, 0, 0);
+}
