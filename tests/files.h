@@ -36,4 +36,24 @@ static inline void remove_tree(const char *path)
     rmdir(path);
 }
 
+/* Deletes the snapshots of data directory `dir`, so that its next open replays the whole log.
+ * The number deleted, or -1 when one could not be. */
+static inline int remove_snapshots(const char *dir)
+{
+    DIR *listing = opendir(dir);
+    if (!listing)
+        return -1;
+    int removed = 0;
+    struct dirent *item;
+    while (removed >= 0 && (item = readdir(listing))) {
+        if (strncmp(item->d_name, "snapshot-", 9) != 0)
+            continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, item->d_name);
+        removed = unlink(path) == 0 ? removed + 1 : -1;
+    }
+    closedir(listing);
+    return removed;
+}
+
 #endif
