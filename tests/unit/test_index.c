@@ -11,6 +11,7 @@
 #include <rocksdb/c.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "files.h"
 #include "index/derive.h"
@@ -69,7 +70,7 @@ static void workload_free(workload *w)
     free(w);
 }
 
-static coffer *workload_open(workload *w, bool index_off)
+static coffer *workload_open(workload *w, bool index_on)
 {
     coffer_options options;
     coffer_options_init(&options);
@@ -77,7 +78,7 @@ static coffer *workload_open(workload *w, bool index_off)
     options.clock_context = &w->clock_ns;
     options.log = workload_log;
     options.log_context = w;
-    options.index_off = index_off;
+    options.index_on = index_on;
     options.fsync_never = true; /* no machine crash here: kill -9 keeps the page cache */
     coffer *db = 0;
     pthread_mutex_lock(&w->log_mutex);
@@ -186,7 +187,7 @@ static size_t compare_history(coffer *db, index_db *index, const char *account)
 /* Reopens the directory without an index (memory rebuilt from the log) and compares. */
 static void compare_with_memory(workload *w)
 {
-    coffer *db = workload_open(w, true);
+    coffer *db = workload_open(w, false);
     index_db *index = 0;
     char error[512];
     assert_int_equal(index_open(w->index_path, false, &index, error, sizeof error), COFFER_OK);
@@ -215,10 +216,10 @@ static void index_matches_memory(void **state)
     (void)state;
     for (uint64_t seed = 1; seed <= 3; seed++) {
         workload *w = workload_create(seed);
-        coffer *db = workload_open(w, false);
+        coffer *db = workload_open(w, true);
         workload_run(w, db, WORKLOAD_EVENTS / 2);
         coffer_close(db); /* the index may lag here: the next open goes on */
-        db = workload_open(w, false);
+        db = workload_open(w, true);
         workload_run(w, db, WORKLOAD_EVENTS / 2);
         index_caught_up(db);
         coffer_close(db);
@@ -258,7 +259,7 @@ static uint64_t index_digest(const workload *w, uint64_t *applied_seq)
 /* Opens with the index on, lets it catch up, closes: the log lines stay in w->log. */
 static uint64_t reopen_and_catch_up(workload *w)
 {
-    coffer *db = workload_open(w, false);
+    coffer *db = workload_open(w, true);
     index_caught_up(db);
     uint64_t durable = coffer_durable_seq(db);
     coffer_close(db);
@@ -277,11 +278,11 @@ static void log_has(workload *w, const char *text)
  * (a flush comes after 32 MiB of log or 30 s), then kill -9. */
 static void crash_child(workload *w)
 {
-    coffer *db = workload_open(w, false);
+    coffer *db = workload_open(w, true);
     workload_run(w, db, WORKLOAD_EVENTS / 2);
     index_caught_up(db);
     coffer_close(db);
-    db = workload_open(w, false);
+    db = workload_open(w, true);
     workload_run(w, db, WORKLOAD_EVENTS / 2);
     index_caught_up(db);
     coffer_stats stats;
@@ -334,7 +335,7 @@ static void damaged_or_foreign_index_is_rebuilt(void **state)
 {
     (void)state;
     workload *w = workload_create(11), *other = workload_create(12);
-    coffer *db = workload_open(w, false);
+    coffer *db = workload_open(w, true);
     workload_run(w, db, WORKLOAD_EVENTS / 3);
     coffer_close(db);
     uint64_t good_seq = 0;
@@ -347,7 +348,7 @@ static void damaged_or_foreign_index_is_rebuilt(void **state)
     assert_int_equal(index_digest(w, &seq), good);
 
     /* Another ledger's index: its applied record is not in this log. */
-    db = workload_open(other, false);
+    db = workload_open(other, true);
     workload_run(other, db, WORKLOAD_EVENTS / 3 + 200);
     index_caught_up(db);
     coffer_close(db);
@@ -400,7 +401,7 @@ static void verify_reports_index(void **state)
 {
     (void)state;
     workload *w = workload_create(21);
-    coffer *db = workload_open(w, false);
+    coffer *db = workload_open(w, true);
     workload_run(w, db, WORKLOAD_EVENTS / 3);
     index_caught_up(db);
     coffer_close(db);
@@ -432,6 +433,28 @@ static void verify_reports_index(void **state)
     workload_free(w);
 }
 
+/* The index is opt-in: a durable engine opened with the default options keeps none. */
+static void index_is_off_by_default(void **state)
+{
+    (void)state;
+    workload *w = workload_create(22);
+    coffer_options options;
+    coffer_options_init(&options);
+    assert_false(options.index_on);
+    options.clock_ns = workload_clock;
+    options.clock_context = &w->clock_ns;
+    options.fsync_never = true;
+    coffer *db = 0;
+    assert_int_equal(coffer_open(w->dir, &options, &db), COFFER_OK);
+    workload_run(w, db, WORKLOAD_EVENTS / 10);
+    coffer_stats stats;
+    assert_int_equal(coffer_stats_get(db, &stats), COFFER_OK);
+    assert_false(stats.index_on);
+    coffer_close(db);
+    assert_int_equal(access(w->index_path, F_OK), -1);
+    workload_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -441,6 +464,7 @@ int main(void)
         cmocka_unit_test(index_matches_memory),
         cmocka_unit_test(damaged_or_foreign_index_is_rebuilt),
         cmocka_unit_test(verify_reports_index),
+        cmocka_unit_test(index_is_off_by_default),
     };
     return cmocka_run_group_tests(tests, 0, 0);
 }
