@@ -88,16 +88,23 @@ static coffer *workload_open(workload *w, bool index_on)
     return db;
 }
 
-/* Submits `events` more events of the stream (the reference follows, for the generator). */
+/* Submits `events` more events of the stream (the reference follows, for the generator), one
+ * batch in three under a submitter's name, so the index has names to keep. */
 static void workload_run(workload *w, coffer *db, size_t events)
 {
-    for (size_t done = 0; done < events;) {
+    static const char *const submitters[] = {0, "alice", "payments-service"};
+    for (size_t done = 0, batches = 0; done < events; batches++) {
         coffer_event batch[GEN_BATCH_MAX];
         coffer_result results[GEN_BATCH_MAX], expected[GEN_BATCH_MAX];
         __atomic_store_n(&w->clock_ns, gen_next_clock(w->generator, w->clock_ns), __ATOMIC_RELEASE);
         bool atomic = false;
         size_t count = gen_next_batch(w->generator, batch, &atomic);
-        assert_int_equal(coffer_submit(db, batch, count, atomic, results), COFFER_OK);
+        const char *submitter = submitters[batches % 3];
+        if (submitter)
+            assert_int_equal(submit_batch_as(db, submitter, batch, count, atomic, results),
+                             COFFER_OK);
+        else
+            assert_int_equal(coffer_submit(db, batch, count, atomic, results), COFFER_OK);
         ref_submit(w->reference, batch, count, atomic, w->clock_ns, expected);
         done += count;
     }
@@ -146,6 +153,7 @@ static void transfer_equal(const coffer_transfer *memory, const coffer_transfer 
         assert_int_equal(disk->expect_to_version, memory->expect_to_version);
     else
         assert_int_equal(disk->expect_to_version, 0);
+    assert_string_equal(disk->submitted_by, memory->submitted_by);
     assert_int_equal(disk->metadata_len, memory->metadata_len);
     assert_memory_equal(disk->metadata, memory->metadata, memory->metadata_len);
 }
@@ -191,7 +199,7 @@ static void compare_with_memory(workload *w)
     index_db *index = 0;
     char error[512];
     assert_int_equal(index_open(w->index_path, false, &index, error, sizeof error), COFFER_OK);
-    size_t transfers = 0, history = 0;
+    size_t transfers = 0, history = 0, named = 0;
     for (size_t i = 0; i < gen_transfer_count(w->generator); i++) {
         const char *id = gen_transfer_id(w->generator, i);
         coffer_transfer memory;
@@ -201,12 +209,14 @@ static void compare_with_memory(workload *w)
         if (expected == COFFER_OK) {
             transfer_equal(&memory, &disk.transfer);
             transfers++;
+            named += memory.submitted_by[0] != 0;
         }
     }
     for (size_t i = 0; i < gen_account_count(w->generator); i++)
         history += compare_history(db, index, gen_account_id(w->generator, i));
     assert_true(transfers > WORKLOAD_EVENTS / 4); /* the stream recorded plenty */
     assert_true(history > WORKLOAD_EVENTS / 4);
+    assert_true(named > transfers / 4 && named < transfers); /* both kinds compared */
     index_close(index);
     coffer_close(db);
 }
@@ -320,6 +330,27 @@ static void kill_resumes_from_checkpoint(void **state)
     workload_free(w);
 }
 
+/* Writes one raw value into the closed index, as an attacker with the files could. */
+static void index_tamper(const char *path, const uint8_t *key, size_t key_length,
+                         const uint8_t *value, size_t length)
+{
+    rocksdb_options_t *options = rocksdb_options_create();
+    char *error = 0;
+    rocksdb_t *db = rocksdb_open(options, path, &error);
+    assert_null(error);
+    rocksdb_writeoptions_t *write = rocksdb_writeoptions_create();
+    rocksdb_put(db, write, (const char *)key, key_length, (const char *)value, length, &error);
+    assert_null(error);
+    rocksdb_flushoptions_t *flush = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(flush, 1);
+    rocksdb_flush(db, flush, &error);
+    assert_null(error);
+    rocksdb_flushoptions_destroy(flush);
+    rocksdb_writeoptions_destroy(write);
+    rocksdb_close(db);
+    rocksdb_options_destroy(options);
+}
+
 /* Overwrites the start of every file of the index with zeroes (MANIFEST, CURRENT, tables). */
 static void index_damage(const workload *w)
 {
@@ -345,6 +376,22 @@ static void damaged_or_foreign_index_is_rebuilt(void **state)
     reopen_and_catch_up(w);
     log_has(w, "is damaged");
     uint64_t seq = 0;
+    assert_int_equal(index_digest(w, &seq), good);
+
+    /* An index of the previous format (its meta says so): rebuilt, not read. */
+    uint8_t meta[256];
+    size_t meta_length = 0;
+    index_db *index = 0;
+    char error[512];
+    assert_int_equal(index_open(w->index_path, false, &index, error, sizeof error), COFFER_OK);
+    assert_int_equal(
+        index_read_value(index, (const uint8_t *)"M", 1, meta, sizeof meta, &meta_length),
+        COFFER_OK);
+    index_close(index);
+    meta[0] = INDEX_FORMAT_VERSION - 1;
+    index_tamper(w->index_path, (const uint8_t *)"M", 1, meta, meta_length);
+    reopen_and_catch_up(w);
+    log_has(w, "its format is 1 ");
     assert_int_equal(index_digest(w, &seq), good);
 
     /* Another ledger's index: its applied record is not in this log. */
@@ -374,27 +421,6 @@ static int tamper_first(void *context, const uint8_t *key, size_t key_length, co
     copy[1 + key_length] = (uint8_t)length;
     memcpy(copy + 2 + key_length, value, length);
     return 1;
-}
-
-/* Writes one raw value into the closed index, as an attacker with the files could. */
-static void index_tamper(const char *path, const uint8_t *key, size_t key_length,
-                         const uint8_t *value, size_t length)
-{
-    rocksdb_options_t *options = rocksdb_options_create();
-    char *error = 0;
-    rocksdb_t *db = rocksdb_open(options, path, &error);
-    assert_null(error);
-    rocksdb_writeoptions_t *write = rocksdb_writeoptions_create();
-    rocksdb_put(db, write, (const char *)key, key_length, (const char *)value, length, &error);
-    assert_null(error);
-    rocksdb_flushoptions_t *flush = rocksdb_flushoptions_create();
-    rocksdb_flushoptions_set_wait(flush, 1);
-    rocksdb_flush(db, flush, &error);
-    assert_null(error);
-    rocksdb_flushoptions_destroy(flush);
-    rocksdb_writeoptions_destroy(write);
-    rocksdb_close(db);
-    rocksdb_options_destroy(options);
 }
 
 static void verify_reports_index(void **state)
