@@ -197,10 +197,11 @@ typedef struct coffer_options {
      * memory, or of the cgroup's limit when that is lower, within the same bounds. A durable
      * open logs the budget and what it holds. */
     uint64_t memory_bytes_max;
-    /* true: a durable engine keeps no on-disk index (DATA/index, derived from the log: every
-     * transfer by id, every history entry). false (the default): a thread keeps it behind the
-     * log, rebuilding it at open when it is missing or does not match the log. */
-    bool index_off;
+    /* true: a durable engine keeps an on-disk index (DATA/index, derived from the log: every
+     * transfer by id, every history entry), written by a thread behind the log and rebuilt at
+     * open when it is missing or does not match the log. false, the default: none. Nothing
+     * reads the index yet and keeping it costs the writer CPU, so it is opt-in for now. */
+    bool index_on;
 } coffer_options;
 
 /* Fills the first `size_bytes` of `options` with the defaults and sets options->size; does
@@ -464,7 +465,7 @@ typedef struct coffer_stats {
      * (coffer_options.memory_bytes_max as resolved at open). */
     uint64_t memory_used_bytes;
     uint64_t memory_budget_bytes;
-    /* The on-disk index: on (a durable engine without index_off, whose index has not failed),
+    /* The on-disk index: on (a durable engine opened with index_on, whose index has not failed),
      * the last seq it applied, the last it flushed (what a crash keeps), the records and seqs
      * it applied since open, and the time its writes took (microseconds). */
     bool index_on;

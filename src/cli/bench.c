@@ -86,7 +86,7 @@ static const cli_option bench_options[] = {
      "run the --consumers at this nice value, 0-19 (default 0): on\nbusy cores they then lag "
      "and catch up rather than slow the writer"},
     {BENCH_INDEX, "--index", "on|off",
-     "with --durable: keep the on-disk index (default on); at the end\nits lag and the time it "
+     "with --durable: keep the on-disk index (default off); at the\nend its lag and the time it "
      "takes to catch up are printed"},
 };
 
@@ -122,7 +122,7 @@ typedef struct bench {
     enum workload workload;
     uint64_t accounts, transfers, batch, submitters, seed, consumers, consumer_nice;
     const char *durable_dir;
-    bool fsync_never, keep, index_off;
+    bool fsync_never, keep, index_on;
     char (*account_ids)[24];
     atomic_uint_fast64_t next_batch;
     atomic_uint_fast64_t codes[COFFER_CODE_LIMIT];
@@ -301,7 +301,7 @@ static bool bench_embedded_values(bench *run, const cli_parsed *parsed)
 {
     static const char *const workloads[] = {"uniform", "hot", NULL};
     static const char *const fsync_modes[] = {"always", "never", NULL};
-    static const char *const index_modes[] = {"on", "off", NULL};
+    static const char *const index_modes[] = {"off", "on", NULL};
     int workload = WORKLOAD_UNIFORM, fsync_mode = 0, index_mode = 0;
     bool ok =
         cli_value_choice(&bench_spec, parsed, BENCH_WORKLOAD, workloads, &workload) &&
@@ -324,7 +324,7 @@ static bool bench_embedded_values(bench *run, const cli_parsed *parsed)
     }
     run->workload = (enum workload)workload;
     run->fsync_never = fsync_mode == 1;
-    run->index_off = index_mode == 1;
+    run->index_on = index_mode == 1;
     run->durable_dir = parsed->values[BENCH_DURABLE];
     run->keep = parsed->values[BENCH_KEEP] != NULL;
     return ok;
@@ -563,7 +563,7 @@ int cli_bench(int argc, char **argv, const cli_globals *globals)
     for (uint64_t i = 0; i < run.accounts; i++)
         format_id(run.account_ids[2 + i], 'u', i);
     options.fsync_never = run.fsync_never;
-    options.index_off = run.index_off;
+    options.index_on = run.index_on;
     if (run.durable_dir && access(run.durable_dir, F_OK) == 0) {
         fprintf(stderr, "coffer bench: %s exists; give a new directory\n", run.durable_dir);
         return CLI_EXIT_USAGE;

@@ -112,8 +112,8 @@ static const cli_option serve_options[] = {
      "consecutive failed attempts before a webhook is marked failing\n(default 10; POST "
      "/v1/webhooks/{id}/enable resumes it)"},
     {SERVE_INDEX, "--index", "on|off",
-     "keep the on-disk index DIR/index (default on): every transfer\nand history entry, derived "
-     "from the log behind the writer"},
+     "keep the on-disk index DIR/index (default off): every\ntransfer and history entry, "
+     "derived from the log behind the writer"},
 };
 
 static const cli_spec serve_spec = {
@@ -315,7 +315,7 @@ static bool serve_values(const cli_parsed *parsed, server_options *options,
     if (parsed->values[SERVE_DATA])
         options->data_dir = parsed->values[SERVE_DATA];
     static const char *const fsync_modes[] = {"always", "never", NULL};
-    static const char *const index_modes[] = {"on", "off", NULL};
+    static const char *const index_modes[] = {"off", "on", NULL};
     int fsync_mode = 0, index_mode = 0;
     uint64_t threads = options->threads, connections = options->max_connections,
              timeout = options->timeout_seconds, queue = options->queue_events_max,
@@ -341,7 +341,7 @@ static bool serve_values(const cli_parsed *parsed, server_options *options,
         return false;
     options->webhook_max_failures = (uint32_t)webhook_failures;
     options->fsync_never = fsync_mode == 1;
-    options->index_off = index_mode == 1;
+    options->index_on = index_mode == 1;
     options->threads = (unsigned)threads;
     options->max_connections = (unsigned)connections;
     options->timeout_seconds = (unsigned)timeout;

@@ -146,7 +146,7 @@ struct coffer {
     /* Why the last submission refused for room was refused (coffer_capacity_detail): written
      * by the writer and read by callers, both under `mutex`. */
     char capacity_detail[192];
-    /* The on-disk index's thread (indexer.c); NULL without a directory or with index_off. */
+    /* The on-disk index's thread (indexer.c); NULL without a directory or index_on. */
     engine_indexer *indexer;
 };
 

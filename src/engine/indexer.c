@@ -233,7 +233,7 @@ static void indexer_free(engine_indexer *indexer)
 
 void indexer_start(coffer *db)
 {
-    if (!db->dir || db->options.index_off)
+    if (!db->dir || !db->options.index_on)
         return;
     engine_indexer *indexer = calloc(1, sizeof *indexer);
     size_t path_size = strlen(db->dir) + sizeof "/" INDEX_DIRECTORY;

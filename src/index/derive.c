@@ -12,6 +12,7 @@
 typedef struct derive_state {
     const record_header *header;
     const index_sink *sink;
+    const char *submitted_by; /* the entry's submitter, or NULL */
 } derive_state;
 
 size_t index_transfer_key(uint8_t *key, const char *id, size_t id_len)
@@ -53,7 +54,8 @@ static size_t put_text(uint8_t *value, size_t at, const char *text, size_t lengt
 }
 
 /* The packed transfer of a recorded event, as the engine's memory renders it. */
-static size_t transfer_pack(uint8_t *value, const coffer_event *event, const coffer_result *result)
+static size_t transfer_pack(uint8_t *value, const coffer_event *event, const coffer_result *result,
+                            const char *submitted_by)
 {
     bool applied = coffer_code_is_success(result->code);
     bool hold = event->op == COFFER_OP_TRANSFER && event->hold_timeout_ms > 0;
@@ -64,6 +66,7 @@ static size_t transfer_pack(uint8_t *value, const coffer_event *event, const cof
     const char *hold_id = event->op == COFFER_OP_TRANSFER ? "" : event->hold_id;
     size_t lengths[5] = {text_length(from), text_length(to), text_length(hold_id),
                          text_length(result->field), event->metadata_len};
+    size_t submitter_length = text_length(submitted_by);
     memset(value, 0, TRANSFER_VALUE_FIXED);
     value[0] = INDEX_FORMAT_VERSION;
     value[1] = event->op;
@@ -76,6 +79,7 @@ static size_t transfer_pack(uint8_t *value, const coffer_event *event, const cof
         value[6 + i] = (uint8_t)lengths[i];
     value[10] = (uint8_t)(lengths[4] & 0xff);
     value[11] = (uint8_t)(lengths[4] >> 8);
+    value[TRANSFER_VALUE_SUBMITTER_LENGTH] = (uint8_t)submitter_length;
     index_put_u64(value + 16, result->seq);
     index_put_u64(value + 24, result->timestamp);
     index_put_u64(value + 32, applied ? (uint64_t)result->amount : 0);
@@ -94,7 +98,8 @@ static size_t transfer_pack(uint8_t *value, const coffer_event *event, const cof
     at = put_text(value, at, to, lengths[1]);
     at = put_text(value, at, hold_id, lengths[2]);
     at = put_text(value, at, result->field, lengths[3]);
-    return put_text(value, at, event->metadata, lengths[4]);
+    at = put_text(value, at, event->metadata, lengths[4]);
+    return put_text(value, at, submitted_by, submitter_length);
 }
 
 /* One account's side of a change: its key and packed entry. */
@@ -148,7 +153,7 @@ static int derive_event(derive_state *state, const coffer_event *event, const co
         return 0; /* recorded nothing, or an account (not a transfer) */
     uint8_t key[TRANSFER_KEY_MAX], value[TRANSFER_VALUE_MAX];
     size_t key_length = index_transfer_key(key, event->id, strlen(event->id));
-    size_t value_length = transfer_pack(value, event, result);
+    size_t value_length = transfer_pack(value, event, result, state->submitted_by);
     int code = state->sink->transfer(state->sink->context, key, key_length, value, value_length);
     if (code != 0 || !coffer_code_is_success(result->code))
         return code;
@@ -174,6 +179,7 @@ static int derive_entry(const record_entry *entry, void *context)
     derive_state *state = context;
     if (!entry->results)
         return 0; /* format 1: no outcomes to derive from */
+    state->submitted_by = entry->submitted_by;
     if (entry->kind == RECORD_EXPIRE) {
         const coffer_result *result = &entry->results[0];
         int code = history_pair(state, result->hold_from, result->hold_to, COFFER_HISTORY_EXPIRED,
@@ -193,7 +199,7 @@ static int derive_entry(const record_entry *entry, void *context)
 int index_derive_record(const uint8_t *bytes, const record_header *header, record_scratch *scratch,
                         const index_sink *sink)
 {
-    derive_state state = {header, sink};
+    derive_state state = {header, sink, 0};
     return record_each(bytes, header, scratch, derive_entry, &state);
 }
 
@@ -215,12 +221,17 @@ bool index_transfer_unpack(const uint8_t *value, size_t length, index_transfer *
 {
     if (length < TRANSFER_VALUE_FIXED || value[0] != INDEX_FORMAT_VERSION)
         return false;
-    size_t lengths[5] = {value[6], value[7], value[8], value[9],
-                         value[10] | (size_t)value[11] << 8};
+    size_t lengths[6] = {value[6],
+                         value[7],
+                         value[8],
+                         value[9],
+                         value[10] | (size_t)value[11] << 8,
+                         value[TRANSFER_VALUE_SUBMITTER_LENGTH]};
     if (lengths[0] > COFFER_ACCOUNT_ID_MAX || lengths[1] > COFFER_ACCOUNT_ID_MAX ||
         lengths[2] > COFFER_TRANSFER_ID_MAX || lengths[3] >= sizeof out->field ||
-        lengths[4] > COFFER_METADATA_MAX ||
-        TRANSFER_VALUE_FIXED + lengths[0] + lengths[1] + lengths[2] + lengths[3] + lengths[4] !=
+        lengths[4] > COFFER_METADATA_MAX || lengths[5] > COFFER_SUBMITTER_MAX ||
+        TRANSFER_VALUE_FIXED + lengths[0] + lengths[1] + lengths[2] + lengths[3] + lengths[4] +
+                lengths[5] !=
             length)
         return false;
     memset(out, 0, sizeof *out);
@@ -250,6 +261,7 @@ bool index_transfer_unpack(const uint8_t *value, size_t length, index_transfer *
     take_text(out->field, value, &at, lengths[3]);
     take_text(t->metadata, value, &at, lengths[4]);
     t->metadata_len = (uint32_t)lengths[4];
+    take_text(t->submitted_by, value, &at, lengths[5]);
     return true;
 }
 

@@ -24,13 +24,14 @@
 #define INDEX_KEY_HISTORY 'H'
 #define INDEX_KEY_META 'M'
 
-/* A transfer value: a fixed part, then from, to, hold id, field and metadata bytes. */
-#define TRANSFER_VALUE_STATE 2     /* u8: changes when a post, void or expiry resolves a hold */
-#define TRANSFER_VALUE_CAPTURED 56 /* i64: set by a post */
+/* A transfer value: a fixed part, then from, to, hold id, field, metadata and submitter bytes. */
+#define TRANSFER_VALUE_STATE 2 /* u8: changes when a post, void or expiry resolves a hold */
+#define TRANSFER_VALUE_SUBMITTER_LENGTH 12 /* u8: the submitter's name (format 2 on) */
+#define TRANSFER_VALUE_CAPTURED 56         /* i64: set by a post */
 #define TRANSFER_VALUE_FIXED 144
 #define TRANSFER_VALUE_MAX                                                                         \
     (TRANSFER_VALUE_FIXED + 2 * COFFER_ACCOUNT_ID_MAX + COFFER_TRANSFER_ID_MAX + 64 +              \
-     COFFER_METADATA_MAX)
+     COFFER_METADATA_MAX + COFFER_SUBMITTER_MAX)
 #define HISTORY_VALUE_FIXED 48
 #define HISTORY_VALUE_MAX (HISTORY_VALUE_FIXED + COFFER_TRANSFER_ID_MAX)
 #define HISTORY_KEY_MAX (2 + COFFER_ACCOUNT_ID_MAX + 8 + 1)

@@ -16,8 +16,9 @@
 #include "coffer.h"
 #include "log/record.h"
 
-/* The layout of keys and values; an index of another format is rebuilt, not read. */
-#define INDEX_FORMAT_VERSION 1
+/* The layout of keys and values; an index of another format is rebuilt, not read. Format 2
+ * added each transfer's submitter. */
+#define INDEX_FORMAT_VERSION 2
 /* The subdirectory of the data directory that holds the index. */
 #define INDEX_DIRECTORY "index"
 

@@ -367,7 +367,7 @@ static int open_engine(const server_options *options, coffer **db)
     engine_options.snapshot_every_seconds = options->snapshot_every_seconds;
     engine_options.accept_data_loss = options->accept_data_loss;
     engine_options.memory_bytes_max = options->memory_bytes_max;
-    engine_options.index_off = options->index_off;
+    engine_options.index_on = options->index_on;
     int code = coffer_open(options->data_dir, &engine_options, db);
     if (code != COFFER_OK)
         fprintf(stderr, "coffer: cannot open %s (%s; the lines above say why)\n", options->data_dir,

@@ -29,7 +29,7 @@ typedef struct server_options {
     bool log_requests;         /* one stderr line per request */
     bool accept_data_loss;     /* open even when acknowledged records are missing (recorded) */
     uint64_t memory_bytes_max; /* --memory-max: the engine's memory budget; 0: its default */
-    bool index_off;            /* keep no on-disk index (coffer serve --index off) */
+    bool index_on;             /* keep the on-disk index (coffer serve --index on) */
     /* Security (guard.c). */
     const char *tokens_path;             /* --tokens: NULL, no authentication */
     const char *allow_origins;           /* comma-separated Origin values a browser may send */

@@ -11,6 +11,7 @@
 #include <rocksdb/c.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "files.h"
 #include "index/derive.h"
@@ -69,7 +70,7 @@ static void workload_free(workload *w)
     free(w);
 }
 
-static coffer *workload_open(workload *w, bool index_off)
+static coffer *workload_open(workload *w, bool index_on)
 {
     coffer_options options;
     coffer_options_init(&options);
@@ -77,7 +78,7 @@ static coffer *workload_open(workload *w, bool index_off)
     options.clock_context = &w->clock_ns;
     options.log = workload_log;
     options.log_context = w;
-    options.index_off = index_off;
+    options.index_on = index_on;
     options.fsync_never = true; /* no machine crash here: kill -9 keeps the page cache */
     coffer *db = 0;
     pthread_mutex_lock(&w->log_mutex);
@@ -87,16 +88,23 @@ static coffer *workload_open(workload *w, bool index_off)
     return db;
 }
 
-/* Submits `events` more events of the stream (the reference follows, for the generator). */
+/* Submits `events` more events of the stream (the reference follows, for the generator), one
+ * batch in three under a submitter's name, so the index has names to keep. */
 static void workload_run(workload *w, coffer *db, size_t events)
 {
-    for (size_t done = 0; done < events;) {
+    static const char *const submitters[] = {0, "alice", "payments-service"};
+    for (size_t done = 0, batches = 0; done < events; batches++) {
         coffer_event batch[GEN_BATCH_MAX];
         coffer_result results[GEN_BATCH_MAX], expected[GEN_BATCH_MAX];
         __atomic_store_n(&w->clock_ns, gen_next_clock(w->generator, w->clock_ns), __ATOMIC_RELEASE);
         bool atomic = false;
         size_t count = gen_next_batch(w->generator, batch, &atomic);
-        assert_int_equal(coffer_submit(db, batch, count, atomic, results), COFFER_OK);
+        const char *submitter = submitters[batches % 3];
+        if (submitter)
+            assert_int_equal(submit_batch_as(db, submitter, batch, count, atomic, results),
+                             COFFER_OK);
+        else
+            assert_int_equal(coffer_submit(db, batch, count, atomic, results), COFFER_OK);
         ref_submit(w->reference, batch, count, atomic, w->clock_ns, expected);
         done += count;
     }
@@ -145,6 +153,7 @@ static void transfer_equal(const coffer_transfer *memory, const coffer_transfer 
         assert_int_equal(disk->expect_to_version, memory->expect_to_version);
     else
         assert_int_equal(disk->expect_to_version, 0);
+    assert_string_equal(disk->submitted_by, memory->submitted_by);
     assert_int_equal(disk->metadata_len, memory->metadata_len);
     assert_memory_equal(disk->metadata, memory->metadata, memory->metadata_len);
 }
@@ -186,11 +195,11 @@ static size_t compare_history(coffer *db, index_db *index, const char *account)
 /* Reopens the directory without an index (memory rebuilt from the log) and compares. */
 static void compare_with_memory(workload *w)
 {
-    coffer *db = workload_open(w, true);
+    coffer *db = workload_open(w, false);
     index_db *index = 0;
     char error[512];
     assert_int_equal(index_open(w->index_path, false, &index, error, sizeof error), COFFER_OK);
-    size_t transfers = 0, history = 0;
+    size_t transfers = 0, history = 0, named = 0;
     for (size_t i = 0; i < gen_transfer_count(w->generator); i++) {
         const char *id = gen_transfer_id(w->generator, i);
         coffer_transfer memory;
@@ -200,12 +209,14 @@ static void compare_with_memory(workload *w)
         if (expected == COFFER_OK) {
             transfer_equal(&memory, &disk.transfer);
             transfers++;
+            named += memory.submitted_by[0] != 0;
         }
     }
     for (size_t i = 0; i < gen_account_count(w->generator); i++)
         history += compare_history(db, index, gen_account_id(w->generator, i));
     assert_true(transfers > WORKLOAD_EVENTS / 4); /* the stream recorded plenty */
     assert_true(history > WORKLOAD_EVENTS / 4);
+    assert_true(named > transfers / 4 && named < transfers); /* both kinds compared */
     index_close(index);
     coffer_close(db);
 }
@@ -215,10 +226,10 @@ static void index_matches_memory(void **state)
     (void)state;
     for (uint64_t seed = 1; seed <= 3; seed++) {
         workload *w = workload_create(seed);
-        coffer *db = workload_open(w, false);
+        coffer *db = workload_open(w, true);
         workload_run(w, db, WORKLOAD_EVENTS / 2);
         coffer_close(db); /* the index may lag here: the next open goes on */
-        db = workload_open(w, false);
+        db = workload_open(w, true);
         workload_run(w, db, WORKLOAD_EVENTS / 2);
         index_caught_up(db);
         coffer_close(db);
@@ -258,7 +269,7 @@ static uint64_t index_digest(const workload *w, uint64_t *applied_seq)
 /* Opens with the index on, lets it catch up, closes: the log lines stay in w->log. */
 static uint64_t reopen_and_catch_up(workload *w)
 {
-    coffer *db = workload_open(w, false);
+    coffer *db = workload_open(w, true);
     index_caught_up(db);
     uint64_t durable = coffer_durable_seq(db);
     coffer_close(db);
@@ -277,11 +288,11 @@ static void log_has(workload *w, const char *text)
  * (a flush comes after 32 MiB of log or 30 s), then kill -9. */
 static void crash_child(workload *w)
 {
-    coffer *db = workload_open(w, false);
+    coffer *db = workload_open(w, true);
     workload_run(w, db, WORKLOAD_EVENTS / 2);
     index_caught_up(db);
     coffer_close(db);
-    db = workload_open(w, false);
+    db = workload_open(w, true);
     workload_run(w, db, WORKLOAD_EVENTS / 2);
     index_caught_up(db);
     coffer_stats stats;
@@ -319,6 +330,27 @@ static void kill_resumes_from_checkpoint(void **state)
     workload_free(w);
 }
 
+/* Writes one raw value into the closed index, as an attacker with the files could. */
+static void index_tamper(const char *path, const uint8_t *key, size_t key_length,
+                         const uint8_t *value, size_t length)
+{
+    rocksdb_options_t *options = rocksdb_options_create();
+    char *error = 0;
+    rocksdb_t *db = rocksdb_open(options, path, &error);
+    assert_null(error);
+    rocksdb_writeoptions_t *write = rocksdb_writeoptions_create();
+    rocksdb_put(db, write, (const char *)key, key_length, (const char *)value, length, &error);
+    assert_null(error);
+    rocksdb_flushoptions_t *flush = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(flush, 1);
+    rocksdb_flush(db, flush, &error);
+    assert_null(error);
+    rocksdb_flushoptions_destroy(flush);
+    rocksdb_writeoptions_destroy(write);
+    rocksdb_close(db);
+    rocksdb_options_destroy(options);
+}
+
 /* Overwrites the start of every file of the index with zeroes (MANIFEST, CURRENT, tables). */
 static void index_damage(const workload *w)
 {
@@ -334,7 +366,7 @@ static void damaged_or_foreign_index_is_rebuilt(void **state)
 {
     (void)state;
     workload *w = workload_create(11), *other = workload_create(12);
-    coffer *db = workload_open(w, false);
+    coffer *db = workload_open(w, true);
     workload_run(w, db, WORKLOAD_EVENTS / 3);
     coffer_close(db);
     uint64_t good_seq = 0;
@@ -346,8 +378,24 @@ static void damaged_or_foreign_index_is_rebuilt(void **state)
     uint64_t seq = 0;
     assert_int_equal(index_digest(w, &seq), good);
 
+    /* An index of the previous format (its meta says so): rebuilt, not read. */
+    uint8_t meta[256];
+    size_t meta_length = 0;
+    index_db *index = 0;
+    char error[512];
+    assert_int_equal(index_open(w->index_path, false, &index, error, sizeof error), COFFER_OK);
+    assert_int_equal(
+        index_read_value(index, (const uint8_t *)"M", 1, meta, sizeof meta, &meta_length),
+        COFFER_OK);
+    index_close(index);
+    meta[0] = INDEX_FORMAT_VERSION - 1;
+    index_tamper(w->index_path, (const uint8_t *)"M", 1, meta, meta_length);
+    reopen_and_catch_up(w);
+    log_has(w, "its format is 1 ");
+    assert_int_equal(index_digest(w, &seq), good);
+
     /* Another ledger's index: its applied record is not in this log. */
-    db = workload_open(other, false);
+    db = workload_open(other, true);
     workload_run(other, db, WORKLOAD_EVENTS / 3 + 200);
     index_caught_up(db);
     coffer_close(db);
@@ -375,32 +423,11 @@ static int tamper_first(void *context, const uint8_t *key, size_t key_length, co
     return 1;
 }
 
-/* Writes one raw value into the closed index, as an attacker with the files could. */
-static void index_tamper(const char *path, const uint8_t *key, size_t key_length,
-                         const uint8_t *value, size_t length)
-{
-    rocksdb_options_t *options = rocksdb_options_create();
-    char *error = 0;
-    rocksdb_t *db = rocksdb_open(options, path, &error);
-    assert_null(error);
-    rocksdb_writeoptions_t *write = rocksdb_writeoptions_create();
-    rocksdb_put(db, write, (const char *)key, key_length, (const char *)value, length, &error);
-    assert_null(error);
-    rocksdb_flushoptions_t *flush = rocksdb_flushoptions_create();
-    rocksdb_flushoptions_set_wait(flush, 1);
-    rocksdb_flush(db, flush, &error);
-    assert_null(error);
-    rocksdb_flushoptions_destroy(flush);
-    rocksdb_writeoptions_destroy(write);
-    rocksdb_close(db);
-    rocksdb_options_destroy(options);
-}
-
 static void verify_reports_index(void **state)
 {
     (void)state;
     workload *w = workload_create(21);
-    coffer *db = workload_open(w, false);
+    coffer *db = workload_open(w, true);
     workload_run(w, db, WORKLOAD_EVENTS / 3);
     index_caught_up(db);
     coffer_close(db);
@@ -432,6 +459,28 @@ static void verify_reports_index(void **state)
     workload_free(w);
 }
 
+/* The index is opt-in: a durable engine opened with the default options keeps none. */
+static void index_is_off_by_default(void **state)
+{
+    (void)state;
+    workload *w = workload_create(22);
+    coffer_options options;
+    coffer_options_init(&options);
+    assert_false(options.index_on);
+    options.clock_ns = workload_clock;
+    options.clock_context = &w->clock_ns;
+    options.fsync_never = true;
+    coffer *db = 0;
+    assert_int_equal(coffer_open(w->dir, &options, &db), COFFER_OK);
+    workload_run(w, db, WORKLOAD_EVENTS / 10);
+    coffer_stats stats;
+    assert_int_equal(coffer_stats_get(db, &stats), COFFER_OK);
+    assert_false(stats.index_on);
+    coffer_close(db);
+    assert_int_equal(access(w->index_path, F_OK), -1);
+    workload_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -441,6 +490,7 @@ int main(void)
         cmocka_unit_test(index_matches_memory),
         cmocka_unit_test(damaged_or_foreign_index_is_rebuilt),
         cmocka_unit_test(verify_reports_index),
+        cmocka_unit_test(index_is_off_by_default),
     };
     return cmocka_run_group_tests(tests, 0, 0);
 }
