@@ -631,6 +631,9 @@ int durability_open(coffer *db, const char *dir)
     db->snapshot_taken_at_s = clock_monotonic_ns() / 1000000000u;
     if (db->options.fsync_never)
         engine_log(db, "WARNING: fsync is off; acknowledged events can be lost in a crash");
+    /* A PostgreSQL log's lease needs its heartbeat from the start, before any round. */
+    if (db->options.log_location)
+        db->log_wake_ns = 1;
     feed_init(db);
     pthread_mutex_init(&db->log_mutex, 0);
     pthread_cond_init(&db->log_wake, 0);
