@@ -202,6 +202,15 @@ typedef struct coffer_options {
      * open when it is missing or does not match the log. false, the default: none. Nothing
      * reads the index yet and keeping it costs the writer CPU, so it is opt-in for now. */
     bool index_on;
+    /* Where the log is kept. NULL, the default: segment files in the data directory. A
+     * PostgreSQL conninfo or URI ("postgresql://HOST/DB", any libpq form): the log is a table
+     * in that database, and the data directory keeps only snapshots. The open takes the log's
+     * lease and leads; it fails with COFFER_STORAGE_FAILED when another instance leads. With
+     * it, the change feed, the on-disk index and coffer_verify_dir / coffer_dump_dir of the
+     * directory are not available yet (COFFER_NOT_SUPPORTED). Copied at open. */
+    const char *log_location;
+    /* This instance's name in the log (its advertised URL); NULL: none. Copied at open. */
+    const char *log_name;
 } coffer_options;
 
 /* Fills the first `size_bytes` of `options` with the defaults and sets options->size; does

@@ -41,6 +41,7 @@ enum {
     BENCH_CACERT,
     BENCH_CONSUMER_NICE,
     BENCH_INDEX,
+    BENCH_LOG,
     BENCH_OPTION_COUNT
 };
 
@@ -88,6 +89,9 @@ static const cli_option bench_options[] = {
     {BENCH_INDEX, "--index", "on|off",
      "with --durable: keep the on-disk index (default off); at the\nend its lag and the time it "
      "takes to catch up are printed"},
+    {BENCH_LOG, "--log", "postgresql://CONNINFO",
+     "with --durable: keep the log in this PostgreSQL database (the\nengine leads it; the "
+     "directory keeps snapshots)"},
 };
 
 static const cli_spec bench_spec = {
@@ -109,7 +113,8 @@ static const cli_spec bench_spec = {
     (BENCH_BIT(BENCH_WORKLOAD) | BENCH_BIT(BENCH_ACCOUNTS) | BENCH_BIT(BENCH_TRANSFERS) |          \
      BENCH_BIT(BENCH_BATCH) | BENCH_BIT(BENCH_SUBMITTERS) | BENCH_BIT(BENCH_SEED) |                \
      BENCH_BIT(BENCH_DURABLE) | BENCH_BIT(BENCH_FSYNC) | BENCH_BIT(BENCH_KEEP) |                   \
-     BENCH_BIT(BENCH_CONSUMERS) | BENCH_BIT(BENCH_CONSUMER_NICE) | BENCH_BIT(BENCH_INDEX))
+     BENCH_BIT(BENCH_CONSUMERS) | BENCH_BIT(BENCH_CONSUMER_NICE) | BENCH_BIT(BENCH_INDEX) |        \
+     BENCH_BIT(BENCH_LOG))
 #define BENCH_SERVER_TAKES                                                                         \
     (BENCH_BIT(BENCH_WORKLOAD) | BENCH_BIT(BENCH_ACCOUNTS) | BENCH_BIT(BENCH_BATCH) |              \
      BENCH_BIT(BENCH_SEED) | BENCH_BIT(BENCH_CONNECTIONS) | BENCH_BIT(BENCH_DURATION) |            \
@@ -122,6 +127,7 @@ typedef struct bench {
     enum workload workload;
     uint64_t accounts, transfers, batch, submitters, seed, consumers, consumer_nice;
     const char *durable_dir;
+    const char *log_location; /* --log: a PostgreSQL log */
     bool fsync_never, keep, index_on;
     char (*account_ids)[24];
     atomic_uint_fast64_t next_batch;
@@ -325,6 +331,7 @@ static bool bench_embedded_values(bench *run, const cli_parsed *parsed)
     run->workload = (enum workload)workload;
     run->fsync_never = fsync_mode == 1;
     run->index_on = index_mode == 1;
+    run->log_location = parsed->values[BENCH_LOG];
     run->durable_dir = parsed->values[BENCH_DURABLE];
     run->keep = parsed->values[BENCH_KEEP] != NULL;
     return ok;
@@ -564,6 +571,7 @@ int cli_bench(int argc, char **argv, const cli_globals *globals)
         format_id(run.account_ids[2 + i], 'u', i);
     options.fsync_never = run.fsync_never;
     options.index_on = run.index_on;
+    options.log_location = run.log_location;
     if (run.durable_dir && access(run.durable_dir, F_OK) == 0) {
         fprintf(stderr, "coffer bench: %s exists; give a new directory\n", run.durable_dir);
         return CLI_EXIT_USAGE;

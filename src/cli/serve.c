@@ -48,12 +48,21 @@ enum {
     SERVE_WEBHOOK_MAX_FAILURES,
     SERVE_MEMORY_MAX,
     SERVE_INDEX,
+    SERVE_LOG_LOCATION,
+    SERVE_ADVERTISE,
 };
 
 static const cli_option serve_options[] = {
     {SERVE_LISTEN, "--listen", "HOST:PORT",
      "address to serve on (default 127.0.0.1:8080); port 0 picks a\nfree one"},
     {SERVE_DATA, "--data", "DIR", "data directory (default ./coffer-data; created if missing)"},
+    {SERVE_LOG_LOCATION, "--log", "postgresql://CONNINFO",
+     "keep the log in this PostgreSQL database (any libpq URI or\nconninfo; the tables are "
+     "created on first start) and lead it;\nDIR then keeps snapshots only. Another instance "
+     "leading it\nfails the start (followers come later). Not yet with it: the\nchange feed, "
+     "webhooks' cursor, --index, coffer verify/dump DIR"},
+    {SERVE_ADVERTISE, "--advertise", "URL",
+     "this instance's URL, written in the log as its leader's name\n(with --log)"},
     {SERVE_FSYNC, "--fsync", "always|never",
      "sync the log before answering (default always); 'never' is\nNOT DURABLE: for tests and "
      "benchmarks only"},
@@ -349,6 +358,16 @@ static bool serve_values(const cli_parsed *parsed, server_options *options,
     options->body_timeout_seconds = (unsigned)body_timeout;
     options->queue_events_max = (uint32_t)queue;
     options->log_requests = parsed->values[SERVE_LOG_REQUESTS] != NULL;
+    options->log_location = parsed->values[SERVE_LOG_LOCATION];
+    options->advertise = parsed->values[SERVE_ADVERTISE];
+    if (options->log_location && !options->log_location[0]) {
+        cli_usage(&serve_spec, "--log needs a PostgreSQL conninfo, like postgresql://HOST/DB");
+        return false;
+    }
+    if (options->advertise && !options->log_location) {
+        cli_usage(&serve_spec, "--advertise names this instance in a PostgreSQL log: give --log");
+        return false;
+    }
     options->accept_data_loss = parsed->values[SERVE_ACCEPT_DATA_LOSS] != NULL;
     return memory_value(parsed, options) && stream_values(parsed, options) &&
            tls_values(parsed, options) && security_values(parsed, options, address);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "coffer.h"
 
@@ -19,6 +20,7 @@
 #include "engine/replay.h"
 #include "log/checkpoint.h"
 #include "log/log.h"
+#include "log/pg_durable.h"
 #include "log/snapshot.h"
 
 /* A store with its core, rebuilt from files. */
@@ -287,6 +289,20 @@ static int verify_dir(const char *dir, const coffer_options *limits, progress_fo
     return code;
 }
 
+/* A directory whose log is in PostgreSQL holds no segments to read: says so in `error`. */
+static bool log_in_postgresql(const char *dir, char *error, size_t error_size)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/" PG_DURABLE_MARKER, dir);
+    if (access(path, F_OK) != 0)
+        return false;
+    snprintf(error, error_size,
+             "%.700s holds snapshots only: its log is in PostgreSQL, which this tool does not "
+             "read yet",
+             dir);
+    return true;
+}
+
 int coffer_verify_dir_sized(const char *dir, const coffer_options *options,
                             coffer_progress_fn progress, void *progress_context,
                             coffer_dir_report *report, size_t size_bytes)
@@ -295,9 +311,15 @@ int coffer_verify_dir_sized(const char *dir, const coffer_options *options,
         (options &&
          options->size < offsetof(coffer_options, transfers_max) + sizeof options->transfers_max))
         return COFFER_INVALID_ARGUMENT;
-    coffer_dir_report *full = malloc(sizeof *full);
+    coffer_dir_report *full = calloc(1, sizeof *full);
     if (!full)
         return COFFER_OUT_OF_MEMORY;
+    if (log_in_postgresql(dir, full->chain_error, sizeof full->chain_error)) {
+        memset(report, 0, size_bytes);
+        memcpy(report, full, size_bytes < sizeof *full ? size_bytes : sizeof *full);
+        free(full);
+        return COFFER_NOT_SUPPORTED;
+    }
     progress_forward forward = {progress, progress_context, "log"};
     int code = verify_dir(dir, options, &forward, full);
     /* A caller built with an older header knows a shorter report: give it what it knows. */
@@ -369,6 +391,12 @@ int coffer_dump_dir(const char *dir, coffer_log_entry_fn visit, void *context, c
         return COFFER_INVALID_ARGUMENT;
     if (error_size)
         error[0] = 0;
+    char refused[1024];
+    if (log_in_postgresql(dir, refused, sizeof refused)) {
+        if (error_size)
+            snprintf(error, error_size, "%s", refused);
+        return COFFER_NOT_SUPPORTED;
+    }
     dump_state state = {visit, context, 0, 0, 0, 0, {0}};
     durable_log reader = {0};
     int code = local_log_open_read(&reader, dir, 0);

@@ -22,6 +22,7 @@
 #include "engine/engine.h"
 #include "engine/replay.h"
 #include "log/checkpoint.h"
+#include "log/pg_durable.h"
 #include "log/snapshot.h"
 
 /* ---- encoding a ticket --------------------------------------------------------------------- */
@@ -331,6 +332,8 @@ static void snapshot_at_close(coffer *db)
 typedef struct recovery {
     coffer *db;
     replayer replayer;
+    wal_tip tip; /* the last record replayed */
+    uint64_t records;
 } recovery;
 
 /* Replays each record the log hands over after the snapshot. */
@@ -350,6 +353,10 @@ static int recover_record(const uint8_t *bytes, const record_header *header, uin
         db->last_seq = replay->last_seq;
         db->last_timestamp = replay->last_timestamp;
     }
+    r->tip.last_seq = header->last_seq;
+    r->tip.last_timestamp = header->ts0 + (header->last_seq - header->seq_base);
+    memcpy(r->tip.hash, header->hash, RECORD_HASH_BYTES);
+    r->records++;
     return 0;
 }
 
@@ -427,7 +434,7 @@ static int damage_verdict(coffer *db, const char *damage, int damage_count)
  * opened for writing, so a refused open leaves the evidence in place). */
 static int recover_log(coffer *db, durable_log *reader, const snapshot_meta *meta, bool found)
 {
-    recovery r = {db, {0}};
+    recovery r = {db, {0}, {0}, 0};
     int code = replayer_init(&r.replayer, &db->store, &db->ledger);
     if (code == COFFER_OK)
         code = log_read_from(reader, found ? meta->tip.last_seq : 0, found ? meta->tip.hash : 0,
@@ -502,17 +509,24 @@ static int lock_directory(coffer *db)
     return COFFER_OK;
 }
 
-int durability_open(coffer *db, const char *dir)
+/* The local log: recovery reads it; once it is known good, it is opened for writing after
+ * it. *tip: where it ends. */
+static int open_local_log(coffer *db, wal_tip *tip)
 {
-    db->dir = strdup(dir);
-    if (!db->dir)
-        return COFFER_OUT_OF_MEMORY;
-    int code = lock_directory(db);
-    /* Recovery reads the log; once it is known good, the log is opened for writing after it. */
+    if (access(db->dir, F_OK) == 0) {
+        char marker[4096];
+        snprintf(marker, sizeof marker, "%s/" PG_DURABLE_MARKER, db->dir);
+        if (access(marker, F_OK) == 0) {
+            engine_log(db,
+                       "%s holds snapshots of a ledger whose log is in PostgreSQL: open it "
+                       "with that log (coffer serve --log)",
+                       db->dir);
+            return COFFER_STORAGE_FAILED;
+        }
+    }
     durable_log reader = {0};
     wal_scan_result scan = {0};
-    if (code == COFFER_OK)
-        code = local_log_open_read(&reader, dir, 0);
+    int code = local_log_open_read(&reader, db->dir, 0);
     if (code == COFFER_OK) {
         code = recover(db, &reader);
         scan = *local_log_last_read(&reader);
@@ -522,22 +536,104 @@ int durability_open(coffer *db, const char *dir)
         local_log_options options = {db->options.io, db->options.segment_bytes_max,
                                      !db->options.fsync_never, log_clock_ns(db)};
         char error[1024];
-        code = local_log_open(&db->log, dir, &scan, &options, error, sizeof error);
+        code = local_log_open(&db->log, db->dir, &scan, &options, error, sizeof error);
         if (code != COFFER_OK)
             engine_log(db, "%s", error);
     }
     if (code == COFFER_OK)
         recover_report(db, &scan);
+    *tip = scan.tip;
+    return code;
+}
+
+/* Marks the directory as holding snapshots only, so that the tools reading local segments
+ * (and an open without the log) say why there are none instead of finding an empty ledger. */
+static int mark_postgresql_directory(coffer *db)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/" PG_DURABLE_MARKER, db->dir);
+    FILE *file = fopen(path, "w");
+    if (file) {
+        fputs("This directory holds snapshots only: the ledger's log is in PostgreSQL.\n", file);
+        if (fclose(file) == 0)
+            return COFFER_OK;
+    }
+    engine_log(db, "cannot write %s: %s", path, strerror(errno));
+    return COFFER_STORAGE_FAILED;
+}
+
+/* Replays the PostgreSQL log after the newest snapshot, up to this leader's term row. */
+static int recover_postgresql(coffer *db, wal_tip *tip)
+{
+    snapshot_meta meta = {0};
+    bool found = false;
+    int code = recover_snapshot(db, &meta, &found);
+    recovery r = {db, {0}, {0}, 0};
+    if (code == COFFER_OK)
+        code = replayer_init(&r.replayer, &db->store, &db->ledger);
+    if (code == COFFER_OK)
+        code = log_read_from(&db->log, found ? meta.tip.last_seq : 0, found ? meta.tip.hash : 0,
+                             recover_record, &r);
+    replayer_free(&r.replayer);
+    char what[1024], outcome[512];
+    if (code == COFFER_STORAGE_FAILED) {
+        log_describe_failure(&db->log, what, sizeof what, outcome, sizeof outcome);
+        engine_log(db, "recovery refused: %s", what);
+    }
+    *tip = r.records ? r.tip : meta.tip;
+    uint64_t log_seq;
+    uint8_t log_hash[RECORD_HASH_BYTES];
+    pg_durable_log_tail(&db->log, &log_seq, log_hash);
+    if (code == COFFER_OK &&
+        (tip->last_seq != log_seq || memcmp(tip->hash, log_hash, RECORD_HASH_BYTES) != 0)) {
+        engine_log(db, "recovery refused: the replay ended at seq %llu, the log at %llu",
+                   (unsigned long long)tip->last_seq, (unsigned long long)log_seq);
+        code = COFFER_STORAGE_FAILED;
+    }
+    if (code == COFFER_OK)
+        engine_log(db, "recovered to seq %llu: %llu records read from the PostgreSQL log",
+                   (unsigned long long)tip->last_seq, (unsigned long long)r.records);
+    return code;
+}
+
+/* The log in PostgreSQL: take its lease (this instance leads), then replay it. */
+static int open_postgresql_log(coffer *db, wal_tip *tip)
+{
+    int code = mark_postgresql_directory(db);
+    char error[1024] = "";
+    if (code == COFFER_OK) {
+        code = pg_durable_open(&db->log, db->options.log_location, db->options.log_name, error,
+                               sizeof error);
+        if (code != COFFER_OK)
+            engine_log(db, "cannot lead the PostgreSQL log: %s", error);
+    }
+    if (code == COFFER_OK)
+        code = recover_postgresql(db, tip);
+    return code;
+}
+
+int durability_open(coffer *db, const char *dir)
+{
+    db->dir = strdup(dir);
+    if (!db->dir)
+        return COFFER_OUT_OF_MEMORY;
+    int code = lock_directory(db);
+    wal_tip tip = {0};
+    if (code == COFFER_OK)
+        code = db->options.log_location ? open_postgresql_log(db, &tip) : open_local_log(db, &tip);
     if (code != COFFER_OK) {
         durability_close(db);
         return code;
     }
-    db->tip = scan.tip;
-    atomic_store(&db->durable_seq, scan.tip.last_seq);
+    db->tip = tip;
+    atomic_store(&db->durable_seq, tip.last_seq);
     /* the time schedule counts from the open */
     db->snapshot_taken_at_s = clock_monotonic_ns() / 1000000000u;
     if (db->options.fsync_never)
         engine_log(db, "WARNING: fsync is off; acknowledged events can be lost in a crash");
+    /* A PostgreSQL log's lease needs its heartbeat from the start, before any round. */
+    if (db->options.log_location)
+        db->log_wake_ns = 1;
     feed_init(db);
     pthread_mutex_init(&db->log_mutex, 0);
     pthread_cond_init(&db->log_wake, 0);

@@ -569,8 +569,15 @@ int coffer_health(coffer *db)
     return atomic_load(&db->storage_failed) ? COFFER_STORAGE_FAILED : COFFER_OK;
 }
 
+static void engine_free_options(coffer *db)
+{
+    free(db->log_location);
+    free(db->log_name);
+}
+
 static void engine_free(coffer *db)
 {
+    engine_free_options(db);
     ledger_free(&db->ledger);
     store_free(&db->store);
     free(db);
@@ -589,12 +596,27 @@ int coffer_open(const char *dir, const coffer_options *options, coffer **db_out)
     if (!db->options.clock_ns)
         db->options.clock_ns = wall_clock_ns;
     db->lock_fd = -1;
+    /* The caller may free its strings once the open returns: keep copies. A log in PostgreSQL
+     * has no local segments for the on-disk index to follow. */
+    if (copied == COFFER_OK && db->options.log_location) {
+        db->log_location = strdup(db->options.log_location);
+        db->log_name = db->options.log_name ? strdup(db->options.log_name) : 0;
+        if (!db->log_location || (db->options.log_name && !db->log_name))
+            copied = COFFER_OUT_OF_MEMORY;
+        db->options.log_location = db->log_location;
+        db->options.log_name = db->log_name;
+        db->options.index_on = false;
+    } else {
+        db->options.log_name = 0;
+    }
     store_limits limits;
     bool defaulted;
     if (copied != COFFER_OK || db->options.queue_events_max < COFFER_BATCH_EVENTS_MAX ||
         engine_store_limits(&db->options, &limits, &defaulted) != COFFER_OK) {
+        bool memory = copied == COFFER_OUT_OF_MEMORY;
+        engine_free_options(db);
         free(db);
-        return COFFER_INVALID_ARGUMENT;
+        return memory ? COFFER_OUT_OF_MEMORY : COFFER_INVALID_ARGUMENT;
     }
     int code = store_init(&db->store, &limits);
     if (code == COFFER_OK)

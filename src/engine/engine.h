@@ -108,6 +108,8 @@ struct coffer {
 
     /* Durability (dir != NULL). The log thread owns log, tip and record. */
     char *dir;
+    /* The options' log location and name, copied at open (options points at these). */
+    char *log_location, *log_name;
     int lock_fd;
     durable_log log;
     uint64_t log_wake_ns; /* log_tick wants another call this soon (0: after the next round) */

@@ -271,7 +271,8 @@ int coffer_feed_open(coffer *db, coffer_feed **out)
     if (!db || !out)
         return COFFER_INVALID_ARGUMENT;
     *out = 0;
-    if (!db->dir)
+    /* The feed's cursor reads the local segments; a log in PostgreSQL has none (yet). */
+    if (!db->dir || db->options.log_location)
         return COFFER_NOT_SUPPORTED;
     coffer_feed *feed = calloc(1, sizeof *feed);
     if (!feed)

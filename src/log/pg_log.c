@@ -58,10 +58,8 @@ static const char *const schema_steps[PG_LOG_SCHEMA_VERSION] = {
     "CREATE UNIQUE INDEX coffer_log_record_last_seq ON coffer_log (last_seq) WHERE kind = 1;",
 };
 
-static const char insert_row_sql[] =
-    "WITH inserted AS (INSERT INTO coffer_log (position, kind, seq, last_seq, term, hash, record)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING position)"
-    " SELECT pg_notify('coffer_log', position::text) FROM inserted";
+#define ROW_COLUMNS 7
+#define INSERT_SQL_BYTES (256 + PG_LOG_APPEND_RECORDS_MAX * 64)
 
 static void set_error(pg_log *log, const char *format, ...) __attribute__((format(printf, 2, 3)));
 
@@ -402,28 +400,53 @@ int pg_log_read_tail(pg_log *log, pg_log_point *tail)
 
 enum insert_outcome { INSERTED, POSITION_TAKEN, INSERT_UNKNOWN, INSERT_FAILED };
 
-/* Inserts one row at `position` with NOTIFY, in its own transaction (one statement, one round
- * trip). A unique violation means another session wrote there first. */
-static enum insert_outcome insert_row(pg_log *log, const pg_log_row *row)
+/* The statement inserting `count` rows with one NOTIFY naming the last position: one
+ * statement is one transaction and one round trip, whatever the count. */
+static void insert_sql(char *sql, size_t size, size_t count)
 {
-    char numbers[5][24];
-    snprintf(numbers[0], sizeof(numbers[0]), "%" PRIu64, row->position);
-    snprintf(numbers[1], sizeof(numbers[1]), "%d", row->kind);
-    snprintf(numbers[2], sizeof(numbers[2]), "%" PRIu64, row->seq);
-    snprintf(numbers[3], sizeof(numbers[3]), "%" PRIu64, row->last_seq);
-    snprintf(numbers[4], sizeof(numbers[4]), "%" PRIu64, row->term);
-    const char *values[7] = {numbers[0],
-                             numbers[1],
-                             numbers[2],
-                             numbers[3],
-                             numbers[4],
-                             (const char *)row->hash,
-                             (const char *)row->bytes};
-    const int lengths[7] = {0, 0, 0, 0, 0, RECORD_HASH_BYTES, (int)row->length};
-    const int formats[7] = {0, 0, 0, 0, 0, 1, 1};
+    size_t used = (size_t)snprintf(sql, size,
+                                   "WITH inserted AS (INSERT INTO coffer_log"
+                                   " (position, kind, seq, last_seq, term, hash, record) VALUES ");
+    for (size_t row = 0; row < count; row++) {
+        int first = (int)(row * ROW_COLUMNS);
+        used += (size_t)snprintf(sql + used, size - used, "%s($%d, $%d, $%d, $%d, $%d, $%d, $%d)",
+                                 row ? ", " : "", first + 1, first + 2, first + 3, first + 4,
+                                 first + 5, first + 6, first + 7);
+    }
+    snprintf(sql + used, size - used,
+             " RETURNING position) SELECT pg_notify('coffer_log', max(position)::text)"
+             " FROM inserted");
+}
+
+/* Inserts `count` rows (at most PG_LOG_APPEND_RECORDS_MAX) at their positions with NOTIFY,
+ * all or none. A unique violation means another session wrote there first. */
+static enum insert_outcome insert_rows(pg_log *log, const pg_log_row *rows, size_t count)
+{
+    char numbers[PG_LOG_APPEND_RECORDS_MAX][5][24];
+    const char *values[PG_LOG_APPEND_RECORDS_MAX * ROW_COLUMNS];
+    int lengths[PG_LOG_APPEND_RECORDS_MAX * ROW_COLUMNS] = {0};
+    int formats[PG_LOG_APPEND_RECORDS_MAX * ROW_COLUMNS] = {0};
+    for (size_t index = 0; index < count; index++) {
+        const pg_log_row *row = &rows[index];
+        const uint64_t columns[5] = {row->position, (uint64_t)row->kind, row->seq, row->last_seq,
+                                     row->term};
+        size_t first = index * ROW_COLUMNS;
+        for (size_t column = 0; column < 5; column++) {
+            snprintf(numbers[index][column], sizeof(numbers[index][column]), "%" PRIu64,
+                     columns[column]);
+            values[first + column] = numbers[index][column];
+        }
+        values[first + 5] = (const char *)row->hash;
+        values[first + 6] = (const char *)row->bytes;
+        lengths[first + 5] = RECORD_HASH_BYTES;
+        lengths[first + 6] = (int)row->length;
+        formats[first + 5] = formats[first + 6] = 1;
+    }
+    char sql[INSERT_SQL_BYTES];
+    insert_sql(sql, sizeof(sql), count);
     log->warned = false;
     PGresult *result =
-        PQexecParams(log->conn, insert_row_sql, 7, NULL, values, lengths, formats, 0);
+        PQexecParams(log->conn, sql, (int)(count * ROW_COLUMNS), NULL, values, lengths, formats, 0);
     ExecStatusType status = PQresultStatus(result);
     const char *sqlstate = PQresultErrorField(result, PG_DIAG_SQLSTATE);
     enum insert_outcome outcome = INSERT_FAILED;
@@ -437,6 +460,11 @@ static enum insert_outcome insert_row(pg_log *log, const pg_log_row *row)
         set_database_error(log, "appending", result);
     PQclear(result);
     return outcome;
+}
+
+static enum insert_outcome insert_row(pg_log *log, const pg_log_row *row)
+{
+    return insert_rows(log, row, 1);
 }
 
 int pg_log_step_down(pg_log *log)
@@ -549,34 +577,68 @@ int pg_log_heartbeat(pg_log *log)
     return PG_LOG_NOT_LEADER;
 }
 
-/* The pair check before writing: the bytes are a whole record continuing the known tail. */
-static int check_continues_tail(pg_log *log, const uint8_t *record, size_t length,
-                                record_header *header)
+/* The pair check before writing: the bytes are a whole record continuing `tail`. */
+static int check_continues_tail(pg_log *log, const pg_log_point *tail, const uint8_t *record,
+                                size_t length, record_header *header)
 {
     int checked = record_check(record, length, header);
     if (checked != RECORD_OK || header->length != length) {
         set_error(log, "not a whole record (%s)", record_status_name(checked));
         return PG_LOG_INVALID_RECORD;
     }
-    if (header->seq_base != log->tail.last_seq + 1 ||
-        memcmp(header->previous_hash, log->tail.hash, RECORD_HASH_BYTES) != 0) {
+    if (header->seq_base <= tail->last_seq ||
+        memcmp(header->previous_hash, tail->hash, RECORD_HASH_BYTES) != 0) {
         set_error(log,
                   "the record (seq %" PRIu64 "..%" PRIu64 ") does not continue the tail"
                   " (last seq %" PRIu64 ")",
-                  header->seq_base, header->last_seq, log->tail.last_seq);
+                  header->seq_base, header->last_seq, tail->last_seq);
         return PG_LOG_INVALID_RECORD;
     }
     return PG_LOG_OK;
 }
 
-int pg_log_append(pg_log *log, const uint8_t *record, size_t length)
+/* The rows for `count` records after the known tail; *after is the tail once they are in. */
+static int rows_for_records(pg_log *log, const uint8_t *const *records, const size_t *lengths,
+                            size_t count, pg_log_row *rows, uint8_t (*hashes)[RECORD_HASH_BYTES],
+                            pg_log_point *after)
+{
+    *after = log->tail;
+    for (size_t index = 0; index < count; index++) {
+        record_header header;
+        int status = check_continues_tail(log, after, records[index], lengths[index], &header);
+        if (status != PG_LOG_OK)
+            return status;
+        memcpy(hashes[index], header.hash, RECORD_HASH_BYTES);
+        rows[index] = (pg_log_row){.position = after->position + 1,
+                                   .kind = PG_LOG_ROW_RECORD,
+                                   .seq = header.seq_base,
+                                   .last_seq = header.last_seq,
+                                   .term = log->term,
+                                   .hash = hashes[index],
+                                   .bytes = records[index],
+                                   .length = lengths[index]};
+        after->position++;
+        after->last_seq = header.last_seq;
+        memcpy(after->hash, header.hash, RECORD_HASH_BYTES);
+    }
+    return PG_LOG_OK;
+}
+
+int pg_log_append_many(pg_log *log, const uint8_t *const *records, const size_t *lengths,
+                       size_t count)
 {
     if (!log->leading) {
         set_error(log, "this session does not lead");
         return PG_LOG_NOT_LEADER;
     }
-    record_header header;
-    int status = check_continues_tail(log, record, length, &header);
+    if (count == 0 || count > PG_LOG_APPEND_RECORDS_MAX) {
+        set_error(log, "%zu records in one append (1 to %u)", count, PG_LOG_APPEND_RECORDS_MAX);
+        return PG_LOG_INVALID_RECORD;
+    }
+    pg_log_row rows[PG_LOG_APPEND_RECORDS_MAX];
+    uint8_t hashes[PG_LOG_APPEND_RECORDS_MAX][RECORD_HASH_BYTES];
+    pg_log_point after;
+    int status = rows_for_records(log, records, lengths, count, rows, hashes, &after);
     if (status != PG_LOG_OK)
         return status;
     bool replaced;
@@ -585,19 +647,9 @@ int pg_log_append(pg_log *log, const uint8_t *record, size_t length)
         log->leading = false;
         return PG_LOG_NOT_LEADER;
     }
-    pg_log_row row = {.position = log->tail.position + 1,
-                      .kind = PG_LOG_ROW_RECORD,
-                      .seq = header.seq_base,
-                      .last_seq = header.last_seq,
-                      .term = log->term,
-                      .hash = header.hash,
-                      .bytes = record,
-                      .length = length};
-    switch (insert_row(log, &row)) {
+    switch (insert_rows(log, rows, count)) {
     case INSERTED:
-        log->tail.position = row.position;
-        log->tail.last_seq = row.last_seq;
-        memcpy(log->tail.hash, header.hash, RECORD_HASH_BYTES);
+        log->tail = after;
         return PG_LOG_OK;
     case POSITION_TAKEN:
         pg_log_step_down(log);
@@ -610,6 +662,11 @@ int pg_log_append(pg_log *log, const uint8_t *record, size_t length)
     }
     pg_log_step_down(log);
     return PG_LOG_FAILED;
+}
+
+int pg_log_append(pg_log *log, const uint8_t *record, size_t length)
+{
+    return pg_log_append_many(log, &record, &length, 1);
 }
 
 /* Decodes row `index` of a read and checks it continues `from`: the next position, the next
@@ -627,8 +684,11 @@ static int decode_row(pg_log *log, const PGresult *result, int index, const pg_l
     row->length = (size_t)PQgetlength(result, index, 6);
     const char *wrong = NULL;
     record_header header;
-    if (row->position != from->position + 1 || row->seq != from->last_seq + 1)
-        wrong = "does not follow the row before it (a gap in positions or seqs)";
+    /* Seqs rise from record to record but may skip (a seq taken by nothing recorded); a term
+     * row names the seq after the last one written. */
+    if (row->position != from->position + 1 || row->seq <= from->last_seq ||
+        (row->kind == PG_LOG_ROW_TERM && row->last_seq != from->last_seq))
+        wrong = "does not follow the row before it (a gap in positions or seqs going back)";
     else if (PQgetlength(result, index, 5) != RECORD_HASH_BYTES || row->term < from->term)
         wrong = "has a malformed hash or a term going back";
     else if (row->kind == PG_LOG_ROW_TERM && memcmp(row->hash, from->hash, RECORD_HASH_BYTES) != 0)

@@ -39,6 +39,7 @@
 #define PG_LOG_LEASE_MS_DEFAULT 2000u
 #define PG_LOG_NAME_BYTES_MAX 256u        /* a leader's name, stored in its term row (cut there) */
 #define PG_LOG_READ_BYTES_MAX (16u << 20) /* records one pg_log_read fetches, about */
+#define PG_LOG_APPEND_RECORDS_MAX 16u     /* records one pg_log_append_many takes */
 
 enum pg_log_status {
     PG_LOG_OK = 0,
@@ -117,9 +118,16 @@ int pg_log_step_down(pg_log *log);
 
 /* Appends one finished record (record_finish's bytes) at the next position, in its own
  * transaction; PG_LOG_OK only after COMMIT returned, so the record is then durable on the
- * synchronous standbys too. The record must start at tail.last_seq + 1 and link to tail.hash.
+ * synchronous standbys too.
+ * The record must start after tail.last_seq (seqs may skip) and link to tail.hash.
  * Any outcome but OK and INVALID_RECORD leaves this session not leading. */
 int pg_log_append(pg_log *log, const uint8_t *record, size_t length);
+/* Appends 1 to PG_LOG_APPEND_RECORDS_MAX records, each continuing the one before, in one
+ * statement (one transaction, one round trip): all are durable when it returns PG_LOG_OK, none
+ * when it returns NOT_LEADER or INVALID_RECORD, and any of them may be after OUTCOME_UNKNOWN.
+ * A leader's group commit: one call per round. */
+int pg_log_append_many(pg_log *log, const uint8_t *const *records, const size_t *lengths,
+                       size_t count);
 
 /* Reads the rows after *from, in order: at most rows_max, and no more than about
  * PG_LOG_READ_BYTES_MAX of records (always at least one row). *from is a point of the log the

@@ -368,6 +368,8 @@ static int open_engine(const server_options *options, coffer **db)
     engine_options.accept_data_loss = options->accept_data_loss;
     engine_options.memory_bytes_max = options->memory_bytes_max;
     engine_options.index_on = options->index_on;
+    engine_options.log_location = options->log_location;
+    engine_options.log_name = options->advertise;
     int code = coffer_open(options->data_dir, &engine_options, db);
     if (code != COFFER_OK)
         fprintf(stderr, "coffer: cannot open %s (%s; the lines above say why)\n", options->data_dir,
@@ -507,9 +509,10 @@ int server_run(const server_options *options)
         deadlines_stop(s.deadlines);
         return 1;
     }
-    fprintf(stderr, "coffer: serving on %s://%s:%u with data in %s%s\n",
+    fprintf(stderr, "coffer: serving on %s://%s:%u with data in %s%s%s\n",
             options->tls_certificate_pem ? "https" : "http", options->host, options->port,
-            options->data_dir, options->fsync_never ? " (fsync never: NOT DURABLE)" : "");
+            options->data_dir, options->log_location ? " and the log in PostgreSQL (leading)" : "",
+            options->fsync_never ? " (fsync never: NOT DURABLE)" : "");
     int received = 0;
     while (sigwait(&signals, &received) == 0 && received == SIGHUP)
         guard_reload(&s.guard);

@@ -385,7 +385,7 @@ static void test_append_refuses_a_record_that_does_not_continue_the_tail(void **
 
     chain gap = written;
     gap.count = 0;
-    gap.last_seq += 1; /* would skip seq 3 */
+    gap.last_seq -= 1; /* would repeat seq 2 (skipping seqs is allowed; going back is not) */
     record_buffer record;
     uint8_t hash[RECORD_HASH_BYTES];
     build_record(&gap, 1, &record, hash);
@@ -432,7 +432,7 @@ static void test_read_checks_the_chain_and_every_record(void **state)
     assert_read_refused(log, &from, "position 1 is a term row that breaks the hash chain");
     bool present = false;
     assert_int_equal(pg_log_find(log, 2, written.hashes[0], &present, &from), PG_LOG_OK);
-    from.last_seq = 1; /* a reader that thinks it is elsewhere */
+    from.last_seq = 4; /* a reader that thinks it is further on */
     assert_read_refused(log, &from, "position 3 does not follow");
 
     free(sql("UPDATE read_check.coffer_log SET record = set_byte(record, 80,"
