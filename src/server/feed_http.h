@@ -20,6 +20,10 @@
 #define FEED_STREAMS_MAX 256
 #define FEED_READERS_IDLE_MAX 16
 #define FEED_WAIT_MS_MAX 30000
+/* The nice value of the threads that read the feed for consumers (webhook deliveries, the
+ * stream filler): on a busy machine they yield to the writer, the log thread and the request
+ * threads (nice 0) and take the idle CPU, catching up after a burst. Linux sets it per thread. */
+#define FEED_NICE 10
 
 typedef struct request request; /* http.h */
 typedef struct server server;   /* http.h */
