@@ -5,7 +5,7 @@
  * read and encoded on the filler thread while its connection is suspended; the network thread
  * only copies out the bytes ready.
  */
-#define _GNU_SOURCE /* gettid */
+#define _GNU_SOURCE /* gettid, pthread_setname_np */
 #include "server/feed_http.h"
 
 #include <stdio.h>
@@ -133,25 +133,24 @@ static int read_some(coffer *db, coffer_feed *feed, uint64_t *after,
 
 /* ---- waiting ------------------------------------------------------------------------------- */
 
-/* Suspends the waiter's connection and registers it for the waiter thread. COFFER_OK, or
+/* Suspends a long-poll's connection and registers it for the waiter thread. COFFER_OK, or
  * shutting_down (draining) or overloaded (too many long-polls) with nothing suspended. */
 static int hub_wait(feed_hub *hub, feed_waiter *waiter)
 {
+    COFFER_ASSERT(waiter->poll);
     server *s = hub->server;
     pthread_mutex_lock(&hub->lock);
-    int code = hub->stopping                                            ? COFFER_SHUTTING_DOWN
-               : waiter->poll && hub->polls_waiting == FEED_WAITERS_MAX ? COFFER_OVERLOADED
-                                                                        : COFFER_OK;
+    int code = hub->stopping                            ? COFFER_SHUTTING_DOWN
+               : hub->polls_waiting == FEED_WAITERS_MAX ? COFFER_OVERLOADED
+                                                        : COFFER_OK;
     if (code == COFFER_OK) {
         /* A long-poll counts as suspended until it completes, so a drain waits for its
-         * answer; a stream only while suspended, so a drain never waits for a slow reader. */
-        if (!waiter->poll || !waiter->poll->engine_used)
+         * answer (a stream only while suspended, so a drain never waits for a slow reader). */
+        if (!waiter->poll->engine_used)
             atomic_fetch_add(&s->suspended, 1);
-        if (waiter->poll) {
-            waiter->poll->engine_used = true;
-            waiter->poll->state = STATE_WAITING;
-            atomic_store(&s->metrics.feed_waiters, ++hub->polls_waiting);
-        }
+        waiter->poll->engine_used = true;
+        waiter->poll->state = STATE_WAITING;
+        atomic_store(&s->metrics.feed_waiters, ++hub->polls_waiting);
         MHD_suspend_connection(waiter->connection);
         hub->waiting[hub->waiting_count++] = waiter;
         pthread_cond_signal(&hub->wake);
@@ -253,6 +252,7 @@ static void *waiter_main(void *context)
 static void *filler_main(void *context)
 {
     feed_hub *hub = context;
+    pthread_setname_np(pthread_self(), "coffer-feed"); /* as ps, top and perf show it */
     /* Streams yield to the writer: they catch up on the idle CPU after a burst. */
     setpriority(PRIO_PROCESS, (id_t)gettid(), FEED_NICE);
     pthread_mutex_lock(&hub->lock);
