@@ -1,15 +1,21 @@
 /*
  * feed_http.c — see feed_http.h. Pages are read on the network thread that answers them (a
- * read is bounded: at most 8 MiB of log); waiting is never done there: a long-poll or a stream
- * with nothing to send is suspended and handed to the waiter thread, which resumes it.
+ * read is bounded: at most 8 MiB of log); waiting is never done there: a long-poll with nothing
+ * to send is suspended and handed to the waiter thread, which resumes it. A stream's frames are
+ * read and encoded on the filler thread while its connection is suspended; the network thread
+ * only copies out the bytes ready.
  */
+#define _GNU_SOURCE /* gettid, pthread_setname_np */
 #include "server/feed_http.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "base/check.h"
 #include "server/http.h"
 #include "server/parse.h"
 
@@ -24,6 +30,14 @@
 #define FEED_STREAM_PAGE 64
 #define FEED_STREAM_BUFFER_MAX ((size_t)1 << 20)
 #define FEED_STREAM_BLOCK ((size_t)32 << 10)
+/* The filler reads pages into a stream's buffer until it holds this much (each hand-over
+ * between the threads costs a suspend and a resume), or at most this many pages a turn, so
+ * that one stream far behind does not keep the others waiting long. */
+#define FEED_STREAM_FILL_BYTES ((size_t)256 << 10)
+#define FEED_STREAM_FILL_PAGES 64
+
+typedef struct feed_stream feed_stream;
+static bool stream_fill(feed_stream *st, uint64_t now);
 
 static const char keep_alive[] = ": keep-alive\n\n";
 
@@ -119,25 +133,24 @@ static int read_some(coffer *db, coffer_feed *feed, uint64_t *after,
 
 /* ---- waiting ------------------------------------------------------------------------------- */
 
-/* Suspends the waiter's connection and registers it for the waiter thread. COFFER_OK, or
+/* Suspends a long-poll's connection and registers it for the waiter thread. COFFER_OK, or
  * shutting_down (draining) or overloaded (too many long-polls) with nothing suspended. */
 static int hub_wait(feed_hub *hub, feed_waiter *waiter)
 {
+    COFFER_ASSERT(waiter->poll);
     server *s = hub->server;
     pthread_mutex_lock(&hub->lock);
-    int code = hub->stopping                                            ? COFFER_SHUTTING_DOWN
-               : waiter->poll && hub->polls_waiting == FEED_WAITERS_MAX ? COFFER_OVERLOADED
-                                                                        : COFFER_OK;
+    int code = hub->stopping                            ? COFFER_SHUTTING_DOWN
+               : hub->polls_waiting == FEED_WAITERS_MAX ? COFFER_OVERLOADED
+                                                        : COFFER_OK;
     if (code == COFFER_OK) {
         /* A long-poll counts as suspended until it completes, so a drain waits for its
-         * answer; a stream only while suspended, so a drain never waits for a slow reader. */
-        if (!waiter->poll || !waiter->poll->engine_used)
+         * answer (a stream only while suspended, so a drain never waits for a slow reader). */
+        if (!waiter->poll->engine_used)
             atomic_fetch_add(&s->suspended, 1);
-        if (waiter->poll) {
-            waiter->poll->engine_used = true;
-            waiter->poll->state = STATE_WAITING;
-            atomic_store(&s->metrics.feed_waiters, ++hub->polls_waiting);
-        }
+        waiter->poll->engine_used = true;
+        waiter->poll->state = STATE_WAITING;
+        atomic_store(&s->metrics.feed_waiters, ++hub->polls_waiting);
         MHD_suspend_connection(waiter->connection);
         hub->waiting[hub->waiting_count++] = waiter;
         pthread_cond_signal(&hub->wake);
@@ -146,11 +159,9 @@ static int hub_wait(feed_hub *hub, feed_waiter *waiter)
     return code;
 }
 
-/* Resumes waiting[index] (the lock held). */
-static void hub_resume(feed_hub *hub, size_t index)
+/* Resumes a suspended waiter (the lock held). */
+static void waiter_resume(feed_hub *hub, feed_waiter *waiter)
 {
-    feed_waiter *waiter = hub->waiting[index];
-    hub->waiting[index] = hub->waiting[--hub->waiting_count];
     if (waiter->poll) {
         waiter->poll->state = STATE_ANSWERED;
         atomic_store(&hub->server->metrics.feed_waiters, --hub->polls_waiting);
@@ -158,6 +169,41 @@ static void hub_resume(feed_hub *hub, size_t index)
         atomic_fetch_sub(&hub->server->suspended, 1);
     }
     MHD_resume_connection(waiter->connection);
+}
+
+/* Puts a suspended stream in the filler's queue (the lock held). */
+static void hub_due(feed_hub *hub, feed_waiter *waiter)
+{
+    COFFER_ASSERT(!waiter->poll && hub->due_count < FEED_STREAMS_MAX);
+    hub->due[hub->due_count++] = waiter;
+    pthread_cond_signal(&hub->filler_wake);
+}
+
+/* Takes waiting[index] out: a long-poll, or a stream when draining, is resumed (it answers
+ * what it has); a stream otherwise goes to the filler (the lock held). */
+static void hub_resume(feed_hub *hub, size_t index)
+{
+    feed_waiter *waiter = hub->waiting[index];
+    hub->waiting[index] = hub->waiting[--hub->waiting_count];
+    if (waiter->poll || hub->stopping)
+        waiter_resume(hub, waiter);
+    else
+        hub_due(hub, waiter);
+}
+
+/* Suspends a stream whose buffer is empty and queues it for the filler. COFFER_OK, or
+ * shutting_down (draining) with nothing suspended. */
+static int hub_fill(feed_hub *hub, feed_waiter *waiter)
+{
+    pthread_mutex_lock(&hub->lock);
+    int code = hub->stopping ? COFFER_SHUTTING_DOWN : COFFER_OK;
+    if (code == COFFER_OK) {
+        atomic_fetch_add(&hub->server->suspended, 1);
+        MHD_suspend_connection(waiter->connection);
+        hub_due(hub, waiter);
+    }
+    pthread_mutex_unlock(&hub->lock);
+    return code;
 }
 
 static struct timespec clock_after_ms(uint64_t ms)
@@ -200,6 +246,42 @@ static void *waiter_main(void *context)
     return NULL;
 }
 
+/* The filler thread: fills the due streams' buffers, oldest first, and resumes those that
+ * have bytes to send; one with nothing waits for the next change (or keep-alive), one still
+ * behind (its pages all filtered out) goes to the back of the queue. */
+static void *filler_main(void *context)
+{
+    feed_hub *hub = context;
+    pthread_setname_np(pthread_self(), "coffer-feed"); /* as ps, top and perf show it */
+    /* Streams yield to the writer: they catch up on the idle CPU after a burst. */
+    setpriority(PRIO_PROCESS, (id_t)gettid(), FEED_NICE);
+    pthread_mutex_lock(&hub->lock);
+    while (!hub->stopped) {
+        if (hub->due_count == 0) {
+            pthread_cond_wait(&hub->filler_wake, &hub->lock);
+            continue;
+        }
+        feed_waiter *waiter = hub->due[0];
+        hub->due_count--;
+        memmove(&hub->due[0], &hub->due[1], hub->due_count * sizeof *hub->due);
+        pthread_mutex_unlock(&hub->lock);
+        /* The stream is suspended: nothing else touches it while it is filled. */
+        bool ready = stream_fill((feed_stream *)waiter, http_now_ns());
+        uint64_t durable = coffer_durable_seq(hub->server->db);
+        pthread_mutex_lock(&hub->lock);
+        if (ready || hub->stopping)
+            waiter_resume(hub, waiter);
+        else if (waiter->after < durable)
+            hub_due(hub, waiter);
+        else { /* caught up: the waiter thread hands it back on the next change */
+            hub->waiting[hub->waiting_count++] = waiter;
+            pthread_cond_signal(&hub->wake);
+        }
+    }
+    pthread_mutex_unlock(&hub->lock);
+    return NULL;
+}
+
 bool feed_hub_start(feed_hub *hub, server *s)
 {
     memset(hub, 0, sizeof *hub);
@@ -210,8 +292,10 @@ bool feed_hub_start(feed_hub *hub, server *s)
     pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC);
     pthread_cond_init(&hub->wake, &attributes);
     pthread_condattr_destroy(&attributes);
+    pthread_cond_init(&hub->filler_wake, NULL);
     hub->thread_started = pthread_create(&hub->thread, NULL, waiter_main, hub) == 0;
-    return hub->thread_started;
+    hub->filler_started = pthread_create(&hub->filler, NULL, filler_main, hub) == 0;
+    return hub->thread_started && hub->filler_started;
 }
 
 void feed_hub_drain(feed_hub *hub)
@@ -220,6 +304,9 @@ void feed_hub_drain(feed_hub *hub)
     hub->stopping = true;
     while (hub->waiting_count > 0)
         hub_resume(hub, hub->waiting_count - 1);
+    /* The streams in the filler's queue end; the one in its hands is resumed when filled. */
+    while (hub->due_count > 0)
+        waiter_resume(hub, hub->due[--hub->due_count]);
     pthread_mutex_unlock(&hub->lock);
 }
 
@@ -228,13 +315,17 @@ void feed_hub_stop(feed_hub *hub)
     pthread_mutex_lock(&hub->lock);
     hub->stopping = hub->stopped = true;
     pthread_cond_signal(&hub->wake);
+    pthread_cond_signal(&hub->filler_wake);
     pthread_mutex_unlock(&hub->lock);
     if (hub->thread_started)
         pthread_join(hub->thread, NULL);
+    if (hub->filler_started)
+        pthread_join(hub->filler, NULL);
     for (size_t i = 0; i < hub->idle_count; i++)
         coffer_feed_close(hub->idle[i].feed);
     hub->idle_count = 0;
     pthread_cond_destroy(&hub->wake);
+    pthread_cond_destroy(&hub->filler_wake);
     pthread_mutex_destroy(&hub->lock);
 }
 
@@ -311,8 +402,10 @@ static enum MHD_Result poll_start(request *r, const feed_query *query)
 
 /* ---- streams ------------------------------------------------------------------------------- */
 
-typedef struct feed_stream {
-    feed_waiter waiter; /* waiter.after: the stream's position (the last seq read) */
+struct feed_stream {
+    /* First, so that the filler finds the stream from its waiter. waiter.after: the stream's
+     * position (the last seq read). */
+    feed_waiter waiter;
     server *server;
     coffer_feed *feed; /* its own: a stream never loses its place */
     coffer_feed_filter filter;
@@ -324,7 +417,7 @@ typedef struct feed_stream {
     uint64_t last_write_ns; /* when something was last put in `out` (keep-alives) */
     uint64_t last_pull_ns;  /* when MHD last took bytes while more were pending; 0 on resume */
     bool ending;            /* end once `out` is drained */
-} feed_stream;
+};
 
 /* Ends the stream with an "error" event saying why, after the frames already pending (and
  * counts it when it is a cut-off). */
@@ -348,13 +441,16 @@ static void stream_encode(feed_stream *st, size_t count, uint64_t next_after)
     atomic_fetch_add(&st->server->metrics.feed_events_read, encoded_count);
 }
 
-/* Fills the empty buffer: changes, else a keep-alive when one is due, else suspends. False
- * when suspended (nothing to send until resumed). */
+/* On the filler thread, the stream suspended: fills the empty buffer with changes, else a
+ * keep-alive when one is due. False when there is nothing to send (the stream's deadline is
+ * then its next keep-alive). */
 static bool stream_fill(feed_stream *st, uint64_t now)
 {
     st->out.length = st->sent = 0;
     coffer *db = st->server->db;
-    for (int turn = 0; turn < FEED_READS_PER_TURN; turn++) {
+    int empty_pages = 0;
+    for (int page = 0; page < FEED_STREAM_FILL_PAGES && st->out.length < FEED_STREAM_FILL_BYTES;
+         page++) {
         uint64_t durable = coffer_durable_seq(db), next_after = st->waiter.after;
         size_t count = 0;
         int code = coffer_feed_read(st->feed, st->waiter.after, &st->filter, st->changes,
@@ -364,7 +460,7 @@ static bool stream_fill(feed_stream *st, uint64_t now)
             return true;
         }
         stream_encode(st, count, next_after);
-        if (count > 0 || next_after >= durable)
+        if (next_after >= durable || (count == 0 && ++empty_pages == FEED_READS_PER_TURN))
             break;
     }
     if (st->out.failed) {
@@ -379,14 +475,11 @@ static bool stream_fill(feed_stream *st, uint64_t now)
         return true;
     }
     st->waiter.deadline_ns = st->last_write_ns + keep_alive_ns;
-    st->last_pull_ns = 0;
-    if (hub_wait(&st->server->feed, &st->waiter) == COFFER_OK)
-        return false;
-    st->ending = true; /* draining */
-    return true;
+    return false;
 }
 
-/* MHD pulls the stream's bytes as the socket drains. Nothing to send: suspend, return 0. */
+/* MHD pulls the stream's bytes as the socket drains. None ready: the stream is suspended for
+ * the filler, which resumes it once some are (0 returned meanwhile). */
 static ssize_t stream_read(void *context, uint64_t position, char *buffer, size_t max)
 {
     (void)position;
@@ -400,10 +493,10 @@ static ssize_t stream_read(void *context, uint64_t position, char *buffer, size_
     if (st->sent == st->out.length) {
         if (st->ending || atomic_load(&st->server->draining))
             return MHD_CONTENT_READER_END_OF_STREAM;
-        if (!stream_fill(st, now))
+        st->last_pull_ns = 0;
+        if (hub_fill(&st->server->feed, &st->waiter) == COFFER_OK)
             return 0;
-        if (st->sent == st->out.length)
-            return MHD_CONTENT_READER_END_OF_STREAM;
+        return MHD_CONTENT_READER_END_OF_STREAM; /* draining */
     }
     size_t length = st->out.length - st->sent < max ? st->out.length - st->sent : max;
     memcpy(buffer, st->out.bytes + st->sent, length);

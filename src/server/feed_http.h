@@ -2,7 +2,9 @@
  * feed_http.h — GET /v1/events over HTTP: pages of the change feed, long-polls and
  * Server-Sent Event streams. One "feed waiter" thread resumes the suspended requests and
  * streams when the durable seq moves or their deadline comes, so no network thread ever blocks
- * waiting; idle feed readers are pooled by position so sequential paging does not seek.
+ * waiting; one "stream filler" thread, at FEED_NICE, reads and encodes the streams' frames, so
+ * that a stream's work yields to the writer; idle feed readers are pooled by position so
+ * sequential paging does not seek.
  */
 #ifndef COFFER_SERVER_FEED_HTTP_H
 #define COFFER_SERVER_FEED_HTTP_H
@@ -20,6 +22,10 @@
 #define FEED_STREAMS_MAX 256
 #define FEED_READERS_IDLE_MAX 16
 #define FEED_WAIT_MS_MAX 30000
+/* The nice value of the threads that read the feed for consumers (webhook deliveries, the
+ * stream filler): on a busy machine they yield to the writer, the log thread and the request
+ * threads (nice 0) and take the idle CPU, catching up after a burst. Linux sets it per thread. */
+#define FEED_NICE 10
 
 typedef struct request request; /* http.h */
 typedef struct server server;   /* http.h */
@@ -39,24 +45,29 @@ typedef struct feed_reader_slot {
 
 typedef struct feed_hub {
     server *server;
-    pthread_t thread;
-    bool thread_started;
-    pthread_mutex_t lock; /* guards everything below */
-    pthread_cond_t wake;  /* the waiter thread sleeps on it while nothing waits */
-    bool stopping;        /* draining: nothing new waits, everything waiting is resumed */
-    bool stopped;         /* the waiter thread ends */
+    pthread_t thread, filler;
+    bool thread_started, filler_started;
+    pthread_mutex_t lock;       /* guards everything below */
+    pthread_cond_t wake;        /* the waiter thread sleeps on it while nothing waits */
+    pthread_cond_t filler_wake; /* the filler thread sleeps on it while no stream is due */
+    bool stopping;              /* draining: nothing new waits, everything waiting is resumed */
+    bool stopped;               /* the threads end */
     feed_waiter *waiting[FEED_WAITERS_MAX + FEED_STREAMS_MAX];
     size_t waiting_count;
+    /* Suspended streams whose buffer the filler thread is to fill, oldest first. A stream is
+     * in one place at a time: here, in the filler's hands, in `waiting`, or with MHD. */
+    feed_waiter *due[FEED_STREAMS_MAX];
+    size_t due_count;
     size_t polls_waiting;
     feed_reader_slot idle[FEED_READERS_IDLE_MAX]; /* oldest first */
     size_t idle_count;
 } feed_hub;
 
-/* Starts the waiter thread; false when it cannot. */
+/* Starts the waiter and filler threads; false when it cannot. */
 bool feed_hub_start(feed_hub *hub, server *s);
 /* Draining: resumes everything that waits; long-polls answer what they have, streams end. */
 void feed_hub_drain(feed_hub *hub);
-/* After the daemon stopped: ends the thread and closes the idle readers. */
+/* After the daemon stopped: ends the threads and closes the idle readers. */
 void feed_hub_stop(feed_hub *hub);
 
 /* The route GET /v1/events (routes.c) and its completion (http.c's on_completed). */

@@ -5,6 +5,7 @@
  * jittered, doubling delay; past the bound the webhook is marked failing until enabled again.
  * Nothing here touches the writer: a dead receiver costs only its own thread.
  */
+#define _GNU_SOURCE /* gettid, pthread_setname_np */
 #include "server/webhooks.h"
 
 #include <curl/curl.h>
@@ -13,7 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "server/feed_http.h"
 
 /* Changes read per feed call: the memory a webhook holds, whatever its lag. */
 #define WEBHOOK_PAGE 16
@@ -309,6 +314,9 @@ static void *thread_main(void *argument)
 {
     webhook *hook = argument;
     webhooks *hooks = hook->owner;
+    pthread_setname_np(pthread_self(), "coffer-webhook"); /* as ps, top and perf show it */
+    /* Delivery yields to the writer: a webhook may lag during a burst, never slow it. */
+    setpriority(PRIO_PROCESS, (id_t)gettid(), FEED_NICE);
     coffer_feed *feed = 0;
     CURL *curl = 0;
     coffer_change *page = calloc(WEBHOOK_PAGE, sizeof *page);

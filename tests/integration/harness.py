@@ -91,6 +91,21 @@ def coffer_binary():
     return path
 
 
+def thread_nices(pid, name):
+    """The nice values of process pid's threads named `name` (Linux: /proc/PID/task)."""
+    nices = []
+    for task in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, task)) as f:
+                stat = f.read()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        comm, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:]
+        if comm == name:
+            nices.append(int(fields.split()[16]))  # the 19th field of stat: nice
+    return nices
+
+
 def free_port():
     """A port that was free a moment ago on 127.0.0.1 (the kernel picks it for port 0)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -15,7 +15,7 @@ import time
 import unittest
 import urllib.parse
 
-from harness import SLOW, ServerTestCase, quote, uid
+from harness import SLOW, ServerTestCase, quote, thread_nices, uid
 
 TYPES = ["account.created", "transfer.posted", "hold.created", "hold.posted", "hold.voided",
          "hold.expired", "transfer.rejected"]
@@ -341,6 +341,12 @@ class Workload(ServerTestCase, FeedReading):
             self.assertEqual([e["transfer"]["id"] for e in got], [funded["transfer"]["id"]])
         finally:
             stream.close()
+
+    def test_streams_are_filled_at_a_lower_priority(self):
+        # The filler thread reads and encodes every stream's frames at nice 10, below the
+        # writer's priority (a server started at a nice above 10 keeps it for all its threads).
+        [writer] = thread_nices(self.server.pid, "coffer-writer")
+        self.assertEqual(thread_nices(self.server.pid, "coffer-feed"), [max(10, writer)])
 
     def test_stream_bad_last_event_id_is_400(self):
         stream = Stream(self.server.port, last_event_id="seven")

@@ -18,7 +18,7 @@ import threading
 import time
 import unittest
 
-from harness import SLOW, Server, ServerTestCase, uid
+from harness import SLOW, Server, ServerTestCase, thread_nices, uid
 
 
 class Receiver:
@@ -300,6 +300,10 @@ class WebhookDeliveryTest(unittest.TestCase):
         self.assertLess(beside[1], alone[1] * 10 + 0.05)
         shown = client.get("/v1/webhooks/silent-0").json()
         self.assertGreater(shown["lag_events"], 0)
+        # Each delivery thread runs at nice 10, below the writer's priority (a server started
+        # at a nice above 10 keeps it for all its threads).
+        [writer] = thread_nices(server.pid, "coffer-writer")
+        self.assertEqual(thread_nices(server.pid, "coffer-webhook"), [max(10, writer)] * 4)
         # Shutdown aborts the exchanges in progress rather than wait for their 10 s timeout.
         started = time.monotonic()
         server.stop()
