@@ -12,6 +12,7 @@
 #include <libpq-fe.h>
 
 #include "files.h"
+#include "pg_cluster.h"
 #include "unit/support.h"
 
 enum {
@@ -21,32 +22,7 @@ enum {
     TRANSFERS = 300,
 };
 
-static char cluster_dir[64];
-static const char *cluster_script;
 static char conninfo_base[640];
-
-static int run_script(const char *command)
-{
-    pid_t child = fork();
-    if (child == 0) {
-        execl(cluster_script, cluster_script, command, cluster_dir, (char *)NULL);
-        _exit(127);
-    }
-    int status = 0;
-    if (child < 0 || waitpid(child, &status, 0) != child)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-static void watchdog(int signal_number)
-{
-    (void)signal_number;
-    static const char message[] = "test_pg_engine: watchdog: too slow; stopping the cluster\n";
-    ssize_t ignored = write(STDERR_FILENO, message, sizeof message - 1);
-    (void)ignored;
-    run_script("stop");
-    _exit(1);
-}
 
 /* Runs one statement on the primary; returns whether it succeeded. */
 static bool sql(const char *statement)
@@ -273,16 +249,17 @@ static bool start_cluster(void)
         printf("test_pg_engine: SKIPPED: PostgreSQL 15 is not installed (%s not found)\n", initdb);
         exit(SKIPPED_EXIT_CODE);
     }
-    cluster_script = getenv("COFFER_PG_CLUSTER");
-    snprintf(cluster_dir, sizeof cluster_dir, "/tmp/coffer-pg-XXXXXX");
-    if (!cluster_script || !mkdtemp(cluster_dir))
+    pg_cluster_script = getenv("COFFER_PG_CLUSTER");
+    snprintf(pg_cluster_dir, sizeof pg_cluster_dir, "/tmp/coffer-pg-XXXXXX");
+    if (!pg_cluster_script || !mkdtemp(pg_cluster_dir))
         return false;
-    signal(SIGALRM, watchdog);
+    pg_cluster_test = "test_pg_engine";
+    signal(SIGALRM, pg_cluster_watchdog);
     alarm(WATCHDOG_SECONDS);
-    if (run_script("start") != 0)
+    if (pg_cluster_run("start", NULL) != 0)
         return false;
     char path[128], line[600];
-    snprintf(path, sizeof path, "%s/cluster.env", cluster_dir);
+    snprintf(path, sizeof path, "%s/cluster.env", pg_cluster_dir);
     FILE *file = fopen(path, "r");
     while (file && fgets(line, sizeof line, file))
         if (strncmp(line, "CONNINFO='", 10) == 0 && strrchr(line, '\''))
@@ -297,7 +274,7 @@ int main(void)
 {
     if (!start_cluster()) {
         fprintf(stderr, "test_pg_engine: the cluster did not start\n");
-        run_script("stop");
+        pg_cluster_run("stop", NULL);
         return 1;
     }
     const struct CMUnitTest tests[] = {
@@ -307,7 +284,7 @@ int main(void)
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     alarm(0);
-    if (run_script("stop") != 0)
+    if (pg_cluster_run("stop", NULL) != 0)
         failed++;
     return failed;
 }

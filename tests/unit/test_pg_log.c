@@ -28,6 +28,7 @@
 
 #include "log/pg_log.h"
 #include "log/record.h"
+#include "pg_cluster.h"
 
 enum {
     SKIPPED_EXIT_CODE = 77,
@@ -39,44 +40,18 @@ enum {
 
 static const char default_pg_bin[] = "/usr/lib/postgresql/15/bin";
 
-/* The cluster: its directory, the script that made it, and its conninfos. */
-static char cluster_dir[64];
-static const char *cluster_script;
+/* The cluster's conninfos (its directory and script: pg_cluster.h). */
 static char primary_conninfo[CONNINFO_BYTES];
 static char multi_conninfo[CONNINFO_BYTES];
 
 /* ---------------------------------------------------------------------------------------- */
 /* The cluster and raw SQL                                                                  */
 
-static int run_script(const char *command, const char *node)
-{
-    pid_t child = fork();
-    if (child == 0) {
-        execl(cluster_script, cluster_script, command, cluster_dir, node, (char *)NULL);
-        _exit(127);
-    }
-    int status = 0;
-    if (child < 0 || waitpid(child, &status, 0) != child)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-/* A test that hangs must not leave PostgreSQL running: stop the cluster, then fail. */
-static void watchdog(int signal_number)
-{
-    (void)signal_number;
-    static const char message[] = "test_pg_log: watchdog: too slow; stopping the cluster\n";
-    ssize_t ignored = write(STDERR_FILENO, message, sizeof(message) - 1);
-    (void)ignored;
-    run_script("stop", NULL);
-    _exit(1);
-}
-
 /* Reads KEY='value' from DIR/cluster.env into `out`. */
 static bool read_env_value(const char *key, char *out, size_t size)
 {
     char path[128], line[CONNINFO_BYTES + 32];
-    snprintf(path, sizeof(path), "%s/cluster.env", cluster_dir);
+    snprintf(path, sizeof(path), "%s/cluster.env", pg_cluster_dir);
     FILE *file = fopen(path, "r");
     if (file == NULL)
         return false;
@@ -748,11 +723,11 @@ static void test_failover_keeps_every_acknowledged_append(void **state)
     for (uint32_t index = 0; index < 20; index++)
         assert_int_equal(append_next(log, &written, 1 + index % 3), PG_LOG_OK);
 
-    assert_int_equal(run_script("kill", "primary"), 0);
+    assert_int_equal(pg_cluster_run("kill", "primary"), 0);
     /* The session is gone and no primary answers yet: nothing is sent, nothing acknowledged. */
     assert_int_equal(append_next(log, &written, 1), PG_LOG_NOT_LEADER);
     assert_false(pg_log_leading(log));
-    assert_int_equal(run_script("promote", NULL), 0);
+    assert_int_equal(pg_cluster_run("promote", NULL), 0);
 
     pg_log_point tail;
     assert_int_equal(pg_log_read_tail(log, &tail), PG_LOG_OK);
@@ -789,21 +764,22 @@ static bool start_cluster(void)
                initdb);
         exit(SKIPPED_EXIT_CODE);
     }
-    cluster_script = getenv("COFFER_PG_CLUSTER");
-    if (cluster_script == NULL) {
+    pg_cluster_script = getenv("COFFER_PG_CLUSTER");
+    if (pg_cluster_script == NULL) {
         fprintf(stderr, "test_pg_log: COFFER_PG_CLUSTER (scripts/pg-cluster) is not set\n");
         return false;
     }
-    snprintf(cluster_dir, sizeof(cluster_dir), "/tmp/coffer-pg-XXXXXX");
-    if (mkdtemp(cluster_dir) == NULL)
+    snprintf(pg_cluster_dir, sizeof(pg_cluster_dir), "/tmp/coffer-pg-XXXXXX");
+    if (mkdtemp(pg_cluster_dir) == NULL)
         return false;
-    signal(SIGALRM, watchdog);
+    pg_cluster_test = "test_pg_log";
+    signal(SIGALRM, pg_cluster_watchdog);
     alarm(WATCHDOG_SECONDS);
-    if (run_script("start", NULL) != 0 ||
+    if (pg_cluster_run("start", NULL) != 0 ||
         !read_env_value("CONNINFO", primary_conninfo, sizeof(primary_conninfo)) ||
         !read_env_value("MULTI_CONNINFO", multi_conninfo, sizeof(multi_conninfo))) {
         fprintf(stderr, "test_pg_log: the cluster did not start\n");
-        run_script("stop", NULL);
+        pg_cluster_run("stop", NULL);
         return false;
     }
     return true;
@@ -829,7 +805,7 @@ int main(void)
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     alarm(0);
-    if (run_script("stop", NULL) != 0)
+    if (pg_cluster_run("stop", NULL) != 0)
         failed++;
     return failed;
 }
