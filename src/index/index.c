@@ -203,24 +203,28 @@ index_position index_position_flushed(const index_db *index)
 
 /* ---- writing ------------------------------------------------------------------------------- */
 
+/* One derived key and value into the record's batch, counted in `count`. */
+static int batch_put(index_db *index, uint64_t *count, const uint8_t *key, size_t key_length,
+                     const uint8_t *value, size_t value_length)
+{
+    rocksdb_writebatch_wi_put(index->batch, (const char *)key, key_length, (const char *)value,
+                              value_length);
+    (*count)++;
+    return 0;
+}
+
 static int put_transfer(void *context, const uint8_t *key, size_t key_length, const uint8_t *value,
                         size_t value_length)
 {
     index_db *index = context;
-    rocksdb_writebatch_wi_put(index->batch, (const char *)key, key_length, (const char *)value,
-                              value_length);
-    index->position.transfers++;
-    return 0;
+    return batch_put(index, &index->position.transfers, key, key_length, value, value_length);
 }
 
 static int put_history(void *context, const uint8_t *key, size_t key_length, const uint8_t *value,
                        size_t value_length)
 {
     index_db *index = context;
-    rocksdb_writebatch_wi_put(index->batch, (const char *)key, key_length, (const char *)value,
-                              value_length);
-    index->position.history++;
-    return 0;
+    return batch_put(index, &index->position.history, key, key_length, value, value_length);
 }
 
 /* A hold's record, read through the batch (the hold may be in this very record), rewritten
