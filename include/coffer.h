@@ -104,7 +104,12 @@ COFFER_API const char *coffer_version(void);
     X(INTERNAL, internal, 55, 500, "internal error")                                               \
     X(UNAUTHORIZED, unauthorized, 56, 401, "a valid bearer token is required")                     \
     X(FORBIDDEN, forbidden, 57, 403, "the token, origin or host does not allow this request")      \
-    X(NOT_SUPPORTED, not_supported, 58, 501, "this engine keeps no log: it has no change feed")
+    X(NOT_SUPPORTED, not_supported, 58, 501, "this engine keeps no log: it has no change feed")    \
+    X(NOT_LEADER, not_leader, 59, 307,                                                             \
+      "this instance follows the leader: send writes to the leader")                               \
+    X(NO_LEADER, no_leader, 60, 503, "no instance leads the cluster right now; retry later")       \
+    X(SEQ_NOT_APPLIED, seq_not_applied, 61, 503,                                                   \
+      "this instance has not applied the requested seq within the wait; retry later")
 
 enum coffer_code {
 #define COFFER_CODE_ENUM(NAME, name, value, http, message) COFFER_##NAME = value,
@@ -113,7 +118,7 @@ enum coffer_code {
 };
 
 /* One past the largest code value: arrays indexed by code have this many slots. */
-#define COFFER_CODE_LIMIT 59
+#define COFFER_CODE_LIMIT 62
 
 /* A static string describing `code` ("unknown code" for a value outside the table). */
 COFFER_API const char *coffer_strerror(int code);
@@ -743,6 +748,48 @@ COFFER_API uint64_t coffer_feed_wait(coffer *db, uint64_t after_seq, uint64_t ti
  * readiness probe): COFFER_OK, or COFFER_STORAGE_FAILED once a log write or sync has failed
  * (sticky until the engine is reopened). COFFER_INVALID_ARGUMENT for a NULL handle. */
 COFFER_API int coffer_health(coffer *db);
+
+/* An instance's part in a ledger whose log several instances share (a log in PostgreSQL). */
+enum coffer_role {
+    COFFER_ROLE_STANDALONE = 0, /* its own log (or none): the only instance, always writable */
+    COFFER_ROLE_LEADER = 1,     /* holds the lease and applies writes */
+    COFFER_ROLE_FOLLOWER = 2,   /* applies the leader's records and serves reads */
+    COFFER_ROLE_CANDIDATE = 3,  /* knows no live leader and is trying to become it */
+};
+
+/* "standalone", "leader", "follower" or "candidate"; NULL for anything else. */
+COFFER_API const char *coffer_role_name(int role);
+
+#define COFFER_CLUSTER_URL_MAX 256    /* an advertised URL, NUL included */
+#define COFFER_CLUSTER_MEMBERS_MAX 16 /* members one status lists */
+
+typedef struct coffer_cluster_member {
+    char advertise[COFFER_CLUSTER_URL_MAX]; /* its advertised URL */
+    int role;                               /* enum coffer_role, as it last said */
+    uint64_t applied_seq;                   /* the seq it had applied then */
+    uint64_t seen_at;                       /* when it said so, ms since the epoch */
+} coffer_cluster_member;
+
+typedef struct coffer_cluster_status {
+    int role;                            /* enum coffer_role of this instance */
+    char leader[COFFER_CLUSTER_URL_MAX]; /* the leader's advertised URL; "" when none is known
+                                            (and always for a standalone engine) */
+    uint64_t term;                       /* the leader's term; 0 for a standalone engine */
+    uint64_t applied_seq;                /* every change up to it is applied here and durable */
+    bool ready; /* serves what its role promises: a leader or standalone engine can append
+                   (no storage failure), a follower is within the lag bound of the log */
+    size_t members_count;
+    coffer_cluster_member members[COFFER_CLUSTER_MEMBERS_MAX]; /* this instance included */
+} coffer_cluster_status;
+
+/* Fills the first `size_bytes` of *out (zeroes what this library does not know). Call it
+ * through coffer_cluster_get(). Cheap (no queueing): a readiness probe may call it. */
+COFFER_API int coffer_cluster_get_sized(coffer *db, coffer_cluster_status *out, size_t size_bytes);
+
+static inline int coffer_cluster_get(coffer *db, coffer_cluster_status *out)
+{
+    return coffer_cluster_get_sized(db, out, sizeof *out);
+}
 
 #ifdef __cplusplus
 }

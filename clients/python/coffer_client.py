@@ -43,6 +43,7 @@ CODES = {
     "overloaded": (50, 503), "storage_failed": (51, 503), "shutting_down": (52, 503),
     "capacity_exceeded": (53, 503), "out_of_memory": (54, 503), "internal": (55, 500),
     "unauthorized": (56, 401), "forbidden": (57, 403), "not_supported": (58, 501),
+    "not_leader": (59, 307), "no_leader": (60, 503), "seq_not_applied": (61, 503),
 }
 # Service codes after which the same request may succeed later or on another instance.
 RETRYABLE_CODES = frozenset({"overloaded", "shutting_down", "no_leader"})

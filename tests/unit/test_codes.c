@@ -63,6 +63,9 @@ static const expected_status family_statuses[] = {
     {"unauthorized", 401},
     {"forbidden", 403},
     {"not_supported", 501},
+    {"not_leader", 307},
+    {"no_leader", 503},
+    {"seq_not_applied", 503},
 };
 #define FAMILY_STATUS_COUNT (sizeof(family_statuses) / sizeof(family_statuses[0]))
 
