@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "server/deadline.h"
+#include "server/framing_socket.h"
 #include "server/handlers.h"
 #include "server/routes.h"
 
@@ -290,6 +291,7 @@ static void on_completed(void *context, struct MHD_Connection *connection, void 
 {
     server *s = context;
     deadlines_answered(connection);
+    framing_socket_answered(connection);
     request *r = *request_context;
     *request_context = 0;
     if (!r || !r->server) { /* MHD ended it before its head was whole */
@@ -393,6 +395,18 @@ static bool open_webhooks(server *s)
     return true;
 }
 
+/* MHD_OPTION_NOTIFY_CONNECTION: a plain-HTTP connection's bytes are scanned for framing from
+ * its first (a TLS connection's are encrypted where they are read: head.c and guard.c apply),
+ * and every connection has receive deadlines. */
+static void on_connection(void *context, struct MHD_Connection *connection, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    server *s = context;
+    if (!s->options->tls_key_pem)
+        framing_socket_notify(connection, code);
+    deadlines_notify(s->deadlines, connection, socket_context, code);
+}
+
 static struct MHD_Daemon *start_daemon(server *s, const struct sockaddr_in *address)
 {
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
@@ -426,8 +440,8 @@ static struct MHD_Daemon *start_daemon(server *s, const struct sockaddr_in *addr
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HEAD_CONNECTION_MEMORY,
         MHD_OPTION_URI_LOG_CALLBACK, on_request_line, NULL, MHD_OPTION_UNESCAPE_CALLBACK,
         guard_unescape, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_NOTIFY_CONNECTION, deadlines_notify, s->deadlines,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, MHD_OPTION_ARRAY, items, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
+        MHD_OPTION_ARRAY, items, MHD_OPTION_END);
 }
 
 /* Stop accepting, refuse new requests on open connections (503 shutting_down), wait until
@@ -466,6 +480,10 @@ int server_run(const server_options *options)
     char error[512];
     if (!guard_open(&s.guard, options->tokens_path, error, sizeof error)) {
         fprintf(stderr, "coffer: --tokens: %s\n", error);
+        return 1;
+    }
+    if (!framing_sockets_start()) {
+        fprintf(stderr, "coffer: out of memory for the table of scanned connections\n");
         return 1;
     }
     s.deadlines =

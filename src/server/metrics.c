@@ -4,6 +4,8 @@
  */
 #include "server/metrics.h"
 
+#include "server/framing_socket.h"
+
 #include "server/text.h"
 
 #include <stdio.h>
@@ -271,6 +273,12 @@ char *metrics_render(const metrics *m, coffer *db, const coffer_stats *stats, we
                 "# TYPE coffer_http_writes_undelivered_total counter\n"
                 "coffer_http_writes_undelivered_total %llu\n",
                 (unsigned long long)atomic_load(&m->writes_undelivered));
+    text_printf(&t,
+                "# HELP coffer_http_framing_refused_total Requests refused for their framing "
+                "before libmicrohttpd parsed them (answered 400, 414 or 431; connection closed).\n"
+                "# TYPE coffer_http_framing_refused_total counter\n"
+                "coffer_http_framing_refused_total %llu\n",
+                (unsigned long long)framing_sockets_refused());
     render_feed(&t, m);
     render_webhooks(&t, hooks);
     if (t.failed) {
