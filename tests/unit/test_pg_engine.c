@@ -442,6 +442,71 @@ static void test_follower_applies_then_takes_over_and_restarts(void **unused)
     coffer_close(follower);
 }
 
+/* A session of the test itself, on the test's schema, that queues for the log's lease: it gets
+ * it as soon as the leader's session lets go, before any follower's next try. */
+static PGconn *queue_for_lease(const pg_engine *e)
+{
+    PGconn *conn = PQconnectdb(e->conninfo);
+    assert_int_equal(PQsendQuery(conn, "SELECT pg_advisory_lock(1128680519,"
+                                       " hashtext(coalesce(current_schema(), '')))"),
+                     1);
+    return conn;
+}
+
+static void lease_taken(PGconn *conn)
+{
+    PGresult *result = PQgetResult(conn); /* waits for the lock */
+    assert_int_equal(PQresultStatus(result), PGRES_TUPLES_OK);
+    PQclear(result);
+    assert_null(PQgetResult(conn));
+}
+
+static void test_follower_rebuilds_when_the_log_lost_what_it_applied(void **unused)
+{
+    (void)unused;
+    pg_engine e;
+    engine_setup(&e, "lost");
+    char follower_dir[80];
+    snprintf(follower_dir, sizeof follower_dir, "%s-follower", e.dir);
+    coffer *follower = NULL;
+    assert_int_equal(engine_open_named(&e, follower_dir, "http://127.0.0.1:2", &follower),
+                     COFFER_OK);
+    create_issuer(e.db, "issuer", "EUR");
+    create_account(e.db, "shop", "EUR");
+    char id[32];
+    for (int t = 0; t < 10; t++) {
+        snprintf(id, sizeof id, "payment-%d", t);
+        fund(e.db, id, "issuer", "shop", 10);
+    }
+    wait_applied(follower, e.db);
+    /* The leader goes, and the lease stays taken (by this test), so the follower follows on. */
+    PGconn *lease = queue_for_lease(&e);
+    coffer_close(e.db);
+    lease_taken(lease);
+    assert_int_equal(cluster_of(follower).role, COFFER_ROLE_FOLLOWER);
+    /* A PostgreSQL failover that lost the last three records. */
+    assert_true(sql("DELETE FROM lost.coffer_log WHERE position >"
+                    " (SELECT max(position) - 3 FROM lost.coffer_log)"));
+    assert_true(sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = 'coffer'")); /* the follower reconnects */
+    uint64_t start = now_ms();
+    coffer_transfer found;
+    while (coffer_transfer_get(follower, "payment-9", &found) != COFFER_TRANSFER_NOT_FOUND ||
+           coffer_transfer_get(follower, "payment-6", &found) != COFFER_OK) {
+        if (now_ms() - start > CATCH_UP_BOUND_MS)
+            fail_msg("the follower did not rebuild to what the log holds");
+        usleep(10 * 1000);
+    }
+    assert_int_equal(coffer_transfer_get(follower, "payment-7", &found), COFFER_TRANSFER_NOT_FOUND);
+    assert_int_equal(balance_of(follower, "shop"), 70);
+    /* The lease frees: the follower leads from what the log holds. */
+    PQfinish(lease);
+    wait_role(follower, COFFER_ROLE_LEADER, TAKEOVER_BOUND_MS);
+    assert_int_equal(transfer(follower, "payment-7", "issuer", "shop", 10).code, COFFER_CREATED);
+    assert_int_equal(balance_of(follower, "shop"), 80);
+    coffer_close(follower);
+}
+
 static void test_killed_session_fails_the_write_then_leads_again(void **unused)
 {
     (void)unused;
@@ -519,6 +584,7 @@ int main(void)
         cmocka_unit_test(test_workload_survives_reopen_from_snapshot_and_from_log),
         cmocka_unit_test(test_second_engine_follows_and_tools_refuse),
         cmocka_unit_test(test_follower_applies_then_takes_over_and_restarts),
+        cmocka_unit_test(test_follower_rebuilds_when_the_log_lost_what_it_applied),
         cmocka_unit_test(test_killed_session_fails_the_write_then_leads_again),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
