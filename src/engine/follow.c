@@ -61,8 +61,7 @@ static const char *own_name(const coffer *db)
     return db->options.log_name ? db->options.log_name : "";
 }
 
-/* ---- applying rows -----------------------------------------------------------------------------
- */
+/* ---- applying rows --------------------------------------------------------------------------- */
 
 static int rows_add(const pg_log_row *row, void *context)
 {
@@ -165,8 +164,7 @@ static int follow_read(coffer *db, bool on_writer, int *code, uint64_t *records)
     return status;
 }
 
-/* ---- rebuilding --------------------------------------------------------------------------------
- */
+/* ---- rebuilding ------------------------------------------------------------------------------ */
 
 /* Empties the store (and the engine's seq and clock) for a rebuild. */
 static int store_reset(coffer *db)
@@ -245,8 +243,7 @@ static int follow_locate(coffer *db, bool on_writer)
     return PG_LOG_FAILED; /* the empty store's point (seq 0) is always in the log */
 }
 
-/* ---- leading -----------------------------------------------------------------------------------
- */
+/* ---- leading --------------------------------------------------------------------------------- */
 
 /* On the writer (or at the open): the lease session leads and the store has applied the log up
  * to its term row: the log thread takes the session over and writes are accepted. */
@@ -280,7 +277,7 @@ static int promote(coffer *db, void *context)
 }
 
 /* A session that tries for the lease (another after the log took the last one over). */
-static int lease_session(coffer *db)
+static int lease_session(coffer *db, char *error, size_t error_size)
 {
     engine_cluster *c = &db->cluster;
     if (c->lease)
@@ -289,8 +286,7 @@ static int lease_session(coffer *db)
     pg_log_options_init(&options);
     options.lease_ms = c->lease_ms;
     options.leader_name = db->options.log_name;
-    char error[512];
-    return pg_log_open(db->options.log_location, &options, &c->lease, error, sizeof error);
+    return pg_log_open(db->options.log_location, &options, &c->lease, error, error_size);
 }
 
 /* Every quarter of the lease: a follower tries to lead. Having won, it catches up with the log
@@ -299,13 +295,13 @@ static void follow_try_lead(coffer *db, follow_state *state)
 {
     engine_cluster *c = &db->cluster;
     bool leading = false;
-    int status = lease_session(db);
-    if (status == PG_LOG_OK)
-        status = pg_log_try_lead(c->lease, &leading);
-    if (status != state->lease_status)
+    char error[512] = "";
+    int status = lease_session(db, error, sizeof error);
+    if (status == PG_LOG_OK && (status = pg_log_try_lead(c->lease, &leading)) != PG_LOG_OK)
+        snprintf(error, sizeof error, "%s", pg_log_error(c->lease));
+    if (status != state->lease_status) /* once per change, not every half second */
         engine_log(db, "following: trying for the lease: %s%s%s", pg_log_status_name(status),
-                   status != PG_LOG_OK ? ": " : "",
-                   status != PG_LOG_OK ? pg_log_error(c->lease ? c->lease : c->watch) : "");
+                   error[0] ? ": " : "", error);
     state->lease_status = status;
     if (status != PG_LOG_OK || !leading) {
         /* Both refuse writes: the one says where the leader is, the other that none is known. */
@@ -350,8 +346,7 @@ void follow_writer_tick(coffer *db)
     pthread_mutex_unlock(&c->mutex);
 }
 
-/* ---- members -----------------------------------------------------------------------------------
- */
+/* ---- members --------------------------------------------------------------------------------- */
 
 static void members_refresh(coffer *db)
 {
@@ -377,8 +372,7 @@ static void members_refresh(coffer *db)
     pthread_mutex_unlock(&c->mutex);
 }
 
-/* ---- the follow thread -------------------------------------------------------------------------
- */
+/* ---- the follow thread ----------------------------------------------------------------------- */
 
 /* One round of a follower: find where the store stands after a reconnect or a step down, apply
  * what is new, and every quarter of the lease try to lead. */
@@ -473,8 +467,7 @@ static void *follow_main(void *argument)
     return 0;
 }
 
-/* ---- open, start, stop -------------------------------------------------------------------------
- */
+/* ---- open, start, stop ----------------------------------------------------------------------- */
 
 /* The store caught up with the log at the open: the snapshot if the log holds it, then every
  * row after it. A leader's catch-up must end at its own term row. */
