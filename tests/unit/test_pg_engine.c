@@ -3,7 +3,8 @@
  * against a primary and synchronous standby from scripts/pg-cluster: a random workload survives
  * a reopen from the snapshot and from the log alone; a second engine follows the leader, applies
  * its writes and refuses its own; when the leader closes the follower takes over with every
- * acknowledged write; a restarted follower catches up from its snapshot; a killed session fails
+ * acknowledged write; a restarted follower catches up from its snapshot; a follower whose
+ * records the log lost rebuilds; holds expire only by the leader's log; a killed session fails
  * the write in flight, and its engine steps down and leads again having lost nothing
  * acknowledged. Without PostgreSQL's binaries the program says so and exits 77 (skipped).
  */
@@ -507,6 +508,56 @@ static void test_follower_rebuilds_when_the_log_lost_what_it_applied(void **unus
     coffer_close(follower);
 }
 
+/* A transfer's state, or COFFER_STATE_NONE while the instance does not have it. */
+static int state_of(coffer *db, const char *id)
+{
+    coffer_transfer found;
+    return coffer_transfer_get(db, id, &found) == COFFER_OK ? found.state : COFFER_STATE_NONE;
+}
+
+static void test_holds_expire_from_the_leaders_log_only(void **unused)
+{
+    (void)unused;
+    pg_engine e;
+    engine_setup(&e, "expiry");
+    char follower_dir[80];
+    snprintf(follower_dir, sizeof follower_dir, "%s-follower", e.dir);
+    coffer *follower = NULL;
+    assert_int_equal(engine_open_named(&e, follower_dir, "http://127.0.0.1:2", &follower),
+                     COFFER_OK);
+    create_issuer(e.db, "issuer", "EUR");
+    create_account(e.db, "shop", "EUR");
+    fund(e.db, "funding", "issuer", "shop", 100);
+    assert_int_equal(hold(e.db, "swept-by-leader", "shop", "issuer", 10, 200).code, COFFER_CREATED);
+    uint64_t start = now_ms(); /* the leader's timer sweeps it; the follower applies that */
+    while (state_of(follower, "swept-by-leader") != COFFER_STATE_EXPIRED) {
+        if (now_ms() - start > CATCH_UP_BOUND_MS)
+            fail_msg("the leader's expiry did not reach the follower");
+        usleep(10 * 1000);
+    }
+    assert_int_equal(hold(e.db, "due-while-following", "shop", "issuer", 30, 500).code,
+                     COFFER_CREATED);
+    wait_applied(follower, e.db);
+    /* The leader goes before the hold is due, and the lease stays taken: nobody leads. */
+    PGconn *lease = queue_for_lease(&e);
+    coffer_close(e.db);
+    lease_taken(lease);
+    usleep(1500 * 1000);
+    assert_int_equal(transfer_get(follower, "due-while-following").state, COFFER_STATE_PENDING);
+    assert_int_equal(available_of(follower, "shop"), 70);
+    /* Once it leads, the follower sweeps it. */
+    PQfinish(lease);
+    wait_role(follower, COFFER_ROLE_LEADER, TAKEOVER_BOUND_MS);
+    start = now_ms();
+    while (state_of(follower, "due-while-following") != COFFER_STATE_EXPIRED) {
+        if (now_ms() - start > 3000)
+            fail_msg("the new leader did not sweep a due hold");
+        usleep(10 * 1000);
+    }
+    assert_int_equal(available_of(follower, "shop"), 100);
+    coffer_close(follower);
+}
+
 static void test_killed_session_fails_the_write_then_leads_again(void **unused)
 {
     (void)unused;
@@ -585,6 +636,7 @@ int main(void)
         cmocka_unit_test(test_second_engine_follows_and_tools_refuse),
         cmocka_unit_test(test_follower_applies_then_takes_over_and_restarts),
         cmocka_unit_test(test_follower_rebuilds_when_the_log_lost_what_it_applied),
+        cmocka_unit_test(test_holds_expire_from_the_leaders_log_only),
         cmocka_unit_test(test_killed_session_fails_the_write_then_leads_again),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
