@@ -210,7 +210,9 @@ typedef struct coffer_options {
     /* Where the log is kept. NULL, the default: segment files in the data directory. A
      * PostgreSQL conninfo or URI ("postgresql://HOST/DB", any libpq form): the log is a table
      * in that database, and the data directory keeps only snapshots. The open takes the log's
-     * lease and leads; it fails with COFFER_STORAGE_FAILED when another instance leads. With
+     * lease and leads, or when another instance leads, follows it: it applies the leader's
+     * records, serves reads, answers writes not_leader, and takes over when the lease frees
+     * (coffer_cluster_get says which). With
      * it, the change feed, the on-disk index and coffer_verify_dir / coffer_dump_dir of the
      * directory are not available yet (COFFER_NOT_SUPPORTED). Copied at open. */
     const char *log_location;

@@ -58,8 +58,8 @@ static const cli_option serve_options[] = {
     {SERVE_DATA, "--data", "DIR", "data directory (default ./coffer-data; created if missing)"},
     {SERVE_LOG_LOCATION, "--log", "postgresql://CONNINFO",
      "keep the log in this PostgreSQL database (any libpq URI or\nconninfo; the tables are "
-     "created on first start) and lead it;\nDIR then keeps snapshots only. Another instance "
-     "leading it\nfails the start (followers come later). Not yet with it: the\nchange feed, "
+     "created on first start) and lead it, or\nfollow the instance that leads it; DIR then "
+     "keeps snapshots\nonly. Not yet with it: the change feed,\n"
      "webhooks' cursor, --index, coffer verify/dump DIR"},
     {SERVE_ADVERTISE, "--advertise", "URL",
      "this instance's URL, written in the log as its leader's name\n(with --log)"},

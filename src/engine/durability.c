@@ -106,7 +106,10 @@ static void storage_failed(coffer *db)
         return;
     char what[1024], outcome[512];
     log_describe_failure(&db->log, what, sizeof what, outcome, sizeof outcome);
-    engine_log(db, "storage failed: %s; refusing writes and reads until restart; %s", what,
+    /* A log in PostgreSQL tells what happened: its leader steps down and follows (follow.c). */
+    engine_log(db, "storage failed: %s; %s; %s", what,
+               db->cluster.on ? "acknowledging nothing more, stepping down"
+                              : "refusing writes and reads until restart",
                outcome);
 }
 
@@ -336,32 +339,39 @@ typedef struct recovery {
     uint64_t records;
 } recovery;
 
+int durability_replay(coffer *db, replayer *r, const uint8_t *bytes, const record_header *header,
+                      wal_tip *tip)
+{
+    int code = replay_record(r, bytes, header);
+    if (code != COFFER_OK)
+        return code;
+    /* A snapshot's engine seq can be past its tip (seqs that recorded nothing). */
+    if (header->last_seq > db->last_seq) {
+        db->last_seq = r->last_seq;
+        db->last_timestamp = r->last_timestamp;
+    }
+    tip->last_seq = header->last_seq;
+    tip->last_timestamp = header->ts0 + (header->last_seq - header->seq_base);
+    memcpy(tip->hash, header->hash, RECORD_HASH_BYTES);
+    return COFFER_OK;
+}
+
 /* Replays each record the log hands over after the snapshot. */
 static int recover_record(const uint8_t *bytes, const record_header *header, uint32_t segment,
                           uint64_t offset, void *context)
 {
     recovery *r = context;
-    coffer *db = r->db;
-    replayer *replay = &r->replayer;
-    int code = replay_record(replay, bytes, header);
+    int code = durability_replay(r->db, &r->replayer, bytes, header, &r->tip);
     if (code != COFFER_OK) {
-        engine_log(db, "recovery: log segment %u offset %llu: %s (%s)", segment,
-                   (unsigned long long)offset, replay->problem, coffer_code_name(code));
+        engine_log(r->db, "recovery: log segment %u offset %llu: %s (%s)", segment,
+                   (unsigned long long)offset, r->replayer.problem, coffer_code_name(code));
         return code;
     }
-    if (header->last_seq > db->last_seq) {
-        db->last_seq = replay->last_seq;
-        db->last_timestamp = replay->last_timestamp;
-    }
-    r->tip.last_seq = header->last_seq;
-    r->tip.last_timestamp = header->ts0 + (header->last_seq - header->seq_base);
-    memcpy(r->tip.hash, header->hash, RECORD_HASH_BYTES);
     r->records++;
     return 0;
 }
 
-/* Loads the newest intact snapshot, if any, and returns where the log must continue. */
-static int recover_snapshot(coffer *db, snapshot_meta *meta, bool *found)
+int durability_load_snapshot(coffer *db, snapshot_meta *meta, bool *found)
 {
     char skipped[2048];
     int code = snapshot_load_latest(&db->store, db->dir, meta, found, skipped, sizeof skipped);
@@ -456,7 +466,7 @@ static int recover(coffer *db, durable_log *reader)
 {
     snapshot_meta meta = {0};
     bool found = false;
-    int code = recover_snapshot(db, &meta, &found);
+    int code = durability_load_snapshot(db, &meta, &found);
     if (code == COFFER_OK)
         code = recover_log(db, reader, &meta, found);
     const wal_scan_result *scan = local_log_last_read(reader);
@@ -562,54 +572,37 @@ static int mark_postgresql_directory(coffer *db)
     return COFFER_STORAGE_FAILED;
 }
 
-/* Replays the PostgreSQL log after the newest snapshot, up to this leader's term row. */
-static int recover_postgresql(coffer *db, wal_tip *tip)
-{
-    snapshot_meta meta = {0};
-    bool found = false;
-    int code = recover_snapshot(db, &meta, &found);
-    recovery r = {db, {0}, {0}, 0};
-    if (code == COFFER_OK)
-        code = replayer_init(&r.replayer, &db->store, &db->ledger);
-    if (code == COFFER_OK)
-        code = log_read_from(&db->log, found ? meta.tip.last_seq : 0, found ? meta.tip.hash : 0,
-                             recover_record, &r);
-    replayer_free(&r.replayer);
-    char what[1024], outcome[512];
-    if (code == COFFER_STORAGE_FAILED) {
-        log_describe_failure(&db->log, what, sizeof what, outcome, sizeof outcome);
-        engine_log(db, "recovery refused: %s", what);
-    }
-    *tip = r.records ? r.tip : meta.tip;
-    uint64_t log_seq;
-    uint8_t log_hash[RECORD_HASH_BYTES];
-    pg_durable_log_tail(&db->log, &log_seq, log_hash);
-    if (code == COFFER_OK &&
-        (tip->last_seq != log_seq || memcmp(tip->hash, log_hash, RECORD_HASH_BYTES) != 0)) {
-        engine_log(db, "recovery refused: the replay ended at seq %llu, the log at %llu",
-                   (unsigned long long)tip->last_seq, (unsigned long long)log_seq);
-        code = COFFER_STORAGE_FAILED;
-    }
-    if (code == COFFER_OK)
-        engine_log(db, "recovered to seq %llu: %llu records read from the PostgreSQL log",
-                   (unsigned long long)tip->last_seq, (unsigned long long)r.records);
-    return code;
-}
-
-/* The log in PostgreSQL: take its lease (this instance leads), then replay it. */
+/* The log in PostgreSQL: this instance leads it or follows its leader (follow.c). */
 static int open_postgresql_log(coffer *db, wal_tip *tip)
 {
     int code = mark_postgresql_directory(db);
-    char error[1024] = "";
-    if (code == COFFER_OK) {
-        code = pg_durable_open(&db->log, db->options.log_location, db->options.log_name, error,
-                               sizeof error);
-        if (code != COFFER_OK)
-            engine_log(db, "cannot lead the PostgreSQL log: %s", error);
-    }
     if (code == COFFER_OK)
-        code = recover_postgresql(db, tip);
+        code = follow_open(db, tip);
     return code;
+}
+
+int durability_start_log(coffer *db)
+{
+    COFFER_ASSERT(db->log_ready && !db->log_started && db->log.ops);
+    db->log_stopping = false;
+    /* A PostgreSQL log's lease needs its heartbeat from the start, before any round. */
+    db->log_wake_ns = db->cluster.on ? 1 : 0;
+    if (pthread_create(&db->log_thread, 0, log_main, db) != 0)
+        return COFFER_INTERNAL;
+    db->log_started = true;
+    return COFFER_OK;
+}
+
+void durability_stop_log(coffer *db)
+{
+    if (!db->log_started)
+        return;
+    pthread_mutex_lock(&db->log_mutex);
+    db->log_stopping = true;
+    pthread_cond_signal(&db->log_wake);
+    pthread_mutex_unlock(&db->log_mutex);
+    pthread_join(db->log_thread, 0); /* it answers every ticket first */
+    db->log_started = false;
 }
 
 int durability_open(coffer *db, const char *dir)
@@ -631,18 +624,16 @@ int durability_open(coffer *db, const char *dir)
     db->snapshot_taken_at_s = clock_monotonic_ns() / 1000000000u;
     if (db->options.fsync_never)
         engine_log(db, "WARNING: fsync is off; acknowledged events can be lost in a crash");
-    /* A PostgreSQL log's lease needs its heartbeat from the start, before any round. */
-    if (db->options.log_location)
-        db->log_wake_ns = 1;
     feed_init(db);
     pthread_mutex_init(&db->log_mutex, 0);
     pthread_cond_init(&db->log_wake, 0);
     pthread_cond_init(&db->log_space, 0);
-    if (pthread_create(&db->log_thread, 0, log_main, db) != 0) {
+    db->log_ready = true;
+    /* A follower has no log to write until it takes over. */
+    if (db->log.ops && durability_start_log(db) != COFFER_OK) {
         durability_close(db);
         return COFFER_INTERNAL;
     }
-    db->log_started = true;
     return COFFER_OK;
 }
 
@@ -650,22 +641,19 @@ void durability_close(coffer *db)
 {
     if (!db->dir)
         return;
-    bool clean = db->log_started;
+    bool clean = db->log_ready;
     feed_stop(db);
-    if (db->log_started) {
-        pthread_mutex_lock(&db->log_mutex);
-        db->log_stopping = true;
-        pthread_cond_signal(&db->log_wake);
-        pthread_mutex_unlock(&db->log_mutex);
-        pthread_join(db->log_thread, 0);
+    durability_stop_log(db);
+    if (db->log_ready) {
         pthread_cond_destroy(&db->log_wake);
         pthread_cond_destroy(&db->log_space);
         pthread_mutex_destroy(&db->log_mutex);
-        db->log_started = false;
+        db->log_ready = false;
     }
     if (clean)
         snapshot_at_close(db);
     log_close(&db->log, clean && !atomic_load(&db->storage_failed));
+    follow_close(db);
     for (size_t i = 0; i < ENGINE_TICKETS_MAX; i++)
         free(db->tickets[i].expiries);
     record_buffer_free(&db->record);

@@ -255,6 +255,25 @@ static int submitter_room(coffer *db, const engine_request *request)
     return store_submitter_room(&db->store, request->submitted_by, strlen(request->submitted_by));
 }
 
+/* A batch on an instance that follows: submissions are refused whole (every result says why,
+ * nothing is applied or logged, no hold expires: expiries come from the leader's log), and
+ * reads, the follower's own applies among them, run as on a leader. */
+static void refuse_batch(coffer *db, engine_request *batch, int refusal)
+{
+    for (engine_request *request = batch; request; request = request->next) {
+        if (atomic_load(&db->storage_failed) && !request->diagnostic) {
+            request->status = COFFER_STORAGE_FAILED;
+        } else if (request->events) {
+            memset(request->results, 0, request->count * sizeof *request->results);
+            for (size_t i = 0; i < request->count; i++)
+                request->results[i].code = refusal;
+            request->status = refusal;
+        } else {
+            request->status = request->read(db, request->context);
+        }
+    }
+}
+
 static void apply_batch(coffer *db, engine_request *batch, engine_ticket *ticket)
 {
     uint64_t clock = db->options.clock_ns(db->options.clock_context);
@@ -344,7 +363,7 @@ static struct timespec wait_deadline(coffer *db)
  * caller submits, so tests are deterministic. The wall clock also sweeps on a timer. */
 static bool hold_due(coffer *db)
 {
-    if (db->options.clock_ns != wall_clock_ns)
+    if (db->options.clock_ns != wall_clock_ns || engine_write_refusal(db) != COFFER_OK)
         return false;
     store_hold_ref due;
     return store_hold_peek(&db->store, &due) &&
@@ -378,7 +397,7 @@ static void *writer_main(void *argument)
     pthread_mutex_lock(&db->mutex);
     for (;;) {
         while (!db->queue_head && !db->stopping) {
-            if (hold_due(db))
+            if (hold_due(db) || follow_step_down_due(db))
                 break;
             struct timespec deadline = wait_deadline(db);
             db->writer_idle = true;
@@ -389,7 +408,15 @@ static void *writer_main(void *argument)
             break;
         engine_request *batch = db->queue_head ? take_batch(db) : 0;
         pthread_mutex_unlock(&db->mutex);
-        if (db->dir) {
+        if (db->cluster.on)
+            follow_writer_tick(db); /* a leader whose log failed steps down here */
+        int refusal = engine_write_refusal(db);
+        if (refusal != COFFER_OK) {
+            /* A follower: what it applies came from the log, durable already. */
+            refuse_batch(db, batch, refusal);
+            engine_release(db, batch, COFFER_OK);
+            durability_snapshot_tick(db);
+        } else if (db->dir) {
             engine_ticket *ticket = durability_ticket(db);
             apply_batch(db, batch, ticket);
             durability_publish(db, ticket, batch); /* answered once durable */
@@ -484,6 +511,20 @@ static int engine_call(coffer *db, engine_request *request, uint64_t events)
     pthread_mutex_unlock(&db->mutex);
     pthread_cond_destroy(&request->done_cond);
     return status;
+}
+
+int engine_run_on_writer(coffer *db, engine_read_fn read, void *context, bool diagnostic)
+{
+    for (;;) {
+        coffer_job job = {.on_done = 0};
+        engine_request *request = engine_job_request(&job, read, context);
+        request->diagnostic = diagnostic;
+        int status = engine_start(db, &job);
+        if (status != COFFER_OVERLOADED)
+            return status;
+        struct timespec pause = {0, 1000000}; /* the queue is full of callers: let it drain */
+        nanosleep(&pause, 0);
+    }
 }
 
 /* The engine keeps its state in the caller's job: it must fit, aligned. */
@@ -642,6 +683,10 @@ int coffer_open(const char *dir, const coffer_options *options, coffer **db_out)
         return COFFER_INTERNAL;
     }
     indexer_start(db); /* after the writer: the index only reads what the log holds */
+    if (db->cluster.on && follow_start(db) != COFFER_OK) {
+        coffer_close(db);
+        return COFFER_INTERNAL;
+    }
     *db_out = db;
     return COFFER_OK;
 }
@@ -652,6 +697,7 @@ void coffer_close(coffer *db)
         return;
     indexer_stop(db);       /* it reads the log, which durability_close closes */
     engine_verify_stop(db); /* before the writer: a running check waits for it */
+    follow_stop(db);        /* before the writer: the follow thread queues applies on it */
     pthread_mutex_lock(&db->mutex);
     db->stopping = true;
     pthread_cond_signal(&db->wake);

@@ -15,8 +15,11 @@
 #include "coffer.h"
 #include "core/ledger.h"
 #include "engine/prefault.h"
+#include "engine/replay.h"
 #include "log/log.h"
+#include "log/pg_log.h"
 #include "log/record.h"
+#include "log/snapshot.h"
 #include "store/store.h"
 
 /* The sweep reserves room for this many expiries at a time. */
@@ -84,6 +87,27 @@ typedef struct engine_verify {
     uint64_t inline_records_max; /* ENGINE_VERIFY_INLINE_RECORDS_MAX; tests lower it to fork */
 } engine_verify;
 
+/* A ledger whose log is in PostgreSQL (follow.c): the thread that follows the leader's records,
+ * tries to lead and keeps the members table, and what coffer_cluster_get says. */
+typedef struct engine_cluster {
+    bool on;       /* the log is in PostgreSQL */
+    pg_log *watch; /* the follow thread's session: LISTEN, reads of the log, members */
+    pg_log *lease; /* the session that tries for the lease; the log takes it over once it wins */
+    uint32_t lease_ms;
+    replayer replayer;    /* applies the leader's records, on the writer */
+    pg_log_point applied; /* the row of the log the store reflects (follow thread) */
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mutex; /* guards stopping, wake and the fields below it */
+    pthread_cond_t wake;   /* the follow thread sleeps here while this instance leads */
+    bool stopping;
+    char leader[COFFER_CLUSTER_URL_MAX]; /* the last term row's leader; "" when none is known */
+    uint64_t term;
+    uint64_t caught_up_at_ns; /* a follower last read the log to its end then (monotonic) */
+    coffer_cluster_member members[COFFER_CLUSTER_MEMBERS_MAX];
+    size_t members_count;
+} engine_cluster;
+
 struct coffer {
     store store;
     ledger ledger;
@@ -97,6 +121,11 @@ struct coffer {
     engine_request *queue_head, *queue_tail;
     uint64_t queue_events;
     bool stopping;
+
+    /* enum coffer_role: STANDALONE, or for a log in PostgreSQL who this instance is now. Only
+     * the writer changes it, between batches (follow.c). */
+    _Atomic int role;
+    engine_cluster cluster;
 
     /* Owned by the writer thread. */
     uint64_t last_seq;
@@ -118,6 +147,7 @@ struct coffer {
     record_scratch scratch;
     pthread_t log_thread;
     bool log_started;
+    bool log_ready; /* log_mutex and its conditions are set up (durability_open succeeded) */
     pthread_mutex_t log_mutex;
     pthread_cond_t log_wake;  /* the log thread waits for tickets */
     bool log_idle;            /* waiting on `log_wake`, and nobody has signalled it yet */
@@ -268,6 +298,16 @@ void engine_audit_index(const char *dir, coffer_dir_report *report);
 /* durability.c */
 int durability_open(coffer *db, const char *dir);
 void durability_close(coffer *db);
+/* Starts the log thread over db->log (at the open of a leader, or when a follower takes over);
+ * durability_stop_log answers everything handed to it and joins it (a leader stepping down). */
+int durability_start_log(coffer *db);
+void durability_stop_log(coffer *db);
+/* Replays one checked record through `r` into the store, as recovery and a follower do: the
+ * engine's seq and clock move past it and *tip becomes the record's. */
+int durability_replay(coffer *db, replayer *r, const uint8_t *bytes, const record_header *header,
+                      wal_tip *tip);
+/* Loads the newest intact snapshot into the (empty) store; *found tells whether there was one. */
+int durability_load_snapshot(coffer *db, snapshot_meta *meta, bool *found);
 /* A free ticket for the next batch (waits while the log is ENGINE_TICKETS_MAX behind). */
 engine_ticket *durability_ticket(coffer *db);
 /* Hands an applied batch to the log thread, which answers its requests once durable. */
@@ -275,5 +315,33 @@ void durability_publish(coffer *db, engine_ticket *ticket, engine_request *reque
 /* On the writer between batches: reaps a finished snapshot child and starts a new one when
  * options.snapshot_every_events have been recorded since the last. */
 void durability_snapshot_tick(coffer *db);
+
+/* follow.c: a log in PostgreSQL. follow_open at the open (durability_open): leads when the
+ * lease is free, else follows; either way the store is caught up with the log when it returns.
+ * follow_start once the writer runs; follow_stop before it stops. On the writer, before each
+ * batch: follow_writer_tick (a leader whose log failed steps down there), then
+ * engine_write_refusal says whether submissions may be applied. */
+int follow_open(coffer *db, wal_tip *tip);
+int follow_start(coffer *db);
+void follow_stop(coffer *db);
+void follow_close(coffer *db); /* ends its sessions (durability_close) */
+void follow_writer_tick(coffer *db);
+/* A leader whose log in PostgreSQL failed: the writer steps it down without waiting for work. */
+static inline bool follow_step_down_due(coffer *db)
+{
+    return db->cluster.on && atomic_load(&db->role) == COFFER_ROLE_LEADER &&
+           atomic_load(&db->storage_failed);
+}
+/* COFFER_OK when this instance applies writes; NOT_LEADER or NO_LEADER when it follows. */
+static inline int engine_write_refusal(const coffer *db)
+{
+    int role = atomic_load(&db->role);
+    if (role == COFFER_ROLE_FOLLOWER)
+        return COFFER_NOT_LEADER;
+    return role == COFFER_ROLE_CANDIDATE ? COFFER_NO_LEADER : COFFER_OK;
+}
+/* Runs `read` on the writer, between batches, and waits for it: its status, or
+ * SHUTTING_DOWN. `diagnostic`: runs even after a storage failure. */
+int engine_run_on_writer(coffer *db, engine_read_fn read, void *context, bool diagnostic);
 
 #endif

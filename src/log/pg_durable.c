@@ -203,31 +203,14 @@ static void pg_close(void *state, bool clean)
 static const log_ops pg_ops = {pg_append,           pg_sync, pg_tick, pg_read_from, pg_tail,
                                pg_describe_failure, pg_close};
 
-int pg_durable_open(durable_log *log, const char *conninfo, const char *leader_name, char *error,
-                    size_t error_size)
+int pg_durable_open(durable_log *log, pg_log *leading, uint32_t lease_ms)
 {
+    COFFER_ASSERT(pg_log_leading(leading));
     pg_durable *d = calloc(1, sizeof *d);
     if (!d)
         return COFFER_OUT_OF_MEMORY;
-    pg_log_options options;
-    pg_log_options_init(&options);
-    options.leader_name = leader_name;
-    d->lease_ms = options.lease_ms;
-    int status = pg_log_open(conninfo, &options, &d->log, error, error_size);
-    if (status != PG_LOG_OK) {
-        free(d);
-        return COFFER_STORAGE_FAILED;
-    }
-    bool leading = false;
-    status = pg_log_try_lead(d->log, &leading);
-    if (status != PG_LOG_OK || !leading) {
-        snprintf(error, error_size, "%s",
-                 status != PG_LOG_OK ? pg_log_error(d->log)
-                                     : "another instance leads this log (it holds the lease); "
-                                       "running as a follower is not supported yet");
-        pg_close(d, false);
-        return COFFER_STORAGE_FAILED;
-    }
+    d->log = leading;
+    d->lease_ms = lease_ms;
     const pg_log_point *tail = pg_log_known_tail(d->log);
     d->durable.last_seq = tail->last_seq;
     memcpy(d->durable.hash, tail->hash, RECORD_HASH_BYTES);

@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #include "log/log.h"
+#include "log/pg_log.h"
 
 /* The file in a data directory whose log is in PostgreSQL (it holds snapshots only). */
 #define PG_DURABLE_MARKER "log-in-postgresql"
@@ -19,12 +20,12 @@
  * conninfo) rather than nothing? */
 bool pg_durable_is_location(const char *location);
 
-/* Connects to the log at `conninfo` (creating or upgrading its tables) and takes the lease:
- * on success this instance leads, its term row (naming `leader_name`, NULL: "") is the log's
- * last row, and log_read_from replays the log up to it. COFFER_STORAGE_FAILED with `error`
- * set when the database cannot be reached or another instance leads. */
-int pg_durable_open(durable_log *log, const char *conninfo, const char *leader_name, char *error,
-                    size_t error_size);
+/* Leads through `leading`, a session that has just won pg_log_try_lead (its term row is the
+ * log's last row): the durable_log takes the session over and ends it at log_close, which
+ * frees the lease. `lease_ms`: the lease the session was taken with (the heartbeat sends a
+ * statement every quarter of it). COFFER_OK or OUT_OF_MEMORY (the session is then the
+ * caller's still). */
+int pg_durable_open(durable_log *log, pg_log *leading, uint32_t lease_ms);
 
 /* The chain position the log ends at (after the term row): what recovery must reach. */
 void pg_durable_log_tail(const durable_log *log, uint64_t *last_seq, uint8_t *hash);

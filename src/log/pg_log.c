@@ -35,9 +35,10 @@ struct pg_log {
     char leader_name[PG_LOG_NAME_BYTES_MAX + 1];
     bool leading;
     bool listening;
-    bool notified; /* a NOTIFY was drained while checking the session: the next wait returns */
-    bool warned;   /* PostgreSQL sent a WARNING during the current statement */
-    bool ending;   /* PostgreSQL said it is ending this session (FATAL) */
+    bool notified;     /* a NOTIFY was drained while checking the session: the next wait returns */
+    bool warned;       /* PostgreSQL sent a WARNING during the current statement */
+    bool ending;       /* PostgreSQL said it is ending this session (FATAL) */
+    uint64_t sessions; /* sessions opened so far */
     uint64_t term;
     pg_log_point tail;
     char error[ERROR_BYTES];
@@ -56,6 +57,11 @@ static const char *const schema_steps[PG_LOG_SCHEMA_VERSION] = {
     " written_at timestamptz NOT NULL DEFAULT now(),"
     " CHECK ((kind = 1 AND last_seq >= seq) OR (kind = 2 AND last_seq = seq - 1)));"
     "CREATE UNIQUE INDEX coffer_log_record_last_seq ON coffer_log (last_seq) WHERE kind = 1;",
+    "CREATE TABLE coffer_members ("
+    " advertise text PRIMARY KEY,"
+    " role smallint NOT NULL,"
+    " applied_seq bigint NOT NULL,"
+    " seen_at timestamptz NOT NULL DEFAULT now());",
 };
 
 #define ROW_COLUMNS 7
@@ -177,6 +183,7 @@ static int connect_session(pg_log *log)
         return PG_LOG_DISCONNECTED;
     }
     PQsetNoticeReceiver(log->conn, notice_receiver, log);
+    log->sessions++;
     if (log->listening && !run_command(log, "LISTEN coffer_log", "LISTEN")) {
         drop_session(log);
         return PG_LOG_DISCONNECTED;
@@ -790,6 +797,15 @@ int pg_log_listen(pg_log *log)
     return run_command(log, "LISTEN coffer_log", "LISTEN") ? PG_LOG_OK : PG_LOG_FAILED;
 }
 
+int pg_log_unlisten(pg_log *log)
+{
+    log->listening = false;
+    log->notified = false;
+    if (connection_lost(log))
+        return PG_LOG_OK; /* a new session does not listen */
+    return run_command(log, "UNLISTEN coffer_log", "UNLISTEN") ? PG_LOG_OK : PG_LOG_FAILED;
+}
+
 int pg_log_wait(pg_log *log, uint32_t timeout_ms, bool *woken)
 {
     bool replaced;
@@ -806,5 +822,78 @@ int pg_log_wait(pg_log *log, uint32_t timeout_ms, bool *woken)
             *woken = true;
     if (connection_lost(log))
         *woken = true; /* the next call reconnects; whatever happened, read again */
+    return PG_LOG_OK;
+}
+
+uint64_t pg_log_sessions(const pg_log *log)
+{
+    return log->sessions;
+}
+
+int pg_log_last_term(pg_log *log, uint64_t *term, char *name, size_t name_size)
+{
+    int status;
+    PGresult *result = run_read(log,
+                                "SELECT term, record FROM coffer_log WHERE kind = 2"
+                                " ORDER BY position DESC LIMIT 1",
+                                0, NULL, "reading the last term", &status);
+    if (result == NULL)
+        return status;
+    *term = 0;
+    if (name_size > 0)
+        name[0] = '\0';
+    if (PQntuples(result) == 1) {
+        *term = column_u64(result, 0, 0);
+        int length = PQgetlength(result, 0, 1);
+        snprintf(name, name_size, "%.*s", length, PQgetvalue(result, 0, 1));
+    }
+    PQclear(result);
+    return PG_LOG_OK;
+}
+
+int pg_log_member_seen(pg_log *log, const char *advertise, int role, uint64_t applied_seq)
+{
+    char role_text[16], seq_text[24];
+    snprintf(role_text, sizeof(role_text), "%d", role);
+    snprintf(seq_text, sizeof(seq_text), "%" PRIu64, applied_seq);
+    const char *values[3] = {advertise, role_text, seq_text};
+    int status;
+    /* An upsert is safe to repeat, so it may go through the retrying read path. */
+    PGresult *result = run_read(log,
+                                "INSERT INTO coffer_members (advertise, role, applied_seq)"
+                                " VALUES ($1, $2, $3) ON CONFLICT (advertise) DO UPDATE SET"
+                                " role = EXCLUDED.role, applied_seq = EXCLUDED.applied_seq,"
+                                " seen_at = now() RETURNING 1",
+                                3, values, "recording this member", &status);
+    PQclear(result);
+    return result != NULL ? PG_LOG_OK : status;
+}
+
+int pg_log_members(pg_log *log, uint32_t within_ms, pg_log_member *out, size_t max, size_t *count)
+{
+    *count = 0;
+    char within[16], limit[24];
+    snprintf(within, sizeof(within), "%" PRIu32, within_ms);
+    snprintf(limit, sizeof(limit), "%zu", max);
+    const char *values[2] = {within, limit};
+    int status;
+    PGresult *result =
+        run_read(log,
+                 "SELECT advertise, role, applied_seq,"
+                 " (extract(epoch FROM seen_at) * 1000)::bigint FROM coffer_members"
+                 " WHERE seen_at > now() - make_interval(secs => $1::double precision / 1000)"
+                 " ORDER BY advertise LIMIT $2",
+                 2, values, "reading the members", &status);
+    if (result == NULL)
+        return status;
+    for (int row = 0; row < PQntuples(result) && *count < max; row++) {
+        pg_log_member *member = &out[(*count)++];
+        snprintf(member->advertise, sizeof(member->advertise), "%.*s", PQgetlength(result, row, 0),
+                 PQgetvalue(result, row, 0));
+        member->role = column_i16(result, row, 1);
+        member->applied_seq = column_u64(result, row, 2);
+        member->seen_at_ms = column_u64(result, row, 3);
+    }
+    PQclear(result);
     return PG_LOG_OK;
 }

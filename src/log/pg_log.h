@@ -13,6 +13,9 @@
  *           the next record links to, record = the leader's name (its advertised URL).
  *   coffer_meta(key text primary key, value text): schema_version, created and upgraded by
  *   pg_log_open (a database with a newer schema is refused).
+ *   coffer_members(advertise text primary key, role smallint, applied_seq bigint,
+ *                  seen_at timestamptz): each instance says about every second what it is and
+ *                  how far it has applied (schema version 2).
  *
  * Who may append: the lease (a session-level advisory lock, and idle_session_timeout so that a
  * paused leader's session, and with it the lock, ends after lease_ms) only decides who tries.
@@ -35,7 +38,7 @@
 
 #include "log/record.h"
 
-#define PG_LOG_SCHEMA_VERSION 1
+#define PG_LOG_SCHEMA_VERSION 2
 #define PG_LOG_LEASE_MS_DEFAULT 2000u
 #define PG_LOG_NAME_BYTES_MAX 256u        /* a leader's name, stored in its term row (cut there) */
 #define PG_LOG_READ_BYTES_MAX (16u << 20) /* records one pg_log_read fetches, about */
@@ -145,11 +148,34 @@ int pg_log_find(pg_log *log, uint64_t last_seq, const uint8_t hash[RECORD_HASH_B
 
 /* Subscribes this session to the appenders' NOTIFY (again after any reconnect). */
 int pg_log_listen(pg_log *log);
+/* Ends the subscription (a leader reads no notifications; they must not pile up). */
+int pg_log_unlisten(pg_log *log);
 /* Waits up to timeout_ms for a NOTIFY; *woken true when one came or the session was replaced
  * (either way: read again). A wake-up says nothing by itself; reading the log does. */
 int pg_log_wait(pg_log *log, uint32_t timeout_ms, bool *woken);
 
 /* The server process of this session (for tests and diagnostics), 0 when not connected. */
 int pg_log_backend_pid(const pg_log *log);
+/* How many sessions this handle has opened so far: a follower that sees it change has been
+ * reconnected, maybe to another primary, and checks that what it applied is still there. */
+uint64_t pg_log_sessions(const pg_log *log);
+
+/* The newest term row: *term (0 when there is none yet) and the leader name it holds, cut to
+ * name_size and NUL-terminated. */
+int pg_log_last_term(pg_log *log, uint64_t *term, char *name, size_t name_size);
+
+/* One instance of the ledger as it last described itself in coffer_members. */
+typedef struct pg_log_member {
+    char advertise[PG_LOG_NAME_BYTES_MAX + 1];
+    int role;             /* the caller's own numbering; pg_log only stores it */
+    uint64_t applied_seq; /* the seq it had applied */
+    uint64_t seen_at_ms;  /* when it said so, by the database's clock, ms since the epoch */
+} pg_log_member;
+
+/* Records that the instance named `advertise` is alive now, in `role`, at `applied_seq`. */
+int pg_log_member_seen(pg_log *log, const char *advertise, int role, uint64_t applied_seq);
+/* The members seen in the last `within_ms`, by name, at most `max` of them, into out[];
+ * *count says how many. */
+int pg_log_members(pg_log *log, uint32_t within_ms, pg_log_member *out, size_t max, size_t *count);
 
 #endif

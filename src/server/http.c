@@ -529,7 +529,7 @@ int server_run(const server_options *options)
     }
     fprintf(stderr, "coffer: serving on %s://%s:%u with data in %s%s%s\n",
             options->tls_certificate_pem ? "https" : "http", options->host, options->port,
-            options->data_dir, options->log_location ? " and the log in PostgreSQL (leading)" : "",
+            options->data_dir, options->log_location ? " and the log in PostgreSQL" : "",
             options->fsync_never ? " (fsync never: NOT DURABLE)" : "");
     int received = 0;
     while (sigwait(&signals, &received) == 0 && received == SIGHUP)

@@ -1,12 +1,16 @@
 /*
- * test_pg_engine.c — the engine leading a log kept in PostgreSQL (coffer_options.log_location)
+ * test_pg_engine.c — engines sharing a log kept in PostgreSQL (coffer_options.log_location)
  * against a primary and synchronous standby from scripts/pg-cluster: a random workload survives
- * a reopen from the snapshot and from the log alone; a killed session fails writes with
- * storage_failed and loses nothing acknowledged; a second engine cannot lead the same log.
- * Without PostgreSQL's binaries the program says so and exits 77 (ctest: skipped).
+ * a reopen from the snapshot and from the log alone; a second engine follows the leader, applies
+ * its writes and refuses its own; when the leader closes the follower takes over with every
+ * acknowledged write; a restarted follower catches up from its snapshot; a follower whose
+ * records the log lost rebuilds; holds expire only by the leader's log; a killed session fails
+ * the write in flight, and its engine steps down and leads again having lost nothing
+ * acknowledged. Without PostgreSQL's binaries the program says so and exits 77 (skipped).
  */
 #include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libpq-fe.h>
@@ -17,7 +21,10 @@
 
 enum {
     SKIPPED_EXIT_CODE = 77,
-    WATCHDOG_SECONDS = 110,
+    WATCHDOG_SECONDS = 170,
+    LEASE_MS = 2000,           /* the log's default lease */
+    TAKEOVER_BOUND_MS = 5000,  /* the lease, then 3 s */
+    CATCH_UP_BOUND_MS = 10000, /* a follower applies what the leader wrote within this */
     ACCOUNTS = 12,
     TRANSFERS = 300,
 };
@@ -51,14 +58,19 @@ static void quiet_log(void *context, const char *line)
     fprintf(stderr, "  engine: %s\n", line);
 }
 
-static int engine_try_open(pg_engine *e, const char *dir, coffer **db)
+static int engine_open_named(pg_engine *e, const char *dir, const char *name, coffer **db)
 {
     coffer_options options;
     coffer_options_init(&options);
     options.log_location = e->conninfo;
-    options.log_name = "http://127.0.0.1:1";
+    options.log_name = name;
     options.log = quiet_log;
     return coffer_open(dir, &options, db);
+}
+
+static int engine_try_open(pg_engine *e, const char *dir, coffer **db)
+{
+    return engine_open_named(e, dir, "http://127.0.0.1:1", db);
 }
 
 static void engine_setup(pg_engine *e, const char *schema)
@@ -177,29 +189,46 @@ static void test_workload_survives_reopen_from_snapshot_and_from_log(void **unus
     coffer_close(e.db);
 }
 
-static void test_second_engine_cannot_lead_and_tools_refuse(void **unused)
+static uint64_t now_ms(void)
 {
-    (void)unused;
-    pg_engine e;
-    engine_setup(&e, "second");
-    char other[80];
-    snprintf(other, sizeof other, "%s-other", e.dir);
-    coffer *second = NULL;
-    assert_int_equal(engine_try_open(&e, other, &second), COFFER_STORAGE_FAILED);
-    assert_null(second);
-    coffer_feed *feed = NULL;
-    assert_int_equal(coffer_feed_open(e.db, &feed), COFFER_NOT_SUPPORTED);
-    sleep(3); /* idle past the 2 s lease: the heartbeat keeps it */
-    assert_int_equal(create_account(e.db, "after-idle", "EUR").code, COFFER_CREATED);
-    coffer_close(e.db);
-    char error[256] = "";
-    assert_int_equal(coffer_dump_dir(e.dir, NULL, NULL, error, sizeof error) == COFFER_OK, false);
-    coffer_dir_report report;
-    assert_int_equal(coffer_verify_dir(e.dir, NULL, NULL, NULL, &report), COFFER_NOT_SUPPORTED);
-    assert_non_null(strstr(report.chain_error, "PostgreSQL"));
-    /* Once the first closed, the second leads, and finds what the first wrote. */
-    assert_int_equal(engine_try_open(&e, other, &second), COFFER_OK);
-    coffer_close(second);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+}
+
+static coffer_cluster_status cluster_of(coffer *db)
+{
+    coffer_cluster_status status;
+    assert_int_equal(coffer_cluster_get(db, &status), COFFER_OK);
+    return status;
+}
+
+/* Waits, bounded, until `db` has the role; the milliseconds it took, or fails the test. */
+static uint64_t wait_role(coffer *db, int role, uint64_t bound_ms)
+{
+    uint64_t start = now_ms();
+    while (cluster_of(db).role != role) {
+        if (now_ms() - start > bound_ms)
+            fail_msg("not %s after %llu ms (role %s)", coffer_role_name(role),
+                     (unsigned long long)bound_ms, coffer_role_name(cluster_of(db).role));
+        usleep(10 * 1000);
+    }
+    return now_ms() - start;
+}
+
+/* Waits, bounded, until the follower has applied what `leader` has. */
+static void wait_applied(coffer *follower, coffer *leader)
+{
+    uint64_t target = cluster_of(leader).applied_seq, start = now_ms();
+    assert_true(target > 0);
+    while (cluster_of(follower).applied_seq < target) {
+        if (now_ms() - start > CATCH_UP_BOUND_MS)
+            fail_msg("the follower applied %llu of %llu",
+                     (unsigned long long)cluster_of(follower).applied_seq,
+                     (unsigned long long)target);
+        usleep(10 * 1000);
+    }
+    assert_int_equal(cluster_of(follower).applied_seq, target);
 }
 
 /* One transfer; the submit's own code when it refused the whole call, else the result's. */
@@ -212,7 +241,324 @@ static int transfer_code(coffer *db, const char *id, const char *from, const cha
     return code != COFFER_OK ? code : result.code;
 }
 
-static void test_killed_session_fails_writes_and_loses_nothing_acknowledged(void **unused)
+/* A write to a follower: the call and every event say not_leader, and nothing is applied. */
+static void assert_follower_refuses(coffer *follower, coffer *leader)
+{
+    coffer_event events[2] = {transfer_event("to-follower-1", "account-0", "account-1", 5),
+                              account_event("to-follower-account", "EUR")};
+    coffer_result results[2];
+    memset(results, 0xff, sizeof results);
+    uint64_t before = cluster_of(follower).applied_seq;
+    assert_int_equal(coffer_submit(follower, events, 2, false, results), COFFER_NOT_LEADER);
+    assert_int_equal(results[0].code, COFFER_NOT_LEADER);
+    assert_int_equal(results[1].code, COFFER_NOT_LEADER);
+    assert_int_equal(results[0].seq, 0);
+    assert_int_equal(coffer_submit(follower, events, 2, true, results), COFFER_NOT_LEADER);
+    assert_int_equal(cluster_of(follower).applied_seq, before);
+    coffer_transfer found;
+    assert_int_equal(coffer_transfer_get(follower, "to-follower-1", &found),
+                     COFFER_TRANSFER_NOT_FOUND);
+    assert_int_equal(coffer_transfer_get(leader, "to-follower-1", &found),
+                     COFFER_TRANSFER_NOT_FOUND);
+}
+
+/* The follower's state is the leader's: accounts, every transfer and each account's history. */
+static void assert_same_ledger(coffer *a, coffer *b, const ledger_state *outcomes)
+{
+    static ledger_state state_a, state_b;
+    memset(&state_a, 0, sizeof state_a);
+    memset(&state_b, 0, sizeof state_b);
+    read_state(a, &state_a, outcomes);
+    read_state(b, &state_b, outcomes);
+    assert_same_accounts(&state_a, &state_b);
+    char id[32];
+    for (int t = 0; t < TRANSFERS; t++) {
+        snprintf(id, sizeof id, "transfer-%d", t);
+        coffer_transfer from_a, from_b;
+        int code = coffer_transfer_get(a, id, &from_a);
+        assert_int_equal(coffer_transfer_get(b, id, &from_b), code);
+        if (code == COFFER_OK) {
+            assert_int_equal(from_a.amount, from_b.amount);
+            assert_int_equal(from_a.seq, from_b.seq);
+            assert_int_equal(from_a.seq, outcomes->seqs[t]);
+        }
+    }
+    static coffer_history_entry history_a[TRANSFERS + 1], history_b[TRANSFERS + 1];
+    for (int i = 0; i < ACCOUNTS; i++) {
+        account_name(id, sizeof id, i);
+        size_t count_a = 0, count_b = 0;
+        assert_int_equal(coffer_history(a, id, 0, TRANSFERS + 1, history_a, &count_a), COFFER_OK);
+        assert_int_equal(coffer_history(b, id, 0, TRANSFERS + 1, history_b, &count_b), COFFER_OK);
+        assert_int_equal(count_a, count_b);
+        assert_true(count_a > 0);
+        for (size_t k = 0; k < count_a; k++) {
+            assert_int_equal(history_a[k].seq, history_b[k].seq);
+            assert_int_equal(history_a[k].balance, history_b[k].balance);
+            assert_string_equal(history_a[k].transfer_id, history_b[k].transfer_id);
+        }
+    }
+}
+
+static bool member_listed(const coffer_cluster_status *status, const char *name, int role)
+{
+    for (size_t i = 0; i < status->members_count; i++)
+        if (strcmp(status->members[i].advertise, name) == 0 && status->members[i].role == role)
+            return true;
+    return false;
+}
+
+/* Waits, bounded, until `db` lists both members in their roles. */
+static void wait_members(coffer *db, const char *leader, const char *follower)
+{
+    uint64_t start = now_ms();
+    for (;;) {
+        coffer_cluster_status status = cluster_of(db);
+        if (member_listed(&status, leader, COFFER_ROLE_LEADER) &&
+            member_listed(&status, follower, COFFER_ROLE_FOLLOWER))
+            return;
+        if (now_ms() - start > 4000)
+            fail_msg("members not listed after 4 s (%zu listed)", status.members_count);
+        usleep(50 * 1000);
+    }
+}
+
+static void test_second_engine_follows_and_tools_refuse(void **unused)
+{
+    (void)unused;
+    pg_engine e;
+    engine_setup(&e, "second");
+    assert_int_equal(create_issuer(e.db, "account-0", "EUR").code, COFFER_CREATED);
+    assert_int_equal(create_account(e.db, "account-1", "EUR").code, COFFER_CREATED);
+    char other[80];
+    snprintf(other, sizeof other, "%s-other", e.dir);
+    coffer *second = NULL;
+    assert_int_equal(engine_open_named(&e, other, "http://127.0.0.1:2", &second), COFFER_OK);
+    coffer_cluster_status status = cluster_of(second);
+    assert_int_equal(status.role, COFFER_ROLE_FOLLOWER);
+    assert_string_equal(status.leader, "http://127.0.0.1:1");
+    assert_int_equal(status.term, cluster_of(e.db).term);
+    assert_int_equal(status.applied_seq, cluster_of(e.db).applied_seq); /* caught up at open */
+    assert_follower_refuses(second, e.db);
+    coffer_feed *feed = NULL;
+    assert_int_equal(coffer_feed_open(e.db, &feed), COFFER_NOT_SUPPORTED);
+    sleep(3); /* idle past the 2 s lease: the heartbeat keeps it */
+    assert_int_equal(cluster_of(second).role, COFFER_ROLE_FOLLOWER);
+    assert_int_equal(create_account(e.db, "after-idle", "EUR").code, COFFER_CREATED);
+    coffer_close(e.db);
+    char error[256] = "";
+    assert_int_equal(coffer_dump_dir(e.dir, NULL, NULL, error, sizeof error) == COFFER_OK, false);
+    coffer_dir_report report;
+    assert_int_equal(coffer_verify_dir(e.dir, NULL, NULL, NULL, &report), COFFER_NOT_SUPPORTED);
+    assert_non_null(strstr(report.chain_error, "PostgreSQL"));
+    /* Once the first closed, the second leads, with what the first wrote. */
+    wait_role(second, COFFER_ROLE_LEADER, TAKEOVER_BOUND_MS);
+    assert_string_equal(cluster_of(second).leader, "http://127.0.0.1:2");
+    assert_int_equal(submit_event(second, account_event("after-idle", "EUR")).code, COFFER_EXISTS);
+    coffer_close(second);
+}
+
+/* Ends the session holding the lease, as a partition or a paused leader would have it ended. */
+static void terminate_lease_session(void)
+{
+    assert_true(sql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+                    " AND classid = 1128680519 AND granted"));
+}
+
+static void test_follower_applies_then_takes_over_and_restarts(void **unused)
+{
+    (void)unused;
+    pg_engine e;
+    engine_setup(&e, "follow");
+    char follower_dir[80];
+    snprintf(follower_dir, sizeof follower_dir, "%s-follower", e.dir);
+    coffer *follower = NULL;
+    assert_int_equal(engine_open_named(&e, follower_dir, "http://127.0.0.1:2", &follower),
+                     COFFER_OK);
+    static ledger_state written;
+    workload(e.db, &written, 11);
+    wait_applied(follower, e.db);
+    assert_same_ledger(e.db, follower, &written);
+    assert_follower_refuses(follower, e.db);
+    coffer_cluster_status status = cluster_of(follower);
+    assert_int_equal(status.role, COFFER_ROLE_FOLLOWER);
+    assert_true(status.ready);
+    assert_true(cluster_of(e.db).ready);
+    wait_members(follower, "http://127.0.0.1:1", "http://127.0.0.1:2");
+
+    /* The leader goes: the follower leads within the lease and 3 s, with every write. */
+    read_state(e.db, &written, &written); /* the balances the leader acknowledged */
+    coffer_close(e.db);
+    uint64_t took_ms = wait_role(follower, COFFER_ROLE_LEADER, TAKEOVER_BOUND_MS);
+    printf("takeover after a clean close: %llu ms\n", (unsigned long long)took_ms);
+    static ledger_state after;
+    memset(&after, 0, sizeof after);
+    read_state(follower, &after, &written);
+    assert_same_accounts(&after, &written);
+    coffer_result again =
+        transfer(follower, "transfer-20", written.from[20], written.to[20], written.amounts[20]);
+    assert_int_equal(again.code,
+                     written.outcomes[20] == COFFER_CREATED ? COFFER_EXISTS : written.outcomes[20]);
+    if (written.outcomes[20] == COFFER_CREATED)
+        assert_int_equal(again.seq, written.seqs[20]);
+    assert_int_equal(transfer(follower, "after-takeover", "account-0", "account-1", 5).code,
+                     COFFER_CREATED);
+
+    /* The old leader restarts from its snapshot and follows; it catches up with new writes. */
+    coffer *restarted = NULL;
+    assert_int_equal(engine_open_named(&e, e.dir, "http://127.0.0.1:1", &restarted), COFFER_OK);
+    assert_int_equal(cluster_of(restarted).role, COFFER_ROLE_FOLLOWER);
+    assert_string_equal(cluster_of(restarted).leader, "http://127.0.0.1:2");
+    assert_int_equal(transfer(follower, "after-restart", "account-0", "account-2", 7).code,
+                     COFFER_CREATED);
+    wait_applied(restarted, follower);
+    assert_same_ledger(follower, restarted, &written);
+    assert_int_equal(transfer_get(restarted, "after-restart").amount, 7);
+
+    /* The leader's session is ended: it steps down; one of the two leads, the other follows. */
+    uint64_t acknowledged = cluster_of(follower).applied_seq, term = cluster_of(follower).term;
+    terminate_lease_session();
+    uint64_t start = now_ms();
+    coffer *leader = NULL, *other = NULL;
+    while (!leader && now_ms() - start < TAKEOVER_BOUND_MS) {
+        usleep(10 * 1000);
+        coffer_cluster_status of_restarted = cluster_of(restarted),
+                              of_follower = cluster_of(follower);
+        if (of_restarted.role == COFFER_ROLE_LEADER && of_restarted.term > term)
+            leader = restarted, other = follower;
+        else if (of_follower.role == COFFER_ROLE_LEADER && of_follower.term > term)
+            leader = follower, other = restarted;
+    }
+    assert_non_null(leader);
+    printf("a leader again %llu ms after its session was ended\n",
+           (unsigned long long)(now_ms() - start));
+    assert_true(cluster_of(leader).applied_seq >= acknowledged);
+    assert_int_equal(transfer_code(leader, "after-terminate", "account-0", "account-3"),
+                     COFFER_CREATED);
+    wait_role(other, COFFER_ROLE_FOLLOWER, TAKEOVER_BOUND_MS);
+    wait_applied(other, leader);
+    assert_same_ledger(leader, other, &written);
+    assert_follower_refuses(other, leader);
+    assert_int_equal(transfer_get(other, "after-terminate").amount, 10);
+    coffer_close(restarted);
+    coffer_close(follower);
+}
+
+/* A session of the test itself, on the test's schema, that queues for the log's lease: it gets
+ * it as soon as the leader's session lets go, before any follower's next try. */
+static PGconn *queue_for_lease(const pg_engine *e)
+{
+    PGconn *conn = PQconnectdb(e->conninfo);
+    assert_int_equal(PQsendQuery(conn, "SELECT pg_advisory_lock(1128680519,"
+                                       " hashtext(coalesce(current_schema(), '')))"),
+                     1);
+    return conn;
+}
+
+static void lease_taken(PGconn *conn)
+{
+    PGresult *result = PQgetResult(conn); /* waits for the lock */
+    assert_int_equal(PQresultStatus(result), PGRES_TUPLES_OK);
+    PQclear(result);
+    assert_null(PQgetResult(conn));
+}
+
+static void test_follower_rebuilds_when_the_log_lost_what_it_applied(void **unused)
+{
+    (void)unused;
+    pg_engine e;
+    engine_setup(&e, "lost");
+    char follower_dir[80];
+    snprintf(follower_dir, sizeof follower_dir, "%s-follower", e.dir);
+    coffer *follower = NULL;
+    assert_int_equal(engine_open_named(&e, follower_dir, "http://127.0.0.1:2", &follower),
+                     COFFER_OK);
+    create_issuer(e.db, "issuer", "EUR");
+    create_account(e.db, "shop", "EUR");
+    char id[32];
+    for (int t = 0; t < 10; t++) {
+        snprintf(id, sizeof id, "payment-%d", t);
+        fund(e.db, id, "issuer", "shop", 10);
+    }
+    wait_applied(follower, e.db);
+    /* The leader goes, and the lease stays taken (by this test), so the follower follows on. */
+    PGconn *lease = queue_for_lease(&e);
+    coffer_close(e.db);
+    lease_taken(lease);
+    assert_int_equal(cluster_of(follower).role, COFFER_ROLE_FOLLOWER);
+    /* A PostgreSQL failover that lost the last three records. */
+    assert_true(sql("DELETE FROM lost.coffer_log WHERE position >"
+                    " (SELECT max(position) - 3 FROM lost.coffer_log)"));
+    assert_true(sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = 'coffer'")); /* the follower reconnects */
+    uint64_t start = now_ms();
+    coffer_transfer found;
+    while (coffer_transfer_get(follower, "payment-9", &found) != COFFER_TRANSFER_NOT_FOUND ||
+           coffer_transfer_get(follower, "payment-6", &found) != COFFER_OK) {
+        if (now_ms() - start > CATCH_UP_BOUND_MS)
+            fail_msg("the follower did not rebuild to what the log holds");
+        usleep(10 * 1000);
+    }
+    assert_int_equal(coffer_transfer_get(follower, "payment-7", &found), COFFER_TRANSFER_NOT_FOUND);
+    assert_int_equal(balance_of(follower, "shop"), 70);
+    /* The lease frees: the follower leads from what the log holds. */
+    PQfinish(lease);
+    wait_role(follower, COFFER_ROLE_LEADER, TAKEOVER_BOUND_MS);
+    assert_int_equal(transfer(follower, "payment-7", "issuer", "shop", 10).code, COFFER_CREATED);
+    assert_int_equal(balance_of(follower, "shop"), 80);
+    coffer_close(follower);
+}
+
+/* A transfer's state, or COFFER_STATE_NONE while the instance does not have it. */
+static int state_of(coffer *db, const char *id)
+{
+    coffer_transfer found;
+    return coffer_transfer_get(db, id, &found) == COFFER_OK ? found.state : COFFER_STATE_NONE;
+}
+
+static void test_holds_expire_from_the_leaders_log_only(void **unused)
+{
+    (void)unused;
+    pg_engine e;
+    engine_setup(&e, "expiry");
+    char follower_dir[80];
+    snprintf(follower_dir, sizeof follower_dir, "%s-follower", e.dir);
+    coffer *follower = NULL;
+    assert_int_equal(engine_open_named(&e, follower_dir, "http://127.0.0.1:2", &follower),
+                     COFFER_OK);
+    create_issuer(e.db, "issuer", "EUR");
+    create_account(e.db, "shop", "EUR");
+    fund(e.db, "funding", "issuer", "shop", 100);
+    assert_int_equal(hold(e.db, "swept-by-leader", "shop", "issuer", 10, 200).code, COFFER_CREATED);
+    uint64_t start = now_ms(); /* the leader's timer sweeps it; the follower applies that */
+    while (state_of(follower, "swept-by-leader") != COFFER_STATE_EXPIRED) {
+        if (now_ms() - start > CATCH_UP_BOUND_MS)
+            fail_msg("the leader's expiry did not reach the follower");
+        usleep(10 * 1000);
+    }
+    assert_int_equal(hold(e.db, "due-while-following", "shop", "issuer", 30, 500).code,
+                     COFFER_CREATED);
+    wait_applied(follower, e.db);
+    /* The leader goes before the hold is due, and the lease stays taken: nobody leads. */
+    PGconn *lease = queue_for_lease(&e);
+    coffer_close(e.db);
+    lease_taken(lease);
+    usleep(1500 * 1000);
+    assert_int_equal(transfer_get(follower, "due-while-following").state, COFFER_STATE_PENDING);
+    assert_int_equal(available_of(follower, "shop"), 70);
+    /* Once it leads, the follower sweeps it. */
+    PQfinish(lease);
+    wait_role(follower, COFFER_ROLE_LEADER, TAKEOVER_BOUND_MS);
+    start = now_ms();
+    while (state_of(follower, "due-while-following") != COFFER_STATE_EXPIRED) {
+        if (now_ms() - start > 3000)
+            fail_msg("the new leader did not sweep a due hold");
+        usleep(10 * 1000);
+    }
+    assert_int_equal(available_of(follower, "shop"), 100);
+    coffer_close(follower);
+}
+
+static void test_killed_session_fails_the_write_then_leads_again(void **unused)
 {
     (void)unused;
     pg_engine e;
@@ -224,19 +570,27 @@ static void test_killed_session_fails_writes_and_loses_nothing_acknowledged(void
         snprintf(id, sizeof id, "before-%d", t);
         fund(e.db, id, "issuer", "shop", 10);
     }
-    assert_true(sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE application_name = 'coffer'"));
-    usleep(100 * 1000);
-    assert_int_equal(transfer_code(e.db, "after-kill", "issuer", "shop"), COFFER_STORAGE_FAILED);
-    assert_int_equal(coffer_health(e.db), COFFER_STORAGE_FAILED);
-    assert_int_equal(transfer_code(e.db, "after-kill-2", "issuer", "shop"), COFFER_STORAGE_FAILED);
-    engine_reopen(&e);
+    uint64_t term = cluster_of(e.db).term;
+    terminate_lease_session();
+    /* The write in flight is never acknowledged: the session that would log it is gone. */
+    assert_int_not_equal(transfer_code(e.db, "after-kill", "issuer", "shop"), COFFER_CREATED);
+    /* The engine steps down, rebuilds from its snapshot and the log, and leads again. */
+    uint64_t start = now_ms();
+    while (cluster_of(e.db).role != COFFER_ROLE_LEADER || cluster_of(e.db).term <= term) {
+        if (now_ms() - start > TAKEOVER_BOUND_MS)
+            fail_msg("not leading again after %d ms", TAKEOVER_BOUND_MS);
+        usleep(10 * 1000);
+    }
+    assert_int_equal(coffer_health(e.db), COFFER_OK);
     coffer_account shop;
     assert_int_equal(coffer_account_get(e.db, "shop", COFFER_AT_NOW, 0, &shop), COFFER_OK);
     assert_int_equal(shop.balance, 200); /* every acknowledged write, nothing refused */
     coffer_transfer found;
     assert_int_equal(coffer_transfer_get(e.db, "after-kill", &found), COFFER_TRANSFER_NOT_FOUND);
-    assert_int_equal(transfer(e.db, "after-reopen", "issuer", "shop", 10).code, COFFER_CREATED);
+    assert_int_equal(transfer(e.db, "after-lead-again", "issuer", "shop", 10).code, COFFER_CREATED);
+    engine_reopen(&e);
+    assert_int_equal(coffer_account_get(e.db, "shop", COFFER_AT_NOW, 0, &shop), COFFER_OK);
+    assert_int_equal(shop.balance, 210);
     coffer_close(e.db);
 }
 
@@ -279,8 +633,11 @@ int main(void)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_workload_survives_reopen_from_snapshot_and_from_log),
-        cmocka_unit_test(test_second_engine_cannot_lead_and_tools_refuse),
-        cmocka_unit_test(test_killed_session_fails_writes_and_loses_nothing_acknowledged),
+        cmocka_unit_test(test_second_engine_follows_and_tools_refuse),
+        cmocka_unit_test(test_follower_applies_then_takes_over_and_restarts),
+        cmocka_unit_test(test_follower_rebuilds_when_the_log_lost_what_it_applied),
+        cmocka_unit_test(test_holds_expire_from_the_leaders_log_only),
+        cmocka_unit_test(test_killed_session_fails_the_write_then_leads_again),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     alarm(0);

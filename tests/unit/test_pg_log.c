@@ -274,15 +274,31 @@ static void test_schema_created_then_kept_and_newer_refused(void **state)
     (void)state;
     const char *conninfo = conninfo_for("schema_test", false);
     pg_log *log = open_log(conninfo, "http://a", 0);
-    sql_expect("SELECT value FROM schema_test.coffer_meta WHERE key = 'schema_version'", "1");
+    sql_expect("SELECT value FROM schema_test.coffer_meta WHERE key = 'schema_version'", "2");
     chain written = {0};
     lead(log, 1);
     assert_int_equal(append_next(log, &written, 3), PG_LOG_OK);
     pg_log_close(log);
 
-    /* A second start upgrades nothing and keeps every row. */
+    /* A database of version 1 (no coffer_members) is upgraded and keeps every row. */
+    free(sql("DROP TABLE schema_test.coffer_members"));
+    free(sql("UPDATE schema_test.coffer_meta SET value = '1' WHERE key = 'schema_version'"));
     log = open_log(conninfo, "http://a", 0);
-    sql_expect("SELECT value FROM schema_test.coffer_meta WHERE key = 'schema_version'", "1");
+    sql_expect("SELECT value FROM schema_test.coffer_meta WHERE key = 'schema_version'", "2");
+    assert_int_equal(pg_log_member_seen(log, "http://a", 1, 3), PG_LOG_OK);
+    pg_log_member members[2];
+    size_t count = 0;
+    assert_int_equal(pg_log_members(log, 10000, members, 2, &count), PG_LOG_OK);
+    assert_int_equal(count, 1);
+    assert_string_equal(members[0].advertise, "http://a");
+    assert_int_equal(members[0].role, 1);
+    assert_int_equal(members[0].applied_seq, 3);
+    assert_true(members[0].seen_at_ms > 1600000000000ull);
+    uint64_t term = 0;
+    char name[64];
+    assert_int_equal(pg_log_last_term(log, &term, name, sizeof name), PG_LOG_OK);
+    assert_int_equal(term, 1);
+    assert_string_equal(name, "http://a");
     sql_expect("SELECT count(*) FROM schema_test.coffer_log", "2");
     pg_log_point tail;
     assert_int_equal(pg_log_read_tail(log, &tail), PG_LOG_OK);
@@ -292,13 +308,13 @@ static void test_schema_created_then_kept_and_newer_refused(void **state)
     pg_log_close(log);
 
     /* A schema from a newer coffer is refused and left as it is. */
-    free(sql("UPDATE schema_test.coffer_meta SET value = '2' WHERE key = 'schema_version'"));
+    free(sql("UPDATE schema_test.coffer_meta SET value = '3' WHERE key = 'schema_version'"));
     char error[512] = "";
     log = (pg_log *)&error; /* must be reset to NULL */
     assert_int_equal(pg_log_open(conninfo, NULL, &log, error, sizeof(error)), PG_LOG_SCHEMA_NEWER);
     assert_null(log);
     assert_non_null(strstr(error, "newer"));
-    sql_expect("SELECT value FROM schema_test.coffer_meta WHERE key = 'schema_version'", "2");
+    sql_expect("SELECT value FROM schema_test.coffer_meta WHERE key = 'schema_version'", "3");
     chain_free(&written);
 }
 
