@@ -5,11 +5,14 @@ for ?min_seq / Coffer-Min-Seq: answered as soon as another client's write makes 
 write, so the 307 / 503 no_leader answers are covered by tests/unit/test_cluster_http.c and
 test_cluster.py (two instances sharing a log in PostgreSQL)."""
 
+import http.server
+import json
+import subprocess
 import threading
 import time
 import unittest
 
-from harness import SLOW, ServerTestCase, quote, uid
+from harness import SLOW, ServerTestCase, coffer_binary, free_port, quote, uid
 
 MIN_SEQ_WAIT_S = 5.0  # CLUSTER_MIN_SEQ_WAIT_MS
 
@@ -160,6 +163,131 @@ class ClusterTokens(ServerTestCase):
             self.assertEqual(r.status, 200, r)
             self.assertEqual(r.json()["role"], "standalone")
         self.assertEqual(self.client.get("/readyz").status, 200)  # a probe needs none
+
+
+class Stub:
+    """An HTTP server on a free loopback port that answers every request with answer(handler,
+    body) -> (status, headers, body), recording what it was sent; a follower to the CLI."""
+
+    def __init__(self, answer):
+        self.requests = []
+        stub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def handle_one(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                stub.requests.append((self.command, self.path, body))
+                status, headers, payload = answer(self, body)
+                self.send_response(status)
+                for name, value in headers + [("Content-Length", str(len(payload)))]:
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = handle_one
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def problem(code, status, **extra):
+    body = {"type": "urn:coffer:error:" + code, "title": code, "status": status, "code": code,
+            "detail": code}
+    body.update(extra)
+    return json.dumps(body).encode()
+
+
+class ClusterCli(ServerTestCase):
+    """`coffer` with several servers: a 307 is followed with the same body, an instance that
+    cannot be reached or knows no leader hands the request to the next."""
+
+    def coffer(self, *args):
+        return subprocess.run([coffer_binary()] + list(args), capture_output=True, text=True,
+                              timeout=30 * SLOW)
+
+    def leader(self):
+        return "http://127.0.0.1:%d" % self.server.port
+
+    def stub(self, answer):
+        stub = Stub(answer)
+        self.addCleanup(stub.close)
+        return stub
+
+    def test_a_write_sent_to_a_follower_is_redirected_with_its_body(self):
+        leader = self.leader()
+        follower = self.stub(lambda handler, body: (
+            307, [("Location", leader + handler.path),
+                  ("Content-Type", "application/problem+json")],
+            problem("not_leader", 307, leader=leader)))
+        account_id = uid("acct")
+        run = self.coffer("--server", follower.url, "--json", "account", "create", account_id,
+                          "--currency", "KRW")
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertEqual(json.loads(run.stdout)["id"], account_id)
+        self.assertEqual(len(follower.requests), 1)
+        method, path, body = follower.requests[0]
+        self.assertEqual((method, path), ("POST", "/v1/accounts"))
+        self.assertEqual(json.loads(body)["id"], account_id)
+        self.assertEqual(self.get_account(account_id)["id"], account_id)
+
+    def test_redirects_are_bounded(self):
+        loop = self.stub(lambda handler, body: (
+            307, [("Location", "http://127.0.0.1:%d%s" % (handler.server.server_address[1],
+                                                         handler.path)),
+                  ("Content-Type", "application/problem+json")],
+            problem("not_leader", 307, leader="elsewhere")))
+        run = self.coffer("--server", loop.url, "account", "create", uid("acct"), "--currency",
+                          "KRW")
+        self.assertEqual(run.returncode, 1, run.stderr)
+        self.assertIn("not_leader", run.stderr)
+        self.assertEqual(len(loop.requests), 5)  # the first try and four hops
+
+    def test_unreachable_and_leaderless_servers_are_skipped(self):
+        dead = "http://127.0.0.1:%d" % free_port()
+        leaderless = self.stub(lambda handler, body: (
+            503, [("Retry-After", "1"), ("Content-Type", "application/problem+json")],
+            problem("no_leader", 503)))
+        account_id = uid("acct")
+        run = self.coffer("--server", dead + "," + leaderless.url, "--server", self.leader(),
+                          "--json", "account", "create", account_id, "--currency", "KRW")
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertIn("cannot be reached; trying the next server", run.stderr)
+        self.assertIn("knows no leader; trying the next server", run.stderr)
+        self.assertEqual(len(leaderless.requests), 1)
+        self.assertEqual(self.get_account(account_id)["id"], account_id)
+        run = self.coffer("cluster", "status", "--server", dead)
+        self.assertEqual(run.returncode, 3, run.stderr)
+
+    def test_cluster_status(self):
+        run = self.coffer("cluster", "status", "--server", self.leader())
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertIn("%s: standalone, ready" % self.leader(), run.stdout)
+        run = self.coffer("--json", "cluster", "status", "--server", self.leader())
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertEqual(json.loads(run.stdout)["role"], "standalone")
+
+    def test_bench_loads_the_leader_a_follower_names(self):
+        leader = self.leader()
+        follower = self.stub(lambda handler, body: (
+            200, [("Content-Type", "application/json")],
+            json.dumps({"role": "follower", "leader": leader, "term": 2, "applied_seq": 1,
+                        "ready": True, "members": []}).encode()))
+        run = self.coffer("bench", "--server", follower.url + "," + leader, "--duration", "1",
+                          "--connections", "2", "--accounts", "10")
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertIn("the leader is " + leader, run.stderr)
+        self.assertEqual([(m, p) for m, p, _ in follower.requests], [("GET", "/v1/cluster")])
+        self.assertGreater(json.loads(run.stdout.splitlines()[-1])["requests"], 0)
 
 
 if __name__ == "__main__":
