@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/client.h"
 #include "cli/feed_bench.h"
 #include "cli/load.h"
 #include "cli/options.h"
@@ -48,7 +49,9 @@ enum {
 static const cli_option bench_options[] = {
     {BENCH_EMBEDDED, "--embedded", NULL, "run the engine in this process"},
     {BENCH_SERVER, "--server", "URL",
-     "keep-alive HTTP load on a running server (http:// or\nhttps://)"},
+     "keep-alive HTTP load on a running server (http:// or\nhttps://); several instances: "
+     "comma separated or repeated,\nthe load goes to their leader",
+     true},
     {BENCH_REOPEN, "--reopen", "DIR",
      "time recovery of a data directory (e.g. one kept by\n--embedded --durable DIR --keep)"},
     {BENCH_FEED, "--feed", "DIR",
@@ -486,6 +489,16 @@ static int bench_server(const cli_parsed *parsed, const cli_globals *globals)
         !cli_value_u64(&bench_spec, parsed, BENCH_SEED, 0, UINT64_MAX, &arguments.seed))
         return CLI_EXIT_USAGE;
     arguments.workload = workloads[workload];
+    /* Several instances: the load goes to their leader (one alone is loaded as it is). */
+    char leader[CLIENT_SERVER_BYTES_MAX];
+    if (arguments.url && strchr(arguments.url, ',')) {
+        int status = client_find_leader(arguments.url, arguments.token, arguments.cacert, leader,
+                                        sizeof leader);
+        if (status != CLI_GO_ON)
+            return status;
+        fprintf(stderr, "coffer bench: the leader is %s\n", leader);
+        arguments.url = leader;
+    }
     return cli_bench_server(&arguments);
 }
 

@@ -30,12 +30,13 @@ int cli_serve(int argc, char **argv, const cli_globals *globals);
 int cli_codes(int argc, char **argv, const cli_globals *globals);
 int cli_token(int argc, char **argv, const cli_globals *globals);
 /* Commands that talk to a server (--server URL, --json): account.c, transfer.c, events.c,
- * client.c. */
+ * cluster.c, client.c. */
 int cli_account(int argc, char **argv, const cli_globals *globals);
 int cli_transfer(int argc, char **argv, const cli_globals *globals);
 int cli_hold(int argc, char **argv, const cli_globals *globals);
 int cli_health(int argc, char **argv, const cli_globals *globals);
 int cli_events(int argc, char **argv, const cli_globals *globals);
+int cli_cluster(int argc, char **argv, const cli_globals *globals);
 
 /* Prints "coffer: <reason>" and returns CLI_EXIT_USAGE. */
 int cli_usage_error(const char *format, ...) __attribute__((format(printf, 1, 2)));

@@ -12,7 +12,9 @@
 
 const cli_option client_common_options[CLIENT_COMMON_COUNT] = {
     {OPTION_SERVER, "--server", "URL",
-     "the server (default: $" CLIENT_SERVER_ENV ", else " CLIENT_DEFAULT_SERVER ")"},
+     "the server (default: $" CLIENT_SERVER_ENV ", else " CLIENT_DEFAULT_SERVER ");\n"
+     "several instances: comma separated or repeated, tried in order",
+     true},
     {OPTION_TOKEN, "--token", "TOKEN", "the bearer token to send (default: $COFFER_TOKEN)"},
     {OPTION_JSON, "--json", NULL, "print the server's JSON instead of text"},
 };

@@ -22,6 +22,11 @@
 #define CLIENT_URL_BYTES_MAX 4096
 #define CLIENT_NUMBER_BYTES 32
 #define CLIENT_ID_BYTES 64
+/* --server may name several instances of one ledger (comma separated, or repeated). */
+#define CLIENT_SERVERS_MAX 8
+#define CLIENT_SERVER_BYTES_MAX (CLIENT_URL_BYTES_MAX / 2)
+/* 307 redirects followed for one request: to the leader, at most this many hops. */
+#define CLIENT_REDIRECTS_MAX 4
 
 /* The options of every client command, by the id their values are kept under. */
 enum client_option {
@@ -61,7 +66,11 @@ extern const cli_option client_common_options[];
 
 typedef struct client {
     CURL *curl;
-    char server[CLIENT_URL_BYTES_MAX]; /* base URL, no trailing '/' */
+    char server[CLIENT_SERVER_BYTES_MAX]; /* the base URL in use, no trailing '/' */
+    /* Every server given, in order; requests go to `server` and move on to the next one when
+     * it cannot be reached or has no leader (client_call). */
+    char servers[CLIENT_SERVERS_MAX][CLIENT_SERVER_BYTES_MAX];
+    size_t server_count, server_current;
     bool json;
     const char *token; /* sent as Authorization: Bearer; NULL: none */
     /* For a write: what to run to learn its outcome when the answer is lost. */
@@ -77,13 +86,15 @@ typedef struct response {
     bool replayed; /* Idempotent-Replayed: true */
     char request_id[128];
     char retry_after[32];
-    json_t *json; /* the body when it is a JSON object, else NULL */
+    char location[CLIENT_URL_BYTES_MAX]; /* a redirect's Location */
+    json_t *json;                        /* the body when it is a JSON object, else NULL */
 } response;
 
 /* A URL under construction; overflow is sticky and checked once before sending. */
 typedef struct url_builder {
     char text[CLIENT_URL_BYTES_MAX];
     size_t length;
+    size_t base_length; /* the server's part; the path and query follow */
     bool overflow, has_query;
 } url_builder;
 
@@ -95,9 +106,10 @@ typedef struct client_command {
 
 /* ---- transport.c -------------------------------------------------------------------------- */
 
-/* The server from --server (after the command, else before it), $COFFER_SERVER or the
- * default; libcurl set up, trusting the CAs in `cacert` (a PEM file; NULL: --cacert's default,
- * $COFFER_CACERT, else the system's). CLI_GO_ON or an exit code. client_close() in every case. */
+/* The servers from --server (after the command, else before it), $COFFER_SERVER or the
+ * default: one URL or several, comma separated; libcurl set up, trusting the CAs in `cacert` (a PEM
+ * file; NULL: --cacert's default, $COFFER_CACERT, else the system's). CLI_GO_ON or an exit code.
+ * client_close() in every case. */
 int client_open(client *server, const char *url, const char *cacert, bool json);
 void client_close(client *server);
 /* Appends text; with escape, percent-encodes all but [A-Za-z0-9._~:@-]. */
@@ -108,11 +120,23 @@ void url_start(url_builder *url, const client *server, const char *path);
 void url_query(url_builder *url, const char *name, const char *value);
 /* Sends one request (a body makes it a POST) and reads the whole answer. CLI_GO_ON when an
  * HTTP answer arrived, of any status; CLIENT_CALL_STOPPED when the command aborted it; else
- * the exit code, with the reason printed. The caller frees the response. */
+ * the exit code, with the reason printed. The caller frees the response. With several
+ * servers, one that cannot be reached or answers 503 no_leader hands the request to the next
+ * (the rest of the URL kept); a 307 is followed to its Location, the same body sent again (a
+ * write's id makes that safe), at most CLIENT_REDIRECTS_MAX times. The server that answered
+ * becomes `server` for the requests that follow. */
 int client_call(client *server, const url_builder *url, const char *body,
                 const char *idempotency_key, response *answer);
 void response_free(response *answer);
 bool response_is_success(const response *answer);
+
+/* ---- cluster.c ---------------------------------------------------------------------------- */
+
+/* The leader among `urls` (comma separated): asks them in order for GET /v1/cluster and takes
+ * the first that leads (or is standalone), or the leader a follower names. Its URL into out;
+ * CLI_GO_ON, or an exit code after saying why. */
+int client_find_leader(const char *urls, const char *token, const char *cacert, char *out,
+                       size_t size);
 
 /* ---- render.c ----------------------------------------------------------------------------- */
 

@@ -32,6 +32,8 @@ static const command_entry commands[] = {
      TAKES_SERVER | TAKES_JSON},
     {"events", "print a server's changes in order, one per line; --follow waits\nfor new ones",
      cli_events, TAKES_SERVER | TAKES_JSON},
+    {"cluster", "'cluster status': a server's role, its leader and the members", cli_cluster,
+     TAKES_SERVER | TAKES_JSON},
     {"bench", "run the engine in-process (--embedded) or a server (--server URL) under load",
      cli_bench, TAKES_SERVER},
     {"verify",
@@ -50,7 +52,9 @@ enum { GLOBAL_SERVER, GLOBAL_JSON, GLOBAL_VERSION, GLOBAL_TOKEN, GLOBAL_CACERT }
 static const cli_option global_options[] = {
     {GLOBAL_SERVER, "--server", "URL",
      "the server of the client commands (default: $COFFER_SERVER,\n"
-     "else http://127.0.0.1:8080)"},
+     "else http://127.0.0.1:8080); several instances of one ledger:\n"
+     "comma separated or repeated",
+     true},
     {GLOBAL_JSON, "--json", NULL, "print JSON instead of text"},
     {GLOBAL_TOKEN, "--token", "TOKEN",
      "the bearer token the client commands send (default:\n$COFFER_TOKEN; see 'coffer token')"},

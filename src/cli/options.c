@@ -58,6 +58,27 @@ static const char *option_name(const cli_spec *spec, int id)
     return "?";
 }
 
+/* A repeated option's next value (after its '=' or in the next argument), appended to the
+ * ones before it with a ','. */
+static int join_value(const cli_spec *spec, const cli_option *option, int argc, char **argv,
+                      int *index, const char *equals, cli_parsed *out)
+{
+    const char *value = equals ? equals + 1 : *index + 1 < argc ? argv[++*index] : NULL;
+    if (!value)
+        return usage(spec, false, "%s needs a value (%s)", option->name, option->value_name);
+    const char *before = out->values[option->id];
+    size_t length = strlen(before), added = strlen(value);
+    if (length + 1 + added >= sizeof out->joined)
+        return usage(spec, false, "%s: the values given are longer than %d bytes together",
+                     option->name, CLI_JOINED_BYTES - 1);
+    if (before != out->joined)
+        memcpy(out->joined, before, length);
+    out->joined[length] = ',';
+    memcpy(out->joined + length + 1, value, added + 1);
+    out->values[option->id] = out->joined;
+    return CLI_GO_ON;
+}
+
 /* Takes argv[*index] (an option, maybe "--name=value") and its value. */
 static int parse_option(const cli_spec *spec, int argc, char **argv, int *index, cli_parsed *out)
 {
@@ -68,6 +89,8 @@ static int parse_option(const cli_spec *spec, int argc, char **argv, int *index,
         return usage(spec, true, "unknown option '%.*s'", (int)name_length, arg);
     if (option->id < 0 || option->id >= CLI_OPTION_IDS_MAX)
         abort(); /* a table error: ids index cli_parsed.values */
+    if (out->values[option->id] && option->repeats && option->value_name)
+        return join_value(spec, option, argc, argv, index, equals, out);
     if (out->values[option->id])
         return usage(spec, false, "%s given twice", option->name);
     if (!option->value_name) {

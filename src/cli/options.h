@@ -13,6 +13,7 @@
 
 #define CLI_OPTION_IDS_MAX 32 /* option ids of one command are below this */
 #define CLI_OPERANDS_MAX 2
+#define CLI_JOINED_BYTES 8192 /* the values of a repeated option, joined */
 /* Returned by a step that did not end the command: go on with the next one. */
 #define CLI_GO_ON (-1)
 
@@ -21,6 +22,8 @@ typedef struct cli_option {
     const char *name;       /* "--listen" */
     const char *value_name; /* "HOST:PORT"; NULL for a switch that takes no value */
     const char *help;       /* one line; '\n' starts a continuation line */
+    bool repeats; /* may be given several times: the values are joined with ',' (at most one
+                     such option per command) */
 } cli_option;
 
 /* One command: its name for messages, its synopsis and text for --help, its options. */
@@ -44,6 +47,9 @@ typedef struct cli_parsed {
     const char *operands[CLI_OPERANDS_MAX];
     size_t operand_count;
     int rest; /* the first argument not parsed (argc when all were) */
+    /* A repeated option's values, joined; its entry in `values` points here, so a cli_parsed
+     * is used where it was parsed into, never copied. */
+    char joined[CLI_JOINED_BYTES];
 } cli_parsed;
 
 /* Parses argv[1..argc) (argv[0] is the command's word). CLI_GO_ON when parsed; 0 after

@@ -42,6 +42,7 @@ void url_start(url_builder *url, const client *server, const char *path)
 {
     *url = (url_builder){0};
     url_append(url, server->server, false);
+    url->base_length = url->length;
     url_append(url, path, false);
 }
 
@@ -78,7 +79,7 @@ static size_t on_header(char *data, size_t size, size_t count, void *context)
     size_t length = size * count;
     if (length >= 5 && !strncmp(data, "HTTP/", 5)) { /* a new response (after a 1xx) */
         answer->replayed = false;
-        answer->request_id[0] = answer->retry_after[0] = 0;
+        answer->request_id[0] = answer->retry_after[0] = answer->location[0] = 0;
     }
     char replayed[16] = "";
     header_copy(data, length, "Idempotent-Replayed", replayed, sizeof replayed);
@@ -86,6 +87,7 @@ static size_t on_header(char *data, size_t size, size_t count, void *context)
         answer->replayed = !strcasecmp(replayed, "true");
     header_copy(data, length, "X-Request-Id", answer->request_id, sizeof answer->request_id);
     header_copy(data, length, "Retry-After", answer->retry_after, sizeof answer->retry_after);
+    header_copy(data, length, "Location", answer->location, sizeof answer->location);
     return length;
 }
 
@@ -124,22 +126,42 @@ void response_free(response *answer)
     *answer = (response){0};
 }
 
-/* Checks and keeps the server's base URL: http(s)://host[:port][/prefix], no query. */
-static int client_set_server(client *server, const char *url)
+/* Whether `url` is a base URL: http(s)://host[:port][/prefix], no query. */
+static bool base_url_valid(const char *url)
 {
-    size_t length = strlen(url);
     bool http = !strncasecmp(url, "http://", 7) || !strncasecmp(url, "https://", 8);
     CURLU *parsed = curl_url();
-    bool valid = parsed && http && length < CLIENT_URL_BYTES_MAX / 2 &&
+    bool valid = parsed && http && strlen(url) < CLIENT_SERVER_BYTES_MAX &&
                  !strpbrk(url, "?# \t\r\n") &&
                  curl_url_set(parsed, CURLUPART_URL, url, 0) == CURLUE_OK;
     curl_url_cleanup(parsed);
-    if (!valid)
-        return cli_usage_error("--server needs an http:// or https:// URL, not '%s'", url);
-    while (length && url[length - 1] == '/')
-        length--;
-    memcpy(server->server, url, length);
-    server->server[length] = 0;
+    return valid;
+}
+
+/* Checks and keeps the servers' base URLs, comma separated, each without its trailing '/'. */
+static int client_set_servers(client *server, const char *urls)
+{
+    server->server_count = server->server_current = 0;
+    for (const char *at = urls;;) {
+        size_t length = strcspn(at, ",");
+        char url[CLIENT_SERVER_BYTES_MAX];
+        if (length >= sizeof url)
+            return cli_usage_error("--server: a URL longer than %d bytes",
+                                   CLIENT_SERVER_BYTES_MAX - 1);
+        memcpy(url, at, length);
+        url[length] = 0;
+        if (!base_url_valid(url))
+            return cli_usage_error("--server needs an http:// or https:// URL, not '%s'", url);
+        if (server->server_count == CLIENT_SERVERS_MAX)
+            return cli_usage_error("--server: at most %d servers", CLIENT_SERVERS_MAX);
+        while (length && url[length - 1] == '/')
+            url[--length] = 0;
+        memcpy(server->servers[server->server_count++], url, length + 1);
+        if (!at[length])
+            break;
+        at += length + 1;
+    }
+    memcpy(server->server, server->servers[0], sizeof server->server);
     return CLI_GO_ON;
 }
 
@@ -169,7 +191,7 @@ int client_open(client *server, const char *url, const char *cacert, bool json)
         fprintf(stderr, "coffer: cannot start libcurl\n");
         return CLI_EXIT_ERROR;
     }
-    int status = client_set_server(server, url);
+    int status = client_set_servers(server, url);
     if (status == CLI_GO_ON)
         status = client_set_cacert(server, cacert);
     if (status != CLI_GO_ON)
@@ -202,16 +224,16 @@ void client_close(client *server)
 }
 
 /* No answer at all: say which server, and for a write that went out, how to learn its fate. */
-static int report_transport_error(client *server, const url_builder *url, CURLcode result,
+static int report_transport_error(client *server, const char *target, CURLcode result,
                                   const response *answer)
 {
     if (answer->too_large || result == CURLE_FILESIZE_EXCEEDED) {
-        fprintf(stderr, "error: the answer from %s is larger than %zu MiB\n", url->text,
+        fprintf(stderr, "error: the answer from %s is larger than %zu MiB\n", target,
                 CLIENT_RESPONSE_BYTES_MAX >> 20);
         return CLI_EXIT_ERROR;
     }
     if (answer->out_of_memory) {
-        fprintf(stderr, "error: out of memory reading the answer from %s\n", url->text);
+        fprintf(stderr, "error: out of memory reading the answer from %s\n", target);
         return CLI_EXIT_ERROR;
     }
     const char *why = server->curl_error[0] ? server->curl_error : curl_easy_strerror(result);
@@ -232,15 +254,11 @@ static int report_transport_error(client *server, const url_builder *url, CURLco
     return CLI_EXIT_UNREACHABLE;
 }
 
-int client_call(client *server, const url_builder *url, const char *body,
-                const char *idempotency_key, response *answer)
+/* One exchange with `target`: libcurl's result, the answer in *answer. */
+static CURLcode perform(client *server, const char *target, const char *body,
+                        const char *idempotency_key, response *answer)
 {
     *answer = (response){0};
-    if (url->overflow) {
-        fprintf(stderr, "coffer: the request URL would be longer than %d bytes\n",
-                CLIENT_URL_BYTES_MAX);
-        return CLI_EXIT_USAGE;
-    }
     char key_header[512], authorization[128];
     struct curl_slist *headers = curl_slist_append(NULL, "Accept: application/json");
     if (headers && body) {
@@ -257,7 +275,7 @@ int client_call(client *server, const url_builder *url, const char *body,
     }
     CURL *curl = server->curl;
     server->curl_error[0] = 0;
-    curl_easy_setopt(curl, CURLOPT_URL, url->text);
+    curl_easy_setopt(curl, CURLOPT_URL, target);
     if (body) {
         curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
@@ -270,10 +288,8 @@ int client_call(client *server, const url_builder *url, const char *body,
     CURLcode result = headers ? curl_easy_perform(curl) : CURLE_OUT_OF_MEMORY;
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
     curl_slist_free_all(headers);
-    if (result == CURLE_ABORTED_BY_CALLBACK)
-        return CLIENT_CALL_STOPPED;
     if (result != CURLE_OK)
-        return report_transport_error(server, url, result, answer);
+        return result;
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &answer->status);
     if (answer->length) {
         answer->json = json_loadb(answer->body, answer->length, 0, NULL);
@@ -282,7 +298,86 @@ int client_call(client *server, const url_builder *url, const char *body,
             answer->json = NULL;
         }
     }
-    return CLI_GO_ON;
+    return CURLE_OK;
+}
+
+/* 503 no_leader: this instance knows no leader, another may. */
+static bool answer_no_leader(const response *answer)
+{
+    const json_t *code = answer->json ? json_object_get(answer->json, "code") : NULL;
+    return answer->status == 503 && json_is_string(code) &&
+           !strcmp(json_string_value(code), "no_leader");
+}
+
+/* Moves `server` to the next server not tried yet, `target` to the same path and query on
+ * it. False when every one has been tried. */
+static bool next_server(client *server, size_t *tried, const char *path, char *target, size_t size)
+{
+    if (++*tried >= server->server_count)
+        return false;
+    server->server_current = (server->server_current + 1) % server->server_count;
+    memcpy(server->server, server->servers[server->server_current], sizeof server->server);
+    int length = snprintf(target, size, "%s%s", server->server, path);
+    return length > 0 && (size_t)length < size;
+}
+
+/* A 307's Location to follow: an http(s) URL that fits. The leader's base URL (the Location
+ * without the path and query sent) becomes `server` when it ends with them. */
+static bool take_location(client *server, const char *path, const response *answer, char *target,
+                          size_t size)
+{
+    const char *location = answer->location;
+    size_t length = strlen(location), path_length = strlen(path);
+    bool http = !strncasecmp(location, "http://", 7) || !strncasecmp(location, "https://", 8);
+    if (answer->status != 307 || !http || length >= size)
+        return false;
+    memcpy(target, location, length + 1);
+    if (length > path_length && length - path_length < sizeof server->server &&
+        !strcmp(location + length - path_length, path)) {
+        memcpy(server->server, location, length - path_length);
+        server->server[length - path_length] = 0;
+    }
+    return true;
+}
+
+int client_call(client *server, const url_builder *url, const char *body,
+                const char *idempotency_key, response *answer)
+{
+    *answer = (response){0};
+    if (url->overflow) {
+        fprintf(stderr, "coffer: the request URL would be longer than %d bytes\n",
+                CLIENT_URL_BYTES_MAX);
+        return CLI_EXIT_USAGE;
+    }
+    const char *path = url->text + url->base_length;
+    char target[CLIENT_URL_BYTES_MAX];
+    memcpy(target, url->text, url->length + 1);
+    size_t tried = 0;
+    for (int hops = 0;;) {
+        CURLcode result = perform(server, target, body, idempotency_key, answer);
+        if (result == CURLE_ABORTED_BY_CALLBACK)
+            return CLIENT_CALL_STOPPED;
+        bool unreachable = result != CURLE_OK && !answer->too_large && !answer->out_of_memory &&
+                           result != CURLE_FILESIZE_EXCEEDED;
+        bool leaderless = result == CURLE_OK && answer_no_leader(answer);
+        if ((unreachable || leaderless) && tried + 1 < server->server_count) {
+            fprintf(stderr, "coffer: %s %s; trying the next server\n", server->server,
+                    unreachable ? "cannot be reached" : "knows no leader");
+            response_free(answer);
+            if (!next_server(server, &tried, path, target, sizeof target))
+                return CLI_EXIT_USAGE; /* the URL does not fit: cannot happen, bases are short */
+            continue;
+        }
+        if (result != CURLE_OK)
+            return report_transport_error(server, target, result, answer);
+        if (hops < CLIENT_REDIRECTS_MAX &&
+            take_location(server, path, answer, target, sizeof target)) {
+            hops++; /* to the leader, with the same body */
+            response_free(answer);
+            continue;
+        }
+        return CLI_GO_ON;
+    }
 }
 
 bool response_is_success(const response *answer)

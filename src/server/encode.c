@@ -518,6 +518,60 @@ void encode_probe(encoded *out, const char *word)
     finish_json(out, 200, COFFER_OK, json_pack("{s:s}", "status", word), false);
 }
 
+void encode_readiness(encoded *out, int code, const char *role, const char *detail)
+{
+    if (code == COFFER_OK) {
+        finish_json(out, 200, COFFER_OK, json_pack("{s:s, s:s}", "status", "ready", "role", role),
+                    false);
+        return;
+    }
+    int status = coffer_code_http_status(code);
+    json_t *problem = problem_json(code, status, 0, detail);
+    json_object_set_new(problem, "role", json_string(role));
+    finish_json(out, (unsigned)status, code, problem, false);
+}
+
+/* ---- the cluster --------------------------------------------------------------------------- */
+
+void encode_redirect(encoded *out, const char *leader)
+{
+    char detail[COFFER_CLUSTER_URL_MAX + 64];
+    snprintf(detail, sizeof detail, "this instance follows; send writes to the leader, %s", leader);
+    json_t *problem = problem_json(COFFER_NOT_LEADER, 307, 0, detail);
+    json_object_set_new(problem, "leader", json_string(leader));
+    finish_json(out, 307, COFFER_NOT_LEADER, problem, false);
+    out->content_type = "application/problem+json";
+}
+
+/* A role as its name; "unknown" for a value this build does not know (a newer peer's). */
+static const char *role_name(int role)
+{
+    const char *name = coffer_role_name(role);
+    return name ? name : "unknown";
+}
+
+static json_t *member_json(const coffer_cluster_member *member)
+{
+    json_t *object =
+        json_pack("{s:s, s:s, s:I}", "advertise", member->advertise, "role",
+                  role_name(member->role), "applied_seq", (json_int_t)member->applied_seq);
+    set_time(object, "seen_at", member->seen_at * 1000000ULL);
+    return object;
+}
+
+void encode_cluster(encoded *out, const coffer_cluster_status *status)
+{
+    json_t *members = json_array();
+    for (size_t i = 0; i < status->members_count && i < COFFER_CLUSTER_MEMBERS_MAX; i++)
+        json_array_append_new(members, member_json(&status->members[i]));
+    json_t *leader = status->leader[0] ? json_string(status->leader) : json_null();
+    json_t *body =
+        json_pack("{s:s, s:o, s:I, s:I, s:b, s:o}", "role", role_name(status->role), "leader",
+                  leader, "term", (json_int_t)status->term, "applied_seq",
+                  (json_int_t)status->applied_seq, "ready", status->ready, "members", members);
+    finish_json(out, 200, COFFER_OK, body, false);
+}
+
 /* ---- the change feed ----------------------------------------------------------------------- */
 
 /* What a refused event asked for, with the code it was refused with (nothing moved). */

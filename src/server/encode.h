@@ -45,6 +45,13 @@ void encode_holds(encoded *out, const coffer_transfer *holds, size_t count);
 void encode_verify(encoded *out, const coffer_verify_report *report);
 /* {"status": word} for the probes (/healthz, /readyz). */
 void encode_probe(encoded *out, const char *word);
+/* /readyz: 200 {"status": "ready", "role"} for COFFER_OK, else the problem for `code` with
+ * the role and why in `detail`. */
+void encode_readiness(encoded *out, int code, const char *role, const char *detail);
+/* A write sent to a follower: 307 not_leader, its problem naming the leader ("leader"). */
+void encode_redirect(encoded *out, const char *leader);
+/* GET /v1/cluster: role, leader (null when none), term, applied_seq, ready, members. */
+void encode_cluster(encoded *out, const coffer_cluster_status *status);
 /* Text of another format (the Prometheus exposition); `text` malloc'd or NULL (out of memory). */
 void encode_text(encoded *out, const char *content_type, char *text, size_t length);
 

@@ -133,9 +133,7 @@ static int read_some(coffer *db, coffer_feed *feed, uint64_t *after,
 
 /* ---- waiting ------------------------------------------------------------------------------- */
 
-/* Suspends a long-poll's connection and registers it for the waiter thread. COFFER_OK, or
- * shutting_down (draining) or overloaded (too many long-polls) with nothing suspended. */
-static int hub_wait(feed_hub *hub, feed_waiter *waiter)
+int feed_hub_wait(feed_hub *hub, feed_waiter *waiter)
 {
     COFFER_ASSERT(waiter->poll);
     server *s = hub->server;
@@ -370,7 +368,7 @@ static enum MHD_Result poll_answer(request *r)
         return poll_send(r, reader, count, after);
     reader_give(hub, reader, after);
     p->query.after = p->waiter.after = after;
-    code = hub_wait(hub, &p->waiter);
+    code = feed_hub_wait(hub, &p->waiter);
     if (code == COFFER_OVERLOADED)
         return http_problem(r, code, 0, "too many long-polls waiting; retry later");
     /* Waiting, or draining: then the empty page is the answer. */
@@ -564,7 +562,7 @@ static enum MHD_Result stream_start(request *r, const feed_query *query)
     }
     MHD_add_response_header(reply, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(reply, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    MHD_add_response_header(reply, "X-Request-Id", r->request_id);
+    http_add_headers(r, reply);
     /* A stream is never idle for longer than a keep-alive; one whose bytes stay unsent past
      * the stall bound is closed by MHD (counted as cut off on completion). */
     MHD_set_connection_option(r->connection, MHD_CONNECTION_OPTION_TIMEOUT,

@@ -70,6 +70,13 @@ void feed_hub_drain(feed_hub *hub);
 /* After the daemon stopped: ends the threads and closes the idle readers. */
 void feed_hub_stop(feed_hub *hub);
 
+/* Suspends a request's connection (waiter->poll) and registers it with the waiter thread,
+ * which resumes it (its state STATE_ANSWERED) once the durable seq is above waiter->after or
+ * at waiter->deadline_ns: a long-poll, or a read that waits for its min_seq. COFFER_OK, or
+ * shutting_down (draining) or overloaded (FEED_WAITERS_MAX wait already) with nothing
+ * suspended. */
+int feed_hub_wait(feed_hub *hub, feed_waiter *waiter);
+
 /* The route GET /v1/events (routes.c) and its completion (http.c's on_completed). */
 enum MHD_Result handle_events(request *r);
 enum MHD_Result answer_events(request *r);

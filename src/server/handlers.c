@@ -75,10 +75,23 @@ static int write_submit(request *r)
                                   r->batch.count, r->batch.atomic, r->results);
 }
 
+/* not_leader or no_leader when a follower refused the whole write (nothing applied), as the
+ * job's status or as its events' results; else COFFER_OK. */
+static int write_refusal(const request *r)
+{
+    if (cluster_refuses(r->job.status))
+        return r->job.status;
+    bool answered = r->job.status == COFFER_OK && r->results;
+    return answered && cluster_refuses(r->results[0].code) ? r->results[0].code : COFFER_OK;
+}
+
 /* The engine's answer to a write, or the problem it failed with. */
 static void write_answer(request *r, encoded *response)
 {
-    if (r->job.status == COFFER_CAPACITY_EXCEEDED) {
+    int refusal = write_refusal(r);
+    if (refusal != COFFER_OK) /* answered 307 or 503 by answer_write, on the network thread */
+        encode_problem(response, refusal, 0, 0);
+    else if (r->job.status == COFFER_CAPACITY_EXCEEDED) {
         char detail[192]; /* which limit was reached, and what the ledger holds */
         coffer_capacity_detail(r->server->db, detail, sizeof detail);
         encode_problem(response, r->job.status, 0, detail);
@@ -126,12 +139,17 @@ enum MHD_Result handle_write(request *r)
 
 enum MHD_Result answer_write(request *r)
 {
+    encoded response;
     if (r->bulk.answered) { /* encoded by a bulk worker */
         r->bulk.answered = false;
-        return http_send(r, &r->bulk.response);
+        response = r->bulk.response;
+    } else {
+        write_answer(r, &response);
     }
-    encoded response;
-    write_answer(r, &response);
+    if (cluster_refuses(response.code)) { /* a follower: to the leader */
+        free(response.body);
+        return cluster_answer_refusal(r, response.code);
+    }
     return http_send(r, &response);
 }
 
@@ -173,7 +191,8 @@ void write_completed(request *r, enum MHD_RequestTerminationCode reason)
         free(r->bulk.response.body);
     r->bulk.answered = false;
     /* Decided: the engine answered the write, so its outcome is in the log, durable. */
-    bool decided = r->results && r->state == STATE_ANSWERED && r->job.status == COFFER_OK;
+    bool decided = r->results && r->state == STATE_ANSWERED && r->job.status == COFFER_OK &&
+                   write_refusal(r) == COFFER_OK;
     if (reason == MHD_REQUEST_TERMINATED_COMPLETED_OK || !decided)
         return;
     atomic_fetch_add(&r->server->metrics.writes_undelivered, 1);
@@ -379,16 +398,5 @@ enum MHD_Result handle_health(request *r)
 {
     encoded response;
     encode_probe(&response, "ok");
-    return http_send(r, &response);
-}
-
-enum MHD_Result handle_ready(request *r)
-{
-    if (atomic_load(&r->server->draining))
-        return http_problem(r, COFFER_SHUTTING_DOWN, 0, 0);
-    if (coffer_health(r->server->db) == COFFER_STORAGE_FAILED)
-        return http_problem(r, COFFER_STORAGE_FAILED, 0, "a write or sync failed; restart");
-    encoded response;
-    encode_probe(&response, "ready");
     return http_send(r, &response);
 }

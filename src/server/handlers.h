@@ -19,7 +19,6 @@ enum MHD_Result handle_holds(request *r);
 enum MHD_Result handle_verify(request *r);
 enum MHD_Result handle_metrics(request *r);
 enum MHD_Result handle_health(request *r);
-enum MHD_Result handle_ready(request *r);
 enum MHD_Result handle_webhooks(request *r);
 enum MHD_Result handle_webhook(request *r);
 enum MHD_Result handle_webhook_enable(request *r);

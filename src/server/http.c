@@ -34,6 +34,16 @@ uint64_t http_now_ns(void)
 
 /* ---- responses ----------------------------------------------------------------------------- */
 
+void http_add_headers(request *r, struct MHD_Response *reply)
+{
+    MHD_add_response_header(reply, "X-Request-Id", r->request_id);
+    /* Read when answering: the answer reflects no change after it, and a write's own changes
+     * are at or below it. One atomic load. */
+    char seq[24];
+    snprintf(seq, sizeof seq, "%llu", (unsigned long long)coffer_durable_seq(r->server->db));
+    MHD_add_response_header(reply, "Coffer-Seq", seq);
+}
+
 enum MHD_Result http_send(request *r, encoded *response)
 {
     if (!response->body)
@@ -45,7 +55,7 @@ enum MHD_Result http_send(request *r, encoded *response)
         return MHD_NO;
     }
     MHD_add_response_header(reply, MHD_HTTP_HEADER_CONTENT_TYPE, response->content_type);
-    MHD_add_response_header(reply, "X-Request-Id", r->request_id);
+    http_add_headers(r, reply);
     /* Draining: let clients move on rather than reuse us. An oversized upload: its answer
      * ends the connection, which may still hold the rest of the body. A framing problem: what
      * follows on the connection cannot be trusted. */
@@ -54,8 +64,11 @@ enum MHD_Result http_send(request *r, encoded *response)
         MHD_add_response_header(reply, MHD_HTTP_HEADER_CONNECTION, "close");
     if (response->replayed)
         MHD_add_response_header(reply, "Idempotent-Replayed", "true");
-    if (response->code == COFFER_OVERLOADED)
+    if (response->code == COFFER_OVERLOADED || response->code == COFFER_NO_LEADER ||
+        response->code == COFFER_SEQ_NOT_APPLIED)
         MHD_add_response_header(reply, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (r->location)
+        MHD_add_response_header(reply, MHD_HTTP_HEADER_LOCATION, r->location);
     if (response->code == COFFER_UNAUTHORIZED)
         MHD_add_response_header(reply, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"coffer\"");
     if (response->code == COFFER_METHOD_NOT_ALLOWED)
@@ -106,8 +119,9 @@ void http_suspend(request *r)
     r->job.on_done = engine_answered;
     r->job.context = r;
     r->state = STATE_WAITING;
+    if (!r->engine_used) /* counted once, though a read may wait for its min_seq first */
+        atomic_fetch_add(&r->server->suspended, 1);
     r->engine_used = true;
-    atomic_fetch_add(&r->server->suspended, 1);
     MHD_suspend_connection(r->connection);
 }
 
@@ -134,6 +148,9 @@ static enum MHD_Result dispatch(request *r, const char *method)
         return http_problem(r, COFFER_BODY_TOO_LARGE, 0, "at most 4 MiB");
     if (r->body_overloaded)
         return http_problem(r, COFFER_OVERLOADED, 0, "too many request body bytes in flight");
+    enum MHD_Result waiting;
+    if (!cluster_read_may_start(r, &waiting))
+        return waiting;
     return routes[r->route].start(r);
 }
 
@@ -174,6 +191,7 @@ static void request_start(request *r, server *s, struct MHD_Connection *connecti
     r->started_ns = http_now_ns();
     r->route = routes_find(url, &r->path_id);
     r->method = method;
+    r->url = url;
     r->state = STATE_RECEIVING;
     assign_request_id(s, r);
     atomic_fetch_add(&s->active, 1);
@@ -275,8 +293,8 @@ static enum MHD_Result on_access(void *context, struct MHD_Connection *connectio
         *upload_data_size = 0;
         return keep ? MHD_YES : MHD_NO;
     }
-    if (r->state == STATE_ANSWERED)
-        return routes[r->route].answer(r);
+    if (r->state == STATE_ANSWERED) /* a read that waited for its seq starts now */
+        return r->seq_waiting ? dispatch(r, method) : routes[r->route].answer(r);
     if (r->state != STATE_RECEIVING)
         return MHD_YES;
     deadlines_body_received(connection);
@@ -308,6 +326,7 @@ static void on_completed(void *context, struct MHD_Connection *connection, void 
     guard_request_done(r);
     free(r->body);
     free(r->path_id);
+    free(r->location);
     if (r->engine_used)
         atomic_fetch_sub(&s->suspended, 1);
     free(r);

@@ -13,6 +13,7 @@
 
 #include "coffer.h"
 #include "server/bulk.h"
+#include "server/cluster_http.h"
 #include "server/decode.h"
 #include "server/encode.h"
 #include "server/feed_http.h"
@@ -47,6 +48,7 @@ struct request {
     enum request_state state;
     int route;
     const char *method; /* MHD's, valid until completion */
+    const char *url;    /* the path as MHD unescaped it, valid until completion */
     head_target target; /* the request target as sent */
     char request_id[72];
     char *body;
@@ -61,6 +63,11 @@ struct request {
     uint64_t started_ns;
     bool engine_used; /* counted in server.suspended until completion */
     char *path_id;    /* the path's id, for the routes that have one */
+    char *location;   /* a redirect's Location header (malloc'd; cluster_http.c) */
+    /* A read that waits until this instance has applied ?min_seq (cluster_http.c). */
+    uint64_t min_seq;
+    bool seq_waiting; /* suspended for it, or resumed and not yet started */
+    feed_waiter seq_waiter;
     /* The change feed (feed_http.c). */
     struct feed_poll *feed_poll; /* a page or long-poll of GET /v1/events */
     bool streaming;              /* answered with an event stream */
@@ -103,6 +110,8 @@ enum MHD_Result http_started(request *r, int code);
 uint64_t http_now_ns(void);
 /* Counts an answer in the metrics (and logs it with --log-requests). */
 void http_count(request *r, unsigned status, int code);
+/* The headers of every response: X-Request-Id and Coffer-Seq. */
+void http_add_headers(request *r, struct MHD_Response *reply);
 /* Sends a response (its body is taken) and counts it. */
 enum MHD_Result http_send(request *r, encoded *response);
 /* Sends encode_problem(code, field, detail). */

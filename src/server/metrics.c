@@ -184,7 +184,8 @@ static void render_feed(text_buffer *t, const metrics *m)
                 "gauge\ncoffer_feed_streams %d\n",
                 atomic_load(&m->feed_streams));
     text_printf(t,
-                "# HELP coffer_feed_waiters Long-polls waiting for a change.\n# TYPE "
+                "# HELP coffer_feed_waiters Long-polls and min_seq reads waiting for the durable "
+                "seq.\n# TYPE "
                 "coffer_feed_waiters gauge\ncoffer_feed_waiters %zu\n",
                 atomic_load(&m->feed_waiters));
     text_printf(t,

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "server/cluster_http.h"
 #include "server/feed_http.h"
 #include "server/handlers.h"
 
@@ -36,6 +37,7 @@ const route_spec routes[ROUTE_COUNT] = {
     [ROUTE_WEBHOOK] = {"/v1/webhooks/", 0, true, "GET, DELETE", "webhook", handle_webhook, 0},
     [ROUTE_WEBHOOK_ENABLE] = {"/v1/webhooks/", "/enable", true, "POST", "enable_webhook",
                               handle_webhook_enable, 0},
+    [ROUTE_CLUSTER] = {"/v1/cluster", 0, false, "GET", "cluster", handle_cluster, 0},
 };
 
 /* The id between a prefix and an optional suffix of the path, copied. NULL if empty. */

@@ -27,6 +27,7 @@ enum route {
     ROUTE_WEBHOOKS,       /* GET, POST /v1/webhooks */
     ROUTE_WEBHOOK,        /* GET, DELETE /v1/webhooks/{id} */
     ROUTE_WEBHOOK_ENABLE, /* POST /v1/webhooks/{id}/enable */
+    ROUTE_CLUSTER,        /* GET /v1/cluster */
     ROUTE_COUNT
 };
 

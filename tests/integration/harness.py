@@ -72,6 +72,12 @@ CODES = {
     "internal": (55, 500, "internal error"),
     "unauthorized": (56, 401, "a valid bearer token is required"),
     "forbidden": (57, 403, "the token, origin or host does not allow this request"),
+    "not_supported": (58, 501, "this engine keeps no log: it has no change feed"),
+    "not_leader": (59, 307, "this instance follows the leader: send writes to the leader"),
+    "no_leader": (60, 503, "no instance leads the cluster right now; retry later"),
+    "seq_not_applied": (61, 503,
+                        "this instance has not applied the requested seq within the wait; retry "
+                        "later"),
 }
 
 INT64_MAX = 2**63 - 1

@@ -597,7 +597,7 @@ class Malformed(ServerTestCase):
     def test_zz_healthy_and_unchanged(self):
         self.assertTrue(self.server.running(), "the server died")
         self.assertEqual(self.client.get("/healthz").json(), {"status": "ok"})
-        self.assertEqual(self.client.get("/readyz").json(), {"status": "ready"})
+        self.assertEqual(self.client.get("/readyz").json(), {"status": "ready", "role": "standalone"})
         for account_id, before in self.before.items():
             self.assertEqual(self.get_account(account_id), before,
                              "malformed requests changed %s" % account_id)

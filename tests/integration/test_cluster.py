@@ -1,0 +1,150 @@
+"""Two `coffer serve` instances sharing one log in PostgreSQL (scripts/pg-cluster: a primary and a
+synchronous standby on free loopback ports, in a fresh directory, stopped at the end): exactly one
+leads and the other follows it; /v1/cluster says so on both; a write sent to the follower is
+answered 307 with Location on the leader (same path and query) and a not_leader problem naming it;
+sent there with the same body it is applied, and a read of the follower with min_seq set to the
+write's Coffer-Seq shows it; the CLI given the follower first gets its write applied through the
+redirect; /readyz names each role."""
+
+import http.client
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import unittest
+import urllib.parse
+
+from harness import REPO, SLOW, Server, coffer_binary, uid
+
+PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
+
+
+class Member(Server):
+    """An instance of the cluster: its --advertise is the URL of the port it listens on."""
+
+    def command(self, port):
+        return super().command(port) + ["--advertise", "http://127.0.0.1:%d" % port]
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+
+def exchange(member, method, path, body=None, headers=None):
+    """One request, redirects not followed: (status, headers by lower-case name, JSON body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", member.port, timeout=30 * SLOW)
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        conn.request(method, path, body=data, headers=dict(headers or {}))
+        response = conn.getresponse()
+        payload = response.read()
+        return (response.status, {k.lower(): v for k, v in response.getheaders()},
+                json.loads(payload) if payload else None)
+    finally:
+        conn.close()
+
+
+@unittest.skipUnless(os.path.isfile(os.path.join(PG_BIN, "initdb")),
+                     "PostgreSQL 15 is not installed (scripts/install-deps installs it)")
+class TwoInstances(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pg_dir = tempfile.mkdtemp(prefix="coffer-pg-")
+        shutil.rmtree(cls.pg_dir)  # pg-cluster creates it
+        started = subprocess.run([os.path.join(REPO, "scripts", "pg-cluster"), "start",
+                                  cls.pg_dir], capture_output=True, text=True,
+                                 timeout=120 * SLOW)
+        if started.returncode != 0:
+            raise AssertionError("pg-cluster start failed:\n" + started.stderr)
+        env = dict(shlex.split(line)[0].split("=", 1)  # KEY='value' lines, shell-quoted
+                   for line in started.stdout.splitlines() if "=" in line)
+        cls.members = []
+        try:
+            for _ in range(2):
+                member = Member(args=["--log", env["MULTI_CONNINFO"]])
+                cls.members.append(member)
+                member.start()
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            for member in reversed(cls.members):
+                if member.running():
+                    member.stop()
+                member.cleanup()
+        finally:
+            subprocess.run([os.path.join(REPO, "scripts", "pg-cluster"), "stop", cls.pg_dir],
+                           capture_output=True, timeout=120 * SLOW)
+
+    def roles(self):
+        """(leader, follower) as /v1/cluster on each says, checked to agree."""
+        views = {}
+        for member in self.members:
+            status, headers, body = exchange(member, "GET", "/v1/cluster")
+            self.assertEqual(status, 200, body)
+            self.assertTrue(headers.get("coffer-seq", "").isdigit(), headers)
+            views[member.url] = body
+        leaders = [m for m in self.members if views[m.url]["role"] == "leader"]
+        followers = [m for m in self.members if views[m.url]["role"] == "follower"]
+        self.assertEqual((len(leaders), len(followers)), (1, 1), views)
+        leader, follower = leaders[0], followers[0]
+        self.assertEqual(views[follower.url]["leader"], leader.url)
+        self.assertEqual(views[leader.url]["leader"], leader.url)
+        self.assertEqual(views[leader.url]["term"], views[follower.url]["term"])
+        self.assertGreater(views[leader.url]["term"], 0)
+        for view in views.values():
+            self.assertEqual(sorted(m["advertise"] for m in view["members"]),
+                             sorted(m.url for m in self.members))
+        return leader, follower
+
+    def test_a_write_to_the_follower_is_redirected_and_read_back_there(self):
+        leader, follower = self.roles()
+        bank, shop = uid("bank"), uid("shop")
+        for body in ({"id": bank, "currency": "KRW", "min_balance": None},
+                     {"id": shop, "currency": "KRW"}):
+            status, _, answer = exchange(leader, "POST", "/v1/accounts", body)
+            self.assertEqual(status, 201, answer)
+        payment = {"id": uid("pay"), "from": bank, "to": shop, "amount": 500}
+        status, headers, problem = exchange(follower, "POST", "/v1/transfers?trace=a%20b",
+                                            payment)
+        self.assertEqual(status, 307, problem)
+        self.assertEqual(headers["location"], leader.url + "/v1/transfers?trace=a%20b")
+        self.assertEqual((problem["code"], problem["status"], problem["leader"]),
+                         ("not_leader", 307, leader.url))
+        self.assertTrue(headers.get("coffer-seq", "").isdigit(), headers)
+        location = urllib.parse.urlsplit(headers["location"])
+        status, headers, created = exchange(leader, "POST",
+                                            location.path + "?" + location.query, payment)
+        self.assertEqual(status, 201, created)
+        seq = int(headers["coffer-seq"])
+        self.assertGreaterEqual(seq, created["transfer"]["seq"])
+        status, _, account = exchange(follower, "GET", "/v1/accounts/%s?min_seq=%d" % (shop, seq))
+        self.assertEqual(status, 200, account)
+        self.assertEqual(account["balance"], 500)
+
+    def test_the_cli_given_the_follower_first_gets_its_write_applied(self):
+        leader, follower = self.roles()
+        account_id = uid("acct")
+        run = subprocess.run([coffer_binary(), "--server", follower.url + "," + leader.url,
+                              "--json", "account", "create", account_id, "--currency", "KRW"],
+                             capture_output=True, text=True, timeout=30 * SLOW)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertEqual(json.loads(run.stdout)["id"], account_id)
+        status, _, account = exchange(leader, "GET", "/v1/accounts/" + account_id)
+        self.assertEqual((status, account["id"]), (200, account_id))
+
+    def test_readyz_names_each_role(self):
+        leader, follower = self.roles()
+        for member, role in ((leader, "leader"), (follower, "follower")):
+            status, _, body = exchange(member, "GET", "/readyz")
+            self.assertEqual((status, body), (200, {"status": "ready", "role": role}))
+
+
+if __name__ == "__main__":
+    unittest.main()
