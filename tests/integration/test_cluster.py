@@ -13,6 +13,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 import unittest
 import urllib.parse
 
@@ -82,14 +83,26 @@ class TwoInstances(unittest.TestCase):
             subprocess.run([os.path.join(REPO, "scripts", "pg-cluster"), "stop", cls.pg_dir],
                            capture_output=True, timeout=120 * SLOW)
 
-    def roles(self):
-        """(leader, follower) as /v1/cluster on each says, checked to agree."""
+    def views(self):
         views = {}
         for member in self.members:
             status, headers, body = exchange(member, "GET", "/v1/cluster")
             self.assertEqual(status, 200, body)
             self.assertTrue(headers.get("coffer-seq", "").isdigit(), headers)
             views[member.url] = body
+        return views
+
+    def roles(self):
+        """(leader, follower) as /v1/cluster on each says, checked to agree. Each instance
+        records itself and reads the others about once a second: a member that just started
+        may take a few seconds to appear in the others' lists."""
+        expected = sorted(m.url for m in self.members)
+        deadline = time.monotonic() + 10 * SLOW
+        views = self.views()
+        while time.monotonic() < deadline and any(
+                sorted(m["advertise"] for m in v["members"]) != expected for v in views.values()):
+            time.sleep(0.2)
+            views = self.views()
         leaders = [m for m in self.members if views[m.url]["role"] == "leader"]
         followers = [m for m in self.members if views[m.url]["role"] == "follower"]
         self.assertEqual((len(leaders), len(followers)), (1, 1), views)
