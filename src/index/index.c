@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "index/derive.h"
+#include "index/staging.h"
 
 /* The meta value: u32 format, u64 applied seq, hash, u64 covers_from, u64 transfers, history. */
 #define META_BYTES (4 + 8 + RECORD_HASH_BYTES + 8 + 8 + 8)
@@ -29,12 +30,13 @@ struct index_db {
     rocksdb_writeoptions_t *write_options;
     rocksdb_readoptions_t *read_options;
     rocksdb_flushoptions_t *flush_options;
-    rocksdb_writebatch_wi_t *batch;
+    rocksdb_writebatch_t *batch;
+    index_staging staging; /* the records applied since the last commit */
     record_scratch scratch;
     bool read_only;
     bool failed; /* a write failed: the handle refuses more */
-    index_position position, flushed;
-    char *error; /* the failing callback's RocksDB message, while deriving */
+    /* After the records staged, committed (written to RocksDB) and flushed (durable). */
+    index_position staged, position, flushed;
 };
 
 static void fail(char *error, size_t error_size, const char *what, char *message)
@@ -77,13 +79,14 @@ static void handle_free(index_db *index)
     if (index->db)
         rocksdb_close(index->db);
     if (index->batch)
-        rocksdb_writebatch_wi_destroy(index->batch);
+        rocksdb_writebatch_destroy(index->batch);
     rocksdb_flushoptions_destroy(index->flush_options);
     rocksdb_readoptions_destroy(index->read_options);
     rocksdb_writeoptions_destroy(index->write_options);
     rocksdb_options_destroy(index->options);
     rocksdb_block_based_options_destroy(index->table); /* frees the filter policy too */
     rocksdb_cache_destroy(index->cache);
+    staging_free(&index->staging);
     record_scratch_free(&index->scratch);
     free(index);
 }
@@ -155,12 +158,12 @@ int index_open(const char *path, bool read_only, index_db **out, char *error, si
     }
     if (code == COFFER_OK)
         code = meta_read(index, error, error_size);
-    index->batch = rocksdb_writebatch_wi_create(1u << 20, 1);
+    index->batch = rocksdb_writebatch_create();
     if (code != COFFER_OK) {
         handle_free(index);
         return code;
     }
-    index->flushed = index->position;
+    index->staged = index->flushed = index->position;
     *out = index;
     return COFFER_OK;
 }
@@ -169,7 +172,7 @@ void index_close(index_db *index)
 {
     if (!index)
         return;
-    bool unflushed = index->position.applied_seq != index->flushed.applied_seq;
+    bool unflushed = index->staged.applied_seq != index->flushed.applied_seq;
     if (!index->read_only && !index->failed && unflushed) {
         char error[256];
         index_flush(index, error, sizeof error); /* a failure costs a replay at the next open */
@@ -203,62 +206,43 @@ index_position index_position_flushed(const index_db *index)
 
 /* ---- writing ------------------------------------------------------------------------------- */
 
-/* One derived key and value into the record's batch, counted in `count`. */
-static int batch_put(index_db *index, uint64_t *count, const uint8_t *key, size_t key_length,
-                     const uint8_t *value, size_t value_length)
-{
-    rocksdb_writebatch_wi_put(index->batch, (const char *)key, key_length, (const char *)value,
-                              value_length);
-    (*count)++;
-    return 0;
-}
+/* Staged records are written once they hold this much: larger batches sort more keys together
+ * (closer inserts into the memtable), and stay well below a memtable (64 MiB). */
+#define INDEX_COMMIT_BYTES (8u << 20)
 
-static int put_transfer(void *context, const uint8_t *key, size_t key_length, const uint8_t *value,
-                        size_t value_length)
+/* One derived key and value staged, counted in `count`. */
+static int stage(index_db *index, uint64_t *count, const uint8_t *key, size_t key_length,
+                 const uint8_t *value, size_t value_length)
 {
-    index_db *index = context;
-    return batch_put(index, &index->position.transfers, key, key_length, value, value_length);
-}
-
-static int put_history(void *context, const uint8_t *key, size_t key_length, const uint8_t *value,
-                       size_t value_length)
-{
-    index_db *index = context;
-    return batch_put(index, &index->position.history, key, key_length, value, value_length);
-}
-
-/* A hold's record, read through the batch (the hold may be in this very record), rewritten
- * with its new state. A hold the index does not have was made by a format-1 record: its
- * outcome stays in memory only. */
-static int put_resolution(void *context, const uint8_t *key, size_t key_length, uint8_t state,
-                          int64_t captured)
-{
-    index_db *index = context;
-    size_t length = 0;
-    char *value = rocksdb_writebatch_wi_get_from_batch_and_db(
-        index->batch, index->db, index->read_options, (const char *)key, key_length, &length,
-        &index->error);
-    if (index->error)
-        return COFFER_STORAGE_FAILED;
-    if (!value)
-        return 0;
-    index_transfer unpacked;
-    int code = COFFER_OK;
-    if (index_transfer_unpack((const uint8_t *)value, length, &unpacked)) {
-        uint8_t *bytes = (uint8_t *)value;
-        bytes[TRANSFER_VALUE_STATE] = state;
-        index_put_u64(bytes + TRANSFER_VALUE_CAPTURED, (uint64_t)captured);
-        rocksdb_writebatch_wi_put(index->batch, (const char *)key, key_length, value, length);
-    } else {
-        code = COFFER_STORAGE_FAILED;
-    }
-    rocksdb_free(value);
+    int code = staging_put(&index->staging, key, key_length, value, value_length);
+    if (code == 0)
+        (*count)++;
     return code;
 }
 
-static void meta_put(index_db *index)
+static int stage_transfer(void *context, const uint8_t *key, size_t key_length,
+                          const uint8_t *value, size_t value_length)
 {
-    const index_position *p = &index->position;
+    index_db *index = context;
+    return stage(index, &index->staged.transfers, key, key_length, value, value_length);
+}
+
+static int stage_history(void *context, const uint8_t *key, size_t key_length, const uint8_t *value,
+                         size_t value_length)
+{
+    index_db *index = context;
+    return stage(index, &index->staged.history, key, key_length, value, value_length);
+}
+
+static int stage_resolution(void *context, const uint8_t *key, size_t key_length,
+                            const uint8_t *value, size_t value_length)
+{
+    uint64_t uncounted = 0;
+    return stage(context, &uncounted, key, key_length, value, value_length);
+}
+
+static void meta_put(index_db *index, const index_position *p)
+{
     uint8_t meta[META_BYTES];
     for (int i = 0; i < 4; i++)
         meta[i] = (uint8_t)(INDEX_FORMAT_VERSION >> (8 * i));
@@ -267,7 +251,52 @@ static void meta_put(index_db *index)
     index_put_u64(meta + 12 + RECORD_HASH_BYTES, p->covers_from_seq);
     index_put_u64(meta + 20 + RECORD_HASH_BYTES, p->transfers);
     index_put_u64(meta + 28 + RECORD_HASH_BYTES, p->history);
-    rocksdb_writebatch_wi_put(index->batch, "M", 1, (const char *)meta, sizeof meta);
+    rocksdb_writebatch_put(index->batch, "M", 1, (const char *)meta, sizeof meta);
+}
+
+int index_commit(index_db *index, char *error, size_t error_size)
+{
+    if (index->read_only || index->staged.applied_seq == index->position.applied_seq)
+        return COFFER_OK;
+    if (index->failed) {
+        snprintf(error, error_size, "the index refuses writes after a failure");
+        return COFFER_STORAGE_FAILED;
+    }
+    index_staging *staging = &index->staging;
+    staging_sort(staging);
+    rocksdb_writebatch_clear(index->batch);
+    for (size_t i = 0; i < staging->count; i++) {
+        const staged_put *put = &staging->puts[i];
+        rocksdb_writebatch_put(index->batch, (const char *)staged_key(staging, put),
+                               put->key_length, (const char *)staged_value(staging, put),
+                               put->value_length);
+    }
+    meta_put(index, &index->staged);
+    staging_rewind(staging, (staging_mark){0, 0});
+    char *message = 0;
+    rocksdb_write(index->db, index->write_options, index->batch, &message);
+    if (message) {
+        index->failed = true;
+        index->staged = index->position;
+        fail(error, error_size, "writing a batch", message);
+        return COFFER_STORAGE_FAILED;
+    }
+    index->position = index->staged;
+    return COFFER_OK;
+}
+
+/* A record that cannot be derived: what was staged before it is committed, then the handle
+ * refuses writes. */
+static int record_failed(index_db *index, const record_header *header, int code, char *error,
+                         size_t error_size)
+{
+    int committed = index_commit(index, error, error_size);
+    index->failed = true;
+    if (committed == COFFER_OK)
+        snprintf(error, error_size, "the record ending at seq %llu: %s",
+                 (unsigned long long)header->last_seq,
+                 code == COFFER_OUT_OF_MEMORY ? "out of memory" : record_status_name(code));
+    return code == COFFER_OUT_OF_MEMORY ? code : COFFER_STORAGE_FAILED;
 }
 
 int index_apply_record(index_db *index, const uint8_t *bytes, const record_header *header,
@@ -277,39 +306,24 @@ int index_apply_record(index_db *index, const uint8_t *bytes, const record_heade
         snprintf(error, error_size, "the index refuses writes after a failure");
         return COFFER_STORAGE_FAILED;
     }
-    if (header->last_seq <= index->position.applied_seq)
+    if (header->last_seq <= index->staged.applied_seq)
         return COFFER_OK;
-    index_position before = index->position;
-    rocksdb_writebatch_wi_clear(index->batch);
-    index_sink sink = {put_transfer, put_history, put_resolution, index};
-    index->error = 0;
+    index_position before = index->staged;
+    staging_mark mark = staging_mark_get(&index->staging);
+    index_sink sink = {stage_transfer, stage_history, stage_resolution, index};
     int code = index_derive_record(bytes, header, &index->scratch, &sink);
     if (code != RECORD_OK) {
-        index->position = before;
-        index->failed = true;
-        if (index->error)
-            fail(error, error_size, "reading a hold", index->error);
-        else
-            snprintf(error, error_size, "the record ending at seq %llu: %s",
-                     (unsigned long long)header->last_seq,
-                     code == COFFER_STORAGE_FAILED ? "a hold's value is damaged"
-                                                   : record_status_name(code));
-        index->error = 0;
-        return code == COFFER_OUT_OF_MEMORY ? code : COFFER_STORAGE_FAILED;
+        staging_rewind(&index->staging, mark);
+        index->staged = before;
+        return record_failed(index, header, code, error, error_size);
     }
-    index->position.applied_seq = header->last_seq;
-    memcpy(index->position.applied_hash, header->hash, RECORD_HASH_BYTES);
-    if (index->position.covers_from_seq == 0 && header->version >= 2)
-        index->position.covers_from_seq = header->seq_base;
-    meta_put(index);
-    char *message = 0;
-    rocksdb_write_writebatch_wi(index->db, index->write_options, index->batch, &message);
-    if (message) {
-        index->position = before;
-        index->failed = true;
-        fail(error, error_size, "writing a batch", message);
-        return COFFER_STORAGE_FAILED;
-    }
+    index_position *p = &index->staged;
+    p->applied_seq = header->last_seq;
+    memcpy(p->applied_hash, header->hash, RECORD_HASH_BYTES);
+    if (p->covers_from_seq == 0 && header->version >= 2)
+        p->covers_from_seq = header->seq_base;
+    if (index->staging.arena_length >= INDEX_COMMIT_BYTES)
+        return index_commit(index, error, error_size);
     return COFFER_OK;
 }
 
@@ -317,6 +331,9 @@ int index_flush(index_db *index, char *error, size_t error_size)
 {
     if (index->read_only)
         return COFFER_OK;
+    int code = index_commit(index, error, error_size);
+    if (code != COFFER_OK)
+        return code;
     char *message = 0;
     rocksdb_flush(index->db, index->flush_options, &message);
     if (message) {
@@ -360,6 +377,15 @@ int index_get_transfer(index_db *index, const char *id, size_t id_len, index_tra
         return code;
     if (!index_transfer_unpack(value, length, out))
         return COFFER_STORAGE_FAILED;
+    if (out->transfer.state == COFFER_STATE_PENDING) {
+        /* A hold: how it ended, if it has, is under its resolution key. */
+        key_length = index_resolution_key(key, id, id_len);
+        code = index_read_value(index, key, key_length, value, sizeof value, &length);
+        if (code == COFFER_OK && !index_resolution_apply(value, length, &out->transfer))
+            code = COFFER_STORAGE_FAILED;
+        if (code != COFFER_OK && code != COFFER_TRANSFER_NOT_FOUND)
+            return code;
+    }
     memcpy(out->transfer.id, id, id_len);
     out->transfer.id[id_len] = 0;
     return COFFER_OK;
