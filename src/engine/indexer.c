@@ -16,8 +16,9 @@
 #include "index/index.h"
 #include "log/cursor.h"
 
-/* A flush makes the applied records survive a crash: after this much log, or this long when
- * something was applied. Between flushes RocksDB writes its memtables when they fill. */
+/* A flush writes the applied records to RocksDB, where they survive a crash and can be read:
+ * after this much log, or this long when something was applied. Between flushes they are
+ * staged in memory (the index flushes by itself past 64 MiB of them). */
 #define INDEXER_FLUSH_EVERY_BYTES (32u << 20)
 #define INDEXER_FLUSH_EVERY_MS 30000u
 /* One cursor read applies at most this much log before the thread looks at its stop flag. */
@@ -34,7 +35,6 @@ struct engine_indexer {
     atomic_bool stopping;
     atomic_bool off; /* the thread gave up (logged): nothing more is indexed until a restart */
     _Atomic uint64_t applied_seq, flushed_seq, records, events, write_ns;
-    uint64_t staged_seq; /* the last seq handed to the index, committed or not */
     uint64_t bytes_since_flush, applied_at_flush;
     uint64_t flushed_at_ms;
     char error[1024];
@@ -122,36 +122,26 @@ static bool indexer_open(engine_indexer *indexer)
 /* ---- following the log ------------------------------------------------------------------------
  */
 
-/* Stages one record (the index writes a few MiB of records at a time); applied_seq moves at
- * the commit after the cursor's read. */
 static int indexer_visit(const uint8_t *bytes, const record_header *header, uint32_t segment,
                          uint64_t offset, void *context)
 {
     (void)segment, (void)offset;
     engine_indexer *indexer = context;
     uint64_t started = clock_monotonic_ns();
+    uint64_t before = index_position_get(indexer->index).applied_seq;
     int code =
         index_apply_record(indexer->index, bytes, header, indexer->error, sizeof indexer->error);
     if (code != COFFER_OK)
         return code;
-    if (header->last_seq > indexer->staged_seq) {
+    uint64_t applied = index_position_get(indexer->index).applied_seq;
+    if (applied != before) {
         atomic_fetch_add(&indexer->records, 1);
-        atomic_fetch_add(&indexer->events, header->last_seq - indexer->staged_seq);
-        indexer->staged_seq = header->last_seq; /* seqs, recorded or not */
+        atomic_fetch_add(&indexer->events, applied - before); /* seqs, recorded or not */
         indexer->bytes_since_flush += header->length;
     }
     atomic_fetch_add(&indexer->write_ns, clock_monotonic_ns() - started);
+    atomic_store(&indexer->applied_seq, applied);
     return 0;
-}
-
-/* Writes what the last read staged, and publishes how far the index got. */
-static int indexer_commit(engine_indexer *indexer)
-{
-    uint64_t started = clock_monotonic_ns();
-    int code = index_commit(indexer->index, indexer->error, sizeof indexer->error);
-    atomic_fetch_add(&indexer->write_ns, clock_monotonic_ns() - started);
-    atomic_store(&indexer->applied_seq, index_position_get(indexer->index).applied_seq);
-    return code;
 }
 
 static bool indexer_flush_due(const engine_indexer *indexer, uint64_t now_ms)
@@ -165,7 +155,9 @@ static bool indexer_flush_due(const engine_indexer *indexer, uint64_t now_ms)
 
 static int indexer_flush(engine_indexer *indexer)
 {
+    uint64_t started = clock_monotonic_ns();
     int code = index_flush(indexer->index, indexer->error, sizeof indexer->error);
+    atomic_fetch_add(&indexer->write_ns, clock_monotonic_ns() - started);
     indexer->bytes_since_flush = 0;
     indexer->applied_at_flush = index_position_get(indexer->index).applied_seq;
     indexer->flushed_at_ms = clock_monotonic_ns() / 1000000u;
@@ -204,7 +196,6 @@ static void *indexer_main(void *argument)
         return 0;
     }
     indexer->applied_at_flush = index_position_get(indexer->index).applied_seq;
-    indexer->staged_seq = indexer->applied_at_flush;
     atomic_store(&indexer->applied_seq, indexer->applied_at_flush);
     atomic_store(&indexer->flushed_seq, indexer->applied_at_flush);
     indexer->flushed_at_ms = clock_monotonic_ns() / 1000000u;
@@ -218,8 +209,6 @@ static void *indexer_main(void *argument)
                                    indexer_visit, indexer, error, sizeof error);
             if (code == COFFER_STORAGE_FAILED && error[0])
                 snprintf(indexer->error, sizeof indexer->error, "the log: %s", error);
-            if (code == COFFER_OK)
-                code = indexer_commit(indexer);
         } else {
             indexer_wait(indexer, applied, INDEXER_IDLE_WAIT_MS);
         }

@@ -4,7 +4,7 @@
  * off, column families would flush one by one and a crash could keep a meta newer than the data
  * it describes; one memtable cannot.
  */
-#define _GNU_SOURCE /* nftw */
+#define _GNU_SOURCE /* nftw, asprintf */
 #include "index/index.h"
 
 #include <errno.h>
@@ -18,6 +18,8 @@
 #include "index/derive.h"
 #include "index/staging.h"
 
+/* The file a flush writes its table to, in the index's directory (RocksDB moves it in). */
+#define INDEX_TABLE_FILE "staged.sst"
 /* The meta value: u32 format, u64 applied seq, hash, u64 covers_from, u64 transfers, history. */
 #define META_BYTES (4 + 8 + RECORD_HASH_BYTES + 8 + 8 + 8)
 
@@ -27,16 +29,16 @@ struct index_db {
     rocksdb_block_based_table_options_t *table;
     rocksdb_cache_t *cache;
     rocksdb_filterpolicy_t *filter;
-    rocksdb_writeoptions_t *write_options;
     rocksdb_readoptions_t *read_options;
-    rocksdb_flushoptions_t *flush_options;
-    rocksdb_writebatch_t *batch;
-    index_staging staging; /* the records applied since the last commit */
+    rocksdb_envoptions_t *env_options;
+    rocksdb_ingestexternalfileoptions_t *ingest_options;
+    char *table_path;      /* where a flush writes its table before RocksDB takes it in */
+    index_staging staging; /* the records applied since the last flush */
     record_scratch scratch;
     bool read_only;
     bool failed; /* a write failed: the handle refuses more */
-    /* After the records staged, committed (written to RocksDB) and flushed (durable). */
-    index_position staged, position, flushed;
+    /* After the records applied (staged in memory) and flushed (in RocksDB, durable). */
+    index_position position, flushed;
 };
 
 static void fail(char *error, size_t error_size, const char *what, char *message)
@@ -45,7 +47,8 @@ static void fail(char *error, size_t error_size, const char *what, char *message
     free(message);
 }
 
-/* The settings the spike measured (docs/benchmarks.md), in one column family. */
+/* The settings the spike measured (docs/benchmarks.md), in one column family. The memtable
+ * settings matter only to a write outside index_flush: flushes hand RocksDB whole tables. */
 static void options_make(index_db *index)
 {
     index->cache = rocksdb_cache_create_lru(256u << 20);
@@ -67,25 +70,23 @@ static void options_make(index_db *index)
     /* RocksDB's own log of its work (LOG files): kept small, it is not the ledger's. */
     rocksdb_options_set_keep_log_file_num(index->options, 2);
     rocksdb_options_set_max_log_file_size(index->options, 1u << 20);
-    index->write_options = rocksdb_writeoptions_create();
-    rocksdb_writeoptions_disable_WAL(index->write_options, 1);
     index->read_options = rocksdb_readoptions_create();
-    index->flush_options = rocksdb_flushoptions_create();
-    rocksdb_flushoptions_set_wait(index->flush_options, 1);
+    index->env_options = rocksdb_envoptions_create();
+    index->ingest_options = rocksdb_ingestexternalfileoptions_create();
+    rocksdb_ingestexternalfileoptions_set_move_files(index->ingest_options, 1);
 }
 
 static void handle_free(index_db *index)
 {
     if (index->db)
         rocksdb_close(index->db);
-    if (index->batch)
-        rocksdb_writebatch_destroy(index->batch);
-    rocksdb_flushoptions_destroy(index->flush_options);
+    rocksdb_ingestexternalfileoptions_destroy(index->ingest_options);
+    rocksdb_envoptions_destroy(index->env_options);
     rocksdb_readoptions_destroy(index->read_options);
-    rocksdb_writeoptions_destroy(index->write_options);
     rocksdb_options_destroy(index->options);
     rocksdb_block_based_options_destroy(index->table); /* frees the filter policy too */
     rocksdb_cache_destroy(index->cache);
+    free(index->table_path);
     staging_free(&index->staging);
     record_scratch_free(&index->scratch);
     free(index);
@@ -158,12 +159,15 @@ int index_open(const char *path, bool read_only, index_db **out, char *error, si
     }
     if (code == COFFER_OK)
         code = meta_read(index, error, error_size);
-    index->batch = rocksdb_writebatch_create();
+    if (asprintf(&index->table_path, "%s/%s", path, INDEX_TABLE_FILE) < 0) {
+        index->table_path = 0;
+        code = COFFER_OUT_OF_MEMORY;
+    }
     if (code != COFFER_OK) {
         handle_free(index);
         return code;
     }
-    index->staged = index->flushed = index->position;
+    index->flushed = index->position;
     *out = index;
     return COFFER_OK;
 }
@@ -172,7 +176,7 @@ void index_close(index_db *index)
 {
     if (!index)
         return;
-    bool unflushed = index->staged.applied_seq != index->flushed.applied_seq;
+    bool unflushed = index->position.applied_seq != index->flushed.applied_seq;
     if (!index->read_only && !index->failed && unflushed) {
         char error[256];
         index_flush(index, error, sizeof error); /* a failure costs a replay at the next open */
@@ -206,9 +210,10 @@ index_position index_position_flushed(const index_db *index)
 
 /* ---- writing ------------------------------------------------------------------------------- */
 
-/* Staged records are written once they hold this much: larger batches sort more keys together
- * (closer inserts into the memtable), and stay well below a memtable (64 MiB). */
-#define INDEX_COMMIT_BYTES (8u << 20)
+/* Staged records are flushed once they hold this much, whatever the indexer's own schedule:
+ * the staging's memory stays bounded, and each flush makes one table of RocksDB's level 0
+ * (about as large as a 64 MiB memtable would make). */
+#define INDEX_STAGED_BYTES_MAX (64u << 20)
 
 /* One derived key and value staged, counted in `count`. */
 static int stage(index_db *index, uint64_t *count, const uint8_t *key, size_t key_length,
@@ -224,14 +229,14 @@ static int stage_transfer(void *context, const uint8_t *key, size_t key_length,
                           const uint8_t *value, size_t value_length)
 {
     index_db *index = context;
-    return stage(index, &index->staged.transfers, key, key_length, value, value_length);
+    return stage(index, &index->position.transfers, key, key_length, value, value_length);
 }
 
 static int stage_history(void *context, const uint8_t *key, size_t key_length, const uint8_t *value,
                          size_t value_length)
 {
     index_db *index = context;
-    return stage(index, &index->staged.history, key, key_length, value, value_length);
+    return stage(index, &index->position.history, key, key_length, value, value_length);
 }
 
 static int stage_resolution(void *context, const uint8_t *key, size_t key_length,
@@ -241,8 +246,9 @@ static int stage_resolution(void *context, const uint8_t *key, size_t key_length
     return stage(context, &uncounted, key, key_length, value, value_length);
 }
 
-static void meta_put(index_db *index, const index_position *p)
+static int meta_stage(index_db *index)
 {
+    const index_position *p = &index->position;
     uint8_t meta[META_BYTES];
     for (int i = 0; i < 4; i++)
         meta[i] = (uint8_t)(INDEX_FORMAT_VERSION >> (8 * i));
@@ -251,48 +257,70 @@ static void meta_put(index_db *index, const index_position *p)
     index_put_u64(meta + 12 + RECORD_HASH_BYTES, p->covers_from_seq);
     index_put_u64(meta + 20 + RECORD_HASH_BYTES, p->transfers);
     index_put_u64(meta + 28 + RECORD_HASH_BYTES, p->history);
-    rocksdb_writebatch_put(index->batch, "M", 1, (const char *)meta, sizeof meta);
+    return staging_put(&index->staging, (const uint8_t *)"M", 1, meta, sizeof meta);
 }
 
-int index_commit(index_db *index, char *error, size_t error_size)
+/* The staged puts, sorted, into a table file at table_path (of a key put twice, the last). */
+static int table_write(index_db *index, char **message)
 {
-    if (index->read_only || index->staged.applied_seq == index->position.applied_seq)
+    index_staging *staging = &index->staging;
+    staging_sort(staging);
+    rocksdb_sstfilewriter_t *writer =
+        rocksdb_sstfilewriter_create(index->env_options, index->options);
+    rocksdb_sstfilewriter_open(writer, index->table_path, message);
+    for (size_t i = 0; !*message && i < staging->count; i++) {
+        const staged_put *put = &staging->puts[i], *next = put + 1;
+        if (i + 1 < staging->count && next->key_length == put->key_length &&
+            memcmp(staged_key(staging, next), staged_key(staging, put), put->key_length) == 0)
+            continue; /* a later put of the same key follows */
+        rocksdb_sstfilewriter_put(writer, (const char *)staged_key(staging, put), put->key_length,
+                                  (const char *)staged_value(staging, put), put->value_length,
+                                  message);
+    }
+    if (!*message)
+        rocksdb_sstfilewriter_finish(writer, message);
+    rocksdb_sstfilewriter_destroy(writer);
+    return *message ? COFFER_STORAGE_FAILED : COFFER_OK;
+}
+
+/* Flushing writes the staged records, sorted, as one table file with the meta, and has RocksDB
+ * take the file in: one atomic and durable step, where inserting into a memtable cost a walk of
+ * its skip list per key (most of the index's time) and a later flush of the memtable. */
+int index_flush(index_db *index, char *error, size_t error_size)
+{
+    if (index->read_only || index->position.applied_seq == index->flushed.applied_seq)
         return COFFER_OK;
     if (index->failed) {
         snprintf(error, error_size, "the index refuses writes after a failure");
         return COFFER_STORAGE_FAILED;
     }
-    index_staging *staging = &index->staging;
-    staging_sort(staging);
-    rocksdb_writebatch_clear(index->batch);
-    for (size_t i = 0; i < staging->count; i++) {
-        const staged_put *put = &staging->puts[i];
-        rocksdb_writebatch_put(index->batch, (const char *)staged_key(staging, put),
-                               put->key_length, (const char *)staged_value(staging, put),
-                               put->value_length);
-    }
-    meta_put(index, &index->staged);
-    staging_rewind(staging, (staging_mark){0, 0});
     char *message = 0;
-    rocksdb_write(index->db, index->write_options, index->batch, &message);
-    if (message) {
-        index->failed = true;
-        index->staged = index->position;
-        fail(error, error_size, "writing a batch", message);
-        return COFFER_STORAGE_FAILED;
+    int code = meta_stage(index);
+    if (code == COFFER_OK && table_write(index, &message) == COFFER_OK) {
+        const char *files[] = {index->table_path};
+        rocksdb_ingest_external_file(index->db, files, 1, index->ingest_options, &message);
     }
-    index->position = index->staged;
+    staging_rewind(&index->staging, (staging_mark){0, 0});
+    if (code != COFFER_OK || message) {
+        index->failed = true;
+        if (message)
+            fail(error, error_size, "writing a table", message);
+        else
+            snprintf(error, error_size, "out of memory");
+        return code != COFFER_OK ? code : COFFER_STORAGE_FAILED;
+    }
+    index->flushed = index->position;
     return COFFER_OK;
 }
 
-/* A record that cannot be derived: what was staged before it is committed, then the handle
+/* A record that cannot be derived: what was staged before it is flushed, then the handle
  * refuses writes. */
 static int record_failed(index_db *index, const record_header *header, int code, char *error,
                          size_t error_size)
 {
-    int committed = index_commit(index, error, error_size);
+    int flushed = index_flush(index, error, error_size);
     index->failed = true;
-    if (committed == COFFER_OK)
+    if (flushed == COFFER_OK)
         snprintf(error, error_size, "the record ending at seq %llu: %s",
                  (unsigned long long)header->last_seq,
                  code == COFFER_OUT_OF_MEMORY ? "out of memory" : record_status_name(code));
@@ -306,41 +334,24 @@ int index_apply_record(index_db *index, const uint8_t *bytes, const record_heade
         snprintf(error, error_size, "the index refuses writes after a failure");
         return COFFER_STORAGE_FAILED;
     }
-    if (header->last_seq <= index->staged.applied_seq)
+    if (header->last_seq <= index->position.applied_seq)
         return COFFER_OK;
-    index_position before = index->staged;
+    index_position before = index->position;
     staging_mark mark = staging_mark_get(&index->staging);
     index_sink sink = {stage_transfer, stage_history, stage_resolution, index};
     int code = index_derive_record(bytes, header, &index->scratch, &sink);
     if (code != RECORD_OK) {
         staging_rewind(&index->staging, mark);
-        index->staged = before;
+        index->position = before;
         return record_failed(index, header, code, error, error_size);
     }
-    index_position *p = &index->staged;
+    index_position *p = &index->position;
     p->applied_seq = header->last_seq;
     memcpy(p->applied_hash, header->hash, RECORD_HASH_BYTES);
     if (p->covers_from_seq == 0 && header->version >= 2)
         p->covers_from_seq = header->seq_base;
-    if (index->staging.arena_length >= INDEX_COMMIT_BYTES)
-        return index_commit(index, error, error_size);
-    return COFFER_OK;
-}
-
-int index_flush(index_db *index, char *error, size_t error_size)
-{
-    if (index->read_only)
-        return COFFER_OK;
-    int code = index_commit(index, error, error_size);
-    if (code != COFFER_OK)
-        return code;
-    char *message = 0;
-    rocksdb_flush(index->db, index->flush_options, &message);
-    if (message) {
-        fail(error, error_size, "flushing", message);
-        return COFFER_STORAGE_FAILED;
-    }
-    index->flushed = index->position;
+    if (index->staging.arena_length >= INDEX_STAGED_BYTES_MAX)
+        return index_flush(index, error, error_size);
     return COFFER_OK;
 }
 

@@ -1,10 +1,11 @@
 /*
  * index.h — the on-disk index: every transfer's outcome by id and every history entry by
  * (account, seq), derived from the log's records alone and kept in RocksDB (DATA/index/). It is
- * written behind the writer and may lag; its meta (format, applied seq and that record's hash)
- * is written in the same batch as the data of the records it covers, so the index always equals
- * what a prefix of the log derives. RocksDB's own WAL is off: the log is the truth, and after a
- * crash the index replays the log from its last flush.
+ * written behind the writer and may lag: records are gathered in memory and each flush hands
+ * them to RocksDB as one sorted table file with the meta (format, applied seq and that record's
+ * hash), so the index always equals what a prefix of the log derives. RocksDB's memtable and
+ * WAL are not used: the log is the truth, and after a crash the index replays the log from its
+ * last flush.
  */
 #ifndef COFFER_INDEX_INDEX_H
 #define COFFER_INDEX_INDEX_H
@@ -59,23 +60,22 @@ void index_close(index_db *index);
 /* Deletes the index directory at `path` and everything in it (a rebuild). 0 or -1 (errno). */
 int index_destroy(const char *path);
 
-/* Where the index stands after the records committed so far (in memory until the next flush). */
+/* Where the index stands after the records applied so far (in memory until the next flush). */
 index_position index_position_get(const index_db *index);
 /* Where the index stood at its last flush: what survives a crash. */
 index_position index_position_flushed(const index_db *index);
 
 /*
  * Applies one checked log record (bytes and header from record_check or a log cursor): its
- * transfers, its history entries and the holds it resolves are staged, and written with the
- * meta in one atomic batch by index_commit, or as soon as the staged records reach a few MiB.
- * A record at or before the last one applied is skipped. COFFER_OK, out_of_memory, or
+ * transfers, its history entries and the holds it resolves are staged in memory, and written
+ * with the meta in one atomic step by the next flush (or as soon as the staged records reach
+ * 64 MiB). A record at or before the applied seq is skipped. COFFER_OK, out_of_memory, or
  * storage_failed with the reason in `error` (the handle then refuses further writes).
  */
 int index_apply_record(index_db *index, const uint8_t *bytes, const record_header *header,
                        char *error, size_t error_size);
-/* Writes the staged records to RocksDB, where reads and index_position_get see them. */
-int index_commit(index_db *index, char *error, size_t error_size);
-/* Commits, then makes everything durable (RocksDB's memtable written and synced). */
+/* Writes everything applied to RocksDB, durably: reads see the records flushed, not those
+ * only applied. */
 int index_flush(index_db *index, char *error, size_t error_size);
 
 /* The transfer with this id: COFFER_OK, transfer_not_found, or storage_failed. */
