@@ -1,8 +1,7 @@
 /*
- * staging.h — the index's puts gathered over one or more log records and handed to RocksDB in
- * key order. Inserting sorted keys lets RocksDB's memtable reuse the position of the previous
- * insert, where keys in log order (random ids, accounts all over) cost a walk of the whole skip
- * list each, which was most of the index's time.
+ * staging.h — the index's puts gathered in memory over the records applied since the last
+ * flush, and sorted by key for it: a flush writes them as one RocksDB table file, whose keys
+ * must come in order (keys in log order are random ids and accounts all over).
  */
 #ifndef COFFER_INDEX_STAGING_H
 #define COFFER_INDEX_STAGING_H
