@@ -1,8 +1,7 @@
 /*
  * check.c — the index against the log (coffer verify): every record up to the index's applied
  * seq is derived again (derive.c) and each key compared with what the index holds, byte for
- * byte; then counts show that the index holds nothing more and that every hold the log has
- * not resolved is still pending there.
+ * byte; then counts show that the index holds nothing more.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,17 +13,11 @@
 struct index_check {
     index_db *index;
     record_scratch scratch;
-    uint64_t transfers, history;    /* keys the log derives */
-    uint64_t holds, holds_resolved; /* holds the index has, and those of them resolved */
+    uint64_t transfers, history, resolutions; /* keys the log derives */
     char *error;
     size_t error_size;
     uint64_t seq; /* of the record being checked */
 };
-
-/* What check_finish counts in the index. */
-typedef struct index_counts {
-    uint64_t keys, holds_pending;
-} index_counts;
 
 int index_check_begin(index_db *index, index_check **out)
 {
@@ -51,28 +44,24 @@ static void key_text(char *out, size_t size, const uint8_t *key, size_t key_leng
     out[length] = 0;
 }
 
-/* Reads `key` from the index: the length read, or 0 with the difference described. */
-static size_t check_read(index_check *check, const char *what, const uint8_t *key,
-                         size_t key_length, uint8_t *value, size_t capacity)
+/* One derived put against the index: the same value under its key, or the difference. */
+static int check_put(index_check *check, const char *what, const uint8_t *key, size_t key_length,
+                     const uint8_t *value, size_t value_length)
 {
+    uint8_t found[TRANSFER_VALUE_MAX];
     size_t length = 0;
-    int code = index_read_value(check->index, key, key_length, value, capacity, &length);
-    if (code == COFFER_OK)
-        return length;
+    int code = index_read_value(check->index, key, key_length, found, sizeof found, &length);
+    const char *problem = code == COFFER_TRANSFER_NOT_FOUND ? "is missing"
+                          : code != COFFER_OK               ? "is unreadable"
+                          : length != value_length || memcmp(found, value, length) != 0
+                              ? "differs from the log"
+                              : 0;
+    if (!problem)
+        return 0;
     char name[80];
     key_text(name, sizeof name, key, key_length);
-    snprintf(check->error, check->error_size, "%s %s (seq %llu) is %s", what, name,
-             (unsigned long long)check->seq,
-             code == COFFER_TRANSFER_NOT_FOUND ? "missing" : "unreadable");
-    return 0;
-}
-
-static int differs(index_check *check, const char *what, const uint8_t *key, size_t key_length)
-{
-    char name[80];
-    key_text(name, sizeof name, key, key_length);
-    snprintf(check->error, check->error_size, "%s %s (seq %llu) differs from the log", what, name,
-             (unsigned long long)check->seq);
+    snprintf(check->error, check->error_size, "%s %s (seq %llu) %s", what, name,
+             (unsigned long long)check->seq, problem);
     return COFFER_STORAGE_FAILED;
 }
 
@@ -81,20 +70,7 @@ static int check_transfer(void *context, const uint8_t *key, size_t key_length,
 {
     index_check *check = context;
     check->transfers++;
-    uint8_t found[TRANSFER_VALUE_MAX];
-    size_t length = check_read(check, "transfer", key, key_length, found, sizeof found);
-    if (length == 0)
-        return COFFER_STORAGE_FAILED;
-    /* A hold's state and captured amount change later: compared where the log resolves it. */
-    bool hold = value[TRANSFER_VALUE_STATE] == COFFER_STATE_PENDING;
-    if (hold) {
-        check->holds++;
-        found[TRANSFER_VALUE_STATE] = COFFER_STATE_PENDING;
-        memset(found + TRANSFER_VALUE_CAPTURED, 0, 8);
-    }
-    if (length != value_length || memcmp(found, value, length) != 0)
-        return differs(check, "transfer", key, key_length);
-    return 0;
+    return check_put(check, "transfer", key, key_length, value, value_length);
 }
 
 static int check_history(void *context, const uint8_t *key, size_t key_length, const uint8_t *value,
@@ -102,31 +78,15 @@ static int check_history(void *context, const uint8_t *key, size_t key_length, c
 {
     index_check *check = context;
     check->history++;
-    uint8_t found[HISTORY_VALUE_MAX];
-    size_t length = check_read(check, "history entry", key, key_length, found, sizeof found);
-    if (length == 0)
-        return COFFER_STORAGE_FAILED;
-    if (length != value_length || memcmp(found, value, length) != 0)
-        return differs(check, "history entry", key, key_length);
-    return 0;
+    return check_put(check, "history entry", key, key_length, value, value_length);
 }
 
-static int check_resolution(void *context, const uint8_t *key, size_t key_length, uint8_t state,
-                            int64_t captured)
+static int check_resolution(void *context, const uint8_t *key, size_t key_length,
+                            const uint8_t *value, size_t value_length)
 {
     index_check *check = context;
-    uint8_t found[TRANSFER_VALUE_MAX];
-    size_t length = 0;
-    int code = index_read_value(check->index, key, key_length, found, sizeof found, &length);
-    if (code == COFFER_TRANSFER_NOT_FOUND)
-        return 0; /* a hold of a format-1 record: the index never had it */
-    if (code != COFFER_OK || length < TRANSFER_VALUE_FIXED)
-        return differs(check, "hold", key, key_length);
-    check->holds_resolved++;
-    if (found[TRANSFER_VALUE_STATE] != state ||
-        (int64_t)index_get_u64(found + TRANSFER_VALUE_CAPTURED) != captured)
-        return differs(check, "hold", key, key_length);
-    return 0;
+    check->resolutions++;
+    return check_put(check, "hold", key, key_length, value, value_length);
 }
 
 bool index_check_record(index_check *check, const uint8_t *bytes, const record_header *header,
@@ -143,36 +103,31 @@ bool index_check_record(index_check *check, const uint8_t *bytes, const record_h
     return code == RECORD_OK;
 }
 
-static int count_transfer(void *context, const uint8_t *key, size_t key_length,
-                          const uint8_t *value, size_t length)
+static int count_key(void *context, const uint8_t *key, size_t key_length, const uint8_t *value,
+                     size_t length)
 {
-    (void)key, (void)key_length;
-    index_counts *counts = context;
-    counts->keys++;
-    if (length >= TRANSFER_VALUE_FIXED && value[TRANSFER_VALUE_STATE] == COFFER_STATE_PENDING)
-        counts->holds_pending++;
+    (void)key, (void)key_length, (void)value, (void)length;
+    (*(uint64_t *)context)++;
     return 0;
 }
 
 bool index_check_finish(index_check *check, char *error, size_t error_size)
 {
-    index_counts transfers = {0}, history = {0};
-    if (index_scan(check->index, INDEX_KEY_TRANSFER, count_transfer, &transfers) != COFFER_OK ||
-        index_scan(check->index, INDEX_KEY_HISTORY, count_transfer, &history) != COFFER_OK) {
+    uint64_t transfers = 0, history = 0, resolutions = 0;
+    if (index_scan(check->index, INDEX_KEY_TRANSFER, count_key, &transfers) != COFFER_OK ||
+        index_scan(check->index, INDEX_KEY_HISTORY, count_key, &history) != COFFER_OK ||
+        index_scan(check->index, INDEX_KEY_RESOLUTION, count_key, &resolutions) != COFFER_OK) {
         snprintf(error, error_size, "a scan of its keys failed");
         return false;
     }
-    if (transfers.keys != check->transfers || history.keys != check->history) {
+    if (transfers != check->transfers || history != check->history ||
+        resolutions != check->resolutions) {
         snprintf(error, error_size,
-                 "it holds %llu transfers and %llu history entries, the log derives %llu and %llu",
-                 (unsigned long long)transfers.keys, (unsigned long long)history.keys,
-                 (unsigned long long)check->transfers, (unsigned long long)check->history);
-        return false;
-    }
-    uint64_t pending = check->holds - check->holds_resolved;
-    if (transfers.holds_pending != pending) {
-        snprintf(error, error_size, "it holds %llu pending holds, the log leaves %llu pending",
-                 (unsigned long long)transfers.holds_pending, (unsigned long long)pending);
+                 "it holds %llu transfers, %llu history entries and %llu ended holds, the log "
+                 "derives %llu, %llu and %llu",
+                 (unsigned long long)transfers, (unsigned long long)history,
+                 (unsigned long long)resolutions, (unsigned long long)check->transfers,
+                 (unsigned long long)check->history, (unsigned long long)check->resolutions);
         return false;
     }
     return true;

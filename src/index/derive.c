@@ -15,11 +15,22 @@ typedef struct derive_state {
     const char *submitted_by; /* the entry's submitter, or NULL */
 } derive_state;
 
-size_t index_transfer_key(uint8_t *key, const char *id, size_t id_len)
+/* A key of one byte of prefix and an id. */
+static size_t id_key(uint8_t *key, uint8_t prefix, const char *id, size_t id_len)
 {
-    key[0] = INDEX_KEY_TRANSFER;
+    key[0] = prefix;
     memcpy(key + 1, id, id_len);
     return 1 + id_len;
+}
+
+size_t index_transfer_key(uint8_t *key, const char *id, size_t id_len)
+{
+    return id_key(key, INDEX_KEY_TRANSFER, id, id_len);
+}
+
+size_t index_resolution_key(uint8_t *key, const char *hold_id, size_t id_len)
+{
+    return id_key(key, INDEX_KEY_RESOLUTION, hold_id, id_len);
 }
 
 size_t index_history_key(uint8_t *key, const char *account, size_t account_len, uint64_t seq,
@@ -141,9 +152,11 @@ static int history_pair(derive_state *state, const char *from, const char *to, u
 static int resolve_emit(derive_state *state, const char *hold_id, uint8_t hold_state,
                         int64_t captured)
 {
-    uint8_t key[TRANSFER_KEY_MAX];
-    size_t key_length = index_transfer_key(key, hold_id, strlen(hold_id));
-    return state->sink->resolve(state->sink->context, key, key_length, hold_state, captured);
+    uint8_t key[TRANSFER_KEY_MAX], value[RESOLUTION_VALUE_BYTES] = {INDEX_FORMAT_VERSION};
+    size_t key_length = index_resolution_key(key, hold_id, strlen(hold_id));
+    value[1] = hold_state;
+    index_put_u64(value + 8, (uint64_t)captured);
+    return state->sink->resolution(state->sink->context, key, key_length, value, sizeof value);
 }
 
 /* A recorded transfer, post or void: its record, its history, the hold it resolves. */
@@ -262,6 +275,15 @@ bool index_transfer_unpack(const uint8_t *value, size_t length, index_transfer *
     take_text(t->metadata, value, &at, lengths[4]);
     t->metadata_len = (uint32_t)lengths[4];
     take_text(t->submitted_by, value, &at, lengths[5]);
+    return true;
+}
+
+bool index_resolution_apply(const uint8_t *value, size_t length, coffer_transfer *hold)
+{
+    if (length != RESOLUTION_VALUE_BYTES || value[0] != INDEX_FORMAT_VERSION)
+        return false;
+    hold->state = value[1];
+    hold->captured = (int64_t)index_get_u64(value + 8);
     return true;
 }
 

@@ -4,7 +4,7 @@
  * off, column families would flush one by one and a crash could keep a meta newer than the data
  * it describes; one memtable cannot.
  */
-#define _GNU_SOURCE /* nftw */
+#define _GNU_SOURCE /* nftw, asprintf */
 #include "index/index.h"
 
 #include <errno.h>
@@ -16,7 +16,10 @@
 #include <sys/stat.h>
 
 #include "index/derive.h"
+#include "index/staging.h"
 
+/* The file a flush writes its table to, in the index's directory (RocksDB moves it in). */
+#define INDEX_TABLE_FILE "staged.sst"
 /* The meta value: u32 format, u64 applied seq, hash, u64 covers_from, u64 transfers, history. */
 #define META_BYTES (4 + 8 + RECORD_HASH_BYTES + 8 + 8 + 8)
 
@@ -26,15 +29,16 @@ struct index_db {
     rocksdb_block_based_table_options_t *table;
     rocksdb_cache_t *cache;
     rocksdb_filterpolicy_t *filter;
-    rocksdb_writeoptions_t *write_options;
     rocksdb_readoptions_t *read_options;
-    rocksdb_flushoptions_t *flush_options;
-    rocksdb_writebatch_wi_t *batch;
+    rocksdb_envoptions_t *env_options;
+    rocksdb_ingestexternalfileoptions_t *ingest_options;
+    char *table_path;      /* where a flush writes its table before RocksDB takes it in */
+    index_staging staging; /* the records applied since the last flush */
     record_scratch scratch;
     bool read_only;
     bool failed; /* a write failed: the handle refuses more */
+    /* After the records applied (staged in memory) and flushed (in RocksDB, durable). */
     index_position position, flushed;
-    char *error; /* the failing callback's RocksDB message, while deriving */
 };
 
 static void fail(char *error, size_t error_size, const char *what, char *message)
@@ -43,7 +47,8 @@ static void fail(char *error, size_t error_size, const char *what, char *message
     free(message);
 }
 
-/* The settings the spike measured (docs/benchmarks.md), in one column family. */
+/* The settings the spike measured (docs/benchmarks.md), in one column family. The memtable
+ * settings matter only to a write outside index_flush: flushes hand RocksDB whole tables. */
 static void options_make(index_db *index)
 {
     index->cache = rocksdb_cache_create_lru(256u << 20);
@@ -65,25 +70,24 @@ static void options_make(index_db *index)
     /* RocksDB's own log of its work (LOG files): kept small, it is not the ledger's. */
     rocksdb_options_set_keep_log_file_num(index->options, 2);
     rocksdb_options_set_max_log_file_size(index->options, 1u << 20);
-    index->write_options = rocksdb_writeoptions_create();
-    rocksdb_writeoptions_disable_WAL(index->write_options, 1);
     index->read_options = rocksdb_readoptions_create();
-    index->flush_options = rocksdb_flushoptions_create();
-    rocksdb_flushoptions_set_wait(index->flush_options, 1);
+    index->env_options = rocksdb_envoptions_create();
+    index->ingest_options = rocksdb_ingestexternalfileoptions_create();
+    rocksdb_ingestexternalfileoptions_set_move_files(index->ingest_options, 1);
 }
 
 static void handle_free(index_db *index)
 {
     if (index->db)
         rocksdb_close(index->db);
-    if (index->batch)
-        rocksdb_writebatch_wi_destroy(index->batch);
-    rocksdb_flushoptions_destroy(index->flush_options);
+    rocksdb_ingestexternalfileoptions_destroy(index->ingest_options);
+    rocksdb_envoptions_destroy(index->env_options);
     rocksdb_readoptions_destroy(index->read_options);
-    rocksdb_writeoptions_destroy(index->write_options);
     rocksdb_options_destroy(index->options);
     rocksdb_block_based_options_destroy(index->table); /* frees the filter policy too */
     rocksdb_cache_destroy(index->cache);
+    free(index->table_path);
+    staging_free(&index->staging);
     record_scratch_free(&index->scratch);
     free(index);
 }
@@ -155,7 +159,10 @@ int index_open(const char *path, bool read_only, index_db **out, char *error, si
     }
     if (code == COFFER_OK)
         code = meta_read(index, error, error_size);
-    index->batch = rocksdb_writebatch_wi_create(1u << 20, 1);
+    if (asprintf(&index->table_path, "%s/%s", path, INDEX_TABLE_FILE) < 0) {
+        index->table_path = 0;
+        code = COFFER_OUT_OF_MEMORY;
+    }
     if (code != COFFER_OK) {
         handle_free(index);
         return code;
@@ -203,60 +210,43 @@ index_position index_position_flushed(const index_db *index)
 
 /* ---- writing ------------------------------------------------------------------------------- */
 
-/* One derived key and value into the record's batch, counted in `count`. */
-static int batch_put(index_db *index, uint64_t *count, const uint8_t *key, size_t key_length,
-                     const uint8_t *value, size_t value_length)
-{
-    rocksdb_writebatch_wi_put(index->batch, (const char *)key, key_length, (const char *)value,
-                              value_length);
-    (*count)++;
-    return 0;
-}
+/* Staged records are flushed once they hold this much, whatever the indexer's own schedule:
+ * the staging's memory stays bounded, and each flush makes one table of RocksDB's level 0
+ * (about as large as a 64 MiB memtable would make). */
+#define INDEX_STAGED_BYTES_MAX (64u << 20)
 
-static int put_transfer(void *context, const uint8_t *key, size_t key_length, const uint8_t *value,
-                        size_t value_length)
+/* One derived key and value staged, counted in `count`. */
+static int stage(index_db *index, uint64_t *count, const uint8_t *key, size_t key_length,
+                 const uint8_t *value, size_t value_length)
 {
-    index_db *index = context;
-    return batch_put(index, &index->position.transfers, key, key_length, value, value_length);
-}
-
-static int put_history(void *context, const uint8_t *key, size_t key_length, const uint8_t *value,
-                       size_t value_length)
-{
-    index_db *index = context;
-    return batch_put(index, &index->position.history, key, key_length, value, value_length);
-}
-
-/* A hold's record, read through the batch (the hold may be in this very record), rewritten
- * with its new state. A hold the index does not have was made by a format-1 record: its
- * outcome stays in memory only. */
-static int put_resolution(void *context, const uint8_t *key, size_t key_length, uint8_t state,
-                          int64_t captured)
-{
-    index_db *index = context;
-    size_t length = 0;
-    char *value = rocksdb_writebatch_wi_get_from_batch_and_db(
-        index->batch, index->db, index->read_options, (const char *)key, key_length, &length,
-        &index->error);
-    if (index->error)
-        return COFFER_STORAGE_FAILED;
-    if (!value)
-        return 0;
-    index_transfer unpacked;
-    int code = COFFER_OK;
-    if (index_transfer_unpack((const uint8_t *)value, length, &unpacked)) {
-        uint8_t *bytes = (uint8_t *)value;
-        bytes[TRANSFER_VALUE_STATE] = state;
-        index_put_u64(bytes + TRANSFER_VALUE_CAPTURED, (uint64_t)captured);
-        rocksdb_writebatch_wi_put(index->batch, (const char *)key, key_length, value, length);
-    } else {
-        code = COFFER_STORAGE_FAILED;
-    }
-    rocksdb_free(value);
+    int code = staging_put(&index->staging, key, key_length, value, value_length);
+    if (code == 0)
+        (*count)++;
     return code;
 }
 
-static void meta_put(index_db *index)
+static int stage_transfer(void *context, const uint8_t *key, size_t key_length,
+                          const uint8_t *value, size_t value_length)
+{
+    index_db *index = context;
+    return stage(index, &index->position.transfers, key, key_length, value, value_length);
+}
+
+static int stage_history(void *context, const uint8_t *key, size_t key_length, const uint8_t *value,
+                         size_t value_length)
+{
+    index_db *index = context;
+    return stage(index, &index->position.history, key, key_length, value, value_length);
+}
+
+static int stage_resolution(void *context, const uint8_t *key, size_t key_length,
+                            const uint8_t *value, size_t value_length)
+{
+    uint64_t uncounted = 0;
+    return stage(context, &uncounted, key, key_length, value, value_length);
+}
+
+static int meta_stage(index_db *index)
 {
     const index_position *p = &index->position;
     uint8_t meta[META_BYTES];
@@ -267,7 +257,74 @@ static void meta_put(index_db *index)
     index_put_u64(meta + 12 + RECORD_HASH_BYTES, p->covers_from_seq);
     index_put_u64(meta + 20 + RECORD_HASH_BYTES, p->transfers);
     index_put_u64(meta + 28 + RECORD_HASH_BYTES, p->history);
-    rocksdb_writebatch_wi_put(index->batch, "M", 1, (const char *)meta, sizeof meta);
+    return staging_put(&index->staging, (const uint8_t *)"M", 1, meta, sizeof meta);
+}
+
+/* The staged puts, sorted, into a table file at table_path (of a key put twice, the last). */
+static int table_write(index_db *index, char **message)
+{
+    index_staging *staging = &index->staging;
+    staging_sort(staging);
+    rocksdb_sstfilewriter_t *writer =
+        rocksdb_sstfilewriter_create(index->env_options, index->options);
+    rocksdb_sstfilewriter_open(writer, index->table_path, message);
+    for (size_t i = 0; !*message && i < staging->count; i++) {
+        const staged_put *put = &staging->puts[i], *next = put + 1;
+        if (i + 1 < staging->count && next->key_length == put->key_length &&
+            memcmp(staged_key(staging, next), staged_key(staging, put), put->key_length) == 0)
+            continue; /* a later put of the same key follows */
+        rocksdb_sstfilewriter_put(writer, (const char *)staged_key(staging, put), put->key_length,
+                                  (const char *)staged_value(staging, put), put->value_length,
+                                  message);
+    }
+    if (!*message)
+        rocksdb_sstfilewriter_finish(writer, message);
+    rocksdb_sstfilewriter_destroy(writer);
+    return *message ? COFFER_STORAGE_FAILED : COFFER_OK;
+}
+
+/* Flushing writes the staged records, sorted, as one table file with the meta, and has RocksDB
+ * take the file in: one atomic and durable step, where inserting into a memtable cost a walk of
+ * its skip list per key (most of the index's time) and a later flush of the memtable. */
+int index_flush(index_db *index, char *error, size_t error_size)
+{
+    if (index->read_only || index->position.applied_seq == index->flushed.applied_seq)
+        return COFFER_OK;
+    if (index->failed) {
+        snprintf(error, error_size, "the index refuses writes after a failure");
+        return COFFER_STORAGE_FAILED;
+    }
+    char *message = 0;
+    int code = meta_stage(index);
+    if (code == COFFER_OK && table_write(index, &message) == COFFER_OK) {
+        const char *files[] = {index->table_path};
+        rocksdb_ingest_external_file(index->db, files, 1, index->ingest_options, &message);
+    }
+    staging_rewind(&index->staging, (staging_mark){0, 0});
+    if (code != COFFER_OK || message) {
+        index->failed = true;
+        if (message)
+            fail(error, error_size, "writing a table", message);
+        else
+            snprintf(error, error_size, "out of memory");
+        return code != COFFER_OK ? code : COFFER_STORAGE_FAILED;
+    }
+    index->flushed = index->position;
+    return COFFER_OK;
+}
+
+/* A record that cannot be derived: what was staged before it is flushed, then the handle
+ * refuses writes. */
+static int record_failed(index_db *index, const record_header *header, int code, char *error,
+                         size_t error_size)
+{
+    int flushed = index_flush(index, error, error_size);
+    index->failed = true;
+    if (flushed == COFFER_OK)
+        snprintf(error, error_size, "the record ending at seq %llu: %s",
+                 (unsigned long long)header->last_seq,
+                 code == COFFER_OUT_OF_MEMORY ? "out of memory" : record_status_name(code));
+    return code == COFFER_OUT_OF_MEMORY ? code : COFFER_STORAGE_FAILED;
 }
 
 int index_apply_record(index_db *index, const uint8_t *bytes, const record_header *header,
@@ -280,50 +337,21 @@ int index_apply_record(index_db *index, const uint8_t *bytes, const record_heade
     if (header->last_seq <= index->position.applied_seq)
         return COFFER_OK;
     index_position before = index->position;
-    rocksdb_writebatch_wi_clear(index->batch);
-    index_sink sink = {put_transfer, put_history, put_resolution, index};
-    index->error = 0;
+    staging_mark mark = staging_mark_get(&index->staging);
+    index_sink sink = {stage_transfer, stage_history, stage_resolution, index};
     int code = index_derive_record(bytes, header, &index->scratch, &sink);
     if (code != RECORD_OK) {
+        staging_rewind(&index->staging, mark);
         index->position = before;
-        index->failed = true;
-        if (index->error)
-            fail(error, error_size, "reading a hold", index->error);
-        else
-            snprintf(error, error_size, "the record ending at seq %llu: %s",
-                     (unsigned long long)header->last_seq,
-                     code == COFFER_STORAGE_FAILED ? "a hold's value is damaged"
-                                                   : record_status_name(code));
-        index->error = 0;
-        return code == COFFER_OUT_OF_MEMORY ? code : COFFER_STORAGE_FAILED;
+        return record_failed(index, header, code, error, error_size);
     }
-    index->position.applied_seq = header->last_seq;
-    memcpy(index->position.applied_hash, header->hash, RECORD_HASH_BYTES);
-    if (index->position.covers_from_seq == 0 && header->version >= 2)
-        index->position.covers_from_seq = header->seq_base;
-    meta_put(index);
-    char *message = 0;
-    rocksdb_write_writebatch_wi(index->db, index->write_options, index->batch, &message);
-    if (message) {
-        index->position = before;
-        index->failed = true;
-        fail(error, error_size, "writing a batch", message);
-        return COFFER_STORAGE_FAILED;
-    }
-    return COFFER_OK;
-}
-
-int index_flush(index_db *index, char *error, size_t error_size)
-{
-    if (index->read_only)
-        return COFFER_OK;
-    char *message = 0;
-    rocksdb_flush(index->db, index->flush_options, &message);
-    if (message) {
-        fail(error, error_size, "flushing", message);
-        return COFFER_STORAGE_FAILED;
-    }
-    index->flushed = index->position;
+    index_position *p = &index->position;
+    p->applied_seq = header->last_seq;
+    memcpy(p->applied_hash, header->hash, RECORD_HASH_BYTES);
+    if (p->covers_from_seq == 0 && header->version >= 2)
+        p->covers_from_seq = header->seq_base;
+    if (index->staging.arena_length >= INDEX_STAGED_BYTES_MAX)
+        return index_flush(index, error, error_size);
     return COFFER_OK;
 }
 
@@ -360,6 +388,15 @@ int index_get_transfer(index_db *index, const char *id, size_t id_len, index_tra
         return code;
     if (!index_transfer_unpack(value, length, out))
         return COFFER_STORAGE_FAILED;
+    if (out->transfer.state == COFFER_STATE_PENDING) {
+        /* A hold: how it ended, if it has, is under its resolution key. */
+        key_length = index_resolution_key(key, id, id_len);
+        code = index_read_value(index, key, key_length, value, sizeof value, &length);
+        if (code == COFFER_OK && !index_resolution_apply(value, length, &out->transfer))
+            code = COFFER_STORAGE_FAILED;
+        if (code != COFFER_OK && code != COFFER_TRANSFER_NOT_FOUND)
+            return code;
+    }
     memcpy(out->transfer.id, id, id_len);
     out->transfer.id[id_len] = 0;
     return COFFER_OK;

@@ -1,10 +1,11 @@
 /*
  * index.h — the on-disk index: every transfer's outcome by id and every history entry by
  * (account, seq), derived from the log's records alone and kept in RocksDB (DATA/index/). It is
- * written behind the writer and may lag; its meta (format, applied seq and that record's hash)
- * is written in the same batch as each record's data, so the index always equals what a
- * prefix of the log derives. RocksDB's own WAL is off: the log is the truth, and after a crash
- * the index replays the log from its last flush.
+ * written behind the writer and may lag: records are gathered in memory and each flush hands
+ * them to RocksDB as one sorted table file with the meta (format, applied seq and that record's
+ * hash), so the index always equals what a prefix of the log derives. RocksDB's memtable and
+ * WAL are not used: the log is the truth, and after a crash the index replays the log from its
+ * last flush.
  */
 #ifndef COFFER_INDEX_INDEX_H
 #define COFFER_INDEX_INDEX_H
@@ -17,8 +18,9 @@
 #include "log/record.h"
 
 /* The layout of keys and values; an index of another format is rebuilt, not read. Format 2
- * added each transfer's submitter. */
-#define INDEX_FORMAT_VERSION 2
+ * added each transfer's submitter; format 3 keeps how a hold ended under a key of its own
+ * instead of rewriting the hold's transfer. */
+#define INDEX_FORMAT_VERSION 3
 /* The subdirectory of the data directory that holds the index. */
 #define INDEX_DIRECTORY "index"
 
@@ -31,7 +33,7 @@ typedef struct index_position {
     uint64_t applied_seq;
     uint8_t applied_hash[RECORD_HASH_BYTES];
     uint64_t covers_from_seq;
-    uint64_t transfers; /* transfer records written (a hold's update does not count) */
+    uint64_t transfers; /* transfer records written (a hold's resolution does not count) */
     uint64_t history;   /* history entries written */
 } index_position;
 
@@ -65,13 +67,15 @@ index_position index_position_flushed(const index_db *index);
 
 /*
  * Applies one checked log record (bytes and header from record_check or a log cursor): its
- * transfers, its history entries, the holds it resolves, and the meta, in one atomic write.
- * A record at or before the applied seq is skipped. COFFER_OK, out_of_memory, or storage_failed
- * with the reason in `error` (the handle then refuses further writes).
+ * transfers, its history entries and the holds it resolves are staged in memory, and written
+ * with the meta in one atomic step by the next flush (or as soon as the staged records reach
+ * 64 MiB). A record at or before the applied seq is skipped. COFFER_OK, out_of_memory, or
+ * storage_failed with the reason in `error` (the handle then refuses further writes).
  */
 int index_apply_record(index_db *index, const uint8_t *bytes, const record_header *header,
                        char *error, size_t error_size);
-/* Makes everything applied durable (RocksDB's memtable written and synced). */
+/* Writes everything applied to RocksDB, durably: reads see the records flushed, not those
+ * only applied. */
 int index_flush(index_db *index, char *error, size_t error_size);
 
 /* The transfer with this id: COFFER_OK, transfer_not_found, or storage_failed. */
@@ -83,10 +87,9 @@ int index_history_page(index_db *index, const char *account_id, uint64_t after_s
 
 /*
  * Checks the index against the log records given in order (every record of the log up to the
- * index's applied seq): each record's transfers and history entries present with the same
- * content, each resolved hold in its resolved state, and then (index_check_finish) that the
- * index holds nothing else and every unresolved hold is pending. The first difference found
- * goes to `error`; false then.
+ * index's applied seq): each record's transfers, history entries and hold resolutions present
+ * with the same content, and then (index_check_finish) that the index holds nothing else. The
+ * first difference found goes to `error`; false then.
  */
 typedef struct index_check index_check;
 int index_check_begin(index_db *index, index_check **out);
