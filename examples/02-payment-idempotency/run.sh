@@ -43,7 +43,7 @@ attempt() {
     start="$EPOCHREALTIME"
     {
         printf '%s' "${body:0:1}"
-        if [[ -n "$fifo" ]]; then read -r -t 30 -u 3 _ || true; fi
+        if [[ -n "$fifo" ]]; then read -r -t 90 -u 3 _ || true; fi
         printf '%s' "${body:1}"
     } 3<>"${fifo:-/dev/null}" |
         curl -sS --max-time 60 -X POST "$SERVER/v1/transfers" -T - -o "$work/$client.$n.body" \
@@ -74,7 +74,9 @@ client() {
     attempt "$client" 3 "$body" &
     local retry3=$!
     wait "$retry2" "$retry3"
-    echo release >"$fifo" # now the first attempt's request finishes arriving
+    # Now the first attempt's request finishes arriving. Opened for reading and writing, the
+    # FIFO never blocks this client, even when the first attempt gave up waiting already.
+    echo release 1<>"$fifo"
     wait
 }
 

@@ -4,7 +4,9 @@
  */
 #include "server/framing_socket.h"
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <gnutls/gnutls.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +26,7 @@
 
 typedef struct scanned {
     framing framing;
+    bool tls;             /* scanned in gnutls_record_recv(), after decryption */
     uint64_t answered;    /* requests libmicrohttpd has answered */
     bool refusal_pending; /* refused; answered once the requests before it are */
     framing_refusal refusal;
@@ -70,15 +73,17 @@ static scanned *scanned_at(int fd)
 }
 
 void framing_socket_notify(struct MHD_Connection *connection,
-                           enum MHD_ConnectionNotificationCode code)
+                           enum MHD_ConnectionNotificationCode code, bool tls)
 {
     int fd = descriptor_of(connection);
     if (fd < 0 || (size_t)fd >= table_size)
         return;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         scanned *s = calloc(1, sizeof *s);
-        if (s)
+        if (s) {
             framing_init(&s->framing);
+            s->tls = tls;
+        }
         /* Without memory the connection goes unscanned: libmicrohttpd and head.c still apply. */
         atomic_store_explicit(&table[fd], s, memory_order_release);
         return;
@@ -98,10 +103,31 @@ static ssize_t system_recv(int fd, void *buffer, size_t length, int flags)
     return syscall(SYS_recvfrom, fd, buffer, length, flags, NULL, NULL);
 }
 
-/* Sends the refusal's problem+json answer (best effort: the socket's buffer is empty, since
- * every earlier answer was sent), drops what the client sent after it, and ends the writing
- * side, so that the answer arrives whole before the close. */
-static void answer_refusal(int fd, const framing_refusal *refusal)
+/* The TLS library's own calls, found once: this program's gnutls_record_recv() stands in
+ * front of the library's, so the library's is the next one in the lookup order. */
+typedef ssize_t (*record_recv_fn)(gnutls_session_t session, void *data, size_t size);
+static record_recv_fn library_record_recv;
+static pthread_once_t library_once = PTHREAD_ONCE_INIT;
+
+static void library_resolve(void)
+{
+    library_record_recv = (record_recv_fn)dlsym(RTLD_NEXT, "gnutls_record_recv");
+}
+
+/* Writes all of `bytes` on the connection, as plain bytes or as TLS records (best effort: the
+ * connection's buffer is empty, since every earlier answer was sent). */
+static void send_all(int fd, gnutls_session_t session, const char *bytes, size_t length)
+{
+    if (session)
+        gnutls_record_send(session, bytes, length);
+    else
+        syscall(SYS_sendto, fd, bytes, length, MSG_NOSIGNAL, NULL, 0);
+}
+
+/* Sends the refusal's problem+json answer, drops what the client sent after it (on plain
+ * HTTP, so that the close sends no reset that could cut the answer off) and ends the writing
+ * side. */
+static void answer_refusal(int fd, gnutls_session_t session, const framing_refusal *refusal)
 {
     encoded problem;
     encode_problem(&problem, refusal->code, 0, refusal->detail);
@@ -112,13 +138,13 @@ static void answer_refusal(int fd, const framing_refusal *refusal)
                                problem.status, MHD_get_reason_phrase_for(problem.status),
                                problem.body ? problem.length : 0);
     if (head_length > 0 && (size_t)head_length < sizeof head) {
-        syscall(SYS_sendto, fd, head, (size_t)head_length, MSG_NOSIGNAL, NULL, 0);
+        send_all(fd, session, head, (size_t)head_length);
         if (problem.body)
-            syscall(SYS_sendto, fd, problem.body, problem.length, MSG_NOSIGNAL, NULL, 0);
+            send_all(fd, session, problem.body, problem.length);
     }
     free(problem.body);
     char sink[4096];
-    for (size_t drained = 0; drained < DRAIN_BYTES_MAX;) {
+    for (size_t drained = 0; !session && drained < DRAIN_BYTES_MAX;) {
         ssize_t got = system_recv(fd, sink, sizeof sink, MSG_DONTWAIT);
         if (got <= 0)
             break;
@@ -128,36 +154,74 @@ static void answer_refusal(int fd, const framing_refusal *refusal)
     atomic_fetch_add(&refused, 1);
 }
 
-/* A refused connection: answered and ended now when libmicrohttpd owes no earlier answer;
- * else it reads "nothing yet", and the read side is shut so that it reads again (and ends)
- * once it is ready for another request. */
-static ssize_t refusal_read(int fd, scanned *s)
+/* A refused connection: answered now when libmicrohttpd owes no earlier answer, and the read
+ * reports the end of the stream (0); else the read reports "nothing yet" (false), and the
+ * read side is shut so that libmicrohttpd reads again (and is answered) once it is ready for
+ * another request. */
+static bool refusal_read(int fd, gnutls_session_t session, scanned *s)
 {
     if (s->answered < s->framing.requests) {
         shutdown(fd, SHUT_RD);
-        errno = EAGAIN;
-        return -1;
+        return false;
     }
-    answer_refusal(fd, &s->refusal);
-    return 0;
+    answer_refusal(fd, session, &s->refusal);
+    return true;
 }
 
-/* Every recv() of the process: libmicrohttpd's land here, and only its registered plain-HTTP
- * connections are scanned. */
-ssize_t recv(int fd, void *buffer, size_t length, int flags)
+/* Scans `got` bytes just read; returns how many libmicrohttpd may have (all of them, only the
+ * requests before a refused one, or 0 for the end of the stream), or -1 for "nothing yet". */
+static ssize_t scan_read(scanned *s, int fd, gnutls_session_t session, const void *bytes,
+                         ssize_t got)
 {
-    scanned *s = scanned_at(fd);
-    if (s && s->refusal_pending)
-        return refusal_read(fd, s);
-    ssize_t got = system_recv(fd, buffer, length, flags);
-    if (!s || got <= 0 || (flags & MSG_PEEK))
-        return got;
-    if (framing_scan(&s->framing, buffer, (size_t)got, &s->refusal))
+    if (framing_scan(&s->framing, bytes, (size_t)got, &s->refusal))
         return got;
     s->refusal_pending = true;
     if (s->refusal.request_start > 0) {
         shutdown(fd, SHUT_RD); /* it reads again, and is refused, after these are answered */
         return (ssize_t)s->refusal.request_start;
     }
-    return refusal_read(fd, s);
+    return refusal_read(fd, session, s) ? 0 : -1;
+}
+
+/* Every recv() of the process: libmicrohttpd's plain-HTTP reads land here, and only its
+ * registered connections are scanned (a TLS connection's records pass, and are scanned once
+ * decrypted, below). */
+ssize_t recv(int fd, void *buffer, size_t length, int flags)
+{
+    scanned *s = scanned_at(fd);
+    if (s && s->tls)
+        s = 0;
+    if (s && s->refusal_pending) {
+        if (refusal_read(fd, 0, s))
+            return 0;
+        errno = EAGAIN;
+        return -1;
+    }
+    ssize_t got = system_recv(fd, buffer, length, flags);
+    if (!s || got <= 0 || (flags & MSG_PEEK))
+        return got;
+    ssize_t passed = scan_read(s, fd, 0, buffer, got);
+    if (passed < 0)
+        errno = EAGAIN;
+    return passed;
+}
+
+/* Every TLS record read of the process: libmicrohttpd's for a registered connection are
+ * scanned once decrypted, as plain-HTTP bytes are in recv(). */
+ssize_t gnutls_record_recv(gnutls_session_t session, void *data, size_t size)
+{
+    pthread_once(&library_once, library_resolve);
+    if (!library_record_recv)
+        return GNUTLS_E_INTERNAL_ERROR;
+    int fd = gnutls_transport_get_int(session);
+    scanned *s = scanned_at(fd);
+    if (s && !s->tls)
+        s = 0;
+    if (s && s->refusal_pending)
+        return refusal_read(fd, session, s) ? 0 : GNUTLS_E_AGAIN;
+    ssize_t got = library_record_recv(session, data, size);
+    if (!s || got <= 0)
+        return got;
+    ssize_t passed = scan_read(s, fd, session, data, got);
+    return passed < 0 ? GNUTLS_E_AGAIN : passed;
 }

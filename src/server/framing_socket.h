@@ -1,11 +1,11 @@
 /*
  * framing_socket.h — the framing scanner (framing.h) placed under libmicrohttpd: this program
- * defines recv(), which the dynamic linker binds libmicrohttpd's calls to ahead of the C
- * library's, so every byte read from a registered plain-HTTP connection is scanned before
- * libmicrohttpd parses it. A refused request is answered here, in problem+json, once every
- * earlier request on the connection has been answered, and libmicrohttpd then reads the end
- * of the stream and closes the connection. Sockets not registered (clients, libpq, TLS
- * connections, whose bytes are encrypted) pass through untouched.
+ * defines recv() and gnutls_record_recv(), which the dynamic linker binds libmicrohttpd's calls
+ * to ahead of the C library's and GnuTLS's, so every byte read from a registered connection
+ * (plain, or decrypted from TLS records) is scanned before libmicrohttpd parses it. A refused
+ * request is answered here, in problem+json, once every earlier request on the connection has
+ * been answered, and libmicrohttpd then reads the end of the stream and closes the connection.
+ * Connections not registered (clients, libpq) pass through untouched.
  */
 #ifndef COFFER_SERVER_FRAMING_SOCKET_H
 #define COFFER_SERVER_FRAMING_SOCKET_H
@@ -18,9 +18,10 @@
  * server must not start unchecked). Idempotent and shared by every server of the process. */
 bool framing_sockets_start(void);
 
-/* Starts scanning a connection (MHD_CONNECTION_NOTIFY_STARTED) or stops (..._CLOSED). */
+/* Starts scanning a connection (MHD_CONNECTION_NOTIFY_STARTED) or stops (..._CLOSED); `tls`:
+ * its bytes are scanned as gnutls_record_recv() returns them, decrypted. */
 void framing_socket_notify(struct MHD_Connection *connection,
-                           enum MHD_ConnectionNotificationCode code);
+                           enum MHD_ConnectionNotificationCode code, bool tls);
 /* A request on `connection` was answered (MHD_OPTION_NOTIFY_COMPLETED). */
 void framing_socket_answered(struct MHD_Connection *connection);
 

@@ -414,15 +414,13 @@ static bool open_webhooks(server *s)
     return true;
 }
 
-/* MHD_OPTION_NOTIFY_CONNECTION: a plain-HTTP connection's bytes are scanned for framing from
- * its first (a TLS connection's are encrypted where they are read: head.c and guard.c apply),
- * and every connection has receive deadlines. */
+/* MHD_OPTION_NOTIFY_CONNECTION: every connection's bytes are scanned for framing from its
+ * first (a TLS connection's once decrypted), and every connection has receive deadlines. */
 static void on_connection(void *context, struct MHD_Connection *connection, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
 {
     server *s = context;
-    if (!s->options->tls_key_pem)
-        framing_socket_notify(connection, code);
+    framing_socket_notify(connection, code, s->options->tls_key_pem != NULL);
     deadlines_notify(s->deadlines, connection, socket_context, code);
 }
 

@@ -6,6 +6,7 @@ that are wrong, are refused."""
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -112,6 +113,42 @@ class Tls(unittest.TestCase):
             except ConnectionResetError:
                 pass
         self.assertFalse(received.startswith(b"HTTP/"), received[:200])
+
+    def exchange_raw(self, data):
+        """Raw bytes over TLS on a fresh connection; everything the server sent until it closed."""
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=10 * SLOW) as raw:
+            with self.server.context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+                sock.sendall(data)
+                received = b""
+                try:
+                    while chunk := sock.recv(65536):
+                        received += chunk
+                except (ConnectionResetError, ssl.SSLError):
+                    pass
+        return received
+
+    def test_framing_is_scanned_inside_tls_too(self):
+        # The scanner reads a TLS connection's bytes as they are decrypted: what libmicrohttpd
+        # alone would answer twice, in HTML, or not at all is one problem+json answer here too.
+        host = b"Host: 127.0.0.1\r\n"
+        cases = ((b"POST /v1/accounts HTTP/1.1\r\n" + host + b"Content-Length: -1\r\n\r\n",
+                  b"400", b"not a number of bytes"),
+                 (b"GET /healthz HTTP/1.1\r\n" + host +
+                  b"".join(b"X%d: v\r\n" % i for i in range(2000)) + b"\r\n",
+                  b"431", b"256 header lines"),
+                 (b"POST /v1/accounts HTTP/1.1\r\n" + host +
+                  b"Transfer-Encoding: chunked\r\n\r\n2\n{}\r\n0\r\n\r\n",
+                  b"400", b"bare LF"),
+                 (b"GET /healthz HTTP/1.1\r\n" + host + b"\r\n" +
+                  b"GET /healthz HTTP/1.1\r\n" + host + b"X: a\0\n\r\n", b"200", b"NUL"))
+        for data, status, said in cases:
+            received = self.exchange_raw(data)
+            self.assertTrue(received.startswith(b"HTTP/1.1 " + status), received[:300])
+            self.assertIn(b"application/problem+json", received)
+            self.assertIn(said, received)
+            answers = re.findall(rb"HTTP/1\.1 (\d+) ", received)
+            self.assertEqual(answers[-1], b"400" if status == b"200" else status, received[:300])
+            self.assertEqual(len(answers), 2 if status == b"200" else 1, received[:300])
 
     def test_cli_with_cacert(self):
         account = uid("cli")
