@@ -93,7 +93,7 @@ run() { # run NAME COMMAND...: one example, bounded in time, against the server
     if ((rc == 0)); then
         passed+=("$name ($((SECONDS - started)) s)")
     else
-        failed+=("$name (exit $rc$( ((rc == 124)) && echo ": timed out after $story_timeout s"))")
+        failed+=("$name (exit $rc$( ((rc != 124)) || echo ": timed out after $story_timeout s"))")
     fi
 }
 for story in "$here"/[0-9][0-9]-*/run.sh; do

@@ -38,6 +38,8 @@ check "customers funded" "$(jq '[.body.results[].code] | unique' -c <<<"$funding
 # Idempotency-Key. With FIFO the request body is sent in two parts and the second part waits until
 # a line arrives on FIFO: the request is in flight, and has not reached the ledger, until then.
 # Writes one JSON line to $work/CLIENT.N.json: status, replay header, start/end times, body.
+# The body streams from a pipe, which curl cannot send twice: it goes to SERVER, the leader
+# lib.sh found, and a 307 (the leader moved meanwhile) is recorded like any other answer.
 attempt() {
     local client="$1" n="$2" body="$3" fifo="${4:-}" start
     start="$EPOCHREALTIME"
@@ -132,7 +134,7 @@ charged="$(jq -sc --argjson poor "$POOR_EVERY" --argjson price "$PRICE" '
 check "customers charged exactly once (or refused and untouched)" "$charged" "$CLIENTS"
 
 # A retry that changes the payment is not a retry: the key is already used.
-reused="$(curl -sS --max-time 30 -X POST "$SERVER/v1/transfers" -H 'Content-Type: application/json' \
+reused="$(curl -sS -L --max-time 30 -X POST "$SERVER/v1/transfers" -H 'Content-Type: application/json' \
     -H "Idempotency-Key: $RUN:pay:1" --data-binary "$(jq -nc --arg run "$RUN" \
     '{from: "\($run):customer:1", to: "\($run):merchant", amount: 9999}')" | jq -c '[.status, .code, .field]')"
 echo "-- the same key with amount 9999: $reused"

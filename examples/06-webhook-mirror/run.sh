@@ -29,7 +29,7 @@ secret="whsec_$(head -c 32 /dev/urandom | base64)"
 WEBHOOK_SECRET="$secret" python3 "$here/receiver.py" 0 >"$work/receiver.out" 2>&1 &
 receiver_pid=$!
 stop() { # the webhook goes first, so that coffer stops delivering to a receiver that is gone
-    curl -sS --max-time 10 -X DELETE "$SERVER/v1/webhooks/$RUN" >/dev/null 2>&1 || true
+    curl -sS -L --max-time 10 -X DELETE "$SERVER/v1/webhooks/$RUN" >/dev/null 2>&1 || true
     kill "$receiver_pid" 2>/dev/null || true
     wait "$receiver_pid" 2>/dev/null || true
     rm -rf "$work"

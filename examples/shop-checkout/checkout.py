@@ -82,13 +82,21 @@ class Coffer:
 
     request() retries timeouts, connection errors and 503 (honouring Retry-After) with
     exponential backoff. Retrying a write is safe only because every write carries its own
-    idempotency key (the transfer ids); the retry sends exactly the same body."""
+    idempotency key (the transfer ids); the retry sends exactly the same body.
 
-    def __init__(self, base_url, timeout=10.0, attempts=6, backoff=0.05, faults=None, log=print):
-        url = urllib.parse.urlsplit(base_url)
-        if url.scheme != "http" or not url.hostname:
-            raise ValueError("COFFER_SERVER must look like http://HOST:PORT, not %r" % base_url)
-        self.host, self.port = url.hostname, url.port or 80
+    base_urls may name several instances of one ledger, comma separated: a 307 from a follower
+    moves every thread to the leader it names, and a connection error or 503 no_leader moves
+    them to the next instance of the list."""
+
+    def __init__(self, base_urls, timeout=10.0, attempts=6, backoff=0.05, faults=None, log=print):
+        self.instances = []
+        for base_url in base_urls.split(","):
+            url = urllib.parse.urlsplit(base_url.strip())
+            if url.scheme != "http" or not url.hostname:
+                raise ValueError("COFFER_SERVER must look like http://HOST:PORT[,http://HOST:PORT...],"
+                                 " not %r" % base_urls)
+            self.instances.append((url.hostname, url.port or 80))
+        self.target = self.instances[0]  # (host, port) every thread sends to; one assignment moves it
         self.timeout, self.attempts, self.backoff = timeout, attempts, backoff
         self.faults = faults
         self.log = log
@@ -96,10 +104,24 @@ class Coffer:
 
     def _connection(self):
         conn = getattr(self._local, "conn", None)
+        if conn is not None and (conn.host, conn.port) != self.target:
+            self._drop_connection()  # another thread learnt where the leader is
+            conn = None
         if conn is None:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            conn = http.client.HTTPConnection(*self.target, timeout=self.timeout)
             self._local.conn = conn
         return conn
+
+    def _move(self, location=None):
+        """Sends the next requests to location (a 307's) or else to the next instance of the list."""
+        if location:
+            url = urllib.parse.urlsplit(location)
+            self.target = (url.hostname, url.port or 80)
+        elif self.target in self.instances:
+            self.target = self.instances[(self.instances.index(self.target) + 1) % len(self.instances)]
+        else:  # a leader learnt from a 307 that has gone: start the list again
+            self.target = self.instances[0]
+        self._drop_connection()
 
     def _drop_connection(self):
         conn = getattr(self._local, "conn", None)
@@ -127,11 +149,22 @@ class Coffer:
                     resp = conn.getresponse()
                     payload = resp.read()
                     status, retry_after = resp.status, resp.getheader("Retry-After")
-                    if status != 503:
+                    if status == 307 and resp.getheader("Location"):
+                        self.log("    attempt %d: 307 to %s" % (attempt, resp.getheader("Location")))
+                        self._move(resp.getheader("Location"))
+                        retry_after = "0"  # not a failure: the leader is known, go now
+                    elif status != 503:
                         return Response(status, dict(resp.getheaders()), json.loads(payload or b"null"))
-                    self.log("    attempt %d: 503 %s" % (attempt, json.loads(payload).get("code")))
+                    else:
+                        code = json.loads(payload).get("code")
+                        self.log("    attempt %d: 503 %s" % (attempt, code))
+                        if code == "no_leader":
+                            self._move()
             except (socket.timeout, TimeoutError, ConnectionError, http.client.HTTPException) as e:
-                self._drop_connection()
+                if isinstance(e, (ConnectionError, http.client.HTTPException)):
+                    self._move()  # this instance is gone or going: try the next one
+                else:
+                    self._drop_connection()  # slow, not gone: the same instance again
                 retry_after = None
                 self.log("    attempt %d: %s: %s" % (attempt, type(e).__name__, e))
             if attempt == self.attempts:
