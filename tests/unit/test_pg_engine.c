@@ -631,9 +631,12 @@ static void test_follower_rebuilds_from_the_newest_snapshot_the_log_holds(void *
     snprintf(line, sizeof line, "passing over the local snapshot at seq %llu",
              (unsigned long long)newer);
     assert_true(log_has(&log, line));
+    snprintf(line, sizeof line, "recovery: snapshot at seq %llu loaded", (unsigned long long)older);
+    assert_true(log_has(&log, line));
     snprintf(line, sizeof line, "rebuilt from the local snapshot at seq %llu",
              (unsigned long long)older);
     assert_true(log_has(&log, line));
+    assert_false(log_has(&log, "rebuilt from the log alone"));
     /* Closed, it keeps a snapshot at payment-5 and the newer one the log lost; it opens from
      * the one at payment-5. */
     log_clear(&log);
