@@ -371,10 +371,12 @@ static int recover_record(const uint8_t *bytes, const record_header *header, uin
     return 0;
 }
 
-int durability_load_snapshot(coffer *db, snapshot_meta *meta, bool *found)
+int durability_load_snapshot(coffer *db, snapshot_accept_fn *accept, void *context,
+                             snapshot_meta *meta, bool *found)
 {
     char skipped[2048];
-    int code = snapshot_load_latest(&db->store, db->dir, meta, found, skipped, sizeof skipped);
+    int code = snapshot_load_newest(&db->store, db->dir, accept, context, meta, found, skipped,
+                                    sizeof skipped);
     if (skipped[0])
         engine_log(db, "recovery: %s%s", skipped,
                    code == COFFER_OK ? " (skipped; using an older snapshot or the log)" : "");
@@ -466,7 +468,7 @@ static int recover(coffer *db, durable_log *reader)
 {
     snapshot_meta meta = {0};
     bool found = false;
-    int code = durability_load_snapshot(db, &meta, &found);
+    int code = durability_load_snapshot(db, 0, 0, &meta, &found);
     if (code == COFFER_OK)
         code = recover_log(db, reader, &meta, found);
     const wal_scan_result *scan = local_log_last_read(reader);

@@ -306,8 +306,10 @@ void durability_stop_log(coffer *db);
  * engine's seq and clock move past it and *tip becomes the record's. */
 int durability_replay(coffer *db, replayer *r, const uint8_t *bytes, const record_header *header,
                       wal_tip *tip);
-/* Loads the newest intact snapshot into the (empty) store; *found tells whether there was one. */
-int durability_load_snapshot(coffer *db, snapshot_meta *meta, bool *found);
+/* Loads the newest intact snapshot that `accept` takes (any when it is null) into the (empty)
+ * store; *found tells whether there was one. */
+int durability_load_snapshot(coffer *db, snapshot_accept_fn *accept, void *context,
+                             snapshot_meta *meta, bool *found);
 /* A free ticket for the next batch (waits while the log is ENGINE_TICKETS_MAX behind). */
 engine_ticket *durability_ticket(coffer *db);
 /* Hands an applied batch to the log thread, which answers its requests once durable. */

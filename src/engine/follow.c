@@ -187,24 +187,55 @@ static int store_reset(coffer *db)
     return code;
 }
 
-/* On the writer (or at the open): the store as the newest local snapshot has it, or empty when
- * *context is true or there is no snapshot; c->applied is then its tip (position unknown). */
+/* Where a rebuild starts: the newest local snapshot (when `in_log`, the newest whose record
+ * the log holds, looked up on the watch session, which the follow thread leaves alone
+ * meanwhile), or nothing. Afterwards, whether a snapshot was loaded and its seq. */
+typedef struct rebuild_plan {
+    coffer *db;
+    bool from_snapshot, in_log;
+    int status; /* a pg_log status: once a look-up fails, every snapshot is passed over */
+    bool found;
+    uint64_t snapshot_seq;
+} rebuild_plan;
+
+/* Takes a snapshot whose record the log holds, and says why a newer one is passed over: state
+ * past what the log holds could disappear without this instance noticing. */
+static bool snapshot_in_log(const wal_tip *tip, void *context)
+{
+    rebuild_plan *plan = context;
+    if (plan->status != PG_LOG_OK)
+        return false;
+    bool present = false;
+    pg_log_point at;
+    plan->status = pg_log_find(plan->db->cluster.watch, tip->last_seq, tip->hash, &present, &at);
+    if (plan->status == PG_LOG_OK && !present)
+        engine_log(plan->db,
+                   "following: passing over the local snapshot at seq %llu: the log in "
+                   "PostgreSQL does not hold the record it ends with",
+                   (unsigned long long)tip->last_seq);
+    return plan->status == PG_LOG_OK && present;
+}
+
+/* On the writer (or at the open): the store as the snapshot `context` (a rebuild_plan) asks for
+ * has it, or empty when there is none; c->applied is then its tip (position unknown). */
 static int rebuild(coffer *db, void *context)
 {
-    const bool *empty = context;
+    rebuild_plan *plan = context;
     snapshot_meta meta = {0};
-    bool found = false;
+    plan->found = false;
     int code = store_reset(db);
-    if (code == COFFER_OK && !*empty)
-        code = durability_load_snapshot(db, &meta, &found);
+    if (code == COFFER_OK && plan->from_snapshot)
+        code = durability_load_snapshot(db, plan->in_log ? snapshot_in_log : 0, plan, &meta,
+                                        &plan->found);
     if (code != COFFER_OK) {
         atomic_store(&db->storage_failed, true);
         engine_log(db, "following: rebuilding the store failed (%s); refusing reads until restart",
                    coffer_code_name(code));
         return code;
     }
-    if (found)
+    if (plan->found)
         db->tip = meta.tip;
+    plan->snapshot_seq = db->tip.last_seq;
     engine_cluster *c = &db->cluster;
     c->applied = (pg_log_point){.last_seq = db->tip.last_seq};
     memcpy(c->applied.hash, db->tip.hash, RECORD_HASH_BYTES);
@@ -214,8 +245,9 @@ static int rebuild(coffer *db, void *context)
 
 /* Finds the row of the log the store stands at. When the log no longer holds the record the
  * store ends with (a PostgreSQL failover lost it, or the snapshot is of another ledger), the
- * store is rebuilt from the local snapshot, or from nothing when that is not in the log
- * either. A pg_log status; the store always stands on a point of the log when it is OK. */
+ * store is rebuilt from the newest local snapshot the log holds, or from nothing when it holds
+ * none (or loses that one too meanwhile). A pg_log status; the store always stands on a point
+ * of the log when it is OK. */
 static int follow_locate(coffer *db, bool on_writer)
 {
     engine_cluster *c = &db->cluster;
@@ -229,16 +261,25 @@ static int follow_locate(coffer *db, bool on_writer)
             c->applied = at;
             return PG_LOG_OK;
         }
-        bool empty = attempt > 0; /* the snapshot first, then nothing */
+        rebuild_plan plan = {
+            .db = db, .from_snapshot = attempt == 0, .in_log = true, .status = PG_LOG_OK};
         engine_log(db,
                    "following: the log in PostgreSQL does not hold the record ending at seq "
                    "%llu that this instance has applied (lost in a PostgreSQL failover, or of "
                    "another ledger): rebuilding from %s",
                    (unsigned long long)c->applied.last_seq,
-                   empty ? "the log alone" : "the local snapshot");
-        int code = run(db, rebuild, &empty, on_writer);
-        if (code != COFFER_OK)
+                   plan.from_snapshot ? "the newest local snapshot it holds" : "the log alone");
+        if (run(db, rebuild, &plan, on_writer) != COFFER_OK)
             return PG_LOG_FAILED;
+        if (plan.status != PG_LOG_OK)
+            return plan.status;
+        if (plan.found)
+            engine_log(db, "following: rebuilt from the local snapshot at seq %llu",
+                       (unsigned long long)plan.snapshot_seq);
+        else
+            engine_log(db, "following: rebuilt from the log alone (%s)",
+                       plan.from_snapshot ? "the log holds no local snapshot's record"
+                                          : "a second rebuild");
     }
     return PG_LOG_FAILED; /* the empty store's point (seq 0) is always in the log */
 }
@@ -336,8 +377,8 @@ void follow_writer_tick(coffer *db)
                    "local snapshot and the log as a follower");
     engine_cluster *c = &db->cluster;
     note_leader(c, c->term, "", 0);
-    bool empty = false;
-    if (rebuild(db, &empty) != COFFER_OK)
+    rebuild_plan plan = {.db = db, .from_snapshot = true, .status = PG_LOG_OK};
+    if (rebuild(db, &plan) != COFFER_OK)
         return; /* storage_failed stays: nothing is served */
     atomic_store(&db->role, COFFER_ROLE_CANDIDATE);
     atomic_store(&db->storage_failed, false);
@@ -469,20 +510,21 @@ static void *follow_main(void *argument)
 
 /* ---- open, start, stop ----------------------------------------------------------------------- */
 
-/* The store caught up with the log at the open: the snapshot if the log holds it, then every
- * row after it. A leader's catch-up must end at its own term row. */
+/* The store caught up with the log at the open: the newest local snapshot the log holds, then
+ * every row after it. A leader's catch-up must end at its own term row. */
 static int open_catch_up(coffer *db, bool leading)
 {
     engine_cluster *c = &db->cluster;
     snapshot_meta meta = {0};
     bool found = false;
-    int code = durability_load_snapshot(db, &meta, &found);
+    rebuild_plan plan = {.db = db, .from_snapshot = true, .in_log = true, .status = PG_LOG_OK};
+    int code = durability_load_snapshot(db, snapshot_in_log, &plan, &meta, &found);
     if (code != COFFER_OK)
         return code;
     db->tip = found ? meta.tip : (wal_tip){0};
     c->applied = (pg_log_point){.last_seq = db->tip.last_seq};
     memcpy(c->applied.hash, db->tip.hash, RECORD_HASH_BYTES);
-    int status = follow_locate(db, false);
+    int status = plan.status == PG_LOG_OK ? follow_locate(db, false) : plan.status;
     uint64_t records = 0;
     if (status == PG_LOG_OK)
         status = follow_read(db, false, &code, &records);

@@ -735,6 +735,15 @@ static int load_tables(int fd, store *s, const uint8_t *header, uint32_t version
     return ok ? COFFER_OK : load_failed(error, error_size, path, "hash mismatch (damaged)");
 }
 
+/* Reads and decodes the header of the open snapshot `fd`; null, or what is wrong with it. */
+static const char *header_read(int fd, uint8_t *header, header_fields *fields)
+{
+    struct stat info;
+    if (fstat(fd, &info) != 0 || !read_all(fd, header, SNAPSHOT_HEADER_BYTES))
+        return "unreadable or too short";
+    return header_decode(header, (uint64_t)info.st_size, fields);
+}
+
 int snapshot_load(store *s, const char *path, snapshot_meta *meta, char *error, size_t error_size)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -742,12 +751,7 @@ int snapshot_load(store *s, const char *path, snapshot_meta *meta, char *error, 
         return load_failed(error, error_size, path, strerror(errno));
     static uint8_t header[SNAPSHOT_HEADER_BYTES];
     header_fields fields;
-    struct stat info;
-    const char *problem = 0;
-    if (fstat(fd, &info) != 0 || !read_all(fd, header, sizeof header))
-        problem = "unreadable or too short";
-    else
-        problem = header_decode(header, (uint64_t)info.st_size, &fields);
+    const char *problem = header_read(fd, header, &fields);
     int code = problem ? load_failed(error, error_size, path, problem) : COFFER_OK;
     if (code == COFFER_OK) {
         const uint64_t *c = fields.counts;
@@ -818,8 +822,50 @@ static uint64_t *list_snapshots(const char *dir, size_t *count_out, bool prune_t
     return seqs;
 }
 
+/* The tip a snapshot's header names, read without loading the tables (nor checking the hash,
+ * which the load does). COFFER_OK, or COFFER_STORAGE_FAILED with `error` set. */
+static int snapshot_read_tip(const char *path, wal_tip *tip, char *error, size_t error_size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return load_failed(error, error_size, path, strerror(errno));
+    uint8_t header[SNAPSHOT_HEADER_BYTES];
+    header_fields fields;
+    const char *problem = header_read(fd, header, &fields);
+    close(fd);
+    if (problem)
+        return load_failed(error, error_size, path, problem);
+    *tip = fields.meta.tip;
+    return COFFER_OK;
+}
+
+/* Loads the snapshot at `path` when `accept` (if any) takes the tip its header names; *passed
+ * is set when it does not. */
+static int load_accepted(store *s, const char *path, snapshot_accept_fn *accept, void *context,
+                         snapshot_meta *meta, bool *passed, char *error, size_t error_size)
+{
+    *passed = false;
+    if (accept) {
+        wal_tip tip;
+        int code = snapshot_read_tip(path, &tip, error, error_size);
+        if (code != COFFER_OK)
+            return code;
+        if (!accept(&tip, context)) {
+            *passed = true;
+            return COFFER_OK;
+        }
+    }
+    return snapshot_load(s, path, meta, error, error_size);
+}
+
 int snapshot_load_latest(store *s, const char *dir, snapshot_meta *meta, bool *found, char *skipped,
                          size_t skipped_size)
+{
+    return snapshot_load_newest(s, dir, 0, 0, meta, found, skipped, skipped_size);
+}
+
+int snapshot_load_newest(store *s, const char *dir, snapshot_accept_fn *accept, void *context,
+                         snapshot_meta *meta, bool *found, char *skipped, size_t skipped_size)
 {
     *found = false;
     skipped[0] = 0;
@@ -828,8 +874,11 @@ int snapshot_load_latest(store *s, const char *dir, snapshot_meta *meta, bool *f
     int code = COFFER_OK;
     for (size_t i = 0; i < count; i++) {
         char path[4096], error[1024];
+        bool passed;
         snapshot_path(path, sizeof path, dir, seqs[i], false);
-        code = snapshot_load(s, path, meta, error, sizeof error);
+        code = load_accepted(s, path, accept, context, meta, &passed, error, sizeof error);
+        if (code == COFFER_OK && passed)
+            continue;
         if (code == COFFER_OK) {
             *found = true;
             break;

@@ -46,6 +46,15 @@ int snapshot_write(const store *s, const snapshot_meta *meta, const char *dir, c
 int snapshot_load_latest(store *s, const char *dir, snapshot_meta *meta, bool *found, char *skipped,
                          size_t skipped_size);
 
+/* Whether the snapshot ending at `tip` may be loaded (its header read, its tables not yet). */
+typedef bool snapshot_accept_fn(const wal_tip *tip, void *context);
+
+/* As snapshot_load_latest, of the snapshots `accept` takes (every one when it is null): the
+ * newest taken that is intact. Those it does not take are passed over, not named in
+ * `skipped`. */
+int snapshot_load_newest(store *s, const char *dir, snapshot_accept_fn *accept, void *context,
+                         snapshot_meta *meta, bool *found, char *skipped, size_t skipped_size);
+
 /* Loads one snapshot file (for coffer verify). */
 int snapshot_load(store *s, const char *path, snapshot_meta *meta, char *error, size_t error_size);
 

@@ -4,9 +4,10 @@
  * a reopen from the snapshot and from the log alone; a second engine follows the leader, applies
  * its writes and refuses its own; when the leader closes the follower takes over with every
  * acknowledged write; a restarted follower catches up from its snapshot; a follower whose
- * records the log lost rebuilds; holds expire only by the leader's log; a killed session fails
- * the write in flight, and its engine steps down and leads again having lost nothing
- * acknowledged. Without PostgreSQL's binaries the program says so and exits 77 (skipped).
+ * records the log lost rebuilds, from the newest of its snapshots the log still holds; holds expire
+ * only by the leader's log; a killed session fails the write in flight, and its engine steps down
+ * and leads again having lost nothing acknowledged. Without PostgreSQL's binaries the program says
+ * so and exits 77 (skipped).
  */
 #include <signal.h>
 #include <sys/wait.h>
@@ -58,14 +59,53 @@ static void quiet_log(void *context, const char *line)
     fprintf(stderr, "  engine: %s\n", line);
 }
 
-static int engine_open_named(pg_engine *e, const char *dir, const char *name, coffer **db)
+/* An engine's log lines, kept for the test to look through (the engine logs from its threads). */
+typedef struct kept_log {
+    pthread_mutex_t mutex;
+    char text[32768];
+} kept_log;
+
+static void keep_log(void *context, const char *line)
+{
+    kept_log *log = context;
+    quiet_log(NULL, line);
+    pthread_mutex_lock(&log->mutex);
+    size_t used = strlen(log->text);
+    snprintf(log->text + used, sizeof log->text - used, "%s\n", line);
+    pthread_mutex_unlock(&log->mutex);
+}
+
+static bool log_has(kept_log *log, const char *text)
+{
+    pthread_mutex_lock(&log->mutex);
+    bool has = strstr(log->text, text) != NULL;
+    pthread_mutex_unlock(&log->mutex);
+    return has;
+}
+
+static void log_clear(kept_log *log)
+{
+    pthread_mutex_lock(&log->mutex);
+    log->text[0] = 0;
+    pthread_mutex_unlock(&log->mutex);
+}
+
+/* Opens an engine on the test's log; its lines go to `log` when there is one. */
+static int engine_open_logged(pg_engine *e, const char *dir, const char *name, kept_log *log,
+                              coffer **db)
 {
     coffer_options options;
     coffer_options_init(&options);
     options.log_location = e->conninfo;
     options.log_name = name;
-    options.log = quiet_log;
+    options.log = log ? keep_log : quiet_log;
+    options.log_context = log;
     return coffer_open(dir, &options, db);
+}
+
+static int engine_open_named(pg_engine *e, const char *dir, const char *name, coffer **db)
+{
+    return engine_open_logged(e, dir, name, NULL, db);
 }
 
 static int engine_try_open(pg_engine *e, const char *dir, coffer **db)
@@ -508,6 +548,114 @@ static void test_follower_rebuilds_when_the_log_lost_what_it_applied(void **unus
     coffer_close(follower);
 }
 
+/* Payments first..first+count-1 of 10 on the leader, applied by the follower; the last's seq. */
+static uint64_t payments(coffer *leader, coffer *follower, int first, int count)
+{
+    char id[32];
+    uint64_t seq = 0;
+    for (int t = first; t < first + count; t++) {
+        snprintf(id, sizeof id, "payment-%d", t);
+        coffer_result result = fund(leader, id, "issuer", "shop", 10);
+        assert_int_equal(result.code, COFFER_CREATED);
+        seq = result.seq;
+    }
+    wait_applied(follower, leader);
+    return seq;
+}
+
+/* The follower closes (writing a snapshot of what it applied) and opens again. */
+static void follower_restart(pg_engine *e, const char *dir, kept_log *log, coffer **follower)
+{
+    coffer_close(*follower);
+    assert_int_equal(engine_open_logged(e, dir, "http://127.0.0.1:2", log, follower), COFFER_OK);
+}
+
+static void assert_snapshot_kept(const char *dir, uint64_t seq)
+{
+    char path[160];
+    snprintf(path, sizeof path, "%s/snapshot-%020llu.cfs", dir, (unsigned long long)seq);
+    assert_int_equal(access(path, R_OK), 0);
+}
+
+/* Waits, bounded, until the follower has payment-0..`last` and not payment-`last`+1. */
+static void wait_payments_up_to(coffer *follower, int last)
+{
+    char kept[32], lost[32];
+    snprintf(kept, sizeof kept, "payment-%d", last);
+    snprintf(lost, sizeof lost, "payment-%d", last + 1);
+    uint64_t start = now_ms();
+    coffer_transfer found;
+    while (coffer_transfer_get(follower, lost, &found) != COFFER_TRANSFER_NOT_FOUND ||
+           coffer_transfer_get(follower, kept, &found) != COFFER_OK) {
+        if (now_ms() - start > CATCH_UP_BOUND_MS)
+            fail_msg("the follower did not rebuild to what the log holds");
+        usleep(10 * 1000);
+    }
+    assert_int_equal(balance_of(follower, "shop"), 10 * (last + 1));
+}
+
+/* The follower keeps two snapshots; a failover loses records after the older one's: on
+ * reconnect, and again at its next open, it starts over from the older one, not from nothing. */
+static void test_follower_rebuilds_from_the_newest_snapshot_the_log_holds(void **unused)
+{
+    (void)unused;
+    pg_engine e;
+    engine_setup(&e, "older");
+    char follower_dir[80], line[200];
+    snprintf(follower_dir, sizeof follower_dir, "%s-follower", e.dir);
+    static kept_log log = {.mutex = PTHREAD_MUTEX_INITIALIZER};
+    coffer *follower = NULL;
+    assert_int_equal(engine_open_logged(&e, follower_dir, "http://127.0.0.1:2", &log, &follower),
+                     COFFER_OK);
+    create_issuer(e.db, "issuer", "EUR");
+    create_account(e.db, "shop", "EUR");
+    uint64_t older = payments(e.db, follower, 0, 4);
+    follower_restart(&e, follower_dir, &log, &follower);
+    uint64_t kept = payments(e.db, follower, 4, 2); /* payment-5 is the last the log keeps */
+    uint64_t newer = payments(e.db, follower, 6, 2);
+    follower_restart(&e, follower_dir, &log, &follower);
+    payments(e.db, follower, 8, 2);
+    assert_snapshot_kept(follower_dir, older);
+    assert_snapshot_kept(follower_dir, newer);
+    PGconn *lease = queue_for_lease(&e);
+    coffer_close(e.db);
+    lease_taken(lease);
+    log_clear(&log);
+    /* A PostgreSQL failover that lost every record after payment-5. */
+    snprintf(line, sizeof line, "DELETE FROM older.coffer_log WHERE last_seq > %llu",
+             (unsigned long long)kept);
+    assert_true(sql(line));
+    assert_true(sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = 'coffer'"));
+    wait_payments_up_to(follower, 5);
+    snprintf(line, sizeof line, "passing over the local snapshot at seq %llu",
+             (unsigned long long)newer);
+    assert_true(log_has(&log, line));
+    snprintf(line, sizeof line, "recovery: snapshot at seq %llu loaded", (unsigned long long)older);
+    assert_true(log_has(&log, line));
+    snprintf(line, sizeof line, "rebuilt from the local snapshot at seq %llu",
+             (unsigned long long)older);
+    assert_true(log_has(&log, line));
+    assert_false(log_has(&log, "rebuilt from the log alone"));
+    /* Closed, it keeps a snapshot at payment-5 and the newer one the log lost; it opens from
+     * the one at payment-5. */
+    log_clear(&log);
+    follower_restart(&e, follower_dir, &log, &follower);
+    assert_snapshot_kept(follower_dir, kept);
+    snprintf(line, sizeof line, "passing over the local snapshot at seq %llu",
+             (unsigned long long)newer);
+    assert_true(log_has(&log, line));
+    snprintf(line, sizeof line, "snapshot at seq %llu loaded", (unsigned long long)kept);
+    assert_true(log_has(&log, line));
+    wait_payments_up_to(follower, 5);
+    /* The lease frees: the follower leads from what the log holds. */
+    PQfinish(lease);
+    wait_role(follower, COFFER_ROLE_LEADER, TAKEOVER_BOUND_MS);
+    assert_int_equal(transfer(follower, "payment-6", "issuer", "shop", 10).code, COFFER_CREATED);
+    assert_int_equal(balance_of(follower, "shop"), 70);
+    coffer_close(follower);
+}
+
 /* A transfer's state, or COFFER_STATE_NONE while the instance does not have it. */
 static int state_of(coffer *db, const char *id)
 {
@@ -636,6 +784,7 @@ int main(void)
         cmocka_unit_test(test_second_engine_follows_and_tools_refuse),
         cmocka_unit_test(test_follower_applies_then_takes_over_and_restarts),
         cmocka_unit_test(test_follower_rebuilds_when_the_log_lost_what_it_applied),
+        cmocka_unit_test(test_follower_rebuilds_from_the_newest_snapshot_the_log_holds),
         cmocka_unit_test(test_holds_expire_from_the_leaders_log_only),
         cmocka_unit_test(test_killed_session_fails_the_write_then_leads_again),
     };
