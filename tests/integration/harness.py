@@ -500,6 +500,21 @@ def quote(segment):
 
 # ---- raw sockets, for what http.client will not send -------------------------------------------
 
+def json_exchange(port, method, path, body=None, headers=None, timeout=30.0):
+    """One request on a fresh connection, redirects not followed: (status, headers by lower-case
+    name, the JSON body or None)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout * SLOW)
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        conn.request(method, path, body=data, headers=dict(headers or {}))
+        response = conn.getresponse()
+        payload = response.read()
+        return (response.status, {k.lower(): v for k, v in response.getheaders()},
+                json.loads(payload) if payload else None)
+    finally:
+        conn.close()
+
+
 def raw_request(port, data, timeout=10.0, read=True):
     """Sends raw bytes on a fresh connection and returns (status, headers dict, body bytes) of the
     first response, or None when the server closed without answering."""

@@ -6,7 +6,6 @@ sent there with the same body it is applied, and a read of the follower with min
 write's Coffer-Seq shows it; the CLI given the follower first gets its write applied through the
 redirect; /readyz names each role."""
 
-import http.client
 import json
 import os
 import shlex
@@ -17,7 +16,7 @@ import time
 import unittest
 import urllib.parse
 
-from harness import REPO, SLOW, Server, coffer_binary, uid
+from harness import REPO, SLOW, Server, coffer_binary, json_exchange, uid
 
 PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
 
@@ -35,16 +34,7 @@ class Member(Server):
 
 def exchange(member, method, path, body=None, headers=None):
     """One request, redirects not followed: (status, headers by lower-case name, JSON body)."""
-    conn = http.client.HTTPConnection("127.0.0.1", member.port, timeout=30 * SLOW)
-    try:
-        data = json.dumps(body).encode() if body is not None else None
-        conn.request(method, path, body=data, headers=dict(headers or {}))
-        response = conn.getresponse()
-        payload = response.read()
-        return (response.status, {k.lower(): v for k, v in response.getheaders()},
-                json.loads(payload) if payload else None)
-    finally:
-        conn.close()
+    return json_exchange(member.port, method, path, body, headers)
 
 
 @unittest.skipUnless(os.path.isfile(os.path.join(PG_BIN, "initdb")),

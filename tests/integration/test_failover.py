@@ -23,7 +23,7 @@ import time
 import unittest
 import urllib.parse
 
-from harness import REPO, SLOW, uid
+from harness import REPO, SLOW, json_exchange, uid
 from test_cluster import PG_BIN, Member
 
 LEASE_S = 2.0  # the default lease (pg_log.h)
@@ -47,17 +47,8 @@ def member_at(members, url):
 
 
 def request(member, method, path, body=None, timeout=REQUEST_TIMEOUT_S):
-    """exchange() with a shorter timeout, for requests that may meet a dead or paused member."""
-    conn = http.client.HTTPConnection("127.0.0.1", member.port, timeout=timeout * SLOW)
-    try:
-        data = json.dumps(body).encode() if body is not None else None
-        conn.request(method, path, body=data)
-        response = conn.getresponse()
-        payload = response.read()
-        return (response.status, {k.lower(): v for k, v in response.getheaders()},
-                json.loads(payload) if payload else None)
-    finally:
-        conn.close()
+    """One request with a shorter timeout, for requests that may meet a dead or paused member."""
+    return json_exchange(member.port, method, path, body, timeout=timeout)
 
 
 class Load:

@@ -113,6 +113,17 @@ static int engine_try_open(pg_engine *e, const char *dir, coffer **db)
     return engine_open_named(e, dir, "http://127.0.0.1:1", db);
 }
 
+/* Opens a second engine on the test's log (it follows while the first leads), named
+ * http://127.0.0.1:2, in the first one's directory + "-follower" (written to follower_dir). */
+static coffer *follower_open(pg_engine *e, char *follower_dir, size_t size, kept_log *log)
+{
+    snprintf(follower_dir, size, "%s-follower", e->dir);
+    coffer *follower = NULL;
+    assert_int_equal(engine_open_logged(e, follower_dir, "http://127.0.0.1:2", log, &follower),
+                     COFFER_OK);
+    return follower;
+}
+
 static void engine_setup(pg_engine *e, const char *schema)
 {
     char statement[128];
@@ -410,10 +421,7 @@ static void test_follower_applies_then_takes_over_and_restarts(void **unused)
     pg_engine e;
     engine_setup(&e, "follow");
     char follower_dir[80];
-    snprintf(follower_dir, sizeof follower_dir, "%s-follower", e.dir);
-    coffer *follower = NULL;
-    assert_int_equal(engine_open_named(&e, follower_dir, "http://127.0.0.1:2", &follower),
-                     COFFER_OK);
+    coffer *follower = follower_open(&e, follower_dir, sizeof follower_dir, NULL);
     static ledger_state written;
     workload(e.db, &written, 11);
     wait_applied(follower, e.db);
@@ -508,10 +516,7 @@ static void test_follower_rebuilds_when_the_log_lost_what_it_applied(void **unus
     pg_engine e;
     engine_setup(&e, "lost");
     char follower_dir[80];
-    snprintf(follower_dir, sizeof follower_dir, "%s-follower", e.dir);
-    coffer *follower = NULL;
-    assert_int_equal(engine_open_named(&e, follower_dir, "http://127.0.0.1:2", &follower),
-                     COFFER_OK);
+    coffer *follower = follower_open(&e, follower_dir, sizeof follower_dir, NULL);
     create_issuer(e.db, "issuer", "EUR");
     create_account(e.db, "shop", "EUR");
     char id[32];
@@ -602,11 +607,8 @@ static void test_follower_rebuilds_from_the_newest_snapshot_the_log_holds(void *
     pg_engine e;
     engine_setup(&e, "older");
     char follower_dir[80], line[200];
-    snprintf(follower_dir, sizeof follower_dir, "%s-follower", e.dir);
     static kept_log log = {.mutex = PTHREAD_MUTEX_INITIALIZER};
-    coffer *follower = NULL;
-    assert_int_equal(engine_open_logged(&e, follower_dir, "http://127.0.0.1:2", &log, &follower),
-                     COFFER_OK);
+    coffer *follower = follower_open(&e, follower_dir, sizeof follower_dir, &log);
     create_issuer(e.db, "issuer", "EUR");
     create_account(e.db, "shop", "EUR");
     uint64_t older = payments(e.db, follower, 0, 4);
@@ -669,10 +671,7 @@ static void test_holds_expire_from_the_leaders_log_only(void **unused)
     pg_engine e;
     engine_setup(&e, "expiry");
     char follower_dir[80];
-    snprintf(follower_dir, sizeof follower_dir, "%s-follower", e.dir);
-    coffer *follower = NULL;
-    assert_int_equal(engine_open_named(&e, follower_dir, "http://127.0.0.1:2", &follower),
-                     COFFER_OK);
+    coffer *follower = follower_open(&e, follower_dir, sizeof follower_dir, NULL);
     create_issuer(e.db, "issuer", "EUR");
     create_account(e.db, "shop", "EUR");
     fund(e.db, "funding", "issuer", "shop", 100);
