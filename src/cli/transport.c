@@ -8,6 +8,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "base/percent.h"
 #include "cli/client.h"
 #include "coffer.h"
 
@@ -18,24 +19,8 @@
  * stays inside its path segment, and '+' in a time is not read as a space). */
 void url_append(url_builder *url, const char *text, bool escape)
 {
-    static const char hex[] = "0123456789ABCDEF";
-    for (; *text && !url->overflow; text++) {
-        unsigned char c = (unsigned char)*text;
-        bool keep = !escape || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                    (c >= '0' && c <= '9') || strchr("-._~:@", c);
-        if (url->length + (keep ? 1 : 3) >= sizeof url->text) {
-            url->overflow = true;
-            break;
-        }
-        if (keep) {
-            url->text[url->length++] = (char)c;
-        } else {
-            url->text[url->length++] = '%';
-            url->text[url->length++] = hex[c >> 4];
-            url->text[url->length++] = hex[c & 15];
-        }
-    }
-    url->text[url->length] = 0;
+    percent_append(url->text, sizeof url->text, &url->length, &url->overflow, text,
+                   escape ? ":@" : NULL);
 }
 
 void url_start(url_builder *url, const client *server, const char *path)

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "base/check.h"
+#include "base/percent.h"
 #include "server/http.h"
 #include "server/parse.h"
 #include "server/routes.h"
@@ -19,24 +20,8 @@
 /* Appends text; bytes outside `keep` (and every byte outside printable ASCII) percent-encoded. */
 static void location_append(cluster_location *location, const char *text, const char *keep)
 {
-    static const char hex[] = "0123456789ABCDEF";
-    for (; *text && !location->overflow; text++) {
-        unsigned char c = (unsigned char)*text;
-        bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                     strchr("-._~", c) || (c > ' ' && c < 127 && strchr(keep, c));
-        if (location->length + (plain ? 1 : 3) >= sizeof location->text) {
-            location->overflow = true;
-            break;
-        }
-        if (plain) {
-            location->text[location->length++] = (char)c;
-        } else {
-            location->text[location->length++] = '%';
-            location->text[location->length++] = hex[c >> 4];
-            location->text[location->length++] = hex[c & 15];
-        }
-    }
-    location->text[location->length] = 0;
+    percent_append(location->text, sizeof location->text, &location->length, &location->overflow,
+                   text, keep);
 }
 
 void cluster_location_start(cluster_location *location, const char *leader, const char *path)
