@@ -5,6 +5,7 @@
 #include "server/framing.h"
 
 #include <string.h>
+#include <strings.h>
 
 #include "coffer.h"
 #include "server/head.h"
