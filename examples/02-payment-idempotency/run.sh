@@ -42,14 +42,19 @@ check "customers funded" "$(jq '[.body.results[].code] | unique' -c <<<"$funding
 # lib.sh found, and a 307 (the leader moved meanwhile) is recorded like any other answer.
 attempt() {
     local client="$1" n="$2" body="$3" fifo="${4:-}" start
+    # The first attempt waits up to 90 s for its retries before sending the rest of its body,
+    # and its curl gives it that long on top of the 60 s every attempt has.
+    local fifo_wait=0
+    [[ -z "$fifo" ]] || fifo_wait=90
     start="$EPOCHREALTIME"
     {
         printf '%s' "${body:0:1}"
-        if [[ -n "$fifo" ]]; then read -r -t 90 -u 3 _ || true; fi
+        if [[ -n "$fifo" ]]; then read -r -t "$fifo_wait" -u 3 _ || true; fi
         printf '%s' "${body:1}"
     } 3<>"${fifo:-/dev/null}" |
-        curl -sS --max-time 60 -X POST "$SERVER/v1/transfers" -T - -o "$work/$client.$n.body" \
-            -H 'Content-Type: application/json' -H 'Expect:' -H "Idempotency-Key: $RUN:pay:$client" \
+        curl -sS --max-time "$((fifo_wait + 60))" -X POST "$SERVER/v1/transfers" -T - \
+            -o "$work/$client.$n.body" -H 'Content-Type: application/json' -H 'Expect:' \
+            -H "Idempotency-Key: $RUN:pay:$client" \
             -w '%{http_code} %header{idempotent-replayed}' >"$work/$client.$n.status" || true
     local status=0 replayed=false reply=null
     read -r status replayed <"$work/$client.$n.status" || true
