@@ -1,5 +1,6 @@
-// A webhook receiver for scripts/bench-webhooks: answers every POST 204 at once on a kept-alive
-// connection and counts the deliveries, so the rate measured is coffer's, not the receiver's.
+// A webhook receiver for scripts/bench-webhooks: parses every POST as a receiver would, answers
+// 204 at once on a kept-alive connection and counts the changes (one per POST, or the length of
+// a batch's "changes"), so the rate measured is coffer's, not the receiver's.
 // Prints its port on the first line; GET /count answers the count so far.
 import http from "node:http";
 
@@ -10,9 +11,11 @@ const server = http.createServer((request, response) => {
     response.end(String(count));
     return;
   }
-  request.resume();
+  const chunks = [];
+  request.on("data", (chunk) => chunks.push(chunk));
   request.on("end", () => {
-    count++;
+    const body = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+    count += body.type === "batch" ? body.data.changes.length : 1;
     response.writeHead(204);
     response.end();
   });

@@ -208,12 +208,14 @@ class Client:
 
     # -- webhooks (an admin token's calls)
 
-    def create_webhook(self, id, url, types=None, account=None, secret=None, after=None):
+    def create_webhook(self, id, url, types=None, account=None, secret=None, after=None,
+                       batch=None):
         """Registers a webhook; the answer carries its secret (generated when not given), and
-        only this answer does. The same id and content again is a replay."""
+        only this answer does. The same id and content again is a replay. `batch`: up to that
+        many changes per POST (2 to 1000), in a body of type "batch"."""
         body = {"id": id, "url": url}
         for name, value in (("types", types), ("account", account), ("secret", secret),
-                            ("after", after)):
+                            ("after", after), ("batch", batch)):
             if value is not None:
                 body[name] = list(value) if name == "types" else value
         return self.request("POST", "/v1/webhooks", body)

@@ -212,7 +212,11 @@ class ClientAgainstServer(unittest.TestCase):
             coffer_client.verify_webhook("whsec_" + "b3RoZXIgc2VjcmV0IG9mIDI0IGJ5dGVz", headers,
                                          body)
         self.assertEqual(self.client.enable_webhook(hook)["state"], "active")
-        self.assertEqual(self.client.get_webhook(hook)["id"], hook)
+        self.assertEqual((self.client.get_webhook(hook)["id"], self.client.get_webhook(hook)["batch"]),
+                         (hook, 1))
+        batched = self.client.create_webhook(uid("hook"), receiver.url + "/in", batch=20)
+        self.assertEqual(self.client.get_webhook(batched["id"])["batch"], 20)
+        self.client.delete_webhook(batched["id"])
         self.client.delete_webhook(hook)
         with self.assertRaises(NotFoundError) as caught:
             self.client.get_webhook(hook)

@@ -6,9 +6,11 @@ coffer POSTs every change to it, signed as Standard Webhooks does. For each deli
   1. checks the signature before reading anything else: webhook-id, webhook-timestamp (within 5
      minutes, so an old delivery cannot be replayed) and webhook-signature, "v1,<base64 of
      HMAC-SHA256(secret, id.timestamp.body)>", compared in constant time; else 401;
-  2. skips a webhook-id it has already applied (delivery is at least once: after a timeout or a
-     restart the same change comes again, with the same id);
-  3. applies the change: an account's balance, available and version after it, straight from
+  2. takes the changes out of the body: one change ({"type", "timestamp", "data"}), or, for a
+     webhook created with "batch", {"type": "batch", "data": {"changes": [...]}} holding several;
+  3. skips a change whose seq it has already applied (delivery is at least once: after a timeout
+     or a restart the same change comes again, and a batch may then be grouped differently);
+  4. applies the change: an account's balance, available and version after it, straight from
      the change ("account" for account.created, "accounts" for every transfer and hold). Nothing
      is read back from coffer.
 
@@ -55,15 +57,15 @@ class Mirror:
     def __init__(self):
         self.lock = threading.Lock()
         self.accounts = {}
-        self.seen = set()  # webhook-ids applied (a real receiver keeps them with the mirror)
+        self.seen = set()  # seqs applied (a real receiver keeps the highest with the mirror)
         self.applied = self.duplicates = self.refused = 0
 
-    def apply(self, message_id, change):
+    def apply(self, change):
         with self.lock:
-            if message_id in self.seen:
+            if change["seq"] in self.seen:
                 self.duplicates += 1
                 return
-            self.seen.add(message_id)
+            self.seen.add(change["seq"])
             self.applied += 1
             after = [change["account"]] if change["type"] == "account.created" else \
                 list(change.get("accounts", {}).values())
@@ -103,7 +105,9 @@ def make_handler(secret, mirror):
                     mirror.refused += 1
                 return self.answer(401, {"error": "bad signature"})
             payload = json.loads(body)  # only parsed once it is known to come from coffer
-            mirror.apply(self.headers["webhook-id"], payload["data"])
+            changes = payload["data"]["changes"] if payload["type"] == "batch" else [payload]
+            for change in changes:
+                mirror.apply(change["data"])
             self.answer(204)
 
         def do_GET(self):

@@ -2,7 +2,8 @@
 # Story 6: a balance mirror fed by webhooks (see README.md in this folder).
 #
 #   1. Starts receiver.py on a free loopback port and registers it as a webhook with a fresh
-#      secret (POST /v1/webhooks).
+#      secret (POST /v1/webhooks), taking up to 50 changes per POST ("batch": a mirror of a busy
+#      ledger keeps up that way; without it, one change per POST).
 #   2. Creates accounts and runs transfers and holds: a deposit, payments, a hold posted in part,
 #      a hold voided and a hold left to expire.
 #   3. Waits until the receiver's mirror (balance, available, version) equals GET /v1/accounts
@@ -47,7 +48,7 @@ echo "-- 1. receiver on $receiver"
 # Registered before the accounts exist: a new webhook delivers the changes after the durable seq
 # at its creation, so the mirror sees every account of this run from its account.created on.
 registered="$(call POST /v1/webhooks "$(jq -nc --arg id "$RUN" --arg url "$receiver/" \
-    --arg secret "$secret" '{id: $id, url: $url, secret: $secret}')")"
+    --arg secret "$secret" '{id: $id, url: $url, secret: $secret, batch: 50}')")"
 check "webhook registered" "$(jq -c '[.status, .body.id]' <<<"$registered")" "[201,\"$RUN\"]"
 
 # --- 2. activity ---------------------------------------------------------------------------------
@@ -100,7 +101,7 @@ forge() { # forge TIMESTAMP SIGNATURE: a delivery coffer did not sign; prints th
     curl -sS --max-time 5 -o /dev/null -w '%{http_code}' -X POST "$receiver/" \
         -H "webhook-id: evt_forged" -H "webhook-timestamp: $1" -H "webhook-signature: $2" \
         -H 'Content-Type: application/json' --data-binary \
-        "{\"type\": \"account.created\", \"data\": {\"type\": \"account.created\", \"account\": {\"id\": \"$RUN:thief\", \"balance\": 1000000, \"available\": 1000000, \"version\": 1}}}"
+        "{\"type\": \"account.created\", \"data\": {\"seq\": 1, \"type\": \"account.created\", \"account\": {\"id\": \"$RUN:thief\", \"balance\": 1000000, \"available\": 1000000, \"version\": 1}}}"
 }
 check "a bad signature is refused" "$(forge "$(date +%s)" "v1,$(head -c 32 /dev/urandom | base64)")" 401
 # A stale timestamp is refused before the signature is even computed.
@@ -109,7 +110,7 @@ check "and nothing forged reached the mirror" "$(mirrored | jq "has(\"$RUN:thief
 
 # --- 5. the webhook as coffer sees it ------------------------------------------------------------
 hook="$(get "/v1/webhooks/$RUN")"
-echo "-- 5. webhook: $(jq -c '{state, cursor, lag_events, failures, deliveries}' <<<"$hook")"
+echo "-- 5. webhook: $(jq -c '{state, batch, cursor, lag_events, failures, deliveries}' <<<"$hook")"
 check "webhook state" "$(jq -r .state <<<"$hook")" active
 check "deleted" "$(call DELETE "/v1/webhooks/$RUN" | jq .status)" 204
 

@@ -137,6 +137,22 @@ static int decode_types(json_t *object, webhook_config *config, const char **fie
     return COFFER_OK;
 }
 
+/* "batch": absent or 1, one change per POST; 2 to WEBHOOK_BATCH_MAX, batch bodies. */
+static int decode_batch_size(json_t *object, webhook_config *config, const char **field,
+                             const char **detail)
+{
+    json_t *batch = json_object_get(object, "batch");
+    config->batch = 1;
+    if (!batch || json_is_null(batch))
+        return COFFER_OK;
+    if (!json_is_integer(batch) || json_integer_value(batch) < 1 ||
+        json_integer_value(batch) > WEBHOOK_BATCH_MAX)
+        return refuse(field, detail, "/batch",
+                      "the most changes one POST carries, 1 to 1000 (1: one change per POST)");
+    config->batch = (uint32_t)json_integer_value(batch);
+    return COFFER_OK;
+}
+
 static int only_allowed(json_t *object, const char *const *allowed, const char **field,
                         const char **detail)
 {
@@ -176,6 +192,8 @@ int webhook_config_decode(json_t *object, const char *const *allowed, webhook_co
         !webhook_secret_parse(secret, config->secret, &config->secret_length))
         code = refuse(field, detail, "/secret", "whsec_ and the base64 of 24 to 64 bytes");
     explicit_bzero(secret, sizeof secret);
+    if (code == COFFER_OK)
+        code = decode_batch_size(object, config, field, detail);
     return code;
 }
 
@@ -300,6 +318,7 @@ static void status_of(const webhook *hook, uint64_t durable_seq, uint64_t now_ns
     memcpy(status->url, config->url, sizeof status->url);
     memcpy(status->account, config->account, sizeof status->account);
     status->types = config->types;
+    status->batch = config->batch;
     status->failing = hook->failing;
     status->cursor = hook->cursor;
     status->lag_events = durable_seq > hook->cursor ? durable_seq - hook->cursor : 0;
@@ -326,16 +345,17 @@ size_t webhooks_status_all(webhooks *hooks, webhook_status *out, size_t max)
 
 static json_t *status_json(const webhook_status *status)
 {
-    return json_pack(
-        "{s:s, s:s, s:o, s:o, s:s, s:I, s:I, s:f, s:I, s:I, s:o, s:o, s:o}", "id", status->id,
-        "url", status->url, "types", webhook_types_json(status->types), "account",
-        status->account[0] ? json_string(status->account) : json_null(), "state",
-        status->failing ? "failing" : "active", "cursor", (json_int_t)status->cursor, "lag_events",
-        (json_int_t)status->lag_events, "lag_seconds", status->lag_seconds, "deliveries",
-        (json_int_t)status->deliveries, "failures", (json_int_t)status->failures, "last_error",
-        status->last_error[0] ? json_string(status->last_error) : json_null(), "last_attempt_at",
-        time_or_null(status->last_attempt_ns), "next_attempt_at",
-        time_or_null(status->next_attempt_ns));
+    return json_pack("{s:s, s:s, s:o, s:o, s:I, s:s, s:I, s:I, s:f, s:I, s:I, s:o, s:o, s:o}", "id",
+                     status->id, "url", status->url, "types", webhook_types_json(status->types),
+                     "account", status->account[0] ? json_string(status->account) : json_null(),
+                     "batch", (json_int_t)status->batch, "state",
+                     status->failing ? "failing" : "active", "cursor", (json_int_t)status->cursor,
+                     "lag_events", (json_int_t)status->lag_events, "lag_seconds",
+                     status->lag_seconds, "deliveries", (json_int_t)status->deliveries, "failures",
+                     (json_int_t)status->failures, "last_error",
+                     status->last_error[0] ? json_string(status->last_error) : json_null(),
+                     "last_attempt_at", time_or_null(status->last_attempt_ns), "next_attempt_at",
+                     time_or_null(status->next_attempt_ns));
 }
 
 /* The answer showing one webhook (its secret too when `with_secret`). Under the lock. */
@@ -379,7 +399,7 @@ static bool same_content(const webhook *hook, const webhook_config *asked, bool 
 {
     const webhook_config *have = &hook->config;
     return !strcmp(have->url, asked->url) && have->types == asked->types &&
-           !strcmp(have->account, asked->account) &&
+           !strcmp(have->account, asked->account) && have->batch == asked->batch &&
            (!asked->secret_length ||
             (asked->secret_length == have->secret_length &&
              sodium_memcmp(asked->secret, have->secret, have->secret_length) == 0)) &&
@@ -394,7 +414,7 @@ static int add(webhooks *hooks, const webhook_config *config, bool after_given, 
         if (!same_content(hooks->items[index], config, after_given)) {
             encode_problem(out, COFFER_ID_REUSED, "/id",
                            "a webhook with this id exists with another url, types, account, "
-                           "secret or start");
+                           "batch, secret or start");
             return COFFER_ID_REUSED;
         }
         answer_webhook(out, hooks->items[index], 200, false, true);
@@ -419,7 +439,8 @@ static int add(webhooks *hooks, const webhook_config *config, bool after_given, 
 
 static void create_decoded(webhooks *hooks, json_t *object, encoded *out)
 {
-    static const char *const allowed[] = {"id", "url", "types", "account", "secret", "after", 0};
+    static const char *const allowed[] = {"id",     "url",   "types", "account",
+                                          "secret", "after", "batch", 0};
     webhook_config config;
     const char *field = 0, *detail = 0;
     bool after_given = false;

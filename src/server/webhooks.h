@@ -29,6 +29,8 @@
 /* "v1," and the base64 of a 32-byte HMAC-SHA256. */
 #define WEBHOOK_SIGNATURE_MAX 48
 #define WEBHOOK_ERROR_MAX 160
+/* Changes one POST may carry when a webhook asks for batches ("batch": 2 to this). */
+#define WEBHOOK_BATCH_MAX 1000
 
 typedef struct webhooks_options {
     uint64_t timeout_ms;       /* per attempt: connecting and the whole exchange */
@@ -51,6 +53,7 @@ typedef struct webhook_config {
     uint8_t secret[WEBHOOK_SECRET_BYTES_MAX];
     size_t secret_length;
     uint64_t after; /* the seq it started after */
+    uint32_t batch; /* 1: one change per POST; more: a batch body of up to this many */
 } webhook_config;
 
 typedef struct webhooks webhooks;
@@ -95,6 +98,7 @@ typedef struct webhook_status {
     char url[WEBHOOK_URL_MAX + 1];
     uint32_t types;
     char account[COFFER_ACCOUNT_ID_MAX + 1];
+    uint32_t batch;
     bool failing;
     uint64_t cursor, lag_events;
     double lag_seconds;
@@ -168,5 +172,13 @@ uint64_t webhook_backoff_bound_ms(const webhooks_options *options, uint64_t fail
 uint64_t webhook_backoff_ms(const webhooks_options *options, uint64_t failures);
 /* The body of one change's POST: {"type", "timestamp", "data": <the change>} (malloc'd). */
 char *webhook_body(const coffer_change *change, size_t *length);
+/* The body of a batch webhook's POST of changes[0..count), count >= 1 (malloc'd):
+ * {"type": "batch", "timestamp": the last change's, "data": {"first_seq", "last_seq",
+ * "changes": [the body webhook_body writes for each]}}. */
+char *webhook_batch_body(const coffer_change *changes, size_t count, size_t *length);
+/* The webhook-id of a delivery: "evt_SEQ" for one change of a webhook without batches,
+ * "evt_FIRST-LAST" for a batch. */
+void webhook_delivery_id(const webhook_config *config, uint64_t first_seq, uint64_t last_seq,
+                         char out[48]);
 
 #endif

@@ -20,7 +20,8 @@
 
 #include "server/feed_http.h"
 
-/* Changes read per feed call: the memory a webhook holds, whatever its lag. */
+/* Changes read per feed call: the memory a webhook holds, whatever its lag (a batch webhook
+ * reads its batch size at a time). */
 #define WEBHOOK_PAGE 16
 
 static uint64_t wall_ns(void)
@@ -68,24 +69,63 @@ uint64_t webhook_backoff_ms(const webhooks_options *options, uint64_t failures)
     return randombytes_uniform((uint32_t)bound + 1);
 }
 
-char *webhook_body(const coffer_change *change, size_t *length)
+/* {"type", "timestamp", "data": the change}: the type's name and a time need no escaping, and
+ * the change is written as the feed writes it (without a tree when it can be). */
+static void append_change(text_buffer *t, const coffer_change *change)
 {
-    /* {"type", "timestamp", "data": the change}: the type's name and a time need no escaping,
-     * and the change is written as the feed writes it (without a tree when it can be). */
     char timestamp[48];
     encode_time(timestamp, sizeof timestamp, change->timestamp);
-    text_buffer t = {0};
-    text_printf(&t, "{\"type\":\"%s\",\"timestamp\":\"%s\",\"data\":",
+    text_printf(t, "{\"type\":\"%s\",\"timestamp\":\"%s\",\"data\":",
                 coffer_change_type_name(change->type), timestamp);
-    encode_change_text(&t, change);
-    text_append(&t, "}", 1);
-    if (t.failed) {
-        free(t.bytes);
+    encode_change_text(t, change);
+    text_append(t, "}", 1);
+}
+
+static char *finish(text_buffer *t, size_t *length)
+{
+    if (t->failed) {
+        free(t->bytes);
         *length = 0;
         return 0;
     }
-    *length = t.length;
-    return t.bytes;
+    *length = t->length;
+    return t->bytes;
+}
+
+char *webhook_body(const coffer_change *change, size_t *length)
+{
+    text_buffer t = {0};
+    append_change(&t, change);
+    return finish(&t, length);
+}
+
+char *webhook_batch_body(const coffer_change *changes, size_t count, size_t *length)
+{
+    char timestamp[48];
+    encode_time(timestamp, sizeof timestamp, changes[count - 1].timestamp);
+    text_buffer t = {0};
+    text_printf(&t,
+                "{\"type\":\"batch\",\"timestamp\":\"%s\",\"data\":{\"first_seq\":%llu,"
+                "\"last_seq\":%llu,\"changes\":[",
+                timestamp, (unsigned long long)changes[0].seq,
+                (unsigned long long)changes[count - 1].seq);
+    for (size_t i = 0; i < count; i++) {
+        if (i)
+            text_append(&t, ",", 1);
+        append_change(&t, &changes[i]);
+    }
+    text_append(&t, "]}}", 3);
+    return finish(&t, length);
+}
+
+void webhook_delivery_id(const webhook_config *config, uint64_t first_seq, uint64_t last_seq,
+                         char out[48])
+{
+    if (config->batch > 1)
+        snprintf(out, 48, "evt_%llu-%llu", (unsigned long long)first_seq,
+                 (unsigned long long)last_seq);
+    else
+        snprintf(out, 48, "evt_%llu", (unsigned long long)first_seq);
 }
 
 /* ---- waiting ------------------------------------------------------------------------------- */
@@ -163,13 +203,14 @@ static CURL *client_new(webhook *hook)
     return curl;
 }
 
-/* One POST of `body` for change `seq`: the HTTP status, or 0 with the reason in `error`. */
-static long post(CURL *curl, webhook *hook, uint64_t seq, const char *body, size_t length,
-                 char *error, size_t error_size)
+/* One POST of `body`, the changes first_seq..last_seq: the HTTP status, or 0 with the reason
+ * in `error`. */
+static long post(CURL *curl, webhook *hook, uint64_t first_seq, uint64_t last_seq, const char *body,
+                 size_t length, char *error, size_t error_size)
 {
-    char id[32], stamp[48], signature[WEBHOOK_SIGNATURE_MAX], header[96];
+    char id[48], stamp[48], signature[WEBHOOK_SIGNATURE_MAX], header[96];
     uint64_t timestamp_s = (uint64_t)time(0);
-    snprintf(id, sizeof id, "evt_%llu", (unsigned long long)seq);
+    webhook_delivery_id(&hook->config, first_seq, last_seq, id);
     webhook_sign(hook->config.secret, hook->config.secret_length, id, timestamp_s, body, length,
                  signature);
     struct curl_slist *headers = curl_slist_append(0, "Content-Type: application/json");
@@ -197,9 +238,10 @@ static long post(CURL *curl, webhook *hook, uint64_t seq, const char *body, size
     return status;
 }
 
-/* Records an attempt's outcome. True when delivered; else sets the delay before the next
- * attempt (0 when the webhook has just been marked failing). */
-static bool record(webhook *hook, long status, const char *error, uint64_t seq, uint64_t *delay_ms)
+/* Records an attempt's outcome for `count` changes up to `seq`. True when delivered; else sets
+ * the delay before the next attempt (0 when the webhook has just been marked failing). */
+static bool record(webhook *hook, long status, const char *error, uint64_t seq, size_t count,
+                   uint64_t *delay_ms)
 {
     webhooks *hooks = hook->owner;
     bool delivered = status >= 200 && status <= 299;
@@ -208,7 +250,7 @@ static bool record(webhook *hook, long status, const char *error, uint64_t seq, 
     hook->next_attempt_ns = 0;
     *delay_ms = 0;
     if (delivered) {
-        hook->deliveries++;
+        hook->deliveries += count;
         hook->failures = 0;
         hook->cursor = seq;
         hooks->dirty = true;
@@ -235,21 +277,26 @@ static void set_pending(webhook *hook, uint64_t timestamp_ns)
     pthread_mutex_unlock(&hook->owner->lock);
 }
 
-/* Delivers one change, retrying until a 2xx. False when the webhook is stopped first. */
-static bool deliver(CURL *curl, webhook *hook, const coffer_change *change)
+/* Delivers changes[0..count) in one POST (count is 1 unless the webhook asks for batches),
+ * retrying the same body until a 2xx. False when the webhook is stopped first. */
+static bool deliver(CURL *curl, webhook *hook, const coffer_change *changes, size_t count)
 {
     size_t length = 0;
-    char *body = webhook_body(change, &length), error[WEBHOOK_ERROR_MAX];
+    char *body = hook->config.batch > 1 ? webhook_batch_body(changes, count, &length)
+                                        : webhook_body(changes, &length);
+    char error[WEBHOOK_ERROR_MAX];
+    uint64_t first_seq = changes[0].seq, last_seq = changes[count - 1].seq;
     bool delivered = false;
-    set_pending(hook, change->timestamp);
+    set_pending(hook, changes[0].timestamp);
     while (!delivered && wait_until_active(hook)) {
-        long status = body ? post(curl, hook, change->seq, body, length, error, sizeof error) : 0;
+        long status =
+            body ? post(curl, hook, first_seq, last_seq, body, length, error, sizeof error) : 0;
         if (!body)
             snprintf(error, sizeof error, "out of memory");
         if (stopped(hook))
             break; /* an aborted exchange is no failure of the receiver's */
         uint64_t delay_ms;
-        delivered = record(hook, status, error, change->seq, &delay_ms);
+        delivered = record(hook, status, error, last_seq, count, &delay_ms);
         if (delay_ms)
             wait_for(hook, delay_ms);
         else if (!delivered)
@@ -280,7 +327,7 @@ static void pass_over(webhook *hook, uint64_t next_after)
     pthread_mutex_unlock(&hook->owner->lock);
 }
 
-static void run(webhook *hook, coffer_feed *feed, CURL *curl, coffer_change *page)
+static void run(webhook *hook, coffer_feed *feed, CURL *curl, coffer_change *page, size_t page_size)
 {
     webhooks *hooks = hook->owner;
     const coffer_feed_filter filter = {hook->config.types,
@@ -291,14 +338,19 @@ static void run(webhook *hook, coffer_feed *feed, CURL *curl, coffer_change *pag
     while (!stopped(hook)) {
         size_t count = 0, delivered = 0;
         uint64_t next_after = cursor;
-        int code = coffer_feed_read(feed, cursor, &filter, page, WEBHOOK_PAGE, &count, &next_after);
+        int code = coffer_feed_read(feed, cursor, &filter, page, page_size, &count, &next_after);
         if (code != COFFER_OK) {
             note_error(hook, "the change feed cannot be read", code);
             wait_for(hook, hooks->options.feed_wait_ms);
             continue;
         }
-        while (delivered < count && deliver(curl, hook, &page[delivered]))
-            delivered++;
+        size_t batch = hook->config.batch > 1 ? hook->config.batch : 1;
+        while (delivered < count) {
+            size_t group = count - delivered < batch ? count - delivered : batch;
+            if (!deliver(curl, hook, &page[delivered], group))
+                break;
+            delivered += group;
+        }
         if (delivered < count)
             break; /* stopped */
         pass_over(hook, next_after);
@@ -319,12 +371,13 @@ static void *thread_main(void *argument)
     setpriority(PRIO_PROCESS, (id_t)gettid(), FEED_NICE);
     coffer_feed *feed = 0;
     CURL *curl = 0;
-    coffer_change *page = calloc(WEBHOOK_PAGE, sizeof *page);
+    size_t page_size = hook->config.batch > WEBHOOK_PAGE ? hook->config.batch : WEBHOOK_PAGE;
+    coffer_change *page = calloc(page_size, sizeof *page);
     int code = page ? coffer_feed_open(hooks->db, &feed) : COFFER_OUT_OF_MEMORY;
     if (code == COFFER_OK && !(curl = client_new(hook)))
         code = COFFER_OUT_OF_MEMORY;
     if (code == COFFER_OK)
-        run(hook, feed, curl, page);
+        run(hook, feed, curl, page, page_size);
     else
         note_error(hook, "delivery cannot start", code);
     if (curl)

@@ -38,6 +38,8 @@ static json_t *entry_json(const webhook *hook)
     explicit_bzero(secret, sizeof secret);
     if (entry && config->account[0])
         json_object_set_new(entry, "account", json_string(config->account));
+    if (entry && config->batch > 1) /* absent: 1, as in files written before batches */
+        json_object_set_new(entry, "batch", json_integer(config->batch));
     return entry;
 }
 
@@ -150,7 +152,7 @@ static char *read_file(const char *path, bool *missing, size_t *length)
 static bool entry_load(webhooks *hooks, json_t *entry, char *error, size_t error_size)
 {
     static const char *const allowed[] = {"id",    "url",    "types",   "account", "secret",
-                                          "after", "cursor", "failing", 0};
+                                          "after", "cursor", "failing", "batch",   0};
     webhook_config config;
     const char *field = "", *detail = "";
     json_t *after = json_object_get(entry, "after"), *cursor = json_object_get(entry, "cursor"),

@@ -31,7 +31,8 @@ class Receiver:
         self.behave = behave or (lambda seq, attempt: "ok")
         self.hang_seconds = hang_seconds
         self.lock = threading.Lock()
-        self.attempts = []  # (webhook-id, seq, signature ok, answered 2xx)
+        self.attempts = []  # (webhook-id, seq, signature ok, answered 2xx), one per change
+        self.batches = []  # the seqs of each batch POST
         self.tries = {}
         receiver = self
 
@@ -58,17 +59,34 @@ class Receiver:
         return any(hmac.compare_digest(expected, given)
                    for given in headers["webhook-signature"].split(" "))
 
+    @staticmethod
+    def envelope_ok(change):
+        return (change["type"] == change["data"]["type"]
+                and change["timestamp"] == change["data"]["timestamp"])
+
     def handle(self, handler, body):
         payload = json.loads(body)
-        seq = payload["data"]["seq"]
+        if payload["type"] == "batch":  # a webhook with "batch": {first_seq, last_seq, changes}
+            changes = payload["data"]["changes"]
+            seqs = [change["data"]["seq"] for change in changes]
+            expected_id = "evt_%d-%d" % (seqs[0], seqs[-1])
+            shape_ok = (all(map(self.envelope_ok, changes))
+                        and payload["data"]["first_seq"] == seqs[0]
+                        and payload["data"]["last_seq"] == seqs[-1]
+                        and payload["timestamp"] == changes[-1]["timestamp"])
+            with self.lock:
+                self.batches.append(seqs)
+        else:
+            seqs = [payload["data"]["seq"]]
+            expected_id = "evt_%d" % seqs[0]
+            shape_ok = self.envelope_ok(payload)
+        seq = seqs[0]
         with self.lock:
             attempt = self.tries.get(seq, 0)
             self.tries[seq] = attempt + 1
         action = self.behave(seq, attempt)
-        ok = (self.verify(handler.headers, body) and handler.headers["webhook-id"] == "evt_%d" % seq
-              and payload["type"] == payload["data"]["type"]
-              and payload["timestamp"] == payload["data"]["timestamp"]
-              and handler.headers["Content-Type"] == "application/json"
+        ok = (self.verify(handler.headers, body) and handler.headers["webhook-id"] == expected_id
+              and shape_ok and handler.headers["Content-Type"] == "application/json"
               and handler.headers["User-Agent"].startswith("coffer/"))
         if action == "slow":
             time.sleep(0.1)
@@ -76,8 +94,9 @@ class Receiver:
             time.sleep(self.hang_seconds)
         status = 500 if action == "fail" else 200
         with self.lock:
-            self.attempts.append((handler.headers["webhook-id"], seq, ok, status == 200
-                                  and action != "hang"))
+            for seq in seqs:
+                self.attempts.append((handler.headers["webhook-id"], seq, ok, status == 200
+                                      and action != "hang"))
         try:
             handler.send_response(status)
             handler.send_header("Content-Length", "0")
@@ -116,8 +135,8 @@ class WebhookCrudTest(ServerTestCase):
         shown = created.json()
         self.assertTrue(shown["secret"].startswith("whsec_"))
         self.assertEqual(len(base64.b64decode(shown["secret"][6:])), 32)
-        self.assertEqual((shown["id"], shown["types"], shown["state"], shown["account"]),
-                         (webhook_id, ["hold.expired"], "active", None))
+        self.assertEqual((shown["id"], shown["types"], shown["state"], shown["account"],
+                          shown["batch"]), (webhook_id, ["hold.expired"], "active", None, 1))
         self.assertEqual(shown["cursor"], durable_seq(self.client))
         replay = self.client.post("/v1/webhooks", body)
         self.assertEqual(replay.status, 200, replay)
@@ -125,6 +144,8 @@ class WebhookCrudTest(ServerTestCase):
         self.assertNotIn("secret", replay.json())
         other = self.client.post("/v1/webhooks", dict(body, url="http://127.0.0.1:9/other"))
         self.assert_problem(other, 422, "id_reused", field="/id")
+        batched = self.client.post("/v1/webhooks", dict(body, batch=10))
+        self.assert_problem(batched, 422, "id_reused", field="/id")
         got = self.client.get("/v1/webhooks/" + webhook_id)
         self.assertEqual(got.status, 200, got)
         self.assertNotIn("secret", got.json())
@@ -145,6 +166,9 @@ class WebhookCrudTest(ServerTestCase):
                             ({"id": "x", "url": "http://h", "types": ["nope"]}, "/types"),
                             ({"id": "x", "url": "http://h", "secret": "whsec_AAAA"}, "/secret"),
                             ({"id": "x", "url": "http://h", "after": 10**12}, "/after"),
+                            ({"id": "x", "url": "http://h", "batch": 0}, "/batch"),
+                            ({"id": "x", "url": "http://h", "batch": 1001}, "/batch"),
+                            ({"id": "x", "url": "http://h", "batch": "10"}, "/batch"),
                             ({"id": "x", "url": "http://h", "extra": 1}, "/extra")):
             self.assert_problem(self.client.post("/v1/webhooks", body), 400, "invalid_field",
                                 field=field)
@@ -203,6 +227,18 @@ class WebhookDeliveryTest(unittest.TestCase):
             self.assertEqual(r.status, 201, r)
 
     def test_every_change_in_order_through_failures_and_a_kill(self):
+        self.chaos(batch=None)
+
+    def test_batches_carry_every_change_in_order_through_failures_and_a_kill(self):
+        receiver = self.chaos(batch=5)
+        sizes = [len(seqs) for seqs in receiver.batches]
+        self.assertEqual(max(sizes), 5, sizes)  # changes piled up during failures: full batches
+        for seqs in receiver.batches:
+            self.assertEqual(seqs, list(range(seqs[0], seqs[-1] + 1)))
+
+    def chaos(self, batch):
+        """Every change delivered, in order, signed, to a receiver that fails, hangs and answers
+        slowly at random, across a kill -9 and a restart; `batch`: the webhook's batch size."""
         rng = random.Random(int(os.environ.get("COFFER_TEST_SEED", "15")))
         choices = ["ok"] * 6 + ["fail"] * 2 + ["hang"] + ["slow"] * 2
 
@@ -213,7 +249,10 @@ class WebhookDeliveryTest(unittest.TestCase):
         server = self.start("--webhook-timeout-ms", "300", "--webhook-max-failures", "1000")
         client = self.client_of(server)
         receiver = self.receiver(behave=behave, hang_seconds=0.6)
-        created = client.post("/v1/webhooks", {"id": "chaos", "url": receiver.url, "after": 0})
+        asked = {"id": "chaos", "url": receiver.url, "after": 0}
+        if batch:
+            asked["batch"] = batch
+        created = client.post("/v1/webhooks", asked)
         self.assertEqual(created.status, 201, created)
         receiver.secret = created.json()["secret"]
         self.workload(client, 25, "before")
@@ -221,7 +260,8 @@ class WebhookDeliveryTest(unittest.TestCase):
         server.kill()
         server.start()
         client = self.client_of(server)
-        self.assertEqual(client.get("/v1/webhooks/chaos").status, 200)  # it survived the kill
+        survived = client.get("/v1/webhooks/chaos")  # it survived the kill, batch size too
+        self.assertEqual((survived.status, survived.json()["batch"]), (200, batch or 1))
         self.workload(client, 25, "after")
         last = durable_seq(client)
         shown = self.wait_caught_up(client, "chaos", last, 90)
@@ -235,6 +275,7 @@ class WebhookDeliveryTest(unittest.TestCase):
         print("\n%d changes: %d attempts, %d answered 2xx (%d redeliveries)"
               % (last, len(receiver.attempts), answered, answered - last))
         server.stop()
+        return receiver
 
     def test_failing_after_the_bound_then_enabled(self):
         state = {"answer": "fail"}

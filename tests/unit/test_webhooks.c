@@ -346,11 +346,60 @@ static void the_body_is_the_change_in_an_envelope(void **state)
     }
 }
 
+/* A batch webhook's body holds each change's own envelope, in order, between its first and last
+ * seq; its webhook-id names both, a webhook without batches names the one seq. */
+static void a_batch_holds_each_change_in_its_envelope(void **state)
+{
+    (void)state;
+    coffer_change changes[3];
+    for (int i = 0; i < 3; i++)
+        changes[i] = (coffer_change){
+            .seq = 40 + (uint64_t)i * 2, /* a filter may leave gaps */
+            .timestamp = 1795564080238899084ULL + (uint64_t)i,
+            .type = COFFER_CHANGE_ACCOUNT_CREATED,
+            .event = {.op = COFFER_OP_CREATE_ACCOUNT, .id = "acc", .currency = "EUR"},
+            .result = {.code = COFFER_CREATED, .seq = 40 + (uint64_t)i * 2},
+        };
+    for (size_t count = 1; count <= 3; count++) {
+        size_t length;
+        char *body = webhook_batch_body(changes, count, &length);
+        assert_non_null(body);
+        json_t *parsed = json_loadb(body, length, 0, 0);
+        assert_non_null(parsed);
+        json_t *list = json_array();
+        for (size_t i = 0; i < count; i++) {
+            size_t one_length;
+            char *one = webhook_body(&changes[i], &one_length);
+            json_array_append_new(list, json_loadb(one, one_length, 0, 0));
+            free(one);
+        }
+        char timestamp[48];
+        encode_time(timestamp, sizeof timestamp, changes[count - 1].timestamp);
+        json_t *expected = json_pack("{s:s, s:s, s:{s:I, s:I, s:o}}", "type", "batch", "timestamp",
+                                     timestamp, "data", "first_seq", (json_int_t)40, "last_seq",
+                                     (json_int_t)changes[count - 1].seq, "changes", list);
+        assert_true(json_equal(parsed, expected));
+        json_decref(parsed);
+        json_decref(expected);
+        free(body);
+    }
+    webhook_config config = {.batch = 1};
+    char id[48];
+    webhook_delivery_id(&config, 40, 40, id);
+    assert_string_equal(id, "evt_40");
+    config.batch = 100;
+    webhook_delivery_id(&config, 40, 44, id);
+    assert_string_equal(id, "evt_40-44");
+    webhook_delivery_id(&config, 40, 40, id);
+    assert_string_equal(id, "evt_40-40");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(signs_the_standard_webhooks_test_vector),
         cmocka_unit_test(the_body_is_the_change_in_an_envelope),
+        cmocka_unit_test(a_batch_holds_each_change_in_its_envelope),
         cmocka_unit_test(signs_a_body_of_ours_as_python_does),
         cmocka_unit_test(secrets_are_24_to_64_bytes_of_padded_base64),
         cmocka_unit_test(backoff_doubles_to_its_cap_with_full_jitter),

@@ -45,6 +45,8 @@ export interface WebhookCreate {
   secret?: string;
   /** Deliver the changes after this seq (default: the durable seq at creation). */
   after?: number | bigint;
+  /** The most changes one POST carries, 1 to 1000 (default 1: one change per POST). */
+  batch?: number;
 }
 
 export interface Webhook {
@@ -52,6 +54,7 @@ export interface Webhook {
   url: string;
   types: string[];
   account?: string | null;
+  batch: number;
   state: "active" | "failing";
   cursor: number | bigint;
   lag_events: number | bigint;
