@@ -278,8 +278,10 @@ int cli_verify(int argc, char **argv, const cli_globals *globals)
                : log      ? coffer_verify_log(log, operand, NULL, progress, NULL, &report)
                           : coffer_verify_dir(operand, NULL, progress, NULL, &report);
     if (code != COFFER_OK) {
-        fprintf(stderr, "coffer verify: %s%s%s\n", coffer_strerror(code),
-                report.chain_error[0] ? ": " : "", report.chain_error);
+        /* The reason when the library gave one (a directory of a PostgreSQL log, a database
+         * that cannot be read), else the code's message. */
+        fprintf(stderr, "coffer verify: %s\n",
+                report.chain_error[0] ? report.chain_error : coffer_strerror(code));
         return CLI_EXIT_ERROR;
     }
     if (json)
