@@ -128,11 +128,11 @@ static void redacted(const char *location, char *out, size_t size)
                 value++;
                 while (*value == ' ')
                     value++;
-                memcpy(out + used, in,
-                       (size_t)(value - in) < size - used - 4 ? (size_t)(value - in)
-                                                              : size - used - 4);
-                used +=
-                    (size_t)(value - in) < size - used - 4 ? (size_t)(value - in) : size - used - 4;
+                size_t keep = (size_t)(value - in); /* "password = " as it was written */
+                if (keep > size - used - 4)
+                    keep = size - used - 4;
+                memcpy(out + used, in, keep);
+                used += keep;
                 in = value;
                 skip_to = password_end(value);
             }
