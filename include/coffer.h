@@ -213,8 +213,9 @@ typedef struct coffer_options {
      * lease and leads, or when another instance leads, follows it: it applies the leader's
      * records, serves reads, answers writes not_leader, and takes over when the lease frees
      * (coffer_cluster_get says which). With
-     * it, the change feed, the on-disk index and coffer_verify_dir / coffer_dump_dir of the
-     * directory are not available yet (COFFER_NOT_SUPPORTED). Copied at open. */
+     * it, the change feed and the on-disk index are not available yet (COFFER_NOT_SUPPORTED),
+     * and coffer_verify_dir / coffer_dump_dir of the directory refuse (NOT_SUPPORTED): use
+     * coffer_verify_log / coffer_dump_log. Copied at open. */
     const char *log_location;
     /* This instance's name in the log (its advertised URL); NULL: none. Copied at open. */
     const char *log_name;
@@ -545,6 +546,11 @@ typedef struct coffer_dir_report {
     uint64_t index_applied_seq;
     uint64_t index_covers_from_seq; /* the first seq it derives (format-1 records have none) */
     char index_error[1024];
+    /* true: the log was read from PostgreSQL (coffer_verify_log): `records` counts its record
+     * rows, `term_rows` the rows new leaders wrote, `segments` and `torn_bytes` are 0 and no
+     * index is checked (none is kept with that log). */
+    bool log_postgresql;
+    uint64_t term_rows;
 } coffer_dir_report;
 
 /* Called during coffer_verify_dir() from the calling thread: `stage` ("log") with done of
@@ -570,13 +576,40 @@ static inline int coffer_verify_dir(const char *dir, const coffer_options *optio
                                    sizeof *report);
 }
 
+/* coffer_verify_dir() for a ledger whose log is in PostgreSQL (coffer_options.log_location,
+ * `coffer serve --log`): `log_location` is its conninfo or URI ("postgresql://...",
+ * "postgres://...", or key=value pairs). The same checks on the log (the chain of every row,
+ * a full replay, every invariant); with `dir` (an instance's data directory, which holds
+ * snapshots only) also its newest snapshot against the replay and recovery from it; `dir`
+ * NULL: the log alone. Read-only: one session in one REPEATABLE READ, READ ONLY transaction,
+ * so every read sees the same snapshot of the table (a leader may append meanwhile); it never
+ * takes the lease and writes nothing, creates no table; rows are read in pages, so memory is
+ * the replayed state's. Works against a hot standby. Returns OK when the checks ran (the
+ * verdict in report->ok), invalid_argument, out_of_memory, or storage_failed when the
+ * database could not be read (no connection, no coffer tables there, a session lost midway:
+ * report->chain_error says which; that is not damage). `progress` gets rows read of the
+ * log's rows. Call it through coffer_verify_log(). */
+COFFER_API int coffer_verify_log_sized(const char *log_location, const char *dir,
+                                       const coffer_options *options, coffer_progress_fn progress,
+                                       void *progress_context, coffer_dir_report *report,
+                                       size_t size_bytes);
+
+static inline int coffer_verify_log(const char *log_location, const char *dir,
+                                    const coffer_options *options, coffer_progress_fn progress,
+                                    void *progress_context, coffer_dir_report *report)
+{
+    return coffer_verify_log_sized(log_location, dir, options, progress, progress_context, report,
+                                   sizeof *report);
+}
+
 /* One logged event, as coffer_dump_dir() hands it over. Everything it points to is owned by
  * the dump and valid only during the callback: copy what you keep. */
 typedef struct coffer_log_entry {
     uint64_t seq;
     uint64_t timestamp;        /* ns since the epoch */
     uint32_t segment;          /* the number of the log segment holding the record */
-    uint64_t offset;           /* of the record in that segment, in bytes */
+    uint64_t offset;           /* of the record in that segment, in bytes (coffer_dump_log:
+                                  segment 0, and the position of the record's row) */
     uint64_t atomic_first_seq; /* an atomic batch: the seq of its first event; else 0 */
     uint64_t atomic_events;    /* an atomic batch: how many events it has; else 0 */
     /* The event as it was submitted. An expiry written by the engine has op COFFER_OP_EXPIRE
@@ -597,6 +630,13 @@ typedef int (*coffer_log_entry_fn)(const coffer_log_entry *entry, void *context)
  * Returns OK after the last one, the callback's non-zero value if it stopped, or
  * storage_failed for a log that cannot be read (the reason in `error`, NUL-terminated). */
 COFFER_API int coffer_dump_dir(const char *dir, coffer_log_entry_fn visit, void *context,
+                               char *error, size_t error_size);
+
+/* coffer_dump_dir() of a log in PostgreSQL (`log_location` as for coffer_verify_log), read in
+ * one read-only snapshot of the table. An entry's `segment` is 0 and its `offset` is the
+ * position of its record's row in coffer_log. storage_failed also when the database cannot be
+ * read (`error` says why). */
+COFFER_API int coffer_dump_log(const char *log_location, coffer_log_entry_fn visit, void *context,
                                char *error, size_t error_size);
 
 /* ---------------------------------------------------------------------------------------- */

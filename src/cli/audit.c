@@ -1,7 +1,9 @@
 /*
- * audit.c — `coffer verify DIR` and `coffer dump DIR`: offline checks and the log as JSON
- * lines, through coffer_verify_dir() and coffer_dump_dir(). Neither modifies the directory.
+ * audit.c — `coffer verify DIR|CONNINFO` and `coffer dump DIR|CONNINFO`: offline checks and the
+ * log as JSON lines, through coffer_verify_dir() and coffer_dump_dir(), or coffer_verify_log()
+ * and coffer_dump_log() for a log in PostgreSQL. Neither modifies anything.
  */
+#include <ctype.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,23 +15,32 @@
 #include "coffer.h"
 #include "server/encode.h"
 
-enum { VERIFY_JSON };
+enum { VERIFY_JSON, VERIFY_LOG };
 
 static const cli_option verify_options[] = {
     {VERIFY_JSON, "--json", NULL, "one JSON object instead of text"},
+    {VERIFY_LOG, "--log", "CONNINFO",
+     "with DIR: the log of DIR is in this PostgreSQL database\n(coffer serve --log): check DIR's "
+     "snapshots against it"},
 };
 
 static const cli_spec verify_spec = {
     .name = "verify",
-    .synopsis = "DIR [--json]",
+    .synopsis = "DIR|CONNINFO [--json] [--log CONNINFO]",
     .description =
         "Checks a data directory without changing it: the hash chain of every log record, a full\n"
         "replay into fresh state, the newest snapshot against that replay, what recovery would\n"
         "build against it, and every invariant (balances sum to zero per currency, accounts\n"
-        "within their limits, held totals equal pending holds, one outcome per id).\n",
+        "within their limits, held totals equal pending holds, one outcome per id).\n"
+        "\n"
+        "CONNINFO instead of DIR: the same checks of a log kept in PostgreSQL (coffer serve\n"
+        "--log), read in one read-only transaction (no lease taken, nothing written). It is a\n"
+        "URI (postgresql://..., postgres://...) or libpq key=value pairs (\"host=H dbname=D\"):\n"
+        "an operand that starts with a word and '=' and names no existing file. The log's\n"
+        "instances keep snapshots only in their DIR: check them with DIR --log CONNINFO.\n",
     .options = verify_options,
     .option_count = sizeof verify_options / sizeof *verify_options,
-    .operand_name = "a data directory (coffer verify DIR)",
+    .operand_name = "a data directory or a PostgreSQL conninfo (coffer verify DIR)",
     .operands_min = 1,
     .operands_max = 1,
     .epilog = "Exit status: 0 all good, 1 a problem was found, 2 bad usage.\n",
@@ -37,7 +48,7 @@ static const cli_spec verify_spec = {
 
 static const cli_spec dump_spec = {
     .name = "dump",
-    .synopsis = "DIR",
+    .synopsis = "DIR|CONNINFO",
     .description =
         "Prints every logged event as one JSON object per line, in seq order: seq, timestamp\n"
         "(ns since the epoch), segment and offset of its record, op and the event's fields;\n"
@@ -46,11 +57,96 @@ static const cli_spec dump_spec = {
         "submitted the event (null: none) and \"outcome\" says what it did: code, state,\n"
         "amount, both accounts after it; \"recorded\": false for a position of a failed atomic\n"
         "batch that recorded nothing. Records written before outcomes were logged have\n"
-        "neither.\n",
-    .operand_name = "a data directory (coffer dump DIR)",
+        "neither.\n"
+        "\n"
+        "CONNINFO instead of DIR (as for coffer verify): the log kept in PostgreSQL, read in one\n"
+        "read-only transaction; \"segment\" is 0 and \"offset\" is the position of the record's\n"
+        "row in coffer_log.\n",
+    .operand_name = "a data directory or a PostgreSQL conninfo (coffer dump DIR)",
     .operands_min = 1,
     .operands_max = 1,
 };
+
+/* Is the operand a PostgreSQL log rather than a directory? A URI always is; libpq's key=value
+ * form ("host=H dbname=D") is when it starts with a keyword and '=' and no file has that name
+ * (a directory called "a=b" is still read as one). */
+static bool is_postgresql(const char *operand)
+{
+    if (strncmp(operand, "postgresql://", 13) == 0 || strncmp(operand, "postgres://", 11) == 0)
+        return true;
+    const char *at = operand;
+    while (*at == ' ' || *at == '\t')
+        at++;
+    const char *word = at;
+    while (isalnum((unsigned char)*at) || *at == '_')
+        at++;
+    if (at == word)
+        return false;
+    while (*at == ' ' || *at == '\t')
+        at++;
+    return *at == '=' && access(operand, F_OK) != 0;
+}
+
+/* The end of a password= value that starts at `value` (quoted or not). */
+static const char *password_end(const char *value)
+{
+    if (*value != '\'')
+        return value + strcspn(value, " \t&");
+    const char *at = value + 1;
+    while (*at && *at != '\'')
+        at += at[0] == '\\' && at[1] ? 2 : 1;
+    return *at ? at + 1 : at;
+}
+
+/* The operand as it may be printed: a password in it (a URI's user info, or password=) as
+ * "***". */
+static void redacted(const char *location, char *out, size_t size)
+{
+    const char *hide_from = 0, *hide_to = 0; /* a URI's password */
+    const char *scheme = strstr(location, "://");
+    if (scheme) {
+        const char *authority = scheme + 3, *at = 0;
+        size_t length = strcspn(authority, "/?");
+        for (size_t i = 0; i < length; i++)
+            if (authority[i] == '@')
+                at = authority + i;
+        const char *colon = at ? memchr(authority, ':', (size_t)(at - authority)) : 0;
+        if (colon)
+            hide_from = colon + 1, hide_to = at;
+    }
+    size_t used = 0;
+    for (const char *in = location; *in && used + 4 < size;) {
+        const char *skip_to = 0;
+        if (in == hide_from) {
+            skip_to = hide_to;
+        } else if (strncmp(in, "password", 8) == 0 &&
+                   (in == location || !isalnum((unsigned char)in[-1]))) {
+            const char *value = in + 8;
+            while (*value == ' ')
+                value++;
+            if (*value == '=') {
+                value++;
+                while (*value == ' ')
+                    value++;
+                size_t keep = (size_t)(value - in); /* "password = " as it was written */
+                if (keep > size - used - 4)
+                    keep = size - used - 4;
+                memcpy(out + used, in, keep);
+                used += keep;
+                in = value;
+                skip_to = password_end(value);
+            }
+        }
+        if (skip_to) {
+            memcpy(out + used, "***", 3);
+            used += 3;
+            in = skip_to;
+            continue;
+        }
+        out[used++] = *in++;
+    }
+    out[used] = 0;
+}
 
 static void show_progress(const char *stage, uint64_t done, uint64_t total, void *context)
 {
@@ -68,9 +164,14 @@ static void show_progress(const char *stage, uint64_t done, uint64_t total, void
 static void print_human(const char *dir, const coffer_dir_report *r)
 {
     printf("coffer verify %s: %s\n", dir, r->ok ? "OK" : "PROBLEMS FOUND");
-    printf("  log: %llu records in %llu segments, last seq %llu, chain %s\n",
-           (unsigned long long)r->records, (unsigned long long)r->segments,
-           (unsigned long long)r->last_seq, r->chain_ok ? "intact" : "BROKEN");
+    if (r->log_postgresql)
+        printf("  log: %llu records and %llu term rows in PostgreSQL, last seq %llu, chain %s\n",
+               (unsigned long long)r->records, (unsigned long long)r->term_rows,
+               (unsigned long long)r->last_seq, r->chain_ok ? "intact" : "BROKEN");
+    else
+        printf("  log: %llu records in %llu segments, last seq %llu, chain %s\n",
+               (unsigned long long)r->records, (unsigned long long)r->segments,
+               (unsigned long long)r->last_seq, r->chain_ok ? "intact" : "BROKEN");
     printf("  chain tip hash: %s\n", r->tip_hash);
     if (r->chain_error[0])
         printf("    %s\n", r->chain_error);
@@ -93,7 +194,10 @@ static void print_human(const char *dir, const coffer_dir_report *r)
            r->invariants.ok ? "all hold" : "VIOLATED");
     for (uint32_t i = 0; i < r->invariants.problem_count && i < COFFER_VERIFY_PROBLEMS_MAX; i++)
         printf("    %s\n", r->invariants.problems[i]);
-    /* A missing index is a warning (the next start builds it), a damaged one a problem. */
+    /* A missing index is a warning (the next start builds it), a damaged one a problem. None is
+     * kept with a PostgreSQL log. */
+    if (r->log_postgresql)
+        return;
     if (!r->index_found)
         printf("  index: missing (warning: coffer serve builds it from the log)\n    %s\n",
                r->index_error);
@@ -121,10 +225,13 @@ static void json_text(const char *text)
 static void print_json(const coffer_dir_report *r)
 {
     printf("{\"ok\":%s,\"log\":{\"records\":%llu,\"segments\":%llu,\"last_seq\":%llu,"
-           "\"chain_ok\":%s,\"tip_hash\":\"%s\",\"torn_bytes\":%llu,\"error\":",
+           "\"chain_ok\":%s,\"tip_hash\":\"%s\",\"torn_bytes\":%llu,",
            r->ok ? "true" : "false", (unsigned long long)r->records,
            (unsigned long long)r->segments, (unsigned long long)r->last_seq,
            r->chain_ok ? "true" : "false", r->tip_hash, (unsigned long long)r->torn_bytes);
+    if (r->log_postgresql)
+        printf("\"postgresql\":true,\"term_rows\":%llu,", (unsigned long long)r->term_rows);
+    printf("\"error\":");
     json_text(r->chain_error);
     printf("},\"snapshot\":{\"found\":%s,\"seq\":%llu,\"matches_replay\":%s,"
            "\"recovery_matches\":%s,\"error\":",
@@ -153,21 +260,34 @@ int cli_verify(int argc, char **argv, const cli_globals *globals)
     int status = cli_parse(&verify_spec, argc, argv, &parsed);
     if (status != CLI_GO_ON)
         return status;
-    const char *dir = parsed.operands[0];
+    const char *operand = parsed.operands[0];
+    const char *log = parsed.values[VERIFY_LOG];
     bool json = globals->json || parsed.values[VERIFY_JSON];
-    if (access(dir, R_OK | X_OK) != 0)
-        return cli_usage(&verify_spec, "cannot read %s", dir);
+    bool postgresql = is_postgresql(operand);
+    if (postgresql && log)
+        return cli_usage(&verify_spec, "--log goes with a data directory, not a conninfo");
+    if (log && !is_postgresql(log))
+        return cli_usage(&verify_spec, "--log takes a PostgreSQL conninfo or URI");
+    if (!postgresql && access(operand, R_OK | X_OK) != 0)
+        return cli_usage(&verify_spec, "cannot read %s", operand);
+    char shown[1024];
+    redacted(operand, shown, sizeof shown);
+    coffer_progress_fn progress = !json && isatty(2) ? show_progress : NULL;
     coffer_dir_report report;
-    int code =
-        coffer_verify_dir(dir, NULL, !json && isatty(2) ? show_progress : NULL, NULL, &report);
+    int code = postgresql ? coffer_verify_log(operand, NULL, NULL, progress, NULL, &report)
+               : log      ? coffer_verify_log(log, operand, NULL, progress, NULL, &report)
+                          : coffer_verify_dir(operand, NULL, progress, NULL, &report);
     if (code != COFFER_OK) {
-        fprintf(stderr, "coffer verify: %s\n", coffer_strerror(code));
+        /* The reason when the library gave one (a directory of a PostgreSQL log, a database
+         * that cannot be read), else the code's message. */
+        fprintf(stderr, "coffer verify: %s\n",
+                report.chain_error[0] ? report.chain_error : coffer_strerror(code));
         return CLI_EXIT_ERROR;
     }
     if (json)
         print_json(&report);
     else
-        print_human(dir, &report);
+        print_human(shown, &report);
     return report.ok ? 0 : CLI_EXIT_ERROR;
 }
 
@@ -310,7 +430,10 @@ int cli_dump(int argc, char **argv, const cli_globals *globals)
     if (status != CLI_GO_ON)
         return status;
     char error[1024];
-    int code = coffer_dump_dir(parsed.operands[0], print_log_entry, NULL, error, sizeof error);
+    const char *operand = parsed.operands[0];
+    int code = is_postgresql(operand)
+                   ? coffer_dump_log(operand, print_log_entry, NULL, error, sizeof error)
+                   : coffer_dump_dir(operand, print_log_entry, NULL, error, sizeof error);
     if (fflush(stdout) != 0 && code == COFFER_OK)
         code = COFFER_INTERNAL;
     if (code == COFFER_INTERNAL)

@@ -37,10 +37,11 @@ static const command_entry commands[] = {
     {"bench", "run the engine in-process (--embedded) or a server (--server URL) under load",
      cli_bench, TAKES_SERVER},
     {"verify",
-     "check a data directory offline: hash chain, replay, snapshot,\ninvariants (exit 0 "
-     "ok, 1 problems)",
+     "check a data directory, or a log in PostgreSQL (CONNINFO),\noffline: hash chain, "
+     "replay, snapshot, invariants (exit 0 ok,\n1 problems)",
      cli_verify, TAKES_JSON},
-    {"dump", "print the log as JSON lines, one event per line", cli_dump, 0},
+    {"dump", "print the log (of DIR, or in PostgreSQL) as JSON lines, one\nevent per line",
+     cli_dump, 0},
     {"token", "create, list or revoke the bearer tokens of a tokens file", cli_token, TAKES_JSON},
     {"codes", "list every result code with its value, HTTP status and message", cli_codes, 0},
     {"version", "print the version", NULL, 0},

@@ -59,8 +59,8 @@ static const cli_option serve_options[] = {
     {SERVE_LOG_LOCATION, "--log", "postgresql://CONNINFO",
      "keep the log in this PostgreSQL database (any libpq URI or\nconninfo; the tables are "
      "created on first start) and lead it, or\nfollow the instance that leads it; DIR then "
-     "keeps snapshots\nonly. Not yet with it: the change feed,\n"
-     "webhooks' cursor, --index, coffer verify/dump DIR"},
+     "keeps snapshots\nonly (check them with coffer verify DIR --log CONNINFO).\n"
+     "Not yet with it: the change feed, webhooks' cursor, --index"},
     {SERVE_ADVERTISE, "--advertise", "URL",
      "this instance's URL, written in the log as its leader's name\n(with --log)"},
     {SERVE_FSYNC, "--fsync", "always|never",

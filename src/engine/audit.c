@@ -6,7 +6,9 @@
  * state; (3) the newest snapshot compared with the replay at the snapshot's seq; (4) what
  * recovery would build (snapshot + log after it) compared with the full replay; (5) every
  * invariant of the replayed state; (6) the on-disk index against the log (index_audit.c). Records
- * are read through the log interface (log/log.h), the local log opened for reading.
+ * are read through the log interface (log/log.h): the local log opened for reading, or the log in
+ * PostgreSQL opened for reading (coffer_verify_log, coffer_dump_log: one read-only snapshot of the
+ * table; the directory, when one is given, holds the snapshots only).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,23 +146,40 @@ static bool stores_differ(const store *a, const store *b, char *out, size_t size
     return holds_differ(a, b, out, size);
 }
 
+typedef struct progress_forward {
+    coffer_progress_fn progress;
+    void *context;
+    const char *stage;
+} progress_forward;
+
 typedef struct full_replay {
     rebuilt *state;
     const rebuilt *snapshot; /* compared when the replay reaches its seq; NULL: none */
     uint64_t snapshot_seq;
     coffer_dir_report *report;
     bool compared;
+    bool postgresql;                 /* `offset` is a coffer_log position, not a byte offset */
+    const progress_forward *forward; /* PostgreSQL: rows read of the tail's position */
+    uint64_t rows_total;
 } full_replay;
 
 static int full_replay_record(const uint8_t *bytes, const record_header *header, uint32_t segment,
                               uint64_t offset, void *context)
 {
     full_replay *run = context;
+    if (run->postgresql && run->forward && run->forward->progress)
+        run->forward->progress(run->forward->stage, offset, run->rows_total, run->forward->context);
     int code = replay_record(&run->state->replayer, bytes, header);
     if (code != COFFER_OK) {
-        snprintf(run->report->chain_error, sizeof run->report->chain_error,
-                 "segment %u offset %llu does not replay: %s", segment, (unsigned long long)offset,
-                 run->state->replayer.problem);
+        if (run->postgresql)
+            snprintf(run->report->chain_error, sizeof run->report->chain_error,
+                     "coffer_log row at position %llu (seq %llu..%llu) does not replay: %s",
+                     (unsigned long long)offset, (unsigned long long)header->seq_base,
+                     (unsigned long long)header->last_seq, run->state->replayer.problem);
+        else
+            snprintf(run->report->chain_error, sizeof run->report->chain_error,
+                     "segment %u offset %llu does not replay: %s", segment,
+                     (unsigned long long)offset, run->state->replayer.problem);
         return code;
     }
     if (run->snapshot && header->last_seq == run->snapshot_seq) {
@@ -181,12 +200,6 @@ static int tail_replay_record(const uint8_t *bytes, const record_header *header,
     return replay_record(&state->replayer, bytes, header);
 }
 
-typedef struct progress_forward {
-    coffer_progress_fn progress;
-    void *context;
-    const char *stage;
-} progress_forward;
-
 static void forward_progress(uint64_t done, uint64_t total, void *context)
 {
     const progress_forward *forward = context;
@@ -203,33 +216,97 @@ static void hex(char *out, const uint8_t *bytes, size_t length)
     out[2 * length] = 0;
 }
 
-/* Snapshot + the log after it, as recovery would build it, compared with the full replay. */
-static void check_recovery(const char *dir, rebuilt *snapshot, const rebuilt *full,
-                           const uint8_t *snapshot_hash, coffer_dir_report *report)
+/* Where the log is read: the segment files of `dir`, or the log in PostgreSQL at `conninfo`
+ * (then `dir`, when not NULL, holds the snapshots to check against it). */
+typedef struct log_source {
+    const char *dir;
+    const char *conninfo;
+    const local_log_read_options *local_options;
+    const progress_forward *forward; /* the PostgreSQL log's progress; NULL: none */
+} log_source;
+
+static int source_open(const log_source *source, durable_log *reader, char *error,
+                       size_t error_size)
 {
-    durable_log reader = {0};
-    int code = local_log_open_read(&reader, dir, 0);
+    error[0] = 0;
+    if (source->conninfo)
+        return pg_durable_open_read(reader, source->conninfo, error, error_size);
+    return local_log_open_read(reader, source->dir, source->local_options);
+}
+
+/* Why the last read of `reader` stopped ("" when the reader said nothing: the visit did). */
+static void source_read_error(const durable_log *reader, char *out, size_t size)
+{
+    out[0] = 0;
+    if (!reader->ops)
+        return;
+    if (pg_durable_is_log(reader)) {
+        char outcome[256];
+        log_describe_failure(reader, out, size, outcome, sizeof outcome);
+    } else {
+        snprintf(out, size, "%s", local_log_last_read(reader)->error);
+    }
+}
+
+/* Snapshot + the log after it, as recovery would build it, compared with the full replay. A
+ * local log is opened again; `shared`, a PostgreSQL reader, is read again in the same
+ * snapshot of the table as the full replay, so a leader appending meanwhile changes nothing. */
+static void check_recovery(const log_source *source, durable_log *shared, rebuilt *snapshot,
+                           const rebuilt *full, const uint8_t *snapshot_hash,
+                           coffer_dir_report *report)
+{
+    durable_log own = {0};
+    durable_log *reader = shared;
+    char error[1024] = "";
+    int code = COFFER_OK;
+    if (!reader) {
+        reader = &own;
+        code = source_open(source, reader, error, sizeof error);
+    }
     if (code == COFFER_OK)
-        code = log_read_from(&reader, report->snapshot_seq, snapshot_hash, tail_replay_record,
+        code = log_read_from(reader, report->snapshot_seq, snapshot_hash, tail_replay_record,
                              snapshot);
     if (code != COFFER_OK) {
-        const char *error = reader.ops ? local_log_last_read(&reader)->error : "";
+        if (!error[0])
+            source_read_error(reader, error, sizeof error);
         snprintf(report->snapshot_error, sizeof report->snapshot_error,
                  "recovery from the snapshot fails: %.900s",
                  error[0] ? error : snapshot->replayer.problem);
-        log_close(&reader, false);
+        log_close(&own, false);
         return;
     }
-    log_close(&reader, false);
+    log_close(&own, false);
     report->recovery_matches = !stores_differ(
         &full->store, &snapshot->store, report->snapshot_error, sizeof report->snapshot_error);
 }
 
+/* The newest snapshot of `dir` into `snapshot`, with what the report says about it. */
+static int load_snapshot(const log_source *source, rebuilt *snapshot, snapshot_meta *meta,
+                         coffer_dir_report *report)
+{
+    int code = snapshot_load_latest(&snapshot->store, source->dir, meta, &report->snapshot_found,
+                                    report->snapshot_error, sizeof report->snapshot_error);
+    if (code != COFFER_OK || !report->snapshot_found || meta->submitters_kept)
+        return code;
+    if (source->conninfo) {
+        /* An older snapshot format names no submitters; they are rebuilt from a local log. */
+        snprintf(report->snapshot_error, sizeof report->snapshot_error,
+                 "the snapshot at seq %llu is of a format without submitters: not checked "
+                 "against a PostgreSQL log",
+                 (unsigned long long)meta->tip.last_seq);
+        report->snapshot_found = false;
+        return COFFER_OK;
+    }
+    return replay_submitters(&snapshot->store, source->dir, meta->tip.last_seq,
+                             report->snapshot_error, sizeof report->snapshot_error);
+}
+
 /* The whole audit into a report of this library's size. */
-static int verify_dir(const char *dir, const coffer_options *limits, progress_forward *forward,
-                      coffer_dir_report *report)
+static int verify_source(const log_source *source, const coffer_options *limits,
+                         coffer_dir_report *report)
 {
     memset(report, 0, sizeof *report);
+    report->log_postgresql = source->conninfo != 0;
     rebuilt full, snapshot;
     memset(&snapshot, 0, sizeof snapshot); /* freed below even when `full` fails first */
     int code = rebuilt_init(&full, limits);
@@ -241,30 +318,60 @@ static int verify_dir(const char *dir, const coffer_options *limits, progress_fo
         return code;
     }
     snapshot_meta meta = {0};
-    code = snapshot_load_latest(&snapshot.store, dir, &meta, &report->snapshot_found,
-                                report->snapshot_error, sizeof report->snapshot_error);
-    if (code == COFFER_OK && report->snapshot_found && !meta.submitters_kept)
-        code = replay_submitters(&snapshot.store, dir, meta.tip.last_seq, report->snapshot_error,
-                                 sizeof report->snapshot_error);
+    if (source->dir)
+        code = load_snapshot(source, &snapshot, &meta, report);
     report->snapshot_seq = meta.tip.last_seq;
 
-    local_log_read_options read_options = {forward->progress ? forward_progress : 0, forward};
-    full_replay run = {&full, report->snapshot_found ? &snapshot : 0, meta.tip.last_seq, report,
-                       false};
+    full_replay run = {&full,
+                       report->snapshot_found ? &snapshot : 0,
+                       meta.tip.last_seq,
+                       report,
+                       false,
+                       source->conninfo != 0,
+                       source->forward,
+                       0};
     durable_log reader = {0};
     wal_scan_result scan = {0};
-    code = local_log_open_read(&reader, dir, &read_options);
-    if (code == COFFER_OK) {
-        code = log_read_from(&reader, 0, 0, full_replay_record, &run);
+    char error[sizeof report->chain_error];
+    code = source_open(source, &reader, error, sizeof error);
+    if (code != COFFER_OK) {
+        /* Nothing was read (no connection, no coffer log there): the checks did not run. */
+        snprintf(report->chain_error, sizeof report->chain_error, "%s", error);
+        rebuilt_free(&snapshot);
+        rebuilt_free(&full);
+        return code;
+    }
+    if (pg_durable_is_log(&reader))
+        run.rows_total = pg_durable_last_read(&reader)->tail_position;
+    code = log_read_from(&reader, 0, 0, full_replay_record, &run);
+    if (run.postgresql && run.forward && run.forward->progress && code == COFFER_OK)
+        run.forward->progress(run.forward->stage, run.rows_total, run.rows_total,
+                              run.forward->context);
+    source_read_error(&reader, error, sizeof error);
+    if (pg_durable_is_log(&reader)) {
+        const pg_durable_read *read = pg_durable_last_read(&reader);
+        if (read->status != PG_LOG_OK && read->status != PG_LOG_INVALID_RECORD) {
+            /* The session or the query failed: that says nothing about the log. */
+            snprintf(report->chain_error, sizeof report->chain_error, "%s", error);
+            log_close(&reader, false);
+            rebuilt_free(&snapshot);
+            rebuilt_free(&full);
+            return COFFER_STORAGE_FAILED;
+        }
+        scan.records = read->records;
+        scan.tip = read->tip;
+        report->term_rows = read->term_rows;
+    } else {
         scan = *local_log_last_read(&reader);
         log_close(&reader, false);
     }
     report->chain_ok = code == COFFER_OK;
-    if (!report->chain_ok && scan.error[0])
-        snprintf(report->chain_error, sizeof report->chain_error, "%s", scan.error);
+    if (!report->chain_ok && error[0])
+        snprintf(report->chain_error, sizeof report->chain_error, "%s", error);
     /* Acknowledged records missing: a segment gone or shortened, a log cut before its
      * checkpoint. */
-    if (log_files_check(dir, &scan, report->chain_error, sizeof report->chain_error) > 0)
+    if (!source->conninfo &&
+        log_files_check(source->dir, &scan, report->chain_error, sizeof report->chain_error) > 0)
         report->chain_ok = false;
     report->records = scan.records;
     report->segments = scan.segments;
@@ -276,12 +383,13 @@ static int verify_dir(const char *dir, const coffer_options *limits, progress_fo
                  "the snapshot's seq %llu is not the end of any log record",
                  (unsigned long long)meta.tip.last_seq);
     if (report->chain_ok && report->snapshot_found && run.compared && report->snapshot_matches)
-        check_recovery(dir, &snapshot, &full, meta.tip.hash, report);
+        check_recovery(source, reader.ops ? &reader : 0, &snapshot, &full, meta.tip.hash, report);
+    log_close(&reader, false);
     if (!report->snapshot_found && !report->snapshot_error[0])
         report->snapshot_matches = report->recovery_matches = true; /* recovery = full replay */
     code = engine_verify_store(&full.store, &report->invariants);
-    if (report->chain_ok)
-        engine_audit_index(dir, report);
+    if (report->chain_ok && !source->conninfo)
+        engine_audit_index(source->dir, report);
     report->ok = report->chain_ok && report->snapshot_matches && report->recovery_matches &&
                  report->invariants.ok && (!report->index_found || report->index_ok);
     rebuilt_free(&snapshot);
@@ -297,36 +405,59 @@ static bool log_in_postgresql(const char *dir, char *error, size_t error_size)
     if (access(path, F_OK) != 0)
         return false;
     snprintf(error, error_size,
-             "%.700s holds snapshots only: its log is in PostgreSQL, which this tool does not "
-             "read yet",
-             dir);
+             "%.600s holds snapshots only: its log is in PostgreSQL. Read the log with coffer "
+             "verify (or dump) CONNINFO, and check these snapshots against it with coffer "
+             "verify %.200s --log CONNINFO",
+             dir, dir);
     return true;
+}
+
+/* Runs the audit of `source` and hands the caller the part of the report it knows. */
+static int verify_sized(const log_source *source, const coffer_options *options,
+                        coffer_dir_report *report, size_t size_bytes)
+{
+    coffer_dir_report *full = calloc(1, sizeof *full);
+    if (!full)
+        return COFFER_OUT_OF_MEMORY;
+    int code = COFFER_NOT_SUPPORTED;
+    if (source->conninfo ||
+        !log_in_postgresql(source->dir, full->chain_error, sizeof full->chain_error))
+        code = verify_source(source, options, full);
+    /* A caller built with an older header knows a shorter report: give it what it knows. */
+    memset(report, 0, size_bytes);
+    memcpy(report, full, size_bytes < sizeof *full ? size_bytes : sizeof *full);
+    free(full);
+    return code;
+}
+
+static bool limits_readable(const coffer_options *options)
+{
+    return !options ||
+           options->size >= offsetof(coffer_options, transfers_max) + sizeof options->transfers_max;
 }
 
 int coffer_verify_dir_sized(const char *dir, const coffer_options *options,
                             coffer_progress_fn progress, void *progress_context,
                             coffer_dir_report *report, size_t size_bytes)
 {
-    if (!dir || !report || size_bytes == 0 ||
-        (options &&
-         options->size < offsetof(coffer_options, transfers_max) + sizeof options->transfers_max))
+    if (!dir || !report || size_bytes == 0 || !limits_readable(options))
         return COFFER_INVALID_ARGUMENT;
-    coffer_dir_report *full = calloc(1, sizeof *full);
-    if (!full)
-        return COFFER_OUT_OF_MEMORY;
-    if (log_in_postgresql(dir, full->chain_error, sizeof full->chain_error)) {
-        memset(report, 0, size_bytes);
-        memcpy(report, full, size_bytes < sizeof *full ? size_bytes : sizeof *full);
-        free(full);
-        return COFFER_NOT_SUPPORTED;
-    }
     progress_forward forward = {progress, progress_context, "log"};
-    int code = verify_dir(dir, options, &forward, full);
-    /* A caller built with an older header knows a shorter report: give it what it knows. */
-    memset(report, 0, size_bytes);
-    memcpy(report, full, size_bytes < sizeof *full ? size_bytes : sizeof *full);
-    free(full);
-    return code;
+    local_log_read_options read_options = {progress ? forward_progress : 0, &forward};
+    log_source source = {dir, 0, &read_options, 0};
+    return verify_sized(&source, options, report, size_bytes);
+}
+
+int coffer_verify_log_sized(const char *log_location, const char *dir,
+                            const coffer_options *options, coffer_progress_fn progress,
+                            void *progress_context, coffer_dir_report *report, size_t size_bytes)
+{
+    if (!log_location || !pg_durable_is_location(log_location) || !report || size_bytes == 0 ||
+        !limits_readable(options))
+        return COFFER_INVALID_ARGUMENT;
+    progress_forward forward = {progress, progress_context, "log"};
+    log_source source = {dir, log_location, 0, &forward};
+    return verify_sized(&source, options, report, size_bytes);
 }
 
 /* ---- dump ---------------------------------------------------------------------------------- */
@@ -384,6 +515,28 @@ static int dump_record(const uint8_t *bytes, const record_header *header, uint32
     return status == RECORD_OK ? 0 : COFFER_STORAGE_FAILED;
 }
 
+/* Every event of the log of `source`, in seq order. */
+static int dump_source(const log_source *source, coffer_log_entry_fn visit, void *context,
+                       char *error, size_t error_size)
+{
+    dump_state state = {visit, context, 0, 0, 0, 0, {0}};
+    durable_log reader = {0};
+    char read_error[1024];
+    int code = source_open(source, &reader, read_error, sizeof read_error);
+    if (code != COFFER_OK) {
+        if (error_size)
+            snprintf(error, error_size, "%s", read_error);
+        return code;
+    }
+    code = log_read_from(&reader, 0, 0, dump_record, &state);
+    record_scratch_free(&state.scratch);
+    source_read_error(&reader, read_error, sizeof read_error);
+    if (!state.stopped && code != COFFER_OK && error_size)
+        snprintf(error, error_size, "%s", read_error[0] ? read_error : "a record does not parse");
+    log_close(&reader, false);
+    return state.stopped ? state.stopped : code;
+}
+
 int coffer_dump_dir(const char *dir, coffer_log_entry_fn visit, void *context, char *error,
                     size_t error_size)
 {
@@ -397,16 +550,17 @@ int coffer_dump_dir(const char *dir, coffer_log_entry_fn visit, void *context, c
             snprintf(error, error_size, "%s", refused);
         return COFFER_NOT_SUPPORTED;
     }
-    dump_state state = {visit, context, 0, 0, 0, 0, {0}};
-    durable_log reader = {0};
-    int code = local_log_open_read(&reader, dir, 0);
-    if (code != COFFER_OK)
-        return code;
-    code = log_read_from(&reader, 0, 0, dump_record, &state);
-    record_scratch_free(&state.scratch);
-    const char *read_error = local_log_last_read(&reader)->error;
-    if (!state.stopped && code != COFFER_OK && error_size)
-        snprintf(error, error_size, "%s", read_error[0] ? read_error : "a record does not parse");
-    log_close(&reader, false);
-    return state.stopped ? state.stopped : code;
+    log_source source = {dir, 0, 0, 0};
+    return dump_source(&source, visit, context, error, error_size);
+}
+
+int coffer_dump_log(const char *log_location, coffer_log_entry_fn visit, void *context, char *error,
+                    size_t error_size)
+{
+    if (!log_location || !pg_durable_is_location(log_location) || !visit || (!error && error_size))
+        return COFFER_INVALID_ARGUMENT;
+    if (error_size)
+        error[0] = 0;
+    log_source source = {0, log_location, 0, 0};
+    return dump_source(&source, visit, context, error, error_size);
 }

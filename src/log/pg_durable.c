@@ -25,7 +25,9 @@ typedef struct pg_durable {
     wal_tip appended, durable;
     uint64_t active_at_ns; /* the session's last statement, for the heartbeat */
     uint32_t lease_ms;
-    int failed_status; /* a pg_log status; PG_LOG_OK until the first failure */
+    bool read_only;            /* pg_durable_open_read: appends and syncs are refused */
+    pg_durable_read last_read; /* what the last read_from visited */
+    int failed_status;         /* a pg_log status; PG_LOG_OK until the first failure */
     char failure[600];
 } pg_durable;
 
@@ -45,6 +47,7 @@ static void pending_clear(pg_durable *d)
 /* Makes a failure sticky: every later append and sync is refused. */
 static int fail(pg_durable *d, int status, const char *what)
 {
+    d->last_read.status = status;
     if (d->failed_status == PG_LOG_OK) {
         d->failed_status = status;
         snprintf(d->failure, sizeof d->failure, "%s: %s (%.400s)", what, pg_log_status_name(status),
@@ -58,7 +61,7 @@ static int pg_append(void *state, const uint8_t *bytes, size_t length, const wal
                      const wal_tip *after)
 {
     pg_durable *d = state;
-    if (d->failed_status != PG_LOG_OK)
+    if (d->failed_status != PG_LOG_OK || d->read_only)
         return COFFER_STORAGE_FAILED;
     COFFER_ASSERT(before->last_seq == d->appended.last_seq && after->last_seq > before->last_seq);
     COFFER_ASSERT(d->pending_count < PG_LOG_APPEND_RECORDS_MAX);
@@ -76,7 +79,7 @@ static int pg_append(void *state, const uint8_t *bytes, size_t length, const wal
 static int pg_sync(void *state)
 {
     pg_durable *d = state;
-    if (d->failed_status != PG_LOG_OK)
+    if (d->failed_status != PG_LOG_OK || d->read_only)
         return COFFER_STORAGE_FAILED;
     if (d->pending_count > 0) {
         int status = pg_log_append_many(d->log, (const uint8_t *const *)d->pending,
@@ -97,7 +100,7 @@ static int pg_tick(void *state, uint64_t now_ns, uint64_t *wake_ns)
     (void)now_ns; /* an injected test clock: the lease runs on the real one */
     pg_durable *d = state;
     *wake_ns = 0;
-    if (d->failed_status != PG_LOG_OK)
+    if (d->failed_status != PG_LOG_OK || d->read_only)
         return COFFER_OK;
     uint64_t every_ns = (uint64_t)d->lease_ms * 1000000u / 4;
     uint64_t now = clock_monotonic_ns();
@@ -116,19 +119,27 @@ static int pg_tick(void *state, uint64_t now_ns, uint64_t *wake_ns)
 typedef struct read_visit {
     wal_record_fn visit;
     void *context;
+    pg_durable_read *counts;
     int code; /* what visit stopped with, or a record that does not decode */
 } read_visit;
 
 static int visit_row(const pg_log_row *row, void *context)
 {
     read_visit *read = context;
-    if (row->kind != PG_LOG_ROW_RECORD)
+    read->counts->position = row->position;
+    if (row->kind != PG_LOG_ROW_RECORD) {
+        read->counts->term_rows++;
         return 0; /* a term row holds no seq */
+    }
+    read->counts->records++;
+    read->counts->tip.last_seq = row->last_seq;
+    memcpy(read->counts->tip.hash, row->hash, RECORD_HASH_BYTES);
     record_header header;
     if (record_check(row->bytes, row->length, &header) != RECORD_OK) {
         read->code = COFFER_STORAGE_FAILED; /* pg_log checked it: only memory could change it */
         return 1;
     }
+    read->counts->tip.last_timestamp = header.ts0 + (header.last_seq - header.seq_base);
     read->code = read->visit(row->bytes, &header, 0, row->position, read->context);
     return read->code != 0;
 }
@@ -139,6 +150,12 @@ static int pg_read_from(void *state, uint64_t after_seq, const uint8_t *after_ha
 {
     pg_durable *d = state;
     pg_log_point from = {0};
+    uint64_t tail_position = d->last_read.tail_position;
+    memset(&d->last_read, 0, sizeof d->last_read);
+    d->last_read.tail_position = tail_position;
+    d->last_read.tip.last_seq = after_seq;
+    if (after_hash)
+        memcpy(d->last_read.tip.hash, after_hash, RECORD_HASH_BYTES);
     if (after_seq > 0) {
         bool present = false;
         int status = pg_log_find(d->log, after_seq, after_hash, &present, &from);
@@ -149,11 +166,12 @@ static int pg_read_from(void *state, uint64_t after_seq, const uint8_t *after_ha
                      "no record of the PostgreSQL log ends at seq %llu with the snapshot's hash "
                      "(a snapshot of another ledger, or of records the log lost)",
                      (unsigned long long)after_seq);
-            d->failed_status = PG_LOG_INVALID_RECORD;
+            d->failed_status = d->last_read.status = PG_LOG_INVALID_RECORD;
             return COFFER_STORAGE_FAILED;
         }
     }
-    read_visit read = {visit, context, 0};
+    d->last_read.position = from.position;
+    read_visit read = {visit, context, &d->last_read, 0};
     for (;;) {
         uint32_t rows = 0;
         int status = pg_log_read(d->log, &from, PG_READ_ROWS, visit_row, &read, &rows);
@@ -165,6 +183,8 @@ static int pg_read_from(void *state, uint64_t after_seq, const uint8_t *after_ha
             break;
         d->active_at_ns = clock_monotonic_ns();
     }
+    if (d->read_only)
+        d->durable = d->last_read.tip;
     return COFFER_OK;
 }
 
@@ -218,6 +238,37 @@ int pg_durable_open(durable_log *log, pg_log *leading, uint32_t lease_ms)
     d->active_at_ns = clock_monotonic_ns();
     *log = (durable_log){&pg_ops, d};
     return COFFER_OK;
+}
+
+int pg_durable_open_read(durable_log *log, const char *conninfo, char *error, size_t error_size)
+{
+    pg_durable *d = calloc(1, sizeof *d);
+    if (!d) {
+        snprintf(error, error_size, "out of memory");
+        return COFFER_OUT_OF_MEMORY;
+    }
+    int status = pg_log_open_read(conninfo, &d->log, error, error_size);
+    if (status != PG_LOG_OK) {
+        free(d);
+        return COFFER_STORAGE_FAILED;
+    }
+    d->read_only = true;
+    d->lease_ms = PG_LOG_LEASE_MS_DEFAULT;
+    d->last_read.tail_position = pg_log_known_tail(d->log)->position;
+    d->active_at_ns = clock_monotonic_ns();
+    *log = (durable_log){&pg_ops, d};
+    return COFFER_OK;
+}
+
+bool pg_durable_is_log(const durable_log *log)
+{
+    return log->ops == &pg_ops;
+}
+
+const pg_durable_read *pg_durable_last_read(const durable_log *log)
+{
+    COFFER_ASSERT(log->ops == &pg_ops);
+    return &((const pg_durable *)log->state)->last_read;
 }
 
 void pg_durable_log_tail(const durable_log *log, uint64_t *last_seq, uint8_t *hash)

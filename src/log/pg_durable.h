@@ -27,6 +27,30 @@ bool pg_durable_is_location(const char *location);
  * caller's still). */
 int pg_durable_open(durable_log *log, pg_log *leading, uint32_t lease_ms);
 
+/* Opens the log for reading only (coffer verify, coffer dump): a session of pg_log_open_read,
+ * one read-only snapshot of the log until log_close. log_read_from works (the tail is where the
+ * last read ended); appends and syncs are refused; the lease is never taken. On failure
+ * (COFFER_STORAGE_FAILED, or OUT_OF_MEMORY) `error` says why. */
+int pg_durable_open_read(durable_log *log, const char *conninfo, char *error, size_t error_size);
+
+/* Is `log` this implementation (rather than the local segments)? */
+bool pg_durable_is_log(const durable_log *log);
+
+/* What the last log_read_from visited: rows by kind, the last row's position, the chain tip it
+ * ended at (the after_seq it started from when it visited no record), and the pg_log status it
+ * failed with (PG_LOG_OK when it did not; INVALID_RECORD: damage; any other: the session or
+ * a query failed, which says nothing about the log). tail_position: the last row's position
+ * when the reader opened (its snapshot of the table ends there). */
+typedef struct pg_durable_read {
+    uint64_t records, term_rows;
+    uint64_t position;
+    wal_tip tip;
+    int status;
+    uint64_t tail_position;
+} pg_durable_read;
+
+const pg_durable_read *pg_durable_last_read(const durable_log *log);
+
 /* The chain position the log ends at (after the term row): what recovery must reach. */
 void pg_durable_log_tail(const durable_log *log, uint64_t *last_seq, uint8_t *hash);
 

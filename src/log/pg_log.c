@@ -34,6 +34,7 @@ struct pg_log {
     uint32_t lease_ms;
     char leader_name[PG_LOG_NAME_BYTES_MAX + 1];
     bool leading;
+    bool read_only; /* pg_log_open_read: one read-only transaction, never a second session */
     bool listening;
     bool notified;     /* a NOTIFY was drained while checking the session: the next wait returns */
     bool warned;       /* PostgreSQL sent a WARNING during the current statement */
@@ -171,6 +172,11 @@ static bool connection_lost(const pg_log *log)
 static int connect_session(pg_log *log)
 {
     drop_session(log);
+    if (log->read_only && log->sessions > 0) {
+        /* A new session would read another snapshot of the log: the reader starts again. */
+        set_error(log, "the session was lost during the read (nothing was changed): run it again");
+        return PG_LOG_DISCONNECTED;
+    }
     const char *const keywords[] = {
         "connect_timeout",     "keepalives",       "keepalives_idle", "keepalives_count",
         "keepalives_interval", "application_name", "dbname",          NULL};
@@ -184,6 +190,14 @@ static int connect_session(pg_log *log)
     }
     PQsetNoticeReceiver(log->conn, notice_receiver, log);
     log->sessions++;
+    /* A reader sees one snapshot of the log from its first statement to its close, and
+     * PostgreSQL refuses any write it might attempt. */
+    if (log->read_only &&
+        !run_command(log, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", "BEGIN")) {
+        int status = connection_lost(log) ? PG_LOG_DISCONNECTED : PG_LOG_FAILED;
+        drop_session(log);
+        return status;
+    }
     if (log->listening && !run_command(log, "LISTEN coffer_log", "LISTEN")) {
         drop_session(log);
         return PG_LOG_DISCONNECTED;
@@ -297,6 +311,64 @@ int pg_log_open(const char *conninfo, const pg_log_options *options, pg_log **ou
     int status = connect_session(log);
     if (status == PG_LOG_OK)
         status = ensure_schema(log);
+    if (status == PG_LOG_OK)
+        status = pg_log_read_tail(log, &log->tail);
+    if (status != PG_LOG_OK) {
+        if (error != NULL && error_size > 0)
+            snprintf(error, error_size, "%s", log->error);
+        pg_log_close(log);
+        return status;
+    }
+    log->term = log->tail.term;
+    *out = log;
+    return PG_LOG_OK;
+}
+
+/* A reader's check of the schema: it creates nothing, so a database without coffer's tables
+ * is named as such rather than created. */
+static int check_schema_read(pg_log *log)
+{
+    PGresult *result = run_simple(log,
+                                  "SELECT to_regclass('coffer_meta') IS NOT NULL,"
+                                  " to_regclass('coffer_log') IS NOT NULL",
+                                  PGRES_TUPLES_OK, "looking for coffer's tables");
+    if (result == NULL)
+        return PG_LOG_FAILED;
+    bool found =
+        strcmp(PQgetvalue(result, 0, 0), "t") == 0 && strcmp(PQgetvalue(result, 0, 1), "t") == 0;
+    PQclear(result);
+    if (!found) {
+        set_error(log, "this database holds no coffer log (no tables coffer_meta and coffer_log in"
+                       " its search path)");
+        return PG_LOG_FAILED;
+    }
+    uint32_t version = 0;
+    int status = read_schema_version(log, &version);
+    if (status == PG_LOG_OK && version > PG_LOG_SCHEMA_VERSION) {
+        set_error(log,
+                  "the database holds coffer schema version %" PRIu32
+                  ", newer than this coffer's %d: upgrade coffer",
+                  version, PG_LOG_SCHEMA_VERSION);
+        status = PG_LOG_SCHEMA_NEWER;
+    }
+    return status;
+}
+
+int pg_log_open_read(const char *conninfo, pg_log **out, char *error, size_t error_size)
+{
+    *out = NULL;
+    pg_log *log = calloc(1, sizeof(*log));
+    if (log == NULL || (log->conninfo = strdup(conninfo)) == NULL) {
+        free(log);
+        if (error != NULL && error_size > 0)
+            snprintf(error, error_size, "out of memory");
+        return PG_LOG_FAILED;
+    }
+    log->read_only = true;
+    log->lease_ms = PG_LOG_LEASE_MS_DEFAULT;
+    int status = connect_session(log);
+    if (status == PG_LOG_OK)
+        status = check_schema_read(log);
     if (status == PG_LOG_OK)
         status = pg_log_read_tail(log, &log->tail);
     if (status != PG_LOG_OK) {
@@ -548,6 +620,10 @@ static int append_term_row(pg_log *log)
 int pg_log_try_lead(pg_log *log, bool *leading)
 {
     *leading = false;
+    if (log->read_only) {
+        set_error(log, "a reader never takes the lease");
+        return PG_LOG_FAILED;
+    }
     bool replaced;
     if (log->leading && session_ready(log, &replaced) == PG_LOG_OK && !replaced) {
         *leading = true;
@@ -692,10 +768,19 @@ static int decode_row(pg_log *log, const PGresult *result, int index, const pg_l
     const char *wrong = NULL;
     record_header header;
     /* Seqs rise from record to record but may skip (a seq taken by nothing recorded); a term
-     * row names the seq after the last one written. */
-    if (row->position != from->position + 1 || row->seq <= from->last_seq ||
+     * row names the seq after the last one written. Each message names the seqs involved, so
+     * an operator can tell which records are damaged or missing. */
+    if (row->position != from->position + 1) {
+        set_error(log,
+                  "coffer_log has no row at position %" PRIu64
+                  ": rows are missing after seq %" PRIu64 " (the next row, at position %" PRIu64
+                  ", holds seq %" PRIu64 "..%" PRIu64 ")",
+                  from->position + 1, from->last_seq, row->position, row->seq, row->last_seq);
+        return PG_LOG_INVALID_RECORD;
+    }
+    if (row->seq <= from->last_seq ||
         (row->kind == PG_LOG_ROW_TERM && row->last_seq != from->last_seq))
-        wrong = "does not follow the row before it (a gap in positions or seqs going back)";
+        wrong = "does not follow the row before it (seqs going back)";
     else if (PQgetlength(result, index, 5) != RECORD_HASH_BYTES || row->term < from->term)
         wrong = "has a malformed hash or a term going back";
     else if (row->kind == PG_LOG_ROW_TERM && memcmp(row->hash, from->hash, RECORD_HASH_BYTES) != 0)
@@ -706,13 +791,16 @@ static int decode_row(pg_log *log, const PGresult *result, int index, const pg_l
               header.length != row->length || header.seq_base != row->seq ||
               header.last_seq != row->last_seq ||
               memcmp(header.hash, row->hash, RECORD_HASH_BYTES) != 0))
-        wrong = "holds a record that does not match its hash or its columns";
+        wrong = "holds a record that does not match its hash or its columns (damaged)";
     else if (row->kind == PG_LOG_ROW_RECORD &&
              memcmp(header.previous_hash, from->hash, RECORD_HASH_BYTES) != 0)
         wrong = "holds a record that breaks the hash chain";
     if (wrong == NULL)
         return PG_LOG_OK;
-    set_error(log, "coffer_log row at position %" PRIu64 " %s", row->position, wrong);
+    set_error(log,
+              "coffer_log row at position %" PRIu64 " %s (the row holds seq %" PRIu64 "..%" PRIu64
+              "; the log before it ends at seq %" PRIu64 ")",
+              row->position, wrong, row->seq, row->last_seq, from->last_seq);
     return PG_LOG_INVALID_RECORD;
 }
 

@@ -98,6 +98,13 @@ const char *pg_log_status_name(int status);
  * On failure *out is NULL; with error/error_size the reason is copied there. */
 int pg_log_open(const char *conninfo, const pg_log_options *options, pg_log **out, char *error,
                 size_t error_size);
+/* Opens a reader (coffer verify, coffer dump): connects, checks that the database holds a
+ * coffer log of a schema this coffer knows (creating and upgrading nothing), reads the tail.
+ * The session runs one REPEATABLE READ, READ ONLY transaction until its close, so every read
+ * sees the same snapshot of the log and nothing can be written; it never takes the lease
+ * (pg_log_try_lead refuses), and a lost session is not replaced (reads then fail with
+ * PG_LOG_DISCONNECTED). Works on a hot standby too. */
+int pg_log_open_read(const char *conninfo, pg_log **out, char *error, size_t error_size);
 /* Ends the session (and with it any lease). NULL is a no-op. */
 void pg_log_close(pg_log *log);
 /* The last failure's message ("" when none); valid until the next call on `log`. */

@@ -4,7 +4,9 @@ leads and the other follows it; /v1/cluster says so on both; a write sent to the
 answered 307 with Location on the leader (same path and query) and a not_leader problem naming it;
 sent there with the same body it is applied, and a read of the follower with min_seq set to the
 write's Coffer-Seq shows it; the CLI given the follower first gets its write applied through the
-redirect; /readyz names each role."""
+redirect; /readyz names each role; `coffer verify` and `coffer dump` read the log in PostgreSQL
+(key=value conninfo and URI, a password never printed) while the instances run, and a member's
+directory is refused alone and checked with --log."""
 
 import json
 import os
@@ -52,6 +54,7 @@ class TwoInstances(unittest.TestCase):
             raise AssertionError("pg-cluster start failed:\n" + started.stderr)
         env = dict(shlex.split(line)[0].split("=", 1)  # KEY='value' lines, shell-quoted
                    for line in started.stdout.splitlines() if "=" in line)
+        cls.env = env
         cls.members = []
         try:
             for _ in range(2):
@@ -147,6 +150,53 @@ class TwoInstances(unittest.TestCase):
         for member, role in ((leader, "leader"), (follower, "follower")):
             status, _, body = exchange(member, "GET", "/readyz")
             self.assertEqual((status, body), (200, {"status": "ready", "role": role}))
+
+    def test_verify_and_dump_read_the_log_in_postgresql(self):
+        leader, _ = self.roles()
+        account_id = uid("verified")
+        status, _, answer = exchange(leader, "POST", "/v1/accounts",
+                                     {"id": account_id, "currency": "KRW"})
+        self.assertEqual(status, 201, answer)
+
+        def coffer(*args):
+            return subprocess.run([coffer_binary()] + list(args), capture_output=True,
+                                  text=True, timeout=60 * SLOW)
+
+        conninfo = self.env["CONNINFO"]
+        run = coffer("verify", conninfo)
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        self.assertIn(": OK", run.stdout)
+        self.assertIn("in PostgreSQL", run.stdout)
+        self.assertIn("chain intact", run.stdout)
+        # A URI with a password (trust authentication ignores it): never printed.
+        uri = "postgresql://postgres:s3cret@127.0.0.1:%s/coffer" % self.env["PRIMARY_PORT"]
+        run = coffer("verify", uri)
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        self.assertNotIn("s3cret", run.stdout + run.stderr)
+        self.assertIn("postgresql://postgres:***@127.0.0.1", run.stdout)
+        run = coffer("verify", "--json", uri)
+        report = json.loads(run.stdout)
+        self.assertTrue(report["ok"] and report["log"]["postgresql"], report)
+        self.assertGreaterEqual(report["log"]["term_rows"], 1)
+
+        run = coffer("dump", conninfo)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        lines = [json.loads(line) for line in run.stdout.splitlines()]
+        self.assertIn(account_id, [line.get("id") for line in lines])
+        self.assertEqual([line["seq"] for line in lines], sorted(line["seq"] for line in lines))
+        self.assertEqual({line["segment"] for line in lines}, {0})
+        self.assertEqual(lines[-1]["seq"], report["log"]["last_seq"])
+
+        # A member's directory holds snapshots only: refused alone, checked with --log.
+        run = coffer("verify", leader.data_dir)
+        self.assertEqual(run.returncode, 1, run.stdout + run.stderr)
+        self.assertIn("--log", run.stderr)
+        run = coffer("verify", leader.data_dir, "--log", conninfo)
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        run = coffer("dump", leader.data_dir)
+        self.assertEqual(run.returncode, 1, run.stdout + run.stderr)
+        run = coffer("verify", conninfo, "--log", conninfo)
+        self.assertEqual(run.returncode, 2, run.stderr)
 
 
 if __name__ == "__main__":
