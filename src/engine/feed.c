@@ -1,9 +1,11 @@
 /*
  * feed.c — the change feed (coffer_feed_*): every change the log holds, read from the log on
- * the reader's own thread through a log cursor, never from the writer's state, and only up to
- * the durable seq. Each recorded event becomes one change, typed by its op and its outcome
- * (format 2 records carry both). Waiters for the next change sleep on a condition the log
- * thread signals after a sync, only when someone waits.
+ * the reader's own thread through a log cursor (the local segments' or, with the log in
+ * PostgreSQL, coffer_log's), never from the writer's state, and only up to the durable seq
+ * (a follower's applied seq). Each recorded event becomes one change, typed by its op and its
+ * outcome (format 2 records carry both). Waiters for the next change sleep on a condition the
+ * log thread signals after a sync (a follower's writer, after applying), only when someone
+ * waits.
  */
 #include <stdlib.h>
 #include <string.h>
