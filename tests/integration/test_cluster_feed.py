@@ -5,9 +5,11 @@ and the same one written to the standalone server; GET /v1/events on the leader 
 follower (min_seq set to the leader's seq) give the same changes in the same order, and the
 same as the standalone server's but for their timestamps; an event stream from the follower
 resumed from Last-Event-ID gives the suffix; a long-poll and a stream on the follower wake when
-the follower applies a write made on the leader; a webhook registered on the follower and one
-on the leader each receive every change once in order, signed."""
+the follower applies a write made on the leader; `coffer events` given the follower prints the
+leader's changes; a webhook registered on the follower and one on the leader each receive every
+change once in order, signed."""
 
+import json
 import os
 import shlex
 import shutil
@@ -17,7 +19,7 @@ import threading
 import time
 import unittest
 
-from harness import REPO, SLOW, Server, json_exchange
+from harness import REPO, SLOW, Server, coffer_binary, json_exchange
 from test_cluster import Member
 from test_events import TYPES, Stream, events_path
 from test_webhooks import Receiver
@@ -210,6 +212,18 @@ class FeedWithThePostgresLog(unittest.TestCase):
                          [without_times(e, "local-") for e in local])
         self.assertEqual(sorted(set(e["type"] for e in local)), sorted(set(TYPES) - {
             "hold.expired"}))
+
+    def test_coffer_events_on_the_follower_prints_the_leaders_changes(self):
+        seq = self.leader_seq()
+        on_leader, _ = all_events(self.leader)
+        all_events(self.follower, min_seq=seq)  # applied there
+        run = subprocess.run([coffer_binary(), "--server", self.follower.url, "--json", "events",
+                              "--types", ALL_TYPES, "--limit", "25"],
+                             capture_output=True, text=True, timeout=30 * SLOW)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        printed = [json.loads(line) for line in run.stdout.splitlines()]
+        self.assertEqual([e for e in printed if e["seq"] <= seq],
+                         [e for e in on_leader if e["seq"] <= seq])
 
     def test_a_follower_stream_resumes_from_each_last_event_id(self):
         seq = self.leader_seq()
