@@ -212,9 +212,9 @@ typedef struct coffer_options {
      * in that database, and the data directory keeps only snapshots. The open takes the log's
      * lease and leads, or when another instance leads, follows it: it applies the leader's
      * records, serves reads, answers writes not_leader, and takes over when the lease frees
-     * (coffer_cluster_get says which). With
-     * it, the change feed and the on-disk index are not available yet (COFFER_NOT_SUPPORTED),
-     * and coffer_verify_dir / coffer_dump_dir of the directory refuse (NOT_SUPPORTED): use
+     * (coffer_cluster_get says which). The change feed reads the table, up to what this
+     * instance has applied. The on-disk index is not available yet (COFFER_NOT_SUPPORTED), and
+     * coffer_verify_dir / coffer_dump_dir of the directory refuse (NOT_SUPPORTED): use
      * coffer_verify_log / coffer_dump_log. Copied at open. */
     const char *log_location;
     /* This instance's name in the log (its advertised URL); NULL: none. Copied at open. */
@@ -760,7 +760,8 @@ typedef struct coffer_feed_filter {
 } coffer_feed_filter;
 
 /* A reader of the feed: its own position in the log, for one thread at a time. Any number may
- * be open; each holds a file descriptor and its buffers. */
+ * be open; each holds a file descriptor and its buffers (with the log in PostgreSQL, no
+ * session of its own: each read borrows one of at most 4 the engine keeps for its readers). */
 typedef struct coffer_feed coffer_feed;
 
 /* Opens a reader. OK, not_supported (no directory), out_of_memory, storage_failed. */
@@ -771,7 +772,8 @@ COFFER_API int coffer_feed_open(coffer *db, coffer_feed **out);
  * amount of log per call, so a page may hold fewer than `max` changes, or none, while more
  * follow: *next_after is the seq to pass next (past every change read, selected or not; equal
  * to after_seq only when the durable log holds nothing after it). Returns OK, or
- * storage_failed when the log cannot be read (a damaged record is never skipped).
+ * storage_failed when the log cannot be read (a damaged record is never skipped; with the log
+ * in PostgreSQL, also when the database cannot be reached: retry).
  */
 COFFER_API int coffer_feed_read(coffer_feed *feed, uint64_t after_seq,
                                 const coffer_feed_filter *filter, coffer_change *out, size_t max,

@@ -626,7 +626,10 @@ int durability_open(coffer *db, const char *dir)
     db->snapshot_taken_at_s = clock_monotonic_ns() / 1000000000u;
     if (db->options.fsync_never)
         engine_log(db, "WARNING: fsync is off; acknowledged events can be lost in a crash");
-    feed_init(db);
+    if (feed_init(db) != COFFER_OK) {
+        durability_close(db);
+        return COFFER_OUT_OF_MEMORY;
+    }
     pthread_mutex_init(&db->log_mutex, 0);
     pthread_cond_init(&db->log_wake, 0);
     pthread_cond_init(&db->log_space, 0);

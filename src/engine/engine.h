@@ -17,6 +17,7 @@
 #include "engine/prefault.h"
 #include "engine/replay.h"
 #include "log/log.h"
+#include "log/pg_cursor.h"
 #include "log/pg_log.h"
 #include "log/record.h"
 #include "log/snapshot.h"
@@ -174,6 +175,7 @@ struct coffer {
     atomic_uint feed_waiters;
     bool feed_closing;
     bool feed_ready;
+    pg_read_pool *feed_pool; /* a log in PostgreSQL: the readers' sessions */
 
     /* Why the last submission refused for room was refused (coffer_capacity_detail): written
      * by the writer and read by callers, both under `mutex`. */
@@ -280,7 +282,7 @@ void engine_problem(coffer_verify_report *report, const char *format, ...)
 
 /* feed.c: the waiters of coffer_feed_wait. feed_init with the log; feed_notify after the
  * durable seq moved; feed_stop releases every waiter for good (at close); feed_destroy. */
-void feed_init(coffer *db);
+int feed_init(coffer *db);
 void feed_notify(coffer *db);
 void feed_stop(coffer *db);
 void feed_destroy(coffer *db);

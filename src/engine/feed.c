@@ -1,9 +1,11 @@
 /*
  * feed.c — the change feed (coffer_feed_*): every change the log holds, read from the log on
- * the reader's own thread through a log cursor, never from the writer's state, and only up to
- * the durable seq. Each recorded event becomes one change, typed by its op and its outcome
- * (format 2 records carry both). Waiters for the next change sleep on a condition the log
- * thread signals after a sync, only when someone waits.
+ * the reader's own thread through a log cursor (the local segments' or, with the log in
+ * PostgreSQL, coffer_log's), never from the writer's state, and only up to the durable seq
+ * (a follower's applied seq). Each recorded event becomes one change, typed by its op and its
+ * outcome (format 2 records carry both). Waiters for the next change sleep on a condition the
+ * log thread signals after a sync (a follower's writer, after applying), only when someone
+ * waits.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +13,7 @@
 
 #include "engine/engine.h"
 #include "log/cursor.h"
+#include "log/pg_cursor.h"
 
 /* A read stops after this many events or this many bytes of log, selected or not, so a
  * filter that matches nothing cannot make one call read the whole log. */
@@ -44,7 +47,8 @@ typedef struct feed_record_cache {
 
 struct coffer_feed {
     coffer *db;
-    log_cursor *cursor;
+    log_cursor *cursor; /* the local log's segments, or */
+    pg_cursor *pg;      /* the rows of a log in PostgreSQL */
     record_scratch scratch;
     feed_record_cache record;
     feed_strings *strings;
@@ -271,14 +275,14 @@ int coffer_feed_open(coffer *db, coffer_feed **out)
     if (!db || !out)
         return COFFER_INVALID_ARGUMENT;
     *out = 0;
-    /* The feed's cursor reads the local segments; a log in PostgreSQL has none (yet). */
-    if (!db->dir || db->options.log_location)
+    if (!db->dir)
         return COFFER_NOT_SUPPORTED;
     coffer_feed *feed = calloc(1, sizeof *feed);
     if (!feed)
         return COFFER_OUT_OF_MEMORY;
     feed->db = db;
-    int code = log_cursor_open(db->dir, &feed->cursor);
+    int code = db->feed_pool ? pg_cursor_open(db->feed_pool, &feed->pg)
+                             : log_cursor_open(db->dir, &feed->cursor);
     if (code != COFFER_OK) {
         free(feed);
         return code;
@@ -292,6 +296,7 @@ void coffer_feed_close(coffer_feed *feed)
     if (!feed)
         return;
     log_cursor_close(feed->cursor);
+    pg_cursor_close(feed->pg);
     record_scratch_free(&feed->scratch);
     free(feed->record.entries);
     free(feed->strings);
@@ -323,8 +328,11 @@ int coffer_feed_read(coffer_feed *feed, uint64_t after_seq, const coffer_feed_fi
     };
     char error[1024] = ""; /* the cursor's reason; none when a record did not decode */
     uint64_t durable = atomic_load(&feed->db->durable_seq);
-    int code = log_cursor_read(feed->cursor, after_seq, durable, FEED_SCAN_BYTES_MAX, feed_record,
-                               &page, error, sizeof error);
+    /* On a follower durable_seq is what it has applied: it never shows a change before that. */
+    int code = feed->pg ? pg_cursor_read(feed->pg, after_seq, durable, FEED_SCAN_BYTES_MAX,
+                                         feed_record, &page, error, sizeof error)
+                        : log_cursor_read(feed->cursor, after_seq, durable, FEED_SCAN_BYTES_MAX,
+                                          feed_record, &page, error, sizeof error);
     if (code != COFFER_OK && code != FEED_PAGE_FULL) {
         if (code == COFFER_STORAGE_FAILED)
             engine_log(feed->db, "change feed: %s", error[0] ? error : "a record does not decode");
@@ -340,8 +348,12 @@ uint64_t coffer_durable_seq(coffer *db)
     return db && db->dir ? atomic_load(&db->durable_seq) : 0;
 }
 
-void feed_init(coffer *db)
+int feed_init(coffer *db)
 {
+    /* A log in PostgreSQL: the readers share a few sessions of their own. */
+    if (db->options.log_location &&
+        pg_read_pool_open(db->options.log_location, &db->feed_pool) != COFFER_OK)
+        return COFFER_OUT_OF_MEMORY;
     pthread_mutex_init(&db->feed_mutex, 0);
     pthread_condattr_t attributes;
     pthread_condattr_init(&attributes);
@@ -349,6 +361,7 @@ void feed_init(coffer *db)
     pthread_cond_init(&db->feed_wake, &attributes);
     pthread_condattr_destroy(&attributes);
     db->feed_ready = true;
+    return COFFER_OK;
 }
 
 void feed_notify(coffer *db)
@@ -376,6 +389,8 @@ void feed_destroy(coffer *db)
         return;
     pthread_cond_destroy(&db->feed_wake);
     pthread_mutex_destroy(&db->feed_mutex);
+    pg_read_pool_close(db->feed_pool);
+    db->feed_pool = 0;
     db->feed_ready = false;
 }
 

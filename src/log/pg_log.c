@@ -807,23 +807,35 @@ static int decode_row(pg_log *log, const PGresult *result, int index, const pg_l
 int pg_log_read(pg_log *log, pg_log_point *from, uint32_t rows_max, pg_log_row_fn visit,
                 void *context, uint32_t *rows_read)
 {
+    return pg_log_read_bounded(log, from, rows_max, PG_LOG_READ_BYTES_MAX, UINT64_MAX, visit,
+                               context, rows_read);
+}
+
+int pg_log_read_bounded(pg_log *log, pg_log_point *from, uint32_t rows_max, uint32_t bytes_max,
+                        uint64_t last_seq_max, pg_log_row_fn visit, void *context,
+                        uint32_t *rows_read)
+{
     if (rows_read != NULL)
         *rows_read = 0;
-    char after[24], limit[16], bytes[16];
+    char after[24], limit[16], bytes[16], until[24];
     snprintf(after, sizeof(after), "%" PRIu64, from->position);
     snprintf(limit, sizeof(limit), "%" PRIu32, rows_max < READ_ROWS_MAX ? rows_max : READ_ROWS_MAX);
-    snprintf(bytes, sizeof(bytes), "%u", PG_LOG_READ_BYTES_MAX);
-    const char *values[3] = {after, limit, bytes};
+    snprintf(bytes, sizeof(bytes), "%" PRIu32,
+             bytes_max < PG_LOG_READ_BYTES_MAX ? bytes_max : PG_LOG_READ_BYTES_MAX);
+    /* bigint's largest: "no bound" */
+    snprintf(until, sizeof(until), "%" PRIu64, last_seq_max < INT64_MAX ? last_seq_max : INT64_MAX);
+    const char *values[4] = {after, limit, bytes, until};
     int status;
-    /* The byte budget stops the page before the row that would pass it (never the first). */
-    PGresult *result =
-        run_read(log,
-                 "SELECT position, kind, seq, last_seq, term, hash, record FROM"
-                 " (SELECT position, kind, seq, last_seq, term, hash, record,"
-                 " sum(length(record)) OVER (ORDER BY position) AS running"
-                 " FROM coffer_log WHERE position > $1 ORDER BY position LIMIT $2) AS page"
-                 " WHERE running - length(record) < $3 ORDER BY position",
-                 3, values, "reading", &status);
+    /* The byte budget stops the page before the row that would pass it (never the first).
+     * Rows are in seq order too, so the seq bound only cuts the page's end. */
+    PGresult *result = run_read(log,
+                                "SELECT position, kind, seq, last_seq, term, hash, record FROM"
+                                " (SELECT position, kind, seq, last_seq, term, hash, record,"
+                                " sum(length(record)) OVER (ORDER BY position) AS running"
+                                " FROM coffer_log WHERE position > $1 AND last_seq <= $4"
+                                " ORDER BY position LIMIT $2) AS page"
+                                " WHERE running - length(record) < $3 ORDER BY position",
+                                4, values, "reading", &status);
     if (result == NULL)
         return status;
     status = PG_LOG_OK;
@@ -873,6 +885,38 @@ int pg_log_find(pg_log *log, uint64_t last_seq, const uint8_t hash[RECORD_HASH_B
     }
     PQclear(result);
     return PG_LOG_OK;
+}
+
+int pg_log_seek(pg_log *log, uint64_t after_seq, pg_log_point *at)
+{
+    memset(at, 0, sizeof(*at));
+    if (after_seq == 0)
+        return PG_LOG_OK;
+    char seq[24];
+    snprintf(seq, sizeof(seq), "%" PRIu64, after_seq < INT64_MAX ? after_seq : INT64_MAX);
+    const char *values[1] = {seq};
+    int status;
+    /* coffer_log_record_last_seq, read backwards from after_seq: one index probe. */
+    PGresult *result = run_read(log,
+                                "SELECT position, last_seq, term, hash FROM coffer_log"
+                                " WHERE kind = 1 AND last_seq <= $1 ORDER BY last_seq DESC LIMIT 1",
+                                1, values, "seeking a seq", &status);
+    if (result == NULL)
+        return status;
+    status = PG_LOG_OK;
+    if (PQntuples(result) == 1) {
+        if (PQgetlength(result, 0, 3) != RECORD_HASH_BYTES) {
+            set_error(log, "a record row's hash is not %d bytes", RECORD_HASH_BYTES);
+            status = PG_LOG_INVALID_RECORD;
+        } else {
+            at->position = column_u64(result, 0, 0);
+            at->last_seq = column_u64(result, 0, 1);
+            at->term = column_u64(result, 0, 2);
+            memcpy(at->hash, PQgetvalue(result, 0, 3), RECORD_HASH_BYTES);
+        }
+    }
+    PQclear(result);
+    return status;
 }
 
 int pg_log_listen(pg_log *log)

@@ -147,6 +147,17 @@ int pg_log_append_many(pg_log *log, const uint8_t *const *records, const size_t 
  * visited. *rows_read (may be NULL) counts them. */
 int pg_log_read(pg_log *log, pg_log_point *from, uint32_t rows_max, pg_log_row_fn visit,
                 void *context, uint32_t *rows_read);
+/* pg_log_read with a smaller byte budget (at most PG_LOG_READ_BYTES_MAX; always at least one
+ * row within the bound) and without the rows whose last_seq passes last_seq_max (UINT64_MAX: no
+ * bound): a reader that may not go past what its instance has applied does not fetch what
+ * follows. */
+int pg_log_read_bounded(pg_log *log, pg_log_point *from, uint32_t rows_max, uint32_t bytes_max,
+                        uint64_t last_seq_max, pg_log_row_fn visit, void *context,
+                        uint32_t *rows_read);
+/* The point to read the seqs after `after_seq` from: after the last record ending at or before
+ * it (its position, seq, term and hash, as the log holds them), or the log's start (zeros) when
+ * none does. The record holding after_seq + 1 and any term rows before it come next. */
+int pg_log_seek(pg_log *log, uint64_t after_seq, pg_log_point *at);
 /* Is the record ending at last_seq with this hash in the log? (A follower's check after a
  * reconnect: a record it applied could have been lost in a failover.) When present, *at is the
  * point after that record, to read on from; last_seq 0 with a zero hash is the log's start. */

@@ -390,8 +390,23 @@ static void test_second_engine_follows_and_tools_refuse(void **unused)
     assert_int_equal(status.term, cluster_of(e.db).term);
     assert_int_equal(status.applied_seq, cluster_of(e.db).applied_seq); /* caught up at open */
     assert_follower_refuses(second, e.db);
-    coffer_feed *feed = NULL;
-    assert_int_equal(coffer_feed_open(e.db, &feed), COFFER_NOT_SUPPORTED);
+    /* The change feed reads the log in PostgreSQL on the leader and on the follower alike. */
+    coffer *both[2] = {e.db, second};
+    for (int i = 0; i < 2; i++) {
+        coffer_feed *feed = NULL;
+        assert_int_equal(coffer_feed_open(both[i], &feed), COFFER_OK);
+        coffer_change changes[4];
+        size_t count = 0;
+        uint64_t next_after = 0;
+        assert_int_equal(coffer_feed_read(feed, 0, NULL, changes, 4, &count, &next_after),
+                         COFFER_OK);
+        assert_int_equal(count, 2);
+        assert_int_equal(changes[0].type, COFFER_CHANGE_ACCOUNT_CREATED);
+        assert_string_equal(changes[0].event.id, "account-0");
+        assert_string_equal(changes[1].event.id, "account-1");
+        assert_int_equal(next_after, coffer_durable_seq(both[i]));
+        coffer_feed_close(feed);
+    }
     sleep(3); /* idle past the 2 s lease: the heartbeat keeps it */
     assert_int_equal(cluster_of(second).role, COFFER_ROLE_FOLLOWER);
     assert_int_equal(create_account(e.db, "after-idle", "EUR").code, COFFER_CREATED);

@@ -2,7 +2,9 @@
  * test_pg_log.c — coffer's log in PostgreSQL (log/pg_log.h) against a real primary and
  * synchronous standby started by scripts/pg-cluster: the schema and its upgrade, the round
  * trip of records, the lease, fencing of a stale leader by the log, term rows, the presence
- * check, NOTIFY, an interrupted COMMIT, and a kill -9 of the primary followed by a promotion.
+ * check, NOTIFY, an interrupted COMMIT, the change feed's cursor (from any seq, never past the
+ * seq it is given, going on where it stopped), and a kill -9 of the primary followed by a
+ * promotion.
  * Each test uses its own PostgreSQL schema; the failover test runs last. Without PostgreSQL's
  * binaries the program says so and exits 77, which ctest reports as skipped.
  */
@@ -26,6 +28,7 @@
 
 #include <libpq-fe.h>
 
+#include "log/pg_cursor.h"
 #include "log/pg_log.h"
 #include "log/record.h"
 #include "pg_cluster.h"
@@ -701,6 +704,103 @@ static int append_interrupted(pg_log *log, chain *to, enum interruption how)
     return status;
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* The change feed's cursor                                                                 */
+
+/* The records a cursor visited: (first seq, last seq, position); stops after stop_after. */
+typedef struct visited {
+    size_t count, stop_after;
+    uint64_t first[RECORDS_MAX], last[RECORDS_MAX], position[RECORDS_MAX];
+} visited;
+
+static int visit_record(const uint8_t *bytes, const record_header *header, uint32_t segment,
+                        uint64_t offset, void *context)
+{
+    visited *into = context;
+    assert_non_null(bytes);
+    assert_int_equal(segment, 0);
+    if (into->stop_after && into->count == into->stop_after)
+        return 7;
+    assert_true(into->count < RECORDS_MAX);
+    into->first[into->count] = header->seq_base;
+    into->last[into->count] = header->last_seq;
+    into->position[into->count] = offset;
+    into->count++;
+    return 0;
+}
+
+/* Reads with `cursor` after `after` up to `durable`, and checks the records' last seqs. */
+static void assert_cursor_reads(pg_cursor *cursor, uint64_t after, uint64_t durable,
+                                size_t max_bytes, const uint64_t *lasts, size_t count)
+{
+    visited seen = {0};
+    char error[512] = "";
+    assert_int_equal(
+        pg_cursor_read(cursor, after, durable, max_bytes, visit_record, &seen, error, sizeof error),
+        COFFER_OK);
+    assert_int_equal(seen.count, count);
+    for (size_t i = 0; i < count; i++)
+        assert_int_equal(seen.last[i], lasts[i]);
+}
+
+static void test_cursor_reads_from_any_seq_and_never_past_durable(void **state)
+{
+    (void)state;
+    const char *conninfo = conninfo_for("cursor", false);
+    /* Rows: term 1, records 1, 2..6, 7..8, term 2, 9..11. */
+    pg_log *first = open_log(conninfo, "http://a", 0);
+    lead(first, 1);
+    chain written = {0};
+    assert_int_equal(append_next(first, &written, 1), PG_LOG_OK);
+    assert_int_equal(append_next(first, &written, 5), PG_LOG_OK);
+    assert_int_equal(append_next(first, &written, 2), PG_LOG_OK);
+    pg_log_close(first);
+    pg_log *second = open_log(conninfo, "http://b", 0);
+    lead(second, 2);
+    assert_int_equal(append_next(second, &written, 3), PG_LOG_OK);
+
+    pg_read_pool *pool = NULL;
+    assert_int_equal(pg_read_pool_open(conninfo, &pool), COFFER_OK);
+    pg_cursor *cursor = NULL;
+    assert_int_equal(pg_cursor_open(pool, &cursor), COFFER_OK);
+    const uint64_t all[] = {1, 6, 8, 11};
+    assert_cursor_reads(cursor, 0, 11, SIZE_MAX, all, 4);
+    /* Never past the seq it is given (what the instance has applied), even inside a record. */
+    assert_cursor_reads(cursor, 0, 6, SIZE_MAX, all, 2);
+    assert_cursor_reads(cursor, 0, 7, SIZE_MAX, all, 2);
+    assert_cursor_reads(cursor, 6, 6, SIZE_MAX, all, 0);
+    /* From inside a record: that record whole, then on; over the term row. */
+    assert_cursor_reads(cursor, 3, 11, SIZE_MAX, all + 1, 3);
+    assert_cursor_reads(cursor, 8, 11, SIZE_MAX, all + 3, 1);
+    assert_cursor_reads(cursor, 11, 11, SIZE_MAX, all, 0);
+    assert_cursor_reads(cursor, 40, 11, SIZE_MAX, all, 0);
+    /* A byte bound stops after the record that reaches it. */
+    assert_cursor_reads(cursor, 0, 11, 1, all, 1);
+
+    /* A visitor that stops is given the same record again on the next read. */
+    visited seen = {.stop_after = 1};
+    char error[512] = "";
+    assert_int_equal(
+        pg_cursor_read(cursor, 0, 11, SIZE_MAX, visit_record, &seen, error, sizeof error), 7);
+    assert_int_equal(seen.count, 1);
+    assert_int_equal(seen.position[0], 2); /* after the term row */
+    assert_cursor_reads(cursor, 3, 11, SIZE_MAX, all + 1, 3);
+
+    /* A damaged record is refused with the reason, never skipped. */
+    free(sql("UPDATE cursor.coffer_log SET record = set_byte(record, 80,"
+             " get_byte(record, 80) # 1) WHERE position = 4"));
+    seen = (visited){0};
+    assert_int_equal(
+        pg_cursor_read(cursor, 0, 11, SIZE_MAX, visit_record, &seen, error, sizeof error),
+        COFFER_STORAGE_FAILED);
+    assert_int_equal(seen.count, 2);
+    assert_non_null(strstr(error, "position 4 holds a record that does not match its hash"));
+    pg_cursor_close(cursor);
+    pg_read_pool_close(pool);
+    pg_log_close(second);
+    chain_free(&written);
+}
+
 /* A COMMIT cut off while it waits for the standby is committed on the primary but maybe not
  * replicated: the append must not be acknowledged, and reading the log back tells. */
 static void test_interrupted_commit_is_outcome_unknown(void **state)
@@ -815,6 +915,7 @@ int main(void)
         cmocka_unit_test(test_paused_leader_loses_its_session_and_acknowledges_nothing),
         cmocka_unit_test(test_find_tells_whether_a_record_is_in_the_log),
         cmocka_unit_test(test_follower_is_woken_by_an_append),
+        cmocka_unit_test(test_cursor_reads_from_any_seq_and_never_past_durable),
         cmocka_unit_test(test_interrupted_commit_is_outcome_unknown),
         /* Last: it kills the primary. */
         cmocka_unit_test(test_failover_keeps_every_acknowledged_append),
