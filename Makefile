@@ -9,7 +9,7 @@ CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOFFER_WERROR=ON
 FORMAT_DIRS := $(wildcard include src tests bench)
 
 .DEFAULT_GOAL := all
-.PHONY: all deps build build-asan format-check test soak bench bench-http bench-feed bench-events bench-webhooks bench-peers run format clean
+.PHONY: all deps build build-asan format-check test soak bench bench-http bench-feed bench-events bench-webhooks bench-cluster bench-peers run format clean
 
 all: build
 
@@ -67,6 +67,13 @@ bench-events: build
 # rate it delivers at to a local receiver that answers at once.
 bench-webhooks: build
 	scripts/bench-webhooks 10 3
+
+# The log in PostgreSQL (docs/benchmarks.md): the leader with its log in a PostgreSQL primary +
+# synchronous standby against the local log, single requests, batches of 1,000 and embedded
+# batches of 8,190, in interleaved rounds; failover time (kill -9 of the leader, 10 times); and
+# PostgreSQL's own best pattern on the same pair. FAILOVERS, EMBEDDED_TRANSFERS, ACCOUNTS: env.
+bench-cluster: build
+	scripts/bench-cluster 10 3
 
 # coffer against PostgreSQL and Redis on this machine in one run (docs/benchmarks-peers.md):
 # installs and starts both on loopback, durable, runs every workload at 1, 8 and 64 clients,
