@@ -9,7 +9,7 @@ CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOFFER_WERROR=ON
 FORMAT_DIRS := $(wildcard include src tests bench)
 
 .DEFAULT_GOAL := all
-.PHONY: all deps build build-asan format-check test soak bench bench-http bench-feed bench-events bench-webhooks bench-cluster bench-peers run format clean
+.PHONY: all deps build build-asan format-check test soak bench bench-http bench-feed bench-events bench-webhooks bench-cluster bench-peers cluster cluster-stop run format clean
 
 all: build
 
@@ -81,6 +81,16 @@ bench-cluster: build
 PEERS_FLAGS ?=
 bench-peers: build
 	bench/peers/run $(PEERS_FLAGS)
+
+# A demo cluster on loopback (docs/operations.md, "Running a cluster"): PostgreSQL primary +
+# synchronous standby and three `coffer serve --log` instances in CLUSTER_DIR; prints how to use
+# it. `make cluster-stop` stops exactly what it started and removes the directory.
+CLUSTER_DIR ?= /tmp/coffer-cluster
+cluster: build
+	scripts/cluster start $(CLUSTER_DIR)
+
+cluster-stop:
+	scripts/cluster stop $(CLUSTER_DIR)
 
 run: build
 	./build/coffer serve --listen 127.0.0.1:8080 --data ./coffer-data
