@@ -71,9 +71,11 @@ bench-webhooks: build
 # The log in PostgreSQL (docs/benchmarks.md): the leader with its log in a PostgreSQL primary +
 # synchronous standby against the local log, single requests, batches of 1,000 and embedded
 # batches of 8,190, in interleaved rounds; failover time (kill -9 of the leader, 10 times); and
-# PostgreSQL's own best pattern on the same pair. FAILOVERS, EMBEDDED_TRANSFERS, ACCOUNTS: env.
+# PostgreSQL's own best pattern on the same pair. A short run: make bench-cluster
+# BENCH_CLUSTER_ARGS="3 1" FAILOVERS=3 EMBEDDED_TRANSFERS=300000 (seconds per run, rounds).
+BENCH_CLUSTER_ARGS ?= 10 3
 bench-cluster: build
-	scripts/bench-cluster 10 3
+	scripts/bench-cluster $(BENCH_CLUSTER_ARGS)
 
 # coffer against PostgreSQL and Redis on this machine in one run (docs/benchmarks-peers.md):
 # installs and starts both on loopback, durable, runs every workload at 1, 8 and 64 clients,
