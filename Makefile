@@ -9,7 +9,7 @@ CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOFFER_WERROR=ON
 FORMAT_DIRS := $(wildcard include src tests bench)
 
 .DEFAULT_GOAL := all
-.PHONY: all deps build build-asan format-check test soak bench bench-http bench-feed bench-events bench-webhooks bench-peers run format clean
+.PHONY: all deps build build-asan format-check test soak bench bench-http bench-feed bench-events bench-webhooks bench-cluster bench-peers cluster cluster-stop run format clean
 
 all: build
 
@@ -68,12 +68,31 @@ bench-events: build
 bench-webhooks: build
 	scripts/bench-webhooks 10 3
 
+# The log in PostgreSQL (docs/benchmarks.md): the leader with its log in a PostgreSQL primary +
+# synchronous standby against the local log, single requests, batches of 1,000 and embedded
+# batches of 8,190, in interleaved rounds; failover time (kill -9 of the leader, 10 times); and
+# PostgreSQL's own best pattern on the same pair. A short run: make bench-cluster
+# BENCH_CLUSTER_ARGS="3 1" FAILOVERS=3 EMBEDDED_TRANSFERS=300000 (seconds per run, rounds).
+BENCH_CLUSTER_ARGS ?= 10 3
+bench-cluster: build
+	scripts/bench-cluster $(BENCH_CLUSTER_ARGS)
+
 # coffer against PostgreSQL and Redis on this machine in one run (docs/benchmarks-peers.md):
 # installs and starts both on loopback, durable, runs every workload at 1, 8 and 64 clients,
 # checks each peer's data, stops what it started. PEERS_FLAGS: e.g. --duration 10 --runs 5.
 PEERS_FLAGS ?=
 bench-peers: build
 	bench/peers/run $(PEERS_FLAGS)
+
+# A demo cluster on loopback (docs/operations.md, "Running a cluster"): PostgreSQL primary +
+# synchronous standby and three `coffer serve --log` instances in CLUSTER_DIR; prints how to use
+# it. `make cluster-stop` stops exactly what it started and removes the directory.
+CLUSTER_DIR ?= /tmp/coffer-cluster
+cluster: build
+	scripts/cluster start $(CLUSTER_DIR)
+
+cluster-stop:
+	scripts/cluster stop $(CLUSTER_DIR)
 
 run: build
 	./build/coffer serve --listen 127.0.0.1:8080 --data ./coffer-data
