@@ -369,6 +369,50 @@ static void test_append_then_read_back_every_byte(void **state)
     chain_free(&written);
 }
 
+/* Counts the record rows whose bytes are those of `context` (a record_buffer). */
+static int matched;
+static int match_big_row(const pg_log_row *row, void *context)
+{
+    const record_buffer *expected = context;
+    if (row->kind == PG_LOG_ROW_RECORD && row->length == expected->length &&
+        memcmp(row->bytes, expected->bytes, row->length) == 0)
+        matched++;
+    return 0;
+}
+
+/* A big record is compressed with lz4 where nobody chose a method, with the method the conninfo
+ * names otherwise, and reads back the same bytes either way. */
+static void test_big_records_are_compressed_with_lz4_unless_told_otherwise(void **state)
+{
+    (void)state;
+    static const char *const schemas[] = {"compress_default", "compress_told"};
+    static const char *const methods[] = {"lz4", "pglz"};
+    for (size_t told = 0; told < 2; told++) {
+        char conninfo[CONNINFO_BYTES + 128];
+        conninfo_for(schemas[told], false); /* creates the schema */
+        snprintf(conninfo, sizeof(conninfo), "%s options='-csearch_path=%s%s'", primary_conninfo,
+                 schemas[told], told ? " -cdefault_toast_compression=pglz" : "");
+        pg_log *log = open_log(conninfo, "http://a", 0);
+        lead(log, 1);
+        chain written = {0};
+        assert_int_equal(append_next(log, &written, 2000), PG_LOG_OK); /* tens of KiB */
+        char statement[160];
+        snprintf(statement, sizeof(statement),
+                 "SELECT pg_column_compression(record) FROM %s.coffer_log WHERE kind = 1",
+                 schemas[told]);
+        sql_expect(statement, methods[told]);
+        matched = 0;
+        uint32_t read = 0;
+        pg_log_point from = {0};
+        assert_int_equal(pg_log_read(log, &from, 10, match_big_row, &written.records[0], &read),
+                         PG_LOG_OK);
+        assert_int_equal(read, 2);
+        assert_int_equal(matched, 1);
+        pg_log_close(log);
+        chain_free(&written);
+    }
+}
+
 static void test_append_refuses_a_record_that_does_not_continue_the_tail(void **state)
 {
     (void)state;
@@ -908,6 +952,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_schema_created_then_kept_and_newer_refused),
         cmocka_unit_test(test_append_then_read_back_every_byte),
+        cmocka_unit_test(test_big_records_are_compressed_with_lz4_unless_told_otherwise),
         cmocka_unit_test(test_append_refuses_a_record_that_does_not_continue_the_tail),
         cmocka_unit_test(test_read_checks_the_chain_and_every_record),
         cmocka_unit_test(test_one_of_two_sessions_leads_and_terms_count_up),
