@@ -37,11 +37,17 @@ test: deps format-check build build-asan
 	ctest --test-dir build-asan --output-on-failure -j2
 	ctest --test-dir build --output-on-failure -j2
 
-# The model test and the kill -9 crash test for minutes instead of the seconds of `make test`.
+# The model test and the kill -9 crash test for minutes instead of the seconds of `make test`;
+# then each fault of tests/integration/test_failover.py (kill -9 of the leader, SIGSTOP/SIGCONT of
+# the leader, loss of the PostgreSQL primary and promotion of its standby) SOAK_ROUNDS times
+# instead of once (about 10 s a round; it needs PostgreSQL 15, which `deps` installs).
+SOAK_ROUNDS ?= 50
 soak: build
 	./build/model_test --seeds 2000 --events 20000
 	./build/model_test --seeds 200 --events 20000 --durable
 	./build/crash_test --iterations 100
+	cd tests/integration && COFFER_BINARY=$(CURDIR)/build/coffer PYTHONDONTWRITEBYTECODE=1 \
+		COFFER_FAILOVER_ROUNDS=$(SOAK_ROUNDS) python3 -m unittest -v test_failover
 
 # Embedded targets (docs/benchmarks.md): 100,000 accounts, full batches, uniform and hot workloads.
 BENCH_FLAGS := --embedded --accounts 100000 --transfers 20000000 --batch 8190
