@@ -7,6 +7,11 @@ server's own pid and checks the exit status is 0; `restart()` stops it and start
 the same data directory. Only processes this harness started are ever signalled, always by pid;
 any still running when the interpreter exits are killed (SIGKILL, by pid).
 
+Several instances on one log in PostgreSQL: `Cluster(3).start()` starts a PostgreSQL primary and
+synchronous standby (scripts/pg-cluster) and three `coffer serve --log` members on it;
+`cluster.client()` is a ClusterClient, which follows a follower's 307 with the same body and
+reads with Coffer-Min-Seq (read-your-writes on a follower); `stop()` stops them by pid.
+
 The binary is $COFFER_BINARY (CMake sets it), else build/coffer next to this tree.
 Set COFFER_KEEP_DATA=1 to keep the temporary directories for inspection.
 Set COFFER_SPEC_RECORD=FILE to append every exchange a `Client` makes to FILE, one JSON line

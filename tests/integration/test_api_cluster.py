@@ -33,7 +33,12 @@ def setUpModule():  # noqa: N802 - unittest's name
     if not have_postgresql():
         raise unittest.SkipTest("PostgreSQL 15 is not installed (scripts/install-deps installs it)")
     CLUSTER = Cluster(3).start()
-    CLUSTER.settled_leader(30)
+    try:
+        CLUSTER.settled_leader(30)
+    except BaseException:
+        CLUSTER.stop(check=False)  # unittest calls no tearDownModule after a failed setUp
+        CLUSTER = None
+        raise
 
 
 def tearDownModule():  # noqa: N802
