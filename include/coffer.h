@@ -824,6 +824,11 @@ typedef struct coffer_cluster_status {
                    (no storage failure), a follower is within the lag bound of the log */
     size_t members_count;
     coffer_cluster_member members[COFFER_CLUSTER_MEMBERS_MAX]; /* this instance included */
+    /* The hash of the log's record that ends at applied_seq (the chain's tail there): two
+     * instances that report the same applied_seq and applied_hash hold the same history. Only
+     * when has_applied_hash (an engine that keeps a log); all zero otherwise. */
+    bool has_applied_hash;
+    uint8_t applied_hash[32];
 } coffer_cluster_status;
 
 /* Fills the first `size_bytes` of *out (zeroes what this library does not know). Call it

@@ -55,7 +55,11 @@ int coffer_cluster_get_sized(coffer *db, coffer_cluster_status *out, size_t size
     if (!db || !out || size_bytes == 0)
         return COFFER_INVALID_ARGUMENT;
     coffer_cluster_status status = {.role = COFFER_ROLE_STANDALONE};
-    status.applied_seq = db->dir ? atomic_load(&db->durable_seq) : 0;
+    if (db->dir) { /* the seq and hash of one moment */
+        _Static_assert(sizeof status.applied_hash == RECORD_HASH_BYTES, "a record's hash");
+        status.applied_seq = engine_tip(db, status.applied_hash);
+        status.has_applied_hash = true;
+    }
     status.ready = !atomic_load(&db->storage_failed);
     if (db->cluster.on)
         cluster_status(db, &status);

@@ -97,6 +97,37 @@ static int ticket_write(coffer *db, const engine_ticket *ticket, bool *wrote)
     return COFFER_OK;
 }
 
+/* ---- the durable tip ----------------------------------------------------------------------- */
+
+static void tip_lock(coffer *db)
+{
+    while (atomic_exchange_explicit(&db->tip_busy, true, memory_order_acquire))
+        ; /* held for a copy of 40 bytes */
+}
+
+static void tip_unlock(coffer *db)
+{
+    atomic_store_explicit(&db->tip_busy, false, memory_order_release);
+}
+
+void engine_publish_tip(coffer *db, const wal_tip *tip)
+{
+    tip_lock(db);
+    db->published_seq = tip->last_seq;
+    memcpy(db->published_hash, tip->hash, RECORD_HASH_BYTES);
+    tip_unlock(db);
+    atomic_store(&db->durable_seq, tip->last_seq);
+}
+
+uint64_t engine_tip(coffer *db, uint8_t *hash)
+{
+    tip_lock(db);
+    uint64_t seq = db->published_seq;
+    memcpy(hash, db->published_hash, RECORD_HASH_BYTES);
+    tip_unlock(db);
+    return seq;
+}
+
 /* ---- the log thread ------------------------------------------------------------------------ */
 
 /* Makes a failure of the log sticky: writes and reads are refused until a restart. */
@@ -134,7 +165,7 @@ static int tickets_write(coffer *db, size_t first, size_t count)
     if (code == COFFER_OK) {
         wal_tip durable;
         log_tail(&db->log, &durable);
-        atomic_store(&db->durable_seq, durable.last_seq);
+        engine_publish_tip(db, &durable);
         feed_notify(db);
     }
     return code;
@@ -621,7 +652,7 @@ int durability_open(coffer *db, const char *dir)
         return code;
     }
     db->tip = tip;
-    atomic_store(&db->durable_seq, tip.last_seq);
+    engine_publish_tip(db, &tip);
     /* the time schedule counts from the open */
     db->snapshot_taken_at_s = clock_monotonic_ns() / 1000000000u;
     if (db->options.fsync_never)

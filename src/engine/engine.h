@@ -159,6 +159,12 @@ struct coffer {
     atomic_bool storage_failed;
     atomic_uint_fast64_t fsyncs;
     atomic_uint_fast64_t durable_seq;
+    /* durable_seq with the hash of the record that ends at it, for coffer_cluster_get: written
+     * together by engine_publish_tip, read together by engine_tip; tip_busy (false when
+     * zeroed) keeps the pair whole. */
+    atomic_bool tip_busy;
+    uint64_t published_seq;
+    uint8_t published_hash[RECORD_HASH_BYTES];
     atomic_uint_fast64_t batch_events[COFFER_HISTOGRAM_BUCKETS];
     atomic_uint_fast64_t fsync_us[COFFER_HISTOGRAM_BUCKETS];
     atomic_uint_fast64_t batch_events_total, fsync_us_total;
@@ -299,6 +305,11 @@ void engine_audit_index(const char *dir, coffer_dir_report *report);
 
 /* durability.c */
 int durability_open(coffer *db, const char *dir);
+/* Makes `tip` the durable tip readers see: durable_seq and, with it, its record's hash. Called by
+ * the thread that owns the log at the time (the log thread, or the follow thread). */
+void engine_publish_tip(coffer *db, const wal_tip *tip);
+/* The last published tip: its seq, and its hash into `hash` (RECORD_HASH_BYTES). */
+uint64_t engine_tip(coffer *db, uint8_t *hash);
 void durability_close(coffer *db);
 /* Starts the log thread over db->log (at the open of a leader, or when a follower takes over);
  * durability_stop_log answers everything handed to it and joins it (a leader stepping down). */

@@ -119,7 +119,7 @@ static int apply_rows(coffer *db, void *context)
         db->recorded_since_snapshot += header.last_seq - header.seq_base + 1;
         rows->records++;
     }
-    atomic_store(&db->durable_seq, db->tip.last_seq);
+    engine_publish_tip(db, &db->tip);
     if (db->feed_ready)
         feed_notify(db);
     return COFFER_OK;
@@ -239,7 +239,7 @@ static int rebuild(coffer *db, void *context)
     engine_cluster *c = &db->cluster;
     c->applied = (pg_log_point){.last_seq = db->tip.last_seq};
     memcpy(c->applied.hash, db->tip.hash, RECORD_HASH_BYTES);
-    atomic_store(&db->durable_seq, db->tip.last_seq);
+    engine_publish_tip(db, &db->tip);
     return COFFER_OK;
 }
 
@@ -310,7 +310,7 @@ static int promote(coffer *db, void *context)
     }
     const char *name = own_name(db);
     note_leader(c, term, name, strlen(name));
-    atomic_store(&db->durable_seq, db->tip.last_seq);
+    engine_publish_tip(db, &db->tip);
     atomic_store(&db->role, COFFER_ROLE_LEADER);
     engine_log(db, "leading the log in PostgreSQL: term %llu, from seq %llu",
                (unsigned long long)term, (unsigned long long)db->tip.last_seq);

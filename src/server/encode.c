@@ -565,10 +565,14 @@ void encode_cluster(encoded *out, const coffer_cluster_status *status)
     for (size_t i = 0; i < status->members_count && i < COFFER_CLUSTER_MEMBERS_MAX; i++)
         json_array_append_new(members, member_json(&status->members[i]));
     json_t *leader = status->leader[0] ? json_string(status->leader) : json_null();
-    json_t *body =
-        json_pack("{s:s, s:o, s:I, s:I, s:b, s:o}", "role", role_name(status->role), "leader",
-                  leader, "term", (json_int_t)status->term, "applied_seq",
-                  (json_int_t)status->applied_seq, "ready", status->ready, "members", members);
+    char hash[2 * sizeof status->applied_hash + 1];
+    for (size_t i = 0; i < sizeof status->applied_hash; i++)
+        snprintf(hash + 2 * i, 3, "%02x", status->applied_hash[i]);
+    json_t *body = json_pack("{s:s, s:o, s:I, s:I, s:o, s:b, s:o}", "role", role_name(status->role),
+                             "leader", leader, "term", (json_int_t)status->term, "applied_seq",
+                             (json_int_t)status->applied_seq, "applied_hash",
+                             status->has_applied_hash ? json_string(hash) : json_null(), "ready",
+                             status->ready, "members", members);
     finish_json(out, 200, COFFER_OK, body, false);
 }
 

@@ -7,6 +7,11 @@ server's own pid and checks the exit status is 0; `restart()` stops it and start
 the same data directory. Only processes this harness started are ever signalled, always by pid;
 any still running when the interpreter exits are killed (SIGKILL, by pid).
 
+Several instances on one log in PostgreSQL: `Cluster(3).start()` starts a PostgreSQL primary and
+synchronous standby (scripts/pg-cluster) and three `coffer serve --log` members on it;
+`cluster.client()` is a ClusterClient, which follows a follower's 307 with the same body and
+reads with Coffer-Min-Seq (read-your-writes on a follower); `stop()` stops them by pid.
+
 The binary is $COFFER_BINARY (CMake sets it), else build/coffer next to this tree.
 Set COFFER_KEEP_DATA=1 to keep the temporary directories for inspection.
 Set COFFER_SPEC_RECORD=FILE to append every exchange a `Client` makes to FILE, one JSON line
@@ -20,6 +25,7 @@ import itertools
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -498,6 +504,203 @@ def quote(segment):
     return urllib.parse.quote(segment, safe=":@")
 
 
+# ---- several instances on one log in PostgreSQL --------------------------------------------------
+
+PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
+
+
+def have_postgresql():
+    return os.path.isfile(os.path.join(PG_BIN, "initdb"))
+
+
+def pg_cluster(*args):
+    """scripts/pg-cluster ARGS (bounded); its stdout. Raises with its stderr when it fails."""
+    run = subprocess.run([os.path.join(REPO, "scripts", "pg-cluster")] + list(args),
+                         capture_output=True, text=True, timeout=120 * SLOW)
+    if run.returncode != 0:
+        raise AssertionError("pg-cluster %s failed:\n%s" % (" ".join(args), run.stderr))
+    return run.stdout
+
+
+class Member(Server):
+    """An instance of a cluster: its --advertise is the URL of the port it listens on."""
+
+    def command(self, port):
+        return super().command(port) + ["--advertise", "http://127.0.0.1:%d" % port]
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+
+class Cluster:
+    """A PostgreSQL primary and synchronous standby (scripts/pg-cluster, in a fresh directory)
+    and `count` instances of `coffer serve --log` on it. `seq` is the highest Coffer-Seq any
+    ClusterClient of this cluster has seen: the floor of their reads (see ClusterClient)."""
+
+    def __init__(self, count=3):
+        self.count = count
+        self.pg_dir = None
+        self.env = {}
+        self.members = []
+        self.seq = 0
+        self.redirects = 0  # 307s the clients followed
+        self.lock = threading.Lock()
+        self.rotation = itertools.count()
+
+    def start(self):
+        self.pg_dir = tempfile.mkdtemp(prefix="coffer-pg-")
+        shutil.rmtree(self.pg_dir)  # pg-cluster creates it
+        started = pg_cluster("start", self.pg_dir)
+        self.env = dict(shlex.split(line)[0].split("=", 1)  # KEY='value' lines, shell-quoted
+                        for line in started.splitlines() if "=" in line)
+        try:
+            for _ in range(self.count):
+                member = Member(args=["--log", self.env["MULTI_CONNINFO"]])
+                self.members.append(member)
+                member.start()
+        except BaseException:
+            self.stop(check=False)
+            raise
+        return self
+
+    def stop(self, check=True):
+        """SIGTERM to each instance (by pid; exit 0 checked when `check`), then PostgreSQL."""
+        problems = []
+        try:
+            for member in reversed(self.members):
+                if member.running():
+                    member.send_signal(signal.SIGCONT)  # a paused one stops too
+                    try:
+                        member.stop(check=check)
+                    except ServerError as error:
+                        problems.append(str(error))
+                member.cleanup()
+        finally:
+            if self.pg_dir:
+                pg_cluster("stop", self.pg_dir)
+        if problems:
+            raise ServerError("\n".join(problems))
+
+    def view(self, member, timeout=2.0):
+        """GET /v1/cluster of one instance, or None when it does not answer 200."""
+        try:
+            status, _, body = json_exchange(member.port, "GET", "/v1/cluster", timeout=timeout)
+        except (OSError, http.client.HTTPException, ValueError):
+            return None
+        return body if status == 200 else None
+
+    def settled_leader(self, timeout_s=15.0, members=None):
+        """The member every one of `members` names as leader (itself leading, the others
+        following it), waited for, bounded."""
+        members = members or self.members
+        deadline = time.monotonic() + timeout_s * SLOW
+        while True:
+            views = {m.url: self.view(m) for m in members}
+            leaders = [m for m in members if views[m.url] and views[m.url]["role"] == "leader"]
+            if len(leaders) == 1 and all(
+                    v and v["leader"] == leaders[0].url and v["ready"] and
+                    v["role"] == ("leader" if url == leaders[0].url else "follower")
+                    for url, v in views.items()):
+                return leaders[0]
+            if time.monotonic() > deadline:
+                raise AssertionError("no settled leader within %.0f s: %r"
+                                     % (timeout_s * SLOW, views))
+            time.sleep(0.05)
+
+    def followers(self):
+        leader = self.settled_leader()
+        return [m for m in self.members if m is not leader]
+
+    def saw(self, response):
+        value = response.header("Coffer-Seq")
+        if value and value.isdigit():
+            with self.lock:
+                self.seq = max(self.seq, int(value))
+
+    def floor(self):
+        with self.lock:
+            return self.seq
+
+    def client(self, home=None, timeout=30.0):
+        """A ClusterClient whose requests go first to `home` (a Member); by default the
+        instances in turn, followers and leader alike."""
+        if home is None:
+            home = self.members[next(self.rotation) % len(self.members)]
+        return ClusterClient(self, home, timeout=timeout)
+
+
+class ClusterClient:
+    """What a careful client of a cluster does, with the interface of Client: every request
+    goes to its home instance. A write (any method but GET and HEAD) answered 307 is sent again,
+    with the same body and headers, to the Location (at most 4 hops); one answered 503 no_leader
+    is sent again to the home instance after a pause, for up to 15 s (nothing was applied).
+    A read carries Coffer-Min-Seq: the highest Coffer-Seq any client of the cluster has seen,
+    so that it sees every write acknowledged before it was sent (a test that joins its threads
+    before reading is one causal session). Not thread-safe: one per thread."""
+
+    HOPS = 4
+    NO_LEADER_RETRY_S = 15.0
+
+    def __init__(self, cluster, home, timeout=30.0):
+        self.cluster = cluster
+        self.home = home
+        self.timeout = timeout
+        self.clients = {}  # port -> Client, one keep-alive connection to each instance used
+        self.port = home.port
+
+    @property
+    def requests(self):
+        return sum(c.requests for c in self.clients.values())
+
+    def _client(self, port):
+        if port not in self.clients:
+            self.clients[port] = Client(port, timeout=self.timeout)
+        return self.clients[port]
+
+    def close(self):
+        for client in self.clients.values():
+            client.close()
+
+    def request(self, method, path, body=None, headers=None, request_id=None):
+        read = method in ("GET", "HEAD")
+        port, target = self.home.port, path
+        no_leader_until = time.monotonic() + self.NO_LEADER_RETRY_S * SLOW
+        hops = 0
+        while True:
+            h = dict(headers or {})
+            floor = self.cluster.floor()
+            if read and floor and "min_seq=" not in target and not any(
+                    name.lower() == "coffer-min-seq" for name in h):
+                h["Coffer-Min-Seq"] = str(floor)
+            r = self._client(port).request(method, target, body=body, headers=h,
+                                           request_id=request_id)
+            self.cluster.saw(r)
+            if read:
+                return r
+            if r.status == 307 and r.header("Location") and hops < self.HOPS:
+                location = urllib.parse.urlsplit(r.header("Location"))
+                assert location.hostname == "127.0.0.1", r.header("Location")
+                port = location.port
+                target = location.path + ("?" + location.query if location.query else "")
+                hops += 1
+                with self.cluster.lock:
+                    self.cluster.redirects += 1
+                continue
+            if (r.status == 503 and r.content_type == "application/problem+json" and
+                    r.json().get("code") == "no_leader" and time.monotonic() < no_leader_until):
+                time.sleep(0.2)
+                port, target, hops = self.home.port, path, 0
+                continue
+            return r
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.request("POST", path, body=body, **kw)
+
+
 # ---- raw sockets, for what http.client will not send -------------------------------------------
 
 def json_exchange(port, method, path, body=None, headers=None, timeout=30.0):
@@ -656,6 +859,7 @@ class ServerTestCase(unittest.TestCase, ApiAssertions):
 
     server_options = {}
     tokens = ()
+    role = "standalone"  # what /readyz of the server this test's client talks to names
 
     @classmethod
     def setUpClass(cls):

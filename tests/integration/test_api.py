@@ -1007,7 +1007,7 @@ class Operations(ServerTestCase):
         self.assertEqual((r.status, r.json()), (200, {"status": "ok"}))
         self.assert_request_id(r)
         r = self.client.get("/readyz")
-        self.assertEqual((r.status, r.json()), (200, {"status": "ready", "role": "standalone"}))
+        self.assertEqual((r.status, r.json()), (200, {"status": "ready", "role": self.role}))
         self.assert_request_id(r)
 
     def test_verify(self):

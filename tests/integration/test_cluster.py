@@ -18,20 +18,7 @@ import time
 import unittest
 import urllib.parse
 
-from harness import REPO, SLOW, Server, coffer_binary, json_exchange, uid
-
-PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
-
-
-class Member(Server):
-    """An instance of the cluster: its --advertise is the URL of the port it listens on."""
-
-    def command(self, port):
-        return super().command(port) + ["--advertise", "http://127.0.0.1:%d" % port]
-
-    @property
-    def url(self):
-        return "http://127.0.0.1:%d" % self.port
+from harness import PG_BIN, REPO, SLOW, Member, coffer_binary, json_exchange, uid
 
 
 def exchange(member, method, path, body=None, headers=None):

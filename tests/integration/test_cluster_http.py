@@ -32,7 +32,13 @@ class ClusterStandalone(ServerTestCase):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.content_type, "application/json")
         body = r.json()
-        self.assertEqual(list(body), ["role", "leader", "term", "applied_seq", "ready", "members"])
+        self.assertEqual(list(body), ["role", "leader", "term", "applied_seq", "applied_hash",
+                                      "ready", "members"])
+        self.assertRegex(body["applied_hash"], r"^[0-9a-f]{64}$")  # the log's tail at applied_seq
+        self.create_account()
+        again = self.client.get("/v1/cluster").json()
+        self.assertGreater(again["applied_seq"], body["applied_seq"])
+        self.assertNotEqual(again["applied_hash"], body["applied_hash"])
         self.assertEqual(body["role"], "standalone")
         self.assertIsNone(body["leader"])
         self.assertEqual(body["term"], 0)

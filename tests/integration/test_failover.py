@@ -1,43 +1,39 @@
 """Three `coffer serve` instances on one log in PostgreSQL (scripts/pg-cluster: a primary and a
 synchronous standby), and the faults a cluster must survive, in order: kill -9 of the leader
-under a write load, a leader paused (SIGSTOP) past its lease then resumed, and the loss of the
-PostgreSQL primary followed by the promotion of its standby. Clients retry the same transfer id
-on another instance until it is acknowledged; at the end every acknowledged transfer is on the
-leader with its original seq, a retry gets the original outcome, the balances are exactly the
-sum of the acknowledged amounts and every instance has applied the leader's seq. Each fault's
-takeover time is printed. Loopback only; only the processes this test started are signalled,
-by pid."""
+under a write load, a leader paused (SIGSTOP) past its lease under the same load then resumed,
+and the loss of the PostgreSQL primary followed by the promotion of its standby (which
+`pg-cluster rejoin` then gives a new synchronous standby). 32 clients retry each transfer with
+the same id, on another instance, until it is acknowledged. After each fault: a new leader
+within the lease + 3 s; every acknowledged transfer on the leader with its original seq, a retry
+gets the original outcome, each user's history holds every acknowledged transfer to it exactly
+once and nothing else, the balances are the acknowledged sums and sum to 0; every instance
+reports the same (applied_seq, applied_hash) and passes GET /v1/verify. Each fault's takeover
+time is printed.
 
+COFFER_FAILOVER_ROUNDS=N repeats each fault N times (default 1; `make soak` runs 50).
+Loopback only; only the processes this test started are signalled, by pid."""
+
+import collections
 import http.client
-import json
 import os
 import random
-import shlex
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
 import urllib.parse
 
-from harness import REPO, SLOW, json_exchange, uid
-from test_cluster import PG_BIN, Member
+from harness import SLOW, Cluster, have_postgresql, json_exchange, pg_cluster, uid
 
 LEASE_S = 2.0  # the default lease (pg_log.h)
 TAKEOVER_BOUND_S = LEASE_S + 3.0  # a new leader within 3 s of the lease expiring
-CLIENTS = 6
+CLIENTS = 32
 REQUEST_TIMEOUT_S = 5.0
-
-
-def pg_cluster(*args):
-    run = subprocess.run([os.path.join(REPO, "scripts", "pg-cluster")] + list(args),
-                         capture_output=True, text=True, timeout=120 * SLOW)
-    if run.returncode != 0:
-        raise AssertionError("pg-cluster %s failed:\n%s" % (" ".join(args), run.stderr))
-    return run.stdout
+ROUNDS = int(os.environ.get("COFFER_FAILOVER_ROUNDS", "1"))
+# Answers after which a retry with the same id may succeed: none was applied, or the same id is
+# still being applied on the leader a timed-out attempt reached.
+RETRIABLE = {None: "no answer", 503: "unavailable", 409: "request_in_progress"}
 
 
 def member_at(members, url):
@@ -84,7 +80,8 @@ class Load:
                 member = member_at(self.members, headers["location"])
                 continue
             answers.append((member.url, status, answer))
-            if status not in (None, 503):
+            if status not in RETRIABLE or (status == 409 and (answer or {}).get("code") !=
+                                           "request_in_progress"):
                 break  # an answer that no retry changes: the workload never asks for one
             member = self.members[(self.members.index(member) + 1) % len(self.members)]
             time.sleep(0.05)
@@ -123,29 +120,22 @@ class Load:
         test.assertGreater(len(self.acknowledged), 0)
 
 
-@unittest.skipUnless(os.path.isfile(os.path.join(PG_BIN, "initdb")),
+@unittest.skipUnless(have_postgresql(),
                      "PostgreSQL 15 is not installed (scripts/install-deps installs it)")
 class Failover(unittest.TestCase):
-    """The tests run in the order of their names; the last one leaves PostgreSQL without its
-    standby."""
+    """The tests run in the order of their names, each fault ROUNDS times; every check counts
+    the transfers of every load so far."""
 
     @classmethod
     def setUpClass(cls):
-        cls.pg_dir = tempfile.mkdtemp(prefix="coffer-pg-")
-        shutil.rmtree(cls.pg_dir)  # pg-cluster creates it
-        started = pg_cluster("start", cls.pg_dir)
-        env = dict(shlex.split(line)[0].split("=", 1)  # KEY='value' lines, shell-quoted
-                   for line in started.splitlines() if "=" in line)
-        cls.members, cls.loads = [], []
+        cls.cluster = Cluster(3).start()
+        cls.members, cls.loads = cls.cluster.members, []
+        cls.pg_dir = cls.cluster.pg_dir
         try:
-            for _ in range(3):
-                member = Member(args=["--log", env["MULTI_CONNINFO"]])
-                cls.members.append(member)
-                member.start()
             cls.bank, cls.users = uid("bank"), [uid("user") for _ in range(4)]
             cls.create_accounts()
         except BaseException:
-            cls.tearDownClass()
+            cls.cluster.stop(check=False)
             raise
 
     @classmethod
@@ -166,17 +156,13 @@ class Failover(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            for member in reversed(cls.members):
-                if member.running():
-                    member.send_signal(signal.SIGCONT)  # a paused one stops too
-                    member.kill()
-                member.cleanup()
-        finally:
-            pg_cluster("stop", cls.pg_dir)
+        for member in cls.members:  # resumed if paused, so that SIGTERM can stop it
+            if member.running():
+                member.send_signal(signal.SIGCONT)
+        cls.cluster.stop()  # SIGTERM: each exits 0, the restarted ones and the old leaders too
 
     def setUp(self):
-        for member in self.members:  # the previous test may have killed one
+        for member in self.members:  # the previous round may have killed one
             if not member.running():
                 self.start_again(member)
 
@@ -188,27 +174,14 @@ class Failover(unittest.TestCase):
     # ---- what the instances say ------------------------------------------------------------
 
     def view(self, member):
-        try:
-            status, _, body = request(member, "GET", "/v1/cluster", timeout=2)
-        except (OSError, http.client.HTTPException):
-            return None
-        return body if status == 200 else None
+        return self.cluster.view(member)
 
     def settled_leader(self, members, timeout_s):
-        """The member every one of `members` names as leader (itself leading, the others
-        following it), waited for, bounded."""
-        deadline = time.monotonic() + timeout_s * SLOW
-        while True:
-            views = {m.url: self.view(m) for m in members}
-            leaders = [m for m in members if views[m.url] and views[m.url]["role"] == "leader"]
-            if len(leaders) == 1 and all(
-                    v and v["leader"] == leaders[0].url and
-                    v["role"] == ("leader" if url == leaders[0].url else "follower")
-                    for url, v in views.items()):
-                return leaders[0]
-            if time.monotonic() > deadline:
-                self.fail("no settled leader within %.0f s: %r" % (timeout_s * SLOW, views))
-            time.sleep(0.05)
+        """The member every one of `members` names as leader, waited for, bounded."""
+        try:
+            return self.cluster.settled_leader(timeout_s, members)
+        except AssertionError as error:
+            self.fail(str(error))
 
     def takeover(self, survivors, since, old_leader_url, what):
         """Waits (bounded) until a survivor reports itself leader of a term after the old
@@ -230,9 +203,11 @@ class Failover(unittest.TestCase):
     # ---- what the ledger holds -------------------------------------------------------------
 
     def check_ledger(self, load, leader, members):
-        """Every acknowledged transfer on the leader with its seq and amount; a retry gets the
-        original outcome; balances are the acknowledged sums; every member has applied the
-        leader's seq and shows the same balances."""
+        """The transfers of `load` (this round's) on the leader with their seq and amount, a
+        retry of some getting the original outcome; then, over every load so far, each user's
+        history holding each acknowledged transfer to it exactly once and nothing else, the
+        balances the acknowledged sums and their sum 0 on every member; then every member at
+        the same (applied_seq, applied_hash) and passing GET /v1/verify."""
         for transfer_id, (amount, to, seq, _) in sorted(load.acknowledged.items()):
             status, _, found = request(leader, "GET", "/v1/transfers/" + transfer_id)
             self.assertEqual(status, 200, (transfer_id, found))
@@ -245,10 +220,19 @@ class Failover(unittest.TestCase):
                              (transfer_id, again))
             self.assertEqual((again["transfer"]["seq"], again["transfer"]["amount"]),
                              (seq, amount), transfer_id)
-        print("%d acknowledged transfers checked" % len(load.acknowledged), file=sys.stderr)
+        every = self.every_load().acknowledged
         expected = {user: 0 for user in self.users}
-        for amount, to, _, _ in load.acknowledged.values():
+        ids_to = {user: collections.Counter() for user in self.users}
+        for transfer_id, (amount, to, _, _) in every.items():
             expected[to] += amount
+            ids_to[to][transfer_id] += 1
+        for user in self.users:
+            entries = self.history(leader, user)
+            self.assertEqual(collections.Counter(e["transfer_id"] for e in entries), ids_to[user],
+                             "%s: the history is not the acknowledged transfers, each once" % user)
+        print("%d acknowledged transfers checked (%d this round)" % (len(every),
+                                                                     len(load.acknowledged)),
+              file=sys.stderr)
         status, headers, view = request(leader, "GET", "/v1/cluster")
         leader_seq = view["applied_seq"]
         for member in members:
@@ -260,8 +244,43 @@ class Failover(unittest.TestCase):
                 balances[account] = found["balance"]
             self.assertEqual(sum(balances.values()), 0, (member.url, balances))
             self.assertEqual({u: balances[u] for u in self.users}, expected, member.url)
-            self.assertGreaterEqual(self.view(member)["applied_seq"], leader_seq, member.url)
+        self.same_tip_and_verified(members)
         return expected
+
+    def history(self, member, account):
+        """Every history entry of `account` on `member`, page by page (bounded)."""
+        entries, after = [], 0
+        for _ in range(100000):
+            status, _, page = request(member, "GET", "/v1/accounts/%s/history?after=%d&limit=1000"
+                                      % (account, after), timeout=30)
+            self.assertEqual(status, 200, page)
+            entries += page["entries"]
+            if page["next_after"] is None:
+                return entries
+            after = page["next_after"]
+        self.fail("the history of %s did not end" % account)
+
+    def same_tip_and_verified(self, members):
+        """Every member at one (applied_seq, applied_hash), waited for (bounded), and GET
+        /v1/verify ok on each."""
+        deadline = time.monotonic() + 15 * SLOW
+        while True:
+            views = {m.url: self.view(m) for m in members}
+            tips = {url: (v["applied_seq"], v["applied_hash"]) if v else None
+                    for url, v in views.items()}
+            if None not in tips.values() and len(set(tips.values())) == 1:
+                break
+            self.assertLess(time.monotonic(), deadline,
+                            "the instances do not report one (seq, hash): %r" % tips)
+            time.sleep(0.05)
+        seq, tip_hash = next(iter(tips.values()))
+        self.assertRegex(tip_hash, r"^[0-9a-f]{64}$")
+        for member in members:
+            status, _, report = request(member, "GET", "/v1/verify", timeout=60)
+            self.assertEqual(status, 200, (member.url, report))
+            self.assertEqual((report["ok"], report["problems"]), (True, []), member.url)
+        print("%d instances at seq %d, hash %s…; verify ok on each"
+              % (len(members), seq, tip_hash[:16]), file=sys.stderr)
 
     def run_load(self, seconds):
         """A load started now, kept in the class: every later check counts its transfers."""
@@ -276,72 +295,91 @@ class Failover(unittest.TestCase):
             merged.acknowledged.update(load.acknowledged)
         return merged
 
+    def rounds(self, what):
+        """1..ROUNDS, each a subTest, the instances all running at its start."""
+        for number in range(1, ROUNDS + 1):
+            if ROUNDS > 1:
+                print("\n%s: round %d of %d" % (what, number, ROUNDS), file=sys.stderr)
+                self.setUp()
+            yield number
+
     # ---- the faults ------------------------------------------------------------------------
 
     def test_1_kill_9_of_the_leader_under_load(self):
-        leader = self.settled_leader(self.members, 10)
-        survivors = [m for m in self.members if m is not leader]
-        load = self.run_load(1.5)
-        before = load.count()
-        killed_at = time.monotonic()
-        leader.kill()  # SIGKILL, by pid
-        new_leader = self.takeover(survivors, killed_at, leader.url, "kill -9 of the leader")
-        time.sleep(1.5)
-        load.stop(self)
-        self.assertGreater(load.count(), before, "no write acknowledged after the takeover")
-        self.assertIs(self.settled_leader(survivors, 10), new_leader)
-        self.check_ledger(self.every_load(), new_leader, survivors)
+        for _ in self.rounds("kill -9 of the leader"):
+            leader = self.settled_leader(self.members, 10)
+            survivors = [m for m in self.members if m is not leader]
+            load = self.run_load(1.5)
+            before = load.count()
+            killed_at = time.monotonic()
+            leader.kill()  # SIGKILL, by pid
+            new_leader = self.takeover(survivors, killed_at, leader.url, "kill -9 of the leader")
+            time.sleep(1.5)
+            load.stop(self)
+            self.assertGreater(load.count(), before, "no write acknowledged after the takeover")
+            self.assertIs(self.settled_leader(survivors, 10), new_leader)
+            self.check_ledger(load, new_leader, survivors)
 
     def test_2_a_paused_leader_acknowledges_nothing_and_follows(self):
-        leader = self.settled_leader(self.members, 10)
-        survivors = [m for m in self.members if m is not leader]
-        load = self.run_load(0.5)
-        load.stop(self)
-        paused_at = time.monotonic()
-        leader.send_signal(signal.SIGSTOP)
-        try:
-            # Sent while it is paused: the kernel queues the connection; it is read on resume.
-            queued = {"id": uid("stale"), "from": self.bank, "to": self.users[0], "amount": 7}
-            answers = []
-            sender = threading.Thread(target=lambda: answers.append(
-                request(leader, "POST", "/v1/transfers", queued, timeout=15)), daemon=True)
-            sender.start()
-            new_leader = self.takeover(survivors, paused_at, leader.url, "SIGSTOP of the leader")
-        finally:
-            leader.send_signal(signal.SIGCONT)
-        sender.join(20 * SLOW)
-        self.assertFalse(sender.is_alive(), "the resumed leader never answered")
-        status, _, answer = answers[0]
-        print("the resumed leader answered a write queued while it was paused: %d %s"
-              % (status, answer.get("code")), file=sys.stderr)
-        self.assertIn(status, (307, 503), answer)
-        after = {"id": uid("stale"), "from": self.bank, "to": self.users[0], "amount": 9}
-        status, _, answer = request(leader, "POST", "/v1/transfers", after)
-        self.assertIn(status, (307, 503), answer)
-        self.assertIs(self.settled_leader(self.members, 10), new_leader)
-        for refused in (queued, after):
-            status, _, answer = request(new_leader, "GET", "/v1/transfers/" + refused["id"])
-            self.assertEqual(status, 404, answer)
-        self.check_ledger(self.every_load(), new_leader, self.members)
+        for _ in self.rounds("SIGSTOP of the leader"):
+            leader = self.settled_leader(self.members, 10)
+            survivors = [m for m in self.members if m is not leader]
+            load = self.run_load(1.0)
+            before = load.count()
+            paused_at = time.monotonic()
+            leader.send_signal(signal.SIGSTOP)
+            try:
+                # Sent while it is paused: the kernel queues the connection; it is read on
+                # resume.
+                queued = {"id": uid("stale"), "from": self.bank, "to": self.users[0], "amount": 7}
+                answers = []
+                sender = threading.Thread(target=lambda: answers.append(
+                    request(leader, "POST", "/v1/transfers", queued, timeout=15)), daemon=True)
+                sender.start()
+                new_leader = self.takeover(survivors, paused_at, leader.url,
+                                           "SIGSTOP of the leader")
+            finally:
+                leader.send_signal(signal.SIGCONT)
+            sender.join(20 * SLOW)
+            self.assertFalse(sender.is_alive(), "the resumed leader never answered")
+            status, _, answer = answers[0]
+            print("the resumed leader answered a write queued while it was paused: %d %s"
+                  % (status, answer.get("code")), file=sys.stderr)
+            self.assertIn(status, (307, 503), answer)
+            after = {"id": uid("stale"), "from": self.bank, "to": self.users[0], "amount": 9}
+            status, _, answer = request(leader, "POST", "/v1/transfers", after)
+            self.assertIn(status, (307, 503), answer)
+            time.sleep(1.0)
+            load.stop(self)
+            self.assertGreater(load.count(), before, "no write acknowledged after the takeover")
+            self.assertIs(self.settled_leader(self.members, 10), new_leader)
+            for refused in (queued, after):
+                status, _, answer = request(new_leader, "GET", "/v1/transfers/" + refused["id"])
+                self.assertEqual(status, 404, answer)
+            self.check_ledger(load, new_leader, self.members)
 
     def test_3_the_postgresql_primary_lost_and_its_standby_promoted(self):
-        self.settled_leader(self.members, 10)
-        load = self.run_load(1.0)
-        before = load.count()
-        lost_at = time.monotonic()
-        pg_cluster("kill", self.pg_dir, "primary")
-        pg_cluster("promote", self.pg_dir)
-        promoted_at = time.monotonic()
-        new_leader = self.settled_leader(self.members, 15)
-        print("\nPostgreSQL primary lost: the standby accepts writes %.2f s later; %s leads, "
-              "followed by the others, %.2f s after that"
-              % (promoted_at - lost_at, new_leader.url, time.monotonic() - promoted_at),
-              file=sys.stderr)
-        time.sleep(1.0)
-        load.stop(self)
-        self.assertGreater(load.count(), before, "no write acknowledged after the failover")
-        self.assertIs(self.settled_leader(self.members, 10), new_leader)
-        self.check_ledger(self.every_load(), new_leader, self.members)
+        for _ in self.rounds("loss of the PostgreSQL primary"):
+            self.settled_leader(self.members, 10)
+            load = self.run_load(1.0)
+            before = load.count()
+            lost_at = time.monotonic()
+            pg_cluster("kill", self.pg_dir, "primary")
+            pg_cluster("promote", self.pg_dir)
+            promoted_at = time.monotonic()
+            new_leader = self.settled_leader(self.members, 15)
+            print("\nPostgreSQL primary lost: the standby accepts writes %.2f s later; %s leads, "
+                  "followed by the others, %.2f s after that"
+                  % (promoted_at - lost_at, new_leader.url, time.monotonic() - promoted_at),
+                  file=sys.stderr)
+            time.sleep(1.0)
+            load.stop(self)
+            self.assertGreater(load.count(), before, "no write acknowledged after the failover")
+            self.assertIs(self.settled_leader(self.members, 10), new_leader)
+            self.check_ledger(load, new_leader, self.members)
+            # The lost node comes back as the new primary's synchronous standby: the next
+            # round (and anything after) has a standby to fail over to again.
+            pg_cluster("rejoin", self.pg_dir)
 
 
 if __name__ == "__main__":

@@ -446,6 +446,13 @@ static void test_follower_applies_then_takes_over_and_restarts(void **unused)
     assert_int_equal(status.role, COFFER_ROLE_FOLLOWER);
     assert_true(status.ready);
     assert_true(cluster_of(e.db).ready);
+    /* Caught up, the follower stands on the leader's record: the same seq and chain hash. */
+    coffer_cluster_status of_leader = cluster_of(e.db);
+    assert_true(status.has_applied_hash && of_leader.has_applied_hash);
+    assert_int_equal(status.applied_seq, of_leader.applied_seq);
+    assert_memory_equal(status.applied_hash, of_leader.applied_hash, sizeof status.applied_hash);
+    static const uint8_t zero[sizeof status.applied_hash];
+    assert_memory_not_equal(status.applied_hash, zero, sizeof zero);
     wait_members(follower, "http://127.0.0.1:1", "http://127.0.0.1:2");
 
     /* The leader goes: the follower leads within the lease and 3 s, with every write. */
