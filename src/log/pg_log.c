@@ -186,8 +186,14 @@ static int connect_session(pg_log *log)
 {
     drop_session(log);
     if (log->read_only && log->sessions > 0) {
-        /* A new session would read another snapshot of the log: the reader starts again. */
-        set_error(log, "the session was lost during the read (nothing was changed): run it again");
+        /* A new session would read another snapshot of the log: the reader starts again. Why
+         * the session ended (a conflict with recovery on a standby, an idle timeout, a server
+         * gone) is already in log->error: kept, it is what the operator needs. */
+        char reason[ERROR_BYTES];
+        snprintf(reason, sizeof(reason), "%s", log->error[0] ? log->error : "no reason given");
+        set_error(log,
+                  "the session was lost during the read (%s); nothing was changed: run it again",
+                  reason);
         return PG_LOG_DISCONNECTED;
     }
     const char *const keywords[] = {
@@ -226,13 +232,19 @@ static int connect_session(pg_log *log)
 static int session_ready(pg_log *log, bool *replaced)
 {
     *replaced = false;
-    if (!connection_lost(log) && PQconsumeInput(log->conn) == 1) {
+    bool known_lost = connection_lost(log); /* then whoever found it set the reason */
+    if (!known_lost && PQconsumeInput(log->conn) == 1) {
         for (PGnotify *notify; (notify = PQnotifies(log->conn)) != NULL; PQfreemem(notify))
             log->notified = true;
         if (!connection_lost(log))
             return PG_LOG_OK;
     }
     *replaced = true;
+    /* Found lost here: why, unless PostgreSQL said so (a FATAL: notice_receiver). */
+    if (!known_lost && !log->ending) {
+        const char *message = PQerrorMessage(log->conn);
+        set_error(log, "%s", message[0] ? message : "the server closed the connection");
+    }
     return connect_session(log);
 }
 
