@@ -35,6 +35,7 @@ struct pg_log {
     char leader_name[PG_LOG_NAME_BYTES_MAX + 1];
     bool leading;
     bool read_only; /* pg_log_open_read: one read-only transaction, never a second session */
+    bool standby;   /* a reader's server was in recovery (a hot standby) when it opened */
     bool listening;
     bool notified;     /* a NOTIFY was drained while checking the session: the next wait returns */
     bool warned;       /* PostgreSQL sent a WARNING during the current statement */
@@ -398,6 +399,15 @@ int pg_log_open_read(const char *conninfo, pg_log **out, char *error, size_t err
         status = check_schema_read(log);
     if (status == PG_LOG_OK)
         status = pg_log_read_tail(log, &log->tail);
+    if (status == PG_LOG_OK) {
+        PGresult *result = run_simple(log, "SELECT pg_is_in_recovery()", PGRES_TUPLES_OK,
+                                      "asking whether the server is a standby");
+        if (result == NULL)
+            status = connection_lost(log) ? PG_LOG_DISCONNECTED : PG_LOG_FAILED;
+        else
+            log->standby = PQntuples(result) == 1 && strcmp(PQgetvalue(result, 0, 0), "t") == 0;
+        PQclear(result);
+    }
     if (status != PG_LOG_OK) {
         if (error != NULL && error_size > 0)
             snprintf(error, error_size, "%s", log->error);
@@ -416,6 +426,11 @@ void pg_log_close(pg_log *log)
     drop_session(log);
     free(log->conninfo);
     free(log);
+}
+
+bool pg_log_reads_a_standby(const pg_log *log)
+{
+    return log->standby;
 }
 
 const char *pg_log_error(const pg_log *log)
