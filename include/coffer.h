@@ -551,6 +551,14 @@ typedef struct coffer_dir_report {
      * index is checked (none is kept with that log). */
     bool log_postgresql;
     uint64_t term_rows;
+    /* The newest snapshot was found but not compared, for a reason that is not damage
+     * (snapshot_error says which): a warning that leaves `ok` alone, snapshot_matches and
+     * recovery_matches true. Either it is of a format older than 3, which kept no submitters
+     * (checked against a local log only), or the PostgreSQL log, read from a hot standby, ends
+     * before the snapshot's seq (the standby is behind its primary: check against the primary,
+     * where a log ending before a snapshot is a problem: acknowledged records are missing). */
+    bool snapshot_unchecked;
+    bool log_standby; /* the PostgreSQL log was read from a hot standby (in recovery) */
 } coffer_dir_report;
 
 /* Called during coffer_verify_dir() from the calling thread: `stage` ("log") with done of

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -43,7 +44,12 @@ static const cli_spec verify_spec = {
     .operand_name = "a data directory or a PostgreSQL conninfo (coffer verify DIR)",
     .operands_min = 1,
     .operands_max = 1,
-    .epilog = "Exit status: 0 all good, 1 a problem was found, 2 bad usage.\n",
+    .epilog =
+        "Exit status: 0 all good (warnings may be printed), 1 a problem was found, 2 bad\n"
+        "usage (also: DIR whose log is in PostgreSQL, without --log), 3 the checks did\n"
+        "not run: the log could not be read (a database unreachable, a session lost\n"
+        "midway, no coffer log there) or no memory for them; not a verdict on the log.\n"
+        "With --json, a failure to run prints {\"ok\":null,\"error\":{\"code\",\"message\"}}.\n",
 };
 
 static const cli_spec dump_spec = {
@@ -98,8 +104,23 @@ static const char *password_end(const char *value)
     return *at ? at + 1 : at;
 }
 
-/* The operand as it may be printed: a password in it (a URI's user info, or password=) as
- * "***". */
+/* Where a key that ends in "password" (password, sslpassword: any libpq key or URI parameter
+ * ending so) ends, when one starts at `in`; NULL otherwise. A key starts after a separator, not
+ * inside a word. */
+static const char *password_key_end(const char *location, const char *in)
+{
+    if (in != location && (isalnum((unsigned char)in[-1]) || in[-1] == '_'))
+        return NULL;
+    const char *end = in;
+    while (isalnum((unsigned char)*end) || *end == '_')
+        end++;
+    if (end - in < 8 || strncasecmp(end - 8, "password", 8) != 0)
+        return NULL;
+    return end;
+}
+
+/* The operand as it may be printed: a password in it (a URI's user info, or any key ending in
+ * password: password=, sslpassword=) as "***". */
 static void redacted(const char *location, char *out, size_t size)
 {
     const char *hide_from = 0, *hide_to = 0; /* a URI's password */
@@ -119,9 +140,8 @@ static void redacted(const char *location, char *out, size_t size)
         const char *skip_to = 0;
         if (in == hide_from) {
             skip_to = hide_to;
-        } else if (strncmp(in, "password", 8) == 0 &&
-                   (in == location || !isalnum((unsigned char)in[-1]))) {
-            const char *value = in + 8;
+        } else if (password_key_end(location, in)) {
+            const char *value = password_key_end(location, in);
             while (*value == ' ')
                 value++;
             if (*value == '=') {
@@ -165,9 +185,10 @@ static void print_human(const char *dir, const coffer_dir_report *r)
 {
     printf("coffer verify %s: %s\n", dir, r->ok ? "OK" : "PROBLEMS FOUND");
     if (r->log_postgresql)
-        printf("  log: %llu records and %llu term rows in PostgreSQL, last seq %llu, chain %s\n",
+        printf("  log: %llu records and %llu term rows in PostgreSQL%s, last seq %llu, chain %s\n",
                (unsigned long long)r->records, (unsigned long long)r->term_rows,
-               (unsigned long long)r->last_seq, r->chain_ok ? "intact" : "BROKEN");
+               r->log_standby ? " (a hot standby)" : "", (unsigned long long)r->last_seq,
+               r->chain_ok ? "intact" : "BROKEN");
     else
         printf("  log: %llu records in %llu segments, last seq %llu, chain %s\n",
                (unsigned long long)r->records, (unsigned long long)r->segments,
@@ -179,7 +200,10 @@ static void print_human(const char *dir, const coffer_dir_report *r)
         printf("  a torn tail of %llu bytes: cut at the next open unless it holds acknowledged "
                "records (a problem above then says so)\n",
                (unsigned long long)r->torn_bytes);
-    if (r->snapshot_found)
+    if (r->snapshot_found && r->snapshot_unchecked)
+        printf("  snapshot at seq %llu: not checked (warning)\n",
+               (unsigned long long)r->snapshot_seq);
+    else if (r->snapshot_found)
         printf("  snapshot at seq %llu: %s the replay; recovery from it %s the full replay\n",
                (unsigned long long)r->snapshot_seq,
                r->snapshot_matches ? "matches" : "DIFFERS FROM",
@@ -215,6 +239,10 @@ static void json_text(const char *text)
     for (; *text; text++) {
         if (*text == '"' || *text == '\\')
             putchar('\\');
+        if (*text == '\n' || *text == '\t') { /* libpq's messages have both */
+            fputs(*text == '\n' ? "\\n" : "\\t", stdout);
+            continue;
+        }
         if ((unsigned char)*text < 0x20)
             continue;
         putchar(*text);
@@ -230,13 +258,16 @@ static void print_json(const coffer_dir_report *r)
            (unsigned long long)r->segments, (unsigned long long)r->last_seq,
            r->chain_ok ? "true" : "false", r->tip_hash, (unsigned long long)r->torn_bytes);
     if (r->log_postgresql)
-        printf("\"postgresql\":true,\"term_rows\":%llu,", (unsigned long long)r->term_rows);
+        printf("\"postgresql\":true,\"standby\":%s,\"term_rows\":%llu,",
+               r->log_standby ? "true" : "false", (unsigned long long)r->term_rows);
     printf("\"error\":");
     json_text(r->chain_error);
-    printf("},\"snapshot\":{\"found\":%s,\"seq\":%llu,\"matches_replay\":%s,"
+    printf("},\"snapshot\":{\"found\":%s,\"checked\":%s,\"seq\":%llu,\"matches_replay\":%s,"
            "\"recovery_matches\":%s,\"error\":",
-           r->snapshot_found ? "true" : "false", (unsigned long long)r->snapshot_seq,
-           r->snapshot_matches ? "true" : "false", r->recovery_matches ? "true" : "false");
+           r->snapshot_found ? "true" : "false",
+           r->snapshot_found && !r->snapshot_unchecked ? "true" : "false",
+           (unsigned long long)r->snapshot_seq, r->snapshot_matches ? "true" : "false",
+           r->recovery_matches ? "true" : "false");
     json_text(r->snapshot_error);
     printf("},\"invariants\":{\"ok\":%s,\"accounts\":%llu,\"transfers\":%llu,\"problems\":[",
            r->invariants.ok ? "true" : "false", (unsigned long long)r->invariants.accounts_checked,
@@ -278,11 +309,20 @@ int cli_verify(int argc, char **argv, const cli_globals *globals)
                : log      ? coffer_verify_log(log, operand, NULL, progress, NULL, &report)
                           : coffer_verify_dir(operand, NULL, progress, NULL, &report);
     if (code != COFFER_OK) {
-        /* The reason when the library gave one (a directory of a PostgreSQL log, a database
-         * that cannot be read), else the code's message. */
-        fprintf(stderr, "coffer verify: %s\n",
-                report.chain_error[0] ? report.chain_error : coffer_strerror(code));
-        return CLI_EXIT_ERROR;
+        /* The checks did not run: no verdict. The reason when the library gave one (a
+         * directory of a PostgreSQL log, a database that cannot be read), else the code's
+         * message. */
+        const char *reason = report.chain_error[0] ? report.chain_error : coffer_strerror(code);
+        fprintf(stderr, "coffer verify: %s\n", reason);
+        if (json) {
+            printf("{\"ok\":null,\"error\":{\"code\":");
+            json_text(coffer_code_name(code) ? coffer_code_name(code) : "unknown");
+            printf(",\"message\":");
+            json_text(reason);
+            printf("}}\n");
+        }
+        /* A directory whose log is in PostgreSQL needs --log: a usage mistake. */
+        return code == COFFER_NOT_SUPPORTED ? CLI_EXIT_USAGE : CLI_EXIT_NOT_RUN;
     }
     if (json)
         print_json(&report);

@@ -11,6 +11,7 @@
 #define CLI_EXIT_ERROR 1 /* the server (or the engine) refused */
 #define CLI_EXIT_USAGE 2
 #define CLI_EXIT_UNREACHABLE 3 /* client commands: no server answered */
+#define CLI_EXIT_NOT_RUN 3     /* coffer verify: the log could not be read, no verdict */
 
 /* Flags given before the command word: `coffer --server URL --json account get x`. A command
  * that does not take one refuses it (main.c); the same flag after the command wins. */

@@ -60,7 +60,7 @@ static const cli_option serve_options[] = {
      "keep the log in this PostgreSQL database (any libpq URI or\nconninfo; the tables are "
      "created on first start) and lead it, or\nfollow the instance that leads it; DIR then "
      "keeps snapshots\nonly (check them with coffer verify DIR --log CONNINFO).\n"
-     "Not yet with it: the change feed, webhooks' cursor, --index"},
+     "Not yet with it: --index (the on-disk index stays off)"},
     {SERVE_ADVERTISE, "--advertise", "URL",
      "this instance's URL, written in the log as its leader's name\n(with --log)"},
     {SERVE_FSYNC, "--fsync", "always|never",

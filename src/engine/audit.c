@@ -289,16 +289,49 @@ static int load_snapshot(const log_source *source, rebuilt *snapshot, snapshot_m
     if (code != COFFER_OK || !report->snapshot_found || meta->submitters_kept)
         return code;
     if (source->conninfo) {
-        /* An older snapshot format names no submitters; they are rebuilt from a local log. */
+        /* An older snapshot format names no submitters; they are rebuilt from a local log
+         * only. Not damage: a warning, and the instance's next snapshot is checked. */
         snprintf(report->snapshot_error, sizeof report->snapshot_error,
-                 "the snapshot at seq %llu is of a format without submitters: not checked "
-                 "against a PostgreSQL log",
+                 "the snapshot at seq %llu is of a format older than 3 (without submitters): "
+                 "not checked against a PostgreSQL log (warning; the instance's next snapshot "
+                 "is of the current format)",
                  (unsigned long long)meta->tip.last_seq);
-        report->snapshot_found = false;
+        report->snapshot_unchecked = true;
         return COFFER_OK;
     }
     return replay_submitters(&snapshot->store, source->dir, meta->tip.last_seq,
                              report->snapshot_error, sizeof report->snapshot_error);
+}
+
+/* The replay never reached the snapshot's seq: says why in the report. A log that ends before
+ * the snapshot is missing acknowledged records (the snapshot was written after them), unless it
+ * was read from a hot standby, which may just be behind its primary: then it is a warning and
+ * the operator checks against the primary. */
+static void snapshot_not_reached(coffer_dir_report *report, uint64_t snapshot_seq)
+{
+    char *out = report->snapshot_error;
+    size_t size = sizeof report->snapshot_error;
+    unsigned long long seq = snapshot_seq, last = report->last_seq;
+    if (snapshot_seq <= report->last_seq)
+        snprintf(out, size, "the snapshot's seq %llu is not the end of any log record", seq);
+    else if (report->log_standby) {
+        snprintf(out, size,
+                 "the log ends at seq %llu, before this snapshot (seq %llu): read from a hot "
+                 "standby, which may be behind its primary (or rows were lost); not checked "
+                 "(warning): run it against the primary, where this is a problem",
+                 last, seq);
+        report->snapshot_unchecked = true;
+    } else if (report->log_postgresql)
+        snprintf(out, size,
+                 "the log ends at seq %llu, before this snapshot (seq %llu): acknowledged records "
+                 "are missing (rows lost, or the database restored to an earlier point); this "
+                 "server is not a standby, so it is not lag",
+                 last, seq);
+    else
+        snprintf(out, size,
+                 "the log ends at seq %llu, before this snapshot (seq %llu): acknowledged records "
+                 "are missing",
+                 last, seq);
 }
 
 /* The whole audit into a report of this library's size. */
@@ -323,7 +356,7 @@ static int verify_source(const log_source *source, const coffer_options *limits,
     report->snapshot_seq = meta.tip.last_seq;
 
     full_replay run = {&full,
-                       report->snapshot_found ? &snapshot : 0,
+                       report->snapshot_found && !report->snapshot_unchecked ? &snapshot : 0,
                        meta.tip.last_seq,
                        report,
                        false,
@@ -361,6 +394,7 @@ static int verify_source(const log_source *source, const coffer_options *limits,
         scan.records = read->records;
         scan.tip = read->tip;
         report->term_rows = read->term_rows;
+        report->log_standby = read->standby;
     } else {
         scan = *local_log_last_read(&reader);
         log_close(&reader, false);
@@ -378,14 +412,12 @@ static int verify_source(const log_source *source, const coffer_options *limits,
     report->last_seq = scan.tip.last_seq;
     report->torn_bytes = scan.truncated_bytes;
     hex(report->tip_hash, scan.tip.hash, RECORD_HASH_BYTES);
-    if (report->chain_ok && report->snapshot_found && !run.compared && meta.tip.last_seq > 0)
-        snprintf(report->snapshot_error, sizeof report->snapshot_error,
-                 "the snapshot's seq %llu is not the end of any log record",
-                 (unsigned long long)meta.tip.last_seq);
+    if (report->chain_ok && run.snapshot && !run.compared && meta.tip.last_seq > 0)
+        snapshot_not_reached(report, meta.tip.last_seq);
     if (report->chain_ok && report->snapshot_found && run.compared && report->snapshot_matches)
         check_recovery(source, reader.ops ? &reader : 0, &snapshot, &full, meta.tip.hash, report);
     log_close(&reader, false);
-    if (!report->snapshot_found && !report->snapshot_error[0])
+    if ((!report->snapshot_found && !report->snapshot_error[0]) || report->snapshot_unchecked)
         report->snapshot_matches = report->recovery_matches = true; /* recovery = full replay */
     code = engine_verify_store(&full.store, &report->invariants);
     if (report->chain_ok && !source->conninfo)

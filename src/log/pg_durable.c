@@ -151,8 +151,10 @@ static int pg_read_from(void *state, uint64_t after_seq, const uint8_t *after_ha
     pg_durable *d = state;
     pg_log_point from = {0};
     uint64_t tail_position = d->last_read.tail_position;
+    bool standby = d->last_read.standby;
     memset(&d->last_read, 0, sizeof d->last_read);
     d->last_read.tail_position = tail_position;
+    d->last_read.standby = standby;
     d->last_read.tip.last_seq = after_seq;
     if (after_hash)
         memcpy(d->last_read.tip.hash, after_hash, RECORD_HASH_BYTES);
@@ -255,6 +257,7 @@ int pg_durable_open_read(durable_log *log, const char *conninfo, char *error, si
     d->read_only = true;
     d->lease_ms = PG_LOG_LEASE_MS_DEFAULT;
     d->last_read.tail_position = pg_log_known_tail(d->log)->position;
+    d->last_read.standby = pg_log_reads_a_standby(d->log);
     d->active_at_ns = clock_monotonic_ns();
     *log = (durable_log){&pg_ops, d};
     return COFFER_OK;

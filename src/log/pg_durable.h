@@ -40,13 +40,15 @@ bool pg_durable_is_log(const durable_log *log);
  * ended at (the after_seq it started from when it visited no record), and the pg_log status it
  * failed with (PG_LOG_OK when it did not; INVALID_RECORD: damage; any other: the session or
  * a query failed, which says nothing about the log). tail_position: the last row's position
- * when the reader opened (its snapshot of the table ends there). */
+ * when the reader opened (its snapshot of the table ends there); standby: the reader's server
+ * was a hot standby then (pg_log_reads_a_standby). */
 typedef struct pg_durable_read {
     uint64_t records, term_rows;
     uint64_t position;
     wal_tip tip;
     int status;
     uint64_t tail_position;
+    bool standby;
 } pg_durable_read;
 
 const pg_durable_read *pg_durable_last_read(const durable_log *log);

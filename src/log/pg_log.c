@@ -35,6 +35,7 @@ struct pg_log {
     char leader_name[PG_LOG_NAME_BYTES_MAX + 1];
     bool leading;
     bool read_only; /* pg_log_open_read: one read-only transaction, never a second session */
+    bool standby;   /* a reader's server was in recovery (a hot standby) when it opened */
     bool listening;
     bool notified;     /* a NOTIFY was drained while checking the session: the next wait returns */
     bool warned;       /* PostgreSQL sent a WARNING during the current statement */
@@ -186,8 +187,14 @@ static int connect_session(pg_log *log)
 {
     drop_session(log);
     if (log->read_only && log->sessions > 0) {
-        /* A new session would read another snapshot of the log: the reader starts again. */
-        set_error(log, "the session was lost during the read (nothing was changed): run it again");
+        /* A new session would read another snapshot of the log: the reader starts again. Why
+         * the session ended (a conflict with recovery on a standby, an idle timeout, a server
+         * gone) is already in log->error: kept, it is what the operator needs. */
+        char reason[ERROR_BYTES];
+        snprintf(reason, sizeof(reason), "%s", log->error[0] ? log->error : "no reason given");
+        set_error(log,
+                  "the session was lost during the read (%s); nothing was changed: run it again",
+                  reason);
         return PG_LOG_DISCONNECTED;
     }
     const char *const keywords[] = {
@@ -226,13 +233,19 @@ static int connect_session(pg_log *log)
 static int session_ready(pg_log *log, bool *replaced)
 {
     *replaced = false;
-    if (!connection_lost(log) && PQconsumeInput(log->conn) == 1) {
+    bool known_lost = connection_lost(log); /* then whoever found it set the reason */
+    if (!known_lost && PQconsumeInput(log->conn) == 1) {
         for (PGnotify *notify; (notify = PQnotifies(log->conn)) != NULL; PQfreemem(notify))
             log->notified = true;
         if (!connection_lost(log))
             return PG_LOG_OK;
     }
     *replaced = true;
+    /* Found lost here: why, unless PostgreSQL said so (a FATAL: notice_receiver). */
+    if (!known_lost && !log->ending) {
+        const char *message = PQerrorMessage(log->conn);
+        set_error(log, "%s", message[0] ? message : "the server closed the connection");
+    }
     return connect_session(log);
 }
 
@@ -386,6 +399,15 @@ int pg_log_open_read(const char *conninfo, pg_log **out, char *error, size_t err
         status = check_schema_read(log);
     if (status == PG_LOG_OK)
         status = pg_log_read_tail(log, &log->tail);
+    if (status == PG_LOG_OK) {
+        PGresult *result = run_simple(log, "SELECT pg_is_in_recovery()", PGRES_TUPLES_OK,
+                                      "asking whether the server is a standby");
+        if (result == NULL)
+            status = connection_lost(log) ? PG_LOG_DISCONNECTED : PG_LOG_FAILED;
+        else
+            log->standby = PQntuples(result) == 1 && strcmp(PQgetvalue(result, 0, 0), "t") == 0;
+        PQclear(result);
+    }
     if (status != PG_LOG_OK) {
         if (error != NULL && error_size > 0)
             snprintf(error, error_size, "%s", log->error);
@@ -404,6 +426,11 @@ void pg_log_close(pg_log *log)
     drop_session(log);
     free(log->conninfo);
     free(log);
+}
+
+bool pg_log_reads_a_standby(const pg_log *log)
+{
+    return log->standby;
 }
 
 const char *pg_log_error(const pg_log *log)

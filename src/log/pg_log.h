@@ -105,6 +105,9 @@ int pg_log_open(const char *conninfo, const pg_log_options *options, pg_log **ou
  * (pg_log_try_lead refuses), and a lost session is not replaced (reads then fail with
  * PG_LOG_DISCONNECTED). Works on a hot standby too. */
 int pg_log_open_read(const char *conninfo, pg_log **out, char *error, size_t error_size);
+/* Whether a reader's server was a hot standby (in recovery) when the reader opened: its log may
+ * end before the primary's. */
+bool pg_log_reads_a_standby(const pg_log *log);
 /* Ends the session (and with it any lease). NULL is a no-op. */
 void pg_log_close(pg_log *log);
 /* The last failure's message ("" when none); valid until the next call on `log`. */

@@ -389,5 +389,25 @@ class DumpTest(unittest.TestCase):
             server.cleanup()
 
 
+class VerifyTest(unittest.TestCase):
+    def test_a_database_that_cannot_be_read_is_exit_3_not_a_verdict(self):
+        # Nothing listens on port 1: the checks do not run (exit 3), which is not PROBLEMS FOUND
+        # (exit 1); --json says so on stdout as an error object.
+        conninfo = "host=127.0.0.1 port=1 dbname=coffer connect_timeout=2 password=s3cret"
+        status, out, err = run("verify", conninfo)
+        self.assertEqual(status, 3, out + err)
+        self.assertIn("cannot connect", err)
+        self.assertNotIn("PROBLEMS FOUND", out)
+        status, out, err = run("verify", "--json", conninfo)
+        self.assertEqual(status, 3, out + err)
+        report = json.loads(out)
+        self.assertIsNone(report["ok"])
+        self.assertEqual(report["error"]["code"], "storage_failed")
+        self.assertIn("cannot connect", report["error"]["message"])
+        self.assertNotIn("s3cret", out + err)
+        status, out, err = run("verify", "postgresql://u:s3cret@127.0.0.1:1/coffer?connect_timeout=2")
+        self.assertEqual(status, 3, out + err)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -161,9 +161,23 @@ class TwoInstances(unittest.TestCase):
         self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
         self.assertNotIn("s3cret", run.stdout + run.stderr)
         self.assertIn("postgresql://postgres:***@127.0.0.1", run.stdout)
+        # Any key ending in "password" (sslpassword is ignored without a client key): hidden.
+        run = coffer("verify", conninfo + " sslpassword=s3cretssl")
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        self.assertNotIn("s3cretssl", run.stdout + run.stderr)
+        self.assertIn("sslpassword=***", run.stdout)
+        run = coffer("verify", uri + "?sslpassword=s3cretssl&application_name=v")
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        self.assertNotIn("s3cretssl", run.stdout + run.stderr)
+        self.assertIn("?sslpassword=***&application_name=v", run.stdout)
         run = coffer("verify", "--json", uri)
         report = json.loads(run.stdout)
         self.assertTrue(report["ok"] and report["log"]["postgresql"], report)
+        self.assertFalse(report["log"]["standby"], report)
+        # The standby reads the same log (it may lag: nothing is compared with a snapshot).
+        run = coffer("verify", self.env["STANDBY_CONNINFO"])
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        self.assertIn("(a hot standby)", run.stdout)
         self.assertGreaterEqual(report["log"]["term_rows"], 1)
 
         run = coffer("dump", conninfo)
@@ -176,7 +190,7 @@ class TwoInstances(unittest.TestCase):
 
         # A member's directory holds snapshots only: refused alone, checked with --log.
         run = coffer("verify", leader.data_dir)
-        self.assertEqual(run.returncode, 1, run.stdout + run.stderr)
+        self.assertEqual(run.returncode, 2, run.stdout + run.stderr)
         self.assertIn("--log", run.stderr)
         run = coffer("verify", leader.data_dir, "--log", conninfo)
         self.assertEqual(run.returncode, 0, run.stdout + run.stderr)

@@ -481,6 +481,48 @@ static void test_read_checks_the_chain_and_every_record(void **state)
     chain_free(&written);
 }
 
+/* A reader whose session PostgreSQL ends (here pg_terminate_backend; on a standby a conflict
+ * with recovery, an idle timeout) does not start another one, and says why it was lost. */
+static void test_a_reader_that_loses_its_session_says_why(void **state)
+{
+    (void)state;
+    const char *conninfo = conninfo_for("reader_lost", false);
+    pg_log *writer = open_log(conninfo, "http://a", 0);
+    lead(writer, 1);
+    chain written = {0};
+    assert_int_equal(append_next(writer, &written, 2), PG_LOG_OK);
+    pg_log_close(writer);
+
+    pg_log *reader = NULL;
+    char error[256];
+    assert_int_equal(pg_log_open_read(conninfo, &reader, error, sizeof(error)), PG_LOG_OK);
+    int pid = pg_log_backend_pid(reader);
+    char statement[128];
+    snprintf(statement, sizeof(statement), "SELECT pg_terminate_backend(%d)", pid);
+    free(sql(statement));
+    /* Gone for certain before the reader is used again (bounded). */
+    snprintf(statement, sizeof(statement), "SELECT count(*) FROM pg_stat_activity WHERE pid = %d",
+             pid);
+    for (int waited_ms = 0;; waited_ms += 20) {
+        char *count = sql(statement);
+        bool gone = count != NULL && strcmp(count, "0") == 0;
+        free(count);
+        if (gone)
+            break;
+        if (waited_ms >= WAIT_MS_MAX)
+            fail_msg("backend %d still runs", pid);
+        sleep_ms(20);
+    }
+    pg_log_point tail;
+    assert_int_equal(pg_log_read_tail(reader, &tail), PG_LOG_DISCONNECTED);
+    const char *why = pg_log_error(reader);
+    if (!strstr(why, "lost during the read") || !strstr(why, "run it again") ||
+        !strstr(why, "terminating connection due to administrator command"))
+        fail_msg("the reason is not kept: '%s'", why);
+    pg_log_close(reader);
+    chain_free(&written);
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Leadership                                                                               */
 
@@ -955,6 +997,7 @@ int main(void)
         cmocka_unit_test(test_big_records_are_compressed_with_lz4_unless_told_otherwise),
         cmocka_unit_test(test_append_refuses_a_record_that_does_not_continue_the_tail),
         cmocka_unit_test(test_read_checks_the_chain_and_every_record),
+        cmocka_unit_test(test_a_reader_that_loses_its_session_says_why),
         cmocka_unit_test(test_one_of_two_sessions_leads_and_terms_count_up),
         cmocka_unit_test(test_stale_leader_is_fenced_by_the_log),
         cmocka_unit_test(test_paused_leader_loses_its_session_and_acknowledges_nothing),

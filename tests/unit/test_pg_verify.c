@@ -26,11 +26,12 @@ enum {
 };
 
 static char conninfo_base[640];
+static char standby_base[640];
 
-/* Runs one statement on the primary; its first value ("" for none), to be freed. */
-static char *sql(const char *statement)
+/* Runs one statement on `base`'s server; its first value ("" for none), to be freed. */
+static char *sql_on(const char *base, const char *statement)
 {
-    PGconn *conn = PQconnectdb(conninfo_base);
+    PGconn *conn = PQconnectdb(base);
     PGresult *result = PQexec(conn, statement);
     ExecStatusType status = PQresultStatus(result);
     if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK)
@@ -40,6 +41,26 @@ static char *sql(const char *statement)
     PQclear(result);
     PQfinish(conn);
     return value;
+}
+
+static char *sql(const char *statement)
+{
+    return sql_on(conninfo_base, statement);
+}
+
+/* Waits (bounded) until `statement` answers `expected` on `base`'s server. */
+static void wait_for(const char *base, const char *statement, const char *expected)
+{
+    for (int waited_ms = 0;; waited_ms += 20) {
+        char *value = sql_on(base, statement);
+        bool done = strcmp(value, expected) == 0;
+        free(value);
+        if (done)
+            return;
+        if (waited_ms >= 20000)
+            fail_msg("'%s' did not answer '%s'", statement, expected);
+        usleep(20000);
+    }
 }
 
 static uint64_t sql_number(const char *statement)
@@ -223,7 +244,11 @@ static void test_verify_and_dump_match_a_local_log(void **unused)
     assert_int_equal(coffer_verify_log(other, pg_dir, NULL, NULL, NULL, &report), COFFER_OK);
     assert_false(report.ok);
     assert_true(report.chain_ok);
-    assert_non_null(strstr(report.snapshot_error, "not the end of any log record"));
+    assert_false(report.log_standby || report.snapshot_unchecked);
+    assert_true(report.snapshot_seq > report.last_seq);
+    /* It ends before the snapshot: on the primary, acknowledged records missing. */
+    assert_non_null(strstr(report.snapshot_error, "before this snapshot"));
+    assert_non_null(strstr(report.snapshot_error, "acknowledged records are missing"));
 
     /* Only a conninfo or URI is a PostgreSQL log. */
     assert_int_equal(coffer_verify_log(pg_dir, NULL, NULL, NULL, NULL, &report),
@@ -356,6 +381,75 @@ static void test_an_empty_log_verifies_and_a_database_without_one_is_named(void 
     assert_non_null(strstr(report.chain_error, "cannot connect"));
 }
 
+/* A hot standby whose replay is paused is behind the instance's snapshot: a warning naming the
+ * standby, not a problem; the primary checks the same snapshot. */
+static void test_a_standby_behind_the_snapshot_is_a_warning(void **unused)
+{
+    (void)unused;
+    char conninfo[800], standby[800], dir[64];
+    schema_conninfo("lagging", conninfo, sizeof conninfo);
+    snprintf(standby, sizeof standby, "%s options='-csearch_path=lagging'", standby_base);
+    coffer *db = engine_open(conninfo, dir, sizeof dir);
+    assert_int_equal(create_issuer(db, "issuer", "EUR").code, COFFER_CREATED);
+    assert_int_equal(create_account(db, "someone", "EUR").code, COFFER_CREATED);
+    char *rows = sql("SELECT count(*) FROM lagging.coffer_log");
+    wait_for(standby_base, "SELECT count(*) FROM lagging.coffer_log", rows);
+    free(rows);
+    free(sql_on(standby_base, "SELECT pg_wal_replay_pause()"));
+    wait_for(standby_base, "SELECT pg_get_wal_replay_pause_state()", "paused");
+    for (int i = 0; i < 5; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "lag-%d", i);
+        assert_int_equal(transfer(db, id, "issuer", "someone", 10).code, COFFER_CREATED);
+    }
+    coffer_close(db); /* a snapshot at the last seq, which the standby has not replayed */
+
+    coffer_dir_report report;
+    int code = coffer_verify_log(standby, dir, NULL, NULL, NULL, &report);
+    free(sql_on(standby_base, "SELECT pg_wal_replay_resume()"));
+    assert_int_equal(code, COFFER_OK);
+    if (!report.ok || !report.log_standby || !report.snapshot_unchecked)
+        fail_msg("standby: ok %d, standby %d, unchecked %d: '%s'", report.ok, report.log_standby,
+                 report.snapshot_unchecked, report.snapshot_error);
+    assert_true(report.snapshot_found);
+    assert_true(report.snapshot_seq > report.last_seq);
+    assert_non_null(strstr(report.snapshot_error, "hot standby"));
+    assert_non_null(strstr(report.snapshot_error, "run it against the primary"));
+
+    assert_verifies(conninfo, dir, &report);
+    assert_false(report.log_standby || report.snapshot_unchecked);
+    assert_int_equal(report.snapshot_seq, report.last_seq);
+    remove_tree(dir);
+}
+
+/* A snapshot of format 2 (tests/data/v2: no submitters) cannot be checked against a PostgreSQL
+ * log: a warning, and the verdict says OK as the wording does. */
+static void test_an_older_snapshot_format_is_a_warning(void **unused)
+{
+    (void)unused;
+    char conninfo[800], dir[64], snapshot[] = "snapshot-00000000000000000010.cfs";
+    schema_conninfo("older", conninfo, sizeof conninfo);
+    coffer *db = engine_open(conninfo, dir, sizeof dir);
+    assert_int_equal(create_account(db, "someone", "EUR").code, COFFER_CREATED);
+    coffer_close(db);
+    assert_true(remove_snapshots(dir) >= 0);
+    char here[4096], command[8192];
+    snprintf(here, sizeof here, "%s", __FILE__);
+    *strrchr(here, '/') = 0;
+    snprintf(command, sizeof command, "cp '%s/../data/v2/%s' '%s/'", here, snapshot, dir);
+    assert_int_equal(system(command), 0);
+
+    coffer_dir_report report;
+    assert_int_equal(coffer_verify_log(conninfo, dir, NULL, NULL, NULL, &report), COFFER_OK);
+    if (!report.ok || !report.snapshot_found || !report.snapshot_unchecked)
+        fail_msg("ok %d, found %d, unchecked %d: '%s'", report.ok, report.snapshot_found,
+                 report.snapshot_unchecked, report.snapshot_error);
+    assert_int_equal(report.snapshot_seq, 10);
+    assert_non_null(strstr(report.snapshot_error, "format older than 3"));
+    assert_non_null(strstr(report.snapshot_error, "warning"));
+    remove_tree(dir);
+}
+
 static bool start_cluster(void)
 {
     const char *pg_bin = getenv("PG_BIN") ? getenv("PG_BIN") : "/usr/lib/postgresql/15/bin";
@@ -381,9 +475,11 @@ static bool start_cluster(void)
         if (strncmp(line, "CONNINFO='", 10) == 0 && strrchr(line, '\''))
             *strrchr(line, '\'') = 0,
                            snprintf(conninfo_base, sizeof conninfo_base, "%s", line + 10);
+        else if (strncmp(line, "STANDBY_CONNINFO='", 18) == 0 && strrchr(line, '\''))
+            *strrchr(line, '\'') = 0, snprintf(standby_base, sizeof standby_base, "%s", line + 18);
     if (file)
         fclose(file);
-    return conninfo_base[0] != 0;
+    return conninfo_base[0] != 0 && standby_base[0] != 0;
 }
 
 int main(void)
@@ -397,6 +493,8 @@ int main(void)
         cmocka_unit_test(test_verify_and_dump_match_a_local_log),
         cmocka_unit_test(test_a_damaged_or_missing_row_fails_naming_its_seq),
         cmocka_unit_test(test_an_empty_log_verifies_and_a_database_without_one_is_named),
+        cmocka_unit_test(test_a_standby_behind_the_snapshot_is_a_warning),
+        cmocka_unit_test(test_an_older_snapshot_format_is_a_warning),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     alarm(0);
