@@ -35,7 +35,9 @@ typedef struct feed_strings {
 } feed_strings;
 
 /* The entries of the record read last, decoded once: a reader that stopped inside a record
- * (a full page) goes on from them instead of decoding it again. They point into `scratch`. */
+ * (a full page) goes on from them instead of decoding it again. They point into `scratch`.
+ * Known by its place and its hash: a position of a log in PostgreSQL is reused when a failover
+ * loses rows, so the same place may hold another record later. */
 typedef struct feed_record_cache {
     bool valid;
     uint32_t segment;
@@ -51,6 +53,7 @@ struct coffer_feed {
     pg_cursor *pg;      /* the rows of a log in PostgreSQL */
     record_scratch scratch;
     feed_record_cache record;
+    uint64_t read_to; /* the next_after of the last read: a read from elsewhere seeks */
     feed_strings *strings;
     size_t strings_capacity;
 };
@@ -230,7 +233,8 @@ static int record_cached(feed_page *page, const uint8_t *bytes, const record_hea
 {
     coffer_feed *feed = page->feed;
     feed_record_cache *cache = &feed->record;
-    if (cache->valid && cache->segment == segment && cache->offset == offset)
+    if (cache->valid && cache->segment == segment && cache->offset == offset &&
+        memcmp(cache->header.hash, header->hash, RECORD_HASH_BYTES) == 0)
         return COFFER_OK;
     page_keep_strings(page); /* the decode below reuses the scratch they point into */
     cache->valid = false;
@@ -326,7 +330,9 @@ int coffer_feed_read(coffer_feed *feed, uint64_t after_seq, const coffer_feed_fi
         .max = max,
         .next_after = after_seq,
     };
-    char error[1024] = ""; /* the cursor's reason; none when a record did not decode */
+    if (after_seq != feed->read_to)
+        feed->record.valid = false; /* the cursor seeks: decode what it finds afresh */
+    char error[1024] = "";          /* the cursor's reason; none when a record did not decode */
     uint64_t durable = atomic_load(&feed->db->durable_seq);
     /* On a follower durable_seq is what it has applied: it never shows a change before that. */
     int code = feed->pg ? pg_cursor_read(feed->pg, after_seq, durable, FEED_SCAN_BYTES_MAX,
@@ -334,12 +340,13 @@ int coffer_feed_read(coffer_feed *feed, uint64_t after_seq, const coffer_feed_fi
                         : log_cursor_read(feed->cursor, after_seq, durable, FEED_SCAN_BYTES_MAX,
                                           feed_record, &page, error, sizeof error);
     if (code != COFFER_OK && code != FEED_PAGE_FULL) {
-        if (code == COFFER_STORAGE_FAILED)
+        feed->record.valid = false;
+        if (code == COFFER_STORAGE_FAILED || code == COFFER_OVERLOADED)
             engine_log(feed->db, "change feed: %s", error[0] ? error : "a record does not decode");
         return code;
     }
     *count = page.count;
-    *next_after = page.next_after;
+    *next_after = feed->read_to = page.next_after;
     return COFFER_OK;
 }
 
@@ -352,7 +359,7 @@ int feed_init(coffer *db)
 {
     /* A log in PostgreSQL: the readers share a few sessions of their own. */
     if (db->options.log_location &&
-        pg_read_pool_open(db->options.log_location, &db->feed_pool) != COFFER_OK)
+        pg_read_pool_open(db->options.log_location, 0, &db->feed_pool) != COFFER_OK)
         return COFFER_OUT_OF_MEMORY;
     pthread_mutex_init(&db->feed_mutex, 0);
     pthread_condattr_t attributes;

@@ -4,11 +4,13 @@
  */
 #include "log/pg_cursor.h"
 
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "coffer.h"
 
@@ -19,8 +21,9 @@
 
 struct pg_read_pool {
     char *conninfo;
+    pg_read_pool_options options;
     pthread_mutex_t lock;
-    pthread_cond_t freed;
+    pthread_cond_t freed; /* on CLOCK_MONOTONIC */
     pg_log *idle[PG_READ_POOL_SESSIONS_MAX];
     size_t idle_count, open_count; /* open_count: idle or lent */
 };
@@ -32,7 +35,14 @@ struct pg_cursor {
     uint64_t held_last_seq; /* the record after `point` that a visitor stopped on, 0: none */
 };
 
-int pg_read_pool_open(const char *conninfo, pg_read_pool **out)
+void pg_read_pool_options_init(pg_read_pool_options *options)
+{
+    *options =
+        (pg_read_pool_options){.wait_ms = PG_READ_POOL_WAIT_MS_DEFAULT,
+                               .statement_timeout_ms = PG_READ_POOL_STATEMENT_TIMEOUT_MS_DEFAULT};
+}
+
+int pg_read_pool_open(const char *conninfo, const pg_read_pool_options *options, pg_read_pool **out)
 {
     *out = 0;
     pg_read_pool *pool = calloc(1, sizeof *pool);
@@ -40,8 +50,16 @@ int pg_read_pool_open(const char *conninfo, pg_read_pool **out)
         free(pool);
         return COFFER_OUT_OF_MEMORY;
     }
+    if (options)
+        pool->options = *options;
+    else
+        pg_read_pool_options_init(&pool->options);
     pthread_mutex_init(&pool->lock, 0);
-    pthread_cond_init(&pool->freed, 0);
+    pthread_condattr_t attributes;
+    pthread_condattr_init(&attributes);
+    pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC);
+    pthread_cond_init(&pool->freed, &attributes);
+    pthread_condattr_destroy(&attributes);
     *out = pool;
     return COFFER_OK;
 }
@@ -59,21 +77,41 @@ void pg_read_pool_close(pg_read_pool *pool)
 }
 
 /* An idle session, else a new one while fewer than the most are open, else the next one given
- * back. NULL (the reason in `error`) when a new one cannot connect. */
-static pg_log *session_take(pg_read_pool *pool, char *error, size_t error_size)
+ * back within wait_ms. NULL with *code set: overloaded (none freed in time) or storage_failed
+ * (a new one cannot connect), the reason in `error`. */
+static pg_log *session_take(pg_read_pool *pool, int *code, char *error, size_t error_size)
 {
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    uint64_t nanoseconds = (uint64_t)deadline.tv_nsec + (uint64_t)pool->options.wait_ms * 1000000u;
+    deadline.tv_sec += (time_t)(nanoseconds / 1000000000u);
+    deadline.tv_nsec = (long)(nanoseconds % 1000000000u);
     pthread_mutex_lock(&pool->lock);
-    while (pool->idle_count == 0 && pool->open_count == PG_READ_POOL_SESSIONS_MAX)
-        pthread_cond_wait(&pool->freed, &pool->lock);
-    pg_log *session = pool->idle_count ? pool->idle[--pool->idle_count] : 0;
-    if (!session)
+    int waited = 0;
+    while (pool->idle_count == 0 && pool->open_count == PG_READ_POOL_SESSIONS_MAX && waited == 0)
+        waited = pthread_cond_timedwait(&pool->freed, &pool->lock, &deadline);
+    bool busy = pool->idle_count == 0 && pool->open_count == PG_READ_POOL_SESSIONS_MAX;
+    pg_log *session = !busy && pool->idle_count ? pool->idle[--pool->idle_count] : 0;
+    if (!busy && !session)
         pool->open_count++;
     pthread_mutex_unlock(&pool->lock);
+    if (busy) {
+        snprintf(error, error_size,
+                 "the log in PostgreSQL: all %d feed sessions stayed busy for %" PRIu32 " ms",
+                 PG_READ_POOL_SESSIONS_MAX, pool->options.wait_ms);
+        *code = COFFER_OVERLOADED;
+        return 0;
+    }
     if (session)
         return session;
-    int status = pg_log_open(pool->conninfo, 0, &session, error, error_size);
+    char reason[512] = "";
+    int status = pg_log_open_reader(pool->conninfo, pool->options.statement_timeout_ms, &session,
+                                    reason, sizeof reason);
     if (status == PG_LOG_OK)
         return session;
+    snprintf(error, error_size, "the log in PostgreSQL: %s (%s)", reason,
+             pg_log_status_name(status));
+    *code = status == PG_LOG_TIMED_OUT ? COFFER_OVERLOADED : COFFER_STORAGE_FAILED;
     pthread_mutex_lock(&pool->lock);
     pool->open_count--;
     pthread_cond_signal(&pool->freed);
@@ -139,26 +177,33 @@ static int page_row(const pg_log_row *row, void *context)
     return page->visited >= page->max_bytes; /* the next read goes on from here */
 }
 
+/* Places the cursor at `after_seq` with one index probe. */
+static int cursor_seek(pg_cursor *cursor, pg_log *session, uint64_t after_seq)
+{
+    cursor->placed = false;
+    cursor->held_last_seq = 0;
+    int status = pg_log_seek(session, after_seq, &cursor->point);
+    cursor->placed = status == PG_LOG_OK;
+    return status;
+}
+
 int pg_cursor_read(pg_cursor *cursor, uint64_t after_seq, uint64_t durable_seq, size_t max_bytes,
                    wal_record_fn visit, void *context, char *error, size_t error_size)
 {
     if (after_seq >= durable_seq)
         return COFFER_OK; /* nothing durable to read: no round trip */
-    pg_log *session = session_take(cursor->pool, error, error_size);
+    int code = COFFER_OK;
+    pg_log *session = session_take(cursor->pool, &code, error, error_size);
     if (!session)
-        return COFFER_STORAGE_FAILED;
+        return code;
     int status = PG_LOG_OK;
     /* Goes on from the point where the last read stopped when it is where this one starts (or
      * inside the record it stopped on); anywhere else, one index probe finds the place. */
     bool here = cursor->placed &&
                 (after_seq == cursor->point.last_seq ||
                  (after_seq > cursor->point.last_seq && after_seq < cursor->held_last_seq));
-    if (!here) {
-        cursor->placed = false;
-        cursor->held_last_seq = 0;
-        status = pg_log_seek(session, after_seq, &cursor->point);
-        cursor->placed = status == PG_LOG_OK;
-    }
+    if (!here)
+        status = cursor_seek(cursor, session, after_seq);
     cursor_page page = {.cursor = cursor,
                         .after_seq = after_seq,
                         .visit = visit,
@@ -169,6 +214,14 @@ int pg_cursor_read(pg_cursor *cursor, uint64_t after_seq, uint64_t durable_seq, 
         uint32_t rows = 0;
         status = pg_log_read_bounded(session, &from, PG_CURSOR_ROWS, PG_CURSOR_BYTES, durable_seq,
                                      page_row, &page, &rows);
+        if (status == PG_LOG_INVALID_RECORD && here && page.visited == 0 && page.code == 0) {
+            /* The point kept from the last read may be a row a failover lost (rows written
+             * again at its position and after): find after_seq again, once, before calling
+             * the log damaged. Nothing was visited yet, so nothing is visited twice. */
+            here = false;
+            status = cursor_seek(cursor, session, after_seq);
+            continue;
+        }
         if (rows == 0 || cursor->point.last_seq >= durable_seq)
             break; /* at the end of what is durable here */
     }
@@ -176,7 +229,7 @@ int pg_cursor_read(pg_cursor *cursor, uint64_t after_seq, uint64_t durable_seq, 
         snprintf(error, error_size, "the log in PostgreSQL: %s (%s)", pg_log_error(session),
                  pg_log_status_name(status));
         cursor->placed = false; /* the next read seeks again */
-        page.code = COFFER_STORAGE_FAILED;
+        page.code = status == PG_LOG_TIMED_OUT ? COFFER_OVERLOADED : COFFER_STORAGE_FAILED;
     }
     session_give(cursor->pool, session);
     return page.code;

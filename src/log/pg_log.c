@@ -27,6 +27,7 @@
                             */
 #define READ_ROWS_MAX 1024 /* rows per read, whatever the caller asks */
 #define SQLSTATE_UNIQUE_VIOLATION "23505"
+#define SQLSTATE_QUERY_CANCELED "57014" /* statement_timeout among others */
 
 struct pg_log {
     PGconn *conn; /* NULL between a lost session and the next call */
@@ -36,6 +37,8 @@ struct pg_log {
     bool leading;
     bool read_only; /* pg_log_open_read: one read-only transaction, never a second session */
     bool standby;   /* a reader's server was in recovery (a hot standby) when it opened */
+    bool reader;    /* pg_log_open_reader: writes refused, statements bounded */
+    uint32_t statement_timeout_ms; /* a reader's; 0: none */
     bool listening;
     bool notified;     /* a NOTIFY was drained while checking the session: the next wait returns */
     bool warned;       /* PostgreSQL sent a WARNING during the current statement */
@@ -108,6 +111,8 @@ const char *pg_log_status_name(int status)
         return "schema_newer";
     case PG_LOG_FAILED:
         return "failed";
+    case PG_LOG_TIMED_OUT:
+        return "timed_out";
     default:
         return "unknown_status";
     }
@@ -210,8 +215,20 @@ static int connect_session(pg_log *log)
     }
     PQsetNoticeReceiver(log->conn, notice_receiver, log);
     log->sessions++;
-    if (!log->read_only)
+    if (!log->read_only && !log->reader)
         prefer_lz4(log);
+    if (log->reader) {
+        /* Every session, a reconnect's too: a feed reader writes nothing and waits bounded. */
+        char settings[128];
+        snprintf(settings, sizeof(settings),
+                 "SET default_transaction_read_only = on; SET statement_timeout = %" PRIu32,
+                 log->statement_timeout_ms);
+        if (!run_command(log, settings, "setting the reader's limits")) {
+            int status = connection_lost(log) ? PG_LOG_DISCONNECTED : PG_LOG_FAILED;
+            drop_session(log);
+            return status;
+        }
+    }
     /* A reader sees one snapshot of the log from its first statement to its close, and
      * PostgreSQL refuses any write it might attempt. */
     if (log->read_only &&
@@ -317,6 +334,19 @@ rollback:
     return status;
 }
 
+/* A pg_log of `conninfo` with no session yet; NULL with "out of memory" in `error`. */
+static pg_log *log_new(const char *conninfo, char *error, size_t error_size)
+{
+    pg_log *log = calloc(1, sizeof(*log));
+    if (log == NULL || (log->conninfo = strdup(conninfo)) == NULL) {
+        free(log);
+        if (error != NULL && error_size > 0)
+            snprintf(error, error_size, "out of memory");
+        return NULL;
+    }
+    return log;
+}
+
 int pg_log_open(const char *conninfo, const pg_log_options *options, pg_log **out, char *error,
                 size_t error_size)
 {
@@ -326,13 +356,9 @@ int pg_log_open(const char *conninfo, const pg_log_options *options, pg_log **ou
         pg_log_options_init(&defaults);
         options = &defaults;
     }
-    pg_log *log = calloc(1, sizeof(*log));
-    if (log == NULL || (log->conninfo = strdup(conninfo)) == NULL) {
-        free(log);
-        if (error != NULL && error_size > 0)
-            snprintf(error, error_size, "out of memory");
+    pg_log *log = log_new(conninfo, error, error_size);
+    if (log == NULL)
         return PG_LOG_FAILED;
-    }
     log->lease_ms = options->lease_ms > 0 ? options->lease_ms : PG_LOG_LEASE_MS_DEFAULT;
     snprintf(log->leader_name, sizeof(log->leader_name), "%s",
              options->leader_name != NULL ? options->leader_name : "");
@@ -385,13 +411,9 @@ static int check_schema_read(pg_log *log)
 int pg_log_open_read(const char *conninfo, pg_log **out, char *error, size_t error_size)
 {
     *out = NULL;
-    pg_log *log = calloc(1, sizeof(*log));
-    if (log == NULL || (log->conninfo = strdup(conninfo)) == NULL) {
-        free(log);
-        if (error != NULL && error_size > 0)
-            snprintf(error, error_size, "out of memory");
+    pg_log *log = log_new(conninfo, error, error_size);
+    if (log == NULL)
         return PG_LOG_FAILED;
-    }
     log->read_only = true;
     log->lease_ms = PG_LOG_LEASE_MS_DEFAULT;
     int status = connect_session(log);
@@ -415,6 +437,29 @@ int pg_log_open_read(const char *conninfo, pg_log **out, char *error, size_t err
         return status;
     }
     log->term = log->tail.term;
+    *out = log;
+    return PG_LOG_OK;
+}
+
+int pg_log_open_reader(const char *conninfo, uint32_t statement_timeout_ms, pg_log **out,
+                       char *error, size_t error_size)
+{
+    *out = NULL;
+    pg_log *log = log_new(conninfo, error, error_size);
+    if (log == NULL)
+        return PG_LOG_FAILED;
+    log->reader = true;
+    log->statement_timeout_ms = statement_timeout_ms;
+    log->lease_ms = PG_LOG_LEASE_MS_DEFAULT;
+    int status = connect_session(log);
+    if (status == PG_LOG_OK)
+        status = check_schema_read(log);
+    if (status != PG_LOG_OK) {
+        if (error != NULL && error_size > 0)
+            snprintf(error, error_size, "%s", log->error);
+        pg_log_close(log);
+        return status;
+    }
     *out = log;
     return PG_LOG_OK;
 }
@@ -486,8 +531,15 @@ static PGresult *run_read(pg_log *log, const char *sql, int parameters, const ch
         PGresult *result = PQexecParams(log->conn, sql, parameters, NULL, values, NULL, NULL, 1);
         if (PQresultStatus(result) == PGRES_TUPLES_OK)
             return result;
+        const char *sqlstate = PQresultErrorField(result, PG_DIAG_SQLSTATE);
+        bool timed_out = log->statement_timeout_ms > 0 && sqlstate != NULL &&
+                         strcmp(sqlstate, SQLSTATE_QUERY_CANCELED) == 0;
         set_database_error(log, doing, result);
         PQclear(result);
+        if (timed_out && !connection_lost(log)) {
+            *status = PG_LOG_TIMED_OUT;
+            return NULL;
+        }
         if (!connection_lost(log))
             break;
     }

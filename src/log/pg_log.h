@@ -56,6 +56,8 @@ enum pg_log_status {
                                record does not match its columns (corruption) */
     PG_LOG_SCHEMA_NEWER,    /* the database holds a schema newer than this coffer knows */
     PG_LOG_FAILED,          /* any other database error; pg_log_error() names it */
+    PG_LOG_TIMED_OUT,       /* a feed reader's statement ran past its statement_timeout
+                               (pg_log_open_reader); nothing else returns it. Try again later. */
 };
 
 typedef struct pg_log pg_log;
@@ -108,6 +110,15 @@ int pg_log_open_read(const char *conninfo, pg_log **out, char *error, size_t err
 /* Whether a reader's server was a hot standby (in recovery) when the reader opened: its log may
  * end before the primary's. */
 bool pg_log_reads_a_standby(const pg_log *log);
+/* Opens a session for the change feed's readers: connects and checks the schema as
+ * pg_log_open_read does (creating and upgrading nothing, so read rights are enough), and every
+ * session it opens, a reconnect's too, refuses writes (default_transaction_read_only) and
+ * cancels any statement that runs longer than statement_timeout_ms (0: no limit), which then
+ * fails with PG_LOG_TIMED_OUT. Unlike pg_log_open_read it holds no transaction open: each
+ * statement sees the rows committed before it, and a lost session is replaced. It never takes
+ * the lease and reads no tail. */
+int pg_log_open_reader(const char *conninfo, uint32_t statement_timeout_ms, pg_log **out,
+                       char *error, size_t error_size);
 /* Ends the session (and with it any lease). NULL is a no-op. */
 void pg_log_close(pg_log *log);
 /* The last failure's message ("" when none); valid until the next call on `log`. */

@@ -1,9 +1,12 @@
 /*
- * feed_http.c — see feed_http.h. Pages are read on the network thread that answers them (a
- * read is bounded: at most 8 MiB of log); waiting is never done there: a long-poll with nothing
- * to send is suspended and handed to the waiter thread, which resumes it. A stream's frames are
- * read and encoded on the filler thread while its connection is suspended; the network thread
- * only copies out the bytes ready.
+ * feed_http.c — see feed_http.h. With the log in local segments, pages are read on the network
+ * thread that answers them (a read is bounded: at most 8 MiB of log from files); waiting is
+ * never done there: a long-poll with nothing to send is suspended and handed to the waiter
+ * thread, which resumes it. With the log in PostgreSQL a read waits for the database (a pool
+ * session, a connect, a query), so a long-poll's pages are read on the filler thread while its
+ * connection is suspended, and the network thread only encodes the page read. A stream's frames
+ * are read and encoded on the filler thread while its connection is suspended; the network
+ * thread only copies out the bytes ready.
  */
 #define _GNU_SOURCE /* gettid, pthread_setname_np */
 #include "server/feed_http.h"
@@ -47,6 +50,18 @@ typedef struct feed_query {
     uint64_t after, limit, wait_ms;
     coffer_feed_filter filter;
 } feed_query;
+
+struct feed_poll {
+    feed_waiter waiter;
+    feed_query query;
+    coffer_change *changes; /* query.limit of them */
+    /* The log in PostgreSQL: the filler thread reads the pages, the network thread answers. */
+    bool remote;
+    bool ready;          /* a page was read (or the wait ended): answer it */
+    int code;            /* the read's outcome */
+    size_t count;        /* changes[0..count) */
+    coffer_feed *reader; /* owns the page's strings until it is encoded; NULL: none */
+};
 
 /* The query of GET /v1/events into q; COFFER_OK, or the code with its field and detail. */
 static int parse_query(request *r, feed_query *q, const char **field, const char **detail)
@@ -133,7 +148,11 @@ static int read_some(coffer *db, coffer_feed *feed, uint64_t *after,
 
 /* ---- waiting ------------------------------------------------------------------------------- */
 
-int feed_hub_wait(feed_hub *hub, feed_waiter *waiter)
+static void hub_due(feed_hub *hub, feed_waiter *waiter);
+
+/* Suspends a long-poll (or a read waiting for its seq) for the waiter thread or, `read`, for
+ * the filler thread to read its page. */
+static int hub_suspend_poll(feed_hub *hub, feed_waiter *waiter, bool read)
 {
     COFFER_ASSERT(waiter->poll);
     server *s = hub->server;
@@ -150,16 +169,38 @@ int feed_hub_wait(feed_hub *hub, feed_waiter *waiter)
         waiter->poll->state = STATE_WAITING;
         atomic_store(&s->metrics.feed_waiters, ++hub->polls_waiting);
         MHD_suspend_connection(waiter->connection);
-        hub->waiting[hub->waiting_count++] = waiter;
-        pthread_cond_signal(&hub->wake);
+        if (read) {
+            hub_due(hub, waiter);
+        } else {
+            hub->waiting[hub->waiting_count++] = waiter;
+            pthread_cond_signal(&hub->wake);
+        }
     }
     pthread_mutex_unlock(&hub->lock);
     return code;
 }
 
+int feed_hub_wait(feed_hub *hub, feed_waiter *waiter)
+{
+    return hub_suspend_poll(hub, waiter, false);
+}
+
+/* The long-poll a waiter is, when its pages are read by the filler thread; else NULL. */
+static struct feed_poll *remote_poll(const feed_waiter *waiter)
+{
+    struct feed_poll *p = waiter->poll ? waiter->poll->feed_poll : NULL;
+    return p && p->remote ? p : NULL;
+}
+
 /* Resumes a suspended waiter (the lock held). */
 static void waiter_resume(feed_hub *hub, feed_waiter *waiter)
 {
+    struct feed_poll *p = remote_poll(waiter);
+    if (p && !p->ready) { /* its time is up, or draining: the empty page is the answer */
+        p->ready = true;
+        p->code = COFFER_OK;
+        p->count = 0;
+    }
     if (waiter->poll) {
         waiter->poll->state = STATE_ANSWERED;
         atomic_store(&hub->server->metrics.feed_waiters, --hub->polls_waiting);
@@ -169,21 +210,23 @@ static void waiter_resume(feed_hub *hub, feed_waiter *waiter)
     MHD_resume_connection(waiter->connection);
 }
 
-/* Puts a suspended stream in the filler's queue (the lock held). */
+/* Puts a suspended stream, or a long-poll whose page is to be read, in the filler's queue (the
+ * lock held). */
 static void hub_due(feed_hub *hub, feed_waiter *waiter)
 {
-    COFFER_ASSERT(!waiter->poll && hub->due_count < FEED_STREAMS_MAX);
+    COFFER_ASSERT(hub->due_count < sizeof hub->due / sizeof hub->due[0]);
     hub->due[hub->due_count++] = waiter;
     pthread_cond_signal(&hub->filler_wake);
 }
 
-/* Takes waiting[index] out: a long-poll, or a stream when draining, is resumed (it answers
- * what it has); a stream otherwise goes to the filler (the lock held). */
-static void hub_resume(feed_hub *hub, size_t index)
+/* Takes waiting[index] out: a long-poll, or anything when draining, is resumed (it answers
+ * what it has); a stream otherwise goes to the filler, and so does a long-poll whose pages the
+ * filler reads when the durable seq `moved` past it before its deadline (the lock held). */
+static void hub_resume(feed_hub *hub, size_t index, bool moved)
 {
     feed_waiter *waiter = hub->waiting[index];
     hub->waiting[index] = hub->waiting[--hub->waiting_count];
-    if (waiter->poll || hub->stopping)
+    if (hub->stopping || (waiter->poll && !(moved && remote_poll(waiter))))
         waiter_resume(hub, waiter);
     else
         hub_due(hub, waiter);
@@ -227,7 +270,7 @@ static void *waiter_main(void *context)
         for (size_t i = hub->waiting_count; i-- > 0;) {
             const feed_waiter *waiter = hub->waiting[i];
             if (hub->stopping || waiter->after < durable || waiter->deadline_ns <= now)
-                hub_resume(hub, i);
+                hub_resume(hub, i, waiter->after < durable && waiter->deadline_ns > now);
             else if (waiter->deadline_ns < next_deadline)
                 next_deadline = waiter->deadline_ns;
         }
@@ -244,9 +287,12 @@ static void *waiter_main(void *context)
     return NULL;
 }
 
-/* The filler thread: fills the due streams' buffers, oldest first, and resumes those that
- * have bytes to send; one with nothing waits for the next change (or keep-alive), one still
- * behind (its pages all filtered out) goes to the back of the queue. */
+static bool poll_fill(feed_hub *hub, struct feed_poll *p);
+
+/* The filler thread: fills the due streams' buffers and reads the due long-polls' pages,
+ * oldest first, and resumes those that have something to send; one with nothing waits for the
+ * next change (or keep-alive, or its deadline), one still behind (its pages all filtered out)
+ * goes to the back of the queue. */
 static void *filler_main(void *context)
 {
     feed_hub *hub = context;
@@ -263,8 +309,9 @@ static void *filler_main(void *context)
         hub->due_count--;
         memmove(&hub->due[0], &hub->due[1], hub->due_count * sizeof *hub->due);
         pthread_mutex_unlock(&hub->lock);
-        /* The stream is suspended: nothing else touches it while it is filled. */
-        bool ready = stream_fill((feed_stream *)waiter, http_now_ns());
+        /* It is suspended: nothing else touches it while it is filled. */
+        struct feed_poll *p = remote_poll(waiter);
+        bool ready = p ? poll_fill(hub, p) : stream_fill((feed_stream *)waiter, http_now_ns());
         uint64_t durable = coffer_durable_seq(hub->server->db);
         pthread_mutex_lock(&hub->lock);
         if (ready || hub->stopping)
@@ -301,7 +348,7 @@ void feed_hub_drain(feed_hub *hub)
     pthread_mutex_lock(&hub->lock);
     hub->stopping = true;
     while (hub->waiting_count > 0)
-        hub_resume(hub, hub->waiting_count - 1);
+        hub_resume(hub, hub->waiting_count - 1, false);
     /* The streams in the filler's queue end; the one in its hands is resumed when filled. */
     while (hub->due_count > 0)
         waiter_resume(hub, hub->due[--hub->due_count]);
@@ -329,12 +376,6 @@ void feed_hub_stop(feed_hub *hub)
 
 /* ---- pages and long-polls ------------------------------------------------------------------ */
 
-struct feed_poll {
-    feed_waiter waiter;
-    feed_query query;
-    coffer_change *changes; /* query.limit of them */
-};
-
 /* Answers the page read (encoded before the reader, which owns its strings, goes back). */
 static enum MHD_Result poll_send(request *r, coffer_feed *reader, size_t count, uint64_t after)
 {
@@ -347,12 +388,68 @@ static enum MHD_Result poll_send(request *r, coffer_feed *reader, size_t count, 
     return http_send(r, &response);
 }
 
-/* Reads a page; answers it, or waits when it is empty and the long-poll's time is not up. */
+/* On the filler thread, the long-poll suspended (the log in PostgreSQL): reads its page. True
+ * when it is to be answered: changes, a failure, or its time is up. */
+static bool poll_fill(feed_hub *hub, struct feed_poll *p)
+{
+    int code;
+    coffer_feed *reader = reader_take(hub, p->waiter.after, &code);
+    size_t count = 0;
+    uint64_t after = p->waiter.after;
+    if (reader)
+        code = read_some(hub->server->db, reader, &after, &p->query.filter, p->changes,
+                         p->query.limit, &count);
+    if (code != COFFER_OK) {
+        coffer_feed_close(reader);
+        *p = (struct feed_poll){.waiter = p->waiter,
+                                .query = p->query,
+                                .changes = p->changes,
+                                .remote = true,
+                                .ready = true,
+                                .code = code};
+        return true;
+    }
+    p->query.after = p->waiter.after = after;
+    if (count > 0 || http_now_ns() >= p->waiter.deadline_ns) {
+        p->reader = reader;
+        p->count = count;
+        p->code = COFFER_OK;
+        p->ready = true;
+        return true;
+    }
+    reader_give(hub, reader, after);
+    return false;
+}
+
+static enum MHD_Result poll_failed(request *r, int code)
+{
+    return http_problem(r, code, 0,
+                        code == COFFER_OVERLOADED
+                            ? "the change feed's database is busy; retry later"
+                            : "the change feed cannot be read");
+}
+
+/* Reads a page; answers it, or waits when it is empty and the long-poll's time is not up. With
+ * the log in PostgreSQL the filler thread reads it: this answers what it read. */
 static enum MHD_Result poll_answer(request *r)
 {
     struct feed_poll *p = r->feed_poll;
     feed_hub *hub = &r->server->feed;
     int code;
+    if (p->ready) {
+        p->ready = false;
+        if (p->code != COFFER_OK)
+            return poll_failed(r, p->code);
+        coffer_feed *read_by = p->reader;
+        p->reader = NULL;
+        return poll_send(r, read_by, p->count, p->waiter.after);
+    }
+    if (p->remote) {
+        code = hub_suspend_poll(hub, &p->waiter, true);
+        if (code == COFFER_OVERLOADED)
+            return http_problem(r, code, 0, "too many long-polls waiting; retry later");
+        return code == COFFER_OK ? MHD_YES : http_problem(r, code, 0, "the server is stopping");
+    }
     coffer_feed *reader = reader_take(hub, p->query.after, &code);
     if (!reader)
         return http_problem(r, code, 0, "the change feed cannot be read");
@@ -362,7 +459,7 @@ static enum MHD_Result poll_answer(request *r)
                      &count);
     if (code != COFFER_OK) {
         coffer_feed_close(reader);
-        return http_problem(r, code, 0, "the change feed cannot be read");
+        return poll_failed(r, code);
     }
     if (count > 0 || http_now_ns() >= p->waiter.deadline_ns)
         return poll_send(r, reader, count, after);
@@ -392,7 +489,9 @@ static enum MHD_Result poll_start(request *r, const feed_query *query)
     r->feed_poll = p;
     p->query = *query;
     p->changes = changes;
+    p->remote = r->server->options->log_location != NULL;
     p->waiter = (feed_waiter){.connection = r->connection,
+                              .after = query->after,
                               .poll = r,
                               .deadline_ns = r->started_ns + query->wait_ms * 1000000u};
     return poll_answer(r);
@@ -453,6 +552,8 @@ static bool stream_fill(feed_stream *st, uint64_t now)
         size_t count = 0;
         int code = coffer_feed_read(st->feed, st->waiter.after, &st->filter, st->changes,
                                     FEED_STREAM_PAGE, &count, &next_after);
+        if (code == COFFER_OVERLOADED)
+            break; /* the database is busy: the stream tries again on its next turn */
         if (code != COFFER_OK) {
             stream_end_with(st, code, "the change feed cannot be read");
             return true;
@@ -597,6 +698,7 @@ void feed_request_done(request *r, enum MHD_RequestTerminationCode reason)
                 r->request_id, r->server->options->sse_stall_seconds);
     }
     if (r->feed_poll) {
+        coffer_feed_close(r->feed_poll->reader);
         free(r->feed_poll->changes);
         free(r->feed_poll);
         r->feed_poll = NULL;

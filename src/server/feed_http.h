@@ -3,8 +3,9 @@
  * Server-Sent Event streams. One "feed waiter" thread resumes the suspended requests and
  * streams when the durable seq moves or their deadline comes, so no network thread ever blocks
  * waiting; one "stream filler" thread, at FEED_NICE, reads and encodes the streams' frames, so
- * that a stream's work yields to the writer; idle feed readers are pooled by position so
- * sequential paging does not seek.
+ * that a stream's work yields to the writer, and reads the long-polls' pages when the log is in
+ * PostgreSQL (a network thread never waits for the database); idle feed readers are pooled by
+ * position so sequential paging does not seek.
  */
 #ifndef COFFER_SERVER_FEED_HTTP_H
 #define COFFER_SERVER_FEED_HTTP_H
@@ -54,9 +55,10 @@ typedef struct feed_hub {
     bool stopped;               /* the threads end */
     feed_waiter *waiting[FEED_WAITERS_MAX + FEED_STREAMS_MAX];
     size_t waiting_count;
-    /* Suspended streams whose buffer the filler thread is to fill, oldest first. A stream is
-     * in one place at a time: here, in the filler's hands, in `waiting`, or with MHD. */
-    feed_waiter *due[FEED_STREAMS_MAX];
+    /* Suspended streams whose buffer the filler thread is to fill, and long-polls whose page
+     * it is to read (the log in PostgreSQL), oldest first. Each is in one place at a time:
+     * here, in the filler's hands, in `waiting`, or with MHD. */
+    feed_waiter *due[FEED_WAITERS_MAX + FEED_STREAMS_MAX];
     size_t due_count;
     size_t polls_waiting;
     feed_reader_slot idle[FEED_READERS_IDLE_MAX]; /* oldest first */

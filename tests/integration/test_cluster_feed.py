@@ -7,7 +7,8 @@ same as the standalone server's but for their timestamps; an event stream from t
 resumed from Last-Event-ID gives the suffix; a long-poll and a stream on the follower wake when
 the follower applies a write made on the leader; `coffer events` given the follower prints the
 leader's changes; a webhook registered on the follower and one on the leader each receive every
-change once in order, signed."""
+change once in order, signed; a long-poll whose read waits for PostgreSQL (coffer_log locked)
+does not stop the network thread from serving other requests."""
 
 import json
 import os
@@ -114,6 +115,7 @@ class FeedWithThePostgresLog(unittest.TestCase):
             raise AssertionError("pg-cluster start failed:\n" + started.stderr)
         env = dict(shlex.split(line)[0].split("=", 1)
                    for line in started.stdout.splitlines() if "=" in line)
+        cls.pg_env = env
         cls.servers = []
         cls.receivers = []
         try:
@@ -293,6 +295,41 @@ class FeedWithThePostgresLog(unittest.TestCase):
             self.assertEqual(delivered, expected, member.url)
             self.assertEqual([a for a in receiver.attempts if not a[2]], [],
                              "attempts with a wrong signature or envelope")
+
+    def test_a_long_poll_waiting_for_postgresql_blocks_no_other_request(self):
+        seq = self.leader_seq()
+        all_events(self.follower, min_seq=seq)
+        # A session holds coffer_log locked: every read of it waits (for at most the feed
+        # sessions' statement timeout, 10 s), the feed's first.
+        locker = subprocess.Popen([os.path.join(PG_BIN, "psql"), "-X", "-q", "-At", "-v",
+                                   "ON_ERROR_STOP=1", self.pg_env["CONNINFO"]],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        answers = {}
+        poller = threading.Thread(target=lambda: answers.setdefault("poll", exchange(
+            self.follower, "GET", events_path(after=0, limit=1, wait_ms=1000,
+                                              types=ALL_TYPES))))
+        try:
+            locker.stdin.write("BEGIN;\nLOCK TABLE coffer_log IN ACCESS EXCLUSIVE MODE;\n"
+                               "SELECT 'locked';\n")
+            locker.stdin.flush()
+            self.assertEqual(locker.stdout.readline().strip(), "locked")
+            poller.start()
+            time.sleep(0.3)  # the long-poll's read waits for the lock
+            # The instance's only network thread still answers (one thread: --threads 1).
+            status, _, _ = json_exchange(self.follower.port, "GET", "/healthz", timeout=3.0)
+            self.assertEqual(status, 200)
+            self.assertTrue(poller.is_alive(), "the long-poll did not wait for the lock")
+        finally:
+            locker.stdin.write("COMMIT;\n")
+            locker.stdin.close()
+            locker.wait(timeout=20 * SLOW)
+            if poller.ident is not None:
+                poller.join(20 * SLOW)
+        self.assertFalse(poller.is_alive(), "the long-poll did not return")
+        status, _, body = answers["poll"]
+        self.assertEqual(status, 200, body)
+        self.assertEqual([e["seq"] for e in body["events"]], [1])
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
  * a reopen from the snapshot and from the log alone; a second engine follows the leader, applies
  * its writes and refuses its own; when the leader closes the follower takes over with every
  * acknowledged write; a restarted follower catches up from its snapshot; a follower whose
- * records the log lost rebuilds, from the newest of its snapshots the log still holds; holds expire
+ * records the log lost rebuilds, from the newest of its snapshots the log still holds; a feed
+ * reader stopped inside a lost record reads the record that took its position; holds expire
  * only by the leader's log; a killed session fails the write in flight, and its engine steps down
  * and leads again having lost nothing acknowledged. Without PostgreSQL's binaries the program says
  * so and exits 77 (skipped).
@@ -575,6 +576,86 @@ static void test_follower_rebuilds_when_the_log_lost_what_it_applied(void **unus
     coffer_close(follower);
 }
 
+/* Runs one query on the primary; its first value as a number. */
+static uint64_t sql_number(const char *statement)
+{
+    PGconn *conn = PQconnectdb(conninfo_base);
+    PGresult *result = PQexec(conn, statement);
+    if (PQresultStatus(result) != PGRES_TUPLES_OK || PQntuples(result) != 1)
+        fail_msg("%s: %s", statement, PQerrorMessage(conn));
+    uint64_t value = strtoull(PQgetvalue(result, 0, 0), NULL, 10);
+    PQclear(result);
+    PQfinish(conn);
+    return value;
+}
+
+/* A feed reader stopped inside a record the log then lost, whose position another record
+ * took: reading on gives the new record's changes, not the lost one's from its cache. */
+static void test_feed_reads_the_record_that_took_a_lost_ones_position(void **unused)
+{
+    (void)unused;
+    pg_engine e;
+    engine_setup(&e, "retaken");
+    char follower_dir[80];
+    coffer *follower = follower_open(&e, follower_dir, sizeof follower_dir, NULL);
+    assert_int_equal(create_account(e.db, "before", "EUR").code, COFFER_CREATED);
+    const coffer_event lost[3] = {account_event("lost-0", "EUR"), account_event("lost-1", "EUR"),
+                                  account_event("lost-2", "EUR")};
+    coffer_result results[4];
+    submit_batch(e.db, lost, 3, true, results); /* one record */
+    uint64_t first = results[0].seq;
+    uint64_t position = sql_number("SELECT max(position) FROM retaken.coffer_log");
+    wait_applied(follower, e.db);
+    coffer_feed *feed = NULL;
+    assert_int_equal(coffer_feed_open(follower, &feed), COFFER_OK);
+    coffer_change changes[4];
+    size_t count = 0;
+    uint64_t next_after = 0;
+    assert_int_equal(coffer_feed_read(feed, first - 1, NULL, changes, 1, &count, &next_after),
+                     COFFER_OK);
+    assert_int_equal(count, 1);
+    assert_string_equal(changes[0].event.id, "lost-0");
+    assert_int_equal(next_after, first); /* it stopped inside the record */
+
+    /* A failover loses the last two records; the follower rebuilds and then leads. */
+    PGconn *lease = queue_for_lease(&e);
+    coffer_close(e.db);
+    lease_taken(lease);
+    assert_true(sql("DELETE FROM retaken.coffer_log WHERE position >"
+                    " (SELECT max(position) - 2 FROM retaken.coffer_log)"));
+    assert_true(sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = 'coffer'"));
+    coffer_account found;
+    for (uint64_t start = now_ms();
+         coffer_account_get(follower, "lost-0", COFFER_AT_NOW, 0, &found) == COFFER_OK ||
+         coffer_account_get(follower, "before", COFFER_AT_NOW, 0, &found) == COFFER_OK;
+         usleep(10 * 1000))
+        if (now_ms() - start > CATCH_UP_BOUND_MS)
+            fail_msg("the follower did not rebuild to what the log holds");
+    PQfinish(lease);
+    wait_role(follower, COFFER_ROLE_LEADER, TAKEOVER_BOUND_MS);
+    /* Its term row takes the first lost position, this record the second one. */
+    const coffer_event kept[4] = {account_event("kept-0", "EUR"), account_event("kept-1", "EUR"),
+                                  account_event("kept-2", "EUR"), account_event("kept-3", "EUR")};
+    submit_batch(follower, kept, 4, true, results);
+    assert_int_equal(results[0].seq, first - 1);
+    char statement[160];
+    snprintf(statement, sizeof statement,
+             "SELECT count(*) FROM retaken.coffer_log WHERE position = %llu AND kind = 1 AND"
+             " last_seq = %llu",
+             (unsigned long long)position, (unsigned long long)results[3].seq);
+    assert_int_equal(sql_number(statement), 1);
+
+    assert_int_equal(coffer_feed_read(feed, first, NULL, changes, 4, &count, &next_after),
+                     COFFER_OK);
+    assert_int_equal(count, 2);
+    assert_string_equal(changes[0].event.id, "kept-2");
+    assert_string_equal(changes[1].event.id, "kept-3");
+    assert_int_equal(next_after, results[3].seq);
+    coffer_feed_close(feed);
+    coffer_close(follower);
+}
+
 /* Payments first..first+count-1 of 10 on the leader, applied by the follower; the last's seq. */
 static uint64_t payments(coffer *leader, coffer *follower, int first, int count)
 {
@@ -806,6 +887,7 @@ int main(void)
         cmocka_unit_test(test_follower_applies_then_takes_over_and_restarts),
         cmocka_unit_test(test_follower_rebuilds_when_the_log_lost_what_it_applied),
         cmocka_unit_test(test_follower_rebuilds_from_the_newest_snapshot_the_log_holds),
+        cmocka_unit_test(test_feed_reads_the_record_that_took_a_lost_ones_position),
         cmocka_unit_test(test_holds_expire_from_the_leaders_log_only),
         cmocka_unit_test(test_killed_session_fails_the_write_then_leads_again),
     };

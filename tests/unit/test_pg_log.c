@@ -3,7 +3,8 @@
  * synchronous standby started by scripts/pg-cluster: the schema and its upgrade, the round
  * trip of records, the lease, fencing of a stale leader by the log, term rows, the presence
  * check, NOTIFY, an interrupted COMMIT, the change feed's cursor (from any seq, never past the
- * seq it is given, going on where it stopped), and a kill -9 of the primary followed by a
+ * seq it is given, going on where it stopped, seeking again when its point was lost, read
+ * rights only, bounded waits for a session and a query), and a kill -9 of the primary followed by a
  * promotion.
  * Each test uses its own PostgreSQL schema; the failover test runs last. Without PostgreSQL's
  * binaries the program says so and exits 77, which ctest reports as skipped.
@@ -846,7 +847,7 @@ static void test_cursor_reads_from_any_seq_and_never_past_durable(void **state)
     assert_int_equal(append_next(second, &written, 3), PG_LOG_OK);
 
     pg_read_pool *pool = NULL;
-    assert_int_equal(pg_read_pool_open(conninfo, &pool), COFFER_OK);
+    assert_int_equal(pg_read_pool_open(conninfo, 0, &pool), COFFER_OK);
     pg_cursor *cursor = NULL;
     assert_int_equal(pg_cursor_open(pool, &cursor), COFFER_OK);
     const uint64_t all[] = {1, 6, 8, 11};
@@ -884,6 +885,196 @@ static void test_cursor_reads_from_any_seq_and_never_past_durable(void **state)
     pg_cursor_close(cursor);
     pg_read_pool_close(pool);
     pg_log_close(second);
+    chain_free(&written);
+}
+
+/* After a failover lost the rows a cursor read last and other rows took their positions, the
+ * cursor's saved point continues nothing: it finds its seq again instead of failing. */
+static void test_cursor_seeks_again_when_its_point_was_lost(void **state)
+{
+    (void)state;
+    const char *conninfo = conninfo_for("cursor_lost", false);
+    /* Rows: term 1, records 1, 2..3. */
+    pg_log *first = open_log(conninfo, "http://a", 0);
+    lead(first, 1);
+    chain written = {0};
+    assert_int_equal(append_next(first, &written, 1), PG_LOG_OK);
+    assert_int_equal(append_next(first, &written, 2), PG_LOG_OK);
+    pg_log_close(first);
+
+    pg_read_pool *pool = NULL;
+    assert_int_equal(pg_read_pool_open(conninfo, 0, &pool), COFFER_OK);
+    pg_cursor *cursor = NULL;
+    assert_int_equal(pg_cursor_open(pool, &cursor), COFFER_OK);
+    const uint64_t before[] = {1, 3};
+    assert_cursor_reads(cursor, 0, 3, SIZE_MAX, before, 2);
+
+    /* The record 2..3 is lost; a new leader writes its term row at its position and 2..4. */
+    free(sql("DELETE FROM cursor_lost.coffer_log WHERE position = 3"));
+    pg_log *second = open_log(conninfo, "http://b", 0);
+    lead(second, 2);
+    chain rewritten = {.last_seq = 1};
+    memcpy(rewritten.hash, written.hashes[0], RECORD_HASH_BYTES);
+    assert_int_equal(append_next(second, &rewritten, 3), PG_LOG_OK);
+
+    /* Going on from seq 3 (the saved point, now lost) finds 2..4 whole, not a broken chain. */
+    visited seen = {0};
+    char error[512] = "";
+    assert_int_equal(
+        pg_cursor_read(cursor, 3, 4, SIZE_MAX, visit_record, &seen, error, sizeof error),
+        COFFER_OK);
+    assert_int_equal(seen.count, 1);
+    assert_int_equal(seen.first[0], 2);
+    assert_int_equal(seen.last[0], 4);
+    assert_int_equal(seen.position[0], 4);
+
+    /* A log that is damaged still fails, after the one seek. */
+    free(sql("UPDATE cursor_lost.coffer_log SET record = set_byte(record, 80,"
+             " get_byte(record, 80) # 1) WHERE position = 4"));
+    seen = (visited){0};
+    assert_int_equal(
+        pg_cursor_read(cursor, 1, 4, SIZE_MAX, visit_record, &seen, error, sizeof error),
+        COFFER_STORAGE_FAILED);
+    assert_int_equal(seen.count, 0);
+    assert_non_null(strstr(error, "position 4 holds a record that does not match its hash"));
+    pg_cursor_close(cursor);
+    pg_read_pool_close(pool);
+    pg_log_close(second);
+    chain_free(&written);
+    chain_free(&rewritten);
+}
+
+/* A pool's sessions are readers': a role that may only read the tables reads the feed (no
+ * schema is created or upgraded, nothing written). */
+static void test_cursor_needs_only_read_rights(void **state)
+{
+    (void)state;
+    const char *conninfo = conninfo_for("cursor_read", false);
+    pg_log *leader = open_log(conninfo, "http://a", 0);
+    lead(leader, 1);
+    chain written = {0};
+    assert_int_equal(append_next(leader, &written, 2), PG_LOG_OK);
+    free(sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'feed_reader')"
+             " THEN CREATE ROLE feed_reader LOGIN; END IF; END $$"));
+    free(sql("GRANT USAGE ON SCHEMA cursor_read TO feed_reader"));
+    free(sql("GRANT SELECT ON ALL TABLES IN SCHEMA cursor_read TO feed_reader"));
+    char reader_conninfo[2 * CONNINFO_BYTES + 192];
+    snprintf(reader_conninfo, sizeof reader_conninfo, "%s user=feed_reader", conninfo);
+
+    pg_read_pool *pool = NULL;
+    assert_int_equal(pg_read_pool_open(reader_conninfo, 0, &pool), COFFER_OK);
+    pg_cursor *cursor = NULL;
+    assert_int_equal(pg_cursor_open(pool, &cursor), COFFER_OK);
+    const uint64_t all[] = {2};
+    assert_cursor_reads(cursor, 0, 2, SIZE_MAX, all, 1);
+    pg_cursor_close(cursor);
+    pg_read_pool_close(pool);
+    pg_log_close(leader);
+    chain_free(&written);
+}
+
+/* A cursor read on its own thread (the pool's sessions all busy behind a lock). */
+typedef struct blocked_read {
+    pg_cursor *cursor;
+    int code;
+    pthread_t thread;
+} blocked_read;
+
+static void *read_blocked(void *context)
+{
+    blocked_read *job = context;
+    visited seen = {0};
+    char error[512] = "";
+    job->code =
+        pg_cursor_read(job->cursor, 0, 2, SIZE_MAX, visit_record, &seen, error, sizeof error);
+    return NULL;
+}
+
+/* Holds an ACCESS EXCLUSIVE lock on `table` in an open transaction of its own session. */
+static PGconn *lock_table(const char *table)
+{
+    PGconn *conn = connect_primary();
+    char statement[128];
+    snprintf(statement, sizeof statement, "BEGIN; LOCK TABLE %s IN ACCESS EXCLUSIVE MODE", table);
+    PGresult *result = PQexec(conn, statement);
+    assert_int_equal(PQresultStatus(result), PGRES_COMMAND_OK);
+    PQclear(result);
+    return conn;
+}
+
+/* How many sessions wait for a lock on coffer_log of `schema`, waiting (bounded) for `count`. */
+static void wait_for_lock_waiters(const char *schema, int count)
+{
+    char statement[256], expected[16];
+    snprintf(statement, sizeof statement,
+             "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = '%s.coffer_log'"
+             "::regclass",
+             schema);
+    snprintf(expected, sizeof expected, "%d", count);
+    for (uint64_t started_ms = now_ms(); now_ms() - started_ms < WAIT_MS_MAX; sleep_ms(20)) {
+        char *value = sql(statement);
+        bool there = value && strcmp(value, expected) == 0;
+        free(value);
+        if (there)
+            return;
+    }
+    fail_msg("%d sessions never waited for the lock", count);
+}
+
+/* A read never waits without bound: not for a free session of a busy pool, not for a query. */
+static void test_cursor_waits_bounded_for_a_session_and_a_query(void **state)
+{
+    (void)state;
+    const char *conninfo = conninfo_for("cursor_busy", false);
+    pg_log *leader = open_log(conninfo, "http://a", 0);
+    lead(leader, 1);
+    chain written = {0};
+    assert_int_equal(append_next(leader, &written, 2), PG_LOG_OK);
+
+    /* All sessions busy (their queries wait behind a lock): the next read is told so. */
+    pg_read_pool_options options = {.wait_ms = 50, .statement_timeout_ms = 60000};
+    pg_read_pool *pool = NULL;
+    assert_int_equal(pg_read_pool_open(conninfo, &options, &pool), COFFER_OK);
+    blocked_read jobs[PG_READ_POOL_SESSIONS_MAX + 1];
+    for (size_t i = 0; i <= PG_READ_POOL_SESSIONS_MAX; i++)
+        assert_int_equal(pg_cursor_open(pool, &jobs[i].cursor), COFFER_OK);
+    PGconn *holder = lock_table("cursor_busy.coffer_log");
+    for (size_t i = 0; i < PG_READ_POOL_SESSIONS_MAX; i++)
+        assert_int_equal(pthread_create(&jobs[i].thread, NULL, read_blocked, &jobs[i]), 0);
+    wait_for_lock_waiters("cursor_busy", PG_READ_POOL_SESSIONS_MAX);
+    visited seen = {0};
+    char error[512] = "";
+    assert_int_equal(pg_cursor_read(jobs[PG_READ_POOL_SESSIONS_MAX].cursor, 0, 2, SIZE_MAX,
+                                    visit_record, &seen, error, sizeof error),
+                     COFFER_OVERLOADED);
+    assert_non_null(strstr(error, "feed sessions stayed busy"));
+    PQclear(PQexec(holder, "COMMIT"));
+    for (size_t i = 0; i < PG_READ_POOL_SESSIONS_MAX; i++) {
+        pthread_join(jobs[i].thread, NULL);
+        assert_int_equal(jobs[i].code, COFFER_OK);
+    }
+    for (size_t i = 0; i <= PG_READ_POOL_SESSIONS_MAX; i++)
+        pg_cursor_close(jobs[i].cursor);
+    pg_read_pool_close(pool);
+
+    /* A query that waits past the statement timeout is cancelled: overloaded, try again. */
+    options = (pg_read_pool_options){.wait_ms = 50, .statement_timeout_ms = 100};
+    assert_int_equal(pg_read_pool_open(conninfo, &options, &pool), COFFER_OK);
+    pg_cursor *cursor = NULL;
+    assert_int_equal(pg_cursor_open(pool, &cursor), COFFER_OK);
+    PQclear(PQexec(holder, "BEGIN; LOCK TABLE cursor_busy.coffer_log IN ACCESS EXCLUSIVE MODE"));
+    seen = (visited){0};
+    assert_int_equal(
+        pg_cursor_read(cursor, 0, 2, SIZE_MAX, visit_record, &seen, error, sizeof error),
+        COFFER_OVERLOADED);
+    assert_non_null(strstr(error, "statement timeout"));
+    PQclear(PQexec(holder, "COMMIT"));
+    const uint64_t all[] = {2};
+    assert_cursor_reads(cursor, 0, 2, SIZE_MAX, all, 1); /* the same session, on again */
+    PQfinish(holder);
+    pg_cursor_close(cursor);
+    pg_read_pool_close(pool);
+    pg_log_close(leader);
     chain_free(&written);
 }
 
@@ -1004,6 +1195,9 @@ int main(void)
         cmocka_unit_test(test_find_tells_whether_a_record_is_in_the_log),
         cmocka_unit_test(test_follower_is_woken_by_an_append),
         cmocka_unit_test(test_cursor_reads_from_any_seq_and_never_past_durable),
+        cmocka_unit_test(test_cursor_seeks_again_when_its_point_was_lost),
+        cmocka_unit_test(test_cursor_needs_only_read_rights),
+        cmocka_unit_test(test_cursor_waits_bounded_for_a_session_and_a_query),
         cmocka_unit_test(test_interrupted_commit_is_outcome_unknown),
         /* Last: it kills the primary. */
         cmocka_unit_test(test_failover_keeps_every_acknowledged_append),
