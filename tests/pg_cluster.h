@@ -1,12 +1,16 @@
 /*
  * pg_cluster.h — the throwaway PostgreSQL cluster of a test that needs one (test_pg_log,
- * test_pg_engine): scripts/pg-cluster run on the test's cluster directory, and a watchdog that
- * stops the cluster before failing a test that hangs, so no PostgreSQL outlives its test.
+ * test_pg_engine, test_pg_verify): scripts/pg-cluster run on the test's cluster directory, the
+ * KEY='value' lines it writes, and a watchdog that stops the cluster before failing a test
+ * that hangs, so no PostgreSQL outlives its test.
  */
 #ifndef COFFER_TESTS_PG_CLUSTER_H
 #define COFFER_TESTS_PG_CLUSTER_H
 
 #include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -41,6 +45,65 @@ static inline void pg_cluster_watchdog(int signal_number)
     (void)ignored;
     pg_cluster_run("stop", NULL);
     _exit(1);
+}
+
+/* Reads KEY='value' from the cluster's cluster.env into `out`; false when it is not there. */
+static inline bool pg_cluster_env(const char *key, char *out, size_t size)
+{
+    char path[128], line[1024];
+    snprintf(path, sizeof(path), "%s/cluster.env", pg_cluster_dir);
+    FILE *file = fopen(path, "r");
+    if (file == NULL)
+        return false;
+    bool found = false;
+    size_t key_length = strlen(key);
+    while (!found && fgets(line, sizeof(line), file) != NULL) {
+        if (strncmp(line, key, key_length) != 0 || strncmp(line + key_length, "='", 2) != 0)
+            continue;
+        char *value = line + key_length + 2;
+        char *end = strrchr(value, '\'');
+        if (end == NULL || (size_t)(end - value) >= size)
+            break;
+        memcpy(out, value, (size_t)(end - value));
+        out[end - value] = '\0';
+        found = true;
+    }
+    fclose(file);
+    return found;
+}
+
+/* Starts `test`'s cluster (scripts/pg-cluster, named by COFFER_PG_CLUSTER) in a new directory
+ * under /tmp, under a watchdog of `watchdog_seconds` for the whole program. Exits 77 (ctest's
+ * skipped) when PostgreSQL 15 is not installed. False, having stopped what started, when the
+ * cluster did not start. */
+static inline bool pg_cluster_start(const char *test, unsigned watchdog_seconds)
+{
+    const char *pg_bin = getenv("PG_BIN") ? getenv("PG_BIN") : "/usr/lib/postgresql/15/bin";
+    char initdb[300];
+    snprintf(initdb, sizeof(initdb), "%s/initdb", pg_bin);
+    if (access(initdb, X_OK) != 0) {
+        printf("%s: SKIPPED: PostgreSQL 15 is not installed (%s not found);"
+               " scripts/install-deps installs postgresql-15\n",
+               test, initdb);
+        exit(77);
+    }
+    pg_cluster_test = test;
+    pg_cluster_script = getenv("COFFER_PG_CLUSTER");
+    if (pg_cluster_script == NULL) {
+        fprintf(stderr, "%s: COFFER_PG_CLUSTER (scripts/pg-cluster) is not set\n", test);
+        return false;
+    }
+    snprintf(pg_cluster_dir, sizeof(pg_cluster_dir), "/tmp/coffer-pg-XXXXXX");
+    if (mkdtemp(pg_cluster_dir) == NULL)
+        return false;
+    signal(SIGALRM, pg_cluster_watchdog);
+    alarm(watchdog_seconds);
+    if (pg_cluster_run("start", NULL) != 0) {
+        fprintf(stderr, "%s: the cluster did not start\n", test);
+        pg_cluster_run("stop", NULL);
+        return false;
+    }
+    return true;
 }
 
 #endif

@@ -522,6 +522,16 @@ def pg_cluster(*args):
     return run.stdout
 
 
+def pg_cluster_start():
+    """A PostgreSQL primary and synchronous standby in a fresh directory: (its directory, the
+    KEY=value lines scripts/pg-cluster printed, as a dict). Stop it with pg_cluster("stop", dir)."""
+    pg_dir = tempfile.mkdtemp(prefix="coffer-pg-")
+    shutil.rmtree(pg_dir)  # pg-cluster creates it
+    started = pg_cluster("start", pg_dir)
+    return pg_dir, dict(shlex.split(line)[0].split("=", 1)  # KEY='value' lines, shell-quoted
+                        for line in started.splitlines() if "=" in line)
+
+
 class Member(Server):
     """An instance of a cluster: its --advertise is the URL of the port it listens on."""
 
@@ -549,11 +559,7 @@ class Cluster:
         self.rotation = itertools.count()
 
     def start(self):
-        self.pg_dir = tempfile.mkdtemp(prefix="coffer-pg-")
-        shutil.rmtree(self.pg_dir)  # pg-cluster creates it
-        started = pg_cluster("start", self.pg_dir)
-        self.env = dict(shlex.split(line)[0].split("=", 1)  # KEY='value' lines, shell-quoted
-                        for line in started.splitlines() if "=" in line)
+        self.pg_dir, self.env = pg_cluster_start()
         try:
             for _ in range(self.count):
                 member = Member(args=["--log", self.env["MULTI_CONNINFO"]])

@@ -10,15 +10,13 @@ directory is refused alone and checked with --log."""
 
 import json
 import os
-import shlex
-import shutil
 import subprocess
-import tempfile
 import time
 import unittest
 import urllib.parse
 
-from harness import PG_BIN, REPO, SLOW, Member, coffer_binary, json_exchange, uid
+from harness import (PG_BIN, REPO, SLOW, Member, coffer_binary, json_exchange, pg_cluster_start,
+                     uid)
 
 
 def exchange(member, method, path, body=None, headers=None):
@@ -32,15 +30,7 @@ class TwoInstances(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.pg_dir = tempfile.mkdtemp(prefix="coffer-pg-")
-        shutil.rmtree(cls.pg_dir)  # pg-cluster creates it
-        started = subprocess.run([os.path.join(REPO, "scripts", "pg-cluster"), "start",
-                                  cls.pg_dir], capture_output=True, text=True,
-                                 timeout=120 * SLOW)
-        if started.returncode != 0:
-            raise AssertionError("pg-cluster start failed:\n" + started.stderr)
-        env = dict(shlex.split(line)[0].split("=", 1)  # KEY='value' lines, shell-quoted
-                   for line in started.stdout.splitlines() if "=" in line)
+        cls.pg_dir, env = pg_cluster_start()
         cls.env = env
         cls.members = []
         try:

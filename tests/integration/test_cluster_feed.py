@@ -12,15 +12,12 @@ does not stop the network thread from serving other requests."""
 
 import json
 import os
-import shlex
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 import unittest
 
-from harness import REPO, SLOW, Server, coffer_binary, json_exchange
+from harness import REPO, SLOW, Server, coffer_binary, json_exchange, pg_cluster_start
 from test_cluster import Member
 from test_events import TYPES, Stream, events_path
 from test_webhooks import Receiver
@@ -106,15 +103,7 @@ class FeedWithThePostgresLog(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.pg_dir = tempfile.mkdtemp(prefix="coffer-pg-")
-        shutil.rmtree(cls.pg_dir)  # pg-cluster creates it
-        started = subprocess.run([os.path.join(REPO, "scripts", "pg-cluster"), "start",
-                                  cls.pg_dir], capture_output=True, text=True,
-                                 timeout=120 * SLOW)
-        if started.returncode != 0:
-            raise AssertionError("pg-cluster start failed:\n" + started.stderr)
-        env = dict(shlex.split(line)[0].split("=", 1)
-                   for line in started.stdout.splitlines() if "=" in line)
+        cls.pg_dir, env = pg_cluster_start()
         cls.pg_env = env
         cls.servers = []
         cls.receivers = []

@@ -22,7 +22,6 @@
 #include "unit/support.h"
 
 enum {
-    SKIPPED_EXIT_CODE = 77,
     WATCHDOG_SECONDS = 170,
     LEASE_MS = 2000,           /* the log's default lease */
     TAKEOVER_BOUND_MS = 5000,  /* the lease, then 3 s */
@@ -846,32 +845,8 @@ static void test_killed_session_fails_the_write_then_leads_again(void **unused)
 
 static bool start_cluster(void)
 {
-    const char *pg_bin = getenv("PG_BIN") ? getenv("PG_BIN") : "/usr/lib/postgresql/15/bin";
-    char initdb[300];
-    snprintf(initdb, sizeof initdb, "%s/initdb", pg_bin);
-    if (access(initdb, X_OK) != 0) {
-        printf("test_pg_engine: SKIPPED: PostgreSQL 15 is not installed (%s not found)\n", initdb);
-        exit(SKIPPED_EXIT_CODE);
-    }
-    pg_cluster_script = getenv("COFFER_PG_CLUSTER");
-    snprintf(pg_cluster_dir, sizeof pg_cluster_dir, "/tmp/coffer-pg-XXXXXX");
-    if (!pg_cluster_script || !mkdtemp(pg_cluster_dir))
-        return false;
-    pg_cluster_test = "test_pg_engine";
-    signal(SIGALRM, pg_cluster_watchdog);
-    alarm(WATCHDOG_SECONDS);
-    if (pg_cluster_run("start", NULL) != 0)
-        return false;
-    char path[128], line[600];
-    snprintf(path, sizeof path, "%s/cluster.env", pg_cluster_dir);
-    FILE *file = fopen(path, "r");
-    while (file && fgets(line, sizeof line, file))
-        if (strncmp(line, "CONNINFO='", 10) == 0 && strrchr(line, '\''))
-            *strrchr(line, '\'') = 0,
-                           snprintf(conninfo_base, sizeof conninfo_base, "%s", line + 10);
-    if (file)
-        fclose(file);
-    return conninfo_base[0] != 0;
+    return pg_cluster_start("test_pg_engine", WATCHDOG_SECONDS) &&
+           pg_cluster_env("CONNINFO", conninfo_base, sizeof conninfo_base);
 }
 
 int main(void)

@@ -35,14 +35,11 @@
 #include "pg_cluster.h"
 
 enum {
-    SKIPPED_EXIT_CODE = 77,
     WATCHDOG_SECONDS = 85, /* the whole program, cluster start included (ctest allows 90) */
     WAIT_MS_MAX = 10000,   /* the longest any step waits for PostgreSQL */
     CONNINFO_BYTES = 512,
     RECORDS_MAX = 32, /* records a test keeps copies of */
 };
-
-static const char default_pg_bin[] = "/usr/lib/postgresql/15/bin";
 
 /* The cluster's conninfos (its directory and script: pg_cluster.h). */
 static char primary_conninfo[CONNINFO_BYTES];
@@ -50,31 +47,6 @@ static char multi_conninfo[CONNINFO_BYTES];
 
 /* ---------------------------------------------------------------------------------------- */
 /* The cluster and raw SQL                                                                  */
-
-/* Reads KEY='value' from DIR/cluster.env into `out`. */
-static bool read_env_value(const char *key, char *out, size_t size)
-{
-    char path[128], line[CONNINFO_BYTES + 32];
-    snprintf(path, sizeof(path), "%s/cluster.env", pg_cluster_dir);
-    FILE *file = fopen(path, "r");
-    if (file == NULL)
-        return false;
-    bool found = false;
-    size_t key_length = strlen(key);
-    while (!found && fgets(line, sizeof(line), file) != NULL) {
-        if (strncmp(line, key, key_length) != 0 || strncmp(line + key_length, "='", 2) != 0)
-            continue;
-        char *value = line + key_length + 2;
-        char *end = strrchr(value, '\'');
-        if (end == NULL || (size_t)(end - value) >= size)
-            break;
-        *end = '\0';
-        snprintf(out, size, "%s", value);
-        found = true;
-    }
-    fclose(file);
-    return found;
-}
 
 static void sleep_ms(uint32_t milliseconds)
 {
@@ -1147,31 +1119,11 @@ static void test_failover_keeps_every_acknowledged_append(void **state)
 
 static bool start_cluster(void)
 {
-    char pg_bin[256], initdb[300];
-    const char *configured = getenv("PG_BIN");
-    snprintf(pg_bin, sizeof(pg_bin), "%s", configured != NULL ? configured : default_pg_bin);
-    snprintf(initdb, sizeof(initdb), "%s/initdb", pg_bin);
-    if (access(initdb, X_OK) != 0) {
-        printf("test_pg_log: SKIPPED: PostgreSQL 15 is not installed (%s not found);"
-               " scripts/install-deps installs postgresql-15\n",
-               initdb);
-        exit(SKIPPED_EXIT_CODE);
-    }
-    pg_cluster_script = getenv("COFFER_PG_CLUSTER");
-    if (pg_cluster_script == NULL) {
-        fprintf(stderr, "test_pg_log: COFFER_PG_CLUSTER (scripts/pg-cluster) is not set\n");
+    if (!pg_cluster_start("test_pg_log", WATCHDOG_SECONDS))
         return false;
-    }
-    snprintf(pg_cluster_dir, sizeof(pg_cluster_dir), "/tmp/coffer-pg-XXXXXX");
-    if (mkdtemp(pg_cluster_dir) == NULL)
-        return false;
-    pg_cluster_test = "test_pg_log";
-    signal(SIGALRM, pg_cluster_watchdog);
-    alarm(WATCHDOG_SECONDS);
-    if (pg_cluster_run("start", NULL) != 0 ||
-        !read_env_value("CONNINFO", primary_conninfo, sizeof(primary_conninfo)) ||
-        !read_env_value("MULTI_CONNINFO", multi_conninfo, sizeof(multi_conninfo))) {
-        fprintf(stderr, "test_pg_log: the cluster did not start\n");
+    if (!pg_cluster_env("CONNINFO", primary_conninfo, sizeof(primary_conninfo)) ||
+        !pg_cluster_env("MULTI_CONNINFO", multi_conninfo, sizeof(multi_conninfo))) {
+        fprintf(stderr, "test_pg_log: the cluster's cluster.env lacks a conninfo\n");
         pg_cluster_run("stop", NULL);
         return false;
     }

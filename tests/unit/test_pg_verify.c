@@ -19,7 +19,6 @@
 #include "unit/support.h"
 
 enum {
-    SKIPPED_EXIT_CODE = 77,
     WATCHDOG_SECONDS = 110,
     ACCOUNTS = 6,
     TRANSFERS = 40,
@@ -452,34 +451,9 @@ static void test_an_older_snapshot_format_is_a_warning(void **unused)
 
 static bool start_cluster(void)
 {
-    const char *pg_bin = getenv("PG_BIN") ? getenv("PG_BIN") : "/usr/lib/postgresql/15/bin";
-    char initdb[300];
-    snprintf(initdb, sizeof initdb, "%s/initdb", pg_bin);
-    if (access(initdb, X_OK) != 0) {
-        printf("test_pg_verify: SKIPPED: PostgreSQL 15 is not installed (%s not found)\n", initdb);
-        exit(SKIPPED_EXIT_CODE);
-    }
-    pg_cluster_script = getenv("COFFER_PG_CLUSTER");
-    snprintf(pg_cluster_dir, sizeof pg_cluster_dir, "/tmp/coffer-pg-XXXXXX");
-    if (!pg_cluster_script || !mkdtemp(pg_cluster_dir))
-        return false;
-    pg_cluster_test = "test_pg_verify";
-    signal(SIGALRM, pg_cluster_watchdog);
-    alarm(WATCHDOG_SECONDS);
-    if (pg_cluster_run("start", NULL) != 0)
-        return false;
-    char path[128], line[600];
-    snprintf(path, sizeof path, "%s/cluster.env", pg_cluster_dir);
-    FILE *file = fopen(path, "r");
-    while (file && fgets(line, sizeof line, file))
-        if (strncmp(line, "CONNINFO='", 10) == 0 && strrchr(line, '\''))
-            *strrchr(line, '\'') = 0,
-                           snprintf(conninfo_base, sizeof conninfo_base, "%s", line + 10);
-        else if (strncmp(line, "STANDBY_CONNINFO='", 18) == 0 && strrchr(line, '\''))
-            *strrchr(line, '\'') = 0, snprintf(standby_base, sizeof standby_base, "%s", line + 18);
-    if (file)
-        fclose(file);
-    return conninfo_base[0] != 0 && standby_base[0] != 0;
+    return pg_cluster_start("test_pg_verify", WATCHDOG_SECONDS) &&
+           pg_cluster_env("CONNINFO", conninfo_base, sizeof conninfo_base) &&
+           pg_cluster_env("STANDBY_CONNINFO", standby_base, sizeof standby_base);
 }
 
 int main(void)
