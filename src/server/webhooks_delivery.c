@@ -356,9 +356,13 @@ static void run(webhook *hook, coffer_feed *feed, CURL *curl, coffer_change *pag
         pass_over(hook, next_after);
         bool caught_up = next_after == cursor;
         cursor = next_after;
-        webhooks_save_progress(hooks, caught_up ? 0 : hooks->options.save_every_ms);
-        if (caught_up)
-            coffer_feed_wait(hooks->db, cursor, hooks->options.feed_wait_ms);
+        /* The cursor is written at most every save_every_ms while changes come. A webhook that
+         * keeps up with the writer is caught up after each of the log's rounds, and a write
+         * (two fsyncs) per round competed with the log's own fsync on the same disk. Once a
+         * whole wait brings nothing new, it is written at once. */
+        webhooks_save_progress(hooks, hooks->options.save_every_ms);
+        if (caught_up && coffer_feed_wait(hooks->db, cursor, hooks->options.feed_wait_ms) <= cursor)
+            webhooks_save_progress(hooks, 0);
     }
 }
 
