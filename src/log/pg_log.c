@@ -347,6 +347,20 @@ static pg_log *log_new(const char *conninfo, char *error, size_t error_size)
     return log;
 }
 
+/* The end of an open: *out = log when `status` is OK, else the reason into `error` and the log
+ * closed. Returns `status`. */
+static int open_finish(pg_log *log, int status, pg_log **out, char *error, size_t error_size)
+{
+    if (status == PG_LOG_OK) {
+        *out = log;
+        return status;
+    }
+    if (error != NULL && error_size > 0)
+        snprintf(error, error_size, "%s", log->error);
+    pg_log_close(log);
+    return status;
+}
+
 int pg_log_open(const char *conninfo, const pg_log_options *options, pg_log **out, char *error,
                 size_t error_size)
 {
@@ -367,15 +381,9 @@ int pg_log_open(const char *conninfo, const pg_log_options *options, pg_log **ou
         status = ensure_schema(log);
     if (status == PG_LOG_OK)
         status = pg_log_read_tail(log, &log->tail);
-    if (status != PG_LOG_OK) {
-        if (error != NULL && error_size > 0)
-            snprintf(error, error_size, "%s", log->error);
-        pg_log_close(log);
-        return status;
-    }
-    log->term = log->tail.term;
-    *out = log;
-    return PG_LOG_OK;
+    if (status == PG_LOG_OK)
+        log->term = log->tail.term;
+    return open_finish(log, status, out, error, error_size);
 }
 
 /* A reader's check of the schema: it creates nothing, so a database without coffer's tables
@@ -430,15 +438,9 @@ int pg_log_open_read(const char *conninfo, pg_log **out, char *error, size_t err
             log->standby = PQntuples(result) == 1 && strcmp(PQgetvalue(result, 0, 0), "t") == 0;
         PQclear(result);
     }
-    if (status != PG_LOG_OK) {
-        if (error != NULL && error_size > 0)
-            snprintf(error, error_size, "%s", log->error);
-        pg_log_close(log);
-        return status;
-    }
-    log->term = log->tail.term;
-    *out = log;
-    return PG_LOG_OK;
+    if (status == PG_LOG_OK)
+        log->term = log->tail.term;
+    return open_finish(log, status, out, error, error_size);
 }
 
 int pg_log_open_reader(const char *conninfo, uint32_t statement_timeout_ms, pg_log **out,
@@ -454,14 +456,7 @@ int pg_log_open_reader(const char *conninfo, uint32_t statement_timeout_ms, pg_l
     int status = connect_session(log);
     if (status == PG_LOG_OK)
         status = check_schema_read(log);
-    if (status != PG_LOG_OK) {
-        if (error != NULL && error_size > 0)
-            snprintf(error, error_size, "%s", log->error);
-        pg_log_close(log);
-        return status;
-    }
-    *out = log;
-    return PG_LOG_OK;
+    return open_finish(log, status, out, error, error_size);
 }
 
 void pg_log_close(pg_log *log)

@@ -513,6 +513,11 @@ def have_postgresql():
     return os.path.isfile(os.path.join(PG_BIN, "initdb"))
 
 
+NO_POSTGRESQL = "PostgreSQL 15 is not installed (scripts/install-deps installs it)"
+# The decorator of a test class that needs PostgreSQL: skipped, saying so, without it.
+requires_postgresql = unittest.skipUnless(have_postgresql(), NO_POSTGRESQL)
+
+
 def pg_cluster(*args):
     """scripts/pg-cluster ARGS (bounded); its stdout. Raises with its stderr when it fails."""
     run = subprocess.run([os.path.join(REPO, "scripts", "pg-cluster")] + list(args),
@@ -530,6 +535,13 @@ def pg_cluster_start():
     started = pg_cluster("start", pg_dir)
     return pg_dir, dict(shlex.split(line)[0].split("=", 1)  # KEY='value' lines, shell-quoted
                         for line in started.splitlines() if "=" in line)
+
+
+def pg_cluster_stop(pg_dir):
+    """Stops the pair pg_cluster_start started and removes its directory, in a teardown: a
+    failure is not raised, so the rest of the teardown goes on."""
+    subprocess.run([os.path.join(REPO, "scripts", "pg-cluster"), "stop", pg_dir],
+                   capture_output=True, timeout=120 * SLOW)
 
 
 class Member(Server):

@@ -13,7 +13,7 @@ import unittest
 
 import test_api
 import test_concurrency
-from harness import SLOW, Cluster, have_postgresql, json_exchange
+from harness import NO_POSTGRESQL, SLOW, Cluster, have_postgresql, json_exchange
 
 # TestCase classes whose tests run here.
 SUITES = [test_api.Accounts, test_api.History, test_api.Transfers, test_api.Holds,
@@ -31,7 +31,7 @@ ISSUERS = set()  # (the cluster's key, currency): issuer accounts already create
 def setUpModule():  # noqa: N802 - unittest's name
     global CLUSTER
     if not have_postgresql():
-        raise unittest.SkipTest("PostgreSQL 15 is not installed (scripts/install-deps installs it)")
+        raise unittest.SkipTest(NO_POSTGRESQL)
     CLUSTER = Cluster(3).start()
     try:
         CLUSTER.settled_leader(30)

@@ -9,14 +9,13 @@ redirect; /readyz names each role; `coffer verify` and `coffer dump` read the lo
 directory is refused alone and checked with --log."""
 
 import json
-import os
 import subprocess
 import time
 import unittest
 import urllib.parse
 
-from harness import (PG_BIN, REPO, SLOW, Member, coffer_binary, json_exchange, pg_cluster_start,
-                     uid)
+from harness import (SLOW, Member, coffer_binary, json_exchange, pg_cluster_start, pg_cluster_stop,
+                     requires_postgresql, uid)
 
 
 def exchange(member, method, path, body=None, headers=None):
@@ -24,8 +23,7 @@ def exchange(member, method, path, body=None, headers=None):
     return json_exchange(member.port, method, path, body, headers)
 
 
-@unittest.skipUnless(os.path.isfile(os.path.join(PG_BIN, "initdb")),
-                     "PostgreSQL 15 is not installed (scripts/install-deps installs it)")
+@requires_postgresql
 class TwoInstances(unittest.TestCase):
 
     @classmethod
@@ -50,8 +48,7 @@ class TwoInstances(unittest.TestCase):
                     member.stop()
                 member.cleanup()
         finally:
-            subprocess.run([os.path.join(REPO, "scripts", "pg-cluster"), "stop", cls.pg_dir],
-                           capture_output=True, timeout=120 * SLOW)
+            pg_cluster_stop(cls.pg_dir)
 
     def views(self):
         views = {}

@@ -13,8 +13,7 @@ import tempfile
 import time
 import unittest
 
-from harness import REPO, SLOW, coffer_binary, uid
-from test_cluster import PG_BIN
+from harness import REPO, SLOW, coffer_binary, requires_postgresql, uid
 
 SCRIPT = os.path.join(REPO, "scripts", "cluster")
 
@@ -45,8 +44,7 @@ def processes_naming(text):
     return found
 
 
-@unittest.skipUnless(os.path.isfile(os.path.join(PG_BIN, "initdb")),
-                     "PostgreSQL 15 is not installed (scripts/install-deps installs it)")
+@requires_postgresql
 class DemoCluster(unittest.TestCase):
 
     def setUp(self):

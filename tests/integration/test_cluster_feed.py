@@ -17,12 +17,11 @@ import threading
 import time
 import unittest
 
-from harness import REPO, SLOW, Server, coffer_binary, json_exchange, pg_cluster_start
-from test_cluster import Member
+from harness import (PG_BIN, SLOW, Member, Server, coffer_binary, json_exchange, pg_cluster_start,
+                     pg_cluster_stop, requires_postgresql)
 from test_events import TYPES, Stream, events_path
 from test_webhooks import Receiver
 
-PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
 ALL_TYPES = ",".join(TYPES)
 
 
@@ -97,8 +96,7 @@ def without_times(value, prefix):
     return value
 
 
-@unittest.skipUnless(os.path.isfile(os.path.join(PG_BIN, "initdb")),
-                     "PostgreSQL 15 is not installed (scripts/install-deps installs it)")
+@requires_postgresql
 class FeedWithThePostgresLog(unittest.TestCase):
 
     @classmethod
@@ -148,8 +146,7 @@ class FeedWithThePostgresLog(unittest.TestCase):
                     server.stop()
                 server.cleanup()
         finally:
-            subprocess.run([os.path.join(REPO, "scripts", "pg-cluster"), "stop", cls.pg_dir],
-                           capture_output=True, timeout=120 * SLOW)
+            pg_cluster_stop(cls.pg_dir)
 
     @classmethod
     def roles(cls):

@@ -24,7 +24,7 @@ import time
 import unittest
 import urllib.parse
 
-from harness import SLOW, Cluster, have_postgresql, json_exchange, pg_cluster, uid
+from harness import SLOW, Cluster, json_exchange, pg_cluster, requires_postgresql, uid
 
 LEASE_S = 2.0  # the default lease (pg_log.h)
 TAKEOVER_BOUND_S = LEASE_S + 3.0  # a new leader within 3 s of the lease expiring
@@ -120,8 +120,7 @@ class Load:
         test.assertGreater(len(self.acknowledged), 0)
 
 
-@unittest.skipUnless(have_postgresql(),
-                     "PostgreSQL 15 is not installed (scripts/install-deps installs it)")
+@requires_postgresql
 class Failover(unittest.TestCase):
     """The tests run in the order of their names, each fault ROUNDS times; every check counts
     the transfers of every load so far."""
