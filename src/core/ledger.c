@@ -48,6 +48,12 @@ void ledger_free(ledger *l)
     memset(l, 0, sizeof *l);
 }
 
+void ledger_set_cold(ledger *l, ledger_cold_fn find, void *context)
+{
+    l->cold_find = find;
+    l->cold_context = context;
+}
+
 static size_t bounded_length(const char *text, size_t max)
 {
     return text ? strnlen(text, max + 1) : 0;
@@ -282,67 +288,148 @@ static bool bytes_equal(const char *a, size_t a_length, const char *b, size_t b_
     return a_length == b_length && (a_length == 0 || memcmp(a, b, a_length) == 0);
 }
 
-static bool account_name_equal(const store *s, uint32_t account, const char *aux_name,
-                               size_t aux_length, const char *name)
+/*
+ * A recorded transfer as a retry reads it, filled from the store or from a cold record, so that
+ * one comparison and one replay serve both. Names point into the store or into l->cold; `from`
+ * and `to` are the named accounts (a post or void: the hold's, when it applied; else empty).
+ */
+typedef struct recorded {
+    uint8_t op, flags, state;
+    int code, field;
+    uint64_t seq, timestamp, expires_at;
+    int64_t amount; /* what moved; 0 for a rejection */
+    int64_t amount_requested, available;
+    uint64_t actual_version, expect_from_version, expect_to_version;
+    const char *from, *to, *hold_id, *metadata;
+    size_t from_length, to_length, hold_id_length, metadata_length;
+} recorded;
+
+static void recorded_name(const store *s, uint32_t account, const char *aux_name, size_t aux_length,
+                          const char **name, size_t *length)
 {
-    size_t length = id_length(name);
     if (account != STORE_NONE) {
         const store_account *a = &s->accounts[account];
-        return bytes_equal(store_account_id(s, a), a->id_len, name, length);
+        *name = store_account_id(s, a);
+        *length = a->id_len;
+    } else {
+        *name = aux_name;
+        *length = aux_length;
     }
-    return bytes_equal(aux_name, aux_length, name, length);
 }
 
-/* The first field in which a retry differs from the recorded event, FIELD_NONE if identical.
- * Order: docs/semantics.md "Transfers", step 2. */
-static int transfer_difference(const store *s, const store_transfer *t, const coffer_event *e)
+/* Names that did not resolve when it was recorded are read from its aux record. */
+static void recorded_from_store(const store *s, const store_transfer *t, recorded *r)
 {
-    if (t->op != e->op)
-        return (t->op == COFFER_OP_POST || e->op == COFFER_OP_POST) ? FIELD_POST : FIELD_VOID;
     const store_aux *aux = store_transfer_aux(s, t);
     const char *aux_bytes = aux ? (const char *)(aux + 1) : 0;
     uint32_t metadata_len = aux ? aux->metadata_len : 0;
     const char *from_name = aux ? aux_bytes + metadata_len : 0;
     const char *to_name = aux ? from_name + aux->from_len : 0;
     const char *hold_name = aux ? to_name + aux->to_len : 0;
+    bool rejected = t->state == COFFER_STATE_REJECTED;
+    *r = (recorded){
+        .op = t->op,
+        .flags = t->flags,
+        .state = t->state,
+        .code = t->code,
+        .field = t->field,
+        .seq = t->seq,
+        .timestamp = t->timestamp,
+        .expires_at = t->expires_at,
+        .amount = rejected ? 0 : t->amount,
+        .amount_requested = t->amount_requested,
+        .available = rejected && t->code == COFFER_INSUFFICIENT_BALANCE ? t->amount : 0,
+        .actual_version = rejected && t->code == COFFER_VERSION_MISMATCH ? (uint64_t)t->amount : 0,
+        .expect_from_version = aux ? aux->expect_from_version : 0,
+        .expect_to_version = aux ? aux->expect_to_version : 0,
+        .metadata = aux_bytes,
+        .metadata_length = metadata_len,
+    };
+    recorded_name(s, t->from, from_name, aux ? aux->from_len : 0, &r->from, &r->from_length);
+    recorded_name(s, t->to, to_name, aux ? aux->to_len : 0, &r->to, &r->to_length);
+    if (t->link != STORE_NONE && t->op != COFFER_OP_TRANSFER) {
+        const store_transfer *hold = &s->transfers[t->link];
+        r->hold_id = store_transfer_id(s, hold);
+        r->hold_id_length = hold->id_len;
+    } else if (aux) {
+        r->hold_id = hold_name;
+        r->hold_id_length = aux->hold_len;
+    }
+}
+
+static size_t cold_length(const char *text, size_t max)
+{
+    size_t length = strnlen(text, max + 1);
+    COFFER_ASSERT(length <= max);
+    return length;
+}
+
+static void recorded_from_cold(const ledger_cold *cold, recorded *r)
+{
+    const coffer_transfer *t = &cold->transfer;
+    COFFER_ASSERT(t->metadata_len <= COFFER_METADATA_MAX);
+    *r = (recorded){
+        .op = t->op,
+        .flags = t->flags,
+        .state = t->state,
+        .code = t->code,
+        .field = cold->field,
+        .seq = t->seq,
+        .timestamp = t->timestamp,
+        .expires_at = t->expires_at,
+        .amount = t->amount,
+        .amount_requested = t->amount_requested,
+        .available = cold->available,
+        .actual_version = cold->actual_version,
+        .expect_from_version = t->expect_from_version,
+        .expect_to_version = t->expect_to_version,
+        .from = t->from,
+        .from_length = cold_length(t->from, COFFER_ACCOUNT_ID_MAX),
+        .to = t->to,
+        .to_length = cold_length(t->to, COFFER_ACCOUNT_ID_MAX),
+        .hold_id = t->hold_id,
+        .hold_id_length = cold_length(t->hold_id, COFFER_TRANSFER_ID_MAX),
+        .metadata = t->metadata,
+        .metadata_length = t->metadata_len,
+    };
+}
+
+/* The first field in which a retry differs from the recorded event, FIELD_NONE if identical.
+ * Order: docs/semantics.md "Transfers", step 2. */
+static int transfer_difference(const recorded *r, const coffer_event *e)
+{
+    if (r->op != e->op)
+        return (r->op == COFFER_OP_POST || e->op == COFFER_OP_POST) ? FIELD_POST : FIELD_VOID;
     /* A plain transfer retried as a hold (or the reverse) differs in kind, named first. */
-    if (t->op == COFFER_OP_TRANSFER && (t->expires_at != 0) != (e->hold_timeout_ms > 0))
+    if (r->op == COFFER_OP_TRANSFER && (r->expires_at != 0) != (e->hold_timeout_ms > 0))
         return FIELD_HOLD_TIMEOUT;
-    if (t->op == COFFER_OP_TRANSFER) {
-        if (!account_name_equal(s, t->from, from_name, aux ? aux->from_len : 0, e->from))
+    if (r->op == COFFER_OP_TRANSFER) {
+        if (!bytes_equal(r->from, r->from_length, e->from, id_length(e->from)))
             return FIELD_FROM;
-        if (!account_name_equal(s, t->to, to_name, aux ? aux->to_len : 0, e->to))
+        if (!bytes_equal(r->to, r->to_length, e->to, id_length(e->to)))
             return FIELD_TO;
     }
-    if (t->amount_requested != e->amount)
+    if (r->amount_requested != e->amount)
         return FIELD_AMOUNT;
-    if (t->op == COFFER_OP_TRANSFER) {
-        uint64_t timeout_ms = t->expires_at ? (t->expires_at - t->timestamp) / 1000000ULL : 0;
+    if (r->op == COFFER_OP_TRANSFER) {
+        uint64_t timeout_ms = r->expires_at ? (r->expires_at - r->timestamp) / 1000000ULL : 0;
         if (timeout_ms != e->hold_timeout_ms)
             return FIELD_HOLD_TIMEOUT;
-        if ((t->flags ^ e->flags) & COFFER_FLAG_UP_TO)
+        if ((r->flags ^ e->flags) & COFFER_FLAG_UP_TO)
             return FIELD_UP_TO;
-        uint8_t flags = t->flags;
-        if ((flags ^ e->flags) & COFFER_FLAG_EXPECT_FROM)
+        if ((r->flags ^ e->flags) & COFFER_FLAG_EXPECT_FROM)
             return FIELD_EXPECT_FROM;
-        if ((flags & COFFER_FLAG_EXPECT_FROM) && aux->expect_from_version != e->expect_from_version)
+        if ((r->flags & COFFER_FLAG_EXPECT_FROM) &&
+            r->expect_from_version != e->expect_from_version)
             return FIELD_EXPECT_FROM;
-        if ((flags ^ e->flags) & COFFER_FLAG_EXPECT_TO)
+        if ((r->flags ^ e->flags) & COFFER_FLAG_EXPECT_TO)
             return FIELD_EXPECT_TO;
-        if ((flags & COFFER_FLAG_EXPECT_TO) && aux->expect_to_version != e->expect_to_version)
+        if ((r->flags & COFFER_FLAG_EXPECT_TO) && r->expect_to_version != e->expect_to_version)
             return FIELD_EXPECT_TO;
-    } else {
-        int field = t->op == COFFER_OP_POST ? FIELD_POST : FIELD_VOID;
-        if (t->link != STORE_NONE) {
-            const store_transfer *hold = &s->transfers[t->link];
-            if (!bytes_equal(store_transfer_id(s, hold), hold->id_len, e->hold_id,
-                             id_length(e->hold_id)))
-                return field;
-        } else if (!bytes_equal(hold_name, aux->hold_len, e->hold_id, id_length(e->hold_id))) {
-            return field;
-        }
+    } else if (!bytes_equal(r->hold_id, r->hold_id_length, e->hold_id, id_length(e->hold_id))) {
+        return r->op == COFFER_OP_POST ? FIELD_POST : FIELD_VOID;
     }
-    if (!bytes_equal(aux_bytes, metadata_len, e->metadata, e->metadata_len))
+    if (!bytes_equal(r->metadata, r->metadata_length, e->metadata, e->metadata_len))
         return FIELD_METADATA;
     return FIELD_NONE;
 }
@@ -366,36 +453,97 @@ static int account_difference(const store *s, const store_account *a, const coff
 
 /* Where an event's id stands: new, an identical replay, or reused with other content. */
 typedef struct prior {
-    uint32_t index; /* the recorded account or transfer, STORE_NONE when new */
+    bool recorded;  /* the id has an outcome: in memory (index) or cold (in l->cold) */
+    uint32_t index; /* the recorded account or transfer, STORE_NONE when new or cold */
     int difference; /* FIELD_NONE: identical */
 } prior;
+
+/* A transfer id the store does not hold: cold when the store was trimmed and `find` knows it.
+ * Fills l->cold. Only a trimmed store pays for this. */
+static bool cold_find(ledger *l, const char *id, size_t length, uint64_t hash)
+{
+    if (l->store->trimmed_seq == 0)
+        return false;
+    COFFER_ASSERT(l->cold_find != 0);
+    if (!l->cold_find(l->cold_context, id, length, hash, &l->cold))
+        return false;
+    COFFER_ASSERT(l->cold.transfer.seq != 0 && l->cold.transfer.seq <= l->store->trimmed_seq);
+    return true;
+}
 
 static prior prior_find(ledger *l, const coffer_event *event)
 {
     const store *s = l->store;
     size_t length;
     uint64_t hash = id_hash(l, event->id, &length);
-    prior found = {STORE_NONE, FIELD_NONE};
+    prior found = {false, STORE_NONE, FIELD_NONE};
+    recorded r;
     if (event->op == COFFER_OP_CREATE_ACCOUNT) {
         found.index = store_account_find(s, event->id, length, hash);
         if (found.index != STORE_NONE)
             found.difference = account_difference(s, &s->accounts[found.index], event);
     } else {
         found.index = store_transfer_find(s, event->id, length, hash);
-        if (found.index != STORE_NONE)
-            found.difference = transfer_difference(s, &s->transfers[found.index], event);
+        if (found.index != STORE_NONE) {
+            recorded_from_store(s, &s->transfers[found.index], &r);
+            found.difference = transfer_difference(&r, event);
+        } else if (cold_find(l, event->id, length, hash)) {
+            recorded_from_cold(&l->cold, &r);
+            found.recorded = true;
+            found.difference = transfer_difference(&r, event);
+        }
     }
+    found.recorded = found.recorded || found.index != STORE_NONE;
     return found;
 }
 
-/* The original outcome of a recorded id, as its first result reported it. */
-static void result_replay(const store *s, const coffer_event *event, uint32_t index,
-                          coffer_result *result)
+/* The original outcome of a recorded transfer, as its first result reported it, given its
+ * accounts right after it. */
+static void result_replay_transfer(const recorded *r, coffer_account_after from,
+                                   coffer_account_after to, coffer_result *result)
 {
     memset(result, 0, sizeof *result);
     result->replayed = true;
+    result->seq = r->seq;
+    result->timestamp = r->timestamp;
+    result->from = from;
+    result->to = to;
+    if (r->op != COFFER_OP_TRANSFER && r->from_length > 0) {
+        memcpy(result->hold_from, r->from, r->from_length);
+        memcpy(result->hold_to, r->to, r->to_length);
+    }
+    if (r->state == COFFER_STATE_REJECTED) {
+        result->code = r->code;
+        result->state = COFFER_STATE_REJECTED;
+        result->field = ledger_field_name(r->field);
+        if (r->code == COFFER_VERSION_MISMATCH)
+            result->actual_version = r->actual_version;
+        if (r->code == COFFER_INSUFFICIENT_BALANCE)
+            result->available = r->available;
+        return;
+    }
+    result->code = COFFER_EXISTS;
+    result->amount = r->amount;
+    result->expires_at = r->expires_at;
+    bool hold = r->op == COFFER_OP_TRANSFER && r->expires_at != 0;
+    result->state = hold ? COFFER_STATE_PENDING : COFFER_STATE_POSTED;
+}
+
+/* The original outcome of a recorded id (`found` by prior_find just before), as its first
+ * result reported it. */
+static void result_replay(ledger *l, const coffer_event *event, prior found, coffer_result *result)
+{
+    const store *s = l->store;
+    recorded r;
+    if (found.index == STORE_NONE) {
+        recorded_from_cold(&l->cold, &r);
+        result_replay_transfer(&r, l->cold.from_after, l->cold.to_after, result);
+        return;
+    }
     if (event->op == COFFER_OP_CREATE_ACCOUNT) {
-        const store_account *account = &s->accounts[index];
+        const store_account *account = &s->accounts[found.index];
+        memset(result, 0, sizeof *result);
+        result->replayed = true;
         result->code = COFFER_EXISTS;
         result->state = COFFER_STATE_POSTED;
         result->seq = account->created_seq;
@@ -403,33 +551,14 @@ static void result_replay(const store *s, const coffer_event *event, uint32_t in
         result->from = (coffer_account_after){0, 0, 1};
         return;
     }
-    const store_transfer *t = &s->transfers[index];
-    result->seq = t->seq;
-    result->timestamp = t->timestamp;
+    const store_transfer *t = &s->transfers[found.index];
+    coffer_account_after from = {0}, to = {0};
     if (t->from != STORE_NONE)
-        result->from = ledger_account_after(s, t->from, t->seq);
+        from = ledger_account_after(s, t->from, t->seq);
     if (t->to != STORE_NONE)
-        result->to = ledger_account_after(s, t->to, t->seq);
-    if (t->op != COFFER_OP_TRANSFER && t->from != STORE_NONE) {
-        const store_account *from = &s->accounts[t->from], *to = &s->accounts[t->to];
-        memcpy(result->hold_from, from->id, from->id_len);
-        memcpy(result->hold_to, to->id, to->id_len);
-    }
-    if (t->state == COFFER_STATE_REJECTED) {
-        result->code = t->code;
-        result->state = COFFER_STATE_REJECTED;
-        result->field = ledger_field_name(t->field);
-        if (t->code == COFFER_VERSION_MISMATCH)
-            result->actual_version = (uint64_t)t->amount;
-        if (t->code == COFFER_INSUFFICIENT_BALANCE)
-            result->available = t->amount;
-        return;
-    }
-    result->code = COFFER_EXISTS;
-    result->amount = t->amount;
-    result->expires_at = t->expires_at;
-    bool hold = t->op == COFFER_OP_TRANSFER && t->expires_at != 0;
-    result->state = hold ? COFFER_STATE_PENDING : COFFER_STATE_POSTED;
+        to = ledger_account_after(s, t->to, t->seq);
+    recorded_from_store(s, t, &r);
+    result_replay_transfer(&r, from, to, result);
 }
 
 /* ---- applying new events ------------------------------------------------------------------- */
@@ -608,13 +737,12 @@ static void result_hold_accounts(const store *s, const store_transfer *hold, cof
 }
 
 /* The checks of a post or void against its hold; COFFER_OK when it may apply. */
-static int resolution_checks(const store *s, const coffer_event *e, uint32_t hold_index,
+static int resolution_checks(const store *s, const coffer_event *e, const store_transfer *hold,
                              uint64_t timestamp, int64_t *captured, coffer_result *result)
 {
     int field = e->op == COFFER_OP_POST ? FIELD_POST : FIELD_VOID;
-    if (hold_index == STORE_NONE)
+    if (!hold)
         return reject(result, COFFER_HOLD_NOT_FOUND, field);
-    const store_transfer *hold = &s->transfers[hold_index];
     if (hold->op != COFFER_OP_TRANSFER || hold->expires_at == 0 ||
         hold->state == COFFER_STATE_REJECTED)
         return reject(result, COFFER_HOLD_NOT_FOUND, field);
@@ -649,15 +777,54 @@ static void hold_release(store *s, const store_transfer *hold)
     COFFER_ASSERT(s->accounts[hold->to].credits_held >= 0);
 }
 
+/* The hold a post or void names when the store trimmed it, as the checks read a hold: enough
+ * of a record to say why it cannot be resolved (a cold hold is never pending). NULL when the
+ * id has no recorded outcome. */
+static const store_transfer *hold_cold(ledger *l, const char *hold_id, store_transfer *out)
+{
+    size_t length;
+    uint64_t hash = id_hash(l, hold_id, &length);
+    if (!cold_find(l, hold_id, length, hash))
+        return 0;
+    const coffer_transfer *t = &l->cold.transfer;
+    *out = (store_transfer){.seq = t->seq,
+                            .timestamp = t->timestamp,
+                            .amount = t->amount,
+                            .expires_at = t->expires_at,
+                            .from = STORE_NONE,
+                            .to = STORE_NONE,
+                            .link = STORE_NONE,
+                            .code = (uint16_t)t->code,
+                            .op = t->op,
+                            .state = t->state,
+                            .flags = t->flags};
+    if (t->op != COFFER_OP_TRANSFER || t->expires_at == 0 || t->state == COFFER_STATE_REJECTED)
+        return out; /* hold_not_found, as in memory */
+    COFFER_ASSERT(t->state != COFFER_STATE_PENDING);
+    /* An applied hold named accounts that existed, and accounts are never trimmed. Their
+     * names are hashed here, not memoized: l->cold is refilled in place. */
+    size_t from_length = cold_length(t->from, COFFER_ACCOUNT_ID_MAX);
+    size_t to_length = cold_length(t->to, COFFER_ACCOUNT_ID_MAX);
+    out->from =
+        store_account_find(l->store, t->from, from_length, store_hash(t->from, from_length));
+    out->to = store_account_find(l->store, t->to, to_length, store_hash(t->to, to_length));
+    COFFER_ASSERT(out->from != STORE_NONE && out->to != STORE_NONE);
+    return out;
+}
+
 static int apply_resolution(ledger *l, const coffer_event *e, uint64_t seq, uint64_t timestamp,
                             coffer_result *result)
 {
     store *s = l->store;
     uint32_t hold_index = transfer_lookup(l, e->hold_id);
+    store_transfer cold;
+    const store_transfer *found =
+        hold_index != STORE_NONE ? &s->transfers[hold_index] : hold_cold(l, e->hold_id, &cold);
     int64_t captured = 0;
-    int code = resolution_checks(s, e, hold_index, timestamp, &captured, result);
+    int code = resolution_checks(s, e, found, timestamp, &captured, result);
     if (code != COFFER_OK)
         return code;
+    COFFER_ASSERT(hold_index != STORE_NONE); /* only a pending hold passes the checks */
 
     store_transfer *hold = &s->transfers[hold_index];
     resolved refs = {hold->from, hold->to, hold_index};
@@ -754,11 +921,11 @@ static void apply_single(ledger *l, const coffer_event *e, uint64_t seq, uint64_
         return;
     }
     prior found = prior_find(l, e);
-    if (found.index != STORE_NONE) {
+    if (found.recorded) {
         if (found.difference != FIELD_NONE)
             result_rejected(result, COFFER_ID_REUSED, found.difference, 0, 0);
         else
-            result_replay(l->store, e, found.index, result);
+            result_replay(l, e, found, result);
         return;
     }
     if (capacity_full(l->store, e, 0, 0)) {
@@ -840,7 +1007,7 @@ static bool atomic_prior(ledger *l, const coffer_event *events, size_t count,
     int existing_field = FIELD_NONE, different_field = FIELD_NONE;
     for (size_t i = 0; i < count; i++) {
         prior found = prior_find(l, &events[i]);
-        if (found.index == STORE_NONE)
+        if (!found.recorded)
             continue;
         if (existing++ == 0) {
             first_existing = i;
@@ -861,8 +1028,9 @@ static bool atomic_prior(ledger *l, const coffer_event *events, size_t count,
         refuse_all(results, count, first_different, COFFER_ID_REUSED, different_field);
     } else {
         for (size_t i = 0; i < count; i++) {
+            /* Found again: l->cold holds one cold record at a time. */
             prior found = prior_find(l, &events[i]);
-            result_replay(l->store, &events[i], found.index, &results[i]);
+            result_replay(l, &events[i], found, &results[i]);
         }
     }
     return true;

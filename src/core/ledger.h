@@ -46,6 +46,28 @@ int ledger_validate(const coffer_event *event, int *field);
 
 typedef struct ledger_undo ledger_undo;
 
+/*
+ * A recorded transfer that memory no longer holds (the store trimmed it: its seq is at most
+ * store.trimmed_seq), as the caller read it back. The core compares a retry with it, replays
+ * it, and answers a post or void naming it, exactly as it would from memory.
+ */
+typedef struct ledger_cold {
+    coffer_transfer transfer; /* as coffer_transfer_get answers (state after resolution) */
+    int64_t available;        /* insufficient_balance: the explaining figure */
+    uint64_t actual_version;  /* version_mismatch */
+    int field;                /* a rejection's enum ledger_field, FIELD_NONE for none */
+    /* The accounts right after the event (ledger_account_after at its seq), for each account
+     * the event resolved when it was recorded; zero for one it did not (a rejected post or
+     * void resolves none): what a replay reports as from and to. */
+    coffer_account_after from_after, to_after;
+} ledger_cold;
+
+/* True and *out filled when `id` (`length` bytes, store_hash `hash`) is a recorded transfer
+ * that memory does not hold; false when it has no recorded outcome. It cannot fail: the
+ * caller has read what a submission may ask before applying it. */
+typedef bool (*ledger_cold_fn)(void *context, const char *id, size_t length, uint64_t hash,
+                               ledger_cold *out);
+
 /* A memo of id hashes for the submission being applied: the prefetch pass and the apply both
  * need them, and the strings stay put for the whole call. Keyed by address and generation. */
 #define LEDGER_MEMO_SIZE 256
@@ -72,10 +94,20 @@ typedef struct ledger {
     uint16_t submitter;
     uint64_t generation;
     ledger_memo memo[LEDGER_MEMO_SIZE];
+    /* Where recorded transfers that memory no longer holds are found (ledger_set_cold), and
+     * the one being looked at. */
+    ledger_cold_fn cold_find;
+    void *cold_context;
+    ledger_cold cold;
 } ledger;
 
 int ledger_init(ledger *l, store *s);
 void ledger_free(ledger *l);
+
+/* Sets how the core finds a transfer id the store trimmed. It asks only for an id the store
+ * does not hold while store.trimmed_seq > 0: an event's own id (a retry) and the hold a post
+ * or void names. A trimmed store without one is a programmer error (asserted). */
+void ledger_set_cold(ledger *l, ledger_cold_fn find, void *context);
 
 /* Room a submission may need; pass to store_reserve() before ledger_apply(). */
 typedef struct ledger_needs {

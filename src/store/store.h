@@ -194,6 +194,7 @@ typedef struct store {
     const char *refusal_table; /* STORE_REFUSAL_TABLE: "transfers", "history entries", ... */
     /* Ranges the last store_reserve() asks the engine to populate ahead of use. */
     store_ranges ahead;
+    uint64_t trimmed_seq; /* highest seq evicted so far; 0: never */
 } store;
 
 /* A position the tables can be truncated back to (rollback of an atomic batch). */
