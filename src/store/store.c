@@ -736,14 +736,15 @@ static void trim_mark(const store *s, uint64_t horizon, uint32_t *transfer_map,
             transfer_map[s->expiries[i].hold] = 1;
     /* A kept post or void answers replays by its hold's id, and a release's delta is the
      * hold's amount. The record it names may itself be a post or void (a rejected one named
-     * it), so links are followed newest first: a link always names an older record, which the
-     * same pass then reaches. A hold's own link (to its post or void) is not followed. */
+     * it), so links are followed newest first: such a link names an older record, which the
+     * same pass then reaches. A kept resolved hold keeps its post or void too (a reader takes
+     * a captured hold's amount from its post); that newer record's own link is this hold. */
     for (uint64_t i = s->transfers_count; i-- > 0;) {
         const store_transfer *t = &s->transfers[i];
-        if (transfer_map[i] && t->op != COFFER_OP_TRANSFER && t->link != STORE_NONE) {
-            COFFER_ASSERT(t->link < i);
-            transfer_map[t->link] = 1;
-        }
+        if (!transfer_map[i] || t->link == STORE_NONE)
+            continue;
+        COFFER_ASSERT(t->op == COFFER_OP_TRANSFER ? t->link > i : t->link < i);
+        transfer_map[t->link] = 1;
     }
 }
 
@@ -834,8 +835,7 @@ static void arena_walk_all(arena_walk *walk)
     }
 }
 
-/* Moves kept transfers down, remapping their links (a hold's link to an evicted post or void
- * becomes STORE_NONE). */
+/* Moves kept transfers down, remapping their links (every record linked to is kept). */
 static void trim_transfers(store *s, const uint32_t *map)
 {
     for (uint64_t i = 0; i < s->transfers_count; i++) {
@@ -843,6 +843,7 @@ static void trim_transfers(store *s, const uint32_t *map)
             continue;
         store_transfer moved = s->transfers[i];
         moved.link = remapped(map, moved.link);
+        COFFER_ASSERT((moved.link == STORE_NONE) == (s->transfers[i].link == STORE_NONE));
         s->transfers[map[i]] = moved;
     }
 }

@@ -305,13 +305,15 @@ typedef struct store_trim_stats {
 /*
  * Evicts, in place, every transfer, history entry and expiry with seq <= `horizon` that nothing
  * kept needs: pending holds stay whatever their seq, and so does a transfer a kept record refers
- * to (a post's or void's hold, a history entry's transfer, an expiry's hold). Accounts stay.
- * Kept records keep their order, moved towards index 0, and every reference to them is
- * remapped; a reference to an evicted record becomes STORE_NONE (a kept hold's link to its
- * post, a kept history entry's previous or jump). The arena is compacted, the holds heap and
- * the transfers' id index rebuilt, and the pages freed go back to the kernel and the budget.
- * s->trimmed_seq becomes the higher of itself and `horizon`, and everything at or below it that
- * is still evictable goes, so a repeated trim also takes holds resolved since the last.
+ * to (a post's or void's hold or, for a rejected one, whatever record it named; a resolved
+ * hold's post or void; a history entry's transfer; an expiry's hold). Accounts stay. Kept
+ * records keep their order, moved towards index 0, and every reference to them is remapped;
+ * a reference to an evicted record becomes STORE_NONE (a kept history entry's previous or
+ * jump, an account's newest entry when all of its entries went); a transfer's link never does. The
+ * arena is compacted, the holds heap and the transfers' id index rebuilt, and the pages freed go
+ * back to the kernel and the budget. s->trimmed_seq becomes the higher of itself and `horizon`, and
+ * everything at or below it that is still evictable goes, so a repeated trim also takes holds
+ * resolved since the last.
  *
  * Writer thread, between batches (marks taken before it are void). COFFER_OK with `stats`
  * filled (it may be null); OUT_OF_MEMORY when its temporary map cannot be allocated, or

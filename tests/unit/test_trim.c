@@ -451,9 +451,8 @@ static void assert_transfer_seen(const store *s, const seen_transfer *want)
     assert_int_equal(x->id_len, y->id_len);
     assert_int_equal(got.aux_length, want->aux_length);
     assert_memory_equal(got.aux, want->aux, want->aux_length);
-    /* A post's or void's hold stays; a hold's post or void may have gone with its seq. */
-    if (y->op != COFFER_OP_TRANSFER || got.link[0])
-        assert_string_equal(got.link, want->link);
+    /* Whatever a kept record links to stays with it. */
+    assert_string_equal(got.link, want->link);
 }
 
 static void assert_entry_seen(const seen_entry *x, const seen_entry *y)
@@ -523,7 +522,13 @@ static void assert_only_needed_kept(const store *s, uint64_t horizon)
         needed[s->history[i].transfer] = true;
     for (uint64_t i = 0; i < s->expiries_count; i++)
         needed[s->expiries[i].hold] = true;
-    /* Newest first: a post or void names an older record, itself kept when it is named. */
+    /* Newest first: a post or void names an older record, itself kept when it is named; a
+     * kept hold keeps its newer post or void, marked in the pass before. */
+    for (uint64_t i = 0; i < s->transfers_count; i++) {
+        const store_transfer *t = &s->transfers[i];
+        if (t->op == COFFER_OP_TRANSFER && t->link != STORE_NONE)
+            needed[t->link] = true;
+    }
     for (uint64_t i = s->transfers_count; i-- > 0;) {
         const store_transfer *t = &s->transfers[i];
         bool pending = t->op == COFFER_OP_TRANSFER && t->state == COFFER_STATE_PENDING;
@@ -662,6 +667,61 @@ static void test_trim_matches_an_untrimmed_twin(void **state)
     }
 }
 
+static uint32_t find(const store *s, const char *id)
+{
+    return store_transfer_find(s, id, strlen(id), store_hash(id, strlen(id)));
+}
+
+/* A retry of a post, refused after the horizon, keeps the hold it names, which keeps the post
+ * that captured it (a read of the hold shows the captured amount from there); a post of a
+ * plain transfer, refused, keeps what it named too. */
+static void test_trim_keeps_what_a_refusal_names(void **state)
+{
+    (void)state;
+    world *w = calloc(1, sizeof *w);
+    assert_non_null(w);
+    world_open(w, 3);
+    coffer_event fund = {
+        .op = COFFER_OP_TRANSFER, .id = "fund", .from = "bank", .to = "a1", .amount = 100};
+    coffer_event hold = {.op = COFFER_OP_TRANSFER,
+                         .id = "h",
+                         .from = "a1",
+                         .to = "a2",
+                         .amount = 40,
+                         .hold_timeout_ms = 60000};
+    coffer_event post = {.op = COFFER_OP_POST, .id = "p", .hold_id = "h", .amount = 25};
+    coffer_event filler = {
+        .op = COFFER_OP_TRANSFER, .id = "f", .from = "bank", .to = "a3", .amount = 1};
+    world_apply(w, &fund, 1, false);
+    world_apply(w, &hold, 1, false);
+    world_apply(w, &post, 1, false);
+    world_apply(w, &filler, 1, false);
+    uint64_t horizon = w->seq - 1;
+    coffer_event retry = {.op = COFFER_OP_POST, .id = "p2", .hold_id = "h"};
+    coffer_event wrong = {.op = COFFER_OP_VOID, .id = "v", .hold_id = "fund"};
+    world_apply(w, &retry, 1, false);
+    world_apply(w, &wrong, 1, false);
+    const char *const ids[] = {"fund", "h", "p", "f", "p2", "v"};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
+        strcpy(w->ids[w->ids_count++], ids[i]);
+    const store *s = &w->trimmed.s;
+    assert_int_equal(s->transfers[find(s, "p2")].code, COFFER_HOLD_ALREADY_POSTED);
+    assert_int_not_equal(s->transfers[find(s, "v")].code, COFFER_CREATED);
+    world_trim(w, horizon, true);
+    assert_int_equal(find(s, "f"), STORE_NONE);
+    uint32_t h = find(s, "h"), p = find(s, "p");
+    assert_int_not_equal(h, STORE_NONE);
+    assert_int_not_equal(p, STORE_NONE);
+    assert_int_equal(s->transfers[h].link, p);
+    assert_int_equal(s->transfers[p].link, h);
+    assert_int_equal(s->transfers[s->transfers[h].link].amount, 25);
+    assert_int_equal(s->transfers[find(s, "v")].link, find(s, "fund"));
+    assert_int_not_equal(find(s, "fund"), STORE_NONE);
+    assert_twins(w);
+    world_close(w);
+    free(w);
+}
+
 /* A trim of everything: every account's history cold, nothing but pending holds left, and
  * appends start again from the absolute ordinals. */
 static void test_trim_everything_then_append(void **state)
@@ -786,6 +846,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_trim_matches_an_untrimmed_twin),
+        cmocka_unit_test(test_trim_keeps_what_a_refusal_names),
         cmocka_unit_test(test_trim_everything_then_append),
         cmocka_unit_test(test_trim_snapshot_round_trip),
         cmocka_unit_test(test_verify_catches_chain_damage),
