@@ -62,6 +62,28 @@ static void check_currencies(const store *s, coffer_verify_report *report)
                            sums[slot].currency, (long long)sums[slot].balance);
 }
 
+/* The entries memory holds of one account, newest to oldest: ordinals one apart, seqs going
+ * down. The oldest held has ordinal 0 unless the store was trimmed, and then it is newer than
+ * the horizon. Bounded by the table's size, so a looping chain is a problem, not a hang. */
+static bool history_chain_ok(const store *s, const store_account *a)
+{
+    uint64_t steps = 0;
+    for (uint32_t entry = a->history_last; entry != STORE_NONE; steps++) {
+        if (entry >= s->history_count || steps > s->history_count)
+            return false;
+        const store_history *h = &s->history[entry];
+        if (h->previous == STORE_NONE)
+            return h->ordinal == 0 || (s->trimmed_seq > 0 && h->seq > s->trimmed_seq);
+        if (h->previous >= s->history_count)
+            return false;
+        const store_history *older = &s->history[h->previous];
+        if (older->ordinal + 1 != h->ordinal || older->seq >= h->seq)
+            return false;
+        entry = h->previous;
+    }
+    return true;
+}
+
 static void check_account(const store *s, uint64_t index, const __int128 *held,
                           coffer_verify_report *report)
 {
@@ -82,13 +104,17 @@ static void check_account(const store *s, uint64_t index, const __int128 *held,
         engine_problem(report, "account %.*s: held totals differ from the sum of pending holds",
                        length, id);
     uint64_t entries = a->history_count;
-    if (entries != (a->history_last == STORE_NONE ? 0 : s->history[a->history_last].ordinal + 1))
+    /* A trimmed store may hold none of an account's entries, never some of the newest. */
+    bool chain_ok = a->history_last == STORE_NONE
+                        ? entries == 0 || s->trimmed_seq > 0
+                        : entries == (uint64_t)s->history[a->history_last].ordinal + 1;
+    if (!chain_ok || !history_chain_ok(s, a))
         engine_problem(report, "account %.*s: history chain and count disagree", length, id);
     if (a->version != entries + 1)
         engine_problem(report, "account %.*s: version %llu but %llu history entries", length, id,
                        (unsigned long long)a->version, (unsigned long long)entries);
-    if (entries && (s->history[a->history_last].balance != balance ||
-                    s->history[a->history_last].available != available))
+    if (a->history_last != STORE_NONE && (s->history[a->history_last].balance != balance ||
+                                          s->history[a->history_last].available != available))
         engine_problem(report, "account %.*s: last history entry differs from the balance", length,
                        id);
 }

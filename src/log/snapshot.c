@@ -20,8 +20,9 @@
 
 #include "coffer.h"
 
-#define SNAPSHOT_VERSION 3
+#define SNAPSHOT_VERSION 4
 #define SNAPSHOT_VERSION_SUBMITTERS 3 /* the first to keep who submitted each transfer */
+#define SNAPSHOT_VERSION_TRIMMED 4    /* the first to keep the store's trimmed_seq */
 #define SNAPSHOT_VERSION_RAW 1        /* the tables as the structs lay them out in memory */
 #define SNAPSHOT_ALIGN 4096
 #define SNAPSHOT_HEADER_BYTES 4096
@@ -41,7 +42,7 @@ _Static_assert(sizeof(store_aux) == 32 && offsetof(store_aux, expect_to_version)
 
 static const char snapshot_magic[8] = {'C', 'O', 'F', 'F', 'E', 'R', 'S', 'N'};
 
-/* Header offsets (the same in both versions; version 1 wrote a struct with this layout). */
+/* Header offsets (the same in every version; version 1 wrote a struct with this layout). */
 enum {
     HEADER_MAGIC = 0,
     HEADER_VERSION = 8,
@@ -54,9 +55,10 @@ enum {
     HEADER_COUNTS = 80,             /* u64 per table: records (arena: bytes) */
     HEADER_HOLDS_PENDING = 128,     /* u64 */
     HEADER_RECORD_SIZES = 136,      /* u32 per table: bytes per record on disk */
-    HEADER_LAYOUT = 160,            /* versions 2, 3: u64, a fingerprint of the field lists */
-    HEADER_COUNTS_MORE = 168,       /* version 3: u64 per table past the first six */
-    HEADER_RECORD_SIZES_MORE = 232, /* version 3: u32 per table past the first six */
+    HEADER_LAYOUT = 160,            /* from version 2: u64, a fingerprint of the field lists */
+    HEADER_COUNTS_MORE = 168,       /* from version 3: u64 per table past the first six */
+    HEADER_RECORD_SIZES_MORE = 232, /* from version 3: u32 per table past the first six */
+    HEADER_TRIMMED_SEQ = 240,       /* version 4: u64, the store's trimmed_seq */
 };
 
 static uint32_t header_counts_at(int table)
@@ -74,7 +76,7 @@ static uint32_t header_record_size_at(int table)
 }
 
 /*
- * One field of a record. On disk (versions 2 and 3) a record is its fields in list order, each
+ * One field of a record. On disk (versions 2 to 4) a record is its fields in list order, each
  * `width` bytes, little-endian, no padding; version 1 had them at `raw_offset` of the struct
  * as it was then. In memory the member is at `offset` with `size` bytes, so a reordered
  * member is still found and a resized one is converted (or refused when a value does not fit).
@@ -552,6 +554,7 @@ static void header_encode(uint8_t *header, const store *s, const snapshot_meta *
     }
     put_u64(header + HEADER_HOLDS_PENDING, s->holds_pending);
     put_u64(header + HEADER_LAYOUT, layout_fingerprint(SNAPSHOT_VERSION));
+    put_u64(header + HEADER_TRIMMED_SEQ, s->trimmed_seq);
 }
 
 static int write_failed(char *error, size_t error_size, const char *path, const char *what)
@@ -643,6 +646,7 @@ typedef struct header_fields {
     uint64_t counts[SNAPSHOT_TABLES];
     snapshot_meta meta;
     uint64_t holds_pending;
+    uint64_t trimmed_seq; /* 0 for a format older than 4: those stores held everything */
 } header_fields;
 
 /* NULL when the header is one this build reads and matches the file's size; else why not. */
@@ -681,6 +685,8 @@ static const char *header_decode(const uint8_t *header, uint64_t file_size, head
     out->meta.last_timestamp = get_u64(header + HEADER_LAST_TIMESTAMP);
     out->holds_pending = get_u64(header + HEADER_HOLDS_PENDING);
     out->meta.submitters_kept = out->version >= SNAPSHOT_VERSION_SUBMITTERS;
+    out->trimmed_seq =
+        out->version >= SNAPSHOT_VERSION_TRIMMED ? get_u64(header + HEADER_TRIMMED_SEQ) : 0;
     return 0;
 }
 
@@ -760,6 +766,7 @@ int snapshot_load(store *s, const char *path, snapshot_meta *meta, char *error, 
         code = store_restore_begin(s, &counts);
         if (code != COFFER_OK)
             snprintf(error, error_size, "snapshot %.700s: larger than the configured limits", path);
+        s->trimmed_seq = fields.trimmed_seq;
     }
     if (code == COFFER_OK)
         code = load_tables(fd, s, header, fields.version, path, error, error_size);

@@ -7,15 +7,18 @@
  *   a 4096-byte header: 0 "COFFERSN", 8 u32 format version, 12 u32 header bytes, 16 u64 tip
  *   seq, 24 u64 tip timestamp, 32 u8[32] tip hash, 64 u64 engine seq, 72 u64 engine clock,
  *   80 u64[6] table counts, 128 u64 pending holds, 136 u32[6] bytes per record, 160 u64 a
- *   fingerprint of the field lists (versions 2 and 3), 168 u64 the submitters table's count
- *   and 232 u32 its bytes per record (version 3); then the tables (accounts, transfers,
- *   history, expiries, holds, arena, and from version 3 submitters), each starting on a
- *   4096-byte boundary; then the 32-byte BLAKE2b-256 of everything before it.
- * Versions 2 and 3 write every record field by field, fixed width, in the order snapshot.c
+ *   fingerprint of the field lists (from version 2), 168 u64 the submitters table's count
+ *   and 232 u32 its bytes per record (from version 3), 240 u64 the store's trimmed_seq
+ *   (version 4); then the tables (accounts, transfers, history, expiries, holds, arena, and
+ *   from version 3 submitters), each starting on a 4096-byte boundary; then the 32-byte
+ *   BLAKE2b-256 of everything before it.
+ * Versions 2 to 4 write every record field by field, fixed width, in the order snapshot.c
  * lists them, so a struct reordered or resized in memory is still read right (or refused when
  * a value does not fit). Version 3 adds who submitted each transfer (the submitters table and
  * a transfer's index into it); a version 2 file is still read, its transfers naming no
- * submitter (snapshot_meta.submitters_kept false: recovery takes them from the log). Version
+ * submitter (snapshot_meta.submitters_kept false: recovery takes them from the log). Version 4
+ * adds the store's trimmed_seq (a snapshot of a trimmed store holds only what memory held, the
+ * rest is in the index); older versions read as never trimmed (0). Version
  * 1 dumped the structs as laid out then; it is still read, through the offsets it had. The
  * arena is raw bytes: ids, metadata and store_aux records, whose layout is pinned at compile
  * time.

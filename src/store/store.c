@@ -4,6 +4,7 @@
  */
 #include "store/store.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -546,14 +547,31 @@ uint32_t store_history_at_ordinal(const store *s, uint32_t account, uint32_t ord
 {
     if (ordinal >= s->accounts[account].history_count)
         return STORE_NONE;
+    /* On a trimmed store the chain ends (STORE_NONE) where memory stops holding it. */
     uint32_t entry = s->accounts[account].history_last;
-    while (s->history[entry].ordinal > ordinal) {
+    while (entry != STORE_NONE && s->history[entry].ordinal > ordinal) {
         const store_history *walk = &s->history[entry];
         entry =
             walk->jump != STORE_NONE && walk->jump_ordinal >= ordinal ? walk->jump : walk->previous;
     }
-    COFFER_ASSERT(s->history[entry].ordinal == ordinal);
+    COFFER_ASSERT(entry == STORE_NONE || s->history[entry].ordinal == ordinal);
     return entry;
+}
+
+uint32_t store_history_hot_from(const store *s, uint32_t account)
+{
+    /* The entries in memory are a suffix of the chain, and a jump into the cold part is
+     * STORE_NONE: leaping whenever a jump is there is the walk towards the oldest one. */
+    uint32_t entry = s->accounts[account].history_last;
+    if (entry == STORE_NONE)
+        return s->accounts[account].history_count;
+    for (;;) {
+        const store_history *walk = &s->history[entry];
+        uint32_t next = walk->jump != STORE_NONE ? walk->jump : walk->previous;
+        if (next == STORE_NONE)
+            return walk->ordinal;
+        entry = next;
+    }
 }
 
 uint64_t store_history_timestamp(const store *s, const store_history *entry)
@@ -689,6 +707,293 @@ void store_hold_pop(store *s)
     }
     if (count > 0)
         s->holds[position] = last;
+}
+
+/* ---- horizon trim -------------------------------------------------------------------------- */
+
+/* What a transfer's kept-or-not hangs on: a pending hold stays whatever its seq. */
+static bool transfer_pending_hold(const store_transfer *t)
+{
+    return t->op == COFFER_OP_TRANSFER && t->expires_at != 0 && t->state == COFFER_STATE_PENDING;
+}
+
+/* Fills transfer_map[i] with 1 for every transfer that stays and 0 for the rest, history_map
+ * likewise for history entries. */
+static void trim_mark(const store *s, uint64_t horizon, uint32_t *transfer_map,
+                      uint32_t *history_map)
+{
+    for (uint64_t i = 0; i < s->transfers_count; i++) {
+        const store_transfer *t = &s->transfers[i];
+        transfer_map[i] = t->seq > horizon || transfer_pending_hold(t);
+    }
+    for (uint64_t i = 0; i < s->history_count; i++) {
+        history_map[i] = s->history[i].seq > horizon;
+        if (history_map[i])
+            transfer_map[s->history[i].transfer] = 1; /* an expiry entry's hold */
+    }
+    for (uint64_t i = 0; i < s->expiries_count; i++)
+        if (s->expiries[i].seq > horizon)
+            transfer_map[s->expiries[i].hold] = 1;
+    /* A kept post or void answers replays by its hold's id, and a release's delta is the
+     * hold's amount. The record it names may itself be a post or void (a rejected one named
+     * it), so links are followed newest first: such a link names an older record, which the
+     * same pass then reaches. A kept resolved hold keeps its post or void too (a reader takes
+     * a captured hold's amount from its post); that newer record's own link is this hold. */
+    for (uint64_t i = s->transfers_count; i-- > 0;) {
+        const store_transfer *t = &s->transfers[i];
+        if (!transfer_map[i] || t->link == STORE_NONE)
+            continue;
+        COFFER_ASSERT(t->op == COFFER_OP_TRANSFER ? t->link > i : t->link < i);
+        transfer_map[t->link] = 1;
+    }
+}
+
+/* Turns the marks into new indexes (kept records in their order) or STORE_NONE; the count. */
+static uint64_t trim_number(uint32_t *map, uint64_t count)
+{
+    uint64_t kept = 0;
+    for (uint64_t i = 0; i < count; i++)
+        map[i] = map[i] ? (uint32_t)kept++ : STORE_NONE;
+    return kept;
+}
+
+static uint32_t remapped(const uint32_t *map, uint32_t index)
+{
+    return index == STORE_NONE ? STORE_NONE : map[index];
+}
+
+/*
+ * The arena's pieces (accounts' metadata, transfers' ids and aux records) were appended in the
+ * order of their records, so accounts by index merged with transfers by index, by offset, walk
+ * them in offset order. A first walk checks that (moving nothing); the second moves every kept
+ * piece down to `cursor`, which never passes the piece it moves, so memmove in place suffices.
+ */
+typedef struct arena_walk {
+    store *s;
+    const uint32_t *transfer_map;
+    bool moving;
+    bool ordered;    /* checking: every piece started at or past the end of the one before */
+    uint64_t cursor; /* checking: the end of the last piece; moving: where the next one goes */
+} arena_walk;
+
+static uint64_t arena_piece(arena_walk *walk, uint64_t offset, uint64_t length, uint64_t align,
+                            bool keep)
+{
+    if (!walk->moving) {
+        if (offset < walk->cursor || offset > walk->s->arena_used ||
+            length > walk->s->arena_used - offset)
+            walk->ordered = false;
+        walk->cursor = offset + length;
+        return offset;
+    }
+    if (!keep)
+        return 0;
+    uint64_t to = (walk->cursor + align - 1) & ~(align - 1);
+    COFFER_ASSERT(to <= offset);
+    memmove(walk->s->arena + to, walk->s->arena + offset, length);
+    walk->cursor = to + length;
+    return to;
+}
+
+static uint64_t aux_length(const store *s, const store_transfer *t)
+{
+    const store_aux *aux = store_transfer_aux(s, t);
+    return sizeof *aux + (uint64_t)aux->metadata_len + aux->from_len + aux->to_len + aux->hold_len;
+}
+
+static void arena_walk_all(arena_walk *walk)
+{
+    store *s = walk->s;
+    uint64_t a = 0, t = 0;
+    while (a < s->accounts_count || t < s->transfers_count) {
+        store_account *account = a < s->accounts_count ? &s->accounts[a] : 0;
+        if (account && account->metadata_len == 0) {
+            if (walk->moving)
+                account->metadata_offset = 0; /* its old offset may lie past the new end */
+            a++;
+            continue;
+        }
+        store_transfer *transfer = t < s->transfers_count ? &s->transfers[t] : 0;
+        if (account && (!transfer || account->metadata_offset < transfer->id_offset)) {
+            uint64_t offset =
+                arena_piece(walk, account->metadata_offset, account->metadata_len, 1, true);
+            if (walk->moving)
+                account->metadata_offset = offset;
+            a++;
+            continue;
+        }
+        bool keep = walk->transfer_map[t] != STORE_NONE;
+        uint64_t id = arena_piece(walk, transfer->id_offset, transfer->id_len, 1, keep);
+        uint64_t aux = transfer->aux_offset;
+        if (aux && (walk->moving || walk->ordered))
+            aux = arena_piece(walk, aux, aux_length(s, transfer), 8, keep);
+        if (walk->moving && keep) {
+            transfer->id_offset = id;
+            transfer->aux_offset = aux;
+        }
+        t++;
+    }
+}
+
+/* Moves kept transfers down, remapping their links (every record linked to is kept). */
+static void trim_transfers(store *s, const uint32_t *map)
+{
+    for (uint64_t i = 0; i < s->transfers_count; i++) {
+        if (map[i] == STORE_NONE)
+            continue;
+        store_transfer moved = s->transfers[i];
+        moved.link = remapped(map, moved.link);
+        COFFER_ASSERT((moved.link == STORE_NONE) == (s->transfers[i].link == STORE_NONE));
+        s->transfers[map[i]] = moved;
+    }
+}
+
+static void trim_history(store *s, const uint32_t *transfer_map, const uint32_t *map)
+{
+    for (uint64_t i = 0; i < s->history_count; i++) {
+        if (map[i] == STORE_NONE)
+            continue;
+        store_history moved = s->history[i];
+        moved.transfer = transfer_map[moved.transfer];
+        COFFER_ASSERT(moved.transfer != STORE_NONE);
+        /* Ordinals stay absolute, and so does jump_ordinal: an append past an evicted jump
+         * target sees STORE_NONE and links to its parent instead. */
+        moved.previous = remapped(map, moved.previous);
+        moved.jump = remapped(map, moved.jump);
+        s->history[map[i]] = moved;
+    }
+    for (uint64_t i = 0; i < s->accounts_count; i++) {
+        store_account *account = &s->accounts[i];
+        account->history_last = remapped(map, account->history_last);
+        account->history_jump = remapped(map, account->history_jump);
+    }
+}
+
+static uint64_t trim_expiries(store *s, uint64_t horizon, const uint32_t *transfer_map)
+{
+    uint64_t kept = 0;
+    for (uint64_t i = 0; i < s->expiries_count; i++) {
+        if (s->expiries[i].seq <= horizon)
+            continue;
+        store_expiry moved = s->expiries[i];
+        moved.hold = transfer_map[moved.hold];
+        COFFER_ASSERT(moved.hold != STORE_NONE);
+        s->expiries[kept++] = moved;
+    }
+    return kept;
+}
+
+/* The heap again, of pending holds only: they are at most as many as its entries were. */
+static void trim_holds(store *s)
+{
+    uint64_t pending = 0;
+    s->holds_count = 0;
+    for (uint64_t i = 0; i < s->transfers_count; i++) {
+        if (!transfer_pending_hold(&s->transfers[i]))
+            continue;
+        store_hold_push(s, s->transfers[i].expires_at, (uint32_t)i);
+        pending++;
+    }
+    COFFER_ASSERT(pending == s->holds_pending);
+}
+
+/* Indexes the kept transfers afresh, in a table sized for them when that is smaller (built in
+ * the spare region, the old one given back), else in place. */
+static void trim_transfer_index(store *s)
+{
+    store_index *index = &s->transfer_index;
+    store_region *spare = &index->regions[1 - index->current];
+    region_trim(spare, 0, &s->budget); /* a prepared look-ahead; it reads as zero from now */
+    uint64_t slots = index_slots_for(s->transfers_count);
+    if (slots < index->mask + 1 &&
+        region_ensure(spare, slots * sizeof(uint64_t), &s->budget) == REGION_OK) {
+        region_trim(&index->regions[index->current], 0, &s->budget);
+        index->current = 1 - index->current;
+        index->slots = (uint64_t *)spare->base;
+        index->mask = slots - 1;
+    } else {
+        memset(index->slots, 0, (index->mask + 1) * sizeof(uint64_t));
+    }
+    index->count = 0;
+    for (uint64_t i = 0; i < s->transfers_count; i++) {
+        const store_transfer *t = &s->transfers[i];
+        index_insert(index, store_hash(store_transfer_id(s, t), t->id_len), (uint32_t)i);
+    }
+}
+
+/* Gives back the pages past what each shrunk table uses. */
+static void trim_regions(store *s)
+{
+    struct {
+        int region;
+        uint64_t used;
+        size_t record_size;
+        uint64_t *capacity;
+    } tables[] = {
+        {REGION_TRANSFERS, s->transfers_count, sizeof *s->transfers, &s->transfers_capacity},
+        {REGION_HISTORY, s->history_count, sizeof *s->history, &s->history_capacity},
+        {REGION_EXPIRIES, s->expiries_count, sizeof *s->expiries, &s->expiries_capacity},
+        {REGION_HOLDS, s->holds_count, sizeof *s->holds, &s->holds_capacity},
+        {REGION_ARENA, s->arena_used, 1, &s->arena_capacity},
+    };
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
+        store_region *region = &s->regions[tables[i].region];
+        region_trim(region, tables[i].used * tables[i].record_size, &s->budget);
+        *tables[i].capacity = region->committed / tables[i].record_size;
+    }
+    s->ahead.count = 0; /* ranges announced before may now be given back */
+}
+
+int store_trim(store *s, uint64_t horizon, store_trim_stats *stats)
+{
+    if (horizon < s->trimmed_seq)
+        horizon = s->trimmed_seq;
+    /* The one allocation, outside the memory budget: a uint32 per transfer and per history
+     * entry (4 * (transfers_count + history_count) bytes), freed before returning. */
+    uint64_t records = s->transfers_count + s->history_count;
+    uint32_t *transfer_map = malloc((records ? records : 1) * sizeof(uint32_t));
+    if (!transfer_map)
+        return COFFER_OUT_OF_MEMORY;
+    uint32_t *history_map = transfer_map + s->transfers_count;
+    arena_walk walk = {s, transfer_map, false, true, 0};
+    arena_walk_all(&walk);
+    if (!walk.ordered) {
+        free(transfer_map);
+        return COFFER_INTERNAL;
+    }
+    store_trim_stats done = {0};
+    uint64_t used_before = s->budget.used, arena_before = s->arena_used;
+    trim_mark(s, horizon, transfer_map, history_map);
+    uint64_t transfers_kept = trim_number(transfer_map, s->transfers_count);
+    uint64_t history_kept = trim_number(history_map, s->history_count);
+
+    walk = (arena_walk){s, transfer_map, true, true, 8}; /* offset 0 means "none" */
+    arena_walk_all(&walk);
+    s->arena_used = walk.cursor;
+    trim_transfers(s, transfer_map);
+    trim_history(s, transfer_map, history_map);
+    uint64_t expiries_kept = trim_expiries(s, horizon, transfer_map);
+
+    done.transfers_kept = transfers_kept;
+    done.transfers_evicted = s->transfers_count - transfers_kept;
+    done.history_kept = history_kept;
+    done.history_evicted = s->history_count - history_kept;
+    done.expiries_kept = expiries_kept;
+    done.expiries_evicted = s->expiries_count - expiries_kept;
+    s->transfers_count = transfers_kept;
+    s->history_count = history_kept;
+    s->expiries_count = expiries_kept;
+    free(transfer_map);
+
+    trim_holds(s);
+    trim_regions(s);
+    trim_transfer_index(s);
+    s->trimmed_seq = horizon;
+    done.arena_bytes_freed = arena_before - s->arena_used;
+    done.bytes_freed = used_before > s->budget.used ? used_before - s->budget.used : 0;
+    if (stats)
+        *stats = done;
+    return COFFER_OK;
 }
 
 /* ---- rollback ------------------------------------------------------------------------------ */

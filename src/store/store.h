@@ -194,7 +194,9 @@ typedef struct store {
     const char *refusal_table; /* STORE_REFUSAL_TABLE: "transfers", "history entries", ... */
     /* Ranges the last store_reserve() asks the engine to populate ahead of use. */
     store_ranges ahead;
-    uint64_t trimmed_seq; /* highest seq evicted so far; 0: never */
+    /* The highest horizon store_trim() evicted up to, 0 when never trimmed. Everything with a
+     * seq past it is in memory; what has a seq at or below it may be only in the index. */
+    uint64_t trimmed_seq;
 } store;
 
 /* A position the tables can be truncated back to (rollback of an atomic batch). */
@@ -236,12 +238,21 @@ uint64_t store_arena_append_raw(store *s, const void *bytes, size_t length);
 /* Appends a history entry for `account` and links it into the account's chain. */
 uint32_t store_history_append(store *s, uint32_t account, uint64_t seq, uint32_t transfer,
                               uint8_t kind, bool debit);
-/* The entry of `account` with this ordinal (STORE_NONE if it has fewer entries). */
+/*
+ * Lookups in an account's chain. Each answers STORE_NONE when the entry does not exist, and
+ * also when it is not in memory (evicted by store_trim): a caller that gets STORE_NONE from a
+ * trimmed store (s->trimmed_seq > 0) for an ordinal below store_history_hot_from(), or a seq or
+ * time that may lie in the cold part, asks the index.
+ */
+/* The entry of `account` with this ordinal (STORE_NONE if it has fewer entries, or is cold). */
 uint32_t store_history_at_ordinal(const store *s, uint32_t account, uint32_t ordinal);
-/* The newest entry of `account` with seq <= `seq` (STORE_NONE if none). O(log n). */
+/* The newest entry of `account` with seq <= `seq` (STORE_NONE if none in memory). O(log n). */
 uint32_t store_history_find_seq(const store *s, uint32_t account, uint64_t seq);
-/* The newest entry of `account` with timestamp <= `timestamp`. */
+/* The newest entry of `account` with timestamp <= `timestamp` (STORE_NONE if none in memory). */
 uint32_t store_history_find_timestamp(const store *s, uint32_t account, uint64_t timestamp);
+/* The lowest ordinal of `account` held in memory: 0 on an untrimmed store, the account's
+ * history_count when none is. The entries in memory are always the newest ones. O(log n). */
+uint32_t store_history_hot_from(const store *s, uint32_t account);
 uint64_t store_history_timestamp(const store *s, const store_history *entry);
 int64_t store_history_delta(const store *s, const store_history *entry);
 
@@ -281,6 +292,35 @@ int store_restore_finish(store *s);
  * hash but holds nonsense (a bug, or tampering) is refused instead of read out of bounds.
  * Semantic consistency is coffer verify's job. */
 bool store_check_references(const store *s);
+
+/* What one store_trim() did. */
+typedef struct store_trim_stats {
+    uint64_t transfers_kept, transfers_evicted;
+    uint64_t history_kept, history_evicted;
+    uint64_t expiries_kept, expiries_evicted;
+    uint64_t arena_bytes_freed; /* bytes of ids, metadata and aux records no longer held */
+    uint64_t bytes_freed;       /* committed memory given back: budget.used before - after */
+} store_trim_stats;
+
+/*
+ * Evicts, in place, every transfer, history entry and expiry with seq <= `horizon` that nothing
+ * kept needs: pending holds stay whatever their seq, and so does a transfer a kept record refers
+ * to (a post's or void's hold or, for a rejected one, whatever record it named; a resolved
+ * hold's post or void; a history entry's transfer; an expiry's hold). Accounts stay. Kept
+ * records keep their order, moved towards index 0, and every reference to them is remapped;
+ * a reference to an evicted record becomes STORE_NONE (a kept history entry's previous or
+ * jump, an account's newest entry when all of its entries went); a transfer's link never does. The
+ * arena is compacted, the holds heap and the transfers' id index rebuilt, and the pages freed go
+ * back to the kernel and the budget. s->trimmed_seq becomes the higher of itself and `horizon`, and
+ * everything at or below it that is still evictable goes, so a repeated trim also takes holds
+ * resolved since the last.
+ *
+ * Writer thread, between batches (marks taken before it are void). COFFER_OK with `stats`
+ * filled (it may be null); OUT_OF_MEMORY when its temporary map cannot be allocated, or
+ * INTERNAL when the arena is not laid out in record order (a tampered snapshot), both with
+ * nothing changed.
+ */
+int store_trim(store *s, uint64_t horizon, store_trim_stats *stats);
 
 store_mark store_mark_get(const store *s);
 /* Truncates every table back to `mark`, unlinking history and unindexing ids appended after it.

@@ -90,6 +90,7 @@ static void as_tables(const uint8_t *data, size_t size)
     for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
         for (size_t i = 0; i < tables[t].length; i++, at++)
             ((uint8_t *)tables[t].bytes)[i] = size > 8 ? data[8 + (at - 8) % (size - 8)] : 0;
+    s.trimmed_seq = data[6] % 4; /* format 4 keeps it */
     snapshot_meta meta = {{1, 1, {0}}, 1, 1};
     char error[1024];
     if (snapshot_write(&s, &meta, dir, error, sizeof error) != COFFER_OK)
