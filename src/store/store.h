@@ -194,6 +194,7 @@ typedef struct store {
     const char *refusal_table; /* STORE_REFUSAL_TABLE: "transfers", "history entries", ... */
     /* Ranges the last store_reserve() asks the engine to populate ahead of use. */
     store_ranges ahead;
+    uint64_t trimmed_seq; /* highest seq evicted so far; 0: never */
 } store;
 
 /* A position the tables can be truncated back to (rollback of an atomic batch). */
@@ -241,6 +242,9 @@ uint32_t store_history_at_ordinal(const store *s, uint32_t account, uint32_t ord
 uint32_t store_history_find_seq(const store *s, uint32_t account, uint64_t seq);
 /* The newest entry of `account` with timestamp <= `timestamp`. */
 uint32_t store_history_find_timestamp(const store *s, uint32_t account, uint64_t timestamp);
+/* The lowest ordinal of `account` that memory holds (history_count when none): older entries
+ * were evicted and are read from the on-disk index. */
+uint32_t store_history_hot_from(const store *s, uint32_t account);
 uint64_t store_history_timestamp(const store *s, const store_history *entry);
 int64_t store_history_delta(const store *s, const store_history *entry);
 
