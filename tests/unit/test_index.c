@@ -3,7 +3,10 @@
  * random streams: every transfer and history entry the engine answers from memory is in the
  * index with the same content; a kill -9 resumes from the last flush and ends byte for byte
  * where a rebuild from the log ends; a deleted, damaged or foreign index is rebuilt with a log
- * line; coffer verify finds a tampered entry.
+ * line; coffer verify finds a tampered entry. A balance at a past seq or time read from the
+ * index equals memory's, and the engine's reads answer from the index what memory no longer
+ * holds (simulated on a store that holds everything: its transfer lookups blinded, its history
+ * read as if only the newest part were in memory).
  */
 #include "unit/support.h"
 
@@ -13,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "engine/engine.h"
 #include "files.h"
 #include "index/derive.h"
 #include "index/index.h"
@@ -240,6 +244,239 @@ static void index_matches_memory(void **state)
         compare_with_memory(w);
         workload_free(w);
     }
+}
+
+/* ---- past balances and the cold reads -------------------------------------------------- */
+
+#define HISTORY_MAX (4 * WORKLOAD_EVENTS)
+
+/* Every history entry of `account` from memory, oldest first. */
+static size_t history_all(coffer *db, const char *account, coffer_history_entry *all)
+{
+    size_t total = 0;
+    for (uint64_t after = 0;;) {
+        size_t count = 0;
+        int code = coffer_history(db, account, after, HISTORY_PAGE, all + total, &count);
+        if (code == COFFER_ACCOUNT_NOT_FOUND)
+            return 0; /* the stream never created it */
+        assert_int_equal(code, COFFER_OK);
+        total += count;
+        assert_true(total < HISTORY_MAX);
+        if (count < HISTORY_PAGE)
+            return total;
+        after = all[total - 1].seq;
+    }
+}
+
+static void past_equal(const coffer_account *memory, const coffer_account *other)
+{
+    assert_int_equal(other->balance, memory->balance);
+    assert_int_equal(other->available, memory->available);
+    assert_int_equal(other->debits_held, memory->debits_held);
+    assert_int_equal(other->version, memory->version);
+}
+
+/* Memory's balance of `account` at a seq or time against the index's entry for it; true when
+ * the index found one. */
+static bool past_matches(coffer *db, index_db *index, const char *account, int at, uint64_t value)
+{
+    coffer_account memory;
+    int code = coffer_account_get(db, account, at, value, &memory);
+    if (code == COFFER_ACCOUNT_NOT_FOUND)
+        return false; /* created after it */
+    assert_int_equal(code, COFFER_OK);
+    coffer_history_entry entry;
+    size_t length = strlen(account);
+    int found = at == COFFER_AT_SEQ ? index_history_at(index, account, length, value, &entry)
+                                    : index_history_at_time(index, account, length, value, &entry);
+    if (found == COFFER_TRANSFER_NOT_FOUND) {
+        assert_int_equal(memory.version, 1);
+        assert_int_equal(memory.balance, 0);
+        return false;
+    }
+    assert_int_equal(found, COFFER_OK);
+    assert_true(at == COFFER_AT_SEQ ? entry.seq <= value : entry.timestamp <= value);
+    coffer_account disk = {.balance = entry.balance,
+                           .available = entry.available,
+                           .debits_held = entry.balance - entry.available,
+                           .version = entry.version};
+    past_equal(&memory, &disk);
+    return true;
+}
+
+static void past_balances_match_memory(void **state)
+{
+    (void)state;
+    workload *w = workload_create(31);
+    coffer *db = workload_open(w, true);
+    workload_run(w, db, WORKLOAD_EVENTS);
+    index_caught_up(db);
+    coffer_close(db);
+    db = workload_open(w, false);
+    index_db *index = 0;
+    char error[512];
+    assert_int_equal(index_open(w->index_path, false, &index, error, sizeof error), COFFER_OK);
+    coffer_history_entry *all = malloc(HISTORY_MAX * sizeof *all);
+    assert_non_null(all);
+    size_t found = 0, probes = 0;
+    for (size_t a = 0; a < gen_account_count(w->generator); a++) {
+        const char *account = gen_account_id(w->generator, a);
+        size_t total = history_all(db, account, all);
+        found += past_matches(db, index, account, COFFER_AT_SEQ, 0);
+        found += past_matches(db, index, account, COFFER_AT_SEQ, UINT64_MAX);
+        found += past_matches(db, index, account, COFFER_AT_TIMESTAMP, UINT64_MAX);
+        for (size_t i = 0; i < total; i++) {
+            for (int d = -1; d <= 1; d++) {
+                found += past_matches(db, index, account, COFFER_AT_SEQ, all[i].seq + d);
+                found +=
+                    past_matches(db, index, account, COFFER_AT_TIMESTAMP, all[i].timestamp + d);
+                probes += 2;
+            }
+        }
+    }
+    assert_true(probes > WORKLOAD_EVENTS && found > probes / 2);
+    coffer_history_entry entry;
+    assert_int_equal(index_history_at(index, "no-such-account", 15, UINT64_MAX, &entry),
+                     COFFER_TRANSFER_NOT_FOUND);
+    assert_int_equal(index_history_at_time(index, "no-such-account", 15, UINT64_MAX, &entry),
+                     COFFER_TRANSFER_NOT_FOUND);
+    free(all);
+    index_close(index);
+    coffer_close(db);
+    workload_free(w);
+}
+
+/* Reopens with the index on and waits (at most a minute) until it can be read: flushed to the
+ * log's end and its filter filled. */
+static coffer *open_index_ready(workload *w)
+{
+    coffer *db = workload_open(w, true);
+    for (int waited_ms = 0; waited_ms < 60000; waited_ms++) {
+        if (engine_index_reader(db) && engine_index_flushed_seq(db) == coffer_durable_seq(db))
+            return db;
+        usleep(1000);
+    }
+    fail_msg("the index did not become readable");
+    return 0;
+}
+
+/* Transfers by id with memory's lookups blinded and trimmed_seq set: they come from the
+ * index, as memory answered them; an id never recorded is not found, mostly by the filter. */
+static void cold_transfers(workload *w, coffer *db)
+{
+    size_t count = gen_transfer_count(w->generator), recorded = 0;
+    coffer_transfer *memory = malloc(count * sizeof *memory);
+    int *codes = malloc(count * sizeof *codes);
+    assert_true(memory && codes);
+    for (size_t i = 0; i < count; i++)
+        codes[i] = coffer_transfer_get(db, gen_transfer_id(w->generator, i), &memory[i]);
+    /* The writer is idle between jobs, and the next job's handoff orders these writes. */
+    store *s = &db->store;
+    uint64_t *slots = s->transfer_index.slots;
+    s->transfer_index.slots = 0;
+    s->trimmed_seq = coffer_durable_seq(db);
+    for (size_t i = 0; i < count; i++) {
+        coffer_transfer cold;
+        assert_int_equal(coffer_transfer_get(db, gen_transfer_id(w->generator, i), &cold),
+                         codes[i]);
+        if (codes[i] == COFFER_OK) {
+            transfer_equal(&memory[i], &cold);
+            recorded++;
+        }
+    }
+    size_t filtered = 0;
+    for (int i = 0; i < 1000; i++) {
+        char id[32];
+        int length = snprintf(id, sizeof id, "never-recorded-%d", i);
+        coffer_transfer cold;
+        assert_int_equal(coffer_transfer_get(db, id, &cold), COFFER_TRANSFER_NOT_FOUND);
+        filtered += !engine_index_maybe(db, store_hash(id, (size_t)length));
+    }
+    assert_true(recorded > count / 4);
+    assert_true(filtered > 950); /* a false positive costs a RocksDB get, not an error */
+    s->transfer_index.slots = slots;
+    s->trimmed_seq = 0;
+    free(codes);
+    free(memory);
+}
+
+/* One account's history paged with the entries below ordinal hot_from read from the index:
+ * the same entries as memory's, no duplicate and no gap, from every kind of starting point. */
+static void cold_history(coffer *db, const char *account, const coffer_history_entry *all,
+                         size_t total, uint32_t hot_from)
+{
+    enum { LIMIT = 7 };
+    coffer_history_entry page[LIMIT];
+    for (size_t start = 0; start <= total; start += total / 5 + 1) {
+        /* After the previous entry's seq, and just before this entry's: the same page. */
+        for (int just_before = 0; just_before <= (start < total); just_before++) {
+            uint64_t after = just_before ? all[start].seq - 1 : start ? all[start - 1].seq : 0;
+            size_t next = start;
+            for (;;) {
+                size_t count = 0;
+                struct history_read read = {account, after, LIMIT, page, &count};
+                assert_int_equal(engine_history_read_from(db, &read, true, hot_from), COFFER_OK);
+                assert_true(count <= LIMIT && next + count <= total);
+                for (size_t i = 0; i < count; i++)
+                    history_equal(&all[next + i], &page[i]);
+                next += count;
+                if (count < LIMIT)
+                    break;
+                after = page[count - 1].seq;
+            }
+            assert_int_equal(next, total);
+        }
+    }
+}
+
+/* One account's balances at past seqs and times with the entries below hot_from cold. */
+static void cold_past(coffer *db, const char *account, const coffer_history_entry *all,
+                      size_t total, uint32_t hot_from)
+{
+    for (size_t i = 0; i < total; i++) {
+        for (int at = COFFER_AT_SEQ; at <= COFFER_AT_TIMESTAMP; at++) {
+            uint64_t value = (at == COFFER_AT_SEQ ? all[i].seq : all[i].timestamp) - (i % 2);
+            coffer_account memory, cold;
+            int code = coffer_account_get(db, account, at, value, &memory);
+            struct account_read read = {account, at, value, &cold};
+            assert_int_equal(engine_account_read_from(db, &read, true, hot_from), code);
+            if (code == COFFER_OK)
+                past_equal(&memory, &cold);
+        }
+    }
+}
+
+static void cold_reads_come_from_the_index(void **state)
+{
+    (void)state;
+    assert_true(COFFER_AT_SEQ + 1 == COFFER_AT_TIMESTAMP);
+    workload *w = workload_create(32);
+    coffer *db = workload_open(w, true);
+    workload_run(w, db, WORKLOAD_EVENTS);
+    coffer_close(db); /* flushes the index */
+    db = open_index_ready(w);
+    cold_transfers(w, db);
+    coffer_history_entry *all = malloc(HISTORY_MAX * sizeof *all);
+    assert_non_null(all);
+    size_t split = 0;
+    for (size_t a = 0; a < gen_account_count(w->generator); a++) {
+        const char *account = gen_account_id(w->generator, a);
+        size_t total = history_all(db, account, all);
+        if (total == 0)
+            continue; /* never created, or never moved */
+        uint32_t hot_froms[] = {0, 1, (uint32_t)total / 2, (uint32_t)total};
+        for (size_t h = 0; h < 4; h++) {
+            if (hot_froms[h] > total)
+                continue;
+            cold_history(db, account, all, total, hot_froms[h]);
+            cold_past(db, account, all, total, hot_froms[h]);
+        }
+        split += total >= 4;
+    }
+    assert_true(split > 2); /* some accounts had both a cold and a hot part */
+    free(all);
+    coffer_close(db);
+    workload_free(w);
 }
 
 /* ---- crash, rebuild, verify ---------------------------------------------------------------- */
@@ -495,6 +732,8 @@ int main(void)
          * is process-wide and does not survive a fork. */
         cmocka_unit_test(kill_resumes_from_checkpoint),
         cmocka_unit_test(index_matches_memory),
+        cmocka_unit_test(past_balances_match_memory),
+        cmocka_unit_test(cold_reads_come_from_the_index),
         cmocka_unit_test(damaged_or_foreign_index_is_rebuilt),
         cmocka_unit_test(verify_reports_index),
         cmocka_unit_test(index_is_off_by_default),
