@@ -319,6 +319,7 @@ void indexer_stats(const coffer *db, coffer_stats *out)
     out->index_records = atomic_load(&indexer->records);
     out->index_events = atomic_load(&indexer->events);
     out->index_write_us_total = atomic_load(&indexer->write_ns) / 1000u;
+    out->index_filter_bytes = engine_index_filter_bytes(db);
 }
 
 /* The index usable from the writer's thread: its thread has opened it and filled the filter. */

@@ -537,6 +537,9 @@ int index_history_at_time(index_db *index, const char *account_id, size_t accoun
     return found ? COFFER_OK : COFFER_TRANSFER_NOT_FOUND;
 }
 
+static int scan(index_db *index, const rocksdb_readoptions_t *options, uint8_t prefix,
+                index_scan_fn visit, void *context);
+
 static int filter_visit(void *context, const uint8_t *key, size_t key_length, const uint8_t *value,
                         size_t length)
 {
@@ -551,15 +554,23 @@ int index_filter_attach(index_db *index, id_filter *filter, filter_hash_fn hash)
     COFFER_ASSERT(filter && hash && !index->ids && index->staging.count == 0);
     index->ids = filter;
     index->hash = hash;
-    int code = index_scan(index, INDEX_KEY_TRANSFER, filter_visit, index);
+    /* A scan of every transfer once: its blocks would only push the reads' out of the cache,
+     * and reading ahead in large steps saves a read per block. */
+    rocksdb_readoptions_t *options = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_fill_cache(options, 0);
+    rocksdb_readoptions_set_readahead_size(options, 4u << 20);
+    int code = scan(index, options, INDEX_KEY_TRANSFER, filter_visit, index);
+    rocksdb_readoptions_destroy(options);
     if (code != COFFER_OK)
         atomic_store(&filter->broken, true);
     return code;
 }
 
-int index_scan(index_db *index, uint8_t prefix, index_scan_fn visit, void *context)
+/* Every key with a first byte `prefix`, read with `options`. */
+static int scan(index_db *index, const rocksdb_readoptions_t *options, uint8_t prefix,
+                index_scan_fn visit, void *context)
 {
-    rocksdb_iterator_t *iterator = rocksdb_create_iterator(index->db, index->read_options);
+    rocksdb_iterator_t *iterator = rocksdb_create_iterator(index->db, options);
     char first = (char)prefix;
     int code = COFFER_OK;
     rocksdb_iter_seek(iterator, &first, 1);
@@ -579,4 +590,9 @@ int index_scan(index_db *index, uint8_t prefix, index_scan_fn visit, void *conte
     }
     rocksdb_iter_destroy(iterator);
     return code;
+}
+
+int index_scan(index_db *index, uint8_t prefix, index_scan_fn visit, void *context)
+{
+    return scan(index, index->read_options, prefix, visit, context);
 }
