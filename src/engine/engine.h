@@ -30,7 +30,8 @@
 
 typedef struct engine_request engine_request;
 typedef struct engine_indexer engine_indexer;
-typedef struct index_db index_db; /* index/index.h */
+typedef struct index_db index_db;   /* index/index.h */
+typedef struct id_filter id_filter; /* index/filter.h */
 
 /* Runs on the writer thread, between batches' events, with exclusive access to the store. */
 typedef int (*engine_read_fn)(coffer *db, void *context);
@@ -208,13 +209,6 @@ struct history_read {
     size_t *count_out; /* how many entries were filled */
 };
 int engine_history_read(coffer *db, void *context); /* struct history_read */
-/* The two reads above as if memory held the account's history only from ordinal hot_from on
- * (when hot_from_given; else store_history_hot_from), the older entries coming from the index:
- * the seam through which tests reach the index's branches on a store that holds everything. */
-int engine_account_read_from(coffer *db, struct account_read *read, bool hot_from_given,
-                             uint32_t hot_from);
-int engine_history_read_from(coffer *db, struct history_read *read, bool hot_from_given,
-                             uint32_t hot_from);
 
 struct transfer_read {
     const char *id;
@@ -319,6 +313,7 @@ void indexer_stats(const coffer *db, coffer_stats *out);
 bool engine_index_maybe(const coffer *db, uint64_t hash);
 uint64_t engine_index_flushed_seq(const coffer *db);
 index_db *engine_index_reader(const coffer *db);
+const id_filter *engine_index_filter(const coffer *db); /* the filter itself, NULL when not ready */
 uint64_t engine_index_filter_bytes(const coffer *db);
 
 /* index_audit.c: coffer_verify_dir's check of DIR/index, into the report's index fields. */

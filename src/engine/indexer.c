@@ -349,6 +349,12 @@ index_db *engine_index_reader(const coffer *db)
     return indexer ? indexer->index : 0;
 }
 
+const id_filter *engine_index_filter(const coffer *db)
+{
+    const engine_indexer *indexer = indexer_ready(db);
+    return indexer ? &indexer->filter : 0;
+}
+
 uint64_t engine_index_filter_bytes(const coffer *db)
 {
     const engine_indexer *indexer = indexer_ready(db);

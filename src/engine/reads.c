@@ -11,7 +11,7 @@
 
 #include "base/check.h"
 #include "engine/engine.h"
-#include "index/index.h"
+#include "index/cold.h"
 
 static void copy_name(char *out, size_t out_size, const char *bytes, size_t length)
 {
@@ -60,56 +60,24 @@ static void account_fill(const store *s, const store_account *account, coffer_ac
     memcpy(out->metadata, s->arena + account->metadata_offset, account->metadata_len);
 }
 
-/* A past state from a history entry: balance and available after it (debits_held is their
- * difference), and the version after it. */
-static void account_at_entry(int64_t balance, int64_t available, uint64_t version,
-                             coffer_account *out)
-{
-    out->balance = balance;
-    out->available = available;
-    out->debits_held = balance - available;
-    out->version = version;
-}
-
 /* A past state: history keeps balance and available after each change, so those (and
  * debits_held, their difference) and the version are exact; the posted and credit-held totals
- * are not kept per entry and read as 0. Memory holds the account's ordinals from hot_from on;
- * an answer older than those (or none at all) is the index's to give. */
-static int account_at(coffer *db, uint32_t index, int at, uint64_t at_value, uint32_t hot_from,
-                      coffer_account *out)
+ * are not kept per entry and read as 0. What memory evicted comes from the index. */
+static int account_at(coffer *db, uint32_t index, int at, uint64_t at_value, coffer_account *out)
 {
     const store *s = &db->store;
     const store_account *account = &s->accounts[index];
     uint64_t created = at == COFFER_AT_SEQ ? account->created_seq : account->created_at;
     if (created > at_value)
         return COFFER_ACCOUNT_NOT_FOUND;
-    uint32_t entry = at == COFFER_AT_SEQ ? store_history_find_seq(s, index, at_value)
-                                         : store_history_find_timestamp(s, index, at_value);
     out->debits_posted = out->credits_posted = out->credits_held = 0;
-    account_at_entry(0, 0, 1, out);
-    if (entry != STORE_NONE && s->history[entry].ordinal >= hot_from) {
-        const store_history *found = &s->history[entry];
-        account_at_entry(found->balance, found->available, found->ordinal + 2, out);
-        return COFFER_OK;
-    }
-    if (hot_from == 0)
-        return COFFER_OK; /* memory holds every entry: none is that old */
-    index_db *disk = engine_index_reader(db);
-    if (!disk)
-        return COFFER_STORAGE_FAILED; /* trimmed, and the index is not (or no longer) readable */
-    const char *id = store_account_id(s, account);
-    coffer_history_entry cold;
-    int code = at == COFFER_AT_SEQ
-                   ? index_history_at(disk, id, account->id_len, at_value, &cold)
-                   : index_history_at_time(disk, id, account->id_len, at_value, &cold);
-    if (code == COFFER_OK)
-        account_at_entry(cold.balance, cold.available, cold.version, out);
-    return code == COFFER_TRANSFER_NOT_FOUND ? COFFER_OK : code;
+    return cold_account_at(s, engine_index_reader(db), index, store_history_hot_from(s, index), at,
+                           at_value, out);
 }
 
-int engine_account_read_from(coffer *db, struct account_read *read, bool hot_from_given,
-                             uint32_t hot_from)
+int engine_account_read(coffer *db, void *context)
 {
+    struct account_read *read = context;
     const store *s = &db->store;
     uint32_t index = find_account(s, read->id);
     if (index == STORE_NONE)
@@ -117,14 +85,7 @@ int engine_account_read_from(coffer *db, struct account_read *read, bool hot_fro
     account_fill(s, &s->accounts[index], read->out);
     if (read->at == COFFER_AT_NOW)
         return COFFER_OK;
-    if (!hot_from_given)
-        hot_from = store_history_hot_from(s, index);
-    return account_at(db, index, read->at, read->at_value, hot_from, read->out);
-}
-
-int engine_account_read(coffer *db, void *context)
-{
-    return engine_account_read_from(db, context, false, 0);
+    return account_at(db, index, read->at, read->at_value, read->out);
 }
 
 static int account_get_start(coffer *db, coffer_job *job, const char *id, int at, uint64_t at_value,
@@ -156,79 +117,16 @@ int coffer_account_get_async(coffer *db, coffer_job *job, const char *id, int at
 
 /* ---- history ------------------------------------------------------------------------------- */
 
-static void history_fill(const store *s, const store_history *found, coffer_history_entry *out)
+int engine_history_read(coffer *db, void *context)
 {
-    const store_transfer *transfer = &s->transfers[found->transfer];
-    out->seq = found->seq;
-    out->timestamp = store_history_timestamp(s, found);
-    copy_name(out->transfer_id, sizeof out->transfer_id, store_transfer_id(s, transfer),
-              transfer->id_len);
-    out->kind = found->kind;
-    out->delta = store_history_delta(s, found);
-    out->balance = found->balance;
-    out->available = found->available;
-    out->version = found->ordinal + 2;
-}
-
-/* The account's entries older than memory's (ordinals below hot_from, seqs below hot_seq) that
- * come after read->after_seq, from the index into the page's start. */
-static int history_cold(coffer *db, const struct history_read *read, uint64_t hot_seq,
-                        size_t *count)
-{
-    index_db *disk = engine_index_reader(db);
-    if (!disk)
-        return COFFER_STORAGE_FAILED; /* trimmed, and the index is not (or no longer) readable */
-    int code =
-        index_history_page(disk, read->id, read->after_seq, read->limit, read->entries, count);
-    if (code != COFFER_OK)
-        return code;
-    while (*count > 0 && read->entries[*count - 1].seq >= hot_seq)
-        --*count; /* memory's own: they come from memory */
-    return COFFER_OK;
-}
-
-int engine_history_read_from(coffer *db, struct history_read *read, bool hot_from_given,
-                             uint32_t hot_from)
-{
+    struct history_read *read = context;
     const store *s = &db->store;
     uint32_t account = find_account(s, read->id);
     if (account == STORE_NONE)
         return COFFER_ACCOUNT_NOT_FOUND;
-    uint64_t total = s->accounts[account].history_count;
-    if (!hot_from_given)
-        hot_from = store_history_hot_from(s, account);
-    COFFER_ASSERT(hot_from <= total);
-    if (read->limit == 0)
-        return COFFER_OK;
-    /* The page is the cold entries after after_seq (if any), then memory's from `first`. */
-    size_t cold = 0;
-    uint64_t hot_seq = hot_from < total
-                           ? s->history[store_history_at_ordinal(s, account, hot_from)].seq
-                           : UINT64_MAX;
-    if (hot_from > 0 && read->after_seq < hot_seq - 1) {
-        int code = history_cold(db, read, hot_seq, &cold);
-        if (code != COFFER_OK)
-            return code;
-    }
-    uint32_t after = store_history_find_seq(s, account, read->after_seq);
-    uint64_t first = after == STORE_NONE ? 0 : (uint64_t)s->history[after].ordinal + 1;
-    if (first < hot_from)
-        first = hot_from;
-    *read->count_out = cold;
-    if (first >= total || cold == read->limit)
-        return COFFER_OK;
-    uint64_t count = total - first < read->limit - cold ? total - first : read->limit - cold;
-    /* Memory's part is the entries with ordinals first..last: find the last, walk back. */
-    uint32_t entry = store_history_at_ordinal(s, account, (uint32_t)(first + count - 1));
-    for (uint64_t i = count; i-- > 0; entry = s->history[entry].previous)
-        history_fill(s, &s->history[entry], &read->entries[cold + i]);
-    *read->count_out = cold + count;
-    return COFFER_OK;
-}
-
-int engine_history_read(coffer *db, void *context)
-{
-    return engine_history_read_from(db, context, false, 0);
+    return cold_history_page(s, engine_index_reader(db), account,
+                             store_history_hot_from(s, account), read->after_seq, read->limit,
+                             read->entries, read->count_out);
 }
 
 static int history_start(coffer *db, coffer_job *job, const char *account_id, uint64_t after_seq,
@@ -313,31 +211,14 @@ static void transfer_fill(const store *s, uint32_t index, coffer_transfer *out)
         copy_name(out->submitted_by, sizeof out->submitted_by, submitter, submitter_length);
 }
 
-/* A transfer memory does not hold: evicted (then in the index, which the filter tells at
- * once for most ids that never existed) or unknown. */
-static int transfer_read_cold(coffer *db, const char *id, coffer_transfer *out)
-{
-    size_t length = strnlen(id, COFFER_TRANSFER_ID_MAX + 1);
-    if (db->store.trimmed_seq == 0 || length > COFFER_TRANSFER_ID_MAX)
-        return COFFER_TRANSFER_NOT_FOUND;
-    index_db *disk = engine_index_reader(db);
-    if (!disk)
-        return COFFER_STORAGE_FAILED; /* trimmed, and the index is not (or no longer) readable */
-    if (!engine_index_maybe(db, store_hash(id, length)))
-        return COFFER_TRANSFER_NOT_FOUND;
-    index_transfer found;
-    int code = index_get_transfer(disk, id, length, &found);
-    if (code == COFFER_OK)
-        *out = found.transfer;
-    return code;
-}
-
 int engine_transfer_read(coffer *db, void *context)
 {
     struct transfer_read *read = context;
     uint32_t index = find_transfer(&db->store, read->id);
-    if (index == STORE_NONE)
-        return transfer_read_cold(db, read->id, read->out);
+    if (index == STORE_NONE) /* unknown, or evicted: then the index has it */
+        return cold_transfer_get(&db->store, engine_index_reader(db), engine_index_filter(db),
+                                 read->id, strnlen(read->id, COFFER_TRANSFER_ID_MAX + 1),
+                                 read->out);
     transfer_fill(&db->store, index, read->out);
     return COFFER_OK;
 }

@@ -5,8 +5,8 @@
  * where a rebuild from the log ends; a deleted, damaged or foreign index is rebuilt with a log
  * line; coffer verify finds a tampered entry. A balance at a past seq or time read from the
  * index equals memory's, and the engine's reads answer from the index what memory no longer
- * holds (simulated on a store that holds everything: its transfer lookups blinded, its history
- * read as if only the newest part were in memory).
+ * holds (simulated on the engine's memory loaded from its snapshot, read as if only the newest
+ * part of each account's history were there and every transfer were evicted).
  */
 #include "unit/support.h"
 
@@ -16,10 +16,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "engine/engine.h"
 #include "files.h"
+#include "index/cold.h"
 #include "index/derive.h"
 #include "index/index.h"
+#include "log/snapshot.h"
 #include "model/generator.h"
 #include "model/reference.h"
 
@@ -346,63 +347,79 @@ static void past_balances_match_memory(void **state)
     workload_free(w);
 }
 
-/* Reopens with the index on and waits (at most a minute) until it can be read: flushed to the
- * log's end and its filter filled. */
-static coffer *open_index_ready(workload *w)
+/* Memory as the engine left it at close (its snapshot) and the index beside it: the reads of
+ * cold.c run against these, and the engine (reopened without an index) gives memory's
+ * answers through the public API. */
+typedef struct cold_fixture {
+    coffer *db;
+    store memory;
+    index_db *index;
+    id_filter filter;
+} cold_fixture;
+
+static void cold_open(workload *w, cold_fixture *f)
 {
-    coffer *db = workload_open(w, true);
-    for (int waited_ms = 0; waited_ms < 60000; waited_ms++) {
-        if (engine_index_reader(db) && engine_index_flushed_seq(db) == coffer_durable_seq(db))
-            return db;
-        usleep(1000);
-    }
-    fail_msg("the index did not become readable");
-    return 0;
+    f->db = workload_open(w, false);
+    store_limits limits = {1u << 20, 1u << 20, 256u << 20};
+    assert_int_equal(store_init(&f->memory, &limits), COFFER_OK);
+    snapshot_meta meta;
+    bool found = false;
+    char skipped[256] = "", error[512];
+    assert_int_equal(
+        snapshot_load_latest(&f->memory, w->dir, &meta, &found, skipped, sizeof skipped),
+        COFFER_OK);
+    assert_true(found && meta.last_seq == coffer_durable_seq(f->db));
+    assert_int_equal(index_open(w->index_path, false, &f->index, error, sizeof error), COFFER_OK);
+    assert_int_equal(index_position_get(f->index).applied_seq, meta.last_seq);
+    filter_init(&f->filter, 0);
+    assert_int_equal(index_filter_attach(f->index, &f->filter, store_hash), COFFER_OK);
 }
 
-/* Transfers by id with memory's lookups blinded and trimmed_seq set: they come from the
- * index, as memory answered them; an id never recorded is not found, mostly by the filter. */
-static void cold_transfers(workload *w, coffer *db)
+static void cold_close(cold_fixture *f)
 {
-    size_t count = gen_transfer_count(w->generator), recorded = 0;
-    coffer_transfer *memory = malloc(count * sizeof *memory);
-    int *codes = malloc(count * sizeof *codes);
-    assert_true(memory && codes);
-    for (size_t i = 0; i < count; i++)
-        codes[i] = coffer_transfer_get(db, gen_transfer_id(w->generator, i), &memory[i]);
-    /* The writer is idle between jobs, and the next job's handoff orders these writes. */
-    store *s = &db->store;
-    uint64_t *slots = s->transfer_index.slots;
-    s->transfer_index.slots = 0;
-    s->trimmed_seq = coffer_durable_seq(db);
-    for (size_t i = 0; i < count; i++) {
-        coffer_transfer cold;
-        assert_int_equal(coffer_transfer_get(db, gen_transfer_id(w->generator, i), &cold),
-                         codes[i]);
-        if (codes[i] == COFFER_OK) {
-            transfer_equal(&memory[i], &cold);
+    index_close(f->index);
+    filter_free(&f->filter);
+    store_free(&f->memory);
+    coffer_close(f->db);
+}
+
+/* Every transfer by id as if memory had evicted it: the index's answer is memory's; an id
+ * never recorded is not found, mostly by the filter alone. */
+static void cold_transfers(workload *w, cold_fixture *f)
+{
+    size_t recorded = 0, filtered = 0;
+    f->memory.trimmed_seq = 0;
+    coffer_transfer memory, cold;
+    const char *first = gen_transfer_id(w->generator, 0);
+    assert_int_equal(cold_transfer_get(&f->memory, f->index, 0, first, strlen(first), &cold),
+                     COFFER_TRANSFER_NOT_FOUND); /* never trimmed: memory's answer stands */
+    f->memory.trimmed_seq = coffer_durable_seq(f->db);
+    for (size_t i = 0; i < gen_transfer_count(w->generator); i++) {
+        const char *id = gen_transfer_id(w->generator, i);
+        int code = coffer_transfer_get(f->db, id, &memory);
+        assert_int_equal(cold_transfer_get(&f->memory, f->index, &f->filter, id, strlen(id), &cold),
+                         code);
+        if (code == COFFER_OK) {
+            transfer_equal(&memory, &cold);
             recorded++;
         }
     }
-    size_t filtered = 0;
     for (int i = 0; i < 1000; i++) {
         char id[32];
         int length = snprintf(id, sizeof id, "never-recorded-%d", i);
-        coffer_transfer cold;
-        assert_int_equal(coffer_transfer_get(db, id, &cold), COFFER_TRANSFER_NOT_FOUND);
-        filtered += !engine_index_maybe(db, store_hash(id, (size_t)length));
+        assert_int_equal(cold_transfer_get(&f->memory, f->index, 0, id, (size_t)length, &cold),
+                         COFFER_TRANSFER_NOT_FOUND);
+        filtered += !filter_maybe(&f->filter, store_hash(id, (size_t)length));
     }
-    assert_true(recorded > count / 4);
+    assert_true(recorded > gen_transfer_count(w->generator) / 4);
     assert_true(filtered > 950); /* a false positive costs a RocksDB get, not an error */
-    s->transfer_index.slots = slots;
-    s->trimmed_seq = 0;
-    free(codes);
-    free(memory);
+    assert_int_equal(cold_transfer_get(&f->memory, 0, 0, first, strlen(first), &cold),
+                     COFFER_STORAGE_FAILED); /* trimmed without a readable index */
 }
 
 /* One account's history paged with the entries below ordinal hot_from read from the index:
  * the same entries as memory's, no duplicate and no gap, from every kind of starting point. */
-static void cold_history(coffer *db, const char *account, const coffer_history_entry *all,
+static void cold_history(cold_fixture *f, uint32_t account, const coffer_history_entry *all,
                          size_t total, uint32_t hot_from)
 {
     enum { LIMIT = 7 };
@@ -414,8 +431,9 @@ static void cold_history(coffer *db, const char *account, const coffer_history_e
             size_t next = start;
             for (;;) {
                 size_t count = 0;
-                struct history_read read = {account, after, LIMIT, page, &count};
-                assert_int_equal(engine_history_read_from(db, &read, true, hot_from), COFFER_OK);
+                assert_int_equal(cold_history_page(&f->memory, f->index, account, hot_from, after,
+                                                   LIMIT, page, &count),
+                                 COFFER_OK);
                 assert_true(count <= LIMIT && next + count <= total);
                 for (size_t i = 0; i < count; i++)
                     history_equal(&all[next + i], &page[i]);
@@ -430,18 +448,21 @@ static void cold_history(coffer *db, const char *account, const coffer_history_e
 }
 
 /* One account's balances at past seqs and times with the entries below hot_from cold. */
-static void cold_past(coffer *db, const char *account, const coffer_history_entry *all,
-                      size_t total, uint32_t hot_from)
+static void cold_past(cold_fixture *f, const char *id, uint32_t account,
+                      const coffer_history_entry *all, size_t total, uint32_t hot_from)
 {
     for (size_t i = 0; i < total; i++) {
         for (int at = COFFER_AT_SEQ; at <= COFFER_AT_TIMESTAMP; at++) {
             uint64_t value = (at == COFFER_AT_SEQ ? all[i].seq : all[i].timestamp) - (i % 2);
             coffer_account memory, cold;
-            int code = coffer_account_get(db, account, at, value, &memory);
-            struct account_read read = {account, at, value, &cold};
-            assert_int_equal(engine_account_read_from(db, &read, true, hot_from), code);
-            if (code == COFFER_OK)
-                past_equal(&memory, &cold);
+            int code = coffer_account_get(f->db, id, at, value, &memory);
+            if (code == COFFER_ACCOUNT_NOT_FOUND)
+                continue; /* created after it: decided before the history is read */
+            assert_int_equal(code, COFFER_OK);
+            assert_int_equal(
+                cold_account_at(&f->memory, f->index, account, hot_from, at, value, &cold),
+                COFFER_OK);
+            past_equal(&memory, &cold);
         }
     }
 }
@@ -453,29 +474,36 @@ static void cold_reads_come_from_the_index(void **state)
     workload *w = workload_create(32);
     coffer *db = workload_open(w, true);
     workload_run(w, db, WORKLOAD_EVENTS);
-    coffer_close(db); /* flushes the index */
-    db = open_index_ready(w);
-    cold_transfers(w, db);
+    index_caught_up(db);
+    coffer_close(db); /* flushes the index, writes a snapshot */
+    cold_fixture f;
+    cold_open(w, &f);
+    cold_transfers(w, &f);
     coffer_history_entry *all = malloc(HISTORY_MAX * sizeof *all);
     assert_non_null(all);
     size_t split = 0;
     for (size_t a = 0; a < gen_account_count(w->generator); a++) {
-        const char *account = gen_account_id(w->generator, a);
-        size_t total = history_all(db, account, all);
+        const char *id = gen_account_id(w->generator, a);
+        size_t total = history_all(f.db, id, all);
         if (total == 0)
             continue; /* never created, or never moved */
+        uint32_t account =
+            store_account_find(&f.memory, id, strlen(id), store_hash(id, strlen(id)));
+        assert_int_not_equal(account, STORE_NONE);
         uint32_t hot_froms[] = {0, 1, (uint32_t)total / 2, (uint32_t)total};
         for (size_t h = 0; h < 4; h++) {
-            if (hot_froms[h] > total)
-                continue;
-            cold_history(db, account, all, total, hot_froms[h]);
-            cold_past(db, account, all, total, hot_froms[h]);
+            cold_history(&f, account, all, total, hot_froms[h]);
+            cold_past(&f, id, account, all, total, hot_froms[h]);
         }
+        size_t count = 0;
+        assert_int_equal(
+            cold_history_page(&f.memory, 0, account, (uint32_t)total, 0, 1, all, &count),
+            COFFER_STORAGE_FAILED); /* cold, and no index to read it from */
         split += total >= 4;
     }
     assert_true(split > 2); /* some accounts had both a cold and a hot part */
     free(all);
-    coffer_close(db);
+    cold_close(&f);
     workload_free(w);
 }
 
