@@ -36,6 +36,15 @@ static uint32_t find_transfer(const store *s, const char *id)
     return store_transfer_find(s, id, length, store_hash(id, length));
 }
 
+/* The index for what memory evicted: only once it holds every seq memory may have evicted (a
+ * rebuilt index starts empty and catches up behind); NULL makes such a read storage_failed. */
+static index_db *cold_index(const coffer *db)
+{
+    if (engine_index_flushed_seq(db) < db->store.trimmed_seq)
+        return 0;
+    return engine_index_reader(db);
+}
+
 /* ---- accounts ------------------------------------------------------------------------------ */
 
 static void account_fill(const store *s, const store_account *account, coffer_account *out)
@@ -71,8 +80,8 @@ static int account_at(coffer *db, uint32_t index, int at, uint64_t at_value, cof
     if (created > at_value)
         return COFFER_ACCOUNT_NOT_FOUND;
     out->debits_posted = out->credits_posted = out->credits_held = 0;
-    return cold_account_at(s, engine_index_reader(db), index, store_history_hot_from(s, index), at,
-                           at_value, out);
+    return cold_account_at(s, cold_index(db), index, store_history_hot_from(s, index), at, at_value,
+                           out);
 }
 
 int engine_account_read(coffer *db, void *context)
@@ -124,9 +133,8 @@ int engine_history_read(coffer *db, void *context)
     uint32_t account = find_account(s, read->id);
     if (account == STORE_NONE)
         return COFFER_ACCOUNT_NOT_FOUND;
-    return cold_history_page(s, engine_index_reader(db), account,
-                             store_history_hot_from(s, account), read->after_seq, read->limit,
-                             read->entries, read->count_out);
+    return cold_history_page(s, cold_index(db), account, store_history_hot_from(s, account),
+                             read->after_seq, read->limit, read->entries, read->count_out);
 }
 
 static int history_start(coffer *db, coffer_job *job, const char *account_id, uint64_t after_seq,
@@ -216,9 +224,8 @@ int engine_transfer_read(coffer *db, void *context)
     struct transfer_read *read = context;
     uint32_t index = find_transfer(&db->store, read->id);
     if (index == STORE_NONE) /* unknown, or evicted: then the index has it */
-        return cold_transfer_get(&db->store, engine_index_reader(db), engine_index_filter(db),
-                                 read->id, strnlen(read->id, COFFER_TRANSFER_ID_MAX + 1),
-                                 read->out);
+        return cold_transfer_get(&db->store, cold_index(db), engine_index_filter(db), read->id,
+                                 strnlen(read->id, COFFER_TRANSFER_ID_MAX + 1), read->out);
     transfer_fill(&db->store, index, read->out);
     return COFFER_OK;
 }
