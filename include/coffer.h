@@ -491,6 +491,8 @@ typedef struct coffer_stats {
     uint64_t index_records;
     uint64_t index_events;
     uint64_t index_write_us_total;
+    /* The memory of the index's filter of the transfer ids it holds (0 until it is filled). */
+    uint64_t index_filter_bytes;
 } coffer_stats;
 
 /* Fills the first `size_bytes` of *out (zeroes what this library does not know). Call it

@@ -30,6 +30,8 @@
 
 typedef struct engine_request engine_request;
 typedef struct engine_indexer engine_indexer;
+typedef struct index_db index_db;   /* index/index.h */
+typedef struct id_filter id_filter; /* index/filter.h */
 
 /* Runs on the writer thread, between batches' events, with exclusive access to the store. */
 typedef int (*engine_read_fn)(coffer *db, void *context);
@@ -299,6 +301,20 @@ void feed_destroy(coffer *db);
 void indexer_start(coffer *db);
 void indexer_stop(coffer *db);
 void indexer_stats(const coffer *db, coffer_stats *out);
+/*
+ * For the writer's thread, once the indexer has opened the index and filled its id filter
+ * (before that, and without an index: as if it held everything and nothing was flushed).
+ * engine_index_maybe: false when the id of this store_hash was certainly never indexed; asked
+ * only for ids of seqs <= engine_index_flushed_seq (whose acquire makes their adds visible).
+ * engine_index_flushed_seq: the seq up to which the index is in RocksDB, 0 when not ready.
+ * engine_index_reader: the index for reads of what memory evicted, NULL when not ready.
+ * engine_index_filter_bytes: the filter's memory (metrics, the memory budget).
+ */
+bool engine_index_maybe(const coffer *db, uint64_t hash);
+uint64_t engine_index_flushed_seq(const coffer *db);
+index_db *engine_index_reader(const coffer *db);
+const id_filter *engine_index_filter(const coffer *db); /* the filter itself, NULL when not ready */
+uint64_t engine_index_filter_bytes(const coffer *db);
 
 /* index_audit.c: coffer_verify_dir's check of DIR/index, into the report's index fields. */
 void engine_audit_index(const char *dir, coffer_dir_report *report);

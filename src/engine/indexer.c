@@ -13,8 +13,10 @@
 
 #include "base/clock.h"
 #include "engine/engine.h"
+#include "index/filter.h"
 #include "index/index.h"
 #include "log/cursor.h"
+#include "store/store.h"
 
 /* A flush writes the applied records to RocksDB, where they survive a crash and can be read:
  * after this much log, or this long when something was applied. Between flushes they are
@@ -37,6 +39,11 @@ struct engine_indexer {
     _Atomic uint64_t applied_seq, flushed_seq, records, events, write_ns;
     uint64_t bytes_since_flush, applied_at_flush;
     uint64_t flushed_at_ms;
+    /* The ids the index holds, for the writer's "certainly new" (engine_index_maybe). */
+    id_filter filter;
+    /* The index and its filter can be read from other threads: set (release) once the filter is
+     * filled, never cleared while the thread runs. */
+    atomic_bool ready;
     char error[1024];
 };
 
@@ -186,6 +193,26 @@ static void indexer_wait(engine_indexer *indexer, uint64_t applied, uint64_t tim
     pthread_mutex_unlock(&db->feed_mutex);
 }
 
+/* Fills the id filter from the index's transfer keys, before anyone may ask it; the filter is
+ * not persisted, as a scan at open costs little beside the log replay it often follows. */
+static bool indexer_filter_fill(engine_indexer *indexer)
+{
+    uint64_t started = clock_monotonic_ns();
+    int code = index_filter_attach(indexer->index, &indexer->filter, store_hash);
+    uint64_t elapsed_ms = (clock_monotonic_ns() - started) / 1000000u;
+    if (code != COFFER_OK) {
+        engine_log(indexer->db, "index: its transfer ids cannot be read; the index is off");
+        return false;
+    }
+    uint64_t ids = filter_ids(&indexer->filter);
+    if (ids > 0)
+        engine_log(
+            indexer->db, "index: %llu transfer ids read into its filter (%llu MiB) in %llu ms",
+            (unsigned long long)ids, (unsigned long long)(filter_bytes(&indexer->filter) >> 20),
+            (unsigned long long)elapsed_ms);
+    return true;
+}
+
 static void *indexer_main(void *argument)
 {
     engine_indexer *indexer = argument;
@@ -195,9 +222,14 @@ static void *indexer_main(void *argument)
         atomic_store(&indexer->off, true);
         return 0;
     }
+    if (!indexer_filter_fill(indexer)) {
+        atomic_store(&indexer->off, true);
+        return 0;
+    }
     indexer->applied_at_flush = index_position_get(indexer->index).applied_seq;
     atomic_store(&indexer->applied_seq, indexer->applied_at_flush);
     atomic_store(&indexer->flushed_seq, indexer->applied_at_flush);
+    atomic_store_explicit(&indexer->ready, true, memory_order_release);
     indexer->flushed_at_ms = clock_monotonic_ns() / 1000000u;
     int code = COFFER_OK;
     while (!atomic_load(&indexer->stopping) && code == COFFER_OK) {
@@ -231,6 +263,7 @@ static void *indexer_main(void *argument)
 static void indexer_free(engine_indexer *indexer)
 {
     index_close(indexer->index);
+    filter_free(&indexer->filter);
     log_cursor_close(indexer->cursor);
     free(indexer->path);
     free(indexer);
@@ -252,6 +285,7 @@ void indexer_start(coffer *db)
     }
     snprintf(indexer->path, path_size, "%s/%s", db->dir, INDEX_DIRECTORY);
     indexer->db = db;
+    filter_init(&indexer->filter, 0);
     if (pthread_create(&indexer->thread, 0, indexer_main, indexer) != 0) {
         engine_log(db, "index: cannot start its thread; the index is off");
         indexer_free(indexer);
@@ -285,4 +319,44 @@ void indexer_stats(const coffer *db, coffer_stats *out)
     out->index_records = atomic_load(&indexer->records);
     out->index_events = atomic_load(&indexer->events);
     out->index_write_us_total = atomic_load(&indexer->write_ns) / 1000u;
+    out->index_filter_bytes = engine_index_filter_bytes(db);
+}
+
+/* The index usable from the writer's thread: its thread has opened it and filled the filter. */
+static engine_indexer *indexer_ready(const coffer *db)
+{
+    engine_indexer *indexer = db->indexer;
+    if (!indexer || !atomic_load_explicit(&indexer->ready, memory_order_acquire))
+        return 0;
+    return indexer;
+}
+
+bool engine_index_maybe(const coffer *db, uint64_t hash)
+{
+    const engine_indexer *indexer = indexer_ready(db);
+    return !indexer || filter_maybe(&indexer->filter, hash);
+}
+
+uint64_t engine_index_flushed_seq(const coffer *db)
+{
+    const engine_indexer *indexer = indexer_ready(db);
+    return indexer ? atomic_load_explicit(&indexer->flushed_seq, memory_order_acquire) : 0;
+}
+
+index_db *engine_index_reader(const coffer *db)
+{
+    engine_indexer *indexer = indexer_ready(db);
+    return indexer ? indexer->index : 0;
+}
+
+const id_filter *engine_index_filter(const coffer *db)
+{
+    const engine_indexer *indexer = indexer_ready(db);
+    return indexer ? &indexer->filter : 0;
+}
+
+uint64_t engine_index_filter_bytes(const coffer *db)
+{
+    const engine_indexer *indexer = indexer_ready(db);
+    return indexer ? filter_bytes(&indexer->filter) : 0;
 }

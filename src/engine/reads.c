@@ -1,13 +1,17 @@
 /*
  * reads.c — lookups and the live invariant check. Each runs on the writer thread between
  * batches (as a job's read), so it sees one consistent state and needs no lock on any record.
- * Every answer is copied into caller-owned structs.
+ * Every answer is copied into caller-owned structs. Once memory has been trimmed
+ * (s->trimmed_seq > 0), what it no longer holds is read from the on-disk index, which holds
+ * every seq up to trimmed_seq: a transfer by id, an account's oldest history entries, a
+ * balance at a past seq or time.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/check.h"
 #include "engine/engine.h"
+#include "index/cold.h"
 
 static void copy_name(char *out, size_t out_size, const char *bytes, size_t length)
 {
@@ -30,6 +34,15 @@ static uint32_t find_transfer(const store *s, const char *id)
     if (length > COFFER_TRANSFER_ID_MAX)
         return STORE_NONE;
     return store_transfer_find(s, id, length, store_hash(id, length));
+}
+
+/* The index for what memory evicted: only once it holds every seq memory may have evicted (a
+ * rebuilt index starts empty and catches up behind); NULL makes such a read storage_failed. */
+static index_db *cold_index(const coffer *db)
+{
+    if (engine_index_flushed_seq(db) < db->store.trimmed_seq)
+        return 0;
+    return engine_index_reader(db);
 }
 
 /* ---- accounts ------------------------------------------------------------------------------ */
@@ -58,26 +71,17 @@ static void account_fill(const store *s, const store_account *account, coffer_ac
 
 /* A past state: history keeps balance and available after each change, so those (and
  * debits_held, their difference) and the version are exact; the posted and credit-held totals
- * are not kept per entry and read as 0. */
-static int account_at(const store *s, const store_account *account, uint32_t index, int at,
-                      uint64_t at_value, coffer_account *out)
+ * are not kept per entry and read as 0. What memory evicted comes from the index. */
+static int account_at(coffer *db, uint32_t index, int at, uint64_t at_value, coffer_account *out)
 {
+    const store *s = &db->store;
+    const store_account *account = &s->accounts[index];
     uint64_t created = at == COFFER_AT_SEQ ? account->created_seq : account->created_at;
     if (created > at_value)
         return COFFER_ACCOUNT_NOT_FOUND;
-    uint32_t entry = at == COFFER_AT_SEQ ? store_history_find_seq(s, index, at_value)
-                                         : store_history_find_timestamp(s, index, at_value);
     out->debits_posted = out->credits_posted = out->credits_held = 0;
-    out->balance = out->available = out->debits_held = 0;
-    out->version = 1;
-    if (entry != STORE_NONE) {
-        const store_history *found = &s->history[entry];
-        out->balance = found->balance;
-        out->available = found->available;
-        out->debits_held = found->balance - found->available;
-        out->version = found->ordinal + 2;
-    }
-    return COFFER_OK;
+    return cold_account_at(s, cold_index(db), index, store_history_hot_from(s, index), at, at_value,
+                           out);
 }
 
 int engine_account_read(coffer *db, void *context)
@@ -90,7 +94,7 @@ int engine_account_read(coffer *db, void *context)
     account_fill(s, &s->accounts[index], read->out);
     if (read->at == COFFER_AT_NOW)
         return COFFER_OK;
-    return account_at(s, &s->accounts[index], index, read->at, read->at_value, read->out);
+    return account_at(db, index, read->at, read->at_value, read->out);
 }
 
 static int account_get_start(coffer *db, coffer_job *job, const char *id, int at, uint64_t at_value,
@@ -129,30 +133,8 @@ int engine_history_read(coffer *db, void *context)
     uint32_t account = find_account(s, read->id);
     if (account == STORE_NONE)
         return COFFER_ACCOUNT_NOT_FOUND;
-    /* The page is the entries with ordinals first..last: find the last, walk back to first. */
-    uint32_t after = store_history_find_seq(s, account, read->after_seq);
-    uint64_t first = after == STORE_NONE ? 0 : (uint64_t)s->history[after].ordinal + 1;
-    uint64_t total = s->accounts[account].history_count;
-    if (first >= total || read->limit == 0)
-        return COFFER_OK;
-    uint64_t count = total - first < read->limit ? total - first : read->limit;
-    uint32_t entry = store_history_at_ordinal(s, account, (uint32_t)(first + count - 1));
-    *read->count_out = count;
-    for (uint64_t i = count; i-- > 0; entry = s->history[entry].previous) {
-        const store_history *found = &s->history[entry];
-        const store_transfer *transfer = &s->transfers[found->transfer];
-        coffer_history_entry *out = &read->entries[i];
-        out->seq = found->seq;
-        out->timestamp = store_history_timestamp(s, found);
-        copy_name(out->transfer_id, sizeof out->transfer_id, store_transfer_id(s, transfer),
-                  transfer->id_len);
-        out->kind = found->kind;
-        out->delta = store_history_delta(s, found);
-        out->balance = found->balance;
-        out->available = found->available;
-        out->version = found->ordinal + 2;
-    }
-    return COFFER_OK;
+    return cold_history_page(s, cold_index(db), account, store_history_hot_from(s, account),
+                             read->after_seq, read->limit, read->entries, read->count_out);
 }
 
 static int history_start(coffer *db, coffer_job *job, const char *account_id, uint64_t after_seq,
@@ -241,8 +223,9 @@ int engine_transfer_read(coffer *db, void *context)
 {
     struct transfer_read *read = context;
     uint32_t index = find_transfer(&db->store, read->id);
-    if (index == STORE_NONE)
-        return COFFER_TRANSFER_NOT_FOUND;
+    if (index == STORE_NONE) /* unknown, or evicted: then the index has it */
+        return cold_transfer_get(&db->store, cold_index(db), engine_index_filter(db), read->id,
+                                 strnlen(read->id, COFFER_TRANSFER_ID_MAX + 1), read->out);
     transfer_fill(&db->store, index, read->out);
     return COFFER_OK;
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "base/check.h"
 #include "index/derive.h"
 #include "index/staging.h"
 
@@ -39,6 +40,8 @@ struct index_db {
     bool failed; /* a write failed: the handle refuses more */
     /* After the records applied (staged in memory) and flushed (in RocksDB, durable). */
     index_position position, flushed;
+    id_filter *ids; /* the ids staged go into it too (index_filter_attach), or NULL */
+    filter_hash_fn hash;
 };
 
 static void fail(char *error, size_t error_size, const char *what, char *message)
@@ -225,11 +228,21 @@ static int stage(index_db *index, uint64_t *count, const uint8_t *key, size_t ke
     return code;
 }
 
+/* The id of a transfer key, into the filter: a failed add breaks the filter, not the index. */
+static void filter_put(index_db *index, const uint8_t *key, size_t key_length)
+{
+    if (index->ids)
+        filter_add(index->ids, index->hash((const char *)key + 1, key_length - 1));
+}
+
 static int stage_transfer(void *context, const uint8_t *key, size_t key_length,
                           const uint8_t *value, size_t value_length)
 {
     index_db *index = context;
-    return stage(index, &index->position.transfers, key, key_length, value, value_length);
+    int code = stage(index, &index->position.transfers, key, key_length, value, value_length);
+    if (code == 0)
+        filter_put(index, key, key_length);
+    return code;
 }
 
 static int stage_history(void *context, const uint8_t *key, size_t key_length, const uint8_t *value,
@@ -437,9 +450,127 @@ int index_history_page(index_db *index, const char *account_id, uint64_t after_s
     return code;
 }
 
-int index_scan(index_db *index, uint8_t prefix, index_scan_fn visit, void *context)
+/* Positions `iterator` on the newest entry of the account with seq <= `seq` and unpacks it:
+ * COFFER_OK, COFFER_TRANSFER_NOT_FOUND for none, storage_failed. */
+static int history_seek(rocksdb_iterator_t *iterator, const char *account_id, size_t account_len,
+                        uint64_t seq, coffer_history_entry *out)
 {
+    uint8_t key[HISTORY_KEY_MAX];
+    /* Past both sides of `seq`: SeekForPrev then lands on the last key at or before it. */
+    size_t key_length = index_history_key(key, account_id, account_len, seq, UINT8_MAX);
+    size_t prefix = 2 + account_len;
+    rocksdb_iter_seek_for_prev(iterator, (const char *)key, key_length);
+    if (!rocksdb_iter_valid(iterator)) {
+        char *message = 0;
+        rocksdb_iter_get_error(iterator, &message);
+        bool failed = message != 0;
+        free(message);
+        return failed ? COFFER_STORAGE_FAILED : COFFER_TRANSFER_NOT_FOUND;
+    }
+    size_t found_length, length;
+    const uint8_t *found = (const uint8_t *)rocksdb_iter_key(iterator, &found_length);
+    if (found_length < prefix || memcmp(found, key, prefix) != 0)
+        return COFFER_TRANSFER_NOT_FOUND; /* another account's key, or another prefix */
+    const uint8_t *value = (const uint8_t *)rocksdb_iter_value(iterator, &length);
+    if (!index_history_unpack(found, found_length, value, length, out))
+        return COFFER_STORAGE_FAILED;
+    COFFER_ASSERT(out->seq <= seq);
+    return COFFER_OK;
+}
+
+static bool history_account_ok(const char *account_id, size_t account_len)
+{
+    return account_id && account_len > 0 && account_len <= COFFER_ACCOUNT_ID_MAX;
+}
+
+int index_history_at(index_db *index, const char *account_id, size_t account_len, uint64_t seq,
+                     coffer_history_entry *out)
+{
+    if (!history_account_ok(account_id, account_len))
+        return COFFER_TRANSFER_NOT_FOUND;
     rocksdb_iterator_t *iterator = rocksdb_create_iterator(index->db, index->read_options);
+    int code = history_seek(iterator, account_id, account_len, seq, out);
+    rocksdb_iter_destroy(iterator);
+    return code;
+}
+
+/* A binary search over seqs, one SeekForPrev per step on one iterator: each step finds the
+ * newest entry at or before the middle seq and keeps the half that can hold the answer, so it
+ * takes at most 64 seeks and no key besides the history's. */
+int index_history_at_time(index_db *index, const char *account_id, size_t account_len,
+                          uint64_t timestamp, coffer_history_entry *out)
+{
+    if (!history_account_ok(account_id, account_len))
+        return COFFER_TRANSFER_NOT_FOUND;
+    rocksdb_iterator_t *iterator = rocksdb_create_iterator(index->db, index->read_options);
+    coffer_history_entry entry;
+    int code = history_seek(iterator, account_id, account_len, UINT64_MAX, &entry);
+    bool found = code == COFFER_OK && entry.timestamp <= timestamp;
+    if (found)
+        *out = entry;
+    /* The answer, if any, has a seq in low..high: the newest entry is too late. */
+    uint64_t low = 0, high = code == COFFER_OK && !found && entry.seq > 0 ? entry.seq - 1 : 0;
+    bool searching = code == COFFER_OK && !found && entry.seq > 0;
+    while (searching && low <= high) {
+        uint64_t middle = low + (high - low) / 2;
+        code = history_seek(iterator, account_id, account_len, middle, &entry);
+        if (code == COFFER_TRANSFER_NOT_FOUND) {
+            code = COFFER_OK;
+            low = middle + 1; /* nothing at or before middle */
+        } else if (code != COFFER_OK) {
+            break;
+        } else if (entry.timestamp <= timestamp) {
+            *out = entry; /* a candidate; a newer one can only come after middle */
+            found = true;
+            low = middle + 1;
+        } else if (entry.seq == 0) {
+            break;
+        } else {
+            high = entry.seq - 1;
+        }
+        if (middle == UINT64_MAX)
+            break;
+    }
+    rocksdb_iter_destroy(iterator);
+    if (code != COFFER_OK && code != COFFER_TRANSFER_NOT_FOUND)
+        return code;
+    return found ? COFFER_OK : COFFER_TRANSFER_NOT_FOUND;
+}
+
+static int scan(index_db *index, const rocksdb_readoptions_t *options, uint8_t prefix,
+                index_scan_fn visit, void *context);
+
+static int filter_visit(void *context, const uint8_t *key, size_t key_length, const uint8_t *value,
+                        size_t length)
+{
+    (void)value, (void)length;
+    filter_put(context, key, key_length);
+    return COFFER_OK;
+}
+
+int index_filter_attach(index_db *index, id_filter *filter, filter_hash_fn hash)
+{
+    /* Nothing staged yet: the scan of RocksDB's keys sees every id the index holds. */
+    COFFER_ASSERT(filter && hash && !index->ids && index->staging.count == 0);
+    index->ids = filter;
+    index->hash = hash;
+    /* A scan of every transfer once: its blocks would only push the reads' out of the cache,
+     * and reading ahead in large steps saves a read per block. */
+    rocksdb_readoptions_t *options = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_fill_cache(options, 0);
+    rocksdb_readoptions_set_readahead_size(options, 4u << 20);
+    int code = scan(index, options, INDEX_KEY_TRANSFER, filter_visit, index);
+    rocksdb_readoptions_destroy(options);
+    if (code != COFFER_OK)
+        atomic_store(&filter->broken, true);
+    return code;
+}
+
+/* Every key with a first byte `prefix`, read with `options`. */
+static int scan(index_db *index, const rocksdb_readoptions_t *options, uint8_t prefix,
+                index_scan_fn visit, void *context)
+{
+    rocksdb_iterator_t *iterator = rocksdb_create_iterator(index->db, options);
     char first = (char)prefix;
     int code = COFFER_OK;
     rocksdb_iter_seek(iterator, &first, 1);
@@ -459,4 +590,9 @@ int index_scan(index_db *index, uint8_t prefix, index_scan_fn visit, void *conte
     }
     rocksdb_iter_destroy(iterator);
     return code;
+}
+
+int index_scan(index_db *index, uint8_t prefix, index_scan_fn visit, void *context)
+{
+    return scan(index, index->read_options, prefix, visit, context);
 }

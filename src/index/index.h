@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "coffer.h"
+#include "index/filter.h"
 #include "log/record.h"
 
 /* The layout of keys and values; an index of another format is rebuilt, not read. Format 2
@@ -78,12 +79,35 @@ int index_apply_record(index_db *index, const uint8_t *bytes, const record_heade
  * only applied. */
 int index_flush(index_db *index, char *error, size_t error_size);
 
+/*
+ * Gives the index a filter to keep: it is filled with every transfer id the index holds (a scan
+ * of its transfer keys, hashed by `hash`), and then each record applied adds its transfers' ids
+ * as it stages them. Called on the index's writing thread right after index_open (before any
+ * record is applied) and before other threads ask the filter, which must outlive the handle.
+ * COFFER_OK, or storage_failed when the scan fails (an add that fails breaks the filter into
+ * answering "maybe", see filter.h).
+ */
+int index_filter_attach(index_db *index, id_filter *filter, filter_hash_fn hash);
+
 /* The transfer with this id: COFFER_OK, transfer_not_found, or storage_failed. */
 int index_get_transfer(index_db *index, const char *id, size_t id_len, index_transfer *out);
 /* Up to `limit` history entries of `account_id` with seq > after_seq, oldest first, into
  * entries; *count_out gets how many. COFFER_OK or storage_failed. */
 int index_history_page(index_db *index, const char *account_id, uint64_t after_seq, size_t limit,
                        coffer_history_entry *entries, size_t *count_out);
+
+/*
+ * The newest history entry of `account_id` (`account_len` bytes) with seq <= `seq`
+ * (index_history_at), or with timestamp <= `timestamp` (index_history_at_time): what a balance at
+ * a past seq or time reads when memory no longer holds it. COFFER_OK, COFFER_TRANSFER_NOT_FOUND
+ * when the account has no such entry, or storage_failed. An account is never both sides of one
+ * seq (the core refuses same_account), so a seq has at most one entry per account; an account's
+ * timestamps never decrease with its seqs, which the time lookup's binary search needs.
+ */
+int index_history_at(index_db *index, const char *account_id, size_t account_len, uint64_t seq,
+                     coffer_history_entry *out);
+int index_history_at_time(index_db *index, const char *account_id, size_t account_len,
+                          uint64_t timestamp, coffer_history_entry *out);
 
 /*
  * Checks the index against the log records given in order (every record of the log up to the

@@ -113,9 +113,13 @@ static void render_index(text_buffer *t, const coffer_stats *s)
                 "coffer_index_records_total %llu\n"
                 "# HELP coffer_index_write_seconds_total Time the on-disk index spent applying "
                 "records.\n# TYPE coffer_index_write_seconds_total counter\n"
-                "coffer_index_write_seconds_total %.6f\n",
+                "coffer_index_write_seconds_total %.6f\n"
+                "# HELP coffer_index_filter_bytes Memory of the on-disk index's filter of the "
+                "transfer ids it holds.\n# TYPE coffer_index_filter_bytes gauge\n"
+                "coffer_index_filter_bytes %llu\n",
                 (unsigned long long)s->index_applied_seq, (unsigned long long)lag,
-                (unsigned long long)s->index_records, (double)s->index_write_us_total / 1e6);
+                (unsigned long long)s->index_records, (double)s->index_write_us_total / 1e6,
+                (unsigned long long)s->index_filter_bytes);
 }
 
 static void render_engine(text_buffer *t, const coffer_stats *s)

@@ -3,7 +3,10 @@
  * random streams: every transfer and history entry the engine answers from memory is in the
  * index with the same content; a kill -9 resumes from the last flush and ends byte for byte
  * where a rebuild from the log ends; a deleted, damaged or foreign index is rebuilt with a log
- * line; coffer verify finds a tampered entry.
+ * line; coffer verify finds a tampered entry. A balance at a past seq or time read from the
+ * index equals memory's, and the engine's reads answer from the index what memory no longer
+ * holds (simulated on the engine's memory loaded from its snapshot, read as if only the newest
+ * part of each account's history were there and every transfer were evicted).
  */
 #include "unit/support.h"
 
@@ -14,8 +17,10 @@
 #include <unistd.h>
 
 #include "files.h"
+#include "index/cold.h"
 #include "index/derive.h"
 #include "index/index.h"
+#include "log/snapshot.h"
 #include "model/generator.h"
 #include "model/reference.h"
 
@@ -240,6 +245,267 @@ static void index_matches_memory(void **state)
         compare_with_memory(w);
         workload_free(w);
     }
+}
+
+/* ---- past balances and the cold reads -------------------------------------------------- */
+
+#define HISTORY_MAX (4 * WORKLOAD_EVENTS)
+
+/* Every history entry of `account` from memory, oldest first. */
+static size_t history_all(coffer *db, const char *account, coffer_history_entry *all)
+{
+    size_t total = 0;
+    for (uint64_t after = 0;;) {
+        size_t count = 0;
+        int code = coffer_history(db, account, after, HISTORY_PAGE, all + total, &count);
+        if (code == COFFER_ACCOUNT_NOT_FOUND)
+            return 0; /* the stream never created it */
+        assert_int_equal(code, COFFER_OK);
+        total += count;
+        assert_true(total < HISTORY_MAX);
+        if (count < HISTORY_PAGE)
+            return total;
+        after = all[total - 1].seq;
+    }
+}
+
+static void past_equal(const coffer_account *memory, const coffer_account *other)
+{
+    assert_int_equal(other->balance, memory->balance);
+    assert_int_equal(other->available, memory->available);
+    assert_int_equal(other->debits_held, memory->debits_held);
+    assert_int_equal(other->version, memory->version);
+}
+
+/* Memory's balance of `account` at a seq or time against the index's entry for it; true when
+ * the index found one. */
+static bool past_matches(coffer *db, index_db *index, const char *account, int at, uint64_t value)
+{
+    coffer_account memory;
+    int code = coffer_account_get(db, account, at, value, &memory);
+    if (code == COFFER_ACCOUNT_NOT_FOUND)
+        return false; /* created after it */
+    assert_int_equal(code, COFFER_OK);
+    coffer_history_entry entry;
+    size_t length = strlen(account);
+    int found = at == COFFER_AT_SEQ ? index_history_at(index, account, length, value, &entry)
+                                    : index_history_at_time(index, account, length, value, &entry);
+    if (found == COFFER_TRANSFER_NOT_FOUND) {
+        assert_int_equal(memory.version, 1);
+        assert_int_equal(memory.balance, 0);
+        return false;
+    }
+    assert_int_equal(found, COFFER_OK);
+    assert_true(at == COFFER_AT_SEQ ? entry.seq <= value : entry.timestamp <= value);
+    coffer_account disk = {.balance = entry.balance,
+                           .available = entry.available,
+                           .debits_held = entry.balance - entry.available,
+                           .version = entry.version};
+    past_equal(&memory, &disk);
+    return true;
+}
+
+static void past_balances_match_memory(void **state)
+{
+    (void)state;
+    workload *w = workload_create(31);
+    coffer *db = workload_open(w, true);
+    workload_run(w, db, WORKLOAD_EVENTS);
+    index_caught_up(db);
+    coffer_close(db);
+    db = workload_open(w, false);
+    index_db *index = 0;
+    char error[512];
+    assert_int_equal(index_open(w->index_path, false, &index, error, sizeof error), COFFER_OK);
+    coffer_history_entry *all = malloc(HISTORY_MAX * sizeof *all);
+    assert_non_null(all);
+    size_t found = 0, probes = 0;
+    for (size_t a = 0; a < gen_account_count(w->generator); a++) {
+        const char *account = gen_account_id(w->generator, a);
+        size_t total = history_all(db, account, all);
+        found += past_matches(db, index, account, COFFER_AT_SEQ, 0);
+        found += past_matches(db, index, account, COFFER_AT_SEQ, UINT64_MAX);
+        found += past_matches(db, index, account, COFFER_AT_TIMESTAMP, UINT64_MAX);
+        for (size_t i = 0; i < total; i++) {
+            for (int d = -1; d <= 1; d++) {
+                found += past_matches(db, index, account, COFFER_AT_SEQ, all[i].seq + d);
+                found +=
+                    past_matches(db, index, account, COFFER_AT_TIMESTAMP, all[i].timestamp + d);
+                probes += 2;
+            }
+        }
+    }
+    assert_true(probes > WORKLOAD_EVENTS && found > probes / 2);
+    coffer_history_entry entry;
+    assert_int_equal(index_history_at(index, "no-such-account", 15, UINT64_MAX, &entry),
+                     COFFER_TRANSFER_NOT_FOUND);
+    assert_int_equal(index_history_at_time(index, "no-such-account", 15, UINT64_MAX, &entry),
+                     COFFER_TRANSFER_NOT_FOUND);
+    free(all);
+    index_close(index);
+    coffer_close(db);
+    workload_free(w);
+}
+
+/* Memory as the engine left it at close (its snapshot) and the index beside it: the reads of
+ * cold.c run against these, and the engine (reopened without an index) gives memory's
+ * answers through the public API. */
+typedef struct cold_fixture {
+    coffer *db;
+    store memory;
+    index_db *index;
+    id_filter filter;
+} cold_fixture;
+
+static void cold_open(workload *w, cold_fixture *f)
+{
+    f->db = workload_open(w, false);
+    store_limits limits = {1u << 20, 1u << 20, 256u << 20};
+    assert_int_equal(store_init(&f->memory, &limits), COFFER_OK);
+    snapshot_meta meta;
+    bool found = false;
+    char skipped[256] = "", error[512];
+    assert_int_equal(
+        snapshot_load_latest(&f->memory, w->dir, &meta, &found, skipped, sizeof skipped),
+        COFFER_OK);
+    /* Its tip is the log's last record (the engine's seq can be past it). */
+    assert_true(found && meta.tip.last_seq == coffer_durable_seq(f->db));
+    assert_int_equal(index_open(w->index_path, false, &f->index, error, sizeof error), COFFER_OK);
+    assert_int_equal(index_position_get(f->index).applied_seq, meta.tip.last_seq);
+    filter_init(&f->filter, 0);
+    assert_int_equal(index_filter_attach(f->index, &f->filter, store_hash), COFFER_OK);
+}
+
+static void cold_close(cold_fixture *f)
+{
+    index_close(f->index);
+    filter_free(&f->filter);
+    store_free(&f->memory);
+    coffer_close(f->db);
+}
+
+/* Every transfer by id as if memory had evicted it: the index's answer is memory's; an id
+ * never recorded is not found, mostly by the filter alone. */
+static void cold_transfers(workload *w, cold_fixture *f)
+{
+    size_t recorded = 0, filtered = 0;
+    f->memory.trimmed_seq = 0;
+    coffer_transfer memory, cold;
+    const char *first = gen_transfer_id(w->generator, 0);
+    assert_int_equal(cold_transfer_get(&f->memory, f->index, 0, first, strlen(first), &cold),
+                     COFFER_TRANSFER_NOT_FOUND); /* never trimmed: memory's answer stands */
+    f->memory.trimmed_seq = coffer_durable_seq(f->db);
+    for (size_t i = 0; i < gen_transfer_count(w->generator); i++) {
+        const char *id = gen_transfer_id(w->generator, i);
+        int code = coffer_transfer_get(f->db, id, &memory);
+        assert_int_equal(cold_transfer_get(&f->memory, f->index, &f->filter, id, strlen(id), &cold),
+                         code);
+        if (code == COFFER_OK) {
+            transfer_equal(&memory, &cold);
+            recorded++;
+        }
+    }
+    for (int i = 0; i < 1000; i++) {
+        char id[32];
+        int length = snprintf(id, sizeof id, "never-recorded-%d", i);
+        assert_int_equal(cold_transfer_get(&f->memory, f->index, 0, id, (size_t)length, &cold),
+                         COFFER_TRANSFER_NOT_FOUND);
+        filtered += !filter_maybe(&f->filter, store_hash(id, (size_t)length));
+    }
+    assert_true(recorded > gen_transfer_count(w->generator) / 4);
+    assert_true(filtered > 950); /* a false positive costs a RocksDB get, not an error */
+    assert_int_equal(cold_transfer_get(&f->memory, 0, 0, first, strlen(first), &cold),
+                     COFFER_STORAGE_FAILED); /* trimmed without a readable index */
+}
+
+/* One account's history paged with the entries below ordinal hot_from read from the index:
+ * the same entries as memory's, no duplicate and no gap, from every kind of starting point. */
+static void cold_history(cold_fixture *f, uint32_t account, const coffer_history_entry *all,
+                         size_t total, uint32_t hot_from)
+{
+    enum { LIMIT = 7 };
+    coffer_history_entry page[LIMIT];
+    for (size_t start = 0; start <= total; start += total / 5 + 1) {
+        /* After the previous entry's seq, and just before this entry's: the same page. */
+        for (int just_before = 0; just_before <= (start < total); just_before++) {
+            uint64_t after = just_before ? all[start].seq - 1 : start ? all[start - 1].seq : 0;
+            size_t next = start;
+            for (;;) {
+                size_t count = 0;
+                assert_int_equal(cold_history_page(&f->memory, f->index, account, hot_from, after,
+                                                   LIMIT, page, &count),
+                                 COFFER_OK);
+                assert_true(count <= LIMIT && next + count <= total);
+                for (size_t i = 0; i < count; i++)
+                    history_equal(&all[next + i], &page[i]);
+                next += count;
+                if (count < LIMIT)
+                    break;
+                after = page[count - 1].seq;
+            }
+            assert_int_equal(next, total);
+        }
+    }
+}
+
+/* One account's balances at past seqs and times with the entries below hot_from cold. */
+static void cold_past(cold_fixture *f, const char *id, uint32_t account,
+                      const coffer_history_entry *all, size_t total, uint32_t hot_from)
+{
+    for (size_t i = 0; i < total; i++) {
+        for (int at = COFFER_AT_SEQ; at <= COFFER_AT_TIMESTAMP; at++) {
+            uint64_t value = (at == COFFER_AT_SEQ ? all[i].seq : all[i].timestamp) - (i % 2);
+            coffer_account memory, cold;
+            int code = coffer_account_get(f->db, id, at, value, &memory);
+            if (code == COFFER_ACCOUNT_NOT_FOUND)
+                continue; /* created after it: decided before the history is read */
+            assert_int_equal(code, COFFER_OK);
+            assert_int_equal(
+                cold_account_at(&f->memory, f->index, account, hot_from, at, value, &cold),
+                COFFER_OK);
+            past_equal(&memory, &cold);
+        }
+    }
+}
+
+static void cold_reads_come_from_the_index(void **state)
+{
+    (void)state;
+    assert_true(COFFER_AT_SEQ + 1 == COFFER_AT_TIMESTAMP);
+    workload *w = workload_create(32);
+    coffer *db = workload_open(w, true);
+    workload_run(w, db, WORKLOAD_EVENTS);
+    index_caught_up(db);
+    coffer_close(db); /* flushes the index, writes a snapshot */
+    cold_fixture f;
+    cold_open(w, &f);
+    cold_transfers(w, &f);
+    coffer_history_entry *all = malloc(HISTORY_MAX * sizeof *all);
+    assert_non_null(all);
+    size_t split = 0;
+    for (size_t a = 0; a < gen_account_count(w->generator); a++) {
+        const char *id = gen_account_id(w->generator, a);
+        size_t total = history_all(f.db, id, all);
+        if (total == 0)
+            continue; /* never created, or never moved */
+        uint32_t account =
+            store_account_find(&f.memory, id, strlen(id), store_hash(id, strlen(id)));
+        assert_int_not_equal(account, STORE_NONE);
+        uint32_t hot_froms[] = {0, 1, (uint32_t)total / 2, (uint32_t)total};
+        for (size_t h = 0; h < 4; h++) {
+            cold_history(&f, account, all, total, hot_froms[h]);
+            cold_past(&f, id, account, all, total, hot_froms[h]);
+        }
+        size_t count = 0;
+        assert_int_equal(
+            cold_history_page(&f.memory, 0, account, (uint32_t)total, 0, 1, all, &count),
+            COFFER_STORAGE_FAILED); /* cold, and no index to read it from */
+        split += total >= 4;
+    }
+    assert_true(split > 2); /* some accounts had both a cold and a hot part */
+    free(all);
+    cold_close(&f);
+    workload_free(w);
 }
 
 /* ---- crash, rebuild, verify ---------------------------------------------------------------- */
@@ -495,6 +761,8 @@ int main(void)
          * is process-wide and does not survive a fork. */
         cmocka_unit_test(kill_resumes_from_checkpoint),
         cmocka_unit_test(index_matches_memory),
+        cmocka_unit_test(past_balances_match_memory),
+        cmocka_unit_test(cold_reads_come_from_the_index),
         cmocka_unit_test(damaged_or_foreign_index_is_rebuilt),
         cmocka_unit_test(verify_reports_index),
         cmocka_unit_test(index_is_off_by_default),
