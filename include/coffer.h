@@ -493,6 +493,19 @@ typedef struct coffer_stats {
     uint64_t index_write_us_total;
     /* The memory of the index's filter of the transfer ids it holds (0 until it is filled). */
     uint64_t index_filter_bytes;
+    /* Eviction (a memory budget with the index on): how many times memory evicted what the
+     * index holds, the transfers and history entries evicted, the highest seq evicted (0: none),
+     * the time evictions took (microseconds); ids absent from memory checked against the index's
+     * filter, and reads of the index the filter could not rule out; submissions answered
+     * overloaded because memory was full while the index caught up. */
+    uint64_t evictions;
+    uint64_t evicted_transfers;
+    uint64_t evicted_history;
+    uint64_t evicted_seq;
+    uint64_t eviction_us_total;
+    uint64_t cold_checks;
+    uint64_t cold_reads;
+    uint64_t overloaded_memory;
 } coffer_stats;
 
 /* Fills the first `size_bytes` of *out (zeroes what this library does not know). Call it

@@ -3,13 +3,16 @@
  * transfers from a few submitter threads, then checks the invariants. Prints a human summary
  * and, last, one JSON line for scripts (docs/benchmarks.md).
  */
+#define _GNU_SOURCE /* nftw */
 #include <dirent.h>
+#include <ftw.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,6 +22,7 @@
 #include "cli/load.h"
 #include "cli/options.h"
 #include "coffer.h"
+#include "server/parse.h"
 
 enum {
     BENCH_EMBEDDED,
@@ -43,6 +47,7 @@ enum {
     BENCH_CONSUMER_NICE,
     BENCH_INDEX,
     BENCH_LOG,
+    BENCH_MEMORY_MAX,
     BENCH_OPTION_COUNT
 };
 
@@ -95,6 +100,11 @@ static const cli_option bench_options[] = {
     {BENCH_LOG, "--log", "postgresql://CONNINFO",
      "with --durable: keep the log in this PostgreSQL database (the\nengine leads it; the "
      "directory keeps snapshots)"},
+    {BENCH_MEMORY_MAX, "--memory-max", "SIZE",
+     "--embedded: the engine's memory budget (16M to 4T); with\n--durable and --index on, "
+     "memory evicts what the index holds: the\nrun reports the rate of its last tenth, the "
+     "evictions, resident\nmemory, disk bytes per transfer and the latency of replays of\n"
+     "old ids"},
 };
 
 static const cli_spec bench_spec = {
@@ -117,7 +127,7 @@ static const cli_spec bench_spec = {
      BENCH_BIT(BENCH_BATCH) | BENCH_BIT(BENCH_SUBMITTERS) | BENCH_BIT(BENCH_SEED) |                \
      BENCH_BIT(BENCH_DURABLE) | BENCH_BIT(BENCH_FSYNC) | BENCH_BIT(BENCH_KEEP) |                   \
      BENCH_BIT(BENCH_CONSUMERS) | BENCH_BIT(BENCH_CONSUMER_NICE) | BENCH_BIT(BENCH_INDEX) |        \
-     BENCH_BIT(BENCH_LOG))
+     BENCH_BIT(BENCH_LOG) | BENCH_BIT(BENCH_MEMORY_MAX))
 #define BENCH_SERVER_TAKES                                                                         \
     (BENCH_BIT(BENCH_WORKLOAD) | BENCH_BIT(BENCH_ACCOUNTS) | BENCH_BIT(BENCH_BATCH) |              \
      BENCH_BIT(BENCH_SEED) | BENCH_BIT(BENCH_CONNECTIONS) | BENCH_BIT(BENCH_DURATION) |            \
@@ -132,8 +142,12 @@ typedef struct bench {
     const char *durable_dir;
     const char *log_location; /* --log: a PostgreSQL log */
     bool fsync_never, keep, index_on;
+    uint64_t memory_max; /* --memory-max, 0: the engine's default */
     char (*account_ids)[24];
     atomic_uint_fast64_t next_batch;
+    atomic_uint_fast64_t overloaded; /* submissions retried after `overloaded` */
+    _Atomic double last_tenth_start; /* when the batch starting the run's last tenth was taken */
+    double finished;                 /* when the last batch was answered */
     atomic_uint_fast64_t codes[COFFER_CODE_LIMIT];
     atomic_int failure; /* a coffer_submit status other than OK */
 } bench;
@@ -191,19 +205,34 @@ static void remove_tree(const char *dir)
     rmdir(dir);
 }
 
-static uint64_t rss_bytes(void)
+/* A field of /proc/self/status in bytes: VmRSS (resident now) or VmHWM (the peak). */
+static uint64_t status_bytes(const char *field)
 {
     FILE *status = fopen("/proc/self/status", "r");
     if (!status)
         return 0;
     char line[256];
     uint64_t kib = 0;
+    size_t length = strlen(field);
     while (fgets(line, sizeof line, status))
-        if (sscanf(line, "VmRSS: %" SCNu64, &kib) == 1)
+        if (strncmp(line, field, length) == 0 && sscanf(line + length, ": %" SCNu64, &kib) == 1)
             break;
     fclose(status);
     return kib * 1024;
 }
+
+static uint64_t rss_bytes(void)
+{
+    return status_bytes("VmRSS");
+}
+
+static uint64_t peak_rss_bytes(void)
+{
+    return status_bytes("VmHWM");
+}
+
+/* The data directory's bytes, summed by nftw's callback. */
+static uint64_t bench_disk_bytes;
 
 static int submit_or_fail(bench *run, coffer_event *events, size_t count, coffer_result *results)
 {
@@ -293,7 +322,15 @@ static void *submitter_main(void *argument)
         uint64_t first = index * run->batch;
         size_t count = run->transfers - first < run->batch ? run->transfers - first : run->batch;
         fill_batch(self, first, count);
+        if (index == batches - batches / 10 && batches >= 10)
+            atomic_store(&run->last_tenth_start, now_seconds());
         int status = coffer_submit(run->db, self->events, count, false, self->results);
+        /* With a memory budget, memory may be full while the index catches up: retry. */
+        while (status == COFFER_OVERLOADED && run->memory_max) {
+            atomic_fetch_add(&run->overloaded, 1);
+            usleep(1000);
+            status = coffer_submit(run->db, self->events, count, false, self->results);
+        }
         if (status != COFFER_OK) {
             atomic_store(&run->failure, status);
             break;
@@ -323,6 +360,12 @@ static bool bench_embedded_values(bench *run, const cli_parsed *parsed)
         cli_value_u64(&bench_spec, parsed, BENCH_CONSUMER_NICE, 0, 19, &run->consumer_nice) &&
         cli_value_choice(&bench_spec, parsed, BENCH_FSYNC, fsync_modes, &fsync_mode) &&
         cli_value_choice(&bench_spec, parsed, BENCH_INDEX, index_modes, &index_mode);
+    const char *memory = parsed->values[BENCH_MEMORY_MAX];
+    if (ok && memory &&
+        !parse_size(memory, COFFER_MEMORY_BYTES_MIN, COFFER_MEMORY_BYTES_MAX, &run->memory_max)) {
+        cli_usage(&bench_spec, "--memory-max needs a size from 16M to 4T (like 48M or 2G)");
+        ok = false;
+    }
     if (ok && parsed->values[BENCH_DURABLE] && !parsed->values[BENCH_DURABLE][0]) {
         cli_usage(&bench_spec, "--durable needs a directory");
         ok = false;
@@ -402,7 +445,8 @@ static int bench_run(bench *run)
         pthread_create(&threads[i], 0, submitter_main, &submitters[i]);
     for (uint64_t i = 0; i < run->submitters; i++)
         pthread_join(threads[i], 0);
-    double seconds = now_seconds() - start;
+    run->finished = now_seconds();
+    double seconds = run->finished - start;
     if (consumers) {
         uint64_t changes;
         double catch_up;
@@ -438,6 +482,7 @@ static int bench_reopen(const char *dir)
 {
     coffer_options options;
     coffer_options_init(&options);
+    options.index_on = true; /* a snapshot taken after an eviction needs it */
     double start = now_seconds();
     coffer *db;
     int code = coffer_open(dir, &options, &db);
@@ -547,6 +592,83 @@ static void bench_index_report(coffer *db)
            lag, catch_up, stats.index_events, writing);
 }
 
+static int sum_file(const char *path, const struct stat *st, int type, struct FTW *walk)
+{
+    (void)path, (void)walk;
+    if (type == FTW_F)
+        bench_disk_bytes += (uint64_t)st->st_size;
+    return 0;
+}
+
+static int compare_doubles(const void *x, const void *y)
+{
+    double a = *(const double *)x, b = *(const double *)y;
+    return a < b ? -1 : a > b;
+}
+
+/* With --memory-max: the last tenth's rate, what memory evicted and holds, the disk, and the
+ * latency of retries of old ids (each one's content read back first, then submitted again and
+ * timed: an idempotent replay, answered from the index when memory evicted it). */
+static int bench_memory_report(bench *run)
+{
+    enum { REPLAYS = 10000 };
+    static double latencies[REPLAYS];
+    uint64_t old = run->transfers - run->transfers / 10, seed = run->seed * 7919 + 1, replayed = 0;
+    for (int i = 0; i < REPLAYS && old > 0; i++) {
+        char id[24];
+        format_id(id, 't', next_random(&seed) % old);
+        coffer_transfer t;
+        if (coffer_transfer_get(run->db, id, &t) != COFFER_OK)
+            return 1;
+        coffer_event event = {.op = COFFER_OP_TRANSFER,
+                              .id = t.id,
+                              .from = t.from,
+                              .to = t.to,
+                              .amount = t.amount_requested};
+        coffer_result result;
+        double start = now_seconds();
+        int code = coffer_submit(run->db, &event, 1, false, &result);
+        latencies[replayed++] = now_seconds() - start;
+        if (code != COFFER_OK || !result.replayed)
+            return 1;
+    }
+    qsort(latencies, replayed, sizeof *latencies, compare_doubles);
+    coffer_stats stats;
+    if (coffer_stats_get(run->db, &stats) != COFFER_OK)
+        return 1;
+    bench_disk_bytes = 0;
+    if (run->durable_dir)
+        nftw(run->durable_dir, sum_file, 16, FTW_PHYS);
+    uint64_t batches = (run->transfers + run->batch - 1) / run->batch;
+    uint64_t tenth_transfers = run->transfers - (batches - batches / 10) * run->batch;
+    double started = atomic_load(&run->last_tenth_start);
+    double tenth_rate = started > 0 ? (double)tenth_transfers / (run->finished - started) : 0;
+    double p50 = replayed ? latencies[replayed / 2] : 0,
+           p99 = replayed ? latencies[replayed * 99 / 100] : 0;
+    printf("  last tenth: %" PRIu64 " transfers at %.0f transfers/s\n", tenth_transfers,
+           tenth_rate);
+    printf("  memory: budget %.1f MiB, %.1f MiB in use, filter %.1f MiB; resident now %.1f MiB, at "
+           "most %.1f MiB; %" PRIu64 " evictions of %" PRIu64 " transfers (%.3f s); %" PRIu64
+           " submissions retried after overloaded\n",
+           (double)stats.memory_budget_bytes / 1048576.0,
+           (double)stats.memory_used_bytes / 1048576.0,
+           (double)stats.index_filter_bytes / 1048576.0, (double)rss_bytes() / 1048576.0,
+           (double)peak_rss_bytes() / 1048576.0, stats.evictions, stats.evicted_transfers,
+           (double)stats.eviction_us_total / 1e6, (uint64_t)atomic_load(&run->overloaded));
+    printf("  disk: %.0f bytes per transfer; replays of old ids: p50 %.1f us, p99 %.1f us, max "
+           "%.1f us (%" PRIu64 " replays)\n",
+           (double)bench_disk_bytes / (double)run->transfers, p50 * 1e6, p99 * 1e6,
+           replayed ? latencies[replayed - 1] * 1e6 : 0, replayed);
+    printf("{\"mode\":\"memory\",\"budget_bytes\":%" PRIu64 ",\"used_bytes\":%" PRIu64
+           ",\"rss_peak_bytes\":%" PRIu64 ",\"evictions\":%" PRIu64 ",\"overloaded\":%" PRIu64
+           ",\"last_tenth_transfers_per_second\":%.0f,\"disk_bytes_per_transfer\":%.0f,"
+           "\"replay_p50_us\":%.1f,\"replay_p99_us\":%.1f}\n",
+           stats.memory_budget_bytes, stats.memory_used_bytes, peak_rss_bytes(), stats.evictions,
+           (uint64_t)atomic_load(&run->overloaded), tenth_rate,
+           (double)bench_disk_bytes / (double)run->transfers, p50 * 1e6, p99 * 1e6);
+    return 0;
+}
+
 int cli_bench(int argc, char **argv, const cli_globals *globals)
 {
     cli_parsed parsed;
@@ -584,6 +706,7 @@ int cli_bench(int argc, char **argv, const cli_globals *globals)
         format_id(run.account_ids[2 + i], 'u', i);
     options.fsync_never = run.fsync_never;
     options.index_on = run.index_on;
+    options.memory_bytes_max = run.memory_max;
     options.log_location = run.log_location;
     if (run.durable_dir && access(run.durable_dir, F_OK) == 0) {
         fprintf(stderr, "coffer bench: %s exists; give a new directory\n", run.durable_dir);
@@ -605,6 +728,8 @@ int cli_bench(int argc, char **argv, const cli_globals *globals)
         exit_code = bench_run(&run);
         if (exit_code == 0)
             bench_index_report(run.db);
+        if (exit_code == 0 && run.memory_max)
+            exit_code = bench_memory_report(&run);
     }
     coffer_close(run.db);
     free(run.account_ids);

@@ -121,8 +121,9 @@ static const cli_option serve_options[] = {
      "consecutive failed attempts before a webhook is marked failing\n(default 10; POST "
      "/v1/webhooks/{id}/enable resumes it)"},
     {SERVE_INDEX, "--index", "on|off",
-     "keep the on-disk index DIR/index (default off): every\ntransfer and history entry, "
-     "derived from the log behind the writer"},
+     "keep the on-disk index DIR/index (default on; off with --log):\nevery transfer and "
+     "history entry, derived from the log behind the\nwriter. Memory evicts what it holds when "
+     "it nears --memory-max;\nwith it off, a full budget refuses writes (capacity_exceeded)"},
 };
 
 static const cli_spec serve_spec = {
@@ -325,7 +326,8 @@ static bool serve_values(const cli_parsed *parsed, server_options *options,
         options->data_dir = parsed->values[SERVE_DATA];
     static const char *const fsync_modes[] = {"always", "never", NULL};
     static const char *const index_modes[] = {"off", "on", NULL};
-    int fsync_mode = 0, index_mode = 0;
+    /* The index is what lets memory evict (with a log in PostgreSQL it is not kept yet). */
+    int fsync_mode = 0, index_mode = parsed->values[SERVE_LOG_LOCATION] ? 0 : 1;
     uint64_t threads = options->threads, connections = options->max_connections,
              timeout = options->timeout_seconds, queue = options->queue_events_max,
              header_timeout = options->header_timeout_seconds,

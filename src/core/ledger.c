@@ -553,10 +553,22 @@ static void result_replay(ledger *l, const coffer_event *event, prior found, cof
     }
     const store_transfer *t = &s->transfers[found.index];
     coffer_account_after from = {0}, to = {0};
-    if (t->from != STORE_NONE)
-        from = ledger_account_after(s, t->from, t->seq);
-    if (t->to != STORE_NONE)
-        to = ledger_account_after(s, t->to, t->seq);
+    if (!store_transfer_after_held(s, t)) {
+        /* Held in memory, but an account's entry at or before it was evicted (a pending hold
+         * older than the eviction, or a transfer that changed nothing after one): the accounts
+         * right after it come from the index, like a cold id's. */
+        size_t length;
+        uint64_t hash = id_hash(l, event->id, &length);
+        bool known = cold_find(l, event->id, length, hash);
+        COFFER_ASSERT(known && l->cold.transfer.seq == t->seq);
+        from = l->cold.from_after;
+        to = l->cold.to_after;
+    } else {
+        if (t->from != STORE_NONE)
+            from = ledger_account_after(s, t->from, t->seq);
+        if (t->to != STORE_NONE)
+            to = ledger_account_after(s, t->to, t->seq);
+    }
     recorded_from_store(s, t, &r);
     result_replay_transfer(&r, from, to, result);
 }

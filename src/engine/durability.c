@@ -280,6 +280,11 @@ static void log_drain(coffer *db)
     pthread_mutex_unlock(&db->log_mutex);
 }
 
+void durability_drain(coffer *db)
+{
+    log_drain(db);
+}
+
 static snapshot_meta snapshot_meta_now(const coffer *db)
 {
     return (snapshot_meta){db->tip, db->last_seq, db->last_timestamp};
@@ -399,7 +404,7 @@ static int recover_record(const uint8_t *bytes, const record_header *header, uin
         return code;
     }
     r->records++;
-    return 0;
+    return engine_cold_recovery_evict(r->db, header->last_seq);
 }
 
 int durability_load_snapshot(coffer *db, snapshot_accept_fn *accept, void *context,
@@ -479,6 +484,10 @@ static int recover_log(coffer *db, durable_log *reader, const snapshot_meta *met
 {
     recovery r = {db, {0}, {0}, 0};
     int code = replayer_init(&r.replayer, &db->store, &db->ledger);
+    r.replayer.prepare = engine_cold_replay_prepare;
+    r.replayer.prepare_context = db;
+    if (code == COFFER_OK)
+        code = engine_cold_recovery_begin(db);
     if (code == COFFER_OK)
         code = log_read_from(reader, found ? meta->tip.last_seq : 0, found ? meta->tip.hash : 0,
                              recover_record, &r);

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "base/check.h"
+#include "base/clock.h"
 
 static uint64_t wall_clock_ns(void *context)
 {
@@ -149,6 +150,22 @@ static void capacity_note(coffer *db)
     pthread_mutex_unlock(&db->mutex);
 }
 
+/* A submission refused for room while memory still holds records it could evict once the
+ * on-disk index has them is waiting, not out of room: it is answered `overloaded` (retry
+ * later), and an eviction is asked for once the batch is through. When everything up to the
+ * last seq is evicted already (or there is no index), the budget is really full:
+ * capacity_exceeded, as capacity_note says. */
+static int room_refusal(coffer *db, int code)
+{
+    const store *s = &db->store;
+    if (code != COFFER_CAPACITY_EXCEEDED || s->refusal != STORE_REFUSAL_MEMORY ||
+        !engine_index_usable(db) || s->trimmed_seq >= db->last_seq)
+        return code;
+    db->evict_due = true;
+    atomic_fetch_add_explicit(&db->overloaded_memory, 1, memory_order_relaxed);
+    return COFFER_OVERLOADED;
+}
+
 int coffer_capacity_detail(coffer *db, char *out, size_t size)
 {
     if (!db || !out || size == 0)
@@ -212,7 +229,7 @@ static int sweep_expired(coffer *db, engine_ticket *ticket, uint64_t ts0, uint64
         if (code == COFFER_CAPACITY_EXCEEDED)
             capacity_note(db);
         if (code != COFFER_OK)
-            return code;
+            return room_refusal(db, code);
         for (uint64_t swept = 0; swept < ENGINE_EXPIRIES_PER_RESERVE && store_hold_peek(s, &due) &&
                                  due.expires_at <= ts0;) {
             if (s->transfers[due.transfer].state != COFFER_STATE_PENDING) {
@@ -242,7 +259,7 @@ static int reserve_batch(coffer *db, engine_request *batch)
     prefault_post(&db->prefault, &db->store.ahead);
     if (code == COFFER_CAPACITY_EXCEEDED)
         capacity_note(db);
-    return code;
+    return room_refusal(db, code);
 }
 
 /* Room for the name a submission is made under, which its transfers keep: COFFER_OK, or
@@ -306,6 +323,10 @@ static void apply_batch(coffer *db, engine_request *batch, engine_ticket *ticket
             continue;
         }
         request->status = submitter_room(db, request);
+        if (request->status == COFFER_OK) {
+            engine_cold_clear(db);
+            request->status = engine_cold_prepare(db, request->events, request->count);
+        }
         if (request->status != COFFER_OK)
             continue;
         request->seq0 = seq;
@@ -333,6 +354,50 @@ static void apply_batch(coffer *db, engine_request *batch, engine_ticket *ticket
         db->last_timestamp = timestamp - 1;
         db->batches++;
     }
+}
+
+/* ---- eviction ------------------------------------------------------------------------------ */
+
+/* Evicts from memory what the on-disk index holds (store_trim up to the index's flushed seq),
+ * once memory passes three quarters of its budget or a submission found no room; from half the
+ * budget on, the index is asked to flush soon, so that by then it holds what there is to evict.
+ * Runs on the writer between batches, after the log thread has written every ticket handed to
+ * it: a ticket names held records by their index, which an eviction moves. */
+static void memory_upkeep(coffer *db)
+{
+    store *s = &db->store;
+    /* The index's id filter grows beside the tables (~10 bits per transfer id) and counts
+     * against the same budget: the tables get what it leaves, and at least a quarter. */
+    uint64_t filter = engine_index_filter_bytes(db), floor = s->limits.memory_max / 4;
+    s->budget.max = filter < s->limits.memory_max - floor ? s->limits.memory_max - filter : floor;
+    uint64_t half = s->budget.max / 2;
+    if ((s->budget.used < half && !db->evict_due) || !engine_index_usable(db))
+        return;
+    uint64_t flushed = engine_index_flushed_seq(db);
+    if (flushed < db->last_seq)
+        engine_index_flush_soon(db);
+    if ((!db->evict_due && s->budget.used < half + half / 2) || flushed <= s->trimmed_seq)
+        return;
+    db->evict_due = false;
+    durability_drain(db);
+    uint64_t before = s->budget.used, started = clock_monotonic_ns();
+    store_trim_stats stats;
+    store_trim(s, flushed, &stats);
+    uint64_t took_us = (clock_monotonic_ns() - started) / 1000;
+    atomic_fetch_add(&db->trims, 1);
+    atomic_fetch_add(&db->trimmed_transfers, stats.transfers_evicted);
+    atomic_fetch_add(&db->trimmed_history, stats.history_evicted);
+    atomic_fetch_add(&db->trim_us_total, took_us);
+    char from[32], to[32], budget[32];
+    format_bytes(before, from, sizeof from);
+    format_bytes(s->budget.used, to, sizeof to);
+    format_bytes(s->budget.max, budget, sizeof budget);
+    engine_log(db,
+               "memory: evicted %llu transfers and %llu history entries up to seq %llu (on disk in "
+               "the index) in %llu ms; memory %s -> %s of %s",
+               (unsigned long long)stats.transfers_evicted,
+               (unsigned long long)stats.history_evicted, (unsigned long long)flushed,
+               (unsigned long long)(took_us / 1000), from, to, budget);
 }
 
 /* ---- the writer thread --------------------------------------------------------------------- */
@@ -421,6 +486,7 @@ static void *writer_main(void *argument)
             apply_batch(db, batch, ticket);
             durability_publish(db, ticket, batch); /* answered once durable */
             durability_snapshot_tick(db);
+            memory_upkeep(db);
         } else {
             apply_batch(db, batch, 0);
             engine_release(db, batch, COFFER_OK);
@@ -619,6 +685,7 @@ static void engine_free_options(coffer *db)
 static void engine_free(coffer *db)
 {
     engine_free_options(db);
+    engine_cold_free(db);
     ledger_free(&db->ledger);
     store_free(&db->store);
     free(db);
@@ -662,6 +729,8 @@ int coffer_open(const char *dir, const coffer_options *options, coffer **db_out)
     int code = store_init(&db->store, &limits);
     if (code == COFFER_OK)
         code = ledger_init(&db->ledger, &db->store);
+    if (code == COFFER_OK)
+        code = engine_cold_init(db);
     if (code == COFFER_OK && dir)
         code = durability_open(db, dir); /* recovers, starts the log */
     /* Also when recovery ran out of room: the line says how far it got. */

@@ -16,6 +16,7 @@
 #include "core/ledger.h"
 #include "engine/prefault.h"
 #include "engine/replay.h"
+#include "index/index.h"
 #include "log/log.h"
 #include "log/pg_cursor.h"
 #include "log/pg_log.h"
@@ -32,6 +33,7 @@ typedef struct engine_request engine_request;
 typedef struct engine_indexer engine_indexer;
 typedef struct index_db index_db;   /* index/index.h */
 typedef struct id_filter id_filter; /* index/filter.h */
+typedef struct engine_cold engine_cold;
 
 /* Runs on the writer thread, between batches' events, with exclusive access to the store. */
 typedef int (*engine_read_fn)(coffer *db, void *context);
@@ -190,6 +192,18 @@ struct coffer {
     char capacity_detail[192];
     /* The on-disk index's thread (indexer.c); NULL without a directory or index_on. */
     engine_indexer *indexer;
+    /* Ids that memory evicted, looked up in the index before each batch (cold.c); counters of
+     * ids checked against the index's filter and of reads the filter could not rule out. */
+    engine_cold *cold;
+    /* The index recovery opened and brought to the log's end (cold.c), until the indexer takes
+     * it over (indexer_start). */
+    index_db *cold_index;
+    atomic_uint_fast64_t cold_checks, cold_reads;
+    /* Evictions (engine.c memory_upkeep): how many, and what they freed. */
+    atomic_uint_fast64_t trims, trimmed_transfers, trimmed_history, trim_us_total;
+    /* Submissions answered `overloaded` because memory was full while the index caught up. */
+    atomic_uint_fast64_t overloaded_memory;
+    bool evict_due; /* a submission found no room: evict after this batch (writer thread) */
 };
 
 /* Reads, as engine_read_fn: each runs on the writer between batches, for a job. */
@@ -306,15 +320,46 @@ void indexer_stats(const coffer *db, coffer_stats *out);
  * (before that, and without an index: as if it held everything and nothing was flushed).
  * engine_index_maybe: false when the id of this store_hash was certainly never indexed; asked
  * only for ids of seqs <= engine_index_flushed_seq (whose acquire makes their adds visible).
- * engine_index_flushed_seq: the seq up to which the index is in RocksDB, 0 when not ready.
- * engine_index_reader: the index for reads of what memory evicted, NULL when not ready.
+ * engine_index_flushed_seq: the seq up to which the index is in RocksDB, 0 until it is open.
+ * engine_index_reader: the index for reads of what memory evicted, NULL until it is open
+ * (readable while its filter still fills).
  * engine_index_filter_bytes: the filter's memory (metrics, the memory budget).
  */
+/* engine_index_usable: ready and not stopped by a failure (what eviction needs).
+ * engine_index_flush_soon: asks the index thread to flush sooner than its schedule.
+ * engine_index_get_transfer: index_get_transfer on the ready index; storage_failed without. */
+bool engine_index_usable(const coffer *db);
+/* The staging limit the index is given (index_set_staging_max) under this memory budget. */
+uint64_t engine_index_staging_max(const coffer *db);
+/* The index's block cache under this memory budget (index_open_cached). */
+uint64_t engine_index_cache_bytes(const coffer *db);
+void engine_index_flush_soon(coffer *db);
+int engine_index_get_transfer(const coffer *db, const char *id, size_t length, index_transfer *out);
 bool engine_index_maybe(const coffer *db, uint64_t hash);
 uint64_t engine_index_flushed_seq(const coffer *db);
 index_db *engine_index_reader(const coffer *db);
 const id_filter *engine_index_filter(const coffer *db); /* the filter itself, NULL when not ready */
 uint64_t engine_index_filter_bytes(const coffer *db);
+
+/* cold.c: answers for ids the store evicted. engine_cold_init registers the table with the
+ * core; engine_cold_clear empties it before a batch, and engine_cold_prepare looks up in the
+ * index every id of `events` (and every hold a post or void names) that memory does not hold
+ * and the filter cannot rule out: COFFER_OK, or STORAGE_FAILED / OUT_OF_MEMORY, and then the
+ * submission must not be applied. */
+int engine_cold_init(coffer *db);
+void engine_cold_free(coffer *db);
+void engine_cold_clear(coffer *db);
+int engine_cold_prepare(coffer *db, const coffer_event *events, size_t count);
+/* The same for a replayer's `prepare` (context: the coffer). */
+int engine_cold_replay_prepare(void *context, const record_entry *entry);
+/* Recovery and the index (cold.c): _begin, after the snapshot is loaded, opens the index and
+ * brings it to the log's end when the snapshot evicted records; _evict, after each replayed
+ * record, evicts what the replay applied once memory passes 3/4 of its budget (bringing the
+ * index to the log's end first). COFFER_OK, or why recovery cannot go on (logged). */
+int engine_cold_recovery_begin(coffer *db);
+int engine_cold_recovery_evict(coffer *db, uint64_t replayed_seq);
+/* The index recovery opened, for the indexer to take over (NULL when none). */
+index_db *engine_cold_recovery_end(coffer *db);
 
 /* index_audit.c: coffer_verify_dir's check of DIR/index, into the report's index fields. */
 void engine_audit_index(const char *dir, coffer_dir_report *report);
@@ -340,6 +385,8 @@ int durability_replay(coffer *db, replayer *r, const uint8_t *bytes, const recor
 int durability_load_snapshot(coffer *db, snapshot_accept_fn *accept, void *context,
                              snapshot_meta *meta, bool *found);
 /* A free ticket for the next batch (waits while the log is ENGINE_TICKETS_MAX behind). */
+/* Waits until the log thread has written every ticket handed to it (writer thread). */
+void durability_drain(coffer *db);
 engine_ticket *durability_ticket(coffer *db);
 /* Hands an applied batch to the log thread, which answers its requests once durable. */
 void durability_publish(coffer *db, engine_ticket *ticket, engine_request *requests);

@@ -23,6 +23,9 @@
  * staged in memory (the index flushes by itself past 64 MiB of them). */
 #define INDEXER_FLUSH_EVERY_BYTES (32u << 20)
 #define INDEXER_FLUSH_EVERY_MS 30000u
+/* Asked to flush soon (memory is filling), at most this often: each flush is one table file,
+ * and many small ones cost RocksDB compactions. */
+#define INDEXER_FLUSH_SOON_MS 200u
 /* One cursor read applies at most this much log before the thread looks at its stop flag. */
 #define INDEXER_READ_BYTES_MAX (8u << 20)
 /* How long the thread sleeps when the index has caught up, at most (the flush timer). */
@@ -44,6 +47,10 @@ struct engine_indexer {
     /* The index and its filter can be read from other threads: set (release) once the filter is
      * filled, never cleared while the thread runs. */
     atomic_bool ready;
+    atomic_bool opened; /* the index is open and readable (the filter may still be filling) */
+    /* Memory is filling: the writer asks for a flush sooner than the schedule, so that what it
+     * could evict is in RocksDB (engine_index_flush_soon). */
+    atomic_bool flush_soon;
     char error[1024];
 };
 
@@ -106,7 +113,8 @@ static bool indexer_open(engine_indexer *indexer)
         engine_log(db, "index: %s is missing; building it from the log", indexer->path);
     else
         fclose(probe);
-    int code = index_open(indexer->path, false, &indexer->index, why, sizeof why);
+    int code = index_open_cached(indexer->path, false, engine_index_cache_bytes(db),
+                                 &indexer->index, why, sizeof why);
     if (code == COFFER_OK && !index_mismatch(indexer, why, sizeof why))
         return true;
     if (code == COFFER_OUT_OF_MEMORY)
@@ -118,7 +126,8 @@ static bool indexer_open(engine_indexer *indexer)
         engine_log(db, "index: cannot delete %s; the index is off", indexer->path);
         return false;
     }
-    code = index_open(indexer->path, false, &indexer->index, why, sizeof why);
+    code = index_open_cached(indexer->path, false, engine_index_cache_bytes(db), &indexer->index,
+                             why, sizeof why);
     if (code != COFFER_OK) {
         engine_log(db, "index: cannot create %s (%s); the index is off", indexer->path, why);
         return false;
@@ -157,7 +166,9 @@ static bool indexer_flush_due(const engine_indexer *indexer, uint64_t now_ms)
     if (applied == indexer->applied_at_flush)
         return false;
     return indexer->bytes_since_flush >= INDEXER_FLUSH_EVERY_BYTES ||
-           now_ms - indexer->flushed_at_ms >= INDEXER_FLUSH_EVERY_MS;
+           now_ms - indexer->flushed_at_ms >= INDEXER_FLUSH_EVERY_MS ||
+           (atomic_load(&indexer->flush_soon) &&
+            now_ms - indexer->flushed_at_ms >= INDEXER_FLUSH_SOON_MS);
 }
 
 static int indexer_flush(engine_indexer *indexer)
@@ -168,6 +179,7 @@ static int indexer_flush(engine_indexer *indexer)
     indexer->bytes_since_flush = 0;
     indexer->applied_at_flush = index_position_get(indexer->index).applied_seq;
     indexer->flushed_at_ms = clock_monotonic_ns() / 1000000u;
+    atomic_store(&indexer->flush_soon, false);
     if (code == COFFER_OK)
         atomic_store(&indexer->flushed_seq, indexer->applied_at_flush);
     return code;
@@ -218,17 +230,21 @@ static void *indexer_main(void *argument)
     engine_indexer *indexer = argument;
     coffer *db = indexer->db;
     pthread_setname_np(pthread_self(), "coffer-index"); /* as ps, top and perf show it */
-    if (!indexer_open(indexer)) {
+    if (!indexer->index && !indexer_open(indexer)) {
         atomic_store(&indexer->off, true);
         return 0;
     }
+    index_set_staging_max(indexer->index, engine_index_staging_max(db));
+    indexer->applied_at_flush = index_position_get(indexer->index).applied_seq;
+    atomic_store(&indexer->applied_seq, indexer->applied_at_flush);
+    atomic_store(&indexer->flushed_seq, indexer->applied_at_flush);
+    /* Readable from here on, so that reads and retries of evicted ids work while the filter
+     * fills (until it is ready, every id absent from memory is looked up). */
+    atomic_store_explicit(&indexer->opened, true, memory_order_release);
     if (!indexer_filter_fill(indexer)) {
         atomic_store(&indexer->off, true);
         return 0;
     }
-    indexer->applied_at_flush = index_position_get(indexer->index).applied_seq;
-    atomic_store(&indexer->applied_seq, indexer->applied_at_flush);
-    atomic_store(&indexer->flushed_seq, indexer->applied_at_flush);
     atomic_store_explicit(&indexer->ready, true, memory_order_release);
     indexer->flushed_at_ms = clock_monotonic_ns() / 1000000u;
     int code = COFFER_OK;
@@ -286,6 +302,14 @@ void indexer_start(coffer *db)
     snprintf(indexer->path, path_size, "%s/%s", db->dir, INDEX_DIRECTORY);
     indexer->db = db;
     filter_init(&indexer->filter, 0);
+    /* Recovery opened the index and brought it to the log's end already: readable at once. */
+    indexer->index = engine_cold_recovery_end(db);
+    if (indexer->index) {
+        uint64_t applied = index_position_get(indexer->index).applied_seq;
+        atomic_store(&indexer->applied_seq, applied);
+        atomic_store(&indexer->flushed_seq, applied);
+        atomic_store_explicit(&indexer->opened, true, memory_order_release);
+    }
     if (pthread_create(&indexer->thread, 0, indexer_main, indexer) != 0) {
         engine_log(db, "index: cannot start its thread; the index is off");
         indexer_free(indexer);
@@ -337,15 +361,24 @@ bool engine_index_maybe(const coffer *db, uint64_t hash)
     return !indexer || filter_maybe(&indexer->filter, hash);
 }
 
+/* The index readable from other threads, its filter maybe still filling. */
+static engine_indexer *indexer_opened(const coffer *db)
+{
+    engine_indexer *indexer = db->indexer;
+    if (!indexer || !atomic_load_explicit(&indexer->opened, memory_order_acquire))
+        return 0;
+    return indexer;
+}
+
 uint64_t engine_index_flushed_seq(const coffer *db)
 {
-    const engine_indexer *indexer = indexer_ready(db);
+    const engine_indexer *indexer = indexer_opened(db);
     return indexer ? atomic_load_explicit(&indexer->flushed_seq, memory_order_acquire) : 0;
 }
 
 index_db *engine_index_reader(const coffer *db)
 {
-    engine_indexer *indexer = indexer_ready(db);
+    engine_indexer *indexer = indexer_opened(db);
     return indexer ? indexer->index : 0;
 }
 
@@ -359,4 +392,37 @@ uint64_t engine_index_filter_bytes(const coffer *db)
 {
     const engine_indexer *indexer = indexer_ready(db);
     return indexer ? filter_bytes(&indexer->filter) : 0;
+}
+
+bool engine_index_usable(const coffer *db)
+{
+    const engine_indexer *indexer = indexer_opened(db);
+    return indexer && !atomic_load(&indexer->off);
+}
+
+void engine_index_flush_soon(coffer *db)
+{
+    if (db->indexer)
+        atomic_store(&db->indexer->flush_soon, true);
+}
+
+int engine_index_get_transfer(const coffer *db, const char *id, size_t length, index_transfer *out)
+{
+    index_db *index = engine_index_usable(db) ? engine_index_reader(db) : 0;
+    return index ? index_get_transfer(index, id, length, out) : COFFER_STORAGE_FAILED;
+}
+
+uint64_t engine_index_staging_max(const coffer *db)
+{
+    /* What the index stages between flushes is memory beside the budget: a quarter of it, from
+     * 4 to 64 MiB. */
+    uint64_t staging = db->store.limits.memory_max / 4;
+    return staging < (4u << 20) ? 4u << 20 : staging > (64u << 20) ? 64u << 20 : staging;
+}
+
+uint64_t engine_index_cache_bytes(const coffer *db)
+{
+    /* RocksDB's cache is memory beside the budget too: an eighth of it, from 8 to 256 MiB. */
+    uint64_t cache = db->store.limits.memory_max / 8;
+    return cache < (8u << 20) ? 8u << 20 : cache > INDEX_CACHE_BYTES ? INDEX_CACHE_BYTES : cache;
 }

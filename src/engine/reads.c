@@ -345,6 +345,14 @@ int engine_stats_read(coffer *db, void *context)
     out->memory_used_bytes = db->store.budget.used;
     out->memory_budget_bytes = db->store.limits.memory_max;
     indexer_stats(db, out);
+    out->evictions = atomic_load(&db->trims);
+    out->evicted_transfers = atomic_load(&db->trimmed_transfers);
+    out->evicted_history = atomic_load(&db->trimmed_history);
+    out->evicted_seq = db->store.trimmed_seq;
+    out->eviction_us_total = atomic_load(&db->trim_us_total);
+    out->cold_checks = atomic_load(&db->cold_checks);
+    out->cold_reads = atomic_load(&db->cold_reads);
+    out->overloaded_memory = atomic_load(&db->overloaded_memory);
     pthread_mutex_lock(&db->mutex); /* the queue belongs to the callers' side of the lock */
     out->queue_events = db->queue_events;
     pthread_mutex_unlock(&db->mutex);

@@ -84,6 +84,12 @@ static int replay_entry(const record_entry *entry, void *context)
                  entry->events[0].id, (unsigned long long)entry->seq, STORE_SUBMITTERS_MAX);
         return -1;
     }
+    if (r->prepare && r->prepare(r->prepare_context, entry) != COFFER_OK) {
+        snprintf(r->problem, sizeof r->problem,
+                 "the on-disk index could not be read for the evicted ids of seq %llu",
+                 (unsigned long long)entry->seq);
+        return -1;
+    }
     ledger_apply(r->ledger, entry->events, entry->count, atomic, entry->submitted_by, entry->seq,
                  timestamp, r->results);
     bool recorded = false;

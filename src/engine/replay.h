@@ -20,6 +20,10 @@ typedef struct replayer {
     uint64_t last_seq; /* of the last record replayed */
     uint64_t last_timestamp;
     char problem[256]; /* why the last replay_record failed */
+    /* Called before each entry of events is applied, or NULL: looks up the ids the store
+     * evicted (the engine's cold table). Non-zero stops the replay. */
+    int (*prepare)(void *context, const record_entry *entry);
+    void *prepare_context;
 } replayer;
 
 int replayer_init(replayer *r, store *s, ledger *l);

@@ -73,7 +73,7 @@ static bool history_chain_ok(const store *s, const store_account *a)
             return false;
         const store_history *h = &s->history[entry];
         if (h->previous == STORE_NONE)
-            return h->ordinal == 0 || (s->trimmed_seq > 0 && h->seq > s->trimmed_seq);
+            return h->ordinal == 0 || s->trimmed_seq > 0; /* older ones evicted */
         if (h->previous >= s->history_count)
             return false;
         const store_history *older = &s->history[h->previous];

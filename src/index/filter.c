@@ -65,13 +65,19 @@ void filter_free(id_filter *filter)
     memset(filter, 0, sizeof *filter);
 }
 
-/* A zeroed slice for slice_ids ids, published to readers. */
+/* A zeroed slice, twice the last one (up to slice_ids ids), published to readers. */
 static int slice_add(id_filter *filter)
 {
     unsigned count = atomic_load_explicit(&filter->slices_count, memory_order_relaxed);
     if (count == FILTER_SLICES_MAX)
         return COFFER_OUT_OF_MEMORY;
-    uint64_t bits = filter->slice_ids * FILTER_BITS_PER_ID;
+    uint64_t ids_max =
+        filter->slice_ids < FILTER_FIRST_SLICE_IDS ? filter->slice_ids : FILTER_FIRST_SLICE_IDS;
+    if (count > 0)
+        ids_max = 2 * filter->slices[count - 1]->ids_max;
+    if (ids_max > filter->slice_ids)
+        ids_max = filter->slice_ids;
+    uint64_t bits = ids_max * FILTER_BITS_PER_ID;
     uint64_t blocks = (bits + 511) / 512;
     size_t bytes = (size_t)blocks * FILTER_BLOCK_WORDS * sizeof(uint64_t);
     filter_slice *slice = calloc(1, sizeof *slice);
@@ -83,6 +89,7 @@ static int slice_add(id_filter *filter)
     memset(words, 0, bytes);
     slice->words = words;
     slice->blocks = blocks;
+    slice->ids_max = ids_max;
     filter->slices[count] = slice;
     atomic_fetch_add_explicit(&filter->bytes, bytes, memory_order_relaxed);
     atomic_store_explicit(&filter->slices_count, count + 1, memory_order_release);
@@ -94,7 +101,7 @@ int filter_add(id_filter *filter, uint64_t hash)
     if (atomic_load_explicit(&filter->broken, memory_order_relaxed))
         return COFFER_OUT_OF_MEMORY;
     unsigned count = atomic_load_explicit(&filter->slices_count, memory_order_relaxed);
-    if (count == 0 || filter->slices[count - 1]->ids >= filter->slice_ids) {
+    if (count == 0 || filter->slices[count - 1]->ids >= filter->slices[count - 1]->ids_max) {
         if (slice_add(filter) != COFFER_OK) {
             atomic_store(&filter->broken, true);
             return COFFER_OUT_OF_MEMORY;

@@ -11,18 +11,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Ids one slice is sized for. The filter grows by whole slices (a full slice is never resized,
- * so a reader never sees bits move); each slice costs ~FILTER_BITS_PER_ID bits per id. */
+/* Ids a slice is sized for at most. The filter grows by whole slices (a full slice is never
+ * resized, so a reader never sees bits move); each slice costs ~FILTER_BITS_PER_ID bits per id.
+ * The first holds FILTER_FIRST_SLICE_IDS (1.25 MiB: a small ledger pays little for its filter
+ * out of a small memory budget), and each next one twice its predecessor, up to the largest. */
 #define FILTER_SLICE_IDS (1u << 24)
+#define FILTER_FIRST_SLICE_IDS (1u << 20)
 #define FILTER_BITS_PER_ID 10
-/* Slices at most: 256 slices of 2^24 ids cover every id the store can number (2^32 - 1). */
-#define FILTER_SLICES_MAX 256
+/* Slices at most: enough to number every id the store can (2^32 - 1). */
+#define FILTER_SLICES_MAX 264
 
 /* One slice: blocks of one cache line (512 bits), each id setting its bits in one block. */
 typedef struct filter_slice {
     _Atomic uint64_t *words;
     uint64_t blocks;
-    uint64_t ids; /* added so far (the adding thread's count) */
+    uint64_t ids_max; /* what it is sized for */
+    uint64_t ids;     /* added so far (the adding thread's count) */
 } filter_slice;
 
 typedef struct id_filter {

@@ -24,6 +24,11 @@
 /* The meta value: u32 format, u64 applied seq, hash, u64 covers_from, u64 transfers, history. */
 #define META_BYTES (4 + 8 + RECORD_HASH_BYTES + 8 + 8 + 8)
 
+/* Staged records are flushed once they hold this much by default (index_set_staging_max), whatever
+ * the indexer's own schedule: the staging's memory stays bounded, and each flush makes one table of
+ * RocksDB's level 0 (about as large as a 64 MiB memtable would make). */
+#define INDEX_STAGED_BYTES_MAX (64u << 20)
+
 struct index_db {
     rocksdb_t *db;
     rocksdb_options_t *options;
@@ -35,6 +40,7 @@ struct index_db {
     rocksdb_ingestexternalfileoptions_t *ingest_options;
     char *table_path;      /* where a flush writes its table before RocksDB takes it in */
     index_staging staging; /* the records applied since the last flush */
+    uint64_t staged_max;   /* a flush comes once the staging holds this much */
     record_scratch scratch;
     bool read_only;
     bool failed; /* a write failed: the handle refuses more */
@@ -52,9 +58,9 @@ static void fail(char *error, size_t error_size, const char *what, char *message
 
 /* The settings the spike measured (docs/benchmarks.md), in one column family. The memtable
  * settings matter only to a write outside index_flush: flushes hand RocksDB whole tables. */
-static void options_make(index_db *index)
+static void options_make(index_db *index, uint64_t cache_bytes)
 {
-    index->cache = rocksdb_cache_create_lru(256u << 20);
+    index->cache = rocksdb_cache_create_lru(cache_bytes);
     index->filter = rocksdb_filterpolicy_create_bloom_full(10);
     index->table = rocksdb_block_based_options_create();
     rocksdb_block_based_options_set_block_cache(index->table, index->cache);
@@ -139,6 +145,12 @@ static int meta_read(index_db *index, char *error, size_t error_size)
 
 int index_open(const char *path, bool read_only, index_db **out, char *error, size_t error_size)
 {
+    return index_open_cached(path, read_only, INDEX_CACHE_BYTES, out, error, error_size);
+}
+
+int index_open_cached(const char *path, bool read_only, uint64_t cache_bytes, index_db **out,
+                      char *error, size_t error_size)
+{
     *out = 0;
     struct stat status;
     if (read_only && stat(path, &status) != 0) {
@@ -148,8 +160,9 @@ int index_open(const char *path, bool read_only, index_db **out, char *error, si
     index_db *index = calloc(1, sizeof *index);
     if (!index)
         return COFFER_OUT_OF_MEMORY;
-    options_make(index);
+    options_make(index, cache_bytes);
     index->read_only = read_only;
+    index->staged_max = INDEX_STAGED_BYTES_MAX;
     char *message = 0;
     if (read_only)
         index->db = rocksdb_open_for_read_only(index->options, path, 0, &message);
@@ -212,11 +225,6 @@ index_position index_position_flushed(const index_db *index)
 }
 
 /* ---- writing ------------------------------------------------------------------------------- */
-
-/* Staged records are flushed once they hold this much, whatever the indexer's own schedule:
- * the staging's memory stays bounded, and each flush makes one table of RocksDB's level 0
- * (about as large as a 64 MiB memtable would make). */
-#define INDEX_STAGED_BYTES_MAX (64u << 20)
 
 /* One derived key and value staged, counted in `count`. */
 static int stage(index_db *index, uint64_t *count, const uint8_t *key, size_t key_length,
@@ -363,9 +371,14 @@ int index_apply_record(index_db *index, const uint8_t *bytes, const record_heade
     memcpy(p->applied_hash, header->hash, RECORD_HASH_BYTES);
     if (p->covers_from_seq == 0 && header->version >= 2)
         p->covers_from_seq = header->seq_base;
-    if (index->staging.arena_length >= INDEX_STAGED_BYTES_MAX)
+    if (index->staging.arena_length >= index->staged_max)
         return index_flush(index, error, error_size);
     return COFFER_OK;
+}
+
+void index_set_staging_max(index_db *index, uint64_t bytes)
+{
+    index->staged_max = bytes;
 }
 
 /* ---- reading ------------------------------------------------------------------------------- */

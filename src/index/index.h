@@ -56,6 +56,11 @@ typedef struct index_transfer {
  * meta of another format version, keys without a meta). *out owns the handle until index_close.
  */
 int index_open(const char *path, bool read_only, index_db **out, char *error, size_t error_size);
+/* The same with a block cache of `cache_bytes` (the tables' blocks, and their index and filter
+ * blocks, that RocksDB keeps in memory); index_open's is INDEX_CACHE_BYTES. */
+#define INDEX_CACHE_BYTES ((uint64_t)256 << 20)
+int index_open_cached(const char *path, bool read_only, uint64_t cache_bytes, index_db **out,
+                      char *error, size_t error_size);
 /* Flushes (unless read-only) and closes. NULL is a no-op. */
 void index_close(index_db *index);
 /* Deletes the index directory at `path` and everything in it (a rebuild). 0 or -1 (errno). */
@@ -75,6 +80,9 @@ index_position index_position_flushed(const index_db *index);
  */
 int index_apply_record(index_db *index, const uint8_t *bytes, const record_header *header,
                        char *error, size_t error_size);
+/* How much staged data (keys and values, in memory) makes index_apply_record flush by itself:
+ * 64 MiB by default; smaller under a small memory budget. */
+void index_set_staging_max(index_db *index, uint64_t bytes);
 /* Writes everything applied to RocksDB, durably: reads see the records flushed, not those
  * only applied. */
 int index_flush(index_db *index, char *error, size_t error_size);

@@ -91,6 +91,11 @@ static void write_answer(request *r, encoded *response)
     int refusal = write_refusal(r);
     if (refusal != COFFER_OK) /* answered 307 or 503 by answer_write, on the network thread */
         encode_problem(response, refusal, 0, 0);
+    else if (r->job.status == COFFER_OVERLOADED)
+        encode_problem(response, r->job.status, 0,
+                       "the engine cannot take this write now: its queue is full, or memory is "
+                       "at its budget until the on-disk index catches up and memory can evict "
+                       "what the index holds; retry after the Retry-After delay");
     else if (r->job.status == COFFER_CAPACITY_EXCEEDED) {
         char detail[192]; /* which limit was reached, and what the ledger holds */
         coffer_capacity_detail(r->server->db, detail, sizeof detail);

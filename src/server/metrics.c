@@ -8,6 +8,7 @@
 
 #include "server/text.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +123,44 @@ static void render_index(text_buffer *t, const coffer_stats *s)
                 (unsigned long long)s->index_filter_bytes);
 }
 
+/* Eviction of what the on-disk index holds, and the lookups of evicted ids. */
+static void render_eviction(text_buffer *t, const coffer_stats *s)
+{
+    static const struct {
+        const char *name, *type, *help;
+        size_t offset;
+    } figures[] = {
+        {"coffer_evictions_total", "counter", "Times memory evicted what the on-disk index holds.",
+         offsetof(coffer_stats, evictions)},
+        {"coffer_evicted_transfers_total", "counter", "Transfers evicted from memory.",
+         offsetof(coffer_stats, evicted_transfers)},
+        {"coffer_evicted_history_total", "counter", "History entries evicted from memory.",
+         offsetof(coffer_stats, evicted_history)},
+        {"coffer_evicted_seq", "gauge",
+         "The highest seq evicted: older records may be answered from the index.",
+         offsetof(coffer_stats, evicted_seq)},
+        {"coffer_cold_checks_total", "counter",
+         "Ids absent from memory checked against the index's filter.",
+         offsetof(coffer_stats, cold_checks)},
+        {"coffer_cold_reads_total", "counter",
+         "Reads of the index for ids the filter could not rule out.",
+         offsetof(coffer_stats, cold_reads)},
+        {"coffer_overloaded_memory_total", "counter",
+         "Submissions answered overloaded: memory full while the index caught up.",
+         offsetof(coffer_stats, overloaded_memory)},
+    };
+    for (size_t i = 0; i < sizeof figures / sizeof figures[0]; i++) {
+        uint64_t value;
+        memcpy(&value, (const char *)s + figures[i].offset, sizeof value);
+        text_printf(t, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", figures[i].name, figures[i].help,
+                    figures[i].name, figures[i].type, figures[i].name, (unsigned long long)value);
+    }
+    text_printf(t,
+                "# HELP coffer_eviction_seconds_total Time the writer spent evicting.\n# TYPE "
+                "coffer_eviction_seconds_total counter\ncoffer_eviction_seconds_total %.6f\n",
+                (double)s->eviction_us_total / 1e6);
+}
+
 static void render_engine(text_buffer *t, const coffer_stats *s)
 {
     text_printf(t,
@@ -166,10 +205,12 @@ static void render_engine(text_buffer *t, const coffer_stats *s)
                 "commit.\n# TYPE coffer_memory_used_bytes gauge\ncoffer_memory_used_bytes %llu\n",
                 (unsigned long long)s->memory_used_bytes);
     text_printf(t,
-                "# HELP coffer_memory_budget_bytes The memory budget (--memory-max); writes get "
-                "capacity_exceeded when it is reached.\n# TYPE coffer_memory_budget_bytes "
-                "gauge\ncoffer_memory_budget_bytes %llu\n",
+                "# HELP coffer_memory_budget_bytes The memory budget (--memory-max): with the "
+                "index on, memory evicts what the index holds; without it (or with nothing left "
+                "to evict) writes get capacity_exceeded when it is reached.\n# TYPE "
+                "coffer_memory_budget_bytes gauge\ncoffer_memory_budget_bytes %llu\n",
                 (unsigned long long)s->memory_budget_bytes);
+    render_eviction(t, s);
     render_histogram(t, "coffer_batch_events", "Events per applied batch.", s->batch_events, 1, 1,
                      (double)s->batch_events_total);
     render_histogram(t, "coffer_fsync_duration_seconds", "Duration of each log fsync.", s->fsync_us,

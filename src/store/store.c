@@ -574,6 +574,18 @@ uint32_t store_history_hot_from(const store *s, uint32_t account)
     }
 }
 
+bool store_history_holds_seq(const store *s, uint32_t account, uint64_t seq)
+{
+    return store_history_find_seq(s, account, seq) != STORE_NONE ||
+           store_history_hot_from(s, account) == 0;
+}
+
+bool store_transfer_after_held(const store *s, const store_transfer *t)
+{
+    return (t->from == STORE_NONE || store_history_holds_seq(s, t->from, t->seq)) &&
+           (t->to == STORE_NONE || store_history_holds_seq(s, t->to, t->seq));
+}
+
 uint64_t store_history_timestamp(const store *s, const store_history *entry)
 {
     if (entry->kind != COFFER_HISTORY_EXPIRED)
@@ -719,20 +731,52 @@ static bool transfer_pending_hold(const store_transfer *t)
 
 /* Fills transfer_map[i] with 1 for every transfer that stays and 0 for the rest, history_map
  * likewise for history entries. */
+/* The expiry recorded at `seq` (expiries are in seq order), or STORE_NONE. */
+static uint32_t expiry_at(const store *s, uint64_t seq)
+{
+    uint64_t low = 0, high = s->expiries_count;
+    while (low < high) {
+        uint64_t middle = low + (high - low) / 2;
+        if (s->expiries[middle].seq < seq)
+            low = middle + 1;
+        else
+            high = middle;
+    }
+    return low < s->expiries_count && s->expiries[low].seq == seq ? (uint32_t)low : STORE_NONE;
+}
+
 static void trim_mark(const store *s, uint64_t horizon, uint32_t *transfer_map,
-                      uint32_t *history_map)
+                      uint32_t *history_map, uint32_t *expiry_map)
 {
     for (uint64_t i = 0; i < s->transfers_count; i++) {
         const store_transfer *t = &s->transfers[i];
         transfer_map[i] = t->seq > horizon || transfer_pending_hold(t);
     }
-    for (uint64_t i = 0; i < s->history_count; i++) {
+    for (uint64_t i = 0; i < s->expiries_count; i++)
+        expiry_map[i] = s->expiries[i].seq > horizon;
+    for (uint64_t i = 0; i < s->history_count; i++)
         history_map[i] = s->history[i].seq > horizon;
+    /* Each account keeps its newest entry at or before the horizon: the state right after any
+     * later seq is then always in memory (a replay of a transfer that changed nothing reads it),
+     * and the chain stays whole from there on. An expiry entry keeps its expiry (its time). */
+    for (uint64_t a = 0; a < s->accounts_count; a++) {
+        uint32_t entry = s->accounts[a].history_last;
+        while (entry != STORE_NONE && s->history[entry].seq > horizon)
+            entry = s->history[entry].previous;
+        if (entry == STORE_NONE)
+            continue;
+        history_map[entry] = 1;
+        if (s->history[entry].kind == COFFER_HISTORY_EXPIRED) {
+            uint32_t expiry = expiry_at(s, s->history[entry].seq);
+            COFFER_ASSERT(expiry != STORE_NONE);
+            expiry_map[expiry] = 1;
+        }
+    }
+    for (uint64_t i = 0; i < s->history_count; i++)
         if (history_map[i])
             transfer_map[s->history[i].transfer] = 1; /* an expiry entry's hold */
-    }
     for (uint64_t i = 0; i < s->expiries_count; i++)
-        if (s->expiries[i].seq > horizon)
+        if (expiry_map[i])
             transfer_map[s->expiries[i].hold] = 1;
     /* A kept post or void answers replays by its hold's id, and a release's delta is the
      * hold's amount. The record it names may itself be a post or void (a rejected one named
@@ -869,11 +913,11 @@ static void trim_history(store *s, const uint32_t *transfer_map, const uint32_t 
     }
 }
 
-static uint64_t trim_expiries(store *s, uint64_t horizon, const uint32_t *transfer_map)
+static uint64_t trim_expiries(store *s, const uint32_t *transfer_map, const uint32_t *expiry_map)
 {
     uint64_t kept = 0;
     for (uint64_t i = 0; i < s->expiries_count; i++) {
-        if (s->expiries[i].seq <= horizon)
+        if (!expiry_map[i])
             continue;
         store_expiry moved = s->expiries[i];
         moved.hold = transfer_map[moved.hold];
@@ -948,13 +992,15 @@ int store_trim(store *s, uint64_t horizon, store_trim_stats *stats)
 {
     if (horizon < s->trimmed_seq)
         horizon = s->trimmed_seq;
-    /* The one allocation, outside the memory budget: a uint32 per transfer and per history
-     * entry (4 * (transfers_count + history_count) bytes), freed before returning. */
-    uint64_t records = s->transfers_count + s->history_count;
+    /* The one allocation, outside the memory budget: a uint32 per transfer, history entry and
+     * expiry (4 * (transfers_count + history_count + expiries_count) bytes), freed before
+     * returning. */
+    uint64_t records = s->transfers_count + s->history_count + s->expiries_count;
     uint32_t *transfer_map = malloc((records ? records : 1) * sizeof(uint32_t));
     if (!transfer_map)
         return COFFER_OUT_OF_MEMORY;
     uint32_t *history_map = transfer_map + s->transfers_count;
+    uint32_t *expiry_map = history_map + s->history_count;
     arena_walk walk = {s, transfer_map, false, true, 0};
     arena_walk_all(&walk);
     if (!walk.ordered) {
@@ -963,7 +1009,7 @@ int store_trim(store *s, uint64_t horizon, store_trim_stats *stats)
     }
     store_trim_stats done = {0};
     uint64_t used_before = s->budget.used, arena_before = s->arena_used;
-    trim_mark(s, horizon, transfer_map, history_map);
+    trim_mark(s, horizon, transfer_map, history_map, expiry_map);
     uint64_t transfers_kept = trim_number(transfer_map, s->transfers_count);
     uint64_t history_kept = trim_number(history_map, s->history_count);
 
@@ -972,7 +1018,7 @@ int store_trim(store *s, uint64_t horizon, store_trim_stats *stats)
     s->arena_used = walk.cursor;
     trim_transfers(s, transfer_map);
     trim_history(s, transfer_map, history_map);
-    uint64_t expiries_kept = trim_expiries(s, horizon, transfer_map);
+    uint64_t expiries_kept = trim_expiries(s, transfer_map, expiry_map);
 
     done.transfers_kept = transfers_kept;
     done.transfers_evicted = s->transfers_count - transfers_kept;

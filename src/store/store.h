@@ -253,6 +253,11 @@ uint32_t store_history_find_timestamp(const store *s, uint32_t account, uint64_t
 /* The lowest ordinal of `account` held in memory: 0 on an untrimmed store, the account's
  * history_count when none is. The entries in memory are always the newest ones. O(log n). */
 uint32_t store_history_hot_from(const store *s, uint32_t account);
+/* Whether memory can tell the newest entry of `account` at or before `seq` (or that there is
+ * none): false when that entry was evicted. */
+bool store_history_holds_seq(const store *s, uint32_t account, uint64_t seq);
+/* Whether memory can tell both accounts' states right after `t` (what a replay reports). */
+bool store_transfer_after_held(const store *s, const store_transfer *t);
 uint64_t store_history_timestamp(const store *s, const store_history *entry);
 int64_t store_history_delta(const store *s, const store_history *entry);
 

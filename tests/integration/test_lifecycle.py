@@ -454,7 +454,8 @@ class Shutdown(LifecycleCase):
 
 
 class MemoryBudget(LifecycleCase):
-    """A server whose --memory-max is small enough to fill in a second."""
+    """A server whose --memory-max is small enough to fill in a second: without the index it
+    refuses writes once full; with it (the default) memory evicts what the index holds."""
 
     def fill(self, client, prefix):
         """Batches of 1000 transfers until one is refused; returns (refusal, transfers made)."""
@@ -478,7 +479,7 @@ class MemoryBudget(LifecycleCase):
         self.fail("no %s in /metrics" % name)
 
     def test_budget_reached_then_raised(self):
-        server = self.new_server(args=["--memory-max", "16M"], fsync="never")
+        server = self.new_server(args=["--memory-max", "16M", "--index", "off"], fsync="never")
         self.assertRegex(server.stderr(), r"memory budget 16 MiB \(as configured\)")
         client = server.client()
         self.create(client, "bank", min_balance=None)
@@ -514,6 +515,62 @@ class MemoryBudget(LifecycleCase):
         self.xfer(client, {"id": "after-restart", "from": "bank", "to": "shop", "amount": 5})
         self.assertEqual(client.get("/v1/accounts/shop").json()["balance"], made + 5)
         self.assertEqual(self.metric(client, "coffer_memory_budget_bytes"), 32 << 20)
+        client.close()
+
+    def test_budget_evicts_with_the_index(self):
+        server = self.new_server(args=["--memory-max", "16M"], fsync="never")
+        client = server.client()
+        self.create(client, "bank", min_balance=None)
+        self.create(client, "shop")
+        batches, overloaded = 300, 0
+        for batch in range(batches):
+            body = {"transfers": [{"id": "t-%d-%d" % (batch, i), "from": "bank", "to": "shop",
+                                   "amount": 1 + i % 7} for i in range(1000)]}
+            for attempt in range(2000):
+                r = client.post("/v1/transfers", body)
+                if r.status != 503:
+                    break
+                # Memory is full until the index catches up: refused whole, retried.
+                self.assertEqual(r.json()["code"], "overloaded", r)
+                self.assertEqual(r.header("Retry-After"), "1")
+                overloaded += 1
+                time.sleep(0.02)
+            self.assertEqual(r.status, 200, r)
+        made = batches * 1000
+        total = batches * sum(1 + i % 7 for i in range(1000))
+        self.assertEqual(client.get("/v1/accounts/shop").json()["balance"], total)
+        # Far more than 16 MiB holds: memory evicted, and stayed within its budget.
+        self.assertGreater(self.metric(client, "coffer_evictions_total"), 0)
+        self.assertGreater(self.metric(client, "coffer_evicted_transfers_total"), made // 2)
+        self.assertEqual(self.metric(client, "coffer_overloaded_memory_total"), overloaded)
+        used = self.metric(client, "coffer_memory_used_bytes")
+        self.assertLessEqual(used + self.metric(client, "coffer_index_filter_bytes"), 16 << 20)
+        self.assertRegex(server.stderr(), r"memory: evicted \d+ transfers")
+        # An evicted transfer reads back, its retry replays, a changed retry is id_reused.
+        old = {"id": "t-0-3", "from": "bank", "to": "shop", "amount": 4}
+        r = client.get("/v1/transfers/t-0-3")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["amount"], 4)
+        r = client.post("/v1/transfers", old)
+        self.assertEqual(r.status, 201, r)  # the original answer, again
+        self.assertEqual(r.json()["transfer"]["seq"], 6)
+        self.assertEqual(r.header("Idempotent-Replayed"), "true")
+        r = client.post("/v1/transfers", dict(old, amount=5))
+        self.assertEqual(r.status, 422, r)
+        self.assertEqual(r.json()["code"], "id_reused")
+        history = client.get("/v1/accounts/shop/history?limit=3").json()
+        self.assertEqual([e["transfer_id"] for e in history["entries"]], ["t-0-0", "t-0-1", "t-0-2"])
+        self.assertEqual(client.get("/v1/verify").status, 200)
+        client.close()
+        # kill -9 and a restart: nothing lost, old ids still replay.
+        server.kill()
+        server.start()
+        client = server.client()
+        self.assertEqual(client.get("/v1/accounts/shop").json()["balance"], total)
+        r = client.post("/v1/transfers", old)
+        self.assertEqual(r.status, 201, r)  # the original answer, again
+        self.assertEqual(r.json()["transfer"]["seq"], 6)
+        self.assertEqual(r.header("Idempotent-Replayed"), "true")
         client.close()
 
     def test_bad_sizes_exit_2(self):

@@ -10,6 +10,10 @@
  *
  * --durable runs each seed in a fresh data directory and closes and recovers the engine every
  * REOPEN_EVERY_BATCHES batches; --skip tolerates one known engine discrepancy (skip_names).
+ * --memory-max BYTES (durable only) gives the engine that memory budget with its on-disk index
+ * on, so that a long stream makes it evict what the index holds and answer retries, reads and
+ * recovery from the index; --check-every and --reopen-every N space out the full state checks
+ * and the reopens (in batches), which read every transfer and would make long streams slow.
  */
 #include <dirent.h>
 #include <inttypes.h>
@@ -52,8 +56,11 @@ typedef struct model_options {
     uint64_t seed_count;
     size_t events_max;
     bool verbose;
-    bool durable;   /* a data directory per seed, closed and reopened every few batches */
-    unsigned skips; /* enum skip */
+    bool durable;        /* a data directory per seed, closed and reopened every few batches */
+    uint64_t memory_max; /* durable: the engine's memory budget with its index on; 0: default */
+    size_t check_every;  /* batches between full state checks */
+    size_t reopen_every; /* durable: batches between reopens */
+    unsigned skips;      /* enum skip */
 } model_options;
 
 typedef struct run {
@@ -69,6 +76,8 @@ typedef struct run {
     uint64_t codes[COFFER_CODE_LIMIT]; /* reference results by code, for --verbose coverage */
     uint64_t replays;
     uint64_t expiries;
+    uint64_t overloaded; /* submissions refused while the index caught up (--memory-max) */
+    uint64_t trims, trimmed_transfers, cold_reads; /* the engine's, read before it closes */
 } run;
 
 static uint64_t fake_clock(void *context)
@@ -250,6 +259,15 @@ static bool submit_and_compare(run *r, const coffer_event *events, size_t count,
     coffer_result actual[GEN_BATCH_MAX], expected[GEN_BATCH_MAX];
     memset(actual, 0, sizeof actual);
     int code = coffer_submit(r->db, events, count, atomic, actual);
+    /* With a memory budget, a batch may find memory full while the index catches up: it is
+     * refused whole (nothing applied) and retried, as a client would. */
+    for (int waited_ms = 0;
+         code == COFFER_OVERLOADED && r->options->memory_max && waited_ms < 60000; waited_ms++) {
+        r->overloaded++;
+        usleep(1000);
+        memset(actual, 0, sizeof actual);
+        code = coffer_submit(r->db, events, count, atomic, actual);
+    }
     ref_submit(r->reference, events, count, atomic, r->clock_ns, expected);
     if (code != COFFER_OK) {
         report_batch(r, events, count, atomic, expected, actual);
@@ -663,6 +681,17 @@ static bool check_state_later(run *r)
     return check_state(r);
 }
 
+/* Adds the eviction counters of the engine about to close (they count from its open). */
+static void collect_stats(run *r)
+{
+    coffer_stats stats;
+    if (coffer_stats_get(r->db, &stats) != COFFER_OK)
+        return;
+    r->trims += stats.evictions;
+    r->trimmed_transfers += stats.evicted_transfers;
+    r->cold_reads += stats.cold_reads;
+}
+
 static bool open_engine(run *r)
 {
     int code = coffer_open(r->dir[0] != '\0' ? r->dir : NULL, &r->engine_options, &r->db);
@@ -675,6 +704,7 @@ static bool open_engine(run *r)
  * had, and the engine must go on from the same seq and timestamp. */
 static bool reopen(run *r)
 {
+    collect_stats(r);
     coffer_close(r->db);
     r->db = NULL;
     return open_engine(r) && check_state(r);
@@ -693,9 +723,9 @@ static bool run_batches(run *r)
             return false;
         submitted += count;
         r->batch_index++;
-        if (r->batch_index % STATE_CHECK_EVERY_BATCHES == 0 && !check_state_later(r))
+        if (r->batch_index % r->options->check_every == 0 && !check_state_later(r))
             return false;
-        if (r->options->durable && r->batch_index % REOPEN_EVERY_BATCHES == 0 && !reopen(r))
+        if (r->options->durable && r->batch_index % r->options->reopen_every == 0 && !reopen(r))
             return false;
     }
     return check_state_later(r) && check_unrecorded(r);
@@ -741,6 +771,22 @@ static void remove_directory(const char *dir)
     rmdir(dir);
 }
 
+/* --memory-max: a run that never evicted tested nothing of eviction. The engine is closed
+ * here; its stats were read before. */
+static bool check_evicted(run *r)
+{
+    fprintf(stderr,
+            "seed %" PRIu64 ": %" PRIu64 " evictions, %" PRIu64 " transfers evicted, %" PRIu64
+            " cold lookups, %" PRIu64 " submissions overloaded\n",
+            r->seed, r->trims, r->trimmed_transfers, r->cold_reads, r->overloaded);
+    if (r->trims < 2)
+        return fail(r,
+                    "the engine evicted %" PRIu64 " times: the stream is too short for the "
+                    "memory budget",
+                    r->trims);
+    return true;
+}
+
 static bool run_seed(const model_options *options, uint64_t seed)
 {
     run r = {.options = options, .seed = seed};
@@ -751,6 +797,11 @@ static bool run_seed(const model_options *options, uint64_t seed)
     r.engine_options.transfers_max = (uint32_t)(2 * options->events_max + 1024);
     r.engine_options.clock_ns = fake_clock;
     r.engine_options.clock_context = &r.clock_ns;
+    if (options->memory_max) {
+        r.engine_options.memory_bytes_max = options->memory_max;
+        r.engine_options.index_on = true;
+        r.engine_options.fsync_never = true; /* no machine crash here; speed */
+    }
     if (options->durable && !make_directory(&r))
         return false;
     if (!open_engine(&r))
@@ -759,6 +810,7 @@ static bool run_seed(const model_options *options, uint64_t seed)
     r.reference = ref_create(options->events_max + 2 * GEN_BATCH_MAX);
     r.generator = gen_create(seed, options->events_max + GEN_BATCH_MAX, r.reference);
     bool ok = run_batches(&r);
+    collect_stats(&r);
     gen_destroy(r.generator);
     ref_destroy(r.reference);
     coffer_close(r.db);
@@ -768,16 +820,18 @@ static bool run_seed(const model_options *options, uint64_t seed)
         fprintf(stderr, "data directory kept: %s\n", r.dir);
     if (ok && options->verbose)
         print_coverage(&r);
+    if (ok && options->memory_max && !check_evicted(&r))
+        ok = false;
     return ok;
 }
 
 __attribute__((noreturn)) static void usage(void)
 {
-    fprintf(
-        stderr,
-        "usage: model_test [--seeds N | --seed S] [--start S] [--events M] "
-        "[--durable] [--verbose] [--skip NAME]...\n  --skip names a known engine discrepancy to "
-        "tolerate:");
+    fprintf(stderr,
+            "usage: model_test [--seeds N | --seed S] [--start S] [--events M] "
+            "[--durable [--memory-max BYTES]] [--check-every N] [--reopen-every N] [--verbose] "
+            "[--skip NAME]...\n  --skip names a known engine discrepancy to "
+            "tolerate:");
     for (size_t i = 0; i < sizeof skip_names / sizeof skip_names[0]; i++) {
         fprintf(stderr, " %s", skip_names[i].name);
     }
@@ -810,7 +864,11 @@ static uint64_t number_argument(int argc, char **argv, int *i)
 
 int main(int argc, char **argv)
 {
-    model_options options = {.first_seed = 1, .seed_count = 40, .events_max = 4000};
+    model_options options = {.first_seed = 1,
+                             .seed_count = 40,
+                             .events_max = 4000,
+                             .check_every = STATE_CHECK_EVERY_BATCHES,
+                             .reopen_every = REOPEN_EVERY_BATCHES};
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--seeds") == 0) {
             options.seed_count = number_argument(argc, argv, &i);
@@ -825,13 +883,20 @@ int main(int argc, char **argv)
             options.skips |= skip_argument(argc, argv, &i);
         } else if (strcmp(argv[i], "--durable") == 0) {
             options.durable = true;
+        } else if (strcmp(argv[i], "--memory-max") == 0) {
+            options.memory_max = number_argument(argc, argv, &i);
+        } else if (strcmp(argv[i], "--check-every") == 0) {
+            options.check_every = number_argument(argc, argv, &i);
+        } else if (strcmp(argv[i], "--reopen-every") == 0) {
+            options.reopen_every = number_argument(argc, argv, &i);
         } else if (strcmp(argv[i], "--verbose") == 0) {
             options.verbose = true;
         } else {
             usage();
         }
     }
-    if (options.events_max == 0 || options.events_max > 10000000)
+    if (options.events_max == 0 || options.events_max > 10000000 || options.check_every == 0 ||
+        options.reopen_every == 0 || (options.memory_max && !options.durable))
         usage();
     for (uint64_t seed = options.first_seed; seed < options.first_seed + options.seed_count;
          seed++) {

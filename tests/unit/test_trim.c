@@ -406,16 +406,18 @@ static void see(const store *s, uint64_t horizon, uint64_t last_seq, answers *ou
         memcpy(out->metadata[a], s->arena + s->accounts[a].metadata_offset,
                s->accounts[a].metadata_len);
         out->first[a] = (uint32_t)out->entries_count;
-        uint32_t count = s->accounts[a].history_count, hot_from = count;
+        /* What stays: the entries past the horizon, and the newest one at or before it. */
+        uint32_t count = s->accounts[a].history_count, past = count;
         for (uint32_t ordinal = store_history_hot_from(s, a); ordinal < count; ordinal++) {
             uint32_t entry = store_history_at_ordinal(s, a, ordinal);
             assert_int_not_equal(entry, STORE_NONE);
-            if (s->history[entry].seq <= horizon)
-                continue;
-            if (hot_from == count)
-                hot_from = ordinal;
-            entry_see(s, entry, &out->entries[out->entries_count++]);
+            if (s->history[entry].seq > horizon && past == count)
+                past = ordinal;
         }
+        uint32_t hot_from = past > 0 ? past - 1 : past;
+        for (uint32_t ordinal = hot_from; ordinal < count; ordinal++)
+            entry_see(s, store_history_at_ordinal(s, a, ordinal),
+                      &out->entries[out->entries_count++]);
         out->hot_from[a] = hot_from;
     }
     out->first[ACCOUNTS] = (uint32_t)out->entries_count;
@@ -425,9 +427,11 @@ static void see(const store *s, uint64_t horizon, uint64_t last_seq, answers *ou
     assert_non_null(out->found);
     for (uint32_t a = 0; a < ACCOUNTS; a++)
         for (uint64_t i = 0; i < out->found_count; i++) {
+            /* Past the horizon every answer stays in memory (each account keeps its newest
+             * entry at or before it). */
             uint32_t entry = store_history_find_seq(s, a, out->found_from + i);
-            bool hot = entry != STORE_NONE && s->history[entry].seq > horizon;
-            out->found[a * out->found_count + i] = hot ? s->history[entry].ordinal : STORE_NONE;
+            out->found[a * out->found_count + i] =
+                entry != STORE_NONE ? s->history[entry].ordinal : STORE_NONE;
         }
 }
 
@@ -554,10 +558,21 @@ static void assert_only_needed_kept(const store *s, uint64_t horizon)
         pending += s->transfers[s->holds[i].transfer].state == COFFER_STATE_PENDING;
     assert_int_equal(pending, s->holds_pending);
     assert_int_equal(s->holds_count, s->holds_pending); /* rebuilt without stale entries */
-    for (uint64_t i = 0; i < s->history_count; i++)
-        assert_true(s->history[i].seq > horizon);
-    for (uint64_t i = 0; i < s->expiries_count; i++)
-        assert_true(s->expiries[i].seq > horizon);
+    /* At or before the horizon, each account keeps its newest entry only (and that entry's
+     * expiry, for its time). */
+    for (uint64_t a = 0; a < s->accounts_count; a++) {
+        uint32_t entry = s->accounts[a].history_last;
+        while (entry != STORE_NONE && s->history[entry].seq > horizon)
+            entry = s->history[entry].previous;
+        if (entry != STORE_NONE)
+            assert_int_equal(s->history[entry].previous, STORE_NONE);
+    }
+    for (uint64_t i = 0; i < s->expiries_count; i++) {
+        bool named = false;
+        for (uint64_t j = 0; j < s->history_count && !named; j++)
+            named = s->history[j].seq == s->expiries[i].seq;
+        assert_true(s->expiries[i].seq > horizon || named);
+    }
     free(needed);
 }
 
@@ -707,12 +722,16 @@ static void test_trim_keeps_what_a_refusal_names(void **state)
     world_apply(w, &hold, 1, false);
     world_apply(w, &post, 1, false);
     world_apply(w, &filler, 1, false);
+    /* The newest entry of bank and a3 at the horizon: it stays, "f" goes. */
+    coffer_event newest = {
+        .op = COFFER_OP_TRANSFER, .id = "g", .from = "bank", .to = "a3", .amount = 1};
+    world_apply(w, &newest, 1, false);
     uint64_t horizon = w->seq - 1;
     coffer_event retry = {.op = COFFER_OP_POST, .id = "p2", .hold_id = "h"};
     coffer_event wrong = {.op = COFFER_OP_VOID, .id = "v", .hold_id = "fund"};
     world_apply(w, &retry, 1, false);
     world_apply(w, &wrong, 1, false);
-    const char *const ids[] = {"fund", "h", "p", "f", "p2", "v"};
+    const char *const ids[] = {"fund", "h", "p", "f", "g", "p2", "v"};
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
         strcpy(w->ids[w->ids_count++], ids[i]);
     const store *s = &w->trimmed.s;
@@ -747,13 +766,21 @@ static void test_trim_everything_then_append(void **state)
     assert_int_equal(w->trimmed.s.holds_pending, 0);
     world_trim(w, w->seq - 1, true);
     const store *s = &w->trimmed.s;
-    assert_int_equal(s->transfers_count, 0);
-    assert_int_equal(s->history_count, 0);
-    assert_int_equal(s->expiries_count, 0);
+    /* Each account keeps its newest entry (and the event it names, an expiry its time). */
+    assert_true(s->history_count <= ACCOUNTS);
+    assert_true(s->transfers_count <= ACCOUNTS);
+    assert_true(s->expiries_count <= ACCOUNTS);
     for (uint32_t a = 0; a < ACCOUNTS; a++) {
-        assert_int_equal(s->accounts[a].history_last, STORE_NONE);
-        assert_int_equal(store_history_hot_from(s, a), s->accounts[a].history_count);
-        assert_int_equal(store_history_find_seq(s, a, w->seq), STORE_NONE);
+        uint32_t count = s->accounts[a].history_count, last = s->accounts[a].history_last;
+        if (count == 0) {
+            assert_int_equal(last, STORE_NONE);
+            continue;
+        }
+        assert_int_not_equal(last, STORE_NONE);
+        assert_int_equal(s->history[last].previous, STORE_NONE);
+        assert_int_equal(s->history[last].ordinal, count - 1);
+        assert_int_equal(store_history_hot_from(s, a), count - 1);
+        assert_int_equal(store_history_find_seq(s, a, w->seq), last);
     }
     world_run(w, 400);
     assert_twins(w);
