@@ -382,7 +382,14 @@ static void memory_upkeep(coffer *db)
     durability_drain(db);
     uint64_t before = s->budget.used, started = clock_monotonic_ns();
     store_trim_stats stats;
-    store_trim(s, flushed, &stats);
+    int code = store_trim(s, flushed, &stats);
+    if (code != COFFER_OK) {
+        /* Nothing changed (its one allocation failed, or the arena is not in record order):
+         * memory stays full, and writes are answered as the budget says. */
+        engine_log(db, "memory: eviction up to seq %llu failed: %s", (unsigned long long)flushed,
+                   coffer_code_name(code));
+        return;
+    }
     uint64_t took_us = (clock_monotonic_ns() - started) / 1000;
     atomic_fetch_add(&db->trims, 1);
     atomic_fetch_add(&db->trimmed_transfers, stats.transfers_evicted);
