@@ -37,7 +37,8 @@ enum ledger_field {
 };
 
 const char *ledger_field_name(int field);
-/* The inverse, for a name that ledger_field_name returned (FIELD_NONE for NULL). */
+/* The inverse, for a name that ledger_field_name returned or one read back as text (from a log
+ * record or the on-disk index); FIELD_NONE for NULL, "" or an unknown name. */
 int ledger_field_index(const char *name);
 
 /* Checks an event's fields (docs/semantics.md "Validation"). COFFER_OK or INVALID_FIELD with

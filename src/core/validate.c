@@ -34,7 +34,7 @@ const char *ledger_field_name(int field)
 int ledger_field_index(const char *name)
 {
     for (int field = FIELD_NONE + 1; name && field < FIELD_COUNT; field++)
-        if (field_names[field] == name)
+        if (field_names[field] == name || strcmp(field_names[field], name) == 0)
             return field;
     return FIELD_NONE;
 }

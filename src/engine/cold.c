@@ -104,15 +104,6 @@ static int index_get(coffer *db, const char *id, size_t length, index_transfer *
     return engine_index_get_transfer(db, id, length, out);
 }
 
-/* The field a rejection named, from its name as the index keeps it ("" for none). */
-static int field_named(const char *name)
-{
-    for (int field = FIELD_NONE + 1; name[0] && field < FIELD_COUNT; field++)
-        if (strcmp(ledger_field_name(field), name) == 0)
-            return field;
-    return FIELD_NONE;
-}
-
 /* Looks one id up when memory does not hold it and the filter cannot rule it out, or (`own`:
  * the event's own id, which may be a replay) when memory holds it but not its accounts' states
  * right after it. */
@@ -155,7 +146,7 @@ static int cold_resolve_id(coffer *db, const char *id, bool own)
         .transfer = found->transfer,
         .available = found->available,
         .actual_version = found->actual_version,
-        .field = field_named(found->field),
+        .field = ledger_field_index(found->field),
         .from_after = found->from_after,
         .to_after = found->to_after,
     };
@@ -167,6 +158,7 @@ static int cold_resolve_id(coffer *db, const char *id, bool own)
 static int cold_prepare(coffer *db, const coffer_event *events, const coffer_result *recorded,
                         uint64_t seq0, size_t count)
 {
+    db->cold->count = 0; /* what the last submission needed */
     if (db->store.trimmed_seq == 0)
         return COFFER_OK;
     for (size_t i = 0; i < count; i++) {
@@ -185,12 +177,6 @@ static int cold_prepare(coffer *db, const coffer_event *events, const coffer_res
     return COFFER_OK;
 }
 
-void engine_cold_clear(coffer *db)
-{
-    if (db->cold)
-        db->cold->count = 0;
-}
-
 int engine_cold_prepare(coffer *db, const coffer_event *events, size_t count)
 {
     return cold_prepare(db, events, 0, 0, count);
@@ -199,7 +185,6 @@ int engine_cold_prepare(coffer *db, const coffer_event *events, size_t count)
 int engine_cold_replay_prepare(void *context, const record_entry *entry)
 {
     coffer *db = context;
-    engine_cold_clear(db);
     return cold_prepare(db, entry->events, entry->results, entry->seq, entry->count);
 }
 

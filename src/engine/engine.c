@@ -323,10 +323,8 @@ static void apply_batch(coffer *db, engine_request *batch, engine_ticket *ticket
             continue;
         }
         request->status = submitter_room(db, request);
-        if (request->status == COFFER_OK) {
-            engine_cold_clear(db);
+        if (request->status == COFFER_OK)
             request->status = engine_cold_prepare(db, request->events, request->count);
-        }
         if (request->status != COFFER_OK)
             continue;
         request->seq0 = seq;

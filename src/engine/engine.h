@@ -316,8 +316,9 @@ void indexer_start(coffer *db);
 void indexer_stop(coffer *db);
 void indexer_stats(const coffer *db, coffer_stats *out);
 /*
- * For the writer's thread, once the indexer has opened the index and filled its id filter
- * (before that, and without an index: as if it held everything and nothing was flushed).
+ * For the writer's thread. engine_index_maybe and engine_index_filter wait for the indexer to
+ * have filled its id filter (before that, and without an index: "maybe" for every id, NULL);
+ * the flushed seq and the reader only for it to have opened the index (before: 0, NULL).
  * engine_index_maybe: false when the id of this store_hash was certainly never indexed; asked
  * only for ids of seqs <= engine_index_flushed_seq (whose acquire makes their adds visible).
  * engine_index_flushed_seq: the seq up to which the index is in RocksDB, 0 until it is open.
@@ -325,9 +326,9 @@ void indexer_stats(const coffer *db, coffer_stats *out);
  * (readable while its filter still fills).
  * engine_index_filter_bytes: the filter's memory (metrics, the memory budget).
  */
-/* engine_index_usable: ready and not stopped by a failure (what eviction needs).
+/* engine_index_usable: open and not stopped by a failure (what eviction needs).
  * engine_index_flush_soon: asks the index thread to flush sooner than its schedule.
- * engine_index_get_transfer: index_get_transfer on the ready index; storage_failed without. */
+ * engine_index_get_transfer: index_get_transfer on the open index; storage_failed without. */
 bool engine_index_usable(const coffer *db);
 /* The staging limit the index is given (index_set_staging_max) under this memory budget. */
 uint64_t engine_index_staging_max(const coffer *db);
@@ -342,13 +343,11 @@ const id_filter *engine_index_filter(const coffer *db); /* the filter itself, NU
 uint64_t engine_index_filter_bytes(const coffer *db);
 
 /* cold.c: answers for ids the store evicted. engine_cold_init registers the table with the
- * core; engine_cold_clear empties it before a batch, and engine_cold_prepare looks up in the
- * index every id of `events` (and every hold a post or void names) that memory does not hold
- * and the filter cannot rule out: COFFER_OK, or STORAGE_FAILED / OUT_OF_MEMORY, and then the
- * submission must not be applied. */
+ * core; engine_cold_prepare empties it and looks up in the index every id of `events` (and
+ * every hold a post or void names) that memory does not hold and the filter cannot rule out:
+ * COFFER_OK, or STORAGE_FAILED / OUT_OF_MEMORY, and then the submission must not be applied. */
 int engine_cold_init(coffer *db);
 void engine_cold_free(coffer *db);
-void engine_cold_clear(coffer *db);
 int engine_cold_prepare(coffer *db, const coffer_event *events, size_t count);
 /* The same for a replayer's `prepare` (context: the coffer). */
 int engine_cold_replay_prepare(void *context, const record_entry *entry);
