@@ -37,12 +37,13 @@ test: deps format-check build build-asan
 	ctest --test-dir build-asan --output-on-failure -j2
 	ctest --test-dir build --output-on-failure -j2
 
-# The model test and the kill -9 crash test for minutes instead of the seconds of `make test`,
-# then soak-cluster.
+# The model test and the kill -9 crash test (also with a 16 MiB memory budget, which evicts) for
+# minutes instead of the seconds of `make test`, then soak-cluster.
 soak: build
 	./build/model_test --seeds 2000 --events 20000
 	./build/model_test --seeds 200 --events 20000 --durable
 	./build/crash_test --iterations 100
+	./build/crash_test --iterations 100 --memory-max 16M
 	$(MAKE) soak-cluster
 
 # Each fault of tests/integration/test_failover.py (kill -9 of the leader, SIGSTOP/SIGCONT of the

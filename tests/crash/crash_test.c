@@ -8,7 +8,16 @@
  * partly applied, and nothing found absent after an earlier crash ever reappears. About half
  * the iterations go on in the previous iteration's directory, so recovery follows recovery.
  *
- *   crash_test [--iterations N] [--seed S] [--verbose] [--keep]
+ * --memory-max BYTES (a number with an optional K, M or G: 16M) opens both sides with that
+ * memory budget and the on-disk index, so memory evicts what the index holds. Each child then
+ * starts with a bulk fill, plain transfers from the bank in batches of 100, enough to pass
+ * three quarters of the budget more than once, and is killed at a random answer of the fill
+ * or 20-600 ms after it: before, during and after evictions, and while the index is behind.
+ * Its retries also replay transfers of the fills of this directory, which memory has evicted.
+ * Bulk ids are checked like every other, and read back with their content after the reopen;
+ * a run in which neither the children nor the reopens ever evicted fails.
+ *
+ *   crash_test [--iterations N] [--seed S] [--memory-max BYTES] [--verbose] [--keep]
  * The seed fixes the load; the kill times come from it too, but thread timing does not.
  */
 #include <errno.h>
@@ -51,6 +60,18 @@ enum {
     CHAIN_MAX = 4,          /* iterations in a row on one directory */
     LOG_LINES_KEPT = 32,
     PIPE_BYTES_MAX = 64 << 20,
+
+    /* --memory-max. A fill of budget / BULK_BUDGET_BYTES_PER_TRANSFER transfers, 32,768 for
+     * 16 MiB: memory passes three quarters of the budget early in it (the tables' look-ahead
+     * windows count), and evicts each time the index has flushed since, a few times a fill. */
+    BULK_BUDGET_BYTES_PER_TRANSFER = 512,
+    BULK_BATCH_EVENTS = 100, /* a batch of the fill: its lines stay within PIPE_BUF */
+    BULK_REFUSED_EVERY = 50, /* every 50th transfer of a fill is refused (exceeds_max_balance) */
+    SINKS_PER_ITERATION = 4, /* the accounts a fill pays into */
+    KILL_AFTER_FILL_MS_MAX = 600,   /* the eviction and the index go on after the fill */
+    FILL_SECONDS_MAX = 60,          /* a fill slower than this is killed where it is */
+    OVERLOADED_WAIT_MS_MAX = 20000, /* a submission answered overloaded is resubmitted */
+    EVENTS_MAX = BULK_BATCH_EVENTS, /* the most events of any batch the child announces */
 };
 
 #define ACCOUNTS_MAX 65536
@@ -88,12 +109,17 @@ static void *allocate(size_t bytes)
     return memory;
 }
 
-/* The options of both sides: the same capacities, or a snapshot would not fit. */
-static void options_base(coffer_options *options)
+/* The options of both sides: the same capacities, or a snapshot would not fit; with a memory
+ * budget (--memory-max), the index that lets memory evict, which recovery needs as well. */
+static void options_base(coffer_options *options, uint64_t memory_max)
 {
     coffer_options_init(options);
     options->accounts_max = ACCOUNTS_MAX;
     options->transfers_max = TRANSFERS_MAX;
+    if (memory_max) {
+        options->memory_bytes_max = memory_max;
+        options->index_on = true;
+    }
 }
 
 /* ---- the child: load ----------------------------------------------------------------------- */
@@ -103,19 +129,44 @@ typedef struct load_batch {
     coffer_event events[BATCH_EVENTS_MAX];
     char ids[BATCH_EVENTS_MAX][ID_BYTES];
     char holds[BATCH_EVENTS_MAX][ID_BYTES];
+    char to[BATCH_EVENTS_MAX][ID_BYTES]; /* a retry of a bulk fill's transfers: their sinks */
     size_t count;
     bool atomic;
     bool acknowledged; /* a retry may pick it */
 } load_batch;
 
+/* A bulk fill on this directory (--memory-max): its iteration and how many of its transfers,
+ * from the first, were acknowledged. A retry may submit any of them again. */
+typedef struct bulk_fill_done {
+    unsigned iteration;
+    uint32_t acknowledged;
+} bulk_fill_done;
+
+typedef struct child_plan {
+    const char *dir;
+    unsigned iteration;
+    uint64_t seed;
+    unsigned threads;
+    uint64_t segment_bytes_max;
+    uint64_t snapshot_every_events;
+    uint64_t memory_max;     /* --memory-max; 0: the default budget, no index */
+    uint32_t bulk_transfers; /* the fill this child starts with (0: none) */
+    /* The fills of this directory retries pick from: the earlier iterations' and, once it is
+     * done, this one's (with bulk_transfers acknowledged). */
+    bulk_fill_done fills[CHAIN_MAX];
+    size_t fills_count;
+} child_plan;
+
 typedef struct load_thread {
     pthread_t thread;
     coffer *db;
+    const child_plan *plan;
     int pipe_fd;
     unsigned iteration, index;
     uint64_t random;
     uint64_t batches_made, retries;
     load_batch *ring; /* BATCHES_KEPT */
+    load_batch bulk_retry;
     char holds[HOLDS_KEPT][ID_BYTES];
     size_t holds_count;
 } load_thread;
@@ -132,41 +183,139 @@ static void pipe_line(int fd, const char *line, size_t length)
         _exit(5);
 }
 
-static void announce(int fd, const char *key, const load_batch *batch)
+static void announce(int fd, const char *key, bool atomic, const coffer_event *events, size_t count)
 {
     char line[PIPE_BUF];
-    int length = snprintf(line, sizeof line, "B %s %d %zu", key, batch->atomic, batch->count);
-    for (size_t i = 0; i < batch->count; i++)
+    int length = snprintf(line, sizeof line, "B %s %d %zu", key, atomic, count);
+    for (size_t i = 0; i < count; i++)
         length += snprintf(line + length, sizeof line - (size_t)length, " %c:%s",
-                           batch->events[i].op == COFFER_OP_CREATE_ACCOUNT ? 'a' : 't',
-                           batch->events[i].id);
+                           events[i].op == COFFER_OP_CREATE_ACCOUNT ? 'a' : 't', events[i].id);
     length += snprintf(line + length, sizeof line - (size_t)length, "\n");
     pipe_line(fd, line, (size_t)length);
 }
 
-static void report(int fd, const char *key, int status, const load_batch *batch,
+static void report(int fd, const char *key, int status, const coffer_event *events, size_t count,
                    const coffer_result *results)
 {
     char line[PIPE_BUF];
-    int length = snprintf(line, sizeof line, "R %s %d %zu", key, status, batch->count);
-    for (size_t i = 0; i < batch->count; i++)
-        length +=
-            snprintf(line + length, sizeof line - (size_t)length, " %c:%s %d %" PRIu64 " %d",
-                     batch->events[i].op == COFFER_OP_CREATE_ACCOUNT ? 'a' : 't',
-                     batch->events[i].id, results[i].code, results[i].seq, results[i].replayed);
+    int length = snprintf(line, sizeof line, "R %s %d %zu", key, status, count);
+    for (size_t i = 0; i < count; i++)
+        length += snprintf(line + length, sizeof line - (size_t)length, " %c:%s %d %" PRIu64 " %d",
+                           events[i].op == COFFER_OP_CREATE_ACCOUNT ? 'a' : 't', events[i].id,
+                           results[i].code, results[i].seq, results[i].replayed);
     length += snprintf(line + length, sizeof line - (size_t)length, "\n");
     pipe_line(fd, line, (size_t)length);
 }
 
-/* Announces, submits, reports. */
-static int submit_logged(int fd, coffer *db, const char *key, load_batch *batch,
-                         coffer_result *results)
+/* Announces, submits, reports. With a memory budget a submission may find memory full while
+ * the index catches up: it is refused whole with overloaded, nothing of it applied, and is
+ * submitted again, as a client would. */
+static int submit_logged(int fd, coffer *db, const char *key, const coffer_event *events,
+                         size_t count, bool atomic, coffer_result *results)
 {
-    announce(fd, key, batch);
-    int status = coffer_submit(db, batch->events, batch->count, batch->atomic, results);
-    report(fd, key, status, batch, results);
+    announce(fd, key, atomic, events, count);
+    int status = coffer_submit(db, events, count, atomic, results);
+    for (unsigned waited_ms = 0; status == COFFER_OVERLOADED && waited_ms < OVERLOADED_WAIT_MS_MAX;
+         waited_ms++) {
+        usleep(1000);
+        status = coffer_submit(db, events, count, atomic, results);
+    }
+    report(fd, key, status, events, count, results);
     return status;
 }
+
+/* The engine's eviction counters, for the parent: a run that never evicted fails. */
+static void report_evictions(int fd, coffer *db)
+{
+    coffer_stats stats;
+    if (coffer_stats_get(db, &stats) != COFFER_OK)
+        return;
+    char line[128];
+    int length =
+        snprintf(line, sizeof line, "S %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n",
+                 stats.evictions, stats.evicted_transfers, stats.evicted_seq, stats.cold_reads);
+    pipe_line(fd, line, (size_t)length);
+}
+
+/* ---- the child: the bulk fill (--memory-max) ----------------------------------------------- */
+
+typedef struct bulk_names {
+    char id[ID_BYTES], to[ID_BYTES];
+} bulk_names;
+
+/* Transfer `number` of an iteration's fill: everything follows from the two numbers, so a
+ * retry, in this iteration or a later one on the directory, submits exactly the same event.
+ * From the bank to a sink (accounts the random load never touches), so always created, except
+ * every BULK_REFUSED_EVERY-th, which the capped account refuses whatever its balance. */
+static coffer_event bulk_event(unsigned iteration, uint32_t number, bulk_names *names)
+{
+    bool refused = number % BULK_REFUSED_EVERY == 0;
+    snprintf(names->id, ID_BYTES, "i%u-b%" PRIu32, iteration, number);
+    if (refused)
+        snprintf(names->to, ID_BYTES, "i%u-cap%d", iteration, ACCOUNTS_PER_ITERATION);
+    else
+        snprintf(names->to, ID_BYTES, "i%u-s%" PRIu32, iteration, number % SINKS_PER_ITERATION);
+    return (coffer_event){.op = COFFER_OP_TRANSFER,
+                          .id = names->id,
+                          .from = "bank",
+                          .to = names->to,
+                          .amount = refused ? 100000 : 1 + (int64_t)(number % 7)};
+}
+
+/* Whether `id` is a transfer of a bulk fill, and which. */
+static bool bulk_number(const char *id, unsigned *iteration, uint32_t *number)
+{
+    int consumed = 0;
+    return sscanf(id, "i%u-b%" SCNu32 "%n", iteration, number, &consumed) == 2 && id[consumed] == 0;
+}
+
+/* Large batches of plain transfers, one after the other, then a "D" line: memory passes three
+ * quarters of its budget and evicts what the index has flushed, the index falling behind. */
+static void bulk_fill(coffer *db, int fd, const child_plan *plan)
+{
+    static coffer_event events[BULK_BATCH_EVENTS];
+    static coffer_result results[BULK_BATCH_EVENTS];
+    static bulk_names names[BULK_BATCH_EVENTS];
+    for (uint32_t first = 0; first < plan->bulk_transfers; first += BULK_BATCH_EVENTS) {
+        size_t count = plan->bulk_transfers - first < BULK_BATCH_EVENTS
+                           ? plan->bulk_transfers - first
+                           : BULK_BATCH_EVENTS;
+        for (size_t i = 0; i < count; i++)
+            events[i] = bulk_event(plan->iteration, first + (uint32_t)i, &names[i]);
+        char key[32];
+        snprintf(key, sizeof key, "bulk.%" PRIu32, first);
+        if (submit_logged(fd, db, key, events, count, false, results) != COFFER_OK)
+            _exit(6);
+        report_evictions(fd, db);
+    }
+    pipe_line(fd, "D\n", 2);
+}
+
+/* A retry of one to five transfers of a fill of this directory, most likely evicted from
+ * memory by now: the answer must be the original outcome, read back from the index. */
+static load_batch *bulk_retry(load_thread *t)
+{
+    const bulk_fill_done *fill = &t->plan->fills[random_below(&t->random, t->plan->fills_count)];
+    if (fill->acknowledged == 0)
+        return NULL;
+    load_batch *batch = &t->bulk_retry;
+    memset(batch, 0, sizeof *batch);
+    uint32_t first = (uint32_t)random_below(&t->random, fill->acknowledged);
+    size_t count = 1 + random_below(&t->random, BATCH_EVENTS_MAX);
+    for (uint32_t number = first; batch->count < count && number < fill->acknowledged; number++) {
+        bulk_names names;
+        coffer_event event = bulk_event(fill->iteration, number, &names);
+        size_t i = batch->count++;
+        memcpy(batch->ids[i], names.id, ID_BYTES);
+        memcpy(batch->to[i], names.to, ID_BYTES);
+        event.id = batch->ids[i];
+        event.to = batch->to[i];
+        batch->events[i] = event;
+    }
+    return batch;
+}
+
+/* ---- the child: the random load ------------------------------------------------------------ */
 
 static const char *some_account(load_thread *t)
 {
@@ -211,12 +360,20 @@ static void add_resolution(load_thread *t, load_batch *batch, uint8_t op)
         batch->events[i].amount = 1 + (int64_t)random_below(&t->random, 5);
 }
 
-/* Builds the next batch in the ring, or returns an acknowledged one to retry. */
+/* Builds the next batch in the ring, or returns an acknowledged one to retry: with a bulk fill
+ * on the directory, half the time transfers of a fill instead. */
 static load_batch *next_batch(load_thread *t, bool *retry)
 {
     uint64_t choice = random_below(&t->random, 100);
     *retry = false;
     if (choice < 10) {
+        if (t->plan->fills_count && random_below(&t->random, 2) == 0) {
+            load_batch *old = bulk_retry(t);
+            if (old) {
+                *retry = true;
+                return old;
+            }
+        }
         load_batch *old = &t->ring[random_below(&t->random, BATCHES_KEPT)];
         if (old->acknowledged && old != &t->ring[t->batches_made % BATCHES_KEPT]) {
             *retry = true;
@@ -271,9 +428,12 @@ static void *load_main(void *argument)
         else
             snprintf(key, sizeof key, "%u.%" PRIu64, t->index, t->batches_made++);
         coffer_result results[BATCH_EVENTS_MAX];
-        int status = submit_logged(t->pipe_fd, t->db, key, batch, results);
+        int status = submit_logged(t->pipe_fd, t->db, key, batch->events, batch->count,
+                                   batch->atomic, results);
         if (status != COFFER_OK)
             _exit(6); /* a healthy disk refuses nothing; the parent sees it */
+        if (batch == &t->bulk_retry)
+            report_evictions(t->pipe_fd, t->db);
         if (!retry) {
             batch->acknowledged = true;
             note_holds(t, batch, results);
@@ -282,34 +442,42 @@ static void *load_main(void *argument)
     return NULL;
 }
 
-/* Accounts of this iteration (the bank is shared by all), each funded from the bank. */
-static void setup_accounts(coffer *db, int fd, unsigned iteration)
+/* Accounts of this iteration (the bank is shared by all), each funded from the bank; with a
+ * bulk fill to come, its sinks too. */
+static void setup_accounts(coffer *db, int fd, unsigned iteration, bool sinks)
 {
-    enum { ACCOUNT_EVENTS = ACCOUNTS_PER_ITERATION + 2 };
-    coffer_event accounts[ACCOUNT_EVENTS] = {{.op = COFFER_OP_CREATE_ACCOUNT,
-                                              .id = "bank",
-                                              .currency = "USD",
-                                              .flags = COFFER_FLAG_MIN_UNBOUNDED}};
+    enum { ACCOUNT_EVENTS_MAX = ACCOUNTS_PER_ITERATION + 2 + SINKS_PER_ITERATION };
+    static char sink_names[SINKS_PER_ITERATION][ID_BYTES];
+    coffer_event accounts[ACCOUNT_EVENTS_MAX] = {{.op = COFFER_OP_CREATE_ACCOUNT,
+                                                  .id = "bank",
+                                                  .currency = "USD",
+                                                  .flags = COFFER_FLAG_MIN_UNBOUNDED}};
+    size_t account_events = 1;
     for (size_t i = 0; i <= ACCOUNTS_PER_ITERATION; i++) {
         bool capped = i == ACCOUNTS_PER_ITERATION;
         snprintf(account_names[i], ID_BYTES, "i%u-%s%zu", iteration, capped ? "cap" : "a", i);
-        accounts[i + 1] = (coffer_event){.op = COFFER_OP_CREATE_ACCOUNT,
-                                         .id = account_names[i],
-                                         .currency = "USD",
-                                         .flags = capped ? COFFER_FLAG_HAS_MAX : 0,
-                                         .max_balance = capped ? 1500 : 0};
+        accounts[account_events++] = (coffer_event){.op = COFFER_OP_CREATE_ACCOUNT,
+                                                    .id = account_names[i],
+                                                    .currency = "USD",
+                                                    .flags = capped ? COFFER_FLAG_HAS_MAX : 0,
+                                                    .max_balance = capped ? 1500 : 0};
+    }
+    for (size_t i = 0; sinks && i < SINKS_PER_ITERATION; i++) {
+        snprintf(sink_names[i], ID_BYTES, "i%u-s%zu", iteration, i);
+        accounts[account_events++] =
+            (coffer_event){.op = COFFER_OP_CREATE_ACCOUNT, .id = sink_names[i], .currency = "USD"};
     }
     load_batch *batch = allocate(sizeof *batch);
     coffer_result results[BATCH_EVENTS_MAX];
     char key[32];
-    for (size_t first = 0; first < ACCOUNT_EVENTS; first += BATCH_EVENTS_MAX) {
+    for (size_t first = 0; first < account_events; first += BATCH_EVENTS_MAX) {
         memset(batch, 0, sizeof *batch);
-        while (batch->count < BATCH_EVENTS_MAX && first + batch->count < ACCOUNT_EVENTS) {
+        while (batch->count < BATCH_EVENTS_MAX && first + batch->count < account_events) {
             batch->events[batch->count] = accounts[first + batch->count];
             batch->count++;
         }
         snprintf(key, sizeof key, "accounts.%zu", first);
-        if (submit_logged(fd, db, key, batch, results) != COFFER_OK)
+        if (submit_logged(fd, db, key, batch->events, batch->count, false, results) != COFFER_OK)
             _exit(6);
     }
     for (size_t i = 0; i <= ACCOUNTS_PER_ITERATION; i++) {
@@ -322,20 +490,11 @@ static void setup_accounts(coffer *db, int fd, unsigned iteration)
                                           .amount = ACCOUNT_FUNDING};
         batch->count = 1;
         snprintf(key, sizeof key, "fund.%zu", i);
-        if (submit_logged(fd, db, key, batch, results) != COFFER_OK)
+        if (submit_logged(fd, db, key, batch->events, 1, false, results) != COFFER_OK)
             _exit(6);
     }
     free(batch);
 }
-
-typedef struct child_plan {
-    const char *dir;
-    unsigned iteration;
-    uint64_t seed;
-    unsigned threads;
-    uint64_t segment_bytes_max;
-    uint64_t snapshot_every_events;
-} child_plan;
 
 static void quiet_log(void *context, const char *line)
 {
@@ -345,9 +504,9 @@ static void quiet_log(void *context, const char *line)
 
 static void child_main(const child_plan *plan, int fd)
 {
-    alarm(CHILD_SECONDS_MAX);
+    alarm(CHILD_SECONDS_MAX + (plan->bulk_transfers ? FILL_SECONDS_MAX : 0)); /* the fill's too */
     coffer_options options;
-    options_base(&options);
+    options_base(&options, plan->memory_max);
     options.log = quiet_log; /* the parent's recovery logs what matters */
     options.segment_bytes_max = plan->segment_bytes_max;
     options.snapshot_every_events = plan->snapshot_every_events;
@@ -359,11 +518,14 @@ static void child_main(const child_plan *plan, int fd)
         pipe_line(fd, line, (size_t)length);
         _exit(4);
     }
-    setup_accounts(db, fd, plan->iteration);
+    setup_accounts(db, fd, plan->iteration, plan->bulk_transfers > 0);
+    if (plan->bulk_transfers)
+        bulk_fill(db, fd, plan);
     load_thread *threads = allocate(plan->threads * sizeof *threads);
     for (unsigned i = 0; i < plan->threads; i++) {
         load_thread *t = &threads[i];
         t->db = db;
+        t->plan = plan;
         t->pipe_fd = fd;
         t->iteration = plan->iteration;
         t->index = i;
@@ -460,13 +622,18 @@ static void outcomes_clear(outcomes *table)
     memset(table, 0, sizeof *table);
 }
 
-/* A batch the child announced, and whether its answer came. */
+/* An event of an announced batch: its kind ('a' or 't') and id. */
+typedef struct announced_event {
+    char kind;
+    char id[ID_BYTES];
+} announced_event;
+
+/* A batch the child announced, and whether its answer came. Its events are
+ * run.events[first, first + count). */
 typedef struct announced {
     char key[32];
     bool atomic, answered;
-    size_t count;
-    char kinds[BATCH_EVENTS_MAX];
-    char ids[BATCH_EVENTS_MAX][ID_BYTES];
+    size_t count, first;
 } announced;
 
 typedef struct run {
@@ -477,11 +644,22 @@ typedef struct run {
     outcomes known;     /* for the current directory */
     announced *batches; /* this iteration's */
     size_t batches_count, batches_capacity;
+    announced_event *events; /* of this iteration's batches */
+    size_t events_count, events_capacity;
+    /* --memory-max */
+    uint64_t memory_max;
+    bulk_fill_done fills[CHAIN_MAX]; /* of the current directory */
+    size_t fills_count;
+    uint32_t bulk_acknowledged; /* this iteration's fill: the acknowledged prefix */
+    /* this child's counters, as its last "S" line before the kill says */
+    uint64_t child_evictions, child_evicted_transfers, child_evicted_seq, child_cold_reads;
     char log[LOG_LINES_KEPT][1024];
     size_t log_count;
     uint64_t truncations; /* torn tails cut by the parent's recoveries */
     /* totals for the summary */
     uint64_t checked, acknowledged_batches, unanswered_atomic, unanswered_applied, absent;
+    uint64_t bulk_checked, evictions, evicted_transfers, cold_reads, reopen_evictions;
+    uint64_t evicted_replays; /* replays of bulk transfers the child had evicted by then */
 } run;
 
 static void parent_log(void *context, const char *line)
@@ -565,12 +743,19 @@ static void parse_answer(run *r, char *rest)
                       coffer_code_name(code), seq, coffer_code_name(known->code), known->seq);
         if (known && known->absent)
             violation(r, "%s was absent after a crash, now answered", id);
+        unsigned fill;
+        uint32_t number;
+        if (replayed && seq <= r->child_evicted_seq && bulk_number(id, &fill, &number))
+            r->evicted_replays++; /* evicted before this retry: its answer came from the index */
         if (!known)
             known = outcome_add(&r->known, id);
         known->kind = 't';
         known->code = recorded;
         known->seq = seq;
     }
+    uint32_t first;
+    if (sscanf(key, "bulk.%" SCNu32, &first) == 1 && first + count > r->bulk_acknowledged)
+        r->bulk_acknowledged = first + (uint32_t)count; /* the fill submits one at a time */
     for (size_t i = r->batches_count; i-- > 0;)
         if (strcmp(r->batches[i].key, key) == 0 && !r->batches[i].answered) {
             r->batches[i].answered = true;
@@ -592,18 +777,44 @@ static void parse_announcement(run *r, char *rest)
     memset(batch, 0, sizeof *batch);
     int atomic, consumed;
     if (sscanf(rest, "%31s %d %zu%n", batch->key, &atomic, &batch->count, &consumed) != 3 ||
-        batch->count > BATCH_EVENTS_MAX)
+        batch->count > EVENTS_MAX)
         violation(r, "unreadable announcement: %s", rest);
     batch->atomic = atomic;
     rest += consumed;
+    if (r->events_count + batch->count > r->events_capacity) {
+        r->events_capacity = r->events_capacity ? 2 * r->events_capacity : 8192;
+        announced_event *grown = realloc(r->events, r->events_capacity * sizeof *grown);
+        if (!grown)
+            exit(2);
+        r->events = grown;
+    }
+    batch->first = r->events_count;
+    r->events_count += batch->count;
     for (size_t i = 0; i < batch->count; i++) {
         char token[ID_BYTES + 4];
         if (sscanf(rest, " %43s%n", token, &consumed) != 1 || token[1] != ':')
             violation(r, "unreadable announcement of %s", batch->key);
         rest += consumed;
-        batch->kinds[i] = token[0];
-        copy_id(r, batch->ids[i], token + 2);
+        r->events[batch->first + i].kind = token[0];
+        copy_id(r, r->events[batch->first + i].id, token + 2);
     }
+}
+
+/* The child's eviction counters: the highest seen is what it did before the kill. */
+static void parse_evictions(run *r, const char *rest)
+{
+    uint64_t evictions, evicted_transfers, evicted_seq, cold_reads;
+    if (sscanf(rest, "%" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64, &evictions, &evicted_transfers,
+               &evicted_seq, &cold_reads) != 4)
+        violation(r, "unreadable counters: %s", rest);
+    if (evicted_seq > r->child_evicted_seq)
+        r->child_evicted_seq = evicted_seq;
+    if (evictions > r->child_evictions)
+        r->child_evictions = evictions;
+    if (evicted_transfers > r->child_evicted_transfers)
+        r->child_evicted_transfers = evicted_transfers;
+    if (cold_reads > r->child_cold_reads)
+        r->child_cold_reads = cold_reads;
 }
 
 static void parse_lines(run *r, char *bytes, size_t length)
@@ -618,7 +829,11 @@ static void parse_lines(run *r, char *bytes, size_t length)
             parse_announcement(r, line + 2);
         else if (line[0] == 'R' && line[1] == ' ')
             parse_answer(r, line + 2);
-        else if (line[0] == 'F')
+        else if (line[0] == 'S' && line[1] == ' ')
+            parse_evictions(r, line + 2);
+        else if (line[0] == 'D' && line[1] == 0) {
+            /* the bulk fill is done: read_until saw it */
+        } else if (line[0] == 'F')
             violation(r, "the child could not open the directory: %s", line);
         else
             violation(r, "unexpected line from the child: %s", line);
@@ -644,6 +859,24 @@ static bool exists(run *r, coffer *db, char kind, const char *id, coffer_transfe
     return code == COFFER_OK;
 }
 
+/* A transfer of a bulk fill reads back as it was submitted: from memory, or from the index
+ * once evicted. */
+static void check_bulk_content(run *r, const char *id, const coffer_transfer *record)
+{
+    unsigned iteration;
+    uint32_t number;
+    if (!bulk_number(id, &iteration, &number))
+        return;
+    bulk_names names;
+    coffer_event event = bulk_event(iteration, number, &names);
+    if (strcmp(record->from, event.from) != 0 || strcmp(record->to, event.to) != 0 ||
+        record->amount_requested != event.amount)
+        violation(r, "%s reads back %s -> %s %" PRId64 ", submitted %s -> %s %" PRId64, id,
+                  record->from, record->to, record->amount_requested, event.from, event.to,
+                  event.amount);
+    r->bulk_checked++;
+}
+
 /* Every outcome known for this directory holds after the recovery. */
 static void check_known(run *r, coffer *db)
 {
@@ -662,6 +895,8 @@ static void check_known(run *r, coffer *db)
             violation(r, "%s was acknowledged %s seq %" PRIu64 ", recovered %s seq %" PRIu64,
                       known->id, coffer_code_name(known->code), known->seq,
                       coffer_code_name(record.code), record.seq);
+        if (known->kind == 't')
+            check_bulk_content(r, known->id, &record);
         r->checked++;
     }
 }
@@ -674,12 +909,17 @@ static void check_unanswered(run *r, coffer *db)
         const announced *batch = &r->batches[b];
         if (batch->answered)
             continue;
+        const announced_event *events = &r->events[batch->first];
         size_t there = 0;
-        coffer_transfer records[BATCH_EVENTS_MAX];
-        bool present[BATCH_EVENTS_MAX];
+        coffer_transfer record;
+        int codes[EVENTS_MAX];
+        uint64_t seqs[EVENTS_MAX];
+        bool present[EVENTS_MAX];
         for (size_t i = 0; i < batch->count; i++) {
-            present[i] = exists(r, db, batch->kinds[i], batch->ids[i], &records[i]);
+            present[i] = exists(r, db, events[i].kind, events[i].id, &record);
             there += present[i];
+            codes[i] = present[i] ? record.code : 0;
+            seqs[i] = present[i] ? record.seq : 0;
         }
         if (batch->atomic) {
             if (there != 0 && there != batch->count)
@@ -689,15 +929,15 @@ static void check_unanswered(run *r, coffer *db)
             r->unanswered_applied += there != 0;
         }
         for (size_t i = 0; i < batch->count; i++) {
-            if (outcome_find(&r->known, batch->ids[i]))
+            if (outcome_find(&r->known, events[i].id))
                 continue; /* a retry of a known one */
-            outcome *found = outcome_add(&r->known, batch->ids[i]);
-            found->kind = batch->kinds[i];
+            outcome *found = outcome_add(&r->known, events[i].id);
+            found->kind = events[i].kind;
             found->absent = !present[i];
             r->absent += !present[i];
             if (present[i] && found->kind == 't') {
-                found->code = records[i].code;
-                found->seq = records[i].seq;
+                found->code = codes[i];
+                found->seq = seqs[i];
             }
         }
     }
@@ -706,13 +946,16 @@ static void check_unanswered(run *r, coffer *db)
 static void recover_and_check(run *r, const char *dir)
 {
     coffer_options options;
-    options_base(&options);
+    options_base(&options, r->memory_max);
     options.log = parent_log;
     options.log_context = r;
     coffer *db = NULL;
     int code = coffer_open(dir, &options, &db);
     if (code != COFFER_OK)
         violation(r, "reopen after the kill: %s", coffer_code_name(code));
+    coffer_stats stats;
+    if (coffer_stats_get(db, &stats) == COFFER_OK)
+        r->reopen_evictions += stats.evictions; /* recovery evicts what it replayed */
     check_known(r, db);
     check_unanswered(r, db);
     coffer_verify_report report;
@@ -725,11 +968,39 @@ static void recover_and_check(run *r, const char *dir)
 
 /* ---- the parent: one iteration ------------------------------------------------------------- */
 
-/* Reads what the child writes until the deadline (or its end), into *buffer. */
+/* What read_until looks for in the lines of a bulk fill: it returns once `answers_target`
+ * batches of the fill were answered (0: never), or once the fill is done. */
+typedef struct fill_watch {
+    size_t scanned; /* bytes of the buffer looked at */
+    size_t answers, answers_target;
+    bool done;
+} fill_watch;
+
+static bool fill_watch_stops(fill_watch *watch, const char *buffer, size_t length)
+{
+    const char *newline;
+    while (watch->scanned < length &&
+           (newline = memchr(buffer + watch->scanned, '\n', length - watch->scanned))) {
+        const char *line = buffer + watch->scanned;
+        if (strncmp(line, "R bulk.", 7) == 0)
+            watch->answers++;
+        else if (strncmp(line, "D\n", 2) == 0)
+            watch->done = true;
+        watch->scanned = (size_t)(newline - buffer) + 1;
+        if (watch->answers_target && watch->answers >= watch->answers_target)
+            return true;
+    }
+    return watch->done;
+}
+
+/* Reads what the child writes until the deadline (or its end), into *buffer; with a watch,
+ * until it says stop. */
 static void read_until(run *r, int fd, uint64_t deadline_ms, char **buffer, size_t *length,
-                       size_t *capacity, bool *ended)
+                       size_t *capacity, bool *ended, fill_watch *watch)
 {
     for (;;) {
+        if (watch && fill_watch_stops(watch, *buffer, *length))
+            return;
         int wait_ms = -1;
         if (deadline_ms) {
             uint64_t now = now_ms();
@@ -781,13 +1052,27 @@ static void kill_group(pid_t child, int *status)
 
 static void iterate(run *r, const char *dir, uint64_t *random)
 {
-    child_plan plan = {dir, r->iteration, splitmix(random), 0, 0, 0};
+    child_plan plan = {.dir = dir, .iteration = r->iteration, .seed = splitmix(random)};
     plan.threads = THREADS_MIN + (unsigned)random_below(random, THREADS_MAX - THREADS_MIN + 1);
     static const uint64_t segment_sizes[] = {16 << 10, 256 << 10, 0};
     static const uint64_t snapshot_every[] = {0, 300, 3000};
     plan.segment_bytes_max = segment_sizes[random_below(random, 3)];
     plan.snapshot_every_events = snapshot_every[random_below(random, 3)];
     uint64_t kill_ms = KILL_MS_MIN + random_below(random, KILL_MS_MAX - KILL_MS_MIN + 1);
+    /* --memory-max: a bulk fill first, killed at a random answer of it half the time, else a
+     * while after it, when the eviction and the index may still be at work. */
+    fill_watch watch = {0};
+    if (r->memory_max) {
+        plan.memory_max = r->memory_max;
+        plan.bulk_transfers = (uint32_t)(r->memory_max / BULK_BUDGET_BYTES_PER_TRANSFER);
+        memcpy(plan.fills, r->fills, r->fills_count * sizeof *r->fills);
+        plan.fills[r->fills_count] = (bulk_fill_done){r->iteration, plan.bulk_transfers};
+        plan.fills_count = r->fills_count + 1;
+        size_t bulk_batches = (plan.bulk_transfers + BULK_BATCH_EVENTS - 1) / BULK_BATCH_EVENTS;
+        if (random_below(random, 2))
+            watch.answers_target = 1 + random_below(random, bulk_batches);
+        kill_ms = KILL_MS_MIN + random_below(random, KILL_AFTER_FILL_MS_MAX - KILL_MS_MIN + 1);
+    }
 
     int fds[2];
     if (pipe(fds) != 0)
@@ -807,11 +1092,15 @@ static void iterate(run *r, const char *dir, uint64_t *random)
     char *buffer = NULL;
     size_t length = 0, capacity = 0;
     bool ended = false;
-    read_until(r, fds[0], now_ms() + kill_ms, &buffer, &length, &capacity, &ended);
+    if (plan.bulk_transfers)
+        read_until(r, fds[0], now_ms() + FILL_SECONDS_MAX * 1000, &buffer, &length, &capacity,
+                   &ended, &watch);
+    if (!ended && (!plan.bulk_transfers || (watch.done && !watch.answers_target)))
+        read_until(r, fds[0], now_ms() + kill_ms, &buffer, &length, &capacity, &ended, NULL);
     int status = 0;
     kill_group(child, &status);
     if (!ended)
-        read_until(r, fds[0], 0, &buffer, &length, &capacity, &ended);
+        read_until(r, fds[0], 0, &buffer, &length, &capacity, &ended, NULL);
     close(fds[0]);
     /* Killed by us, or (never in practice) done with its load. An abort from a failed engine
      * assertion or a sanitizer, or any other end, is a failure of its own. */
@@ -823,22 +1112,77 @@ static void iterate(run *r, const char *dir, uint64_t *random)
                   WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
     }
     r->batches_count = 0;
+    r->events_count = 0;
+    r->bulk_acknowledged = 0;
+    r->child_evictions = r->child_evicted_transfers = r->child_cold_reads = 0;
+    r->child_evicted_seq = 0;
     parse_lines(r, buffer, length);
     free(buffer);
-    uint64_t truncations = r->truncations;
+    uint64_t truncations = r->truncations, reopen_evictions = r->reopen_evictions;
+    uint64_t reopened_ms = now_ms();
     recover_and_check(r, dir);
+    reopened_ms = now_ms() - reopened_ms;
+    r->evictions += r->child_evictions;
+    r->evicted_transfers += r->child_evicted_transfers;
+    r->cold_reads += r->child_cold_reads;
+    if (plan.bulk_transfers) /* the later iterations on this directory retry its fill too */
+        r->fills[r->fills_count++] = (bulk_fill_done){r->iteration, r->bulk_acknowledged};
+    if (r->verbose && plan.bulk_transfers)
+        printf("crash_test: iteration %u: killed %s %zu of %zu answers of the fill%s; the child "
+               "evicted %" PRIu64 " times (%" PRIu64 " transfers), read %" PRIu64
+               " ids it lacked from the index; the reopen evicted %" PRIu64 " times\n",
+               r->iteration, watch.answers_target ? "at" : "after", watch.answers,
+               (size_t)(plan.bulk_transfers + BULK_BATCH_EVENTS - 1) / BULK_BATCH_EVENTS,
+               watch.answers_target ? "" : " and the kill time", r->child_evictions,
+               r->child_evicted_transfers, r->child_cold_reads,
+               r->reopen_evictions - reopen_evictions);
     if (r->verbose)
         printf("crash_test: iteration %u: %u threads, killed after %" PRIu64 " ms, %zu batches "
-               "announced, %zu ids known%s\n",
+               "announced, %zu ids known%s, reopen and checks %" PRIu64 " ms\n",
                r->iteration, plan.threads, kill_ms, r->batches_count, r->known.count,
-               r->truncations > truncations ? ", torn tail truncated" : "");
+               r->truncations > truncations ? ", torn tail truncated" : "", reopened_ms);
 }
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: crash_test [--iterations N] [--seed S] [--verbose] [--keep]\n"
+    fprintf(stderr, "usage: crash_test [--iterations N] [--seed S] [--memory-max BYTES] "
+                    "[--verbose] [--keep]\n"
+                    "  BYTES: a number with an optional K, M or G (16M), at least 16M\n"
                     "  a soak run: crash_test --iterations 100\n");
     exit(2);
+}
+
+/* --memory-max: bytes, or KiB, MiB or GiB with a K, M or G. */
+static uint64_t bytes_argument(const char *text)
+{
+    char *end = NULL;
+    uint64_t value = strtoull(text, &end, 10);
+    int shift = 0;
+    if (end && (*end == 'K' || *end == 'k'))
+        shift = 10;
+    else if (end && (*end == 'M' || *end == 'm'))
+        shift = 20;
+    else if (end && (*end == 'G' || *end == 'g'))
+        shift = 30;
+    if (end == text || (shift ? end[1] : end[0]) != 0 || value > (COFFER_MEMORY_BYTES_MAX >> shift))
+        usage();
+    value <<= shift;
+    if (value < COFFER_MEMORY_BYTES_MIN)
+        usage();
+    return value;
+}
+
+/* --memory-max: a run in which nothing was ever evicted tested nothing of eviction. */
+static bool check_evicted(const run *r)
+{
+    if (!r->memory_max || r->evictions + r->reopen_evictions > 0)
+        return true;
+    fprintf(stderr,
+            "crash_test: FAILED (seed %" PRIu64 "): with --memory-max %" PRIu64 " no child and "
+            "no reopen ever evicted: the bulk fill does not pass three quarters of the budget, "
+            "or the children were killed before it did\n",
+            r->seed, r->memory_max);
+    return false;
 }
 
 int main(int argc, char **argv)
@@ -852,6 +1196,8 @@ int main(int argc, char **argv)
             r->iterations = (unsigned)strtoul(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc)
             r->seed = strtoull(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--memory-max") == 0 && i + 1 < argc)
+            r->memory_max = bytes_argument(argv[++i]);
         else if (strcmp(argv[i], "--verbose") == 0)
             r->verbose = true;
         else if (strcmp(argv[i], "--keep") == 0)
@@ -879,6 +1225,7 @@ int main(int argc, char **argv)
                 remove_tree(dir);
             snprintf(dir, sizeof dir, "%s/run-%u", root, r->iteration);
             outcomes_clear(&r->known);
+            r->fills_count = 0;
             chain = 0;
             directories++;
         }
@@ -888,15 +1235,25 @@ int main(int argc, char **argv)
     }
     if (!keep)
         remove_tree(root);
-    printf("crash_test: ok: %u iterations on %u directories (seed %" PRIu64 "), %" PRIu64
+    if (r->memory_max)
+        printf("crash_test: memory budget %" PRIu64 " bytes: the children evicted %" PRIu64
+               " times (%" PRIu64 " transfers) and read %" PRIu64
+               " ids they lacked from the index, "
+               "the reopens evicted %" PRIu64 " times; %" PRIu64 " replays of evicted bulk "
+               "transfers, %" PRIu64 " checks of bulk transfers after reopens\n",
+               r->memory_max, r->evictions, r->evicted_transfers, r->cold_reads,
+               r->reopen_evictions, r->evicted_replays, r->bulk_checked);
+    bool evicted = check_evicted(r);
+    printf("crash_test: %s: %u iterations on %u directories (seed %" PRIu64 "), %" PRIu64
            " acknowledged batches, %" PRIu64 " id checks, %" PRIu64 " unanswered atomic batches "
            "(%" PRIu64 " applied whole), %" PRIu64 " ids absent, %" PRIu64
            " torn tails cut, %.1f s\n",
-           r->iterations, directories, r->seed, r->acknowledged_batches, r->checked,
-           r->unanswered_atomic, r->unanswered_applied, r->absent, r->truncations,
+           evicted ? "ok" : "FAILED", r->iterations, directories, r->seed, r->acknowledged_batches,
+           r->checked, r->unanswered_atomic, r->unanswered_applied, r->absent, r->truncations,
            (double)(now_ms() - started) / 1000.0);
     outcomes_clear(&r->known);
     free(r->batches);
+    free(r->events);
     free(r);
-    return 0;
+    return evicted ? 0 : 1;
 }
