@@ -4,7 +4,6 @@
  * and, last, one JSON line for scripts (docs/benchmarks.md).
  */
 #define _GNU_SOURCE /* nftw */
-#include <dirent.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -188,21 +187,18 @@ static double now_seconds(void)
     return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
 }
 
-/* Removes the bench's own data directory: its files and the directory (no subdirectories). */
+static int remove_entry(const char *path, const struct stat *status, int type, struct FTW *walk)
+{
+    (void)status, (void)type, (void)walk;
+    remove(path);
+    return 0;
+}
+
+/* Removes the bench's own data directory, the index's directory in it included (it was left
+ * behind, holding gigabytes after a long run). */
 static void remove_tree(const char *dir)
 {
-    DIR *listing = opendir(dir);
-    if (!listing)
-        return;
-    struct dirent *item;
-    char path[4096];
-    while ((item = readdir(listing)))
-        if (strcmp(item->d_name, ".") && strcmp(item->d_name, "..")) {
-            snprintf(path, sizeof path, "%s/%s", dir, item->d_name);
-            unlink(path);
-        }
-    closedir(listing);
-    rmdir(dir);
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* A field of /proc/self/status in bytes: VmRSS (resident now) or VmHWM (the peak). */
