@@ -185,15 +185,16 @@ static void memory_log(coffer *db, bool defaulted)
     format_bytes(s->budget.used, used, sizeof used);
     uint64_t share = engine_tables_budget(db);
     format_bytes(share, tables, sizeof tables);
-    if (share != s->limits.memory_max) {
-        char staging[32], cache[32], allowance[32];
+    if (db->options.index_on && !db->options.log_location) {
+        char staging[32], cache[32], allowance[32], taken[32];
         format_bytes(engine_index_staging_max(db), staging, sizeof staging);
         format_bytes(engine_index_cache_bytes(db), cache, sizeof cache);
         format_bytes(engine_process_allowance(db), allowance, sizeof allowance);
+        format_bytes(engine_budget_taken(db), taken, sizeof taken);
         snprintf(split, sizeof split,
-                 " (the index's staging %s, its cache %s and filter, the process %s leave the "
-                 "rest)",
-                 staging, cache, allowance);
+                 " (the index's filter and its staging %s and cache %s, and the process's "
+                 "allowance %s, %s of them from the budget)",
+                 staging, cache, allowance, taken);
     }
     uint64_t accounts, transfers;
     store_capacity_estimate(share, &accounts, &transfers);
@@ -368,9 +369,13 @@ static void apply_batch(coffer *db, engine_request *batch, engine_ticket *ticket
 
 /* ---- eviction ------------------------------------------------------------------------------ */
 
+/* The tables' share from which an eviction waits for the index to have flushed half of what
+ * memory holds (memory_upkeep). */
+#define ENGINE_EVICT_WAIT_BYTES (64ULL << 20)
+
 /* Evicts from memory what the on-disk index holds (store_trim up to the index's flushed seq),
- * once memory passes three quarters of its budget or a submission found no room, and the index
- * has flushed at least half of the seqs memory holds; from half the
+ * once memory passes three quarters of its budget or a submission found no room (and, for large
+ * tables, the index has flushed at least half of the seqs memory holds); from half the
  * budget on, the index is asked to flush soon, so that by then it holds what there is to evict.
  * Runs on the writer between batches, after the log thread has written every ticket handed to
  * it: a ticket names held records by their index, which an eviction moves. */
@@ -388,12 +393,14 @@ static void memory_upkeep(coffer *db)
     if ((!db->evict_due && s->budget.used < half + half / 2) || flushed <= s->trimmed_seq)
         return;
     /* An eviction moves every record that stays, so it costs what memory holds, not what it
-     * frees: it waits until the index has flushed at least half of the seqs memory holds past
-     * the last one. Evicting whatever was flushed each time memory passed three quarters spent
-     * more of the writer's core on evictions than on batches, while the index, short of CPU on
-     * two cores, fell further behind (docs/benchmarks.md). Meanwhile memory fills, and a full
-     * one answers overloaded until then. */
-    if ((flushed - s->trimmed_seq) * 2 < db->last_seq - s->trimmed_seq)
+     * frees: past ENGINE_EVICT_WAIT_BYTES of tables it waits until the index has flushed at
+     * least half of the seqs memory holds past the last one. Evicting whatever was flushed each
+     * time memory passed three quarters spent more of the writer's core on evictions than on
+     * batches, while the index, short of CPU on two cores, fell further behind
+     * (docs/benchmarks.md). Meanwhile memory fills, and a full one answers overloaded until then.
+     * Smaller tables evict in milliseconds, and waiting there only stalls the writer. */
+    if (s->budget.max >= ENGINE_EVICT_WAIT_BYTES &&
+        (flushed - s->trimmed_seq) * 2 < db->last_seq - s->trimmed_seq)
         return;
     db->evict_due = false;
     durability_drain(db);

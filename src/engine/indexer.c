@@ -420,15 +420,15 @@ static uint64_t clamped(uint64_t x, uint64_t low, uint64_t high)
 
 uint64_t engine_index_staging_max(const coffer *db)
 {
-    /* What the index stages between flushes: a sixteenth of the budget, from 1 to 64 MiB. */
-    return clamped(db->store.limits.memory_max / 16, 1u << 20, 64u << 20);
+    /* What the index stages between flushes: a sixteenth of the budget, from 4 to 64 MiB. */
+    return clamped(db->store.limits.memory_max / 16, 4u << 20, 64u << 20);
 }
 
 uint64_t engine_index_cache_bytes(const coffer *db)
 {
     /* RocksDB's block cache, with the index and filter blocks of its tables: a sixteenth of
-     * the budget, from 1 to 256 MiB. */
-    return clamped(db->store.limits.memory_max / 16, 1u << 20, INDEX_CACHE_BYTES);
+     * the budget, from 8 to 256 MiB. */
+    return clamped(db->store.limits.memory_max / 16, 8u << 20, INDEX_CACHE_BYTES);
 }
 
 uint64_t engine_process_allowance(const coffer *db)
@@ -441,15 +441,30 @@ uint64_t engine_process_allowance(const coffer *db)
     return clamped(db->store.limits.memory_max / 4, 0, 256u << 20);
 }
 
+/* The part of a budget that the index's staging and cache and the allowance do not come out of:
+ * see engine_tables_budget. */
+#define ENGINE_BUDGET_BESIDE (64ULL << 20)
+
+uint64_t engine_budget_taken(const coffer *db)
+{
+    uint64_t max = db->store.limits.memory_max;
+    uint64_t rest =
+        engine_index_staging_max(db) + engine_index_cache_bytes(db) + engine_process_allowance(db);
+    uint64_t affordable = max > ENGINE_BUDGET_BESIDE ? (max - ENGINE_BUDGET_BESIDE) / 2 : 0;
+    return rest < affordable ? rest : affordable;
+}
+
 uint64_t engine_tables_budget(const coffer *db)
 {
     uint64_t max = db->store.limits.memory_max;
     if (!db->options.index_on || db->options.log_location)
         return max; /* nothing evicts: the tables have it all, as they always had */
     /* With the index on, the budget covers the whole process: the tables get what the index
-     * (its filter, staging and cache) and the allowance leave, and at least a quarter. */
-    uint64_t others = engine_index_filter_bytes(db) + engine_index_staging_max(db) +
-                      engine_index_cache_bytes(db) + engine_process_allowance(db);
+     * (its filter, staging and cache) and the allowance leave, and at least a quarter. The
+     * staging, cache and allowance come out of the budget past its first 64 MiB, at most half
+     * of that part: a small budget cannot hold the process's fixed needs (60 MiB and more) and
+     * still leave the tables room to work in, so below 256 MiB they are partly beside it. */
+    uint64_t others = engine_index_filter_bytes(db) + engine_budget_taken(db);
     uint64_t floor = max / 4;
     return others < max - floor ? max - others : floor;
 }
