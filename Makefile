@@ -57,14 +57,14 @@ soak-cluster: build
 # Embedded targets (docs/benchmarks.md): 100,000 accounts, full batches, uniform and hot workloads.
 BENCH_FLAGS := --embedded --accounts 100000 --transfers 20000000 --batch 8190
 # Then a ledger ten times larger than its memory budget: the same transfers in memory, and
-# durable with a 64 MiB budget so that memory evicts what the index holds (docs/benchmarks.md).
+# durable with a 128 MiB budget so that memory evicts what the index holds (docs/benchmarks.md).
 EVICT_DIR ?= /tmp/coffer-bench-evict
 bench: build
 	./build/coffer bench $(BENCH_FLAGS) --workload uniform
 	./build/coffer bench $(BENCH_FLAGS) --workload hot
-	./build/coffer bench --embedded --transfers 2000000
+	./build/coffer bench --embedded --transfers 4000000
 	rm -rf $(EVICT_DIR)
-	./build/coffer bench --embedded --durable $(EVICT_DIR) --index on --memory-max 64M --transfers 2000000
+	./build/coffer bench --embedded --durable $(EVICT_DIR) --index on --memory-max 128M --transfers 4000000
 
 # HTTP targets (docs/benchmarks.md) on a real durable server: every workload, batched, and wrk.
 bench-http: build

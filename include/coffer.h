@@ -196,16 +196,19 @@ typedef struct coffer_options {
      * the files, offsets and seqs. true: it opens anyway, and the loss is logged and appended
      * to DIR/data-loss.log. */
     bool accept_data_loss;
-    /* The memory budget: bytes the in-memory tables and id indexes may hold together, from
-     * COFFER_MEMORY_BYTES_MIN to _MAX (16 MiB to 4 TiB). Reaching it refuses writes with
-     * capacity_exceeded (nothing applied; reads go on). 0, the default: half of the machine's
-     * memory, or of the cgroup's limit when that is lower, within the same bounds. A durable
-     * open logs the budget and what it holds. */
+    /* The memory budget, from COFFER_MEMORY_BYTES_MIN to _MAX (16 MiB to 4 TiB). Without the
+     * index: bytes the in-memory tables and id indexes may hold together; reaching it refuses
+     * writes with capacity_exceeded (nothing applied; reads go on). With index_on: the whole
+     * process's; the tables get what the index's filter, staging and cache and an allowance
+     * for the rest leave, and evict what the index holds as they fill it. 0, the default: half
+     * of the machine's memory, or of the cgroup's limit when that is lower, within the same
+     * bounds. A durable open logs the budget, the tables' share and what they hold. */
     uint64_t memory_bytes_max;
     /* true: a durable engine keeps an on-disk index (DATA/index, derived from the log: every
      * transfer by id, every history entry), written by a thread behind the log and rebuilt at
-     * open when it is missing or does not match the log. false, the default: none. Nothing
-     * reads the index yet and keeping it costs the writer CPU, so it is opt-in for now. */
+     * open when it is missing or does not match the log; memory evicts what it holds (see
+     * memory_bytes_max), and reads and retries of evicted records read it. false, the
+     * default of the library (coffer serve's is on): none, and a full budget refuses writes. */
     bool index_on;
     /* Where the log is kept. NULL, the default: segment files in the data directory. A
      * PostgreSQL conninfo or URI ("postgresql://HOST/DB", any libpq form): the log is a table

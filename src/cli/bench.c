@@ -4,7 +4,6 @@
  * and, last, one JSON line for scripts (docs/benchmarks.md).
  */
 #define _GNU_SOURCE /* nftw */
-#include <dirent.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -188,21 +187,18 @@ static double now_seconds(void)
     return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
 }
 
-/* Removes the bench's own data directory: its files and the directory (no subdirectories). */
+static int remove_entry(const char *path, const struct stat *status, int type, struct FTW *walk)
+{
+    (void)status, (void)type, (void)walk;
+    remove(path);
+    return 0;
+}
+
+/* Removes the bench's own data directory, the index's directory in it included (it was left
+ * behind, holding gigabytes after a long run). */
 static void remove_tree(const char *dir)
 {
-    DIR *listing = opendir(dir);
-    if (!listing)
-        return;
-    struct dirent *item;
-    char path[4096];
-    while ((item = readdir(listing)))
-        if (strcmp(item->d_name, ".") && strcmp(item->d_name, "..")) {
-            snprintf(path, sizeof path, "%s/%s", dir, item->d_name);
-            unlink(path);
-        }
-    closedir(listing);
-    rmdir(dir);
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* A field of /proc/self/status in bytes: VmRSS (resident now) or VmHWM (the peak). */
@@ -234,9 +230,22 @@ static uint64_t peak_rss_bytes(void)
 /* The data directory's bytes, summed by nftw's callback. */
 static uint64_t bench_disk_bytes;
 
-static int submit_or_fail(bench *run, coffer_event *events, size_t count, coffer_result *results)
+/* coffer_submit, again after a millisecond while the answer is overloaded: with a memory
+ * budget, memory may be full while the index catches up. */
+static int submit_retrying(bench *run, coffer_event *events, size_t count, coffer_result *results)
 {
     int status = coffer_submit(run->db, events, count, false, results);
+    while (status == COFFER_OVERLOADED && run->memory_max) {
+        atomic_fetch_add(&run->overloaded, 1);
+        usleep(1000);
+        status = coffer_submit(run->db, events, count, false, results);
+    }
+    return status;
+}
+
+static int submit_or_fail(bench *run, coffer_event *events, size_t count, coffer_result *results)
+{
+    int status = submit_retrying(run, events, count, results);
     if (status != COFFER_OK) {
         fprintf(stderr, "coffer bench: submit failed: %s\n", coffer_code_name(status));
         return status;
@@ -324,13 +333,7 @@ static void *submitter_main(void *argument)
         fill_batch(self, first, count);
         if (index == batches - batches / 10 && batches >= 10)
             atomic_store(&run->last_tenth_start, now_seconds());
-        int status = coffer_submit(run->db, self->events, count, false, self->results);
-        /* With a memory budget, memory may be full while the index catches up: retry. */
-        while (status == COFFER_OVERLOADED && run->memory_max) {
-            atomic_fetch_add(&run->overloaded, 1);
-            usleep(1000);
-            status = coffer_submit(run->db, self->events, count, false, self->results);
-        }
+        int status = submit_retrying(run, self->events, count, self->results);
         if (status != COFFER_OK) {
             atomic_store(&run->failure, status);
             break;

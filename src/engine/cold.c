@@ -301,7 +301,7 @@ int engine_cold_recovery_begin(coffer *db)
 int engine_cold_recovery_evict(coffer *db, uint64_t replayed_seq)
 {
     store *s = &db->store;
-    if (s->budget.used < s->limits.memory_max / 4 * 3 || replayed_seq <= s->trimmed_seq ||
+    if (s->budget.used < s->budget.max / 4 * 3 || replayed_seq <= s->trimmed_seq ||
         !db->options.index_on || db->options.log_location)
         return COFFER_OK;
     if (!db->cold_index) {

@@ -180,16 +180,29 @@ int coffer_capacity_detail(coffer *db, char *out, size_t size)
 static void memory_log(coffer *db, bool defaulted)
 {
     const store *s = &db->store;
-    char budget[32], used[32];
+    char budget[32], used[32], tables[32], split[256] = "";
     format_bytes(s->limits.memory_max, budget, sizeof budget);
     format_bytes(s->budget.used, used, sizeof used);
+    uint64_t share = engine_tables_budget(db);
+    format_bytes(share, tables, sizeof tables);
+    if (db->options.index_on && !db->options.log_location) {
+        char staging[32], cache[32], allowance[32], taken[32];
+        format_bytes(engine_index_staging_max(db), staging, sizeof staging);
+        format_bytes(engine_index_cache_bytes(db), cache, sizeof cache);
+        format_bytes(engine_process_allowance(db), allowance, sizeof allowance);
+        format_bytes(engine_budget_taken(db), taken, sizeof taken);
+        snprintf(split, sizeof split,
+                 " (the index's filter and its staging %s and cache %s, and the process's "
+                 "allowance %s, %s of them from the budget)",
+                 staging, cache, allowance, taken);
+    }
     uint64_t accounts, transfers;
-    store_capacity_estimate(s->limits.memory_max, &accounts, &transfers);
+    store_capacity_estimate(share, &accounts, &transfers);
     engine_log(db,
-               "memory budget %s (%s): room for about %llu transfers or %llu accounts; "
-               "%s in use by %llu accounts, %llu transfers",
+               "memory budget %s (%s), tables %s%s: room for about %llu transfers or %llu "
+               "accounts; %s in use by %llu accounts, %llu transfers",
                budget, defaulted ? "default: half of the machine's memory" : "as configured",
-               (unsigned long long)transfers, (unsigned long long)accounts, used,
+               tables, split, (unsigned long long)transfers, (unsigned long long)accounts, used,
                (unsigned long long)s->accounts_count, (unsigned long long)s->transfers_count);
 }
 
@@ -356,18 +369,21 @@ static void apply_batch(coffer *db, engine_request *batch, engine_ticket *ticket
 
 /* ---- eviction ------------------------------------------------------------------------------ */
 
+/* The tables' share from which an eviction waits for the index to have flushed half of what
+ * memory holds (memory_upkeep). */
+#define ENGINE_EVICT_WAIT_BYTES (64ULL << 20)
+
 /* Evicts from memory what the on-disk index holds (store_trim up to the index's flushed seq),
- * once memory passes three quarters of its budget or a submission found no room; from half the
+ * once memory passes three quarters of its budget or a submission found no room (and, for large
+ * tables, the index has flushed at least half of the seqs memory holds); from half the
  * budget on, the index is asked to flush soon, so that by then it holds what there is to evict.
  * Runs on the writer between batches, after the log thread has written every ticket handed to
  * it: a ticket names held records by their index, which an eviction moves. */
 static void memory_upkeep(coffer *db)
 {
     store *s = &db->store;
-    /* The index's id filter grows beside the tables (~10 bits per transfer id) and counts
-     * against the same budget: the tables get what it leaves, and at least a quarter. */
-    uint64_t filter = engine_index_filter_bytes(db), floor = s->limits.memory_max / 4;
-    s->budget.max = filter < s->limits.memory_max - floor ? s->limits.memory_max - filter : floor;
+    /* The index's id filter grows (~10 bits per transfer id) and counts against the budget. */
+    s->budget.max = engine_tables_budget(db);
     uint64_t half = s->budget.max / 2;
     if ((s->budget.used < half && !db->evict_due) || !engine_index_usable(db))
         return;
@@ -375,6 +391,16 @@ static void memory_upkeep(coffer *db)
     if (flushed < db->last_seq)
         engine_index_flush_soon(db);
     if ((!db->evict_due && s->budget.used < half + half / 2) || flushed <= s->trimmed_seq)
+        return;
+    /* An eviction moves every record that stays, so it costs what memory holds, not what it
+     * frees: past ENGINE_EVICT_WAIT_BYTES of tables it waits until the index has flushed at
+     * least half of the seqs memory holds past the last one. Evicting whatever was flushed each
+     * time memory passed three quarters spent more of the writer's core on evictions than on
+     * batches, while the index, short of CPU on two cores, fell further behind
+     * (docs/benchmarks.md). Meanwhile memory fills, and a full one answers overloaded until then.
+     * Smaller tables evict in milliseconds, and waiting there only stalls the writer. */
+    if (s->budget.max >= ENGINE_EVICT_WAIT_BYTES &&
+        (flushed - s->trimmed_seq) * 2 < db->last_seq - s->trimmed_seq)
         return;
     db->evict_due = false;
     durability_drain(db);
@@ -732,6 +758,9 @@ int coffer_open(const char *dir, const coffer_options *options, coffer **db_out)
         return memory ? COFFER_OUT_OF_MEMORY : COFFER_INVALID_ARGUMENT;
     }
     int code = store_init(&db->store, &limits);
+    /* Recovery has the whole budget (nothing else runs yet): a snapshot taken under the
+     * tables' share then always fits, as does what recovery replays before it evicts. The
+     * writer's first upkeep lowers it to the share. */
     if (code == COFFER_OK)
         code = ledger_init(&db->ledger, &db->store);
     if (code == COFFER_OK)

@@ -334,6 +334,14 @@ bool engine_index_usable(const coffer *db);
 uint64_t engine_index_staging_max(const coffer *db);
 /* The index's block cache under this memory budget (index_open_cached). */
 uint64_t engine_index_cache_bytes(const coffer *db);
+/* What the budget leaves for the process's memory that nothing sizes (code, RocksDB's work). */
+uint64_t engine_process_allowance(const coffer *db);
+/* What the index's staging and cache and the allowance take from the budget: all of them from
+ * 256 MiB up, part of them below, nothing below 64 MiB (engine_tables_budget says why). */
+uint64_t engine_budget_taken(const coffer *db);
+/* The in-memory tables' share of the budget (store.budget.max): all of it without the index;
+ * with it, what the index's filter, staging and cache and the process allowance leave. */
+uint64_t engine_tables_budget(const coffer *db);
 void engine_index_flush_soon(coffer *db);
 int engine_index_get_transfer(const coffer *db, const char *id, size_t length, index_transfer *out);
 bool engine_index_maybe(const coffer *db, uint64_t hash);

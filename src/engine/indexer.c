@@ -412,17 +412,59 @@ int engine_index_get_transfer(const coffer *db, const char *id, size_t length, i
     return index ? index_get_transfer(index, id, length, out) : COFFER_STORAGE_FAILED;
 }
 
+/* x clamped to [low, high]. */
+static uint64_t clamped(uint64_t x, uint64_t low, uint64_t high)
+{
+    return x < low ? low : x > high ? high : x;
+}
+
 uint64_t engine_index_staging_max(const coffer *db)
 {
-    /* What the index stages between flushes is memory beside the budget: a quarter of it, from
-     * 4 to 64 MiB. */
-    uint64_t staging = db->store.limits.memory_max / 4;
-    return staging < (4u << 20) ? 4u << 20 : staging > (64u << 20) ? 64u << 20 : staging;
+    /* What the index stages between flushes: a sixteenth of the budget, from 4 to 64 MiB. */
+    return clamped(db->store.limits.memory_max / 16, 4u << 20, 64u << 20);
 }
 
 uint64_t engine_index_cache_bytes(const coffer *db)
 {
-    /* RocksDB's cache is memory beside the budget too: an eighth of it, from 8 to 256 MiB. */
-    uint64_t cache = db->store.limits.memory_max / 8;
-    return cache < (8u << 20) ? 8u << 20 : cache > INDEX_CACHE_BYTES ? INDEX_CACHE_BYTES : cache;
+    /* RocksDB's block cache, with the index and filter blocks of its tables: a sixteenth of
+     * the budget, from 8 to 256 MiB. */
+    return clamped(db->store.limits.memory_max / 16, 8u << 20, INDEX_CACHE_BYTES);
+}
+
+uint64_t engine_process_allowance(const coffer *db)
+{
+    /* The memory the process needs beside what the budget sizes: code and libraries, RocksDB's
+     * compaction and read buffers, the log's and the index's scratch, an eviction's map (4 bytes
+     * a record held), threads' stacks, the allocator's arenas: 60 to 100 MiB for a small budget,
+     * about 250 MiB at 1 GiB and fifty million transfers (docs/operations.md). A quarter of the
+     * budget, at most 256 MiB. */
+    return clamped(db->store.limits.memory_max / 4, 0, 256u << 20);
+}
+
+/* The part of a budget that the index's staging and cache and the allowance do not come out of:
+ * see engine_tables_budget. */
+#define ENGINE_BUDGET_BESIDE (64ULL << 20)
+
+uint64_t engine_budget_taken(const coffer *db)
+{
+    uint64_t max = db->store.limits.memory_max;
+    uint64_t rest =
+        engine_index_staging_max(db) + engine_index_cache_bytes(db) + engine_process_allowance(db);
+    uint64_t affordable = max > ENGINE_BUDGET_BESIDE ? (max - ENGINE_BUDGET_BESIDE) / 2 : 0;
+    return rest < affordable ? rest : affordable;
+}
+
+uint64_t engine_tables_budget(const coffer *db)
+{
+    uint64_t max = db->store.limits.memory_max;
+    if (!db->options.index_on || db->options.log_location)
+        return max; /* nothing evicts: the tables have it all, as they always had */
+    /* With the index on, the budget covers the whole process: the tables get what the index
+     * (its filter, staging and cache) and the allowance leave, and at least a quarter. The
+     * staging, cache and allowance come out of the budget past its first 64 MiB, at most half
+     * of that part: a small budget cannot hold the process's fixed needs (60 MiB and more) and
+     * still leave the tables room to work in, so below 256 MiB they are partly beside it. */
+    uint64_t others = engine_index_filter_bytes(db) + engine_budget_taken(db);
+    uint64_t floor = max / 4;
+    return others < max - floor ? max - others : floor;
 }

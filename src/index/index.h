@@ -80,8 +80,9 @@ index_position index_position_flushed(const index_db *index);
  */
 int index_apply_record(index_db *index, const uint8_t *bytes, const record_header *header,
                        char *error, size_t error_size);
-/* How much staged data (keys and values, in memory) makes index_apply_record flush by itself:
- * 64 MiB by default; smaller under a small memory budget. */
+/* The memory the staging may take (keys and values, and the array that sorts them), which makes
+ * index_apply_record flush by itself once the keys and values reach about two thirds of it:
+ * 96 MiB by default; smaller under a small memory budget. */
 void index_set_staging_max(index_db *index, uint64_t bytes);
 /* Writes everything applied to RocksDB, durably: reads see the records flushed, not those
  * only applied. */

@@ -9,14 +9,17 @@
 
 #include "coffer.h"
 
-/* Grows `*buffer` (of `*capacity` elements of `size` bytes) to hold `needed`. */
-static int reserve(void **buffer, size_t *capacity, size_t needed, size_t size)
+/* Grows `*buffer` (of `*capacity` elements of `size` bytes) to hold `needed`, doubling, but to
+ * no more than `limit` elements when that holds it (0: no limit). */
+static int reserve(void **buffer, size_t *capacity, size_t needed, size_t size, size_t limit)
 {
     if (needed <= *capacity)
         return 0;
     size_t grown = *capacity ? *capacity : 4096;
     while (grown < needed)
         grown *= 2;
+    if (limit && grown > limit && needed <= limit)
+        grown = limit;
     void *larger = realloc(*buffer, grown * size);
     if (!larger)
         return COFFER_OUT_OF_MEMORY;
@@ -31,10 +34,11 @@ int staging_put(index_staging *staging, const uint8_t *key, size_t key_length, c
     size_t length = key_length + value_length;
     if (staging->arena_length + length > UINT32_MAX)
         return COFFER_OUT_OF_MEMORY; /* offsets are 32 bits: the index commits long before */
+    /* Most puts are 40 bytes or more (a history entry's); smaller ones grow the array past it. */
     if (reserve((void **)&staging->arena, &staging->arena_capacity, staging->arena_length + length,
-                1) != 0 ||
+                1, staging->arena_limit) != 0 ||
         reserve((void **)&staging->puts, &staging->capacity, staging->count + 1,
-                sizeof *staging->puts) != 0)
+                sizeof *staging->puts, staging->arena_limit / 40) != 0)
         return COFFER_OUT_OF_MEMORY;
     uint8_t *at = staging->arena + staging->arena_length;
     memcpy(at, key, key_length);
@@ -72,6 +76,11 @@ void staging_rewind(index_staging *staging, staging_mark mark)
 {
     staging->arena_length = mark.arena_length;
     staging->count = mark.count;
+}
+
+void staging_set_limit(index_staging *staging, size_t arena_bytes)
+{
+    staging->arena_limit = arena_bytes;
 }
 
 void staging_free(index_staging *staging)

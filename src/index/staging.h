@@ -23,6 +23,9 @@ typedef struct index_staging {
     size_t arena_length, arena_capacity;
     staged_put *puts;
     size_t count, capacity;
+    /* What the arena grows to at most while a put still fits (0: no limit), so that a staging
+     * flushed at N bytes does not double to 2N on its way there; a larger record still fits. */
+    size_t arena_limit;
 } index_staging;
 
 /* Where the staging stands, to drop what a record staged when the record turns out bad. */
@@ -49,6 +52,8 @@ static inline staging_mark staging_mark_get(const index_staging *staging)
 }
 /* Forgets every put after `mark` (a zero mark: all of them); keeps the memory. */
 void staging_rewind(index_staging *staging, staging_mark mark);
+/* The arena's limit (index_staging.arena_limit); what it holds now stays. */
+void staging_set_limit(index_staging *staging, size_t arena_bytes);
 void staging_free(index_staging *staging);
 
 #endif

@@ -46,6 +46,13 @@ void region_release(store_region *region, region_budget *budget)
 }
 
 /* Commits [0, bytes) rounded up to a step (at most the reservation). */
+/* What the budget has left. Its max can drop below what is used (the engine lowers it as the
+ * index's filter grows): then nothing, not a difference that wraps around to everything. */
+static uint64_t budget_left(const region_budget *budget)
+{
+    return budget->used < budget->max ? budget->max - budget->used : 0;
+}
+
 static region_status region_commit(store_region *region, uint64_t bytes, region_budget *budget)
 {
     if (bytes <= region->committed)
@@ -56,7 +63,7 @@ static region_status region_commit(store_region *region, uint64_t bytes, region_
     if (bytes <= region->committed)
         return REGION_FULL;
     uint64_t more = bytes - region->committed;
-    if (more > budget->max - budget->used)
+    if (more > budget_left(budget))
         return REGION_OVER_BUDGET;
     if (mprotect(region->base + region->committed, more, PROT_READ | PROT_WRITE) != 0)
         return REGION_REFUSED;
@@ -89,7 +96,7 @@ void region_look_ahead(store_region *region, uint64_t used, uint64_t target, sto
     if (window > region->reserved)
         window = region->reserved;
     /* Near the budget the window shrinks to what is left of it, down to nothing. */
-    uint64_t left = (budget->max - budget->used) / REGION_SMALL_STEP * REGION_SMALL_STEP;
+    uint64_t left = budget_left(budget) / REGION_SMALL_STEP * REGION_SMALL_STEP;
     if (window > region->committed + left)
         window = region->committed + left;
     if (region_commit(region, window, budget) != REGION_OK)

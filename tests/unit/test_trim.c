@@ -880,6 +880,29 @@ static void test_verify_catches_chain_damage(void **state)
     free(w);
 }
 
+/* The engine lowers the budget as the index's filter grows, possibly below what the tables
+ * already use: then nothing more is committed until an eviction makes room (the difference
+ * once wrapped around, and the tables grew to nearly twice the budget). */
+static void test_budget_lowered_below_use_refuses_growth(void **state)
+{
+    (void)state;
+    store s;
+    store_limits limits = {64, 1u << 20, 64ULL << 20};
+    assert_int_equal(store_init(&s, &limits), COFFER_OK);
+    assert_int_equal(store_reserve(&s, 0, 1000, 0, 0, 0), COFFER_OK);
+    uint64_t used = s.budget.used, capacity = s.transfers_capacity;
+    assert_true(used > 0 && capacity >= 1000 && capacity < limits.transfers_max / 2);
+    s.budget.max = 4096; /* below even the indexes' first tables, which stay committed */
+    assert_int_equal(store_reserve(&s, 0, capacity + 1000, 0, 0, 0), COFFER_CAPACITY_EXCEEDED);
+    assert_int_equal(s.refusal, STORE_REFUSAL_MEMORY);
+    assert_true(s.budget.used <= used && s.budget.used > s.budget.max);
+    assert_true(s.transfers_capacity <= capacity);
+    s.budget.max = limits.memory_max; /* room again: the same reservation goes through */
+    assert_int_equal(store_reserve(&s, 0, capacity + 1000, 0, 0, 0), COFFER_OK);
+    assert_true(s.budget.used > used);
+    store_free(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -888,6 +911,7 @@ int main(void)
         cmocka_unit_test(test_trim_everything_then_append),
         cmocka_unit_test(test_trim_snapshot_round_trip),
         cmocka_unit_test(test_verify_catches_chain_damage),
+        cmocka_unit_test(test_budget_lowered_below_use_refuses_growth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
