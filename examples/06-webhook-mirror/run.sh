@@ -27,6 +27,9 @@ echo "== Story 6: a balance mirror fed by webhooks (run $RUN)"
 # --- 1. the receiver and its webhook -------------------------------------------------------------
 # The secret: "whsec_" and 32 random bytes in base64. coffer signs with it, the receiver checks.
 secret="whsec_$(head -c 32 /dev/urandom | base64)"
+# The file exists before the receiver starts: the background job opens it in its own time, and
+# reading it before then failed the story under load (set -e).
+: >"$work/receiver.out"
 WEBHOOK_SECRET="$secret" python3 "$here/receiver.py" 0 >"$work/receiver.out" 2>&1 &
 receiver_pid=$!
 stop() { # the webhook goes first, so that coffer stops delivering to a receiver that is gone
