@@ -152,14 +152,15 @@ static void capacity_note(coffer *db)
 
 /* A submission refused for room while memory still holds records it could evict once the
  * on-disk index has them is waiting, not out of room: it is answered `overloaded` (retry
- * later), and an eviction is asked for once the batch is through. When everything up to the
- * last seq is evicted already (or there is no index), the budget is really full:
- * capacity_exceeded, as capacity_note says. */
+ * later), and an eviction is asked for once the batch is through; also while the index is
+ * still opening (under load, memory filled before it had: capacity_exceeded was a lie). When
+ * everything up to the last seq is evicted already (or there is no index), the budget is really
+ * full: capacity_exceeded, as capacity_note says. */
 static int room_refusal(coffer *db, int code)
 {
     const store *s = &db->store;
     if (code != COFFER_CAPACITY_EXCEEDED || s->refusal != STORE_REFUSAL_MEMORY ||
-        !engine_index_usable(db) || s->trimmed_seq >= db->last_seq)
+        !engine_index_expected(db) || s->trimmed_seq >= db->last_seq)
         return code;
     db->evict_due = true;
     atomic_fetch_add_explicit(&db->overloaded_memory, 1, memory_order_relaxed);

@@ -330,6 +330,9 @@ void indexer_stats(const coffer *db, coffer_stats *out);
  * engine_index_flush_soon: asks the index thread to flush sooner than its schedule.
  * engine_index_get_transfer: index_get_transfer on the open index; storage_failed without. */
 bool engine_index_usable(const coffer *db);
+/* engine_index_expected: the index is on and has not failed, maybe still opening (a full memory
+ * then waits for it rather than being out of room). */
+bool engine_index_expected(const coffer *db);
 /* The staging limit the index is given (index_set_staging_max) under this memory budget. */
 uint64_t engine_index_staging_max(const coffer *db);
 /* The index's block cache under this memory budget (index_open_cached). */

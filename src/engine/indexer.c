@@ -400,6 +400,12 @@ bool engine_index_usable(const coffer *db)
     return indexer && !atomic_load(&indexer->off);
 }
 
+bool engine_index_expected(const coffer *db)
+{
+    const engine_indexer *indexer = db->indexer;
+    return indexer && !atomic_load(&indexer->off);
+}
+
 void engine_index_flush_soon(coffer *db)
 {
     if (db->indexer)
