@@ -13,29 +13,43 @@
 
 /* ---- values -------------------------------------------------------------------------------- */
 
-/* "YYYY-MM-DDTHH:MM:SS" of a second; the last one is kept per thread, as most stamps in a row
- * fall in the same second. */
-static const char *utc_seconds(time_t seconds)
+/* "YYYY-MM-DDTHH:MM:SS" of a second and its length; the last one is kept per thread, as most
+ * stamps in a row fall in the same second. */
+static const char *utc_seconds(time_t seconds, size_t *length)
 {
     static _Thread_local time_t cached_seconds = -1;
     static _Thread_local char cached[32];
+    static _Thread_local size_t cached_length;
     if (seconds != cached_seconds) {
         struct tm utc;
         gmtime_r(&seconds, &utc);
-        strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &utc);
+        cached_length = strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &utc);
         cached_seconds = seconds;
     }
+    *length = cached_length;
     return cached;
 }
 
+/* Copied by hand, not with snprintf: every change of the feed and every answer to a write
+ * carries a stamp, and formatting one took a fifth of a webhook thread's time. */
 void encode_time(char *out, size_t size, uint64_t ns)
 {
-    char fraction[10];
+    if (size == 0)
+        return;
+    char text[48];
+    size_t used;
+    const char *seconds = utc_seconds((time_t)(ns / 1000000000ULL), &used);
+    memcpy(text, seconds, used);
+    text[used++] = '.';
     uint64_t nanoseconds = ns % 1000000000ULL;
-    for (int i = 8; i >= 0; i--, nanoseconds /= 10)
-        fraction[i] = (char)('0' + nanoseconds % 10);
-    fraction[9] = 0;
-    snprintf(out, size, "%s.%sZ", utc_seconds((time_t)(ns / 1000000000ULL)), fraction);
+    for (size_t i = 9; i-- > 0; nanoseconds /= 10)
+        text[used + i] = (char)('0' + nanoseconds % 10);
+    used += 9;
+    text[used++] = 'Z';
+    if (used >= size)
+        used = size - 1; /* cut as snprintf would */
+    memcpy(out, text, used);
+    out[used] = 0;
 }
 
 /* Times go out as RFC 3339 text only: integer nanoseconds pass 2^53, which JavaScript rounds. */
@@ -672,8 +686,12 @@ static void append_data_line(text_buffer *t, json_t *value)
 
 void encode_change_frame(text_buffer *t, const coffer_change *change)
 {
-    text_printf(t, "id: %llu\nevent: %s\ndata: ", (unsigned long long)change->seq,
-                coffer_change_type_name(change->type));
+    const char *type = coffer_change_type_name(change->type);
+    TEXT_PUT(t, "id: ");
+    text_append_u64(t, change->seq);
+    TEXT_PUT(t, "\nevent: ");
+    text_append(t, type, strlen(type));
+    TEXT_PUT(t, "\ndata: ");
     encode_change_text(t, change); /* compact JSON: one line */
     text_append(t, "\n\n", 2);
 }

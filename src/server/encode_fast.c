@@ -9,32 +9,19 @@
 
 #include "server/encode.h"
 
-#define PUT(t, literal) text_append(t, literal, sizeof literal - 1)
-
 static void put_text(text_buffer *t, const char *text)
 {
     text_append(t, text, strlen(text));
 }
 
-static void put_u64(text_buffer *t, uint64_t value)
-{
-    char digits[20];
-    size_t used = 0;
-    do {
-        digits[sizeof digits - ++used] = (char)('0' + value % 10);
-        value /= 10;
-    } while (value);
-    text_append(t, digits + sizeof digits - used, used);
-}
-
 static void put_i64(text_buffer *t, int64_t value)
 {
     if (value < 0) {
-        PUT(t, "-");
-        put_u64(t, (uint64_t)0 - (uint64_t)value);
+        TEXT_PUT(t, "-");
+        text_append_u64(t, (uint64_t)0 - (uint64_t)value);
         return;
     }
-    put_u64(t, (uint64_t)value);
+    text_append_u64(t, (uint64_t)value);
 }
 
 static void put_time(text_buffer *t, uint64_t ns)
@@ -46,34 +33,34 @@ static void put_time(text_buffer *t, uint64_t ns)
 
 static void put_account_after(text_buffer *t, const char *id, const coffer_account_after *after)
 {
-    PUT(t, "{\"id\":\"");
+    TEXT_PUT(t, "{\"id\":\"");
     put_text(t, id);
-    PUT(t, "\",\"balance\":");
+    TEXT_PUT(t, "\",\"balance\":");
     put_i64(t, after->balance);
-    PUT(t, ",\"available\":");
+    TEXT_PUT(t, ",\"available\":");
     put_i64(t, after->available);
-    PUT(t, ",\"version\":");
-    put_u64(t, after->version);
-    PUT(t, "}");
+    TEXT_PUT(t, ",\"version\":");
+    text_append_u64(t, after->version);
+    TEXT_PUT(t, "}");
 }
 
 /* The members of "transfer" after its id, state, amount, seq and time. */
 static void put_transfer_terms(text_buffer *t, const coffer_event *e, const coffer_result *r)
 {
-    PUT(t, ",\"from\":\"");
+    TEXT_PUT(t, ",\"from\":\"");
     put_text(t, e->from);
-    PUT(t, "\",\"to\":\"");
+    TEXT_PUT(t, "\",\"to\":\"");
     put_text(t, e->to);
-    PUT(t, "\"");
+    TEXT_PUT(t, "\"");
     if (e->hold_timeout_ms) {
-        PUT(t, ",\"hold\":{\"timeout_ms\":");
-        put_u64(t, e->hold_timeout_ms);
-        PUT(t, "},\"expires_at\":\"");
+        TEXT_PUT(t, ",\"hold\":{\"timeout_ms\":");
+        text_append_u64(t, e->hold_timeout_ms);
+        TEXT_PUT(t, "},\"expires_at\":\"");
         put_time(t, r->expires_at);
-        PUT(t, "\"");
+        TEXT_PUT(t, "\"");
     }
     if (e->flags & COFFER_FLAG_UP_TO) {
-        PUT(t, ",\"up_to\":true,\"amount_requested\":");
+        TEXT_PUT(t, ",\"up_to\":true,\"amount_requested\":");
         put_i64(t, e->amount);
     }
 }
@@ -82,38 +69,38 @@ static void put_transfer_terms(text_buffer *t, const coffer_event *e, const coff
  * account names are [A-Za-z0-9._:@/-] (validated), so they need no escaping. */
 static void put_transfer_and_accounts(text_buffer *t, const coffer_event *e, const coffer_result *r)
 {
-    PUT(t, "\"transfer\":{\"id\":\"");
+    TEXT_PUT(t, "\"transfer\":{\"id\":\"");
     put_text(t, e->id);
-    PUT(t, "\",\"state\":\"");
+    TEXT_PUT(t, "\",\"state\":\"");
     put_text(t, encode_state_name(r->state));
-    PUT(t, "\",\"amount\":");
+    TEXT_PUT(t, "\",\"amount\":");
     put_i64(t, r->amount);
-    PUT(t, ",\"seq\":");
-    put_u64(t, r->seq);
-    PUT(t, ",\"timestamp\":\"");
+    TEXT_PUT(t, ",\"seq\":");
+    text_append_u64(t, r->seq);
+    TEXT_PUT(t, ",\"timestamp\":\"");
     put_time(t, r->timestamp);
-    PUT(t, "\"");
+    TEXT_PUT(t, "\"");
     put_transfer_terms(t, e, r);
-    PUT(t, "},\"accounts\":{\"from\":");
+    TEXT_PUT(t, "},\"accounts\":{\"from\":");
     put_account_after(t, e->from, &r->from);
-    PUT(t, ",\"to\":");
+    TEXT_PUT(t, ",\"to\":");
     put_account_after(t, e->to, &r->to);
-    PUT(t, "}");
+    TEXT_PUT(t, "}");
 }
 
 bool encode_success_fast(text_buffer *t, const coffer_event *e, const coffer_result *r, bool item)
 {
     if (e->op != COFFER_OP_TRANSFER || e->metadata_len)
         return false;
-    PUT(t, "{\"code\":\"created\",");
+    TEXT_PUT(t, "{\"code\":\"created\",");
     put_transfer_and_accounts(t, e, r);
     if (item) {
-        PUT(t, ",\"status\":");
-        put_u64(t, (uint64_t)encode_result_status(r));
+        TEXT_PUT(t, ",\"status\":");
+        text_append_u64(t, (uint64_t)encode_result_status(r));
         if (r->replayed)
-            PUT(t, ",\"replayed\":true");
+            TEXT_PUT(t, ",\"replayed\":true");
     }
-    PUT(t, "}");
+    TEXT_PUT(t, "}");
     return true;
 }
 
@@ -134,22 +121,22 @@ bool encode_change_fast(text_buffer *t, const coffer_change *change)
          change->type != COFFER_CHANGE_HOLD_CREATED) ||
         e->metadata_len || (change->submitted_by && !plain_text(change->submitted_by)))
         return false;
-    PUT(t, "{\"seq\":");
-    put_u64(t, change->seq);
-    PUT(t, ",\"timestamp\":\"");
+    TEXT_PUT(t, "{\"seq\":");
+    text_append_u64(t, change->seq);
+    TEXT_PUT(t, ",\"timestamp\":\"");
     put_time(t, change->timestamp);
-    PUT(t, "\",\"type\":\"");
+    TEXT_PUT(t, "\",\"type\":\"");
     put_text(t, coffer_change_type_name(change->type));
-    PUT(t, "\",\"submitted_by\":");
+    TEXT_PUT(t, "\",\"submitted_by\":");
     if (change->submitted_by) {
-        PUT(t, "\"");
+        TEXT_PUT(t, "\"");
         put_text(t, change->submitted_by);
-        PUT(t, "\"");
+        TEXT_PUT(t, "\"");
     } else {
-        PUT(t, "null");
+        TEXT_PUT(t, "null");
     }
-    PUT(t, ",");
+    TEXT_PUT(t, ",");
     put_transfer_and_accounts(t, e, &change->result);
-    PUT(t, "}");
+    TEXT_PUT(t, "}");
     return true;
 }

@@ -37,6 +37,17 @@ void text_append(text_buffer *t, const char *bytes, size_t length)
     t->bytes[t->length] = 0;
 }
 
+void text_append_u64(text_buffer *t, uint64_t value)
+{
+    char digits[20];
+    size_t used = 0;
+    do {
+        digits[sizeof digits - ++used] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value);
+    text_append(t, digits + sizeof digits - used, used);
+}
+
 void text_printf(text_buffer *t, const char *format, ...)
 {
     va_list arguments;

@@ -161,8 +161,9 @@ void webhook_free(webhook *hook);
 
 /* ---- delivery (webhooks_delivery.c), pure parts for the tests ------------------------------ */
 
-/* "v1,<base64 of HMAC-SHA256(secret, id "." timestamp "." body)>" (Standard Webhooks). */
-void webhook_sign(const uint8_t *secret, size_t secret_length, const char *id, uint64_t timestamp_s,
+/* "v1,<base64 of HMAC-SHA256(secret, id "." timestamp "." body)>" (Standard Webhooks). False
+ * when the HMAC could not be computed (GnuTLS refused it): nothing is written to `out`. */
+bool webhook_sign(const uint8_t *secret, size_t secret_length, const char *id, uint64_t timestamp_s,
                   const char *body, size_t body_length, char out[WEBHOOK_SIGNATURE_MAX]);
 /* The bound of the delay before retry number `failures` (1 for the first): the first bound,
  * doubled per failure, never above the maximum. */

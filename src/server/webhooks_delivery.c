@@ -10,6 +10,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <gnutls/crypto.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,24 +34,33 @@ static uint64_t wall_ns(void)
 
 /* ---- the pure parts ------------------------------------------------------------------------ */
 
-void webhook_sign(const uint8_t *secret, size_t secret_length, const char *id, uint64_t timestamp_s,
+bool webhook_sign(const uint8_t *secret, size_t secret_length, const char *id, uint64_t timestamp_s,
                   const char *body, size_t body_length, char out[WEBHOOK_SIGNATURE_MAX])
 {
     char stamp[24];
     int stamp_length = snprintf(stamp, sizeof stamp, "%llu", (unsigned long long)timestamp_s);
-    uint8_t mac[crypto_auth_hmacsha256_BYTES];
-    crypto_auth_hmacsha256_state state;
-    crypto_auth_hmacsha256_init(&state, secret, secret_length);
-    crypto_auth_hmacsha256_update(&state, (const uint8_t *)id, strlen(id));
-    crypto_auth_hmacsha256_update(&state, (const uint8_t *)".", 1);
-    crypto_auth_hmacsha256_update(&state, (const uint8_t *)stamp, (size_t)stamp_length);
-    crypto_auth_hmacsha256_update(&state, (const uint8_t *)".", 1);
-    crypto_auth_hmacsha256_update(&state, (const uint8_t *)body, body_length);
-    crypto_auth_hmacsha256_final(&state, mac);
-    sodium_memzero(&state, sizeof state);
-    memcpy(out, "v1,", 3);
-    sodium_bin2base64(out + 3, WEBHOOK_SIGNATURE_MAX - 3, mac, sizeof mac,
-                      sodium_base64_VARIANT_ORIGINAL);
+    /* GnuTLS's HMAC (nettle: SHA-NI where the CPU has it) rather than libsodium's portable
+     * SHA-256: 1.7 GB/s against 0.25 GB/s here, and a batch's body is hashed whole. */
+    gnutls_hmac_hd_t hmac;
+    if (gnutls_hmac_init(&hmac, GNUTLS_MAC_SHA256, secret, secret_length) < 0)
+        return false;
+    const struct {
+        const void *bytes;
+        size_t length;
+    } parts[] = {
+        {id, strlen(id)}, {".", 1}, {stamp, (size_t)stamp_length}, {".", 1}, {body, body_length}};
+    bool hashed = true;
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0] && hashed; i++)
+        hashed = gnutls_hmac(hmac, parts[i].bytes, parts[i].length) == 0;
+    uint8_t mac[32];
+    gnutls_hmac_deinit(hmac, mac);
+    if (hashed) {
+        memcpy(out, "v1,", 3);
+        sodium_bin2base64(out + 3, WEBHOOK_SIGNATURE_MAX - 3, mac, sizeof mac,
+                          sodium_base64_VARIANT_ORIGINAL);
+    }
+    sodium_memzero(mac, sizeof mac);
+    return hashed;
 }
 
 uint64_t webhook_backoff_bound_ms(const webhooks_options *options, uint64_t failures)
@@ -75,8 +85,13 @@ static void append_change(text_buffer *t, const coffer_change *change)
 {
     char timestamp[48];
     encode_time(timestamp, sizeof timestamp, change->timestamp);
-    text_printf(t, "{\"type\":\"%s\",\"timestamp\":\"%s\",\"data\":",
-                coffer_change_type_name(change->type), timestamp);
+    const char *type = coffer_change_type_name(change->type);
+    /* Appended piece by piece: text_printf here was a tenth of the delivery thread's time. */
+    TEXT_PUT(t, "{\"type\":\"");
+    text_append(t, type, strlen(type));
+    TEXT_PUT(t, "\",\"timestamp\":\"");
+    text_append(t, timestamp, strlen(timestamp));
+    TEXT_PUT(t, "\",\"data\":");
     encode_change_text(t, change);
     text_append(t, "}", 1);
 }
@@ -211,8 +226,11 @@ static long post(CURL *curl, webhook *hook, uint64_t first_seq, uint64_t last_se
     char id[48], stamp[48], signature[WEBHOOK_SIGNATURE_MAX], header[96];
     uint64_t timestamp_s = (uint64_t)time(0);
     webhook_delivery_id(&hook->config, first_seq, last_seq, id);
-    webhook_sign(hook->config.secret, hook->config.secret_length, id, timestamp_s, body, length,
-                 signature);
+    if (!webhook_sign(hook->config.secret, hook->config.secret_length, id, timestamp_s, body,
+                      length, signature)) {
+        snprintf(error, error_size, "the body could not be signed (GnuTLS's HMAC-SHA256 failed)");
+        return 0;
+    }
     struct curl_slist *headers = curl_slist_append(0, "Content-Type: application/json");
     headers = curl_slist_append(headers, "Expect:"); /* no 100-continue round trip */
     snprintf(header, sizeof header, "webhook-id: %s", id);

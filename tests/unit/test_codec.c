@@ -285,6 +285,31 @@ static void test_simple_decoder_takes_only_the_plain_shape(void **state)
 }
 
 /* Times are RFC 3339 text only: no member ends in _ns, in writes and reads alike. */
+static void test_time_text_is_exact_and_cut_as_snprintf_cuts(void **state)
+{
+    (void)state;
+    char text[48];
+    encode_time(text, sizeof text, 0);
+    assert_string_equal(text, "1970-01-01T00:00:00.000000000Z");
+    encode_time(text, sizeof text, 1000000001ULL);
+    assert_string_equal(text, "1970-01-01T00:00:01.000000001Z");
+    encode_time(text, sizeof text, 1796593953123456789ULL);
+    assert_string_equal(text, "2026-12-06T21:52:33.123456789Z");
+    /* The same second again (kept per thread), another fraction. */
+    encode_time(text, sizeof text, 1796593953000000450ULL);
+    assert_string_equal(text, "2026-12-06T21:52:33.000000450Z");
+    /* A buffer too small gets what fits, terminated; exactly enough gets it all. */
+    encode_time(text, 5, 1796593953123456789ULL);
+    assert_string_equal(text, "2026");
+    encode_time(text, 30, 1796593953123456789ULL);
+    assert_string_equal(text, "2026-12-06T21:52:33.123456789");
+    encode_time(text, 31, 1796593953123456789ULL);
+    assert_string_equal(text, "2026-12-06T21:52:33.123456789Z");
+    text[0] = 'x';
+    encode_time(text, 1, 1796593953123456789ULL);
+    assert_string_equal(text, "");
+}
+
 static void test_times_are_text_only(void **state)
 {
     (void)state;
@@ -390,6 +415,7 @@ int main(void)
         cmocka_unit_test(test_fast_change_encoding_matches_jansson),
         cmocka_unit_test(test_out_of_range_numbers_name_their_field),
         cmocka_unit_test(test_simple_decoder_takes_only_the_plain_shape),
+        cmocka_unit_test(test_time_text_is_exact_and_cut_as_snprintf_cuts),
         cmocka_unit_test(test_times_are_text_only),
         cmocka_unit_test(test_failed_atomic_batch_is_409),
         cmocka_unit_test(test_mixed_atomic_batch_says_so),

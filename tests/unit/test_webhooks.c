@@ -1,12 +1,14 @@
 /*
  * test_webhooks.c — webhooks without a network: the signature against the Standard Webhooks
- * test vector and one computed apart (Python's hmac), secrets, the retry schedule, what a
- * webhook may be, the registry's answers and bound, and its file across a reopen or damage.
+ * test vector, one computed apart (Python's hmac) and libsodium's over bodies of every size,
+ * secrets, the retry schedule, what a webhook may be, the registry's answers and bound, and its
+ * file across a reopen or damage.
  */
 #define _GNU_SOURCE
 #include "support.h"
 
 #include <ftw.h>
+#include <sodium.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,8 +26,8 @@ static void signs_the_standard_webhooks_test_vector(void **state)
     assert_int_equal(length, 24);
     const char *body = "{\"test\": 2432232314}";
     char signature[WEBHOOK_SIGNATURE_MAX];
-    webhook_sign(secret, length, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body, strlen(body),
-                 signature);
+    assert_true(webhook_sign(secret, length, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body,
+                             strlen(body), signature));
     assert_string_equal(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
 }
 
@@ -39,11 +41,46 @@ static void signs_a_body_of_ours_as_python_does(void **state)
     const char *body = "{\"type\":\"transfer.posted\",\"timestamp\":\"2026-12-06T21:52:33."
                        "123456789Z\",\"data\":{\"seq\":17}}";
     char signature[WEBHOOK_SIGNATURE_MAX];
-    webhook_sign(secret, sizeof secret, "evt_17", 1796593953, body, strlen(body), signature);
+    assert_true(
+        webhook_sign(secret, sizeof secret, "evt_17", 1796593953, body, strlen(body), signature));
     assert_string_equal(signature, "v1,/oUfaJiex4BBmCBKLy734GCNw+B5ohnu8tmwj5Ojtic=");
     /* One byte more of body: another signature. */
-    webhook_sign(secret, sizeof secret, "evt_17", 1796593953, body, strlen(body) - 1, signature);
+    assert_true(webhook_sign(secret, sizeof secret, "evt_17", 1796593953, body, strlen(body) - 1,
+                             signature));
     assert_string_not_equal(signature, "v1,/oUfaJiex4BBmCBKLy734GCNw+B5ohnu8tmwj5Ojtic=");
+}
+
+/* Batches' bodies run to megabytes: every length around SHA-256's 64-byte blocks and up to
+ * 200 KiB signs as libsodium's HMAC-SHA256 does over the same bytes. */
+static void signs_bodies_of_every_size_as_libsodium_does(void **state)
+{
+    (void)state;
+    enum { BODY_MAX = 200 * 1024 };
+    char *body = malloc(BODY_MAX);
+    assert_non_null(body);
+    for (size_t i = 0; i < BODY_MAX; i++)
+        body[i] = (char)(' ' + (i * 31 + i / 7) % 90);
+    uint8_t secret[32];
+    for (size_t i = 0; i < sizeof secret; i++)
+        secret[i] = (uint8_t)(255 - i);
+    const size_t lengths[] = {0,   1,   45,  46,  47,   63,    64,    65,    109,    110,
+                              111, 127, 128, 129, 4096, 65535, 65536, 65537, 123457, BODY_MAX};
+    for (size_t k = 0; k < sizeof lengths / sizeof lengths[0]; k++) {
+        char signature[WEBHOOK_SIGNATURE_MAX], expected[WEBHOOK_SIGNATURE_MAX];
+        assert_true(webhook_sign(secret, sizeof secret, "evt_5-9", 1796593953, body, lengths[k],
+                                 signature));
+        uint8_t mac[crypto_auth_hmacsha256_BYTES];
+        crypto_auth_hmacsha256_state hmac;
+        crypto_auth_hmacsha256_init(&hmac, secret, sizeof secret);
+        crypto_auth_hmacsha256_update(&hmac, (const uint8_t *)"evt_5-9.1796593953.", 19);
+        crypto_auth_hmacsha256_update(&hmac, (const uint8_t *)body, lengths[k]);
+        crypto_auth_hmacsha256_final(&hmac, mac);
+        memcpy(expected, "v1,", 3);
+        sodium_bin2base64(expected + 3, sizeof expected - 3, mac, sizeof mac,
+                          sodium_base64_VARIANT_ORIGINAL);
+        assert_string_equal(signature, expected);
+    }
+    free(body);
 }
 
 static void secrets_are_24_to_64_bytes_of_padded_base64(void **state)
@@ -401,6 +438,7 @@ int main(void)
         cmocka_unit_test(the_body_is_the_change_in_an_envelope),
         cmocka_unit_test(a_batch_holds_each_change_in_its_envelope),
         cmocka_unit_test(signs_a_body_of_ours_as_python_does),
+        cmocka_unit_test(signs_bodies_of_every_size_as_libsodium_does),
         cmocka_unit_test(secrets_are_24_to_64_bytes_of_padded_base64),
         cmocka_unit_test(backoff_doubles_to_its_cap_with_full_jitter),
         cmocka_unit_test(checks_what_a_webhook_may_be),
