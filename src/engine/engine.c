@@ -181,7 +181,7 @@ int coffer_capacity_detail(coffer *db, char *out, size_t size)
 static void memory_log(coffer *db, bool defaulted)
 {
     const store *s = &db->store;
-    char budget[32], used[32], tables[32], split[256] = "";
+    char budget[32], used[32], tables[32], split[320] = "";
     format_bytes(s->limits.memory_max, budget, sizeof budget);
     format_bytes(s->budget.used, used, sizeof used);
     uint64_t share = engine_tables_budget(db);
@@ -194,7 +194,8 @@ static void memory_log(coffer *db, bool defaulted)
         format_bytes(engine_budget_taken(db), taken, sizeof taken);
         snprintf(split, sizeof split,
                  " (the index's filter and its staging %s and cache %s, and the process's "
-                 "allowance %s, %s of them from the budget)",
+                 "allowance %s, %s of them from the budget; a twelfth kept free for an "
+                 "eviction's map)",
                  staging, cache, allowance, taken);
     }
     uint64_t accounts, transfers;

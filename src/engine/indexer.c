@@ -440,12 +440,15 @@ uint64_t engine_index_cache_bytes(const coffer *db)
 uint64_t engine_process_allowance(const coffer *db)
 {
     /* The memory the process needs beside what the budget sizes: code and libraries, RocksDB's
-     * compaction and read buffers, the log's and the index's scratch, an eviction's map (4 bytes
-     * a record held), threads' stacks, the allocator's arenas: 60 to 100 MiB for a small budget,
-     * about 250 MiB at 1 GiB and fifty million transfers (docs/operations.md). A quarter of the
-     * budget, at most 256 MiB. */
-    return clamped(db->store.limits.memory_max / 4, 0, 256u << 20);
+     * compaction and read buffers, the log's and the index's scratch, threads' stacks, the
+     * allocator's arenas: 60 to 100 MiB for a small budget, 360 to 430 MiB with the index's
+     * share at 1 GiB and fifty million transfers, varying from run to run (docs/operations.md).
+     * Five sixteenths of the budget, at most 320 MiB. */
+    return clamped(db->store.limits.memory_max / 16 * 5, 0, 320u << 20);
 }
+
+/* The tables keep 1/this of their share free for an eviction's map (engine_tables_budget). */
+#define ENGINE_EVICTION_MAP_SHARE 12
 
 /* The part of a budget that the index's staging and cache and the allowance do not come out of:
  * see engine_tables_budget. */
@@ -472,5 +475,9 @@ uint64_t engine_tables_budget(const coffer *db)
      * still leave the tables room to work in, so below 256 MiB they are partly beside it. */
     uint64_t others = engine_index_filter_bytes(db) + engine_budget_taken(db);
     uint64_t floor = max / 4;
-    return others < max - floor ? max - others : floor;
+    uint64_t share = others < max - floor ? max - others : floor;
+    /* An eviction allocates a map of 4 bytes per record the tables hold, for as long as it
+     * runs; every record takes at least 48 bytes (a history entry), so a twelfth of the share
+     * stays free for it. Without it the 1 GiB run passed its budget at an eviction. */
+    return share - share / ENGINE_EVICTION_MAP_SHARE;
 }
