@@ -478,6 +478,6 @@ uint64_t engine_tables_budget(const coffer *db)
     uint64_t share = others < max - floor ? max - others : floor;
     /* An eviction allocates a map of 4 bytes per record the tables hold, for as long as it
      * runs; every record takes at least 48 bytes (a history entry), so a twelfth of the share
-     * stays free for it. Without it the 1 GiB run passed its budget at an eviction. */
+     * stays free for it. */
     return share - share / ENGINE_EVICTION_MAP_SHARE;
 }
