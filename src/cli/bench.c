@@ -103,7 +103,7 @@ static const cli_option bench_options[] = {
      "--embedded: the engine's memory budget (16M to 4T); with\n--durable and --index on, "
      "memory evicts what the index holds: the\nrun reports the rate of its last tenth, the "
      "evictions, resident\nmemory, disk bytes per transfer and the latency of replays of\n"
-     "old ids"},
+     "old ids. --reopen: recover within this budget"},
 };
 
 static const cli_spec bench_spec = {
@@ -346,6 +346,16 @@ static void *submitter_main(void *argument)
     return 0;
 }
 
+/* --memory-max, when given, into *out; false after printing the usage line. */
+static bool bench_memory_max(const cli_parsed *parsed, uint64_t *out)
+{
+    const char *memory = parsed->values[BENCH_MEMORY_MAX];
+    if (!memory || parse_size(memory, COFFER_MEMORY_BYTES_MIN, COFFER_MEMORY_BYTES_MAX, out))
+        return true;
+    cli_usage(&bench_spec, "--memory-max needs a size from 16M to 4T (like 48M or 2G)");
+    return false;
+}
+
 static bool bench_embedded_values(bench *run, const cli_parsed *parsed)
 {
     static const char *const workloads[] = {"uniform", "hot", NULL};
@@ -363,12 +373,7 @@ static bool bench_embedded_values(bench *run, const cli_parsed *parsed)
         cli_value_u64(&bench_spec, parsed, BENCH_CONSUMER_NICE, 0, 19, &run->consumer_nice) &&
         cli_value_choice(&bench_spec, parsed, BENCH_FSYNC, fsync_modes, &fsync_mode) &&
         cli_value_choice(&bench_spec, parsed, BENCH_INDEX, index_modes, &index_mode);
-    const char *memory = parsed->values[BENCH_MEMORY_MAX];
-    if (ok && memory &&
-        !parse_size(memory, COFFER_MEMORY_BYTES_MIN, COFFER_MEMORY_BYTES_MAX, &run->memory_max)) {
-        cli_usage(&bench_spec, "--memory-max needs a size from 16M to 4T (like 48M or 2G)");
-        ok = false;
-    }
+    ok = ok && bench_memory_max(parsed, &run->memory_max);
     if (ok && parsed->values[BENCH_DURABLE] && !parsed->values[BENCH_DURABLE][0]) {
         cli_usage(&bench_spec, "--durable needs a directory");
         ok = false;
@@ -480,12 +485,14 @@ static int bench_run(bench *run)
     return verify.ok ? 0 : 1;
 }
 
-/* `coffer bench --reopen DIR`: how long recovery takes (snapshot + log after it) on DIR. */
-static int bench_reopen(const char *dir)
+/* `coffer bench --reopen DIR`: how long recovery takes (snapshot + log after it) on DIR, within
+ * a memory budget when one is given (0: the default). */
+static int bench_reopen(const char *dir, uint64_t memory_max)
 {
     coffer_options options;
     coffer_options_init(&options);
     options.index_on = true; /* a snapshot taken after an eviction needs it */
+    options.memory_bytes_max = memory_max;
     double start = now_seconds();
     coffer *db;
     int code = coffer_open(dir, &options, &db);
@@ -564,6 +571,7 @@ static int bench_mode(const cli_parsed *parsed, int *mode)
                                       "(try 'coffer bench --help')");
     unsigned takes = *mode == BENCH_EMBEDDED ? BENCH_EMBEDDED_TAKES
                      : *mode == BENCH_SERVER ? BENCH_SERVER_TAKES
+                     : *mode == BENCH_REOPEN ? BENCH_BIT(BENCH_MEMORY_MAX)
                                              : 0;
     for (int id = BENCH_WORKLOAD; id < BENCH_OPTION_COUNT; id++)
         if (parsed->values[id] && !(takes & BENCH_BIT(id)))
@@ -686,8 +694,12 @@ int cli_bench(int argc, char **argv, const cli_globals *globals)
         return status;
     if (mode == BENCH_SERVER)
         return bench_server(&parsed, globals);
-    if (mode == BENCH_REOPEN)
-        return bench_reopen(parsed.values[BENCH_REOPEN]);
+    if (mode == BENCH_REOPEN) {
+        uint64_t memory_max = 0;
+        if (!bench_memory_max(&parsed, &memory_max))
+            return CLI_EXIT_USAGE;
+        return bench_reopen(parsed.values[BENCH_REOPEN], memory_max);
+    }
     if (mode == BENCH_FEED)
         return cli_bench_feed(parsed.values[BENCH_FEED]);
     static bench run;

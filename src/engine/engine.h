@@ -198,6 +198,8 @@ struct coffer {
     /* The index recovery opened and brought to the log's end (cold.c), until the indexer takes
      * it over (indexer_start). */
     index_db *cold_index;
+    /* The records memory held after recovery's last eviction (engine_cold_recovery_evict). */
+    uint64_t recovery_kept_records;
     atomic_uint_fast64_t cold_checks, cold_reads;
     /* Evictions (engine.c memory_upkeep): how many, and what they freed. */
     atomic_uint_fast64_t trims, trimmed_transfers, trimmed_history, trim_us_total;

@@ -477,7 +477,8 @@ uint64_t engine_tables_budget(const coffer *db)
     uint64_t floor = max / 4;
     uint64_t share = others < max - floor ? max - others : floor;
     /* An eviction allocates a map of 4 bytes per record the tables hold, for as long as it
-     * runs; every record takes at least 48 bytes (a history entry), so a twelfth of the share
-     * stays free for it. */
+     * runs. An event's records take at least twelve times that (a transfer of 80 bytes and its
+     * history entries of 48; an expiry of 24 comes with its hold and their entries), so a
+     * twelfth of the share stays free for it. */
     return share - share / ENGINE_EVICTION_MAP_SHARE;
 }
