@@ -108,7 +108,9 @@ class ClientCommandsTest(ServerTestCase):
 
     def test_bad_usage_is_one_line_and_exit_2(self):
         for args in (["account", "get"], ["transfer", "--from"], ["account", "get", "x", "--bogus"],
-                     ["verify"], ["bench", "--server", "http://x", "--transfers", "5"]):
+                     ["verify"], ["bench", "--server", "http://x", "--transfers", "5"],
+                     ["bench", "--reopen", "/nonexistent", "--memory-max", "3"],
+                     ["bench", "--reopen", "/nonexistent", "--workload", "hot"]):
             status, out, err = run(*args)
             self.assertEqual(status, 2, args)
             self.assertEqual(len(err.strip().splitlines()), 1, (args, err))
