@@ -8,7 +8,7 @@
  * partly applied, and nothing found absent after an earlier crash ever reappears. About half
  * the iterations go on in the previous iteration's directory, so recovery follows recovery.
  *
- * --memory-max BYTES (a number with an optional K, M or G: 16M) opens both sides with that
+ * --memory-max BYTES (a number with an optional K, M, G or T: 16M) opens both sides with that
  * memory budget and the on-disk index, so memory evicts what the index holds. Each child then
  * starts with a bulk fill, plain transfers from the bank in batches of 100, enough to pass
  * three quarters of the budget more than once, and is killed at a random answer of the fill
@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "coffer.h"
+#include "server/parse.h"
 #include "files.h"
 
 /* Limits: everything a child does and everything the parent reads is bounded by these. */
@@ -1147,31 +1148,12 @@ static void usage(void)
 {
     fprintf(stderr, "usage: crash_test [--iterations N] [--seed S] [--memory-max BYTES] "
                     "[--verbose] [--keep]\n"
-                    "  BYTES: a number with an optional K, M or G (16M), at least 16M\n"
+                    "  BYTES: a number with an optional K, M, G or T (16M), at least 16M\n"
                     "  a soak run: crash_test --iterations 100\n");
     exit(2);
 }
 
 /* --memory-max: bytes, or KiB, MiB or GiB with a K, M or G. */
-static uint64_t bytes_argument(const char *text)
-{
-    char *end = NULL;
-    uint64_t value = strtoull(text, &end, 10);
-    int shift = 0;
-    if (end && (*end == 'K' || *end == 'k'))
-        shift = 10;
-    else if (end && (*end == 'M' || *end == 'm'))
-        shift = 20;
-    else if (end && (*end == 'G' || *end == 'g'))
-        shift = 30;
-    if (end == text || (shift ? end[1] : end[0]) != 0 || value > (COFFER_MEMORY_BYTES_MAX >> shift))
-        usage();
-    value <<= shift;
-    if (value < COFFER_MEMORY_BYTES_MIN)
-        usage();
-    return value;
-}
-
 /* --memory-max: a run in which nothing was ever evicted tested nothing of eviction. */
 static bool check_evicted(const run *r)
 {
@@ -1196,9 +1178,11 @@ int main(int argc, char **argv)
             r->iterations = (unsigned)strtoul(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc)
             r->seed = strtoull(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--memory-max") == 0 && i + 1 < argc)
-            r->memory_max = bytes_argument(argv[++i]);
-        else if (strcmp(argv[i], "--verbose") == 0)
+        else if (strcmp(argv[i], "--memory-max") == 0 && i + 1 < argc) {
+            if (!parse_size(argv[++i], COFFER_MEMORY_BYTES_MIN, COFFER_MEMORY_BYTES_MAX,
+                            &r->memory_max))
+                usage();
+        } else if (strcmp(argv[i], "--verbose") == 0)
             r->verbose = true;
         else if (strcmp(argv[i], "--keep") == 0)
             keep = true;
