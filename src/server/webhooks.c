@@ -137,19 +137,31 @@ static int decode_types(json_t *object, webhook_config *config, const char **fie
     return COFFER_OK;
 }
 
-/* "batch": absent or 1, one change per POST; 2 to WEBHOOK_BATCH_MAX, batch bodies. */
-static int decode_batch_size(json_t *object, webhook_config *config, const char **field,
-                             const char **detail)
+/* "batch": absent or 1, one change per POST; 2 to WEBHOOK_BATCH_MAX, batch bodies.
+ * "batch_wait_ms": absent or 0; up to WEBHOOK_BATCH_WAIT_MS_MAX, with batches only. */
+static int decode_batch_options(json_t *object, webhook_config *config, const char **field,
+                                const char **detail)
 {
     json_t *batch = json_object_get(object, "batch");
+    json_t *wait = json_object_get(object, "batch_wait_ms");
     config->batch = 1;
-    if (!batch || json_is_null(batch))
+    config->batch_wait_ms = 0;
+    if (batch && !json_is_null(batch)) {
+        if (!json_is_integer(batch) || json_integer_value(batch) < 1 ||
+            json_integer_value(batch) > WEBHOOK_BATCH_MAX)
+            return refuse(field, detail, "/batch",
+                          "the most changes one POST carries, 1 to 1000 (1: one change per POST)");
+        config->batch = (uint32_t)json_integer_value(batch);
+    }
+    if (!wait || json_is_null(wait))
         return COFFER_OK;
-    if (!json_is_integer(batch) || json_integer_value(batch) < 1 ||
-        json_integer_value(batch) > WEBHOOK_BATCH_MAX)
-        return refuse(field, detail, "/batch",
-                      "the most changes one POST carries, 1 to 1000 (1: one change per POST)");
-    config->batch = (uint32_t)json_integer_value(batch);
+    if (!json_is_integer(wait) || json_integer_value(wait) < 0 ||
+        json_integer_value(wait) > WEBHOOK_BATCH_WAIT_MS_MAX)
+        return refuse(field, detail, "/batch_wait_ms",
+                      "milliseconds between POSTs once caught up, 0 to 10000");
+    if (json_integer_value(wait) > 0 && config->batch == 1)
+        return refuse(field, detail, "/batch_wait_ms", "needs a batch of 2 or more");
+    config->batch_wait_ms = (uint32_t)json_integer_value(wait);
     return COFFER_OK;
 }
 
@@ -193,7 +205,7 @@ int webhook_config_decode(json_t *object, const char *const *allowed, webhook_co
         code = refuse(field, detail, "/secret", "whsec_ and the base64 of 24 to 64 bytes");
     explicit_bzero(secret, sizeof secret);
     if (code == COFFER_OK)
-        code = decode_batch_size(object, config, field, detail);
+        code = decode_batch_options(object, config, field, detail);
     return code;
 }
 
@@ -319,6 +331,7 @@ static void status_of(const webhook *hook, uint64_t durable_seq, uint64_t now_ns
     memcpy(status->account, config->account, sizeof status->account);
     status->types = config->types;
     status->batch = config->batch;
+    status->batch_wait_ms = config->batch_wait_ms;
     status->failing = hook->failing;
     status->cursor = hook->cursor;
     status->lag_events = durable_seq > hook->cursor ? durable_seq - hook->cursor : 0;
@@ -345,17 +358,17 @@ size_t webhooks_status_all(webhooks *hooks, webhook_status *out, size_t max)
 
 static json_t *status_json(const webhook_status *status)
 {
-    return json_pack("{s:s, s:s, s:o, s:o, s:I, s:s, s:I, s:I, s:f, s:I, s:I, s:o, s:o, s:o}", "id",
-                     status->id, "url", status->url, "types", webhook_types_json(status->types),
-                     "account", status->account[0] ? json_string(status->account) : json_null(),
-                     "batch", (json_int_t)status->batch, "state",
-                     status->failing ? "failing" : "active", "cursor", (json_int_t)status->cursor,
-                     "lag_events", (json_int_t)status->lag_events, "lag_seconds",
-                     status->lag_seconds, "deliveries", (json_int_t)status->deliveries, "failures",
-                     (json_int_t)status->failures, "last_error",
-                     status->last_error[0] ? json_string(status->last_error) : json_null(),
-                     "last_attempt_at", time_or_null(status->last_attempt_ns), "next_attempt_at",
-                     time_or_null(status->next_attempt_ns));
+    return json_pack(
+        "{s:s, s:s, s:o, s:o, s:I, s:I, s:s, s:I, s:I, s:f, s:I, s:I, s:o, s:o, s:o}", "id",
+        status->id, "url", status->url, "types", webhook_types_json(status->types), "account",
+        status->account[0] ? json_string(status->account) : json_null(), "batch",
+        (json_int_t)status->batch, "batch_wait_ms", (json_int_t)status->batch_wait_ms, "state",
+        status->failing ? "failing" : "active", "cursor", (json_int_t)status->cursor, "lag_events",
+        (json_int_t)status->lag_events, "lag_seconds", status->lag_seconds, "deliveries",
+        (json_int_t)status->deliveries, "failures", (json_int_t)status->failures, "last_error",
+        status->last_error[0] ? json_string(status->last_error) : json_null(), "last_attempt_at",
+        time_or_null(status->last_attempt_ns), "next_attempt_at",
+        time_or_null(status->next_attempt_ns));
 }
 
 /* The answer showing one webhook (its secret too when `with_secret`). Under the lock. */
@@ -400,6 +413,7 @@ static bool same_content(const webhook *hook, const webhook_config *asked, bool 
     const webhook_config *have = &hook->config;
     return !strcmp(have->url, asked->url) && have->types == asked->types &&
            !strcmp(have->account, asked->account) && have->batch == asked->batch &&
+           have->batch_wait_ms == asked->batch_wait_ms &&
            (!asked->secret_length ||
             (asked->secret_length == have->secret_length &&
              sodium_memcmp(asked->secret, have->secret, have->secret_length) == 0)) &&
@@ -414,7 +428,7 @@ static int add(webhooks *hooks, const webhook_config *config, bool after_given, 
         if (!same_content(hooks->items[index], config, after_given)) {
             encode_problem(out, COFFER_ID_REUSED, "/id",
                            "a webhook with this id exists with another url, types, account, "
-                           "batch, secret or start");
+                           "batch, batch_wait_ms, secret or start");
             return COFFER_ID_REUSED;
         }
         answer_webhook(out, hooks->items[index], 200, false, true);
@@ -439,8 +453,8 @@ static int add(webhooks *hooks, const webhook_config *config, bool after_given, 
 
 static void create_decoded(webhooks *hooks, json_t *object, encoded *out)
 {
-    static const char *const allowed[] = {"id",     "url",   "types", "account",
-                                          "secret", "after", "batch", 0};
+    static const char *const allowed[] = {"id",    "url",   "types",         "account", "secret",
+                                          "after", "batch", "batch_wait_ms", 0};
     webhook_config config;
     const char *field = 0, *detail = 0;
     bool after_given = false;

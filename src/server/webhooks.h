@@ -31,6 +31,8 @@
 #define WEBHOOK_ERROR_MAX 160
 /* Changes one POST may carry when a webhook asks for batches ("batch": 2 to this). */
 #define WEBHOOK_BATCH_MAX 1000
+/* The longest a caught-up batch webhook waits between POSTs ("batch_wait_ms"). */
+#define WEBHOOK_BATCH_WAIT_MS_MAX 10000
 
 typedef struct webhooks_options {
     uint64_t timeout_ms;       /* per attempt: connecting and the whole exchange */
@@ -52,8 +54,9 @@ typedef struct webhook_config {
     char account[COFFER_ACCOUNT_ID_MAX + 1]; /* "": every account */
     uint8_t secret[WEBHOOK_SECRET_BYTES_MAX];
     size_t secret_length;
-    uint64_t after; /* the seq it started after */
-    uint32_t batch; /* 1: one change per POST; more: a batch body of up to this many */
+    uint64_t after;         /* the seq it started after */
+    uint32_t batch;         /* 1: one change per POST; more: a batch body of up to this many */
+    uint32_t batch_wait_ms; /* after a POST of fewer than `batch`, wait this long; 0 with batch 1 */
 } webhook_config;
 
 typedef struct webhooks webhooks;
@@ -98,7 +101,7 @@ typedef struct webhook_status {
     char url[WEBHOOK_URL_MAX + 1];
     uint32_t types;
     char account[COFFER_ACCOUNT_ID_MAX + 1];
-    uint32_t batch;
+    uint32_t batch, batch_wait_ms;
     bool failing;
     uint64_t cursor, lag_events;
     double lag_seconds;

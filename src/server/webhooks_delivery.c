@@ -362,9 +362,9 @@ static void run(webhook *hook, coffer_feed *feed, CURL *curl, coffer_change *pag
             wait_for(hook, hooks->options.feed_wait_ms);
             continue;
         }
-        size_t batch = hook->config.batch > 1 ? hook->config.batch : 1;
+        size_t batch = hook->config.batch > 1 ? hook->config.batch : 1, group = 0;
         while (delivered < count) {
-            size_t group = count - delivered < batch ? count - delivered : batch;
+            group = count - delivered < batch ? count - delivered : batch;
             if (!deliver(curl, hook, &page[delivered], group))
                 break;
             delivered += group;
@@ -372,6 +372,11 @@ static void run(webhook *hook, coffer_feed *feed, CURL *curl, coffer_change *pag
         if (delivered < count)
             break; /* stopped */
         pass_over(hook, next_after);
+        /* A POST of less than a batch means the webhook has caught up: with batch_wait_ms, the
+         * changes that come meanwhile go out together in the next, rather than a POST per log
+         * round (each costs both sides a whole HTTP exchange). */
+        if (group > 0 && group < batch && hook->config.batch_wait_ms > 0)
+            wait_for(hook, hook->config.batch_wait_ms);
         bool caught_up = next_after == cursor;
         cursor = next_after;
         /* The cursor is written at most every save_every_ms while changes come. A webhook that

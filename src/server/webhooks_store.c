@@ -40,6 +40,8 @@ static json_t *entry_json(const webhook *hook)
         json_object_set_new(entry, "account", json_string(config->account));
     if (entry && config->batch > 1) /* absent: 1, as in files written before batches */
         json_object_set_new(entry, "batch", json_integer(config->batch));
+    if (entry && config->batch_wait_ms > 0) /* absent: 0 */
+        json_object_set_new(entry, "batch_wait_ms", json_integer(config->batch_wait_ms));
     return entry;
 }
 
@@ -151,8 +153,9 @@ static char *read_file(const char *path, bool *missing, size_t *length)
 
 static bool entry_load(webhooks *hooks, json_t *entry, char *error, size_t error_size)
 {
-    static const char *const allowed[] = {"id",    "url",    "types",   "account", "secret",
-                                          "after", "cursor", "failing", "batch",   0};
+    static const char *const allowed[] = {"id",     "url",           "types",  "account",
+                                          "secret", "after",         "cursor", "failing",
+                                          "batch",  "batch_wait_ms", 0};
     webhook_config config;
     const char *field = "", *detail = "";
     json_t *after = json_object_get(entry, "after"), *cursor = json_object_get(entry, "cursor"),

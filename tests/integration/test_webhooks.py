@@ -136,7 +136,8 @@ class WebhookCrudTest(ServerTestCase):
         self.assertTrue(shown["secret"].startswith("whsec_"))
         self.assertEqual(len(base64.b64decode(shown["secret"][6:])), 32)
         self.assertEqual((shown["id"], shown["types"], shown["state"], shown["account"],
-                          shown["batch"]), (webhook_id, ["hold.expired"], "active", None, 1))
+                          shown["batch"], shown["batch_wait_ms"]),
+                         (webhook_id, ["hold.expired"], "active", None, 1, 0))
         self.assertEqual(shown["cursor"], durable_seq(self.client))
         replay = self.client.post("/v1/webhooks", body)
         self.assertEqual(replay.status, 200, replay)
@@ -146,6 +147,14 @@ class WebhookCrudTest(ServerTestCase):
         self.assert_problem(other, 422, "id_reused", field="/id")
         batched = self.client.post("/v1/webhooks", dict(body, batch=10))
         self.assert_problem(batched, 422, "id_reused", field="/id")
+        paced = dict(body, id=uid("paced"), batch=10, batch_wait_ms=250)
+        self.assertEqual(self.client.post("/v1/webhooks", paced).status, 201)
+        self.assertEqual(self.client.post("/v1/webhooks", paced).status, 200)
+        self.assert_problem(self.client.post("/v1/webhooks", dict(paced, batch_wait_ms=251)), 422,
+                            "id_reused", field="/id")
+        self.assertEqual(self.client.get("/v1/webhooks/" + paced["id"]).json()["batch_wait_ms"],
+                         250)
+        self.assertEqual(self.client.request("DELETE", "/v1/webhooks/" + paced["id"]).status, 204)
         got = self.client.get("/v1/webhooks/" + webhook_id)
         self.assertEqual(got.status, 200, got)
         self.assertNotIn("secret", got.json())
@@ -169,6 +178,9 @@ class WebhookCrudTest(ServerTestCase):
                             ({"id": "x", "url": "http://h", "batch": 0}, "/batch"),
                             ({"id": "x", "url": "http://h", "batch": 1001}, "/batch"),
                             ({"id": "x", "url": "http://h", "batch": "10"}, "/batch"),
+                            ({"id": "x", "url": "http://h", "batch_wait_ms": 50}, "/batch_wait_ms"),
+                            ({"id": "x", "url": "http://h", "batch": 9, "batch_wait_ms": 10001},
+                             "/batch_wait_ms"),
                             ({"id": "x", "url": "http://h", "extra": 1}, "/extra")):
             self.assert_problem(self.client.post("/v1/webhooks", body), 400, "invalid_field",
                                 field=field)
@@ -235,6 +247,34 @@ class WebhookDeliveryTest(unittest.TestCase):
         self.assertEqual(max(sizes), 5, sizes)  # changes piled up during failures: full batches
         for seqs in receiver.batches:
             self.assertEqual(seqs, list(range(seqs[0], seqs[-1] + 1)))
+
+    def test_a_paced_batch_webhook_gathers_a_stream_into_fewer_posts(self):
+        """With batch_wait_ms, a caught-up batch webhook waits between POSTs: changes written one
+        at a time go out in a few POSTs, not one each, every one of them still delivered in order;
+        the setting survives a kill -9."""
+        wait_ms = 300
+        server = self.start()
+        client = self.client_of(server)
+        receiver = self.receiver()
+        created = client.post("/v1/webhooks", {"id": "paced", "url": receiver.url, "after": 0,
+                                               "batch": 100, "batch_wait_ms": wait_ms})
+        self.assertEqual(created.status, 201, created)
+        receiver.secret = created.json()["secret"]
+        started = time.monotonic()
+        self.workload(client, 40, "paced")
+        writing = time.monotonic() - started
+        last = durable_seq(client)
+        self.wait_caught_up(client, "paced", last, 30)
+        self.assertEqual(receiver.delivered(), list(range(1, last + 1)))
+        self.assertEqual([a for a in receiver.attempts if not a[2]], [], "bad signatures")
+        # One POST at once, then at most one per wait while the writes went on, and the last.
+        posts = len(receiver.batches)
+        self.assertLessEqual(posts, writing / (wait_ms / 1000) + 3,
+                             "%d POSTs for %d changes written in %.2f s" % (posts, last, writing))
+        server.kill()
+        server.start()
+        shown = self.client_of(server).get("/v1/webhooks/paced").json()
+        self.assertEqual((shown["batch"], shown["batch_wait_ms"]), (100, wait_ms))
 
     def chaos(self, batch):
         """Every change delivered, in order, signed, to a receiver that fails, hangs and answers

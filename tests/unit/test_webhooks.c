@@ -136,7 +136,8 @@ static void backoff_doubles_to_its_cap_with_full_jitter(void **state)
 
 static int decode_text(const char *text, webhook_config *config, const char **field)
 {
-    static const char *const allowed[] = {"id", "url", "types", "account", "secret", 0};
+    static const char *const allowed[] = {"id",     "url",   "types",         "account",
+                                          "secret", "batch", "batch_wait_ms", 0};
     json_t *object = json_loads(text, 0, 0);
     assert_non_null(object);
     const char *detail = 0;
@@ -181,6 +182,25 @@ static void checks_what_a_webhook_may_be(void **state)
     refused("{\"id\": \"a\", \"url\": \"http://h\", \"account\": \"\"}", "/account");
     refused("{\"id\": \"a\", \"url\": \"http://h\", \"secret\": \"whsec_AAAA\"}", "/secret");
     refused("{\"id\": \"a\", \"url\": \"http://h\", \"retries\": 3}", "/retries");
+    assert_int_equal(decode_text("{\"id\": \"a\", \"url\": \"http://h\", \"batch\": 100, "
+                                 "\"batch_wait_ms\": 10000}",
+                                 &config, &field),
+                     COFFER_OK);
+    assert_int_equal(config.batch, 100);
+    assert_int_equal(config.batch_wait_ms, 10000);
+    assert_int_equal(decode_text("{\"id\": \"a\", \"url\": \"http://h\", \"batch_wait_ms\": 0}",
+                                 &config, &field),
+                     COFFER_OK);
+    assert_int_equal(config.batch_wait_ms, 0);
+    refused("{\"id\": \"a\", \"url\": \"http://h\", \"batch\": 0}", "/batch");
+    refused("{\"id\": \"a\", \"url\": \"http://h\", \"batch\": 1001}", "/batch");
+    refused("{\"id\": \"a\", \"url\": \"http://h\", \"batch_wait_ms\": 10}", "/batch_wait_ms");
+    refused("{\"id\": \"a\", \"url\": \"http://h\", \"batch\": 2, \"batch_wait_ms\": -1}",
+            "/batch_wait_ms");
+    refused("{\"id\": \"a\", \"url\": \"http://h\", \"batch\": 2, \"batch_wait_ms\": 10001}",
+            "/batch_wait_ms");
+    refused("{\"id\": \"a\", \"url\": \"http://h\", \"batch\": 2, \"batch_wait_ms\": 1.5}",
+            "/batch_wait_ms");
     char text[WEBHOOK_URL_MAX + 64];
     int length = snprintf(text, sizeof text, "{\"id\": \"a\", \"url\": \"http://");
     memset(text + length, 'h', WEBHOOK_URL_MAX - 7);
