@@ -209,13 +209,15 @@ class Client:
     # -- webhooks (an admin token's calls)
 
     def create_webhook(self, id, url, types=None, account=None, secret=None, after=None,
-                       batch=None):
+                       batch=None, batch_wait_ms=None):
         """Registers a webhook; the answer carries its secret (generated when not given), and
         only this answer does. The same id and content again is a replay. `batch`: up to that
-        many changes per POST (2 to 1000), in a body of type "batch"."""
+        many changes per POST (2 to 1000), in a body of type "batch"; `batch_wait_ms`: with a
+        batch, once caught up, the wait between POSTs (0 to 10000) so that a stream goes out in
+        full batches."""
         body = {"id": id, "url": url}
         for name, value in (("types", types), ("account", account), ("secret", secret),
-                            ("after", after), ("batch", batch)):
+                            ("after", after), ("batch", batch), ("batch_wait_ms", batch_wait_ms)):
             if value is not None:
                 body[name] = list(value) if name == "types" else value
         return self.request("POST", "/v1/webhooks", body)

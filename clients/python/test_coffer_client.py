@@ -214,8 +214,10 @@ class ClientAgainstServer(unittest.TestCase):
         self.assertEqual(self.client.enable_webhook(hook)["state"], "active")
         self.assertEqual((self.client.get_webhook(hook)["id"], self.client.get_webhook(hook)["batch"]),
                          (hook, 1))
-        batched = self.client.create_webhook(uid("hook"), receiver.url + "/in", batch=20)
-        self.assertEqual(self.client.get_webhook(batched["id"])["batch"], 20)
+        batched = self.client.create_webhook(uid("hook"), receiver.url + "/in", batch=20,
+                                             batch_wait_ms=50)
+        shown = self.client.get_webhook(batched["id"])
+        self.assertEqual((shown["batch"], shown["batch_wait_ms"]), (20, 50))
         self.client.delete_webhook(batched["id"])
         self.client.delete_webhook(hook)
         with self.assertRaises(NotFoundError) as caught:
