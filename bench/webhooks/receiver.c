@@ -26,7 +26,8 @@
 #include <string.h>
 #include <unistd.h>
 
-enum { BODY_MAX = 16 << 20, SECRET_MAX = 64, SIGNATURE_TEXT = 3 + 44 };
+/* A batch of 1,000 changes is well under 4 MiB; at most 64 connections hold a body at once. */
+enum { BODY_MAX = 4 << 20, CONNECTIONS_MAX = 64, SECRET_MAX = 64, SIGNATURE_TEXT = 3 + 44 };
 
 static uint8_t secret[SECRET_MAX];
 static size_t secret_length;
@@ -69,18 +70,36 @@ static bool signature_valid(struct MHD_Connection *connection, const body *b)
     return false;
 }
 
-/* The changes a delivery carries: evt_SEQ is one, evt_FIRST-LAST a batch of the range. */
+/* Reads the digits at *text (at least one, at most 19: no overflow) and moves past them. */
+static bool take_seq(const char **text, uint64_t *seq)
+{
+    size_t digits = strspn(*text, "0123456789");
+    if (digits == 0 || digits > 19)
+        return false;
+    *seq = 0;
+    for (size_t i = 0; i < digits; i++)
+        *seq = *seq * 10 + (uint64_t)((*text)[i] - '0');
+    *text += digits;
+    return true;
+}
+
+/* The changes a delivery carries: evt_SEQ is one, evt_FIRST-LAST a batch of the range (at
+ * most 1,000 changes); 0 for anything else. */
 static uint64_t change_count(struct MHD_Connection *connection)
 {
     const char *id = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "webhook-id");
+    uint64_t first, last;
     if (id == NULL || strncmp(id, "evt_", 4) != 0)
         return 0;
-    char *end;
-    uint64_t first = strtoull(id + 4, &end, 10);
-    if (*end == '\0')
+    id += 4;
+    if (!take_seq(&id, &first))
+        return 0;
+    if (*id == '\0')
         return 1;
-    uint64_t last = *end == '-' ? strtoull(end + 1, &end, 10) : 0;
-    return *end == '\0' && last >= first ? last - first + 1 : 0;
+    if (*id++ != '-' || !take_seq(&id, &last) || *id != '\0' || last < first ||
+        last - first >= 1000)
+        return 0;
+    return last - first + 1;
 }
 
 static enum MHD_Result answer(struct MHD_Connection *connection, unsigned status, const char *text)
@@ -179,12 +198,19 @@ int main(int argc, char **argv)
     struct MHD_Daemon *daemon =
         MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL, handle,
                          NULL, MHD_OPTION_SOCK_ADDR, &address, MHD_OPTION_NOTIFY_COMPLETED,
-                         completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT, 60u, MHD_OPTION_END);
+                         completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT, 60u,
+                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTIONS_MAX, MHD_OPTION_END);
     if (daemon == NULL) {
         fprintf(stderr, "webhook_receiver: cannot listen on 127.0.0.1\n");
         return 1;
     }
-    printf("%u\n", MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_BIND_PORT)->port);
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_BIND_PORT);
+    if (info == NULL) {
+        fprintf(stderr, "webhook_receiver: no port\n");
+        MHD_stop_daemon(daemon);
+        return 1;
+    }
+    printf("%u\n", info->port);
     fflush(stdout);
     int signal_number;
     sigwait(&stop, &signal_number);

@@ -219,7 +219,13 @@ webhook *webhook_new(webhooks *hooks, const webhook_config *config)
     hook->config = *config;
     hook->owner = hooks;
     hook->cursor = config->after;
-    pthread_cond_init(&hook->wake, 0);
+    /* Its waits (retry delays, batch_wait_ms) are timed on the monotonic clock: a step of the
+     * wall clock neither lengthens nor cuts them. */
+    pthread_condattr_t attributes;
+    pthread_condattr_init(&attributes);
+    pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC);
+    pthread_cond_init(&hook->wake, &attributes);
+    pthread_condattr_destroy(&attributes);
     atomic_init(&hook->stop, false);
     return hook;
 }

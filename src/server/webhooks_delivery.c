@@ -154,7 +154,7 @@ static bool stopped(webhook *hook)
 static void wait_locked(webhook *hook, uint64_t delay_ms)
 {
     struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
+    clock_gettime(CLOCK_MONOTONIC, &until); /* the clock hook->wake was made with */
     uint64_t ns = (uint64_t)until.tv_nsec + (delay_ms % 1000) * 1000000ULL;
     until.tv_sec += (time_t)(delay_ms / 1000 + ns / 1000000000ULL);
     until.tv_nsec = (long)(ns % 1000000000ULL);
@@ -355,7 +355,7 @@ static void run(webhook *hook, coffer_feed *feed, CURL *curl, coffer_change *pag
     pthread_mutex_unlock(&hooks->lock);
     while (!stopped(hook)) {
         size_t count = 0, delivered = 0;
-        uint64_t next_after = cursor;
+        uint64_t next_after = cursor, durable = coffer_durable_seq(hooks->db);
         int code = coffer_feed_read(feed, cursor, &filter, page, page_size, &count, &next_after);
         if (code != COFFER_OK) {
             note_error(hook, "the change feed cannot be read", code);
@@ -372,11 +372,6 @@ static void run(webhook *hook, coffer_feed *feed, CURL *curl, coffer_change *pag
         if (delivered < count)
             break; /* stopped */
         pass_over(hook, next_after);
-        /* A POST of less than a batch means the webhook has caught up: with batch_wait_ms, the
-         * changes that come meanwhile go out together in the next, rather than a POST per log
-         * round (each costs both sides a whole HTTP exchange). */
-        if (group > 0 && group < batch && hook->config.batch_wait_ms > 0)
-            wait_for(hook, hook->config.batch_wait_ms);
         bool caught_up = next_after == cursor;
         cursor = next_after;
         /* The cursor is written at most every save_every_ms while changes come. A webhook that
@@ -384,6 +379,14 @@ static void run(webhook *hook, coffer_feed *feed, CURL *curl, coffer_change *pag
          * (two fsyncs) per round competed with the log's own fsync on the same disk. Once a
          * whole wait brings nothing new, it is written at once. */
         webhooks_save_progress(hooks, hooks->options.save_every_ms);
+        /* Sent everything that was durable when the read began, the last POST less than a
+         * batch: the webhook has caught up. With batch_wait_ms, the changes that come meanwhile
+         * go out together in the next POST, rather than a POST per log round (each costs both
+         * sides a whole HTTP exchange). A webhook still behind (a full page, or a filtered one
+         * whose read stopped at its scan bound short of the durable seq) never waits. */
+        if (hook->config.batch_wait_ms > 0 && group > 0 && group < batch && count < page_size &&
+            next_after >= durable)
+            wait_for(hook, hook->config.batch_wait_ms);
         if (caught_up && coffer_feed_wait(hooks->db, cursor, hooks->options.feed_wait_ms) <= cursor)
             webhooks_save_progress(hooks, 0);
     }
@@ -398,7 +401,9 @@ static void *thread_main(void *argument)
     setpriority(PRIO_PROCESS, (id_t)gettid(), FEED_NICE);
     coffer_feed *feed = 0;
     CURL *curl = 0;
-    size_t page_size = hook->config.batch > WEBHOOK_PAGE ? hook->config.batch : WEBHOOK_PAGE;
+    /* A whole number of batches per page, so that a backlog goes out in full batches. */
+    size_t batch = hook->config.batch > 1 ? hook->config.batch : 1;
+    size_t page_size = (WEBHOOK_PAGE + batch - 1) / batch * batch;
     coffer_change *page = calloc(page_size, sizeof *page);
     int code = page ? coffer_feed_open(hooks->db, &feed) : COFFER_OUT_OF_MEMORY;
     if (code == COFFER_OK && !(curl = client_new(hook)))

@@ -23,6 +23,12 @@ static void check_config(const webhook_config *config)
         known |= COFFER_CHANGE_BIT(type);
     if (id_length == 0 || id_length > COFFER_ACCOUNT_ID_MAX || url_length > WEBHOOK_URL_MAX)
         abort();
+    static const char id_bytes[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:@/-";
+    if (strspn(config->id, id_bytes) != id_length)
+        abort(); /* an id of other bytes */
+    if (config->account[0] && strspn(config->account, id_bytes) != strlen(config->account))
+        abort();
     if (strncmp(config->url, "http://", 7) != 0 && strncmp(config->url, "https://", 8) != 0)
         abort();
     if (config->types == 0 || (config->types & ~known) != 0)
