@@ -187,7 +187,9 @@ static void prefer_lz4(pg_log *log)
 }
 
 /* Connects. Our defaults come before the user's conninfo, which overrides them: a bounded
- * connect, and keepalives so that a dead server is noticed while we wait for a reply. */
+ * connect, keepalives so that a dead server is noticed while we wait for a reply, and a bound
+ * on data sent but never acknowledged (a server whose machine vanished mid-statement), which
+ * keepalives do not cover and TCP alone retransmits for some fifteen minutes. */
 static int connect_session(pg_log *log)
 {
     drop_session(log);
@@ -202,10 +204,16 @@ static int connect_session(pg_log *log)
                   reason);
         return PG_LOG_DISCONNECTED;
     }
-    const char *const keywords[] = {
-        "connect_timeout",     "keepalives",       "keepalives_idle", "keepalives_count",
-        "keepalives_interval", "application_name", "dbname",          NULL};
-    const char *const values[] = {"5", "1", "2", "3", "1", "coffer", log->conninfo, NULL};
+    const char *const keywords[] = {"connect_timeout",
+                                    "keepalives",
+                                    "keepalives_idle",
+                                    "keepalives_count",
+                                    "keepalives_interval",
+                                    "tcp_user_timeout",
+                                    "application_name",
+                                    "dbname",
+                                    NULL};
+    const char *const values[] = {"5", "1", "2", "3", "1", "5000", "coffer", log->conninfo, NULL};
     log->conn = PQconnectdbParams(keywords, values, 1);
     if (log->conn == NULL || PQstatus(log->conn) != CONNECTION_OK) {
         set_error(log, "cannot connect: %s",
