@@ -56,7 +56,7 @@ typedef struct webhook_config {
     size_t secret_length;
     uint64_t after;         /* the seq it started after */
     uint32_t batch;         /* 1: one change per POST; more: a batch body of up to this many */
-    uint32_t batch_wait_ms; /* after a POST of fewer than `batch`, wait this long; 0 with batch 1 */
+    uint32_t batch_wait_ms; /* once caught up, the wait between POSTs; 0 with batch 1 */
 } webhook_config;
 
 typedef struct webhooks webhooks;

@@ -22,7 +22,7 @@
 #include "server/feed_http.h"
 
 /* Changes read per feed call: the memory a webhook holds, whatever its lag (a batch webhook
- * reads its batch size at a time). */
+ * reads this rounded up to whole batches: its batch size at a time when that is larger). */
 #define WEBHOOK_PAGE 16
 
 static uint64_t wall_ns(void)
