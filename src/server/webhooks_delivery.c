@@ -362,9 +362,9 @@ static void run(webhook *hook, coffer_feed *feed, CURL *curl, coffer_change *pag
             wait_for(hook, hooks->options.feed_wait_ms);
             continue;
         }
-        size_t batch = hook->config.batch > 1 ? hook->config.batch : 1, group = 0;
+        size_t batch = hook->config.batch > 1 ? hook->config.batch : 1;
         while (delivered < count) {
-            group = count - delivered < batch ? count - delivered : batch;
+            size_t group = count - delivered < batch ? count - delivered : batch;
             if (!deliver(curl, hook, &page[delivered], group))
                 break;
             delivered += group;
@@ -379,13 +379,12 @@ static void run(webhook *hook, coffer_feed *feed, CURL *curl, coffer_change *pag
          * (two fsyncs) per round competed with the log's own fsync on the same disk. Once a
          * whole wait brings nothing new, it is written at once. */
         webhooks_save_progress(hooks, hooks->options.save_every_ms);
-        /* Sent everything that was durable when the read began, the last POST less than a
-         * batch: the webhook has caught up. With batch_wait_ms, the changes that come meanwhile
-         * go out together in the next POST, rather than a POST per log round (each costs both
-         * sides a whole HTTP exchange). A webhook still behind (a full page, or a filtered one
-         * whose read stopped at its scan bound short of the durable seq) never waits. */
-        if (hook->config.batch_wait_ms > 0 && group > 0 && group < batch && count < page_size &&
-            next_after >= durable)
+        /* Sent everything that was durable when the read began: the webhook has caught up. With
+         * batch_wait_ms, the changes that come meanwhile go out together in the next POST,
+         * rather than a POST per log round (each costs both sides a whole HTTP exchange). A
+         * webhook still behind (a full page short of the durable seq, or a filtered one whose
+         * read stopped at its scan bound) never waits. */
+        if (hook->config.batch_wait_ms > 0 && count > 0 && next_after >= durable)
             wait_for(hook, hook->config.batch_wait_ms);
         if (caught_up && coffer_feed_wait(hooks->db, cursor, hooks->options.feed_wait_ms) <= cursor)
             webhooks_save_progress(hooks, 0);
