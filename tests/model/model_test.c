@@ -15,7 +15,6 @@
  * recovery from the index; --check-every and --reopen-every N space out the full state checks
  * and the reopens (in batches), which read every transfer and would make long streams slow.
  */
-#include <dirent.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -24,6 +23,7 @@
 #include <unistd.h>
 
 #include "coffer.h"
+#include "files.h"
 #include "model/generator.h"
 #include "model/reference.h"
 
@@ -753,24 +753,6 @@ static bool make_directory(run *r)
     return fail(r, "mkdtemp failed");
 }
 
-/* Removes a passed seed's data directory (a failed seed's stays, to be looked at). */
-static void remove_directory(const char *dir)
-{
-    DIR *listing = opendir(dir);
-    if (listing == NULL)
-        return;
-    struct dirent *entry;
-    char path[512];
-    while ((entry = readdir(listing)) != NULL) {
-        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
-            continue;
-        snprintf(path, sizeof path, "%s/%s", dir, entry->d_name);
-        unlink(path);
-    }
-    closedir(listing);
-    rmdir(dir);
-}
-
 /* --memory-max: a run that never evicted tested nothing of eviction. The engine is closed
  * here; its stats were read before. */
 static bool check_evicted(run *r)
@@ -815,7 +797,7 @@ static bool run_seed(const model_options *options, uint64_t seed)
     ref_destroy(r.reference);
     coffer_close(r.db);
     if (ok && options->durable)
-        remove_directory(r.dir);
+        remove_tree(r.dir); /* a failed seed's stays, to be looked at */
     else if (options->durable)
         fprintf(stderr, "data directory kept: %s\n", r.dir);
     if (ok && options->verbose)

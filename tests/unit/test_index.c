@@ -52,12 +52,18 @@ static void workload_log(void *context, const char *line)
     pthread_mutex_unlock(&w->log_mutex);
 }
 
+/* The data directories the running test made, for remove_test_dirs. */
+static char test_dirs[3][64];
+static size_t test_dirs_count;
+
 static workload *workload_create(uint64_t seed)
 {
     workload *w = calloc(1, sizeof *w);
     assert_non_null(w);
     snprintf(w->dir, sizeof w->dir, "/tmp/coffer-index-XXXXXX");
     assert_non_null(mkdtemp(w->dir));
+    assert_true(test_dirs_count < 3);
+    snprintf(test_dirs[test_dirs_count++], sizeof test_dirs[0], "%s", w->dir);
     snprintf(w->index_path, sizeof w->index_path, "%s/%s", w->dir, INDEX_DIRECTORY);
     w->reference = ref_create(WORKLOAD_EVENTS + 64);
     w->generator = gen_create(seed, WORKLOAD_EVENTS + 64, w->reference);
@@ -73,6 +79,17 @@ static void workload_free(workload *w)
     remove_tree(w->dir);
     pthread_mutex_destroy(&w->log_mutex);
     free(w);
+}
+
+/* Removes the test's data directories, whether it passed or failed (workload_free removes
+ * them on the way, so most are gone already). */
+static int remove_test_dirs(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < test_dirs_count; i++)
+        remove_tree(test_dirs[i]);
+    test_dirs_count = 0;
+    return 0;
 }
 
 static coffer *workload_open(workload *w, bool index_on)
@@ -754,18 +771,20 @@ static void index_is_off_by_default(void **state)
     workload_free(w);
 }
 
+#define INDEX_TEST(f) cmocka_unit_test_teardown(f, remove_test_dirs)
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         /* First: its child forks before this process has used RocksDB, whose thread pool
          * is process-wide and does not survive a fork. */
-        cmocka_unit_test(kill_resumes_from_checkpoint),
-        cmocka_unit_test(index_matches_memory),
-        cmocka_unit_test(past_balances_match_memory),
-        cmocka_unit_test(cold_reads_come_from_the_index),
-        cmocka_unit_test(damaged_or_foreign_index_is_rebuilt),
-        cmocka_unit_test(verify_reports_index),
-        cmocka_unit_test(index_is_off_by_default),
+        INDEX_TEST(kill_resumes_from_checkpoint),
+        INDEX_TEST(index_matches_memory),
+        INDEX_TEST(past_balances_match_memory),
+        INDEX_TEST(cold_reads_come_from_the_index),
+        INDEX_TEST(damaged_or_foreign_index_is_rebuilt),
+        INDEX_TEST(verify_reports_index),
+        INDEX_TEST(index_is_off_by_default),
     };
     return cmocka_run_group_tests(tests, 0, 0);
 }

@@ -124,6 +124,9 @@ static coffer *follower_open(pg_engine *e, char *follower_dir, size_t size, kept
     return follower;
 }
 
+/* The running test's data directory, for engine_teardown. */
+static char test_dir[64];
+
 static void engine_setup(pg_engine *e, const char *schema)
 {
     char statement[128];
@@ -133,7 +136,22 @@ static void engine_setup(pg_engine *e, const char *schema)
              schema);
     snprintf(e->dir, sizeof e->dir, "/tmp/coffer-pg-engine-XXXXXX");
     assert_non_null(mkdtemp(e->dir));
+    snprintf(test_dir, sizeof test_dir, "%s", e->dir);
     assert_int_equal(engine_try_open(e, e->dir, &e->db), COFFER_OK);
+}
+
+/* Removes the test's data directory and its second engine's, whether it passed or failed. */
+static int engine_teardown(void **unused)
+{
+    (void)unused;
+    static const char *const suffixes[] = {"", "-follower", "-other"};
+    char path[80];
+    for (size_t i = 0; test_dir[0] && i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        snprintf(path, sizeof path, "%s%s", test_dir, suffixes[i]);
+        remove_tree(path);
+    }
+    test_dir[0] = 0;
+    return 0;
 }
 
 static void engine_reopen(pg_engine *e)
@@ -849,6 +867,8 @@ static bool start_cluster(void)
            pg_cluster_env("CONNINFO", conninfo_base, sizeof conninfo_base);
 }
 
+#define ENGINE_TEST(f) cmocka_unit_test_teardown(f, engine_teardown)
+
 int main(void)
 {
     if (!start_cluster()) {
@@ -857,14 +877,14 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_workload_survives_reopen_from_snapshot_and_from_log),
-        cmocka_unit_test(test_second_engine_follows_and_tools_refuse),
-        cmocka_unit_test(test_follower_applies_then_takes_over_and_restarts),
-        cmocka_unit_test(test_follower_rebuilds_when_the_log_lost_what_it_applied),
-        cmocka_unit_test(test_follower_rebuilds_from_the_newest_snapshot_the_log_holds),
-        cmocka_unit_test(test_feed_reads_the_record_that_took_a_lost_ones_position),
-        cmocka_unit_test(test_holds_expire_from_the_leaders_log_only),
-        cmocka_unit_test(test_killed_session_fails_the_write_then_leads_again),
+        ENGINE_TEST(test_workload_survives_reopen_from_snapshot_and_from_log),
+        ENGINE_TEST(test_second_engine_follows_and_tools_refuse),
+        ENGINE_TEST(test_follower_applies_then_takes_over_and_restarts),
+        ENGINE_TEST(test_follower_rebuilds_when_the_log_lost_what_it_applied),
+        ENGINE_TEST(test_follower_rebuilds_from_the_newest_snapshot_the_log_holds),
+        ENGINE_TEST(test_feed_reads_the_record_that_took_a_lost_ones_position),
+        ENGINE_TEST(test_holds_expire_from_the_leaders_log_only),
+        ENGINE_TEST(test_killed_session_fails_the_write_then_leads_again),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     alarm(0);
