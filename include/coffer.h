@@ -565,8 +565,8 @@ typedef struct coffer_dir_report {
     uint64_t index_covers_from_seq; /* the first seq it derives (format-1 records have none) */
     char index_error[1024];
     /* true: the log was read from PostgreSQL (coffer_verify_log): `records` counts its record
-     * rows, `term_rows` the rows new leaders wrote, `segments` and `torn_bytes` are 0 and no
-     * index is checked (none is kept with that log). */
+     * rows, `term_rows` the rows new leaders wrote, `segments` and `torn_bytes` are 0; DIR's
+     * index, when a DIR is given, is checked against those rows. */
     bool log_postgresql;
     uint64_t term_rows;
     /* The newest snapshot was found but not compared, for a reason that is not damage

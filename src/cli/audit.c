@@ -218,9 +218,9 @@ static void print_human(const char *dir, const coffer_dir_report *r)
            r->invariants.ok ? "all hold" : "VIOLATED");
     for (uint32_t i = 0; i < r->invariants.problem_count && i < COFFER_VERIFY_PROBLEMS_MAX; i++)
         printf("    %s\n", r->invariants.problems[i]);
-    /* A missing index is a warning (the next start builds it), a damaged one a problem. None is
-     * kept with a PostgreSQL log. */
-    if (r->log_postgresql)
+    /* A missing index is a warning (the next start builds it), a damaged one a problem. A log
+     * in PostgreSQL read without a DIR has none to check. */
+    if (r->log_postgresql && !r->index_found && !r->index_error[0])
         return;
     if (!r->index_found)
         printf("  index: missing (warning: coffer serve builds it from the log)\n    %s\n",

@@ -59,8 +59,8 @@ static const cli_option serve_options[] = {
     {SERVE_LOG_LOCATION, "--log", "postgresql://CONNINFO",
      "keep the log in this PostgreSQL database (any libpq URI or\nconninfo; the tables are "
      "created on first start) and lead it, or\nfollow the instance that leads it; DIR then "
-     "keeps snapshots\nonly (check them with coffer verify DIR --log CONNINFO).\n"
-     "Not yet with it: --index (the on-disk index stays off)"},
+     "keeps snapshots\nand the index only (check them with coffer verify DIR --log "
+     "CONNINFO)"},
     {SERVE_ADVERTISE, "--advertise", "URL",
      "this instance's URL, written in the log as its leader's name\n(with --log)"},
     {SERVE_FSYNC, "--fsync", "always|never",
@@ -121,7 +121,7 @@ static const cli_option serve_options[] = {
      "consecutive failed attempts before a webhook is marked failing\n(default 10; POST "
      "/v1/webhooks/{id}/enable resumes it)"},
     {SERVE_INDEX, "--index", "on|off",
-     "keep the on-disk index DIR/index (default on; off with --log):\nevery transfer and "
+     "keep the on-disk index DIR/index (default on): every transfer\nand "
      "history entry, derived from the log behind the\nwriter. Memory evicts what it holds when "
      "it nears --memory-max;\nwith it off, a full budget refuses writes (capacity_exceeded)"},
 };
@@ -326,8 +326,8 @@ static bool serve_values(const cli_parsed *parsed, server_options *options,
         options->data_dir = parsed->values[SERVE_DATA];
     static const char *const fsync_modes[] = {"always", "never", NULL};
     static const char *const index_modes[] = {"off", "on", NULL};
-    /* The index is what lets memory evict (with a log in PostgreSQL it is not kept yet). */
-    int fsync_mode = 0, index_mode = parsed->values[SERVE_LOG_LOCATION] ? 0 : 1;
+    /* The index is what lets memory evict. */
+    int fsync_mode = 0, index_mode = 1;
     uint64_t threads = options->threads, connections = options->max_connections,
              timeout = options->timeout_seconds, queue = options->queue_events_max,
              header_timeout = options->header_timeout_seconds,

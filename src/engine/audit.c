@@ -524,8 +524,8 @@ static int verify_source(const log_source *source, const coffer_options *limits,
     if ((!report->snapshot_found && !report->snapshot_error[0]) || report->snapshot_unchecked)
         report->snapshot_matches = report->recovery_matches = true; /* recovery = full replay */
     code = engine_verify_store(&full.store, &report->invariants);
-    if (report->chain_ok && !source->conninfo)
-        engine_audit_index(source->dir, report);
+    if (report->chain_ok && source->dir)
+        engine_audit_index(source->dir, source->conninfo, report);
     report->ok = report->chain_ok && report->snapshot_matches && report->recovery_matches &&
                  report->invariants.ok && (!report->index_found || report->index_ok);
     rebuilt_free(&snapshot);

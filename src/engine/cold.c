@@ -224,6 +224,12 @@ static int index_feed_record(const uint8_t *bytes, const record_header *header, 
  * COFFER_OK, or why not in `feed->error` (empty: the log does not join the index's last record). */
 static int index_catch_up(coffer *db, index_feed *feed)
 {
+    if (db->cluster.on) {
+        index_position at = index_position_get(feed->index);
+        int code = follow_log_read(db, at.applied_seq, at.applied_seq ? at.applied_hash : 0,
+                                   index_feed_record, feed, feed->error, sizeof feed->error);
+        return code == COFFER_OK ? index_flush(feed->index, feed->error, sizeof feed->error) : code;
+    }
     durable_log reader = {0};
     int code = local_log_open_read(&reader, db->dir, 0);
     index_position at = index_position_get(feed->index);
@@ -255,7 +261,9 @@ static int index_open_caught_up(coffer *db, const char *why)
         index_set_staging_max(feed.index, engine_index_staging_max(db));
         code = index_catch_up(db, &feed);
     }
-    if (code != COFFER_OK && probe) {
+    /* A database that cannot be read says nothing about the index: keep it for the next try. */
+    bool unreachable = db->cluster.on && feed.error[0];
+    if (code != COFFER_OK && probe && !unreachable) {
         engine_log(db, "index: %s is damaged (%s); rebuilding it from the log", path,
                    feed.error[0] ? feed.error : "its last record is not one of this log");
         index_close(feed.index);
@@ -288,7 +296,7 @@ int engine_cold_recovery_begin(coffer *db)
     uint64_t trimmed = db->store.trimmed_seq;
     if (trimmed == 0)
         return COFFER_OK;
-    if (!db->options.index_on || db->options.log_location) {
+    if (!db->options.index_on) {
         engine_log(db,
                    "recovery refused: the snapshot evicted records up to seq %llu that only "
                    "the on-disk index holds, and the index is off",
@@ -323,8 +331,7 @@ static bool recovery_evict_due(const coffer *db)
 int engine_cold_recovery_evict(coffer *db, uint64_t replayed_seq)
 {
     store *s = &db->store;
-    if (replayed_seq <= s->trimmed_seq || !db->options.index_on || db->options.log_location ||
-        !recovery_evict_due(db))
+    if (replayed_seq <= s->trimmed_seq || !db->options.index_on || !recovery_evict_due(db))
         return COFFER_OK;
     if (!db->cold_index) {
         int code = index_open_caught_up(db, "replays more of the log than memory holds");
@@ -340,6 +347,43 @@ int engine_cold_recovery_evict(coffer *db, uint64_t replayed_seq)
         atomic_fetch_add(&db->trimmed_history, stats.history_evicted);
     }
     return code;
+}
+
+/* What applying a record of this many bytes may take in memory, at most: a transfer takes
+ * about 90 bytes in the log and 210 in the tables (the record, two history entries, its id and
+ * index slot), and a table that grows commits up to a step more. */
+static uint64_t record_memory(size_t record_bytes)
+{
+    return (uint64_t)record_bytes * 4 + (2u << 20);
+}
+
+bool engine_cold_follow_room(coffer *db, size_t record_bytes)
+{
+    store *s = &db->store;
+    if (!engine_index_expected(db))
+        return true; /* nothing evicts: the budget refuses what does not fit, as it always did */
+    s->budget.max = engine_tables_budget(db);
+    uint64_t need = record_memory(record_bytes);
+    /* What the tables hold, not what they commit ahead of use (given back before a refusal). */
+    bool full = store_bytes_held(s) + need > s->budget.max;
+    if (!full && !recovery_evict_due(db))
+        return true;
+    uint64_t flushed = engine_index_flushed_seq(db);
+    uint64_t horizon = flushed < db->tip.last_seq ? flushed : db->tip.last_seq;
+    if (flushed < db->tip.last_seq)
+        engine_index_flush_soon(db);
+    if (engine_index_usable(db) && horizon > s->trimmed_seq) {
+        store_trim_stats stats;
+        if (store_trim(s, horizon, &stats) == COFFER_OK) {
+            db->recovery_kept_records = records_held(s);
+            atomic_fetch_add(&db->trims, 1);
+            atomic_fetch_add(&db->trimmed_transfers, stats.transfers_evicted);
+            atomic_fetch_add(&db->trimmed_history, stats.history_evicted);
+        }
+    }
+    /* When memory holds nothing the index does not (only accounts, pending holds and the
+     * newest entries), waiting cannot help: the record is applied, and the budget decides. */
+    return horizon >= db->tip.last_seq || store_bytes_held(s) + need <= s->budget.max;
 }
 
 index_db *engine_cold_recovery_end(coffer *db)

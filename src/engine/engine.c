@@ -186,7 +186,7 @@ static void memory_log(coffer *db, bool defaulted)
     format_bytes(s->budget.used, used, sizeof used);
     uint64_t share = engine_tables_budget(db);
     format_bytes(share, tables, sizeof tables);
-    if (db->options.index_on && !db->options.log_location) {
+    if (db->options.index_on) {
         char staging[32], cache[32], allowance[32], taken[32];
         format_bytes(engine_index_staging_max(db), staging, sizeof staging);
         format_bytes(engine_index_cache_bytes(db), cache, sizeof cache);
@@ -737,8 +737,7 @@ int coffer_open(const char *dir, const coffer_options *options, coffer **db_out)
     if (!db->options.clock_ns)
         db->options.clock_ns = wall_clock_ns;
     db->lock_fd = -1;
-    /* The caller may free its strings once the open returns: keep copies. A log in PostgreSQL
-     * has no local segments for the on-disk index to follow. */
+    /* The caller may free its strings once the open returns: keep copies. */
     if (copied == COFFER_OK && db->options.log_location) {
         db->log_location = strdup(db->options.log_location);
         db->log_name = db->options.log_name ? strdup(db->options.log_name) : 0;
@@ -746,7 +745,6 @@ int coffer_open(const char *dir, const coffer_options *options, coffer **db_out)
             copied = COFFER_OUT_OF_MEMORY;
         db->options.log_location = db->log_location;
         db->options.log_name = db->log_name;
-        db->options.index_on = false;
     } else {
         db->options.log_name = 0;
     }

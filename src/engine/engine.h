@@ -109,6 +109,7 @@ typedef struct engine_cluster {
     char leader[COFFER_CLUSTER_URL_MAX]; /* the last term row's leader; "" when none is known */
     uint64_t term;
     uint64_t caught_up_at_ns; /* a follower last read the log to its end then (monotonic) */
+    bool paused; /* follow thread: memory waits for the index (logged once when it starts) */
     coffer_cluster_member members[COFFER_CLUSTER_MEMBERS_MAX];
     size_t members_count;
 } engine_cluster;
@@ -354,6 +355,11 @@ uint64_t engine_index_flushed_seq(const coffer *db);
 index_db *engine_index_reader(const coffer *db);
 const id_filter *engine_index_filter(const coffer *db); /* the filter itself, NULL when not ready */
 uint64_t engine_index_filter_bytes(const coffer *db);
+/* engine_index_anchor: the last record the index applied (false when it is not readable).
+ * engine_index_lose: the index holds a record the log lost (`why`, logged): nothing reads it
+ * any more, and the next start rebuilds it. */
+bool engine_index_anchor(coffer *db, uint64_t *seq, uint8_t hash[RECORD_HASH_BYTES]);
+void engine_index_lose(coffer *db, const char *why);
 
 /* cold.c: answers for ids the store evicted. engine_cold_init registers the table with the
  * core; engine_cold_prepare empties it and looks up in the index every id of `events` (and
@@ -370,11 +376,15 @@ int engine_cold_replay_prepare(void *context, const record_entry *entry);
  * index to the log's end first). COFFER_OK, or why recovery cannot go on (logged). */
 int engine_cold_recovery_begin(coffer *db);
 int engine_cold_recovery_evict(coffer *db, uint64_t replayed_seq);
+/* A follower, on the running writer, before it applies a record of `record_bytes`: evicts what
+ * the index holds once memory fills; false when the record would not fit before the index holds
+ * more (the follow thread waits and reads it again). */
+bool engine_cold_follow_room(coffer *db, size_t record_bytes);
 /* The index recovery opened, for the indexer to take over (NULL when none). */
 index_db *engine_cold_recovery_end(coffer *db);
 
 /* index_audit.c: coffer_verify_dir's check of DIR/index, into the report's index fields. */
-void engine_audit_index(const char *dir, coffer_dir_report *report);
+void engine_audit_index(const char *dir, const char *conninfo, coffer_dir_report *report);
 
 /* durability.c */
 int durability_open(coffer *db, const char *dir);
@@ -412,6 +422,12 @@ void durability_snapshot_tick(coffer *db);
  * batch: follow_writer_tick (a leader whose log failed steps down there), then
  * engine_write_refusal says whether submissions may be applied. */
 int follow_open(coffer *db, wal_tip *tip);
+/* At the open, on the follow thread's session: visits the log's records after the one ending at
+ * (after_seq, after_hash; NULL at seq 0) to its end. COFFER_OK, the visitor's code, or
+ * storage_failed: with the reason in `error`, or with none when the log does not hold that
+ * record. */
+int follow_log_read(coffer *db, uint64_t after_seq, const uint8_t *after_hash, wal_record_fn visit,
+                    void *context, char *error, size_t error_size);
 int follow_start(coffer *db);
 void follow_stop(coffer *db);
 void follow_close(coffer *db); /* ends its sessions (durability_close) */

@@ -26,6 +26,7 @@ typedef struct follow_row {
     int kind;
     uint64_t term;
     size_t offset, length;
+    pg_log_point point; /* the log's point once this row is applied */
 } follow_row;
 
 typedef struct follow_rows {
@@ -34,7 +35,10 @@ typedef struct follow_rows {
     uint8_t *bytes;
     size_t used, bytes_capacity;
     bool out_of_memory;
-    uint64_t records; /* records applied, for the open's log line */
+    bool at_open;        /* applied at the open (recovery), not on the running writer */
+    size_t applied_rows; /* the rows of this page applied: all of them unless paused */
+    bool paused;         /* memory is full until the index holds more: the rest waits */
+    uint64_t records;    /* records applied, for the open's log line */
 } follow_rows;
 
 /* What the follow thread keeps between rounds. */
@@ -83,30 +87,46 @@ static int rows_add(const pg_log_row *row, void *context)
         rows->bytes_capacity = capacity;
     }
     memcpy(rows->bytes + rows->used, row->bytes, row->length);
-    rows->rows[rows->count++] = (follow_row){row->kind, row->term, rows->used, row->length};
+    follow_row *kept = &rows->rows[rows->count++];
+    *kept = (follow_row){row->kind,
+                         row->term,
+                         rows->used,
+                         row->length,
+                         {.position = row->position, .last_seq = row->last_seq, .term = row->term}};
+    memcpy(kept->point.hash, row->hash, RECORD_HASH_BYTES);
     rows->used += row->length;
     return 0;
 }
 
 /* On the writer (or at the open, before it runs): replays each record with the same core as
  * recovery and notes each term row's leader. A record that does not replay means this store
- * and the log disagree: nothing more is served (storage_failed) rather than a wrong state. */
+ * and the log disagree: nothing more is served (storage_failed) rather than a wrong state.
+ * With the index on, memory evicts what the index holds as it fills, as in recovery; on the
+ * running writer the index may not hold enough yet, and the rest of the page then waits. */
 static int apply_rows(coffer *db, void *context)
 {
     follow_rows *rows = context;
     engine_cluster *c = &db->cluster;
     COFFER_ASSERT(atomic_load(&db->role) != COFFER_ROLE_LEADER);
-    for (size_t i = 0; i < rows->count; i++) {
+    rows->applied_rows = 0;
+    rows->paused = false;
+    for (size_t i = 0; i < rows->count; i++, rows->applied_rows = i) {
         const follow_row *row = &rows->rows[i];
         const uint8_t *bytes = rows->bytes + row->offset;
         if (row->kind == PG_LOG_ROW_TERM) {
             note_leader(c, row->term, (const char *)bytes, row->length);
             continue;
         }
+        if (!rows->at_open && !engine_cold_follow_room(db, row->length)) {
+            rows->paused = true;
+            break;
+        }
         record_header header;
         int code = record_check(bytes, row->length, &header) == RECORD_OK
                        ? durability_replay(db, &c->replayer, bytes, &header, &db->tip)
                        : COFFER_STORAGE_FAILED;
+        if (code == COFFER_OK && rows->at_open)
+            code = engine_cold_recovery_evict(db, header.last_seq);
         if (code != COFFER_OK) {
             atomic_store(&db->storage_failed, true);
             engine_log(db,
@@ -136,7 +156,7 @@ static int run(coffer *db, engine_read_fn fn, void *context, bool on_writer)
 static int follow_read(coffer *db, bool on_writer, int *code, uint64_t *records)
 {
     engine_cluster *c = &db->cluster;
-    follow_rows rows = {0};
+    follow_rows rows = {.at_open = !on_writer};
     int status = PG_LOG_OK;
     *code = COFFER_OK;
     for (;;) {
@@ -153,6 +173,24 @@ static int follow_read(coffer *db, bool on_writer, int *code, uint64_t *records)
         *code = run(db, apply_rows, &rows, on_writer);
         if (*code != COFFER_OK)
             break;
+        if (rows.paused) {
+            /* Memory is full of what the index does not hold yet: the follow thread reads the
+             * rest again after a wait (overloaded: not caught up). */
+            if (rows.applied_rows > 0)
+                c->applied = rows.rows[rows.applied_rows - 1].point;
+            if (!c->paused)
+                engine_log(db,
+                           "following: memory is full until the on-disk index holds more "
+                           "(applied up to seq %llu); waiting for it",
+                           (unsigned long long)c->applied.last_seq);
+            c->paused = true;
+            *code = COFFER_OVERLOADED;
+            break;
+        }
+        if (c->paused)
+            engine_log(db, "following: memory has room again (seq %llu)",
+                       (unsigned long long)point.last_seq);
+        c->paused = false;
         c->applied = point;
         if (c->lease && pg_log_leading(c->lease))
             pg_log_heartbeat(c->lease);
@@ -162,6 +200,53 @@ static int follow_read(coffer *db, bool on_writer, int *code, uint64_t *records)
     free(rows.rows);
     free(rows.bytes);
     return status;
+}
+
+/* ---- reading for the index ------------------------------------------------------------------ */
+
+typedef struct record_visit {
+    wal_record_fn visit;
+    void *context;
+    int code;
+} record_visit;
+
+static int visit_row(const pg_log_row *row, void *context)
+{
+    record_visit *v = context;
+    if (row->kind != PG_LOG_ROW_RECORD)
+        return 0;
+    record_header header;
+    v->code = record_peek(row->bytes, row->length, &header) == RECORD_OK
+                  ? v->visit(row->bytes, &header, 0, row->position, v->context)
+                  : COFFER_STORAGE_FAILED; /* pg_log_read checked it: cannot happen */
+    return v->code != 0;
+}
+
+int follow_log_read(coffer *db, uint64_t after_seq, const uint8_t *after_hash, wal_record_fn visit,
+                    void *context, char *error, size_t error_size)
+{
+    static const uint8_t start[RECORD_HASH_BYTES] = {0};
+    engine_cluster *c = &db->cluster;
+    error[0] = 0;
+    bool present = false;
+    pg_log_point point;
+    int status =
+        pg_log_find(c->watch, after_seq, after_hash ? after_hash : start, &present, &point);
+    if (status == PG_LOG_OK && !present)
+        return COFFER_STORAGE_FAILED; /* no reason: the log does not hold that record */
+    record_visit v = {visit, context, 0};
+    while (status == PG_LOG_OK && v.code == 0) {
+        uint32_t read = 0;
+        status = pg_log_read(c->watch, &point, FOLLOW_READ_ROWS, visit_row, &v, &read);
+        if (read == 0)
+            break;
+    }
+    if (status != PG_LOG_OK) {
+        snprintf(error, error_size, "the log in PostgreSQL: %s (%s)", pg_log_error(c->watch),
+                 pg_log_status_name(status));
+        return COFFER_STORAGE_FAILED;
+    }
+    return v.code;
 }
 
 /* ---- rebuilding ------------------------------------------------------------------------------ */
@@ -243,6 +328,26 @@ static int rebuild(coffer *db, void *context)
     return COFFER_OK;
 }
 
+/* The store's last record was lost: was the index's too? An index that holds a record the log
+ * no longer has would answer for transfers that never happened; it is no longer read. */
+static void index_in_log(coffer *db)
+{
+    uint64_t seq = 0;
+    uint8_t hash[RECORD_HASH_BYTES];
+    if (!engine_index_anchor(db, &seq, hash) || seq == 0)
+        return;
+    bool present = false;
+    pg_log_point at;
+    if (pg_log_find(db->cluster.watch, seq, hash, &present, &at) == PG_LOG_OK && !present) {
+        char why[160];
+        snprintf(why, sizeof why,
+                 "the log in PostgreSQL no longer holds the record ending at seq %llu that the "
+                 "index holds",
+                 (unsigned long long)seq);
+        engine_index_lose(db, why);
+    }
+}
+
 /* Finds the row of the log the store stands at. When the log no longer holds the record the
  * store ends with (a PostgreSQL failover lost it, or the snapshot is of another ledger), the
  * store is rebuilt from the newest local snapshot the log holds, or from nothing when it holds
@@ -269,6 +374,7 @@ static int follow_locate(coffer *db, bool on_writer)
                    "another ledger): rebuilding from %s",
                    (unsigned long long)c->applied.last_seq,
                    plan.from_snapshot ? "the newest local snapshot it holds" : "the log alone");
+        index_in_log(db);
         if (run(db, rebuild, &plan, on_writer) != COFFER_OK)
             return PG_LOG_FAILED;
         if (plan.status != PG_LOG_OK)
@@ -526,6 +632,9 @@ static int open_catch_up(coffer *db, bool leading)
     memcpy(c->applied.hash, db->tip.hash, RECORD_HASH_BYTES);
     int status = plan.status == PG_LOG_OK ? follow_locate(db, false) : plan.status;
     uint64_t records = 0;
+    /* A snapshot taken after an eviction: the index first, brought to the log's end. */
+    if (status == PG_LOG_OK && (code = engine_cold_recovery_begin(db)) != COFFER_OK)
+        return code;
     if (status == PG_LOG_OK)
         status = follow_read(db, false, &code, &records);
     if (status != PG_LOG_OK || code != COFFER_OK) {
@@ -561,6 +670,9 @@ int follow_open(coffer *db, wal_tip *tip)
     }
     if (replayer_init(&c->replayer, &db->store, &db->ledger) != COFFER_OK)
         return COFFER_OUT_OF_MEMORY;
+    /* What memory evicted is looked up in the index, as recovery does. */
+    c->replayer.prepare = engine_cold_replay_prepare;
+    c->replayer.prepare_context = db;
     if (!leading) {
         char leader[COFFER_CLUSTER_URL_MAX] = "";
         uint64_t term = 0;

@@ -1,8 +1,9 @@
 /*
  * index_audit.c — coffer verify's check of the on-disk index (DATA/index) against the log: its
  * applied seq must end a record of this log with the same hash, and every record up to it must
- * be in the index as derive.c makes it, with nothing else there. A missing index is reported
- * but is not damage: the next open of the engine builds it from the log.
+ * be in the index as derive.c makes it, with nothing else there. The log is the directory's
+ * segment files, or the rows of a log in PostgreSQL. A missing index is reported but is not
+ * damage: the next open of the engine builds it from the log.
  */
 #include <stdio.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "engine/engine.h"
 #include "index/index.h"
 #include "log/cursor.h"
+#include "log/pg_cursor.h"
 
 /* The log read per cursor call: bounded, so a long log is read in steps. */
 #define INDEX_AUDIT_READ_BYTES (8u << 20)
@@ -39,24 +41,36 @@ static int audit_record(const uint8_t *bytes, const record_header *header, uint3
     return 0;
 }
 
-/* Reads every record up to the applied seq into the check. false with the reason. */
-static bool audit_log(const char *dir, index_audit *audit)
+/* Reads every record up to the applied seq into the check, from the segment files of `dir` or
+ * the log in PostgreSQL at `conninfo`. false with the reason. */
+static bool audit_log(const char *dir, const char *conninfo, index_audit *audit)
 {
     log_cursor *cursor = 0;
-    if (log_cursor_open(dir, &cursor) != COFFER_OK) {
+    pg_read_pool *pool = 0;
+    pg_cursor *rows = 0;
+    int code = conninfo ? pg_read_pool_open(conninfo, 0, &pool) : log_cursor_open(dir, &cursor);
+    if (code == COFFER_OK && pool)
+        code = pg_cursor_open(pool, &rows);
+    if (code != COFFER_OK) {
         snprintf(audit->error, audit->error_size, "out of memory");
+        pg_read_pool_close(pool);
         return false;
     }
-    int code = COFFER_OK;
     char error[1024] = "";
     while (code == COFFER_OK && audit->last_seq < audit->position.applied_seq) {
         uint64_t before = audit->last_seq;
-        code = log_cursor_read(cursor, audit->last_seq, audit->position.applied_seq,
-                               INDEX_AUDIT_READ_BYTES, audit_record, audit, error, sizeof error);
+        code =
+            rows
+                ? pg_cursor_read(rows, audit->last_seq, audit->position.applied_seq,
+                                 INDEX_AUDIT_READ_BYTES, audit_record, audit, error, sizeof error)
+                : log_cursor_read(cursor, audit->last_seq, audit->position.applied_seq,
+                                  INDEX_AUDIT_READ_BYTES, audit_record, audit, error, sizeof error);
         if (code == COFFER_OK && audit->last_seq == before)
             break; /* no record ends between here and the applied seq */
     }
     log_cursor_close(cursor);
+    pg_cursor_close(rows);
+    pg_read_pool_close(pool);
     if (code != COFFER_OK && !audit->error[0])
         snprintf(audit->error, audit->error_size, "the log cannot be read: %.900s", error);
     if (code == COFFER_OK && !audit->anchor_matches)
@@ -66,7 +80,7 @@ static bool audit_log(const char *dir, index_audit *audit)
     return code == COFFER_OK && audit->anchor_matches;
 }
 
-void engine_audit_index(const char *dir, coffer_dir_report *report)
+void engine_audit_index(const char *dir, const char *conninfo, coffer_dir_report *report)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, INDEX_DIRECTORY);
@@ -93,7 +107,7 @@ void engine_audit_index(const char *dir, coffer_dir_report *report)
     } else {
         audit.anchor_matches = audit.position.applied_seq == 0;
         report->index_ok =
-            audit_log(dir, &audit) &&
+            audit_log(dir, conninfo, &audit) &&
             index_check_finish(audit.check, report->index_error, sizeof report->index_error);
     }
     index_check_free(audit.check);

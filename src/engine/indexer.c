@@ -1,9 +1,13 @@
 /*
  * indexer.c — the thread that keeps the on-disk index (src/index) behind the log: it reads
- * durable records through its own log cursor, as the change feed does, and applies each in
- * one batch, far from the writer and the acknowledgements. At start it checks that the index
- * is a prefix of this log (its applied seq and that record's hash) and rebuilds it when not.
- * The index is derived data: its failures are logged and stop the index, never the engine.
+ * durable records through its own log cursor, as the change feed does (segment files, or the
+ * rows of a log in PostgreSQL), and applies each in one batch, far from the writer and the
+ * acknowledgements. At start it checks that the index is a prefix of this log (its applied seq
+ * and that record's hash) and rebuilds it when not; afterwards every record it applies must
+ * link to the one before. The index is derived data: its failures are logged and stop the
+ * index, never the engine. An index that holds a record the log no longer has (a PostgreSQL
+ * failover lost it) is worse than none: it is no longer read at all, and the next start
+ * rebuilds it.
  */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include <stdio.h>
@@ -16,6 +20,7 @@
 #include "index/filter.h"
 #include "index/index.h"
 #include "log/cursor.h"
+#include "log/pg_cursor.h"
 #include "store/store.h"
 
 /* A flush writes the applied records to RocksDB, where they survive a crash and can be read:
@@ -30,15 +35,24 @@
 #define INDEXER_READ_BYTES_MAX (8u << 20)
 /* How long the thread sleeps when the index has caught up, at most (the flush timer). */
 #define INDEXER_IDLE_WAIT_MS 1000
+/* A log in PostgreSQL: the anchor check's read is bounded by the log's end, not a durable seq. */
+#define INDEXER_LOG_END UINT64_MAX
 
 struct engine_indexer {
     coffer *db;
     pthread_t thread;
     char *path;
     index_db *index;
-    log_cursor *cursor;
+    log_cursor *cursor; /* the segment files, or */
+    pg_cursor *pg;      /* the rows of a log in PostgreSQL (on the change feed's sessions) */
     atomic_bool stopping;
     atomic_bool off; /* the thread gave up (logged): nothing more is indexed until a restart */
+    /* The index holds a record the log no longer has: nothing reads it any more (logged). */
+    atomic_bool lost;
+    /* The last record the index applied, for engine_index_anchor (other threads). */
+    pthread_mutex_t anchor_mutex;
+    uint64_t anchor_seq;
+    uint8_t anchor_hash[RECORD_HASH_BYTES];
     _Atomic uint64_t applied_seq, flushed_seq, records, events, write_ns;
     uint64_t bytes_since_flush, applied_at_flush;
     uint64_t flushed_at_ms;
@@ -72,11 +86,24 @@ static int anchor_visit(const uint8_t *bytes, const record_header *header, uint3
     return 1; /* only the first record */
 }
 
-/* Why the opened index is not a prefix of the log, or NULL when it is. */
-static const char *index_mismatch(engine_indexer *indexer, char *why, size_t why_size)
+static int cursor_read(engine_indexer *indexer, uint64_t after_seq, uint64_t durable_seq,
+                       size_t max_bytes, wal_record_fn visit, void *context, char *error,
+                       size_t error_size)
+{
+    return indexer->pg ? pg_cursor_read(indexer->pg, after_seq, durable_seq, max_bytes, visit,
+                                        context, error, error_size)
+                       : log_cursor_read(indexer->cursor, after_seq, durable_seq, max_bytes, visit,
+                                         context, error, error_size);
+}
+
+/* Why the opened index is not a prefix of the log, or NULL when it is. A log in PostgreSQL
+ * holds more than this instance may have applied yet (a follower restarted from an older
+ * snapshot): its index may be ahead of the store, and is checked against the log's rows. */
+static const char *index_mismatch(engine_indexer *indexer, char *why, size_t why_size,
+                                  bool *unreadable)
 {
     index_position position = index_position_get(indexer->index);
-    uint64_t durable = atomic_load(&indexer->db->durable_seq);
+    uint64_t durable = indexer->pg ? INDEXER_LOG_END : atomic_load(&indexer->db->durable_seq);
     if (position.applied_seq == 0)
         return 0;
     if (position.applied_seq > durable) {
@@ -86,9 +113,10 @@ static const char *index_mismatch(engine_indexer *indexer, char *why, size_t why
     }
     anchor_check check = {position.applied_seq, position.applied_hash, false, false};
     char error[512] = "";
-    int code = log_cursor_read(indexer->cursor, position.applied_seq - 1, durable, RECORD_BYTES_MAX,
-                               anchor_visit, &check, error, sizeof error);
-    if (code != COFFER_OK && code != 1)
+    int code = cursor_read(indexer, position.applied_seq - 1, durable, RECORD_BYTES_MAX,
+                           anchor_visit, &check, error, sizeof error);
+    *unreadable = code != COFFER_OK && code != 1;
+    if (*unreadable)
         snprintf(why, why_size, "the log cannot be read at its seq %llu: %s",
                  (unsigned long long)position.applied_seq, error);
     else if (!check.found)
@@ -115,10 +143,16 @@ static bool indexer_open(engine_indexer *indexer)
         fclose(probe);
     int code = index_open_cached(indexer->path, false, engine_index_cache_bytes(db),
                                  &indexer->index, why, sizeof why);
-    if (code == COFFER_OK && !index_mismatch(indexer, why, sizeof why))
+    bool unreadable = false;
+    if (code == COFFER_OK && !index_mismatch(indexer, why, sizeof why, &unreadable))
         return true;
     if (code == COFFER_OUT_OF_MEMORY)
         return false;
+    if (unreadable && indexer->pg) {
+        /* The database, not the index: keep the index for the next start to check again. */
+        engine_log(db, "index: %s; the index is off until a restart", why);
+        return false;
+    }
     engine_log(db, "index: %s is damaged (%s); rebuilding it from the log", indexer->path, why);
     index_close(indexer->index);
     indexer->index = 0;
@@ -138,18 +172,54 @@ static bool indexer_open(engine_indexer *indexer)
 /* ---- following the log ------------------------------------------------------------------------
  */
 
+/* indexer_visit's code for a record that does not follow the index's last (not a coffer code,
+ * nor a cursor's). */
+#define INDEXER_LOST (-2)
+
+static void anchor_set(engine_indexer *indexer, uint64_t seq, const uint8_t *hash)
+{
+    pthread_mutex_lock(&indexer->anchor_mutex);
+    indexer->anchor_seq = seq;
+    memcpy(indexer->anchor_hash, hash, RECORD_HASH_BYTES);
+    pthread_mutex_unlock(&indexer->anchor_mutex);
+}
+
+/* Nothing reads the index any more: it holds what the log lost. */
+static void indexer_lose(engine_indexer *indexer, const char *why)
+{
+    if (atomic_exchange(&indexer->lost, true))
+        return;
+    engine_log(indexer->db,
+               "index: %s; the index is no longer read (reads and retries of evicted records are "
+               "refused with storage_failed) and is rebuilt from the log at the next start",
+               why);
+}
+
 static int indexer_visit(const uint8_t *bytes, const record_header *header, uint32_t segment,
                          uint64_t offset, void *context)
 {
     (void)segment, (void)offset;
     engine_indexer *indexer = context;
     uint64_t started = clock_monotonic_ns();
-    uint64_t before = index_position_get(indexer->index).applied_seq;
+    index_position at = index_position_get(indexer->index);
+    uint64_t before = at.applied_seq;
+    /* The log's next record after the index's last must link to it. It does not when a
+     * PostgreSQL failover lost that record and others took its seqs. */
+    if (before > 0 && header->last_seq > before &&
+        memcmp(header->previous_hash, at.applied_hash, RECORD_HASH_BYTES) != 0) {
+        snprintf(indexer->error, sizeof indexer->error,
+                 "the log's record after seq %llu does not follow the one the index holds there "
+                 "(the log lost it: a PostgreSQL failover)",
+                 (unsigned long long)before);
+        return INDEXER_LOST;
+    }
     int code =
         index_apply_record(indexer->index, bytes, header, indexer->error, sizeof indexer->error);
     if (code != COFFER_OK)
         return code;
     uint64_t applied = index_position_get(indexer->index).applied_seq;
+    if (applied != before)
+        anchor_set(indexer, applied, header->hash);
     if (applied != before) {
         atomic_fetch_add(&indexer->records, 1);
         atomic_fetch_add(&indexer->events, applied - before); /* seqs, recorded or not */
@@ -235,7 +305,9 @@ static void *indexer_main(void *argument)
         return 0;
     }
     index_set_staging_max(indexer->index, engine_index_staging_max(db));
-    indexer->applied_at_flush = index_position_get(indexer->index).applied_seq;
+    index_position at = index_position_get(indexer->index);
+    anchor_set(indexer, at.applied_seq, at.applied_hash);
+    indexer->applied_at_flush = at.applied_seq;
     atomic_store(&indexer->applied_seq, indexer->applied_at_flush);
     atomic_store(&indexer->flushed_seq, indexer->applied_at_flush);
     /* Readable from here on, so that reads and retries of evicted ids work while the filter
@@ -248,13 +320,28 @@ static void *indexer_main(void *argument)
     atomic_store_explicit(&indexer->ready, true, memory_order_release);
     indexer->flushed_at_ms = clock_monotonic_ns() / 1000000u;
     int code = COFFER_OK;
-    while (!atomic_load(&indexer->stopping) && code == COFFER_OK) {
+    bool retrying = false; /* a log in PostgreSQL could not be read: said once, tried again */
+    while (!atomic_load(&indexer->stopping) && !atomic_load(&indexer->lost) && code == COFFER_OK) {
         uint64_t applied = index_position_get(indexer->index).applied_seq;
         uint64_t durable = atomic_load(&db->durable_seq);
         if (durable > applied) {
             char error[1024] = "";
-            code = log_cursor_read(indexer->cursor, applied, durable, INDEXER_READ_BYTES_MAX,
-                                   indexer_visit, indexer, error, sizeof error);
+            code = cursor_read(indexer, applied, durable, INDEXER_READ_BYTES_MAX, indexer_visit,
+                               indexer, error, sizeof error);
+            /* error: the cursor's reason; a failed index write leaves it empty. */
+            if (indexer->pg && error[0] &&
+                (code == COFFER_STORAGE_FAILED || code == COFFER_OVERLOADED)) {
+                /* The database is unreachable or slow for now (a failover, say): the index
+                 * waits, as the follow thread does, and reads again. */
+                if (!retrying)
+                    engine_log(db, "index: waiting for the log: %s", error);
+                retrying = true;
+                code = COFFER_OK;
+                indexer_wait(indexer, UINT64_MAX, INDEXER_IDLE_WAIT_MS);
+                continue;
+            }
+            if (code == COFFER_OK)
+                retrying = false;
             if (code == COFFER_STORAGE_FAILED && error[0])
                 snprintf(indexer->error, sizeof indexer->error, "the log: %s", error);
         } else {
@@ -263,12 +350,15 @@ static void *indexer_main(void *argument)
         if (code == COFFER_OK && indexer_flush_due(indexer, clock_monotonic_ns() / 1000000u))
             code = indexer_flush(indexer);
     }
-    atomic_store(&indexer->off, code != COFFER_OK);
-    if (code != COFFER_OK)
+    if (code == INDEXER_LOST)
+        indexer_lose(indexer, indexer->error);
+    atomic_store(&indexer->off, code != COFFER_OK || atomic_load(&indexer->lost));
+    if (code != COFFER_OK && code != INDEXER_LOST)
         engine_log(db, "index: stopped at seq %llu: %s",
                    (unsigned long long)index_position_get(indexer->index).applied_seq,
                    indexer->error);
-    else if (index_position_get(indexer->index).applied_seq != indexer->applied_at_flush &&
+    else if (code == COFFER_OK && !atomic_load(&indexer->lost) &&
+             index_position_get(indexer->index).applied_seq != indexer->applied_at_flush &&
              indexer_flush(indexer) != COFFER_OK)
         engine_log(db, "index: the last flush failed: %s", indexer->error);
     return 0;
@@ -281,6 +371,8 @@ static void indexer_free(engine_indexer *indexer)
     index_close(indexer->index);
     filter_free(&indexer->filter);
     log_cursor_close(indexer->cursor);
+    pg_cursor_close(indexer->pg);
+    pthread_mutex_destroy(&indexer->anchor_mutex);
     free(indexer->path);
     free(indexer);
 }
@@ -291,9 +383,15 @@ void indexer_start(coffer *db)
         return;
     engine_indexer *indexer = calloc(1, sizeof *indexer);
     size_t path_size = strlen(db->dir) + sizeof "/" INDEX_DIRECTORY;
-    if (indexer)
+    if (indexer) {
         indexer->path = malloc(path_size);
-    if (!indexer || !indexer->path || log_cursor_open(db->dir, &indexer->cursor) != COFFER_OK) {
+        pthread_mutex_init(&indexer->anchor_mutex, 0);
+    }
+    /* A log in PostgreSQL is read on the change feed's sessions (feed_init opened the pool). */
+    int opened = !indexer || !indexer->path ? COFFER_OUT_OF_MEMORY
+                 : db->feed_pool            ? pg_cursor_open(db->feed_pool, &indexer->pg)
+                                            : log_cursor_open(db->dir, &indexer->cursor);
+    if (opened != COFFER_OK) {
         engine_log(db, "index: out of memory; the index is off");
         if (indexer)
             indexer_free(indexer);
@@ -346,11 +444,13 @@ void indexer_stats(const coffer *db, coffer_stats *out)
     out->index_filter_bytes = engine_index_filter_bytes(db);
 }
 
-/* The index usable from the writer's thread: its thread has opened it and filled the filter. */
+/* The index usable from the writer's thread: its thread has opened it and filled the filter,
+ * and it holds nothing the log lost. */
 static engine_indexer *indexer_ready(const coffer *db)
 {
     engine_indexer *indexer = db->indexer;
-    if (!indexer || !atomic_load_explicit(&indexer->ready, memory_order_acquire))
+    if (!indexer || !atomic_load_explicit(&indexer->ready, memory_order_acquire) ||
+        atomic_load(&indexer->lost))
         return 0;
     return indexer;
 }
@@ -365,9 +465,28 @@ bool engine_index_maybe(const coffer *db, uint64_t hash)
 static engine_indexer *indexer_opened(const coffer *db)
 {
     engine_indexer *indexer = db->indexer;
-    if (!indexer || !atomic_load_explicit(&indexer->opened, memory_order_acquire))
+    if (!indexer || !atomic_load_explicit(&indexer->opened, memory_order_acquire) ||
+        atomic_load(&indexer->lost))
         return 0;
     return indexer;
+}
+
+bool engine_index_anchor(coffer *db, uint64_t *seq, uint8_t hash[RECORD_HASH_BYTES])
+{
+    engine_indexer *indexer = indexer_opened(db);
+    if (!indexer)
+        return false;
+    pthread_mutex_lock(&indexer->anchor_mutex);
+    *seq = indexer->anchor_seq;
+    memcpy(hash, indexer->anchor_hash, RECORD_HASH_BYTES);
+    pthread_mutex_unlock(&indexer->anchor_mutex);
+    return true;
+}
+
+void engine_index_lose(coffer *db, const char *why)
+{
+    if (db->indexer)
+        indexer_lose(db->indexer, why);
 }
 
 uint64_t engine_index_flushed_seq(const coffer *db)
@@ -403,7 +522,7 @@ bool engine_index_usable(const coffer *db)
 bool engine_index_expected(const coffer *db)
 {
     const engine_indexer *indexer = db->indexer;
-    return indexer && !atomic_load(&indexer->off);
+    return indexer && !atomic_load(&indexer->off) && !atomic_load(&indexer->lost);
 }
 
 void engine_index_flush_soon(coffer *db)
@@ -466,7 +585,7 @@ uint64_t engine_budget_taken(const coffer *db)
 uint64_t engine_tables_budget(const coffer *db)
 {
     uint64_t max = db->store.limits.memory_max;
-    if (!db->options.index_on || db->options.log_location)
+    if (!db->options.index_on)
         return max; /* nothing evicts: the tables have it all, as they always had */
     /* With the index on, the budget covers the whole process: the tables get what the index
      * (its filter, staging and cache) and the allowance leave, and at least a quarter. The

@@ -21,6 +21,11 @@ static uint64_t commit_round(uint64_t bytes)
     return bytes < REGION_STEP ? round_up(bytes, REGION_SMALL_STEP) : round_up(bytes, REGION_STEP);
 }
 
+uint64_t region_commit_size(uint64_t bytes)
+{
+    return bytes ? commit_round(bytes) : 0;
+}
+
 bool region_reserve(store_region *region, uint64_t bytes)
 {
     *region = (store_region){0};

@@ -56,6 +56,8 @@ bool region_reserve(store_region *region, uint64_t bytes);
 void region_release(store_region *region, region_budget *budget);
 /* Makes [0, bytes) writable. */
 region_status region_ensure(store_region *region, uint64_t bytes, region_budget *budget);
+/* What a region holding `bytes` commits at least (its step's rounding). */
+uint64_t region_commit_size(uint64_t bytes);
 /* Commits a look-ahead window past `target` bytes (of which `used` are in use) as far as the
  * budget allows, and announces it in `ahead` for populating. A bonus: it never fails. */
 void region_look_ahead(store_region *region, uint64_t used, uint64_t target, store_ranges *ahead,

@@ -385,6 +385,25 @@ int store_reserve(store *s, uint64_t accounts, uint64_t transfers, uint64_t hist
     return COFFER_OK;
 }
 
+uint64_t store_bytes_held(const store *s)
+{
+    uint64_t used[6] = {
+        [REGION_ACCOUNTS] = s->accounts_count * sizeof *s->accounts,
+        [REGION_TRANSFERS] = s->transfers_count * sizeof *s->transfers,
+        [REGION_HISTORY] = s->history_count * sizeof *s->history,
+        [REGION_EXPIRIES] = s->expiries_count * sizeof *s->expiries,
+        [REGION_HOLDS] = s->holds_count * sizeof *s->holds,
+        [REGION_ARENA] = s->arena_used,
+    };
+    uint64_t held = s->submitters_region.committed;
+    for (int i = 0; i < 6; i++)
+        held += region_commit_size(used[i]);
+    const store_index *indexes[3] = {&s->account_index, &s->transfer_index, &s->submitter_index};
+    for (int i = 0; i < 3; i++)
+        held += indexes[i]->regions[indexes[i]->current].committed;
+    return held;
+}
+
 /* ---- records ------------------------------------------------------------------------------- */
 
 uint32_t store_account_find(const store *s, const char *id, size_t id_len, uint64_t hash)

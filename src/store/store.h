@@ -327,6 +327,10 @@ typedef struct store_trim_stats {
  */
 int store_trim(store *s, uint64_t horizon, store_trim_stats *stats);
 
+/* What the tables and indexes would commit with nothing populated ahead of use (budget.used
+ * counts those windows too, which a reservation gives back before it refuses). */
+uint64_t store_bytes_held(const store *s);
+
 store_mark store_mark_get(const store *s);
 /* Truncates every table back to `mark`, unlinking history and unindexing ids appended after it.
  * Records modified in place (accounts, holds) are restored by the caller's undo log. */
