@@ -205,6 +205,7 @@ int engine_cold_replay_prepare(void *context, const record_entry *entry)
 typedef struct index_feed {
     index_db *index;
     char error[512];
+    bool unreachable; /* a log in PostgreSQL could not be read: nothing is known of the index */
     uint64_t records;
 } index_feed;
 
@@ -226,8 +227,13 @@ static int index_catch_up(coffer *db, index_feed *feed)
 {
     if (db->cluster.on) {
         index_position at = index_position_get(feed->index);
+        char error[512] = "";
         int code = follow_log_read(db, at.applied_seq, at.applied_seq ? at.applied_hash : 0,
-                                   index_feed_record, feed, feed->error, sizeof feed->error);
+                                   index_feed_record, feed, error, sizeof error);
+        if (error[0]) {
+            feed->unreachable = true;
+            snprintf(feed->error, sizeof feed->error, "%s", error);
+        }
         return code == COFFER_OK ? index_flush(feed->index, feed->error, sizeof feed->error) : code;
     }
     durable_log reader = {0};
@@ -262,8 +268,7 @@ static int index_open_caught_up(coffer *db, const char *why)
         code = index_catch_up(db, &feed);
     }
     /* A database that cannot be read says nothing about the index: keep it for the next try. */
-    bool unreachable = db->cluster.on && feed.error[0];
-    if (code != COFFER_OK && probe && !unreachable) {
+    if (code != COFFER_OK && probe && !feed.unreachable) {
         engine_log(db, "index: %s is damaged (%s); rebuilding it from the log", path,
                    feed.error[0] ? feed.error : "its last record is not one of this log");
         index_close(feed.index);

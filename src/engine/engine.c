@@ -798,9 +798,9 @@ void coffer_close(coffer *db)
 {
     if (!db)
         return;
+    follow_stop(db);        /* first: its applies and checks use the indexer and the writer */
     indexer_stop(db);       /* it reads the log, which durability_close closes */
     engine_verify_stop(db); /* before the writer: a running check waits for it */
-    follow_stop(db);        /* before the writer: the follow thread queues applies on it */
     pthread_mutex_lock(&db->mutex);
     db->stopping = true;
     pthread_cond_signal(&db->wake);

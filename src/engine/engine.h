@@ -132,6 +132,8 @@ struct coffer {
      * the writer changes it, between batches (follow.c). */
     _Atomic int role;
     engine_cluster cluster;
+    /* Asks the index thread to check its last record against the log (engine_index_recheck). */
+    _Atomic uint64_t index_epoch;
 
     /* Owned by the writer thread. */
     uint64_t last_seq;
@@ -355,11 +357,12 @@ uint64_t engine_index_flushed_seq(const coffer *db);
 index_db *engine_index_reader(const coffer *db);
 const id_filter *engine_index_filter(const coffer *db); /* the filter itself, NULL when not ready */
 uint64_t engine_index_filter_bytes(const coffer *db);
-/* engine_index_anchor: the last record the index applied (false when it is not readable).
- * engine_index_lose: the index holds a record the log lost (`why`, logged): nothing reads it
- * any more, and the next start rebuilds it. */
-bool engine_index_anchor(coffer *db, uint64_t *seq, uint8_t hash[RECORD_HASH_BYTES]);
-void engine_index_lose(coffer *db, const char *why);
+/* engine_index_recheck: rows may have left the log in PostgreSQL (the follow thread finds its
+ * place again): until the index thread has found the index's last record in the log, nothing
+ * reads the index and memory evicts nothing; when it is gone the index is no longer read, and
+ * the next start rebuilds it. */
+void engine_index_recheck(coffer *db);
+bool engine_index_lost(const coffer *db); /* the index holds a record the log lost */
 
 /* cold.c: answers for ids the store evicted. engine_cold_init registers the table with the
  * core; engine_cold_prepare empties it and looks up in the index every id of `events` (and

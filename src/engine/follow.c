@@ -240,6 +240,8 @@ int follow_log_read(coffer *db, uint64_t after_seq, const uint8_t *after_hash, w
         status = pg_log_read(c->watch, &point, FOLLOW_READ_ROWS, visit_row, &v, &read);
         if (read == 0)
             break;
+        if (c->lease && pg_log_leading(c->lease))
+            pg_log_heartbeat(c->lease); /* a leader's open: its lease must outlast the read */
     }
     if (status != PG_LOG_OK) {
         snprintf(error, error_size, "the log in PostgreSQL: %s (%s)", pg_log_error(c->watch),
@@ -328,26 +330,6 @@ static int rebuild(coffer *db, void *context)
     return COFFER_OK;
 }
 
-/* The store's last record was lost: was the index's too? An index that holds a record the log
- * no longer has would answer for transfers that never happened; it is no longer read. */
-static void index_in_log(coffer *db)
-{
-    uint64_t seq = 0;
-    uint8_t hash[RECORD_HASH_BYTES];
-    if (!engine_index_anchor(db, &seq, hash) || seq == 0)
-        return;
-    bool present = false;
-    pg_log_point at;
-    if (pg_log_find(db->cluster.watch, seq, hash, &present, &at) == PG_LOG_OK && !present) {
-        char why[160];
-        snprintf(why, sizeof why,
-                 "the log in PostgreSQL no longer holds the record ending at seq %llu that the "
-                 "index holds",
-                 (unsigned long long)seq);
-        engine_index_lose(db, why);
-    }
-}
-
 /* Finds the row of the log the store stands at. When the log no longer holds the record the
  * store ends with (a PostgreSQL failover lost it, or the snapshot is of another ledger), the
  * store is rebuilt from the newest local snapshot the log holds, or from nothing when it holds
@@ -356,6 +338,9 @@ static void index_in_log(coffer *db)
 static int follow_locate(coffer *db, bool on_writer)
 {
     engine_cluster *c = &db->cluster;
+    /* A reconnect may follow a failover that lost rows the index holds, even when the store's
+     * own last record is still in the log (the index runs ahead of a rebuilt store). */
+    engine_index_recheck(db);
     for (int attempt = 0; attempt < 3; attempt++) {
         bool present = false;
         pg_log_point at;
@@ -374,7 +359,6 @@ static int follow_locate(coffer *db, bool on_writer)
                    "another ledger): rebuilding from %s",
                    (unsigned long long)c->applied.last_seq,
                    plan.from_snapshot ? "the newest local snapshot it holds" : "the log alone");
-        index_in_log(db);
         if (run(db, rebuild, &plan, on_writer) != COFFER_OK)
             return PG_LOG_FAILED;
         if (plan.status != PG_LOG_OK)
@@ -545,7 +529,9 @@ static void follow_round(coffer *db, follow_state *state, uint64_t now_ns)
     }
     if (code != COFFER_OK)
         return;
-    if (now_ns >= state->next_try_ns) {
+    /* An instance whose index holds what the log lost could not answer for evicted ids: it
+     * leaves the lease to the others until a restart rebuilds its index. */
+    if (now_ns >= state->next_try_ns && !engine_index_lost(db)) {
         state->next_try_ns = now_ns + (uint64_t)c->lease_ms * 1000000u / 4;
         follow_try_lead(db, state);
     }

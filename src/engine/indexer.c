@@ -5,9 +5,11 @@
  * acknowledgements. At start it checks that the index is a prefix of this log (its applied seq
  * and that record's hash) and rebuilds it when not; afterwards every record it applies must
  * link to the one before. The index is derived data: its failures are logged and stop the
- * index, never the engine. An index that holds a record the log no longer has (a PostgreSQL
- * failover lost it) is worse than none: it is no longer read at all, and the next start
- * rebuilds it.
+ * index, never the engine. With a log in PostgreSQL, rows can leave the log (a failover to a
+ * standby that had not received them): each time the follow thread finds its place in the log
+ * again it asks for a check (engine_index_recheck), and until the index's last record is found
+ * in the log nothing reads it and memory evicts nothing. An index that holds a record the log
+ * no longer has is worse than none: it is no longer read at all, and the next start rebuilds it.
  */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include <stdio.h>
@@ -37,6 +39,9 @@
 #define INDEXER_IDLE_WAIT_MS 1000
 /* A log in PostgreSQL: the anchor check's read is bounded by the log's end, not a durable seq. */
 #define INDEXER_LOG_END UINT64_MAX
+/* A log in PostgreSQL: after a read that took everything applied, the next waits this long, so
+ * that single requests' small records are read a batch at a time, not a query per commit. */
+#define INDEXER_PG_READ_EVERY_MS 100u
 
 struct engine_indexer {
     coffer *db;
@@ -49,10 +54,9 @@ struct engine_indexer {
     atomic_bool off; /* the thread gave up (logged): nothing more is indexed until a restart */
     /* The index holds a record the log no longer has: nothing reads it any more (logged). */
     atomic_bool lost;
-    /* The last record the index applied, for engine_index_anchor (other threads). */
-    pthread_mutex_t anchor_mutex;
-    uint64_t anchor_seq;
-    uint8_t anchor_hash[RECORD_HASH_BYTES];
+    /* The db->index_epoch at which the index's last record was last found in the log: the
+     * index is read only while it is the current one (always, with a local log). */
+    _Atomic uint64_t checked_epoch;
     _Atomic uint64_t applied_seq, flushed_seq, records, events, write_ns;
     uint64_t bytes_since_flush, applied_at_flush;
     uint64_t flushed_at_ms;
@@ -131,9 +135,11 @@ static const char *index_mismatch(engine_indexer *indexer, char *why, size_t why
 }
 
 /* Opens the index, or rebuilds it from nothing when it is missing, unreadable, of another
- * format or not a prefix of this log; says which. false when even a new one cannot open. */
-static bool indexer_open(engine_indexer *indexer)
+ * format or not a prefix of this log; says which. false when even a new one cannot open, or
+ * (*retry) when a log in PostgreSQL could not be read to check it. */
+static bool indexer_open(engine_indexer *indexer, bool *retry)
 {
+    *retry = false;
     coffer *db = indexer->db;
     char why[1024] = "";
     FILE *probe = fopen(indexer->path, "r");
@@ -149,8 +155,11 @@ static bool indexer_open(engine_indexer *indexer)
     if (code == COFFER_OUT_OF_MEMORY)
         return false;
     if (unreadable && indexer->pg) {
-        /* The database, not the index: keep the index for the next start to check again. */
-        engine_log(db, "index: %s; the index is off until a restart", why);
+        /* The database, not the index: close it, and check again after a wait. */
+        engine_log(db, "index: %s; checking again in a second", why);
+        index_close(indexer->index);
+        indexer->index = 0;
+        *retry = true;
         return false;
     }
     engine_log(db, "index: %s is damaged (%s); rebuilding it from the log", indexer->path, why);
@@ -176,14 +185,6 @@ static bool indexer_open(engine_indexer *indexer)
  * nor a cursor's). */
 #define INDEXER_LOST (-2)
 
-static void anchor_set(engine_indexer *indexer, uint64_t seq, const uint8_t *hash)
-{
-    pthread_mutex_lock(&indexer->anchor_mutex);
-    indexer->anchor_seq = seq;
-    memcpy(indexer->anchor_hash, hash, RECORD_HASH_BYTES);
-    pthread_mutex_unlock(&indexer->anchor_mutex);
-}
-
 /* Nothing reads the index any more: it holds what the log lost. */
 static void indexer_lose(engine_indexer *indexer, const char *why)
 {
@@ -208,9 +209,9 @@ static int indexer_visit(const uint8_t *bytes, const record_header *header, uint
     if (before > 0 && header->last_seq > before &&
         memcmp(header->previous_hash, at.applied_hash, RECORD_HASH_BYTES) != 0) {
         snprintf(indexer->error, sizeof indexer->error,
-                 "the log's record after seq %llu does not follow the one the index holds there "
-                 "(the log lost it: a PostgreSQL failover)",
-                 (unsigned long long)before);
+                 "the log's record after seq %llu does not follow the one the index holds there%s",
+                 (unsigned long long)before,
+                 indexer->pg ? " (the log lost it: a PostgreSQL failover)" : "");
         return INDEXER_LOST;
     }
     int code =
@@ -218,8 +219,6 @@ static int indexer_visit(const uint8_t *bytes, const record_header *header, uint
     if (code != COFFER_OK)
         return code;
     uint64_t applied = index_position_get(indexer->index).applied_seq;
-    if (applied != before)
-        anchor_set(indexer, applied, header->hash);
     if (applied != before) {
         atomic_fetch_add(&indexer->records, 1);
         atomic_fetch_add(&indexer->events, applied - before); /* seqs, recorded or not */
@@ -255,9 +254,11 @@ static int indexer_flush(engine_indexer *indexer)
     return code;
 }
 
-/* Sleeps until the log has a durable seq after `applied`, a stop, or the timeout. The log
- * thread signals feed_wake after each sync when someone counts in feed_waiters. */
-static void indexer_wait(engine_indexer *indexer, uint64_t applied, uint64_t timeout_ms)
+/* Sleeps until the log has a durable seq after `applied`, a stop, the timeout, or (when
+ * `recheck_wakes`) a check asked by engine_index_recheck. The log thread signals feed_wake after
+ * each sync when someone counts in feed_waiters. UINT64_MAX: a plain sleep. */
+static void indexer_wait(engine_indexer *indexer, uint64_t applied, uint64_t timeout_ms,
+                         bool recheck_wakes)
 {
     coffer *db = indexer->db;
     struct timespec deadline;
@@ -268,8 +269,10 @@ static void indexer_wait(engine_indexer *indexer, uint64_t applied, uint64_t tim
     pthread_mutex_lock(&db->feed_mutex);
     atomic_fetch_add(&db->feed_waiters, 1);
     int status = 0;
-    while (atomic_load(&db->durable_seq) <= applied && !atomic_load(&indexer->stopping) &&
-           status == 0)
+    while (
+        atomic_load(&db->durable_seq) <= applied && !atomic_load(&indexer->stopping) &&
+        (!recheck_wakes || atomic_load(&db->index_epoch) == atomic_load(&indexer->checked_epoch)) &&
+        status == 0)
         status = pthread_cond_timedwait(&db->feed_wake, &db->feed_mutex, &deadline);
     atomic_fetch_sub(&db->feed_waiters, 1);
     pthread_mutex_unlock(&db->feed_mutex);
@@ -295,19 +298,47 @@ static bool indexer_filter_fill(engine_indexer *indexer)
     return true;
 }
 
+/* With a log in PostgreSQL, once the follow thread asked (a new db->index_epoch): is the
+ * index's last record still in the log? COFFER_OK (it is, or nothing was asked), INDEXER_LOST
+ * (it is not: indexer->error says why), or overloaded (the log cannot be read now). */
+static int indexer_recheck(engine_indexer *indexer)
+{
+    uint64_t epoch = atomic_load(&indexer->db->index_epoch);
+    if (atomic_load(&indexer->checked_epoch) == epoch)
+        return COFFER_OK;
+    char why[1024] = "";
+    bool unreadable = false;
+    if (index_mismatch(indexer, why, sizeof why, &unreadable)) {
+        if (unreadable)
+            return COFFER_OVERLOADED;
+        snprintf(indexer->error, sizeof indexer->error,
+                 "its last record is no longer in the log in PostgreSQL: %s", why);
+        return INDEXER_LOST;
+    }
+    atomic_store(&indexer->checked_epoch, epoch);
+    return COFFER_OK;
+}
+
 static void *indexer_main(void *argument)
 {
     engine_indexer *indexer = argument;
     coffer *db = indexer->db;
     pthread_setname_np(pthread_self(), "coffer-index"); /* as ps, top and perf show it */
-    if (!indexer->index && !indexer_open(indexer)) {
-        atomic_store(&indexer->off, true);
-        return 0;
+    while (!indexer->index) {
+        uint64_t epoch = atomic_load(&db->index_epoch); /* what the open's check answers */
+        bool retry = false;
+        if (indexer_open(indexer, &retry)) {
+            atomic_store(&indexer->checked_epoch, epoch);
+            break;
+        }
+        if (!retry || atomic_load(&indexer->stopping)) {
+            atomic_store(&indexer->off, true);
+            return 0;
+        }
+        indexer_wait(indexer, UINT64_MAX, INDEXER_IDLE_WAIT_MS, false);
     }
     index_set_staging_max(indexer->index, engine_index_staging_max(db));
-    index_position at = index_position_get(indexer->index);
-    anchor_set(indexer, at.applied_seq, at.applied_hash);
-    indexer->applied_at_flush = at.applied_seq;
+    indexer->applied_at_flush = index_position_get(indexer->index).applied_seq;
     atomic_store(&indexer->applied_seq, indexer->applied_at_flush);
     atomic_store(&indexer->flushed_seq, indexer->applied_at_flush);
     /* Readable from here on, so that reads and retries of evicted ids work while the filter
@@ -322,6 +353,13 @@ static void *indexer_main(void *argument)
     int code = COFFER_OK;
     bool retrying = false; /* a log in PostgreSQL could not be read: said once, tried again */
     while (!atomic_load(&indexer->stopping) && !atomic_load(&indexer->lost) && code == COFFER_OK) {
+        if (indexer->pg && (code = indexer_recheck(indexer)) != COFFER_OK) {
+            if (code != COFFER_OVERLOADED)
+                break;
+            code = COFFER_OK; /* the log cannot be read now: check again after a wait */
+            indexer_wait(indexer, UINT64_MAX, INDEXER_IDLE_WAIT_MS, false);
+            continue;
+        }
         uint64_t applied = index_position_get(indexer->index).applied_seq;
         uint64_t durable = atomic_load(&db->durable_seq);
         if (durable > applied) {
@@ -337,15 +375,21 @@ static void *indexer_main(void *argument)
                     engine_log(db, "index: waiting for the log: %s", error);
                 retrying = true;
                 code = COFFER_OK;
-                indexer_wait(indexer, UINT64_MAX, INDEXER_IDLE_WAIT_MS);
+                indexer_wait(indexer, UINT64_MAX, INDEXER_IDLE_WAIT_MS, false);
                 continue;
             }
             if (code == COFFER_OK)
                 retrying = false;
             if (code == COFFER_STORAGE_FAILED && error[0])
                 snprintf(indexer->error, sizeof indexer->error, "the log: %s", error);
+            uint64_t now = index_position_get(indexer->index).applied_seq;
+            /* Nothing ended where it could read (a store ahead of the log it follows), or a
+             * log in PostgreSQL read to what is applied: wait rather than query again now. */
+            if (code == COFFER_OK && (now == applied || (indexer->pg && now >= durable &&
+                                                         !atomic_load(&indexer->flush_soon))))
+                indexer_wait(indexer, UINT64_MAX, INDEXER_PG_READ_EVERY_MS, true);
         } else {
-            indexer_wait(indexer, applied, INDEXER_IDLE_WAIT_MS);
+            indexer_wait(indexer, applied, INDEXER_IDLE_WAIT_MS, true);
         }
         if (code == COFFER_OK && indexer_flush_due(indexer, clock_monotonic_ns() / 1000000u))
             code = indexer_flush(indexer);
@@ -372,7 +416,6 @@ static void indexer_free(engine_indexer *indexer)
     filter_free(&indexer->filter);
     log_cursor_close(indexer->cursor);
     pg_cursor_close(indexer->pg);
-    pthread_mutex_destroy(&indexer->anchor_mutex);
     free(indexer->path);
     free(indexer);
 }
@@ -383,10 +426,8 @@ void indexer_start(coffer *db)
         return;
     engine_indexer *indexer = calloc(1, sizeof *indexer);
     size_t path_size = strlen(db->dir) + sizeof "/" INDEX_DIRECTORY;
-    if (indexer) {
+    if (indexer)
         indexer->path = malloc(path_size);
-        pthread_mutex_init(&indexer->anchor_mutex, 0);
-    }
     /* A log in PostgreSQL is read on the change feed's sessions (feed_init opened the pool). */
     int opened = !indexer || !indexer->path ? COFFER_OUT_OF_MEMORY
                  : db->feed_pool            ? pg_cursor_open(db->feed_pool, &indexer->pg)
@@ -403,6 +444,8 @@ void indexer_start(coffer *db)
     /* Recovery opened the index and brought it to the log's end already: readable at once. */
     indexer->index = engine_cold_recovery_end(db);
     if (indexer->index) {
+        /* Recovery checked it against the log. */
+        atomic_store(&indexer->checked_epoch, atomic_load(&db->index_epoch));
         uint64_t applied = index_position_get(indexer->index).applied_seq;
         atomic_store(&indexer->applied_seq, applied);
         atomic_store(&indexer->flushed_seq, applied);
@@ -444,13 +487,21 @@ void indexer_stats(const coffer *db, coffer_stats *out)
     out->index_filter_bytes = engine_index_filter_bytes(db);
 }
 
+/* Nothing the log lost, as far as is known: its last record was found in the log since the
+ * follow thread last asked. */
+static bool indexer_checked(const engine_indexer *indexer)
+{
+    return !atomic_load(&indexer->lost) &&
+           atomic_load(&indexer->checked_epoch) == atomic_load(&indexer->db->index_epoch);
+}
+
 /* The index usable from the writer's thread: its thread has opened it and filled the filter,
  * and it holds nothing the log lost. */
 static engine_indexer *indexer_ready(const coffer *db)
 {
     engine_indexer *indexer = db->indexer;
     if (!indexer || !atomic_load_explicit(&indexer->ready, memory_order_acquire) ||
-        atomic_load(&indexer->lost))
+        !indexer_checked(indexer))
         return 0;
     return indexer;
 }
@@ -466,27 +517,24 @@ static engine_indexer *indexer_opened(const coffer *db)
 {
     engine_indexer *indexer = db->indexer;
     if (!indexer || !atomic_load_explicit(&indexer->opened, memory_order_acquire) ||
-        atomic_load(&indexer->lost))
+        !indexer_checked(indexer))
         return 0;
     return indexer;
 }
 
-bool engine_index_anchor(coffer *db, uint64_t *seq, uint8_t hash[RECORD_HASH_BYTES])
+bool engine_index_lost(const coffer *db)
 {
-    engine_indexer *indexer = indexer_opened(db);
-    if (!indexer)
-        return false;
-    pthread_mutex_lock(&indexer->anchor_mutex);
-    *seq = indexer->anchor_seq;
-    memcpy(hash, indexer->anchor_hash, RECORD_HASH_BYTES);
-    pthread_mutex_unlock(&indexer->anchor_mutex);
-    return true;
+    return db->indexer && atomic_load(&db->indexer->lost);
 }
 
-void engine_index_lose(coffer *db, const char *why)
+void engine_index_recheck(coffer *db)
 {
-    if (db->indexer)
-        indexer_lose(db->indexer, why);
+    atomic_fetch_add(&db->index_epoch, 1);
+    if (!db->feed_ready)
+        return; /* at the open: the index is not running yet */
+    pthread_mutex_lock(&db->feed_mutex);
+    pthread_cond_broadcast(&db->feed_wake); /* the index thread waits there */
+    pthread_mutex_unlock(&db->feed_mutex);
 }
 
 uint64_t engine_index_flushed_seq(const coffer *db)

@@ -137,6 +137,10 @@ int cold_transfer_get(const store *s, index_db *index, const id_filter *filter, 
         return COFFER_TRANSFER_NOT_FOUND; /* most ids never recorded: no RocksDB read */
     index_transfer found;
     int code = index_get_transfer(index, id, length, &found);
+    /* The index may run ahead of memory (a cluster follower rebuilt from an older snapshot):
+     * a record past the eviction is memory's to answer for, and memory does not hold it yet. */
+    if (code == COFFER_OK && found.transfer.seq > s->trimmed_seq)
+        return COFFER_TRANSFER_NOT_FOUND;
     if (code == COFFER_OK)
         *out = found.transfer;
     return code;
