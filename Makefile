@@ -49,11 +49,16 @@ soak: build
 
 # Each fault of tests/integration/test_failover.py (kill -9 of the leader, SIGSTOP/SIGCONT of the
 # leader, loss of the PostgreSQL primary and promotion of its standby) SOAK_ROUNDS times instead
-# of the once of `make test`: about 10 s a round, 25 minutes for 50. Needs PostgreSQL 15 (deps).
+# of the once of `make test`, then the same on instances with a 16 MiB memory budget that evict
+# (test_failover_evict, not in `make test`: its SIGSTOP fault failed in 2 of 17 rounds, a write
+# sent to the paused leader acknowledged, not yet explained; see docs/cluster.md):
+# about 10 s a round each, 50 minutes for 50. Needs PostgreSQL 15 (deps).
 SOAK_ROUNDS ?= 50
 soak-cluster: build
 	cd tests/integration && COFFER_BINARY=$(CURDIR)/build/coffer PYTHONDONTWRITEBYTECODE=1 \
 		COFFER_FAILOVER_ROUNDS=$(SOAK_ROUNDS) python3 -m unittest -v test_failover
+	cd tests/integration && COFFER_BINARY=$(CURDIR)/build/coffer PYTHONDONTWRITEBYTECODE=1 \
+		COFFER_FAILOVER_ROUNDS=$(SOAK_ROUNDS) python3 -m unittest -v test_failover_evict
 
 # docs/operations.md's cluster with Patroni, on loopback: one etcd, three Patroni nodes with the
 # documented settings, two coffer instances; while a client writes, the Patroni primary's machine

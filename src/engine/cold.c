@@ -58,8 +58,13 @@ int engine_cold_init(coffer *db)
     db->cold = calloc(1, sizeof *db->cold);
     if (!db->cold)
         return COFFER_OUT_OF_MEMORY;
-    ledger_set_cold(&db->ledger, cold_find, db->cold);
+    engine_cold_attach(db);
     return COFFER_OK;
+}
+
+void engine_cold_attach(coffer *db)
+{
+    ledger_set_cold(&db->ledger, cold_find, db->cold);
 }
 
 void engine_cold_free(coffer *db)

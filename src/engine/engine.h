@@ -373,6 +373,8 @@ void engine_cold_free(coffer *db);
 int engine_cold_prepare(coffer *db, const coffer_event *events, size_t count);
 /* The same for a replayer's `prepare` (context: the coffer). */
 int engine_cold_replay_prepare(void *context, const record_entry *entry);
+/* Points the ledger at the cold table (engine_cold_init does; so must a ledger made anew). */
+void engine_cold_attach(coffer *db);
 /* Recovery and the index (cold.c): _begin, after the snapshot is loaded, opens the index and
  * brings it to the log's end when the snapshot evicted records; _evict, after each replayed
  * record, evicts what the replay applied once memory passes 3/4 of its budget (bringing the

@@ -20,6 +20,9 @@
 #define FOLLOW_READ_ROWS 1024u         /* rows handed to the writer at a time, at most */
 #define MEMBERS_EVERY_NS 1000000000ull /* this instance says it is alive that often */
 #define MEMBERS_WITHIN_MS 10000u       /* members seen that recently are listed */
+/* A follower that won the lease waits this long at most for its index, when memory is full,
+ * to catch up to its term row. */
+#define FOLLOW_PROMOTE_WAIT_NS 30000000000ull
 
 /* Rows read from the log, copied (pg_log's are valid only during the visit) for the writer. */
 typedef struct follow_row {
@@ -265,6 +268,8 @@ static int store_reset(coffer *db)
     int code = store_init(&db->store, &limits);
     if (code == COFFER_OK)
         code = ledger_init(&db->ledger, &db->store);
+    if (code == COFFER_OK)
+        engine_cold_attach(db); /* a new ledger asks the cold table again */
     if (prefaulting)
         prefault_start(&db->prefault);
     db->last_seq = db->last_timestamp = 0;
@@ -420,6 +425,30 @@ static int lease_session(coffer *db, char *error, size_t error_size)
     return pg_log_open(db->options.log_location, &options, &c->lease, error, error_size);
 }
 
+/* Sleeps FOLLOW_WAIT_MS, or until the close (c->wake). */
+static void follow_sleep(engine_cluster *c)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_nsec += FOLLOW_WAIT_MS * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&c->mutex);
+    if (!c->stopping)
+        pthread_cond_timedwait(&c->wake, &c->mutex, &deadline);
+    pthread_mutex_unlock(&c->mutex);
+}
+
+static bool follow_stopping(engine_cluster *c)
+{
+    pthread_mutex_lock(&c->mutex);
+    bool stopping = c->stopping;
+    pthread_mutex_unlock(&c->mutex);
+    return stopping;
+}
+
 /* Every quarter of the lease: a follower tries to lead. Having won, it catches up with the log
  * to its own term row and the writer promotes it; otherwise it learns that a leader lives. */
 static void follow_try_lead(coffer *db, follow_state *state)
@@ -442,6 +471,14 @@ static void follow_try_lead(coffer *db, follow_state *state)
     atomic_store(&db->role, COFFER_ROLE_CANDIDATE);
     int code = COFFER_OK;
     status = follow_read(db, true, &code, 0);
+    /* Memory full of what the index does not hold yet: the catch-up to the term row waits for
+     * it, keeping the lease, rather than give the lease up (bounded). */
+    uint64_t deadline_ns = clock_monotonic_ns() + FOLLOW_PROMOTE_WAIT_NS;
+    while (status == PG_LOG_OK && code == COFFER_OVERLOADED && clock_monotonic_ns() < deadline_ns &&
+           !follow_stopping(c) && pg_log_heartbeat(c->lease) == PG_LOG_OK) {
+        follow_sleep(c);
+        status = follow_read(db, true, &code, 0);
+    }
     if (status == PG_LOG_OK && code == COFFER_OK)
         code = engine_run_on_writer(db, promote, 0, false);
     if (status != PG_LOG_OK || code != COFFER_OK) {
@@ -554,25 +591,7 @@ static void lead_round(coffer *db, follow_state *state)
         pthread_cond_signal(&db->wake);
         pthread_mutex_unlock(&db->mutex);
     }
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_nsec += FOLLOW_WAIT_MS * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&c->mutex);
-    if (!c->stopping)
-        pthread_cond_timedwait(&c->wake, &c->mutex, &deadline);
-    pthread_mutex_unlock(&c->mutex);
-}
-
-static bool follow_stopping(engine_cluster *c)
-{
-    pthread_mutex_lock(&c->mutex);
-    bool stopping = c->stopping;
-    pthread_mutex_unlock(&c->mutex);
-    return stopping;
+    follow_sleep(c);
 }
 
 static void *follow_main(void *argument)
@@ -594,7 +613,9 @@ static void *follow_main(void *argument)
         if (!atomic_load(&db->storage_failed))
             follow_round(db, &state, now_ns);
         bool woken = false;
-        if (atomic_load(&db->role) != COFFER_ROLE_LEADER)
+        if (c->paused)
+            follow_sleep(c); /* memory waits for the index: a NOTIFY would only read it again */
+        else if (atomic_load(&db->role) != COFFER_ROLE_LEADER)
             pg_log_wait(c->watch, FOLLOW_WAIT_MS, &woken);
     }
     return 0;

@@ -560,8 +560,9 @@ class Cluster:
     and `count` instances of `coffer serve --log` on it. `seq` is the highest Coffer-Seq any
     ClusterClient of this cluster has seen: the floor of their reads (see ClusterClient)."""
 
-    def __init__(self, count=3):
+    def __init__(self, count=3, member_args=()):
         self.count = count
+        self.member_args = list(member_args)  # for every `coffer serve`, after --log
         self.pg_dir = None
         self.env = {}
         self.members = []
@@ -574,7 +575,7 @@ class Cluster:
         self.pg_dir, self.env = pg_cluster_start()
         try:
             for _ in range(self.count):
-                member = Member(args=["--log", self.env["MULTI_CONNINFO"]])
+                member = Member(args=["--log", self.env["MULTI_CONNINFO"]] + self.member_args)
                 self.members.append(member)
                 member.start()
         except BaseException:

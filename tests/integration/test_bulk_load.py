@@ -1,7 +1,7 @@
 """Big batches do not starve small requests: one client posts single transfers, in turns alone
 and while two other clients loop on batches of 8,190 transfers. Over the turns, the
-single-transfer rate beside the batches must stay at least a tenth of the rate alone (it fell
-to about a seventy-fifth when the network thread decoded and encoded the batches itself)."""
+single-transfer rate beside the batches must stay at least a twentieth of the rate alone (it
+fell to about a seventy-fifth when the network thread decoded and encoded the batches itself)."""
 
 import json
 import subprocess
@@ -18,8 +18,10 @@ TURN_S = 2
 # A generous bound: on this kind of machine (two cores shared with other work) the load of
 # the moment moves either rate several times over; turns that alternate share it out between
 # the two. The starvation this test is about cut the rate some 75 times (and 10 to 200 times
-# on a busy machine).
-RATE_FRACTION_MIN = 1 / 10
+# on a busy machine). A tenth was once missed by a clean CI run (1,378/s beside the batches
+# against 14,246/s alone, 9.7%), with the on-disk index writing the batches' transfers on the
+# same two cores: a twentieth still fails that starvation nearly four times over.
+RATE_FRACTION_MIN = 1 / 20
 
 
 class BigBatchesBesideSingles(ServerTestCase):

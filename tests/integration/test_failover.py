@@ -125,9 +125,11 @@ class Failover(unittest.TestCase):
     """The tests run in the order of their names, each fault ROUNDS times; every check counts
     the transfers of every load so far."""
 
+    member_args = ()  # for each `coffer serve` (test_failover_evict sets a memory budget)
+
     @classmethod
     def setUpClass(cls):
-        cls.cluster = Cluster(3).start()
+        cls.cluster = Cluster(3, member_args=cls.member_args).start()
         cls.members, cls.loads = cls.cluster.members, []
         cls.pg_dir = cls.cluster.pg_dir
         try:

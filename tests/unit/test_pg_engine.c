@@ -19,7 +19,7 @@
 
 #include "files.h"
 #include "pg_cluster.h"
-#include "unit/support.h"
+#include "unit/pg_support.h"
 
 enum {
     WATCHDOG_SECONDS = 170,
@@ -32,18 +32,9 @@ enum {
 
 static char conninfo_base[640];
 
-/* Runs one statement on the primary; returns whether it succeeded. */
 static bool sql(const char *statement)
 {
-    PGconn *conn = PQconnectdb(conninfo_base);
-    PGresult *result = PQexec(conn, statement);
-    ExecStatusType status = PQresultStatus(result);
-    bool ok = status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK;
-    if (!ok)
-        fprintf(stderr, "%s: %s", statement, PQerrorMessage(conn));
-    PQclear(result);
-    PQfinish(conn);
-    return ok;
+    return pg_sql(conninfo_base, statement);
 }
 
 /* A fresh schema per test, and a data directory. */
@@ -256,33 +247,6 @@ static void test_workload_survives_reopen_from_snapshot_and_from_log(void **unus
     assert_int_equal(transfer(e.db, "after-reopen", "account-0", "account-1", 5).code,
                      COFFER_CREATED);
     coffer_close(e.db);
-}
-
-static uint64_t now_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
-}
-
-static coffer_cluster_status cluster_of(coffer *db)
-{
-    coffer_cluster_status status;
-    assert_int_equal(coffer_cluster_get(db, &status), COFFER_OK);
-    return status;
-}
-
-/* Waits, bounded, until `db` has the role; the milliseconds it took, or fails the test. */
-static uint64_t wait_role(coffer *db, int role, uint64_t bound_ms)
-{
-    uint64_t start = now_ms();
-    while (cluster_of(db).role != role) {
-        if (now_ms() - start > bound_ms)
-            fail_msg("not %s after %llu ms (role %s)", coffer_role_name(role),
-                     (unsigned long long)bound_ms, coffer_role_name(cluster_of(db).role));
-        usleep(10 * 1000);
-    }
-    return now_ms() - start;
 }
 
 /* Waits, bounded, until the follower has applied what `leader` has. */
@@ -533,23 +497,6 @@ static void test_follower_applies_then_takes_over_and_restarts(void **unused)
 
 /* A session of the test itself, on the test's schema, that queues for the log's lease: it gets
  * it as soon as the leader's session lets go, before any follower's next try. */
-static PGconn *queue_for_lease(const pg_engine *e)
-{
-    PGconn *conn = PQconnectdb(e->conninfo);
-    assert_int_equal(PQsendQuery(conn, "SELECT pg_advisory_lock(1128680519,"
-                                       " hashtext(coalesce(current_schema(), '')))"),
-                     1);
-    return conn;
-}
-
-static void lease_taken(PGconn *conn)
-{
-    PGresult *result = PQgetResult(conn); /* waits for the lock */
-    assert_int_equal(PQresultStatus(result), PGRES_TUPLES_OK);
-    PQclear(result);
-    assert_null(PQgetResult(conn));
-}
-
 static void test_follower_rebuilds_when_the_log_lost_what_it_applied(void **unused)
 {
     (void)unused;
@@ -566,7 +513,7 @@ static void test_follower_rebuilds_when_the_log_lost_what_it_applied(void **unus
     }
     wait_applied(follower, e.db);
     /* The leader goes, and the lease stays taken (by this test), so the follower follows on. */
-    PGconn *lease = queue_for_lease(&e);
+    PGconn *lease = queue_for_lease(e.conninfo);
     coffer_close(e.db);
     lease_taken(lease);
     assert_int_equal(cluster_of(follower).role, COFFER_ROLE_FOLLOWER);
@@ -635,7 +582,7 @@ static void test_feed_reads_the_record_that_took_a_lost_ones_position(void **unu
     assert_int_equal(next_after, first); /* it stopped inside the record */
 
     /* A failover loses the last two records; the follower rebuilds and then leads. */
-    PGconn *lease = queue_for_lease(&e);
+    PGconn *lease = queue_for_lease(e.conninfo);
     coffer_close(e.db);
     lease_taken(lease);
     assert_true(sql("DELETE FROM retaken.coffer_log WHERE position >"
@@ -739,7 +686,7 @@ static void test_follower_rebuilds_from_the_newest_snapshot_the_log_holds(void *
     payments(e.db, follower, 8, 2);
     assert_snapshot_kept(follower_dir, older);
     assert_snapshot_kept(follower_dir, newer);
-    PGconn *lease = queue_for_lease(&e);
+    PGconn *lease = queue_for_lease(e.conninfo);
     coffer_close(e.db);
     lease_taken(lease);
     log_clear(&log);
@@ -806,7 +753,7 @@ static void test_holds_expire_from_the_leaders_log_only(void **unused)
                      COFFER_CREATED);
     wait_applied(follower, e.db);
     /* The leader goes before the hold is due, and the lease stays taken: nobody leads. */
-    PGconn *lease = queue_for_lease(&e);
+    PGconn *lease = queue_for_lease(e.conninfo);
     coffer_close(e.db);
     lease_taken(lease);
     usleep(1500 * 1000);

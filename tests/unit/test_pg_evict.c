@@ -3,12 +3,12 @@
  * budget (16 MiB): the leader and a follower each keep the on-disk index and evict what it
  * holds. A follower that starts behind catches up through its budget (evicting as recovery
  * does), then follows the leader's writes evicting as it goes; on both, every sampled id
- * replays or reads back as recorded and an account's whole history reads back; when the leader
+ * replays or reads back as recorded and an account's whole history reads back; a leader whose
+ * session is killed steps down and rebuilds its evicted memory as a follower; when the leader
  * closes the follower takes over and answers retries of evicted ids with their original
  * outcome; a restart recovers from a snapshot taken after an eviction. A follower whose index
  * holds records a failover lost stops reading it and leaves the lease to others, and a restart
- * rebuilds it. Without
- * PostgreSQL's binaries the program says so and exits 77 (skipped).
+ * rebuilds it. Without PostgreSQL's binaries the program says so and exits 77 (skipped).
  */
 #include <time.h>
 #include <unistd.h>
@@ -17,7 +17,7 @@
 
 #include "files.h"
 #include "pg_cluster.h"
-#include "unit/support.h"
+#include "unit/pg_support.h"
 
 enum {
     WATCHDOG_SECONDS = 170,
@@ -27,7 +27,7 @@ enum {
     BATCH = 1000,
     FIRST_WAVE = 150000,  /* before the follower starts: more than 16 MiB holds */
     SECOND_WAVE = 100000, /* while it follows */
-    THIRD_WAVE = 5000,    /* after the takeover */
+    THIRD_WAVE = 5000,    /* after the takeover (and one id more, refused) */
     LOST_WAVE = 60000,    /* the second case: enough to evict */
     SAMPLE_EVERY = 997,
     WATCHED_ACCOUNT = 7,
@@ -43,21 +43,13 @@ typedef struct kept {
     uint64_t seq;
 } kept;
 
-static kept samples[(FIRST_WAVE + SECOND_WAVE + THIRD_WAVE) / SAMPLE_EVERY + 1];
+static kept samples[(FIRST_WAVE + SECOND_WAVE + THIRD_WAVE) / SAMPLE_EVERY + 2];
 static size_t samples_count;
 static uint32_t watched_transfers; /* transfers to the watched account */
 
 static bool sql(const char *statement)
 {
-    PGconn *conn = PQconnectdb(conninfo_base);
-    PGresult *result = PQexec(conn, statement);
-    ExecStatusType status = PQresultStatus(result);
-    bool ok = status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK;
-    if (!ok)
-        fprintf(stderr, "%s: %s", statement, PQerrorMessage(conn));
-    PQclear(result);
-    PQfinish(conn);
-    return ok;
+    return pg_sql(conninfo_base, statement);
 }
 
 static void engine_log(void *context, const char *line)
@@ -79,20 +71,6 @@ static coffer *engine_open(const char *dir, const char *name)
     coffer *db = NULL;
     assert_int_equal(coffer_open(dir, &options, &db), COFFER_OK);
     return db;
-}
-
-static uint64_t now_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
-}
-
-static coffer_cluster_status cluster_of(coffer *db)
-{
-    coffer_cluster_status status;
-    assert_int_equal(coffer_cluster_get(db, &status), COFFER_OK);
-    return status;
 }
 
 static coffer_stats stats_of(coffer *db)
@@ -247,16 +225,6 @@ static void wait_applied(coffer *follower, uint64_t target)
     }
 }
 
-static void wait_leading(coffer *db)
-{
-    uint64_t start = now_ms();
-    while (cluster_of(db).role != COFFER_ROLE_LEADER) {
-        if (now_ms() - start > TAKEOVER_BOUND_MS)
-            fail_msg("the follower did not take over within %d ms", TAKEOVER_BOUND_MS);
-        usleep(10 * 1000);
-    }
-}
-
 static void test_leader_and_follower_evict_what_the_index_holds(void **unused)
 {
     (void)unused;
@@ -291,16 +259,44 @@ static void test_leader_and_follower_evict_what_the_index_holds(void **unused)
     check_retries(leader);
     check_reads(follower);
 
+    /* The leader's session is killed: it steps down and rebuilds its memory, which needs its
+     * index, as a follower; one of the two leads again. */
+    uint64_t term = cluster_of(leader).term;
+    assert_true(sql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+                    " AND classid = 1128680519 AND granted"));
+    names n;
+    coffer_event after_kill = numbered(FIRST_WAVE + SECOND_WAVE + THIRD_WAVE, &n);
+    coffer_result refused;
+    assert_int_not_equal(coffer_submit(leader, &after_kill, 1, false, &refused), COFFER_OK);
+    uint64_t start = now_ms();
+    while (cluster_of(leader).term <= term || cluster_of(follower).term <= term ||
+           (cluster_of(leader).role != COFFER_ROLE_LEADER &&
+            cluster_of(follower).role != COFFER_ROLE_LEADER)) {
+        if (now_ms() - start > TAKEOVER_BOUND_MS)
+            fail_msg("no leader of a new term within %d ms", TAKEOVER_BOUND_MS);
+        usleep(10 * 1000);
+    }
+    const char *last_dir = follower_dir; /* the instance that leads at the end */
+    if (cluster_of(follower).role == COFFER_ROLE_LEADER) {
+        coffer *swap = leader;
+        leader = follower;
+        follower = swap;
+        last_dir = leader_dir;
+    }
+    wait_applied(follower, cluster_of(leader).applied_seq);
+    check_reads(follower);
+    check_retries(leader);
+
     /* The leader goes: the follower takes over and answers retries of evicted ids. */
     coffer_close(leader);
-    wait_leading(follower);
+    wait_role(follower, COFFER_ROLE_LEADER, TAKEOVER_BOUND_MS);
     check_retries(follower);
     write_transfers(follower, FIRST_WAVE + SECOND_WAVE, FIRST_WAVE + SECOND_WAVE + THIRD_WAVE);
 
     /* A restart recovers from the snapshot written at close, taken after evictions. */
     coffer_close(follower);
-    follower = engine_open(follower_dir, "http://127.0.0.1:2");
-    wait_leading(follower);
+    follower = engine_open(last_dir, "http://127.0.0.1:2");
+    wait_role(follower, COFFER_ROLE_LEADER, TAKEOVER_BOUND_MS);
     assert_true(stats_of(follower).evicted_seq > 0);
     check_reads(follower);
     check_retries(follower);
@@ -310,7 +306,7 @@ static void test_leader_and_follower_evict_what_the_index_holds(void **unused)
     coffer_options_init(&options);
     options.memory_bytes_max = 1ull << 30;
     static coffer_dir_report report;
-    assert_int_equal(coffer_verify_log(conninfo, follower_dir, &options, NULL, NULL, &report),
+    assert_int_equal(coffer_verify_log(conninfo, last_dir, &options, NULL, NULL, &report),
                      COFFER_OK);
     if (!report.ok)
         fail_msg("verify: %s %s %s", report.chain_error, report.snapshot_error, report.index_error);
@@ -322,25 +318,6 @@ static void test_leader_and_follower_evict_what_the_index_holds(void **unused)
 
 /* ---- an index that holds what the log lost -----------------------------------------------------
  */
-
-/* Queues for the lease that the leader holds (the log's advisory lock), so that once the leader
- * closes this session holds it and the follower stays a follower. */
-static PGconn *queue_for_lease(void)
-{
-    PGconn *conn = PQconnectdb(conninfo);
-    assert_int_equal(PQsendQuery(conn, "SELECT pg_advisory_lock(1128680519,"
-                                       " hashtext(coalesce(current_schema(), '')))"),
-                     1);
-    return conn;
-}
-
-static void lease_taken(PGconn *conn)
-{
-    PGresult *result = PQgetResult(conn); /* waits for the lock */
-    assert_int_equal(PQresultStatus(result), PGRES_TUPLES_OK);
-    PQclear(result);
-    assert_null(PQgetResult(conn));
-}
 
 static void wait_index(coffer *db, bool on, uint64_t applied_seq)
 {
@@ -377,7 +354,7 @@ static void test_an_index_that_holds_what_the_log_lost_is_rebuilt(void **unused)
     assert_true(stats_of(follower).evicted_seq > 0);
 
     /* The leader goes while this test holds the lease; a failover loses the last three records. */
-    PGconn *lease = queue_for_lease();
+    PGconn *lease = queue_for_lease(conninfo);
     coffer_close(leader);
     lease_taken(lease);
     assert_true(sql("DELETE FROM lost.coffer_log WHERE position >"
@@ -394,7 +371,7 @@ static void test_an_index_that_holds_what_the_log_lost_is_rebuilt(void **unused)
      * evicted one replays. */
     coffer_close(follower);
     follower = engine_open(follower_dir, "http://127.0.0.1:2");
-    wait_leading(follower);
+    wait_role(follower, COFFER_ROLE_LEADER, TAKEOVER_BOUND_MS);
     wait_index(follower, true, cluster_of(follower).applied_seq);
     write_transfers(follower, LOST_WAVE, LOST_WAVE + LOST_WAVE / 2); /* so that memory evicts */
     assert_true(stats_of(follower).evicted_seq > 0);
