@@ -36,6 +36,11 @@ ROUNDS = int(os.environ.get("COFFER_FAILOVER_ROUNDS", "1"))
 RETRIABLE = {None: "no answer", 503: "unavailable", 409: "request_in_progress"}
 
 
+def wall(seconds):
+    """A time.time() as HH:MM:SS.mmm UTC, to set beside the servers' timestamps."""
+    return time.strftime("%H:%M:%S", time.gmtime(seconds)) + (".%03d" % (seconds % 1 * 1000))
+
+
 def member_at(members, url):
     """The member a Location (or a leader URL) names."""
     port = urllib.parse.urlsplit(url).port
@@ -328,6 +333,7 @@ class Failover(unittest.TestCase):
             load = self.run_load(1.0)
             before = load.count()
             paused_at = time.monotonic()
+            paused_wall = time.time()
             leader.send_signal(signal.SIGSTOP)
             try:
                 # Sent while it is paused: the kernel queues the connection; it is read on
@@ -341,11 +347,14 @@ class Failover(unittest.TestCase):
                                            "SIGSTOP of the leader")
             finally:
                 leader.send_signal(signal.SIGCONT)
+                resumed_wall = time.time()
             sender.join(20 * SLOW)
             self.assertFalse(sender.is_alive(), "the resumed leader never answered")
             status, _, answer = answers[0]
             print("the resumed leader answered a write queued while it was paused: %d %s"
-                  % (status, answer.get("code")), file=sys.stderr)
+                  " (paused at %s, resumed at %s UTC)"
+                  % (status, answer.get("code"), wall(paused_wall), wall(resumed_wall)),
+                  file=sys.stderr)
             self.assertIn(status, (307, 503), answer)
             after = {"id": uid("stale"), "from": self.bank, "to": self.users[0], "amount": 9}
             status, _, answer = request(leader, "POST", "/v1/transfers", after)
