@@ -2,7 +2,7 @@
  * pg_cluster.h — the throwaway PostgreSQL cluster of a test that needs one (test_pg_log,
  * test_pg_engine, test_pg_verify): scripts/pg-cluster run on the test's cluster directory, the
  * KEY='value' lines it writes, and a watchdog that stops the cluster before failing a test
- * that hangs, so no PostgreSQL outlives its test.
+ * that hangs (and a handler that stops it when one aborts), so no PostgreSQL outlives its test.
  */
 #ifndef COFFER_TESTS_PG_CLUSTER_H
 #define COFFER_TESTS_PG_CLUSTER_H
@@ -45,6 +45,19 @@ static inline void pg_cluster_watchdog(int signal_number)
     (void)ignored;
     pg_cluster_run("stop", NULL);
     _exit(1);
+}
+
+/* A handler for the signals that end a test that crashed (an engine's failed assertion aborts):
+ * stop the cluster, then die of the same signal. */
+static inline void pg_cluster_crashed(int signal_number)
+{
+    static const char message[] = ": crashed; stopping the cluster\n";
+    ssize_t ignored = write(STDERR_FILENO, pg_cluster_test, strlen(pg_cluster_test));
+    ignored = write(STDERR_FILENO, message, sizeof message - 1);
+    (void)ignored;
+    pg_cluster_run("stop", NULL);
+    signal(signal_number, SIG_DFL);
+    raise(signal_number);
 }
 
 /* Reads KEY='value' from the cluster's cluster.env into `out`; false when it is not there. */
@@ -97,6 +110,7 @@ static inline bool pg_cluster_start(const char *test, unsigned watchdog_seconds)
     if (mkdtemp(pg_cluster_dir) == NULL)
         return false;
     signal(SIGALRM, pg_cluster_watchdog);
+    signal(SIGABRT, pg_cluster_crashed); /* cmocka catches SIGSEGV and the like itself */
     alarm(watchdog_seconds);
     if (pg_cluster_run("start", NULL) != 0) {
         fprintf(stderr, "%s: the cluster did not start\n", test);

@@ -338,6 +338,22 @@ static bool recovery_evict_due(const coffer *db)
     return taken_in >= max / 8 || used >= max - max / 16;
 }
 
+/* Evicts what the index holds up to `horizon`, counted, and notes what memory kept (the next
+ * eviction is due once it has taken in more: recovery_evict_due). */
+static int evict_to(coffer *db, uint64_t horizon)
+{
+    store *s = &db->store;
+    store_trim_stats stats;
+    int code = store_trim(s, horizon, &stats);
+    if (code == COFFER_OK) {
+        db->recovery_kept_records = records_held(s);
+        atomic_fetch_add(&db->trims, 1);
+        atomic_fetch_add(&db->trimmed_transfers, stats.transfers_evicted);
+        atomic_fetch_add(&db->trimmed_history, stats.history_evicted);
+    }
+    return code;
+}
+
 int engine_cold_recovery_evict(coffer *db, uint64_t replayed_seq)
 {
     store *s = &db->store;
@@ -348,15 +364,7 @@ int engine_cold_recovery_evict(coffer *db, uint64_t replayed_seq)
         if (code != COFFER_OK)
             return code;
     }
-    store_trim_stats stats;
-    int code = store_trim(s, replayed_seq, &stats);
-    if (code == COFFER_OK) {
-        db->recovery_kept_records = records_held(s);
-        atomic_fetch_add(&db->trims, 1);
-        atomic_fetch_add(&db->trimmed_transfers, stats.transfers_evicted);
-        atomic_fetch_add(&db->trimmed_history, stats.history_evicted);
-    }
-    return code;
+    return evict_to(db, replayed_seq);
 }
 
 /* What applying a record of this many bytes may take in memory, at most: a transfer takes
@@ -382,15 +390,8 @@ bool engine_cold_follow_room(coffer *db, size_t record_bytes)
     uint64_t horizon = flushed < db->tip.last_seq ? flushed : db->tip.last_seq;
     if (flushed < db->tip.last_seq)
         engine_index_flush_soon(db);
-    if (engine_index_usable(db) && horizon > s->trimmed_seq) {
-        store_trim_stats stats;
-        if (store_trim(s, horizon, &stats) == COFFER_OK) {
-            db->recovery_kept_records = records_held(s);
-            atomic_fetch_add(&db->trims, 1);
-            atomic_fetch_add(&db->trimmed_transfers, stats.transfers_evicted);
-            atomic_fetch_add(&db->trimmed_history, stats.history_evicted);
-        }
-    }
+    if (engine_index_usable(db) && horizon > s->trimmed_seq)
+        (void)evict_to(db, horizon); /* a failure changes nothing: the room check below says */
     /* When memory holds nothing the index does not (only accounts, pending holds and the
      * newest entries), waiting cannot help: the record is applied, and the budget decides. */
     return horizon >= db->tip.last_seq || store_bytes_held(s) + need <= s->budget.max;
