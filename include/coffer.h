@@ -216,9 +216,9 @@ typedef struct coffer_options {
      * lease and leads, or when another instance leads, follows it: it applies the leader's
      * records, serves reads, answers writes not_leader, and takes over when the lease frees
      * (coffer_cluster_get says which). The change feed reads the table, up to what this
-     * instance has applied. The on-disk index is not available yet (COFFER_NOT_SUPPORTED), and
-     * coffer_verify_dir / coffer_dump_dir of the directory refuse (NOT_SUPPORTED): use
-     * coffer_verify_log / coffer_dump_log. Copied at open. */
+     * instance has applied, and so does the on-disk index (index_on). coffer_verify_dir /
+     * coffer_dump_dir of the directory refuse (NOT_SUPPORTED): use coffer_verify_log /
+     * coffer_dump_log. Copied at open. */
     const char *log_location;
     /* This instance's name in the log (its advertised URL); NULL: none. Copied at open. */
     const char *log_name;
