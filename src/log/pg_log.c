@@ -91,6 +91,14 @@ static void set_database_error(pg_log *log, const char *doing, const PGresult *r
     const char *message = result != NULL ? PQresultErrorMessage(result) : "";
     if (message[0] == '\0')
         message = PQerrorMessage(log->conn);
+    char said[ERROR_BYTES];
+    if (message[0] == '\0') {
+        /* A session PostgreSQL ended (an idle timeout, a termination) may leave libpq nothing
+         * to say: what the server said when it ended it (notice_receiver) is the reason. */
+        snprintf(said, sizeof(said), "%s",
+                 log->ending && log->error[0] ? log->error : "the server sent no answer");
+        message = said;
+    }
     set_error(log, "%s: %s", doing, message);
 }
 

@@ -527,6 +527,16 @@ def pg_cluster(*args):
     return run.stdout
 
 
+def pg_sql(conninfo, statement):
+    """Runs one SQL statement with psql (bounded); its unaligned rows, one a line."""
+    run = subprocess.run([os.path.join(PG_BIN, "psql"), "-qAtX", "-v", "ON_ERROR_STOP=1",
+                          "-c", statement, conninfo], capture_output=True, text=True,
+                         timeout=30 * SLOW)
+    if run.returncode != 0:
+        raise AssertionError("psql failed: %s" % run.stderr)
+    return run.stdout
+
+
 def pg_cluster_start():
     """A PostgreSQL primary and synchronous standby in a fresh directory: (its directory, the
     KEY=value lines scripts/pg-cluster printed, as a dict). Stop it with pg_cluster("stop", dir)."""

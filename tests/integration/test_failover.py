@@ -24,7 +24,8 @@ import time
 import unittest
 import urllib.parse
 
-from harness import SLOW, Cluster, json_exchange, pg_cluster, requires_postgresql, uid
+from harness import (SLOW, Cluster, json_exchange, pg_cluster, pg_sql, requires_postgresql, tail,
+                     uid)
 
 LEASE_S = 2.0  # the default lease (pg_log.h)
 TAKEOVER_BOUND_S = LEASE_S + 3.0  # a new leader within 3 s of the lease expiring
@@ -45,6 +46,30 @@ def member_at(members, url):
     """The member a Location (or a leader URL) names."""
     port = urllib.parse.urlsplit(url).port
     return next(m for m in members if m.port == port)
+
+
+def threads_stopped(pid, bound_s=2.0):
+    """Seconds until every thread of `pid` is stopped (a SIGSTOP reaches a thread only when it
+    next leaves the kernel), bounded; raises when one is still running at the bound."""
+    started = time.monotonic()
+    while True:
+        states = {}
+        for task in os.listdir("/proc/%d/task" % pid):
+            try:
+                with open("/proc/%d/task/%s/stat" % (pid, task)) as stat:
+                    fields = stat.read()
+            except FileNotFoundError:
+                continue  # a thread that has just exited
+            name = fields[fields.index("(") + 1:fields.rindex(")")]
+            states[name + "/" + task] = fields[fields.rindex(")") + 2]
+        running = {thread: state for thread, state in states.items() if state not in "Tt"}
+        elapsed = time.monotonic() - started
+        if not running:
+            return elapsed
+        if elapsed > bound_s * SLOW:
+            raise AssertionError("threads not stopped %.1f s after SIGSTOP: %s"
+                                 % (elapsed, running))
+        time.sleep(0.0005)
 
 
 def request(member, method, path, body=None, timeout=REQUEST_TIMEOUT_S):
@@ -335,6 +360,7 @@ class Failover(unittest.TestCase):
             paused_at = time.monotonic()
             paused_wall = time.time()
             leader.send_signal(signal.SIGSTOP)
+            stopped_after = threads_stopped(leader.pid)
             try:
                 # Sent while it is paused: the kernel queues the connection; it is read on
                 # resume.
@@ -352,9 +378,11 @@ class Failover(unittest.TestCase):
             self.assertFalse(sender.is_alive(), "the resumed leader never answered")
             status, _, answer = answers[0]
             print("the resumed leader answered a write queued while it was paused: %d %s"
-                  " (paused at %s, resumed at %s UTC)"
-                  % (status, answer.get("code"), wall(paused_wall), wall(resumed_wall)),
-                  file=sys.stderr)
+                  " (paused at %s, every thread stopped %.1f ms later, resumed at %s UTC)"
+                  % (status, answer.get("code"), wall(paused_wall), stopped_after * 1000,
+                     wall(resumed_wall)), file=sys.stderr)
+            if status not in (307, 503) or answer.get("code") == "storage_failed":
+                self.explain(queued["id"], leader, new_leader)
             self.assertIn(status, (307, 503), answer)
             after = {"id": uid("stale"), "from": self.bank, "to": self.users[0], "amount": 9}
             status, _, answer = request(leader, "POST", "/v1/transfers", after)
@@ -367,6 +395,22 @@ class Failover(unittest.TestCase):
                 status, _, answer = request(new_leader, "GET", "/v1/transfers/" + refused["id"])
                 self.assertEqual(status, 404, answer)
             self.check_ledger(load, new_leader, self.members)
+
+    def explain(self, transfer_id, old_leader, new_leader):
+        """Prints where a transfer is in the log, the rows around it, and both leaders' last
+        lines: what a failed SIGSTOP round needs to be understood."""
+        status, _, found = request(new_leader, "GET", "/v1/transfers/" + transfer_id)
+        print("%s on the new leader: %d %s" % (transfer_id, status, found), file=sys.stderr)
+        seq = found.get("seq", 0) if status == 200 else 0
+        rows = pg_sql(self.cluster.env["MULTI_CONNINFO"], "SELECT position, kind, seq, last_seq, term,"
+                      " to_char(written_at, 'HH24:MI:SS.MS'), CASE WHEN kind = 2 THEN"
+                      " convert_from(record, 'UTF8') ELSE '' END FROM coffer_log"
+                      " WHERE last_seq >= %d - 2000 ORDER BY position DESC LIMIT 16" % seq)
+        print("the log's last rows (position|kind|seq|last_seq|term|written|leader):\n%s"
+              % rows, file=sys.stderr)
+        for name, member in (("old", old_leader), ("new", new_leader)):
+            print("the %s leader's last lines:\n%s" % (name, tail(member.stderr(run=-1), 25)),
+                  file=sys.stderr)
 
     def test_3_the_postgresql_primary_lost_and_its_standby_promoted(self):
         for _ in self.rounds("loss of the PostgreSQL primary"):
