@@ -50,9 +50,7 @@ soak: build
 # Each fault of tests/integration/test_failover.py (kill -9 of the leader, SIGSTOP/SIGCONT of the
 # leader, loss of the PostgreSQL primary and promotion of its standby) SOAK_ROUNDS times instead
 # of the once of `make test`, then the same on instances with a 16 MiB memory budget that evict
-# (test_failover_evict, not in `make test`: in 3 of 36 rounds of its SIGSTOP fault a write sent
-# after SIGSTOP was applied before the process stopped; see docs/cluster.md):
-# about 10 s a round each, 50 minutes for 50. Needs PostgreSQL 15 (deps).
+# (test_failover_evict): about 10 s a round each, 50 minutes for 50. Needs PostgreSQL 15 (deps).
 SOAK_ROUNDS ?= 50
 soak-cluster: build
 	cd tests/integration && COFFER_BINARY=$(CURDIR)/build/coffer PYTHONDONTWRITEBYTECODE=1 \
