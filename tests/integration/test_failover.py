@@ -63,7 +63,8 @@ def threads_stopped(pid, bound_s=2.0):
                 continue  # a thread that has just exited
             name = fields[fields.index("(") + 1:fields.rindex(")")]
             states[name + "/" + task] = fields[fields.rindex(")") + 2]
-        running = {thread: state for thread, state in states.items() if state not in "Tt"}
+        # T, t: stopped; Z, X: a thread that has exited, not yet reaped.
+        running = {thread: state for thread, state in states.items() if state not in "TtZX"}
         elapsed = time.monotonic() - started
         if not running:
             return elapsed
