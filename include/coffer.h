@@ -222,7 +222,17 @@ typedef struct coffer_options {
     const char *log_location;
     /* This instance's name in the log (its advertised URL); NULL: none. Copied at open. */
     const char *log_name;
+    /* Room kept free on the filesystem of the data directory, which the log, snapshots and
+     * the index fill. Once its free space (as df counts it) falls below this, submissions are
+     * refused with capacity_exceeded, naming the disk (coffer_capacity_detail), before a
+     * write of the log could fail; reads and hold expiries go on, and submissions are taken
+     * again once there is room (checked at most every 100 ms). 0, the default: 256 MiB, or a
+     * twentieth of the filesystem's size when that is less. COFFER_DISK_RESERVE_NONE: no
+     * reserve (a full disk then fails the log). Ignored in memory. */
+    uint64_t disk_reserve_bytes;
 } coffer_options;
+
+#define COFFER_DISK_RESERVE_NONE UINT64_MAX
 
 /* Fills the first `size_bytes` of `options` with the defaults and sets options->size; does
  * nothing when options is NULL or size_bytes is smaller than the first version of the struct.
@@ -509,6 +519,12 @@ typedef struct coffer_stats {
     uint64_t cold_checks;
     uint64_t cold_reads;
     uint64_t overloaded_memory;
+    /* The filesystem of the data directory (0 in memory): its free bytes when last checked,
+     * the reserve below which submissions are refused (coffer_options.disk_reserve_bytes as
+     * resolved at open; 0: none), and the submissions refused for it. */
+    uint64_t disk_free_bytes;
+    uint64_t disk_reserve_bytes;
+    uint64_t refused_disk;
 } coffer_stats;
 
 /* Fills the first `size_bytes` of *out (zeroes what this library does not know). Call it

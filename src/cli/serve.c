@@ -48,6 +48,7 @@ enum {
     SERVE_WEBHOOK_MAX_FAILURES,
     SERVE_MEMORY_MAX,
     SERVE_INDEX,
+    SERVE_DISK_RESERVE,
     SERVE_LOG_LOCATION,
     SERVE_ADVERTISE,
 };
@@ -83,6 +84,10 @@ static const cli_option serve_options[] = {
      "memory budget of the ledger's tables, with a K, M, G or T suffix\n(e.g. 48M, 2G; 16M to 4T; "
      "default half of the machine's memory).\nWhen reached, writes get 503 capacity_exceeded "
      "and reads go\non; see docs/operations.md"},
+    {SERVE_DISK_RESERVE, "--disk-reserve", "SIZE",
+     "free space to keep on DIR's filesystem, with a K, M, G or T\nsuffix (default 256M, or a "
+     "twentieth of a smaller filesystem;\n0: none). Below it, writes get 503 capacity_exceeded "
+     "and reads\ngo on; they are taken again once there is room"},
     {SERVE_SNAPSHOT_EVERY, "--snapshot-every", "N",
      "snapshot after N recorded events (default 10000000; 0: off)"},
     {SERVE_SNAPSHOT_SECONDS, "--snapshot-seconds", "S",
@@ -305,6 +310,24 @@ static bool memory_value(const cli_parsed *parsed, server_options *options)
     return false;
 }
 
+/* --disk-reserve SIZE; 0 keeps none. */
+static bool disk_value(const cli_parsed *parsed, server_options *options)
+{
+    const char *text = parsed->values[SERVE_DISK_RESERVE];
+    uint64_t bytes = 0;
+    if (!text)
+        return true;
+    if (!parse_size(text, 0, COFFER_DISK_RESERVE_NONE - 1, &bytes)) {
+        cli_usage(&serve_spec,
+                  "--disk-reserve needs a size, digits with an optional K, M, G or T (like 256M "
+                  "or 2G; 0: none), not '%s'",
+                  text);
+        return false;
+    }
+    options->disk_reserve_bytes = bytes ? bytes : COFFER_DISK_RESERVE_NONE;
+    return true;
+}
+
 /* The parsed values into server options; false after the usage line. */
 static bool serve_values(const cli_parsed *parsed, server_options *options,
                          struct sockaddr_in *address)
@@ -371,8 +394,9 @@ static bool serve_values(const cli_parsed *parsed, server_options *options,
         return false;
     }
     options->accept_data_loss = parsed->values[SERVE_ACCEPT_DATA_LOSS] != NULL;
-    return memory_value(parsed, options) && stream_values(parsed, options) &&
-           tls_values(parsed, options) && security_values(parsed, options, address);
+    return memory_value(parsed, options) && disk_value(parsed, options) &&
+           stream_values(parsed, options) && tls_values(parsed, options) &&
+           security_values(parsed, options, address);
 }
 
 int cli_serve(int argc, char **argv, const cli_globals *globals)

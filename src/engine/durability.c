@@ -321,6 +321,19 @@ void durability_snapshot_tick(coffer *db)
     if ((!by_events && !by_time) || db->snapshot_child || atomic_load(&db->storage_failed))
         return;
     db->snapshot_taken_at_s = now_s;
+    /* A snapshot takes about what the tables hold; it must not eat the disk's reserve. */
+    uint64_t free_bytes;
+    if (!engine_disk_room(db, db->store.budget.used, &free_bytes)) {
+        char need[32], free_text[32];
+        engine_format_bytes(db->store.budget.used, need, sizeof need);
+        engine_format_bytes(free_bytes, free_text, sizeof free_text);
+        engine_log(db,
+                   "snapshot at seq %llu skipped: it needs about %s and the filesystem of %s has "
+                   "%s free, less the reserve; the log still has everything",
+                   (unsigned long long)db->tip.last_seq, need, db->dir, free_text);
+        db->recorded_since_snapshot = 0; /* tried again after as many events, or as long */
+        return;
+    }
     log_drain(db);
     if (atomic_load(&db->storage_failed))
         return;

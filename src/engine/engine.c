@@ -115,8 +115,7 @@ int engine_store_limits(const coffer_options *options, store_limits *out, bool *
     return COFFER_OK;
 }
 
-/* "48 MiB", "1.5 GiB": a size as people give it. */
-static void format_bytes(uint64_t bytes, char *out, size_t size)
+void engine_format_bytes(uint64_t bytes, char *out, size_t size)
 {
     static const char *const units[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
     int unit = 0;
@@ -136,7 +135,7 @@ static void capacity_note(coffer *db)
 {
     const store *s = &db->store;
     char limit[96], budget[32];
-    format_bytes(s->limits.memory_max, budget, sizeof budget);
+    engine_format_bytes(s->limits.memory_max, budget, sizeof budget);
     if (s->refusal == STORE_REFUSAL_TABLE)
         snprintf(limit, sizeof limit, "the table of %s is at its record limit", s->refusal_table);
     else if (s->refusal == STORE_REFUSAL_KERNEL)
@@ -182,16 +181,16 @@ static void memory_log(coffer *db, bool defaulted)
 {
     const store *s = &db->store;
     char budget[32], used[32], tables[32], split[320] = "";
-    format_bytes(s->limits.memory_max, budget, sizeof budget);
-    format_bytes(s->budget.used, used, sizeof used);
+    engine_format_bytes(s->limits.memory_max, budget, sizeof budget);
+    engine_format_bytes(s->budget.used, used, sizeof used);
     uint64_t share = engine_tables_budget(db);
-    format_bytes(share, tables, sizeof tables);
+    engine_format_bytes(share, tables, sizeof tables);
     if (db->options.index_on) {
         char staging[32], cache[32], allowance[32], taken[32];
-        format_bytes(engine_index_staging_max(db), staging, sizeof staging);
-        format_bytes(engine_index_cache_bytes(db), cache, sizeof cache);
-        format_bytes(engine_process_allowance(db), allowance, sizeof allowance);
-        format_bytes(engine_budget_taken(db), taken, sizeof taken);
+        engine_format_bytes(engine_index_staging_max(db), staging, sizeof staging);
+        engine_format_bytes(engine_index_cache_bytes(db), cache, sizeof cache);
+        engine_format_bytes(engine_process_allowance(db), allowance, sizeof allowance);
+        engine_format_bytes(engine_budget_taken(db), taken, sizeof taken);
         snprintf(split, sizeof split,
                  " (the index's filter and its staging %s and cache %s, and the process's "
                  "allowance %s, %s of them from the budget; a twelfth kept free for an "
@@ -325,6 +324,13 @@ static void apply_batch(coffer *db, engine_request *batch, engine_ticket *ticket
     int reserved = atomic_load(&db->storage_failed) ? COFFER_STORAGE_FAILED : COFFER_OK;
     if (reserved == COFFER_OK && submits)
         reserved = sweep_expired(db, ticket, ts0, &seq, &timestamp);
+    /* A disk short of its reserve: the submissions are refused, the expiries swept above go on. */
+    if (reserved == COFFER_OK && batch && submits && db->dir && engine_disk_low(db)) {
+        reserved = COFFER_CAPACITY_EXCEEDED;
+        for (engine_request *request = batch; request; request = request->next)
+            if (request->events)
+                engine_disk_refuse(db);
+    }
     if (reserved == COFFER_OK)
         reserved = reserve_batch(db, batch);
     for (engine_request *request = batch; request; request = request->next) {
@@ -422,9 +428,9 @@ static void memory_upkeep(coffer *db)
     atomic_fetch_add(&db->trimmed_history, stats.history_evicted);
     atomic_fetch_add(&db->trim_us_total, took_us);
     char from[32], to[32], budget[32];
-    format_bytes(before, from, sizeof from);
-    format_bytes(s->budget.used, to, sizeof to);
-    format_bytes(s->budget.max, budget, sizeof budget);
+    engine_format_bytes(before, from, sizeof from);
+    engine_format_bytes(s->budget.used, to, sizeof to);
+    engine_format_bytes(s->budget.max, budget, sizeof budget);
     engine_log(db,
                "memory: evicted %llu transfers and %llu history entries up to seq %llu (on disk in "
                "the index) in %llu ms; memory %s -> %s of %s",
@@ -770,6 +776,8 @@ int coffer_open(const char *dir, const coffer_options *options, coffer **db_out)
     /* Also when recovery ran out of room: the line says how far it got. */
     if (dir && (code == COFFER_OK || code == COFFER_CAPACITY_EXCEEDED))
         memory_log(db, defaulted);
+    if (dir && code == COFFER_OK)
+        engine_disk_open(db);
     if (code != COFFER_OK) {
         engine_free(db);
         return code;

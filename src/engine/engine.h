@@ -209,6 +209,14 @@ struct coffer {
     /* Submissions answered `overloaded` because memory was full while the index caught up. */
     atomic_uint_fast64_t overloaded_memory;
     bool evict_due; /* a submission found no room: evict after this batch (writer thread) */
+    /* Room on the data directory's filesystem (disk.c): the reserve resolved at open (0: none),
+     * its free bytes when last looked at (0 until then, or when it cannot be read) and when
+     * (writer thread), whether submissions are refused for it, and how many were. */
+    uint64_t disk_reserve;
+    atomic_uint_fast64_t disk_free;
+    uint64_t disk_checked_ns;
+    bool disk_low;
+    atomic_uint_fast64_t refused_disk;
 };
 
 /* Reads, as engine_read_fn: each runs on the writer between batches, for a job. */
@@ -390,6 +398,20 @@ index_db *engine_cold_recovery_end(coffer *db);
 
 /* index_audit.c: coffer_verify_dir's check of DIR/index, into the report's index fields. */
 void engine_audit_index(const char *dir, const char *conninfo, coffer_dir_report *report);
+
+/* "48 MiB", "1.5 GiB": a size as people give it (engine.c). */
+void engine_format_bytes(uint64_t bytes, char *out, size_t size);
+
+/* disk.c: room on the filesystem of the data directory. engine_disk_open resolves the reserve
+ * (coffer_options.disk_reserve_bytes) and logs it; engine_disk_low, on the writer before a batch
+ * with submissions, says whether its free space is below the reserve (looked at again at most
+ * every 100 ms; a change either way is logged); engine_disk_refuse notes why a submission is
+ * refused (coffer_capacity_detail) and counts it; engine_disk_room says whether `bytes` more
+ * would still leave the reserve free (a snapshot asks before it starts). */
+void engine_disk_open(coffer *db);
+bool engine_disk_low(coffer *db);
+void engine_disk_refuse(coffer *db);
+bool engine_disk_room(coffer *db, uint64_t bytes, uint64_t *free_bytes);
 
 /* durability.c */
 int durability_open(coffer *db, const char *dir);

@@ -353,6 +353,9 @@ int engine_stats_read(coffer *db, void *context)
     out->cold_checks = atomic_load(&db->cold_checks);
     out->cold_reads = atomic_load(&db->cold_reads);
     out->overloaded_memory = atomic_load(&db->overloaded_memory);
+    out->disk_free_bytes = atomic_load(&db->disk_free);
+    out->disk_reserve_bytes = db->disk_reserve;
+    out->refused_disk = atomic_load(&db->refused_disk);
     pthread_mutex_lock(&db->mutex); /* the queue belongs to the callers' side of the lock */
     out->queue_events = db->queue_events;
     pthread_mutex_unlock(&db->mutex);

@@ -388,6 +388,7 @@ static int open_engine(const server_options *options, coffer **db)
     engine_options.snapshot_every_seconds = options->snapshot_every_seconds;
     engine_options.accept_data_loss = options->accept_data_loss;
     engine_options.memory_bytes_max = options->memory_bytes_max;
+    engine_options.disk_reserve_bytes = options->disk_reserve_bytes;
     engine_options.index_on = options->index_on;
     engine_options.log_location = options->log_location;
     engine_options.log_name = options->advertise;

@@ -211,6 +211,21 @@ static void render_engine(text_buffer *t, const coffer_stats *s)
                 "coffer_memory_budget_bytes gauge\ncoffer_memory_budget_bytes %llu\n",
                 (unsigned long long)s->memory_budget_bytes);
     render_eviction(t, s);
+    text_printf(t,
+                "# HELP coffer_disk_free_bytes Free space on the filesystem of the data "
+                "directory, when the writer last looked.\n# TYPE coffer_disk_free_bytes gauge\n"
+                "coffer_disk_free_bytes %llu\n",
+                (unsigned long long)s->disk_free_bytes);
+    text_printf(t,
+                "# HELP coffer_disk_reserve_bytes The free space kept on that filesystem "
+                "(--disk-reserve; 0: none): below it, writes get capacity_exceeded.\n# TYPE "
+                "coffer_disk_reserve_bytes gauge\ncoffer_disk_reserve_bytes %llu\n",
+                (unsigned long long)s->disk_reserve_bytes);
+    text_printf(t,
+                "# HELP coffer_refused_disk_total Submissions refused with capacity_exceeded "
+                "because the disk was below its reserve.\n# TYPE coffer_refused_disk_total "
+                "counter\ncoffer_refused_disk_total %llu\n",
+                (unsigned long long)s->refused_disk);
     render_histogram(t, "coffer_batch_events", "Events per applied batch.", s->batch_events, 1, 1,
                      (double)s->batch_events_total);
     render_histogram(t, "coffer_fsync_duration_seconds", "Duration of each log fsync.", s->fsync_us,

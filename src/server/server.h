@@ -29,9 +29,12 @@ typedef struct server_options {
     bool log_requests;         /* one stderr line per request */
     bool accept_data_loss;     /* open even when acknowledged records are missing (recorded) */
     uint64_t memory_bytes_max; /* --memory-max: the engine's memory budget; 0: its default */
-    bool index_on;             /* keep the on-disk index (coffer serve --index on) */
-    const char *log_location;  /* --log: a PostgreSQL conninfo; NULL: segments in data_dir */
-    const char *advertise;     /* --advertise: this instance's URL, its name in the log */
+    /* --disk-reserve: free space kept on the data directory's filesystem; 0: the engine's
+     * default, COFFER_DISK_RESERVE_NONE: none. */
+    uint64_t disk_reserve_bytes;
+    bool index_on;            /* keep the on-disk index (coffer serve --index on) */
+    const char *log_location; /* --log: a PostgreSQL conninfo; NULL: segments in data_dir */
+    const char *advertise;    /* --advertise: this instance's URL, its name in the log */
     /* Security (guard.c). */
     const char *tokens_path;             /* --tokens: NULL, no authentication */
     const char *allow_origins;           /* comma-separated Origin values a browser may send */

@@ -1,8 +1,11 @@
 """Process lifecycle: SIGTERM drains in-flight requests and exits 0; a restart keeps everything
 (accounts, transfers, holds, history, idempotent replays); snapshots; the data dir lock; the
-memory budget (--memory-max) reached, and raised by a restart."""
+memory budget (--memory-max) reached, and raised by a restart; the disk's reserve
+(--disk-reserve) reached, and room given back."""
 
 import http.client
+import os
+import re
 import signal
 import subprocess
 import threading
@@ -581,6 +584,94 @@ class MemoryBudget(LifecycleCase):
                                       stdin=subprocess.DEVNULL)
                 self.assertEqual(proc.returncode, 2, proc)
                 self.assertIn(b"--memory-max needs a size from 16M to 4T", proc.stderr)
+
+
+class DiskReserve(LifecycleCase):
+    """--disk-reserve: below that much free space on the data directory's filesystem, writes
+    are refused (503 capacity_exceeded, naming the disk) and reads go on; once there is room
+    again they are taken, without a restart. The room is taken away for real: a file of 2 GiB
+    allocated (not written) beside the data directory, with a reserve 1 GiB under what was free."""
+
+    metric = MemoryBudget.metric
+
+    def refused(self, client, seconds=10):
+        """Transfers of 1 under fresh ids until one is refused (the writer looks at the disk at
+        most every 100 ms, so the first may still be taken): the refusal, and how many were
+        taken before it."""
+        deadline = time.monotonic() + seconds * SLOW
+        for taken in range(100000):
+            r = client.post("/v1/transfers", {"id": "probe-%d" % taken, "from": "bank",
+                                              "to": "shop", "amount": 1})
+            if r.status != 201:
+                return r, taken
+            self.assertLess(time.monotonic(), deadline, "no refusal within %d s" % seconds)
+            time.sleep(0.02)
+        self.fail("never refused")
+
+    def test_writes_refused_below_the_reserve_then_taken_again(self):
+        server = self.new_server(fsync="never")
+        client = server.client()
+        fs = os.statvfs(server.data_dir)
+        self.assertEqual(self.metric(client, "coffer_disk_reserve_bytes"),
+                         min(256 << 20, fs.f_blocks * fs.f_frsize // 20))
+        self.assertRegex(server.stderr(), r"disk: .* free on the filesystem of .*; writes are "
+                         r"refused while less than .* \(the default reserve\) is free")
+        self.create(client, "bank", min_balance=None)
+        self.create(client, "shop")
+        self.xfer(client, {"id": "before", "from": "bank", "to": "shop", "amount": 3})
+        client.close()
+        free = os.statvfs(server.data_dir).f_bavail * fs.f_frsize
+        if free < (4 << 30) or not hasattr(os, "posix_fallocate"):
+            self.skipTest("needs 4 GiB free beside the data directory (%d bytes)" % free)
+        server.stop()
+        server.args += ["--disk-reserve", str(free - (1 << 30))]
+        server.start()
+        client = server.client()
+        self.xfer(client, {"id": "room", "from": "bank", "to": "shop", "amount": 4})
+        ballast = os.path.join(server.tmp, "ballast")
+        with open(ballast, "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, 2 << 30)
+        try:
+            r, taken = self.refused(client)
+            self.assert_problem(r, 503, "capacity_exceeded")
+            self.assertRegex(r.json()["detail"], r"^disk reserve of .* reached: .* free on the "
+                             r"filesystem of " + re.escape(server.data_dir) + "$")
+            # Nothing of it applied; reads go on.
+            self.assertEqual(client.get("/v1/transfers/probe-%d" % taken).status, 404)
+            self.assertEqual(client.get("/v1/accounts/shop").json()["balance"], 7 + taken)
+            self.assertEqual(self.metric(client, "coffer_refused_disk_total"), 1)
+            self.assertLess(self.metric(client, "coffer_disk_free_bytes"),
+                            self.metric(client, "coffer_disk_reserve_bytes"))
+            # Refused again while the disk stays full.
+            again = client.post("/v1/transfers", {"id": "probe-%d" % taken, "from": "bank",
+                                                  "to": "shop", "amount": 1})
+            self.assert_problem(again, 503, "capacity_exceeded")
+        finally:
+            os.unlink(ballast)
+        # Room again: the refused id is taken as new, with no restart.
+        deadline = time.monotonic() + 10 * SLOW
+        while True:
+            r = client.post("/v1/transfers", {"id": "probe-%d" % taken, "from": "bank",
+                                              "to": "shop", "amount": 1})
+            if r.status != 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        self.assert_created(r)
+        self.assertEqual(client.get("/v1/accounts/shop").json()["balance"], 8 + taken)
+        self.assertEqual(client.get("/v1/verify").json()["ok"], True)
+        client.close()
+        log = server.stderr()
+        self.assertRegex(log, r"below the reserve of .*: refusing writes \(capacity_exceeded\)")
+        self.assertRegex(log, r"above the reserve of .* again: taking writes")
+
+    def test_bad_reserve_exits_2(self):
+        for size in ("256MB", "-1", "1.5G", ""):
+            with self.subTest(size=size):
+                proc = subprocess.run([coffer_binary(), "serve", "--disk-reserve", size],
+                                      capture_output=True, timeout=10 * SLOW,
+                                      stdin=subprocess.DEVNULL)
+                self.assertEqual(proc.returncode, 2, proc)
+                self.assertIn(b"--disk-reserve needs a size", proc.stderr)
 
 
 def refused_id(made):
