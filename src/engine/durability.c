@@ -245,7 +245,7 @@ static void *log_main(void *argument)
 engine_ticket *durability_ticket(coffer *db)
 {
     pthread_mutex_lock(&db->log_mutex);
-    while (db->tickets_count == ENGINE_TICKETS_MAX)
+    while (db->tickets_count >= log_round_records(&db->log))
         pthread_cond_wait(&db->log_space, &db->log_mutex);
     engine_ticket *ticket =
         &db->tickets[(db->tickets_head + db->tickets_count) % ENGINE_TICKETS_MAX];

@@ -26,8 +26,9 @@
 
 /* The sweep reserves room for this many expiries at a time. */
 #define ENGINE_EXPIRIES_PER_RESERVE 1024
-/* Batches applied but not yet durable: the writer runs at most this far ahead of the disk. */
-#define ENGINE_TICKETS_MAX 4
+/* Batches applied but not yet durable: the writer runs at most the open log's round depth
+ * (log_round_records) ahead of it, and never more than this. */
+#define ENGINE_TICKETS_MAX LOG_ROUND_RECORDS_MAX
 
 typedef struct engine_request engine_request;
 typedef struct engine_indexer engine_indexer;
@@ -433,7 +434,7 @@ int durability_replay(coffer *db, replayer *r, const uint8_t *bytes, const recor
  * store; *found tells whether there was one. */
 int durability_load_snapshot(coffer *db, snapshot_accept_fn *accept, void *context,
                              snapshot_meta *meta, bool *found);
-/* A free ticket for the next batch (waits while the log is ENGINE_TICKETS_MAX behind). */
+/* A free ticket for the next batch (waits while the log is its round depth behind). */
 /* Waits until the log thread has written every ticket handed to it (writer thread). */
 void durability_drain(coffer *db);
 engine_ticket *durability_ticket(coffer *db);

@@ -41,7 +41,15 @@ typedef struct log_ops {
                              size_t outcome_size);
     /* Releases everything; `clean`: the last tail is recorded as acknowledged first. */
     void (*close)(void *state, bool clean);
+    /* How many records one round (the appends before a sync) should take at most, 1 to
+     * LOG_ROUND_RECORDS_MAX: the group commit lets the writer run that many batches ahead of
+     * what is durable. A log whose sync is a round trip to another machine wants them deep, so
+     * that requests arriving during a round all join the next; a local one, shallow, so that
+     * the writer, held back, gathers them into fewer and larger batches. */
+    uint32_t round_records;
 } log_ops;
+
+#define LOG_ROUND_RECORDS_MAX 64u
 
 /* A log: the operations and their implementation's state. */
 typedef struct durable_log {
@@ -69,6 +77,12 @@ static inline int log_read_from(durable_log *log, uint64_t after_seq, const uint
                                 wal_record_fn visit, void *context)
 {
     return log->ops->read_from(log->state, after_seq, after_hash, visit, context);
+}
+
+/* The round depth of an open log; 1 when none is open. */
+static inline uint32_t log_round_records(const durable_log *log)
+{
+    return log->ops ? log->ops->round_records : 1;
 }
 
 static inline void log_tail(const durable_log *log, wal_tip *tip)

@@ -222,8 +222,18 @@ static void pg_close(void *state, bool clean)
     free(d);
 }
 
-static const log_ops pg_ops = {pg_append,           pg_sync, pg_tick, pg_read_from, pg_tail,
-                               pg_describe_failure, pg_close};
+/* A round is one INSERT of up to PG_LOG_APPEND_RECORDS_MAX rows whose COMMIT waits for the
+ * primary's flush and the standby's: deep rounds let every request that arrives during one join
+ * the next, rather than wait a round more behind a writer held back (docs/benchmarks.md). */
+static const log_ops pg_ops = {.append = pg_append,
+                               .sync = pg_sync,
+                               .tick = pg_tick,
+                               .read_from = pg_read_from,
+                               .tail = pg_tail,
+                               .describe_failure = pg_describe_failure,
+                               .close = pg_close,
+                               .round_records = PG_LOG_APPEND_RECORDS_MAX};
+_Static_assert(PG_LOG_APPEND_RECORDS_MAX <= LOG_ROUND_RECORDS_MAX, "a round fits the tickets");
 
 int pg_durable_open(durable_log *log, pg_log *leading, uint32_t lease_ms)
 {

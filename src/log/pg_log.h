@@ -42,7 +42,7 @@
 #define PG_LOG_LEASE_MS_DEFAULT 2000u
 #define PG_LOG_NAME_BYTES_MAX 256u        /* a leader's name, stored in its term row (cut there) */
 #define PG_LOG_READ_BYTES_MAX (16u << 20) /* records one pg_log_read fetches, about */
-#define PG_LOG_APPEND_RECORDS_MAX 16u     /* records one pg_log_append_many takes */
+#define PG_LOG_APPEND_RECORDS_MAX 64u     /* records one pg_log_append_many takes */
 
 enum pg_log_status {
     PG_LOG_OK = 0,

@@ -342,6 +342,67 @@ static void test_append_then_read_back_every_byte(void **state)
     chain_free(&written);
 }
 
+/* A round's rows read back: each record row must hold the next of `records`, in order. */
+typedef struct round_rows {
+    const record_buffer *records;
+    size_t next;
+} round_rows;
+
+static int check_round_row(const pg_log_row *row, void *context)
+{
+    round_rows *round = context;
+    if (row->kind != PG_LOG_ROW_RECORD)
+        return 0;
+    const record_buffer *expected = &round->records[round->next++];
+    assert_int_equal(row->length, expected->length);
+    assert_memory_equal(row->bytes, expected->bytes, expected->length);
+    return 0;
+}
+
+/* A leader's round: up to PG_LOG_APPEND_RECORDS_MAX records in one statement, durable together
+ * and read back in order; one more than that is refused, leaving the log as it was and the
+ * session leading. */
+static void test_a_round_takes_up_to_its_most_records_at_once(void **state)
+{
+    (void)state;
+    enum { COUNT = PG_LOG_APPEND_RECORDS_MAX + 1 };
+    static record_buffer records[COUNT];
+    const uint8_t *bytes[COUNT];
+    size_t lengths[COUNT];
+    uint8_t hashes[COUNT][RECORD_HASH_BYTES];
+    chain at = {0};
+    for (size_t index = 0; index < COUNT; index++) {
+        build_record(&at, 2, &records[index], hashes[index]);
+        at.last_seq += 2;
+        memcpy(at.hash, hashes[index], RECORD_HASH_BYTES);
+        bytes[index] = records[index].bytes;
+        lengths[index] = records[index].length;
+    }
+    pg_log *log = open_log(conninfo_for("deep_round", false), "http://a", 0);
+    lead(log, 1);
+    assert_int_equal(pg_log_append_many(log, bytes, lengths, COUNT), PG_LOG_INVALID_RECORD);
+    assert_non_null(strstr(pg_log_error(log), "65 records in one append (1 to 64)"));
+    pg_log_point tail;
+    assert_int_equal(pg_log_read_tail(log, &tail), PG_LOG_OK);
+    assert_int_equal(tail.position, 1); /* the term row alone */
+    assert_int_equal(tail.last_seq, 0);
+
+    assert_int_equal(pg_log_append_many(log, bytes, lengths, COUNT - 1), PG_LOG_OK);
+    assert_int_equal(pg_log_read_tail(log, &tail), PG_LOG_OK);
+    assert_int_equal(tail.position, COUNT);
+    assert_int_equal(tail.last_seq, 2 * (COUNT - 1));
+    assert_memory_equal(tail.hash, hashes[COUNT - 2], RECORD_HASH_BYTES);
+    round_rows round = {records, 0};
+    pg_log_point from = {0};
+    uint32_t read = 0;
+    assert_int_equal(pg_log_read(log, &from, 2 * COUNT, check_round_row, &round, &read), PG_LOG_OK);
+    assert_int_equal(read, COUNT);
+    assert_int_equal(round.next, COUNT - 1);
+    pg_log_close(log);
+    for (size_t index = 0; index < COUNT; index++)
+        record_buffer_free(&records[index]);
+}
+
 /* Counts the record rows whose bytes are those of `context` (a record_buffer). */
 static int matched;
 static int match_big_row(const pg_log_row *row, void *context)
@@ -1137,6 +1198,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_schema_created_then_kept_and_newer_refused),
         cmocka_unit_test(test_append_then_read_back_every_byte),
+        cmocka_unit_test(test_a_round_takes_up_to_its_most_records_at_once),
         cmocka_unit_test(test_big_records_are_compressed_with_lz4_unless_told_otherwise),
         cmocka_unit_test(test_append_refuses_a_record_that_does_not_continue_the_tail),
         cmocka_unit_test(test_read_checks_the_chain_and_every_record),
