@@ -330,7 +330,7 @@ void durability_snapshot_tick(coffer *db)
         engine_log(db,
                    "snapshot at seq %llu skipped: it needs about %s and the filesystem of %s has "
                    "%s free, less the reserve; the log still has everything",
-                   (unsigned long long)db->tip.last_seq, need, db->dir, free_text);
+                   (unsigned long long)db->last_seq, need, db->dir, free_text);
         db->recorded_since_snapshot = 0; /* tried again after as many events, or as long */
         return;
     }

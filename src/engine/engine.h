@@ -434,9 +434,9 @@ int durability_replay(coffer *db, replayer *r, const uint8_t *bytes, const recor
  * store; *found tells whether there was one. */
 int durability_load_snapshot(coffer *db, snapshot_accept_fn *accept, void *context,
                              snapshot_meta *meta, bool *found);
-/* A free ticket for the next batch (waits while the log is its round depth behind). */
 /* Waits until the log thread has written every ticket handed to it (writer thread). */
 void durability_drain(coffer *db);
+/* A free ticket for the next batch (waits while the log is its round depth behind). */
 engine_ticket *durability_ticket(coffer *db);
 /* Hands an applied batch to the log thread, which answers its requests once durable. */
 void durability_publish(coffer *db, engine_ticket *ticket, engine_request *requests);
