@@ -324,13 +324,14 @@ void durability_snapshot_tick(coffer *db)
     /* A snapshot takes about what the tables hold; it must not eat the disk's reserve. */
     uint64_t free_bytes;
     if (!engine_disk_room(db, db->store.budget.used, &free_bytes)) {
-        char need[32], free_text[32];
+        char need[32], free_text[32], reserve[32];
         engine_format_bytes(db->store.budget.used, need, sizeof need);
         engine_format_bytes(free_bytes, free_text, sizeof free_text);
+        engine_format_bytes(db->disk_reserve, reserve, sizeof reserve);
         engine_log(db,
-                   "snapshot at seq %llu skipped: it needs about %s and the filesystem of %s has "
-                   "%s free, less the reserve; the log still has everything",
-                   (unsigned long long)db->last_seq, need, db->dir, free_text);
+                   "snapshot at seq %llu skipped: it needs about %s, and the filesystem of %s has "
+                   "%s free, %s of it the reserve; the log still has everything",
+                   (unsigned long long)db->last_seq, need, db->dir, free_text, reserve);
         db->recorded_since_snapshot = 0; /* tried again after as many events, or as long */
         return;
     }
