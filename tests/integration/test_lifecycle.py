@@ -576,14 +576,19 @@ class MemoryBudget(LifecycleCase):
         self.assertEqual(r.header("Idempotent-Replayed"), "true")
         client.close()
 
-    def test_bad_sizes_exit_2(self):
-        for size in ("48MB", "1M", "5T", "-48M", "4.5G", ""):
-            with self.subTest(size=size):
-                proc = subprocess.run([coffer_binary(), "serve", "--memory-max", size],
+    def bad_sizes_exit_2(self, flag, sizes, message):
+        """`coffer serve FLAG SIZE` for each of `sizes`: usage, exit 2, `message` on stderr."""
+        for size in sizes:
+            with self.subTest(flag=flag, size=size):
+                proc = subprocess.run([coffer_binary(), "serve", flag, size],
                                       capture_output=True, timeout=10 * SLOW,
                                       stdin=subprocess.DEVNULL)
                 self.assertEqual(proc.returncode, 2, proc)
-                self.assertIn(b"--memory-max needs a size from 16M to 4T", proc.stderr)
+                self.assertIn(message, proc.stderr)
+
+    def test_bad_sizes_exit_2(self):
+        self.bad_sizes_exit_2("--memory-max", ("48MB", "1M", "5T", "-48M", "4.5G", ""),
+                              b"--memory-max needs a size from 16M to 4T")
 
 
 class DiskReserve(LifecycleCase):
@@ -593,6 +598,7 @@ class DiskReserve(LifecycleCase):
     allocated (not written) beside the data directory, with a reserve 1 GiB under what was free."""
 
     metric = MemoryBudget.metric
+    bad_sizes_exit_2 = MemoryBudget.bad_sizes_exit_2
 
     def refused(self, client, seconds=10):
         """Transfers of 1 under fresh ids until one is refused (the writer looks at the disk at
@@ -665,13 +671,8 @@ class DiskReserve(LifecycleCase):
         self.assertRegex(log, r"above the reserve of .* again: taking writes")
 
     def test_bad_reserve_exits_2(self):
-        for size in ("256MB", "-1", "1.5G", ""):
-            with self.subTest(size=size):
-                proc = subprocess.run([coffer_binary(), "serve", "--disk-reserve", size],
-                                      capture_output=True, timeout=10 * SLOW,
-                                      stdin=subprocess.DEVNULL)
-                self.assertEqual(proc.returncode, 2, proc)
-                self.assertIn(b"--disk-reserve needs a size", proc.stderr)
+        self.bad_sizes_exit_2("--disk-reserve", ("256MB", "-1", "1.5G", ""),
+                              b"--disk-reserve needs a size")
 
 
 def refused_id(made):
