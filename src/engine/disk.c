@@ -37,14 +37,16 @@ void engine_disk_open(coffer *db)
 {
     uint64_t asked = db->options.disk_reserve_bytes, free_bytes = 0, size_bytes = 0;
     db->disk_reserve = 0;
-    if (asked == COFFER_DISK_RESERVE_NONE) {
-        engine_log(db, "disk: no reserve kept on the filesystem of %s: a full disk fails the log",
-                   db->dir);
-        return;
-    }
+    db->disk_checked_ns = clock_monotonic_ns();
     if (!disk_space(db->dir, &free_bytes, &size_bytes)) {
         engine_log(db, "disk: the free space of %s cannot be read (%s): no reserve is kept",
                    db->dir, strerror(errno));
+        return;
+    }
+    atomic_store(&db->disk_free, free_bytes); /* for the metric, even without a reserve */
+    if (asked == COFFER_DISK_RESERVE_NONE) {
+        engine_log(db, "disk: no reserve kept on the filesystem of %s: a full disk fails the log",
+                   db->dir);
         return;
     }
     uint64_t reserve = asked;
@@ -54,8 +56,6 @@ void engine_disk_open(coffer *db)
             reserve = DISK_RESERVE_DEFAULT;
     }
     db->disk_reserve = reserve;
-    atomic_store(&db->disk_free, free_bytes);
-    db->disk_checked_ns = clock_monotonic_ns();
     db->disk_low = free_bytes < reserve;
     char free_text[32], reserve_text[32];
     engine_format_bytes(free_bytes, free_text, sizeof free_text);
@@ -67,19 +67,17 @@ void engine_disk_open(coffer *db)
                db->disk_low ? ": refusing them now" : "");
 }
 
-bool engine_disk_low(coffer *db)
+void engine_disk_look(coffer *db)
 {
-    if (db->disk_reserve == 0)
-        return false;
     uint64_t now = clock_monotonic_ns();
     if (now - db->disk_checked_ns < DISK_CHECK_NS)
-        return db->disk_low;
+        return;
     db->disk_checked_ns = now;
     uint64_t free_bytes;
     if (!disk_space(db->dir, &free_bytes, 0))
-        return db->disk_low; /* as it was: a passing error decides nothing */
+        return; /* as it was: a passing error decides nothing */
     atomic_store(&db->disk_free, free_bytes);
-    bool low = free_bytes < db->disk_reserve;
+    bool low = db->disk_reserve && free_bytes < db->disk_reserve;
     if (low != db->disk_low) {
         char free_text[32], reserve_text[32];
         engine_format_bytes(free_bytes, free_text, sizeof free_text);
@@ -92,7 +90,14 @@ bool engine_disk_low(coffer *db)
                    free_text, db->dir, reserve_text);
     }
     db->disk_low = low;
-    return low;
+}
+
+bool engine_disk_low(coffer *db)
+{
+    if (db->disk_reserve == 0)
+        return false;
+    engine_disk_look(db);
+    return db->disk_low;
 }
 
 void engine_disk_refuse(coffer *db)

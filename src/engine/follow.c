@@ -505,9 +505,11 @@ void follow_writer_tick(coffer *db)
     engine_cluster *c = &db->cluster;
     note_leader(c, c->term, "", 0);
     rebuild_plan plan = {.db = db, .from_snapshot = true, .status = PG_LOG_OK};
+    /* No longer leading either way: writes are refused without a ticket, since no log thread
+     * is left to answer one. */
+    atomic_store(&db->role, COFFER_ROLE_CANDIDATE);
     if (rebuild(db, &plan) != COFFER_OK)
         return; /* storage_failed stays: nothing is served */
-    atomic_store(&db->role, COFFER_ROLE_CANDIDATE);
     atomic_store(&db->storage_failed, false);
     pthread_mutex_lock(&c->mutex);
     pthread_cond_signal(&c->wake);

@@ -353,6 +353,8 @@ int engine_stats_read(coffer *db, void *context)
     out->cold_checks = atomic_load(&db->cold_checks);
     out->cold_reads = atomic_load(&db->cold_reads);
     out->overloaded_memory = atomic_load(&db->overloaded_memory);
+    if (db->dir)
+        engine_disk_look(db); /* stats run on the writer, like the look before a batch */
     out->disk_free_bytes = atomic_load(&db->disk_free);
     out->disk_reserve_bytes = db->disk_reserve;
     out->refused_disk = atomic_load(&db->refused_disk);

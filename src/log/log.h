@@ -79,10 +79,10 @@ static inline int log_read_from(durable_log *log, uint64_t after_seq, const uint
     return log->ops->read_from(log->state, after_seq, after_hash, visit, context);
 }
 
-/* The round depth of an open log; 1 when none is open. */
+/* The round depth of an open log; 1 when none is open or it names none. */
 static inline uint32_t log_round_records(const durable_log *log)
 {
-    return log->ops ? log->ops->round_records : 1;
+    return log->ops && log->ops->round_records ? log->ops->round_records : 1;
 }
 
 static inline void log_tail(const durable_log *log, wal_tip *tip)

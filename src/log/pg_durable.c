@@ -16,12 +16,15 @@
 #include "log/pg_log.h"
 
 #define PG_READ_ROWS 1024
+/* A round's records go in statements of at most this many bytes (one record may be more): 64
+ * full batches could make one of most of a GiB, near PostgreSQL's limit for a message. */
+#define PG_STATEMENT_BYTES_MAX ((size_t)64 << 20)
 
 typedef struct pg_durable {
     pg_log *log;
     uint8_t *pending[PG_LOG_APPEND_RECORDS_MAX]; /* appended, not yet sent */
     size_t pending_lengths[PG_LOG_APPEND_RECORDS_MAX];
-    size_t pending_count;
+    size_t pending_count, pending_bytes;
     wal_tip appended, durable;
     uint64_t active_at_ns; /* the session's last statement, for the heartbeat */
     uint32_t lease_ms;
@@ -41,7 +44,7 @@ static void pending_clear(pg_durable *d)
 {
     for (size_t i = 0; i < d->pending_count; i++)
         free(d->pending[i]);
-    d->pending_count = 0;
+    d->pending_count = d->pending_bytes = 0;
 }
 
 /* Makes a failure sticky: every later append and sync is refused. */
@@ -57,6 +60,18 @@ static int fail(pg_durable *d, int status, const char *what)
     return COFFER_STORAGE_FAILED;
 }
 
+/* Sends the pending records as one statement: durable when it returns OK. */
+static int pending_send(pg_durable *d)
+{
+    int status = pg_log_append_many(d->log, (const uint8_t *const *)d->pending, d->pending_lengths,
+                                    d->pending_count);
+    if (status != PG_LOG_OK)
+        return fail(d, status, "appending to the PostgreSQL log");
+    pending_clear(d);
+    d->active_at_ns = clock_monotonic_ns();
+    return COFFER_OK;
+}
+
 static int pg_append(void *state, const uint8_t *bytes, size_t length, const wal_tip *before,
                      const wal_tip *after)
 {
@@ -65,29 +80,36 @@ static int pg_append(void *state, const uint8_t *bytes, size_t length, const wal
         return COFFER_STORAGE_FAILED;
     COFFER_ASSERT(before->last_seq == d->appended.last_seq && after->last_seq > before->last_seq);
     COFFER_ASSERT(d->pending_count < PG_LOG_APPEND_RECORDS_MAX);
+    /* A round too large for one statement sends what it has first. Those records may then be
+     * durable while the round fails: its requests are answered storage_failed all the same,
+     * and a retry learns their outcome, as after a COMMIT of unknown outcome. */
+    if (d->pending_count > 0 && d->pending_bytes + length > PG_STATEMENT_BYTES_MAX) {
+        int code = pending_send(d);
+        if (code != COFFER_OK)
+            return code;
+    }
     uint8_t *copy = malloc(length);
     if (!copy)
         return COFFER_OUT_OF_MEMORY;
     memcpy(copy, bytes, length);
     d->pending[d->pending_count] = copy;
     d->pending_lengths[d->pending_count++] = length;
+    d->pending_bytes += length;
     d->appended = *after;
     return COFFER_OK;
 }
 
-/* One statement for every record of the round: the round is durable when it returns OK. */
+/* The round's records in one statement (two or more only past PG_STATEMENT_BYTES_MAX): the
+ * round is durable when it returns OK. */
 static int pg_sync(void *state)
 {
     pg_durable *d = state;
     if (d->failed_status != PG_LOG_OK || d->read_only)
         return COFFER_STORAGE_FAILED;
     if (d->pending_count > 0) {
-        int status = pg_log_append_many(d->log, (const uint8_t *const *)d->pending,
-                                        d->pending_lengths, d->pending_count);
-        if (status != PG_LOG_OK)
-            return fail(d, status, "appending to the PostgreSQL log");
-        pending_clear(d);
-        d->active_at_ns = clock_monotonic_ns();
+        int code = pending_send(d);
+        if (code != COFFER_OK)
+            return code;
     }
     d->durable = d->appended;
     return COFFER_OK;

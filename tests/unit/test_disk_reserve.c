@@ -168,8 +168,13 @@ static void test_unreachable_reserve_refuses_writes_only(void **state)
     assert_true(report.ok);
     disk_close(f);
 
-    /* What was refused was never recorded: the same ids are new once there is room. */
+    /* The expiry was logged, and nothing else: a reopen replays it; what was refused was never
+     * recorded, so the same ids are new once there is room. */
     assert_int_equal(disk_open(f, 0), COFFER_OK);
+    assert_int_equal(stats_of(f->db).seq, after.seq);
+    assert_int_equal(coffer_transfer_get(f->db, "h1", &info), COFFER_OK);
+    assert_int_equal(info.state, COFFER_STATE_EXPIRED);
+    assert_int_equal(available_of(f->db, "shop"), 100);
     assert_int_equal(coffer_submit(f->db, events, 2, true, results), COFFER_OK);
     assert_int_equal(results[0].code, COFFER_CREATED);
     assert_int_equal(results[1].code, COFFER_CREATED);
