@@ -213,7 +213,7 @@ static void render_engine(text_buffer *t, const coffer_stats *s)
     render_eviction(t, s);
     text_printf(t,
                 "# HELP coffer_disk_free_bytes Free space on the filesystem of the data "
-                "directory, when the writer last looked.\n# TYPE coffer_disk_free_bytes gauge\n"
+                "directory (looked at most every 100 ms).\n# TYPE coffer_disk_free_bytes gauge\n"
                 "coffer_disk_free_bytes %llu\n",
                 (unsigned long long)s->disk_free_bytes);
     text_printf(t,
