@@ -29,7 +29,9 @@
 
 #include <libpq-fe.h>
 
+#include "log/log.h"
 #include "log/pg_cursor.h"
+#include "log/pg_durable.h"
 #include "log/pg_log.h"
 #include "log/record.h"
 #include "pg_cluster.h"
@@ -400,6 +402,60 @@ static void test_a_round_takes_up_to_its_most_records_at_once(void **state)
     assert_int_equal(round.next, COUNT - 1);
     pg_log_close(log);
     for (size_t index = 0; index < COUNT; index++)
+        record_buffer_free(&records[index]);
+}
+
+/* A leader's round too large for one statement (past 64 MiB) goes in two, and all of it is in
+ * the log, in order, when the round's sync returns: three records of about 25 MiB, appended
+ * and synced as one round through the durable log, are written by two transactions. */
+static void test_a_round_past_64_mib_goes_in_two_statements(void **state)
+{
+    (void)state;
+    enum { ROUND = 3 };
+    static record_buffer records[ROUND];
+    uint8_t hashes[ROUND][RECORD_HASH_BYTES];
+    wal_tip tips[ROUND + 1] = {{0}};
+    chain at = {0};
+    record_buffer probe; /* entries of about one size: measure some, then scale */
+    uint8_t probe_hash[RECORD_HASH_BYTES];
+    build_record(&at, 1000, &probe, probe_hash);
+    uint32_t events = (uint32_t)((25u << 20) / (probe.length / 1000));
+    record_buffer_free(&probe);
+    for (size_t index = 0; index < ROUND; index++) {
+        build_record(&at, events, &records[index], hashes[index]);
+        assert_true(records[index].length > (22u << 20) && records[index].length < (32u << 20));
+        at.last_seq += events;
+        memcpy(at.hash, hashes[index], RECORD_HASH_BYTES);
+        tips[index + 1].last_seq = at.last_seq;
+        memcpy(tips[index + 1].hash, at.hash, RECORD_HASH_BYTES);
+    }
+    pg_log *log = open_log(conninfo_for("big_round", false), "http://a", 0);
+    lead(log, 1);
+    durable_log round = {0};
+    assert_int_equal(pg_durable_open(&round, log, 10000), COFFER_OK);
+    for (size_t index = 0; index < ROUND; index++)
+        assert_int_equal(log_append(&round, records[index].bytes, records[index].length,
+                                    &tips[index], &tips[index + 1]),
+                         COFFER_OK);
+    assert_int_equal(log_sync(&round), COFFER_OK);
+    wal_tip tail;
+    log_tail(&round, &tail);
+    assert_int_equal(tail.last_seq, (uint64_t)ROUND * events);
+    assert_memory_equal(tail.hash, hashes[ROUND - 1], RECORD_HASH_BYTES);
+
+    char *transactions =
+        sql("SELECT count(*) || ' rows, ' || count(DISTINCT written_at) || ' transactions'"
+            " FROM big_round.coffer_log WHERE kind = 1");
+    assert_string_equal(transactions, "3 rows, 2 transactions");
+    free(transactions);
+    round_rows read_back = {records, 0};
+    pg_log_point from = {0};
+    for (uint32_t read = 1; read > 0;)
+        assert_int_equal(pg_log_read(log, &from, ROUND + 1, check_round_row, &read_back, &read),
+                         PG_LOG_OK);
+    assert_int_equal(read_back.next, ROUND);
+    log_close(&round, true); /* ends the session */
+    for (size_t index = 0; index < ROUND; index++)
         record_buffer_free(&records[index]);
 }
 
@@ -1199,6 +1255,7 @@ int main(void)
         cmocka_unit_test(test_schema_created_then_kept_and_newer_refused),
         cmocka_unit_test(test_append_then_read_back_every_byte),
         cmocka_unit_test(test_a_round_takes_up_to_its_most_records_at_once),
+        cmocka_unit_test(test_a_round_past_64_mib_goes_in_two_statements),
         cmocka_unit_test(test_big_records_are_compressed_with_lz4_unless_told_otherwise),
         cmocka_unit_test(test_append_refuses_a_record_that_does_not_continue_the_tail),
         cmocka_unit_test(test_read_checks_the_chain_and_every_record),
