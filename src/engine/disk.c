@@ -100,9 +100,9 @@ bool engine_disk_low(coffer *db)
     return db->disk_low;
 }
 
-void engine_disk_refuse(coffer *db)
+void engine_disk_refuse(coffer *db, uint64_t submissions)
 {
-    atomic_fetch_add_explicit(&db->refused_disk, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&db->refused_disk, submissions, memory_order_relaxed);
     char free_text[32], reserve_text[32];
     engine_format_bytes(atomic_load(&db->disk_free), free_text, sizeof free_text);
     engine_format_bytes(db->disk_reserve, reserve_text, sizeof reserve_text);

@@ -325,11 +325,12 @@ static void apply_batch(coffer *db, engine_request *batch, engine_ticket *ticket
     if (reserved == COFFER_OK && submits)
         reserved = sweep_expired(db, ticket, ts0, &seq, &timestamp);
     /* A disk short of its reserve: the submissions are refused, the expiries swept above go on. */
-    if (reserved == COFFER_OK && batch && submits && db->dir && engine_disk_low(db)) {
+    if (reserved == COFFER_OK && batch && submits && engine_disk_low(db)) {
         reserved = COFFER_CAPACITY_EXCEEDED;
+        uint64_t refused = 0;
         for (engine_request *request = batch; request; request = request->next)
-            if (request->events)
-                engine_disk_refuse(db);
+            refused += request->events != 0;
+        engine_disk_refuse(db, refused);
     }
     if (reserved == COFFER_OK)
         reserved = reserve_batch(db, batch);

@@ -407,13 +407,14 @@ void engine_format_bytes(uint64_t bytes, char *out, size_t size);
  * (coffer_options.disk_reserve_bytes) and logs it; engine_disk_look, on the writer, looks at the
  * free space again when the last look is 100 ms old (a crossing of the reserve is logged; the
  * stats ask too, so that the metric stays fresh on an idle engine); engine_disk_low, before a
- * batch with submissions, says whether it is below the reserve; engine_disk_refuse notes why a
- * submission is refused (coffer_capacity_detail) and counts it; engine_disk_room says whether
+ * batch with submissions, says whether it is below the reserve (never in memory: no reserve);
+ * engine_disk_refuse notes why `submissions` are refused (coffer_capacity_detail) and counts
+ * them; engine_disk_room says whether
  * `bytes` more would still leave the reserve free (a snapshot asks before it starts). */
 void engine_disk_open(coffer *db);
 void engine_disk_look(coffer *db);
 bool engine_disk_low(coffer *db);
-void engine_disk_refuse(coffer *db);
+void engine_disk_refuse(coffer *db, uint64_t submissions);
 bool engine_disk_room(coffer *db, uint64_t bytes, uint64_t *free_bytes);
 
 /* durability.c */
