@@ -44,6 +44,7 @@ struct pg_log {
     bool warned;       /* PostgreSQL sent a WARNING during the current statement */
     bool ending;       /* PostgreSQL said it is ending this session (FATAL) */
     uint64_t sessions; /* sessions opened so far */
+    uint64_t prepared; /* bit N-1: this session has the append of N rows prepared */
     uint64_t term;
     pg_log_point tail;
     char error[ERROR_BYTES];
@@ -155,6 +156,7 @@ static void drop_session(pg_log *log)
     log->conn = NULL;
     log->leading = false;
     log->ending = false;
+    log->prepared = 0;
 }
 
 /* Runs a statement without parameters; NULL (error set) unless it returned `expected`. */
@@ -602,6 +604,36 @@ static void insert_sql(char *sql, size_t size, size_t count)
              " FROM inserted");
 }
 
+struct statement_name {
+    char name[24];
+};
+
+static struct statement_name insert_name(size_t count)
+{
+    struct statement_name name;
+    snprintf(name.name, sizeof(name.name), "coffer_append_%zu", count);
+    return name;
+}
+
+/* The append of `count` rows is parsed and planned once a session, not once a round: for a
+ * round of 64 rows, parsing and planning cost PostgreSQL more than the insert itself. NULL
+ * when it is prepared; else the failed PREPARE's result, which insert_rows reads as its own. */
+static PGresult *prepare_insert(pg_log *log, size_t count)
+{
+    uint64_t bit = UINT64_C(1) << (count - 1);
+    if (log->prepared & bit)
+        return NULL;
+    char sql[INSERT_SQL_BYTES];
+    insert_sql(sql, sizeof(sql), count);
+    PGresult *result =
+        PQprepare(log->conn, insert_name(count).name, sql, (int)(count * ROW_COLUMNS), NULL);
+    if (PQresultStatus(result) != PGRES_COMMAND_OK)
+        return result;
+    PQclear(result);
+    log->prepared |= bit;
+    return NULL;
+}
+
 /* Inserts `count` rows (at most PG_LOG_APPEND_RECORDS_MAX) at their positions with NOTIFY,
  * all or none. A unique violation means another session wrote there first. */
 static enum insert_outcome insert_rows(pg_log *log, const pg_log_row *rows, size_t count)
@@ -626,11 +658,11 @@ static enum insert_outcome insert_rows(pg_log *log, const pg_log_row *rows, size
         lengths[first + 6] = (int)row->length;
         formats[first + 5] = formats[first + 6] = 1;
     }
-    char sql[INSERT_SQL_BYTES];
-    insert_sql(sql, sizeof(sql), count);
     log->warned = false;
-    PGresult *result =
-        PQexecParams(log->conn, sql, (int)(count * ROW_COLUMNS), NULL, values, lengths, formats, 0);
+    PGresult *result = prepare_insert(log, count);
+    if (result == NULL)
+        result = PQexecPrepared(log->conn, insert_name(count).name, (int)(count * ROW_COLUMNS),
+                                values, lengths, formats, 0);
     ExecStatusType status = PQresultStatus(result);
     const char *sqlstate = PQresultErrorField(result, PG_DIAG_SQLSTATE);
     enum insert_outcome outcome = INSERT_FAILED;
