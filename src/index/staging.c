@@ -90,7 +90,7 @@ static void insertion_sort(const uint8_t *arena, staged_put *puts, size_t count,
  * bytes, through `aux` (as many puts). Each pass reads one byte of each key: a byte all the keys
  * share costs one counting pass and no move, so long common prefixes (ids from one client's
  * counter, accounts named alike) cost little, where a comparison sort compared them again at
- * every step (a third of the index thread's time went to memcmp under qsort).
+ * every step (close to a third of the index thread's time under qsort, docs/benchmarks.md).
  */
 static void radix_sort(const uint8_t *arena, staged_put *puts, staged_put *aux, size_t count,
                        size_t depth)
