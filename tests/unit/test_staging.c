@@ -81,7 +81,8 @@ static void check_sort(size_t count, uint64_t seed)
     }
     staged_put *expected = malloc((count ? count : 1) * sizeof *expected);
     assert_non_null(expected);
-    memcpy(expected, staging.puts, count * sizeof *expected);
+    if (count)
+        memcpy(expected, staging.puts, count * sizeof *expected);
     reference_staging = &staging;
     qsort(expected, count, sizeof *expected, reference_compare);
 
