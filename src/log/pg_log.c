@@ -604,6 +604,8 @@ static void insert_sql(char *sql, size_t size, size_t count)
              " FROM inserted");
 }
 
+_Static_assert(PG_LOG_APPEND_RECORDS_MAX <= 64, "one bit a row count in pg_log.prepared");
+
 struct statement_name {
     char name[24];
 };
