@@ -606,29 +606,18 @@ static void insert_sql(char *sql, size_t size, size_t count)
 
 _Static_assert(PG_LOG_APPEND_RECORDS_MAX <= 64, "one bit a row count in pg_log.prepared");
 
-struct statement_name {
-    char name[24];
-};
-
-static struct statement_name insert_name(size_t count)
-{
-    struct statement_name name;
-    snprintf(name.name, sizeof(name.name), "coffer_append_%zu", count);
-    return name;
-}
-
-/* The append of `count` rows is parsed and planned once a session, not once a round: for a
- * round of 64 rows, parsing and planning cost PostgreSQL more than the insert itself. NULL
- * when it is prepared; else the failed PREPARE's result, which insert_rows reads as its own. */
-static PGresult *prepare_insert(pg_log *log, size_t count)
+/* The append of `count` rows is parsed and planned once a session, as `name`, not once a
+ * round: with rounds of up to 64 rows that was about a fifth of PostgreSQL's CPU per round
+ * (docs/benchmarks.md). NULL when it is prepared; else the failed PREPARE's result, which
+ * insert_rows reads as its own. */
+static PGresult *prepare_insert(pg_log *log, size_t count, const char *name)
 {
     uint64_t bit = UINT64_C(1) << (count - 1);
     if (log->prepared & bit)
         return NULL;
     char sql[INSERT_SQL_BYTES];
     insert_sql(sql, sizeof(sql), count);
-    PGresult *result =
-        PQprepare(log->conn, insert_name(count).name, sql, (int)(count * ROW_COLUMNS), NULL);
+    PGresult *result = PQprepare(log->conn, name, sql, (int)(count * ROW_COLUMNS), NULL);
     if (PQresultStatus(result) != PGRES_COMMAND_OK)
         return result;
     PQclear(result);
@@ -661,10 +650,12 @@ static enum insert_outcome insert_rows(pg_log *log, const pg_log_row *rows, size
         formats[first + 5] = formats[first + 6] = 1;
     }
     log->warned = false;
-    PGresult *result = prepare_insert(log, count);
+    char name[40];
+    snprintf(name, sizeof(name), "coffer_append_%zu", count);
+    PGresult *result = prepare_insert(log, count, name);
     if (result == NULL)
-        result = PQexecPrepared(log->conn, insert_name(count).name, (int)(count * ROW_COLUMNS),
-                                values, lengths, formats, 0);
+        result = PQexecPrepared(log->conn, name, (int)(count * ROW_COLUMNS), values, lengths,
+                                formats, 0);
     ExecStatusType status = PQresultStatus(result);
     const char *sqlstate = PQresultErrorField(result, PG_DIAG_SQLSTATE);
     enum insert_outcome outcome = INSERT_FAILED;
